@@ -1,0 +1,39 @@
+/* SHA-256 core of tsunagi: one compression function with two paths (Intel SHA extensions
+ * and portable C), chosen once at run time, plus the fixed-shape hashes built on it. */
+#ifndef TSUNAGI_SHA256_H
+#define TSUNAGI_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TS_BACKEND_PORTABLE 0
+#define TS_BACKEND_SHANI 1
+
+/* Picks the backend: SHA-NI when the CPU has it, unless TSUNAGI_SHA256_PORTABLE=1 is set in
+ * the environment. Safe to call more than once; returns the chosen backend. */
+int ts_sha256_select_backend(void);
+int ts_sha256_backend(void);
+
+void ts_sha256_compress(uint32_t state[8], const uint8_t *blocks, size_t block_count);
+void ts_sha256(const uint8_t *data, size_t length, uint8_t out[32]);
+void ts_sha256d(const uint8_t *data, size_t length, uint8_t out[32]);
+
+/* SHA-256d of each record_size-byte record of buffer, written as record_count x 32 bytes. */
+void ts_sha256d_records(const uint8_t *buffer, size_t record_count, size_t record_size,
+                        uint8_t *out);
+
+/* One Merkle level up: parent i = SHA-256d(child 2i || child 2i+1); an odd level pairs its
+ * last hash with itself. Writes (count + 1) / 2 hashes to out (out may equal in). */
+void ts_merkle_parents(const uint8_t *in, size_t count, uint8_t *out);
+
+/* SHA-256d of an 80-byte header. */
+void ts_header_hash(const uint8_t header[80], uint8_t out[32]);
+
+/* Compact bits -> 32-byte little-endian target. Returns 0 when bits are valid for proof of
+ * work, or a nonzero reason: 1 negative, 2 zero, 3 overflows 256 bits. */
+int ts_bits_to_target(uint32_t bits, uint8_t target[32]);
+
+/* 1 when the little-endian 256-bit hash is at most the target. */
+int ts_hash_meets_target(const uint8_t hash[32], const uint8_t target[32]);
+
+#endif

@@ -1,0 +1,1 @@
+"""Compiled core of tsunagi, built from ext/ by setup.py. Import the Python layers instead."""

@@ -1,0 +1,65 @@
+"""Exceptions of tsunagi: misuse and operating failures, never rejected transactions.
+
+A rejected transaction or block is a result code (see :mod:`tsunagi.core.codes`), not an
+exception. Everything raised on purpose by tsunagi, native code included, derives from
+:class:`TsunagiError`; classes that resemble a builtin also inherit it, so ``except ValueError``
+keeps working for callers that do not know tsunagi::
+
+    TsunagiError
+    ├── EncodingError (ValueError)        bytes of the wrong size, shape or layout
+    ├── ConfigError (ValueError)          a setting out of range or inconsistent
+    ├── KeyFileError (ValueError)         a key file that cannot be read or decrypted
+    ├── StorageError (OSError)            the data directory cannot be used
+    │   ├── CorruptLogError               committed data is damaged: the node refuses to start
+    │   └── LockedError                   another process owns the data directory
+    ├── NodeError (ConnectionError)       a node could not be reached or answered badly
+    │   ├── ProtocolError                 a frame that breaks the wire protocol
+    │   └── OverloadedError               the node pushed back: retry later
+    └── CancelledError                    a long native operation was cancelled
+"""
+
+from __future__ import annotations
+
+
+class TsunagiError(Exception):
+    """Base of every error tsunagi raises on purpose."""
+
+
+class EncodingError(TsunagiError, ValueError):
+    """Input bytes have the wrong size, shape or layout."""
+
+
+class ConfigError(TsunagiError, ValueError):
+    """A setting is out of range or inconsistent with another."""
+
+
+class KeyFileError(TsunagiError, ValueError):
+    """A key file cannot be read, or its passphrase is wrong."""
+
+
+class StorageError(TsunagiError, OSError):
+    """The data directory cannot be used."""
+
+
+class CorruptLogError(StorageError):
+    """Committed data is damaged; the message names the block and the byte offset."""
+
+
+class LockedError(StorageError):
+    """Another process has the data directory open for writing."""
+
+
+class NodeError(TsunagiError, ConnectionError):
+    """A node could not be reached, or answered outside the protocol."""
+
+
+class ProtocolError(NodeError):
+    """A frame breaks the wire protocol (size, version, layout)."""
+
+
+class OverloadedError(NodeError):
+    """The node's queues are full; the request was not taken. Retry after a pause."""
+
+
+class CancelledError(TsunagiError):
+    """A long native operation (a nonce search) was cancelled before it finished."""
