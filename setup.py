@@ -21,7 +21,7 @@ def native(name, *sources):
 
 
 extensions = [
-    native("hashing", "sha256.c", "parallel.c", "pow.c"),
+    native("hashing", "sha256.c", "sha256_shani.c", "parallel.c", "pow.c"),
 ]
 
 setup(

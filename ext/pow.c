@@ -20,6 +20,7 @@ struct ts_search {
     atomic_uint_fast64_t best;
     atomic_uint_fast64_t hashes;
     atomic_int cancelled;
+    uint32_t target_top;    /* the target's most significant little-endian word */
     int bits_valid;
 };
 
@@ -43,6 +44,8 @@ ts_search *ts_search_new(const uint8_t header[80], uint64_t first, uint64_t coun
     uint32_t bits = (uint32_t)header[72] | (uint32_t)header[73] << 8 |
                     (uint32_t)header[74] << 16 | (uint32_t)header[75] << 24;
     search->bits_valid = ts_bits_to_target(bits, search->target) == 0;
+    search->target_top = (uint32_t)search->target[28] | (uint32_t)search->target[29] << 8 |
+                         (uint32_t)search->target[30] << 16 | (uint32_t)search->target[31] << 24;
     search->end = first + count;
     search->chunk = chunk ? chunk : 1 << 16;
     atomic_init(&search->next, first);
@@ -63,45 +66,58 @@ static void record_best(ts_search *search, uint64_t nonce) {
     }
 }
 
+/* The full hash of one nonce, for a candidate the scan reported. */
+static void nonce_hash(const ts_search *search, uint64_t nonce, uint8_t hash[32]) {
+    uint8_t block[64];
+    uint32_t state[8];
+    memcpy(block, search->tail, 64);
+    block[12] = (uint8_t)nonce;
+    block[13] = (uint8_t)(nonce >> 8);
+    block[14] = (uint8_t)(nonce >> 16);
+    block[15] = (uint8_t)(nonce >> 24);
+    memcpy(state, search->midstate, sizeof state);
+    ts_sha256_compress(state, block, 1);
+    uint8_t first[32];
+    for (int i = 0; i < 8; i++) store_be32(first + 4 * i, state[i]);
+    ts_sha256(first, 32, hash);
+}
+
+/* Searches [first, end) of one claimed chunk; returns one past the last nonce hashed. The
+ * cancel flag is read every SCAN_STEP nonces (well under a millisecond) whatever the chunk. */
+#define SCAN_STEP 4096
+static uint64_t search_chunk(ts_search *search, uint64_t first, uint64_t end) {
+    uint64_t nonce = first;
+    while (nonce < end) {
+        if (atomic_load_explicit(&search->cancelled, memory_order_relaxed)) return nonce;
+        uint64_t step_end = end - nonce > SCAN_STEP ? nonce + SCAN_STEP : end;
+        uint64_t candidate =
+            ts_nonce_scan(search->midstate, search->tail, nonce, step_end, search->target_top);
+        if (candidate == step_end) {
+            nonce = step_end;
+            continue;
+        }
+        uint8_t hash[32];
+        nonce_hash(search, candidate, hash);
+        nonce = candidate + 1;
+        if (ts_hash_meets_target(hash, search->target)) {
+            record_best(search, candidate);
+            break;
+        }
+    }
+    return nonce;
+}
+
 /* Chunks are claimed in increasing order, so when a thread finds a nonce every lower chunk is
  * already claimed and will be finished: the lowest qualifying nonce wins whatever the timing. */
 static void search_worker(void *context, int worker) {
     (void)worker;
     ts_search *search = context;
-    uint8_t block[64], second[64] = {0};
-    memcpy(block, search->tail, 64);
-    second[32] = 0x80;
-    second[62] = 0x01; /* 256 bits */
-    uint32_t target_top = (uint32_t)search->target[28] | (uint32_t)search->target[29] << 8 |
-                          (uint32_t)search->target[30] << 16 |
-                          (uint32_t)search->target[31] << 24;
     while (!atomic_load_explicit(&search->cancelled, memory_order_relaxed)) {
         uint64_t first = atomic_fetch_add(&search->next, search->chunk);
         if (first >= search->end || first >= atomic_load(&search->best)) break;
         uint64_t end = first + search->chunk < search->end ? first + search->chunk : search->end;
-        uint64_t nonce = first;
-        for (; nonce < end; nonce++) {
-            block[12] = (uint8_t)nonce;
-            block[13] = (uint8_t)(nonce >> 8);
-            block[14] = (uint8_t)(nonce >> 16);
-            block[15] = (uint8_t)(nonce >> 24);
-            uint32_t state[8];
-            memcpy(state, search->midstate, sizeof state);
-            ts_sha256_compress(state, block, 1);
-            for (int i = 0; i < 8; i++) store_be32(second + 4 * i, state[i]);
-            memcpy(state, IV256, sizeof state);
-            ts_sha256_compress(state, second, 1);
-            /* The hash's most significant little-endian word is state[7] byte-swapped. */
-            if (__builtin_bswap32(state[7]) > target_top) continue;
-            uint8_t hash[32];
-            for (int i = 0; i < 8; i++) store_be32(hash + 4 * i, state[i]);
-            if (ts_hash_meets_target(hash, search->target)) {
-                record_best(search, nonce);
-                nonce++;
-                break;
-            }
-        }
-        atomic_fetch_add(&search->hashes, nonce - first);
+        uint64_t done = search_chunk(search, first, end);
+        atomic_fetch_add(&search->hashes, done - first);
     }
 }
 
@@ -120,39 +136,67 @@ typedef struct {
     size_t bad_index[TS_THREADS_MAX];
 } validation;
 
-static int check_header(const uint8_t *header, const uint8_t *expected_prev, uint8_t hash[32]) {
+/* Headers hashed per batch kernel call: enough to keep both SHA lanes busy, few enough that
+ * a failure elsewhere stops this range soon. */
+#define VALIDATE_BATCH 512
+
+/* The target of compact bits, recomputed only when the bits change (they rarely do). */
+typedef struct {
+    uint32_t bits;
+    int reason;
+    uint8_t target[32];
+} target_cache;
+
+static int check_header(const uint8_t *header, const uint8_t *expected_prev,
+                        const uint8_t hash[32], target_cache *cache) {
     if (expected_prev && memcmp(header + 4, expected_prev, 32) != 0) return TS_HEADER_BAD_LINK;
     uint32_t bits = (uint32_t)header[72] | (uint32_t)header[73] << 8 |
                     (uint32_t)header[74] << 16 | (uint32_t)header[75] << 24;
-    uint8_t target[32];
-    if (ts_bits_to_target(bits, target) != 0) return TS_HEADER_BAD_BITS;
-    ts_header_hash(header, hash);
-    if (!ts_hash_meets_target(hash, target)) return TS_HEADER_BAD_POW;
+    if (bits != cache->bits) {
+        cache->bits = bits;
+        cache->reason = ts_bits_to_target(bits, cache->target);
+    }
+    if (cache->reason != 0) return TS_HEADER_BAD_BITS;
+    if (!ts_hash_meets_target(hash, cache->target)) return TS_HEADER_BAD_POW;
     return TS_HEADER_OK;
+}
+
+static void record_bad(validation *v, int worker, size_t index, int reason) {
+    v->reasons[worker] = reason;
+    v->bad_index[worker] = index;
+    size_t seen = atomic_load(&v->first_bad);
+    while (index < seen && !atomic_compare_exchange_weak(&v->first_bad, &seen, index)) {
+    }
 }
 
 static void validate_range(void *context, size_t first, size_t end, int worker) {
     validation *v = context;
-    uint8_t previous[32], hash[32];
+    /* hashes[0] is the previous header's hash, hashes[1 + j] that of header batch + j. */
+    uint8_t hashes[(VALIDATE_BATCH + 1) * 32];
     const uint8_t *expected = v->prev_hash;
     if (first > 0) {
-        ts_header_hash(v->headers + (first - 1) * TS_HEADER_BYTES, previous);
-        expected = previous;
+        ts_header_hash(v->headers + (first - 1) * TS_HEADER_BYTES, hashes);
+        expected = hashes;
     }
+    target_cache cache = {0, 0, {0}};
+    cache.reason = ts_bits_to_target(0, cache.target);
     v->bad_index[worker] = v->count;
-    for (size_t i = first; i < end; i++) {
-        if (i % 4096 == 0 && atomic_load_explicit(&v->first_bad, memory_order_relaxed) < i) return;
-        int reason = check_header(v->headers + i * TS_HEADER_BYTES, expected, hash);
-        if (reason != TS_HEADER_OK) {
-            v->reasons[worker] = reason;
-            v->bad_index[worker] = i;
-            size_t seen = atomic_load(&v->first_bad);
-            while (i < seen && !atomic_compare_exchange_weak(&v->first_bad, &seen, i)) {
+    for (size_t batch = first; batch < end; batch += VALIDATE_BATCH) {
+        if (atomic_load_explicit(&v->first_bad, memory_order_relaxed) < batch) return;
+        size_t n = end - batch < VALIDATE_BATCH ? end - batch : VALIDATE_BATCH;
+        const uint8_t *headers = v->headers + batch * TS_HEADER_BYTES;
+        ts_sha256d_records(headers, n, TS_HEADER_BYTES, hashes + 32);
+        for (size_t j = 0; j < n; j++) {
+            int reason = check_header(headers + j * TS_HEADER_BYTES, expected,
+                                      hashes + 32 * (j + 1), &cache);
+            if (reason != TS_HEADER_OK) {
+                record_bad(v, worker, batch + j, reason);
+                return;
             }
-            return;
+            expected = hashes + 32 * (j + 1);
         }
-        memcpy(previous, hash, 32);
-        expected = previous;
+        memcpy(hashes, hashes + 32 * n, 32);
+        expected = hashes;
     }
 }
 

@@ -1,5 +1,5 @@
-/* SHA-256 core of tsunagi: one compression function with two paths (Intel SHA extensions
- * and portable C), chosen once at run time, plus the fixed-shape hashes built on it. */
+/* SHA-256 core of tsunagi: two backends (Intel SHA extensions and portable C), chosen once at
+ * run time, and the fixed-shape hashes built on them. */
 #ifndef TSUNAGI_SHA256_H
 #define TSUNAGI_SHA256_H
 
@@ -28,6 +28,13 @@ void ts_merkle_parents(const uint8_t *in, size_t count, uint8_t *out);
 
 /* SHA-256d of an 80-byte header. */
 void ts_header_hash(const uint8_t header[80], uint8_t out[32]);
+
+/* Scans the nonces [first, end) (end <= 2^32) of a header whose first 64 bytes left
+ * `midstate` and whose bytes 64..75 are `tail`. Returns the first nonce whose hash's most
+ * significant little-endian 32-bit word is at most target_top, or end when none is: a
+ * candidate that the caller checks against the whole target. */
+uint64_t ts_nonce_scan(const uint32_t midstate[8], const uint8_t tail[12], uint64_t first,
+                       uint64_t end, uint32_t target_top);
 
 /* Compact bits -> 32-byte little-endian target. Returns 0 when bits are valid for proof of
  * work, or a nonzero reason: 1 negative, 2 zero, 3 overflows 256 bits. */
