@@ -101,6 +101,251 @@ def _run_search(search, threads: int, show) -> int | None:
     return outcome.get("nonce")
 
 
+def _passphrase(args: argparse.Namespace, confirm: bool = False) -> str:
+    """The key file passphrase: from the environment variable named, or asked on the terminal."""
+    from tsunagi.errors import KeyFileError
+
+    value = os.environ.get(args.passphrase_env)
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        raise KeyFileError(f"no passphrase: set {args.passphrase_env} or run in a terminal")
+    import getpass
+
+    value = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("again: ") != value:
+        raise KeyFileError("the two passphrases differ; nothing was written")
+    return value
+
+
+def _account_number(ledger, text: str) -> int:
+    """An account given as its number, or as an address owning exactly one account."""
+    from tsunagi.errors import EncodingError
+
+    if text.isdigit():
+        return int(text)
+    accounts = ledger.accounts_of(text)
+    if len(accounts) != 1:
+        raise EncodingError(f"address {text} owns {len(accounts)} accounts "
+                            f"({', '.join(map(str, accounts)) or 'none'}): give the number")
+    return accounts[0]
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from tsunagi.core.address import encode_address
+    from tsunagi.core.keyfile import save_key
+    from tsunagi.core.keys import PrivateKey
+
+    key = PrivateKey.generate()
+    save_key(args.out, key, _passphrase(args, confirm=True), address_prefix=args.prefix)
+    print(json.dumps({"key_file": str(args.out), "public_key": key.public_key.hex(),
+                      "address": encode_address(key.public_key, args.prefix)}))
+    return EXIT_OK
+
+
+def _config_from_args(args: argparse.Namespace):
+    from tsunagi.core.address import decode_address
+    from tsunagi.core.amounts import parse_amount
+    from tsunagi.core.config import ChainConfig
+    from tsunagi.errors import EncodingError
+
+    if args.config:
+        with open(args.config, "rb") as handle:
+            return ChainConfig.from_json(handle.read())
+    allocations = []
+    for item in args.alloc:
+        address, _, amount = item.partition("=")
+        if not amount:
+            raise EncodingError(f"--alloc takes ADDRESS=AMOUNT, got {item!r}")
+        allocations.append((decode_address(address, args.prefix),
+                            parse_amount(amount, args.decimals)))
+    return ChainConfig(
+        name=args.name, chain_id=args.chain_id, asset_code=args.asset, decimals=args.decimals,
+        issuers=tuple(decode_address(text, args.prefix) for text in args.issuer),
+        allocations=tuple(allocations), address_prefix=args.prefix,
+        genesis_time_s=int(time.time()), **({"bits": args.bits} if args.bits else {}))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from tsunagi.core.address import encode_address
+    from tsunagi.core.config import genesis_accounts
+    from tsunagi.ledger.ledger import Ledger
+
+    config = _config_from_args(args)
+    with Ledger.create(args.data, config) as ledger:
+        accounts = {number: encode_address(key, config.address_prefix)
+                    for number, key in enumerate(genesis_accounts(config), start=1)}
+        print(json.dumps({"data": str(args.data), "chain": config.name,
+                          "chain_id": config.chain_id,
+                          "genesis_hash": ledger.tip_hash[::-1].hex(), "accounts": accounts}))
+    return EXIT_OK
+
+
+def _submit_one(ledger, record: bytes, key) -> dict:
+    from tsunagi.core.codes import Result
+
+    answer = ledger.submit(record, key.sign_record(record))
+    code = Result(int(answer.codes[0]))
+    result = {"code": code.name, "txid": answer.txids[0].tobytes()[::-1].hex(),
+              "height": answer.height}
+    if 0 in answer.originals:
+        result["original_code"] = Result(answer.originals[0]).name
+    if int(answer.opened[0]):
+        result["account"] = int(answer.opened[0])
+    return result
+
+
+def _next_sequence(ledger, account: int) -> int:
+    # Microseconds since the epoch: above any earlier sequence of this account, even from
+    # another client, without asking the ledger for the last one first.
+    return max(ledger.account(account).sequence + 1, time.time_ns() // 1000)
+
+
+def cmd_open_account(args: argparse.Namespace) -> int:
+    from tsunagi.core import records
+    from tsunagi.core.keyfile import load_key
+    from tsunagi.ledger.ledger import Ledger
+
+    key = load_key(args.key, _passphrase(args))
+    with Ledger.open(args.data) as ledger:
+        record = records.open_account(ledger.config.chain_id, key.public_key,
+                                      sequence=time.time_ns() // 1000)
+        result = _submit_one(ledger, record, key)
+    print(json.dumps(result))
+    return EXIT_OK if result["code"] == "ok" else EXIT_FAILED
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from tsunagi.core import records
+    from tsunagi.core.amounts import parse_amount
+    from tsunagi.core.keyfile import load_key
+    from tsunagi.ledger.ledger import Ledger
+
+    key = load_key(args.key, _passphrase(args))
+    with Ledger.open(args.data) as ledger:
+        config = ledger.config
+        debit = _account_number(ledger, args.from_)
+        credit = _account_number(ledger, args.to)
+        record = records.transfer(config.chain_id, _next_sequence(ledger, debit), debit, credit,
+                                  parse_amount(args.amount, config.decimals),
+                                  key_slot=args.key_slot, user_data=args.user_data)
+        result = _submit_one(ledger, record, key)
+    print(json.dumps(result))
+    return EXIT_OK if result["code"] == "ok" else EXIT_FAILED
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from tsunagi.core.address import encode_address
+    from tsunagi.core.amounts import format_amount
+    from tsunagi.ledger.ledger import Ledger
+
+    with Ledger.open(args.data) as ledger:
+        config = ledger.config
+        numbers = ([int(args.account)] if args.account.isdigit()
+                   else ledger.accounts_of(args.account))
+        rows = []
+        for number in numbers:
+            info = ledger.account(number)
+            held = sum(hold["amount"] for hold in ledger.holds(number)
+                       if hold.get("status") == "open")
+            rows.append({"account": number,
+                         "address": encode_address(info.owner_key, config.address_prefix),
+                         "balance": format_amount(info.balance, config.decimals),
+                         "held": format_amount(held, config.decimals),
+                         "asset": config.asset_code, "sequence": info.sequence})
+    print(json.dumps(rows if len(rows) != 1 else rows[0]))
+    return EXIT_OK if rows else EXIT_FAILED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from tsunagi.ledger.ledger import Ledger
+
+    with Ledger.open(args.data) as ledger, Progress(transient=True) as progress:
+        task = progress.add_task("verifying blocks", total=ledger.height)
+        report = ledger.verify(lambda done, total: progress.update(task, completed=done))
+    print(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_blocks(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tsunagi.core.block import decode_block
+    from tsunagi.ledger.ledger import Ledger
+
+    with Ledger.open(args.data) as ledger:
+        last = ledger.height - 1 if args.last is None else min(args.last, ledger.height - 1)
+        first = max(0, last - args.count + 1)
+        table = Table("height", "hash", "time", "records", "failed", "batches")
+        for height in range(last, first - 1, -1):
+            block = decode_block(ledger.block(height))
+            table.add_row(str(height), block.hash[::-1].hex()[:24] + "…",
+                          time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(block.time)),
+                          str(len(block)), str(int((block.codes != 0).sum())),
+                          str(len(block.batches)))
+    Console().print(table)
+    return EXIT_OK
+
+
+def _add_ledger_commands(commands) -> None:
+    def with_passphrase(parser):
+        parser.add_argument("--passphrase-env", default="TSUNAGI_PASSPHRASE",
+                            help="environment variable holding the key file passphrase "
+                                 "(default TSUNAGI_PASSPHRASE; asked on the terminal if unset)")
+        return parser
+
+    keygen = with_passphrase(commands.add_parser("keygen", help="make a key file"))
+    keygen.add_argument("out", help="key file to write (refuses to overwrite)")
+    keygen.add_argument("--prefix", default="tsu", help="address prefix of the chain")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    init = commands.add_parser("init", help="create a chain in a new data directory")
+    init.add_argument("data", help="data directory (must not exist or be empty)")
+    init.add_argument("--config", help="chain config JSON file (instead of the flags below)")
+    init.add_argument("--name", default="dev")
+    init.add_argument("--chain-id", type=_int, default=1)
+    init.add_argument("--asset", default="TSU")
+    init.add_argument("--decimals", type=int, default=2)
+    init.add_argument("--issuer", action="append", default=[], help="issuer address")
+    init.add_argument("--alloc", action="append", default=[], help="ADDRESS=AMOUNT at genesis")
+    init.add_argument("--bits", type=_int, default=None, help="proof-of-work bits")
+    init.add_argument("--prefix", default="tsu", help="address prefix")
+    init.set_defaults(handler=cmd_init)
+
+    opener = with_passphrase(commands.add_parser("open-account", help="open an account"))
+    opener.add_argument("data")
+    opener.add_argument("--key", required=True, help="key file of the new account's owner")
+    opener.set_defaults(handler=cmd_open_account)
+
+    send = with_passphrase(commands.add_parser("send", help="sign and commit a transfer"))
+    send.add_argument("data")
+    send.add_argument("--key", required=True, help="key file that signs")
+    send.add_argument("--from", dest="from_", required=True, help="debit account or address")
+    send.add_argument("--to", required=True, help="credit account or address")
+    send.add_argument("--amount", required=True, help="amount in the asset's units, e.g. 12.50")
+    send.add_argument("--key-slot", type=int, default=0, help="policy key slot (0: owner)")
+    send.add_argument("--user-data", type=_int, default=0, help="a number for the payee")
+    send.set_defaults(handler=cmd_send)
+
+    balance = commands.add_parser("balance", help="balance of an account or address")
+    balance.add_argument("data")
+    balance.add_argument("account", help="account number or address")
+    balance.set_defaults(handler=cmd_balance)
+
+    verify = commands.add_parser("verify", help="re-check a whole chain")
+    verify.add_argument("data")
+    verify.set_defaults(handler=cmd_verify)
+
+    blocks = commands.add_parser("blocks", help="list the newest blocks")
+    blocks.add_argument("data")
+    blocks.add_argument("--last", type=int, default=None, help="newest height to show")
+    blocks.add_argument("--count", type=int, default=20)
+    blocks.set_defaults(handler=cmd_blocks)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tsunagi", description="tsunagi: a performance-first ledger for Python")
@@ -122,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     pow_.add_argument("--count", type=_int, default=2**32, help="nonces to try at most")
     pow_.add_argument("--json", action="store_true", help="print one JSON object")
     pow_.set_defaults(handler=cmd_pow)
+    _add_ledger_commands(commands)
     return parser
 
 

@@ -9,6 +9,7 @@ keeps working for callers that do not know tsunagi::
     ├── EncodingError (ValueError)        bytes of the wrong size, shape or layout
     ├── ConfigError (ValueError)          a setting out of range or inconsistent
     ├── KeyFileError (ValueError)         a key file that cannot be read or decrypted
+    ├── NotFoundError (KeyError)          no such account, transaction or block
     ├── StorageError (OSError)            the data directory cannot be used
     │   ├── CorruptLogError               committed data is damaged: the node refuses to start
     │   └── LockedError                   another process owns the data directory
@@ -35,6 +36,13 @@ class ConfigError(TsunagiError, ValueError):
 
 class KeyFileError(TsunagiError, ValueError):
     """A key file cannot be read, or its passphrase is wrong."""
+
+
+class NotFoundError(TsunagiError, KeyError):
+    """No such account, transaction or block on this chain."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 class StorageError(TsunagiError, OSError):

@@ -1,0 +1,608 @@
+"""The ledger of one chain on one machine: submit, submit_batch, queries, proofs, verify.
+
+A batch moves through the engine in stages over the whole batch (decode, signatures on native
+threads, one native apply loop), becomes one block, is appended to the log and fsynced once,
+and only then answered. The index (LMDB) is derived data: a background thread fills it after
+the fsync, and it is rebuilt from the log when it lags.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tsunagi import hashing
+from tsunagi.core import records as rec
+from tsunagi.core.address import decode_address
+from tsunagi.core.block import (
+    BatchAuth,
+    Block,
+    BlockResult,
+    check_block,
+    decode_block,
+    encode_block,
+    mine_header,
+)
+from tsunagi.core.codes import Result
+from tsunagi.core.config import ChainConfig, genesis_records
+from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, StorageError
+from tsunagi.ledger.engine import Engine
+from tsunagi.ledger.index import BlockEntries, Index
+from tsunagi.ledger.log import BlockLog, write_file_atomically
+from tsunagi.ledger.snapshot import load_newest_snapshot, save_snapshot
+from tsunagi.ledger.state import State
+
+CONFIG_FILE = "config.json"
+SNAPSHOT_DIRECTORY = "snapshots"
+# A snapshot after this many committed records bounds replay on open to about a second or two
+# of work, at the cost of writing the state arrays (about 60 bytes an account) that often.
+SNAPSHOT_RECORDS_INTERVAL = 2_000_000
+# Blocks waiting for the indexer; a full queue makes the writer wait instead of using memory.
+INDEX_QUEUE_MAX = 256
+U32_MAX = 2**32 - 1
+
+__all__ = ["AccountInfo", "BatchAnswer", "Ledger", "TxInfo", "VerifyReport"]
+
+
+@dataclass
+class BatchAnswer:
+    """The answer to one submit or submit_batch, in request order."""
+
+    codes: np.ndarray  # N uint8 Result codes
+    txids: np.ndarray  # N x 32
+    opened: np.ndarray  # N uint64: account opened by an open_account record, else 0
+    height: int | None = None  # block holding the stored records; None when none were stored
+    block_hash: bytes | None = None
+    originals: dict[int, int] = field(default_factory=dict)  # already_committed: original code
+
+    @property
+    def failures(self) -> list[tuple[int, Result]]:
+        """(index, code) of every record that was not applied."""
+        return [(int(i), Result(int(self.codes[i]))) for i in np.flatnonzero(self.codes)]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    account: int
+    owner_key: bytes
+    balance: int
+    sequence: int
+    issuer: bool
+
+
+@dataclass(frozen=True)
+class TxInfo:
+    """A committed record with where it is and the proof that it is there."""
+
+    txid: bytes
+    record: bytes
+    code: Result
+    height: int
+    position: int
+    block_hash: bytes
+    merkle_root: bytes
+    proof: list[bytes]
+    authorization: bytes | BatchAuth | None
+
+    def verify(self) -> bool:
+        """True when the record hashes to txid and its proof leads to the block's root."""
+        return (hashing.sha256d(self.record) == self.txid and
+                hashing.verify_merkle_proof(self.txid, self.proof, self.position,
+                                            self.merkle_root))
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    blocks: int
+    records: int
+    bad_height: int | None = None
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.blocks} blocks, {self.records} records verified"
+        return f"FAILED at block {self.bad_height}: {self.reason}"
+
+
+class _Indexer:
+    """Fills the index from committed blocks on a thread of its own, in height order.
+
+    Blocks queued while a write transaction runs are indexed together in the next one, so the
+    index keeps up with many small blocks (one LMDB commit for all of them).
+    """
+
+    def __init__(self, index: Index):
+        self.index = index
+        self.queue: queue.Queue = queue.Queue(INDEX_QUEUE_MAX)
+        self.error: BaseException | None = None
+        self.indexed = index.indexed_height  # blocks indexed, like BlockLog.height
+        self.condition = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="tsunagi-indexer", daemon=True)
+        self.thread.start()
+
+    def put(self, height: int, block: Block, opened: np.ndarray) -> None:
+        if self.error is not None:
+            raise StorageError(f"the index writer failed: {self.error}") from self.error
+        self.queue.put((height, block, opened))
+
+    def _next_group(self) -> list | None:
+        group = [self.queue.get()]
+        while group[-1] is not None and len(group) < INDEX_QUEUE_MAX:
+            try:
+                group.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return group
+
+    def _run(self) -> None:
+        while True:
+            group = self._next_group()
+            items = [item for item in group if item is not None]
+            try:
+                if items:
+                    _index_blocks(self.index, items)
+            except BaseException as exc:  # surfaced to the writer on its next put or wait
+                self.error = exc
+                with self.condition:
+                    self.condition.notify_all()
+                return
+            with self.condition:
+                if items:
+                    self.indexed = items[-1][0] + 1
+                self.condition.notify_all()
+            if len(items) < len(group):  # None: close() asked to stop
+                return
+
+    def wait(self, height: int) -> None:
+        """Returns once blocks below ``height`` are indexed."""
+        with self.condition:
+            while self.indexed < height and self.error is None:
+                self.condition.wait(1.0)
+        if self.error is not None:
+            raise StorageError(f"the index writer failed: {self.error}") from self.error
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+
+def _index_blocks(index: Index, items: list) -> None:
+    """Accounts first: adding them again is harmless, so a crash between the two writes
+    leaves nothing that catching up would not mend."""
+    pairs = []
+    entries = []
+    for height, block, opened in items:
+        numbers = np.flatnonzero(opened)
+        keys = block.records["data"][numbers]
+        pairs += [(keys[i].tobytes(), int(opened[n])) for i, n in enumerate(numbers)]
+        records = block.records
+        entries.append(BlockEntries(height, block.hash, block.txids(), block.codes,
+                                    records["debit_account"], records["credit_account"]))
+    if pairs:
+        index.add_accounts(pairs)
+    index.add_blocks(entries)
+
+
+class Ledger:
+    """One chain's ledger in one data directory. See docs/LEDGER_API.md."""
+
+    def __init__(self, directory: Path, config: ChainConfig, log: BlockLog, index: Index,
+                 engine: Engine, threads: int):
+        self.directory = directory
+        self.config = config
+        self._log = log
+        self._index = index
+        self._engine = engine
+        self._threads = threads
+        self._write_lock = threading.Lock()
+        self._broken: BaseException | None = None
+        tip = decode_block(log.read(log.height - 1))
+        self._tip_hash = tip.hash
+        self._tip_time = tip.time
+        self._records_since_snapshot = 0
+        self._snapshot_thread: threading.Thread | None = None
+        self._indexer = _Indexer(index)
+
+    # ----------------------------------------------------------------- opening and closing
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, config: ChainConfig, *,
+               threads: int | None = None) -> Ledger:
+        """A new data directory holding the genesis block of ``config``."""
+        directory = Path(path)
+        if directory.exists() and any(directory.iterdir()):
+            raise StorageError(f"{directory} is not empty: pick a new directory for a new chain "
+                               "or open the existing one with Ledger.open")
+        directory.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(directory / CONFIG_FILE, config.to_json().encode())
+        threads = threads or hashing.cpu_count()
+        log = BlockLog.open(directory, create=True)
+        try:
+            genesis = _genesis_block(config)
+            engine = Engine(State(), config.chain_id)
+            block = decode_block(genesis)
+            engine.apply_genesis(block.records.tobytes(), len(config.issuers))
+            log.append(bytes(genesis))
+            log.sync()
+            index = Index.open(directory)
+        except BaseException:
+            log.close()
+            raise
+        ledger = cls(directory, config, log, index, engine, threads)
+        ledger._catch_up_index()
+        return ledger
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, threads: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Ledger:
+        """Opens a data directory: newest valid snapshot, then the log replayed after it.
+
+        A torn tail that was never acknowledged is dropped; damage inside committed data raises
+        CorruptLogError naming the block and offset.
+        """
+        directory = Path(path)
+        config_path = directory / CONFIG_FILE
+        if not config_path.exists():
+            raise StorageError(f"{directory} holds no tsunagi chain (no {CONFIG_FILE}): create "
+                               "one with `tsunagi init` or Ledger.create")
+        config = ChainConfig.from_json(config_path.read_bytes())
+        threads = threads or hashing.cpu_count()
+        log = BlockLog.open(directory)
+        try:
+            if log.height == 0:
+                raise CorruptLogError(f"{directory}: the block log is empty, not even genesis: "
+                                      "restore the directory from a backup or a peer")
+            engine, first = _restore_state(directory, config, log)
+            _replay(engine, log, first, progress)
+            index = Index.open(directory)
+        except BaseException:
+            log.close()
+            raise
+        if index.indexed_height > log.height:  # the index saw blocks a reorg took back
+            index.truncate_above(log.height)
+        ledger = cls(directory, config, log, index, engine, threads)
+        ledger._catch_up_index()
+        return ledger
+
+    def _catch_up_index(self) -> None:
+        """Queues the blocks the index has not seen (it lags the log after a crash).
+
+        The account numbers a block opened are not stored in it; they follow from the number of
+        accounts at the tip less those opened from that block on.
+        """
+        heights = range(self._index.indexed_height, self._log.height)
+        opens = [_opens_mask(decode_block(self._log.read(h))) for h in heights]
+        next_number = self._engine.state.account_count + 1 - sum(int(m.sum()) for m in opens)
+        for height, mask in zip(heights, opens):
+            opened = np.zeros(mask.size, dtype=np.uint64)
+            opened[mask] = np.arange(next_number, next_number + mask.sum(), dtype=np.uint64)
+            next_number += int(mask.sum())
+            self._indexer.put(height, decode_block(self._log.read(height)), opened)
+
+    def close(self) -> None:
+        """Waits for the index and any snapshot, writes a fresh snapshot, closes the files."""
+        if self._log is None:
+            return
+        with self._write_lock:
+            try:
+                self._indexer.close()
+                self._join_snapshot()
+                if self._broken is None and self._records_since_snapshot:
+                    self._snapshot_now(background=False)
+            finally:
+                self._index.close()
+                self._log.close()
+                self._log = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- writing
+
+    def submit(self, record: bytes, signature: bytes) -> BatchAnswer:
+        """Baseline commit: one record, one block, one fsync, one answer."""
+        if len(record) != rec.RECORD_BYTES:
+            raise EncodingError(f"a record is {rec.RECORD_BYTES} bytes, got {len(record)}")
+        return self.submit_batch(record, signature)
+
+    def submit_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
+                     now_s: int | None = None) -> BatchAnswer:
+        """Fast path: many records, one block, one fsync, one answer per record."""
+        view = rec.as_records(records)
+        with self._write_lock:
+            self._check_usable()
+            block_time = max(int(time.time()) if now_s is None else int(now_s), self._tip_time)
+            if block_time > U32_MAX:
+                raise EncodingError("block time passes the 32-bit header field (year 2106)")
+            pre_codes = self._already_committed_opens(view)
+            outcome = self._engine.process(view, signatures, batches, block_time,
+                                           self._threads, pre_codes=pre_codes)
+            answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
+                                 opened=outcome.opened)
+            if outcome.stored_count:
+                try:
+                    self._commit_block(outcome, block_time, answer)
+                except BaseException as exc:
+                    self._broken = exc  # state is ahead of the log: refuse further writes
+                    raise
+        self._refine_duplicates(answer)
+        return answer
+
+    def _commit_block(self, outcome, block_time: int, answer: BatchAnswer) -> None:
+        block_bytes = encode_block(
+            prev_hash=self._tip_hash, time=block_time, bits=self.config.bits,
+            records=outcome.stored_records, codes=outcome.stored_codes,
+            signatures=outcome.stored_signatures, batches=outcome.stored_batches,
+            threads=self._threads)
+        mine_header(block_bytes, threads=self._threads)
+        block_bytes = bytes(block_bytes)
+        height = self._log.append(block_bytes)
+        self._log.sync()
+        block = decode_block(block_bytes)
+        self._tip_hash, self._tip_time = block.hash, block.time
+        answer.height, answer.block_hash = height, block.hash
+        self._indexer.put(height, block, outcome.opened[outcome.stored])
+        self._records_since_snapshot += len(block)
+        if self._records_since_snapshot >= SNAPSHOT_RECORDS_INTERVAL:
+            self._snapshot_now(background=True)
+
+    def _check_usable(self) -> None:
+        if self._log is None:
+            raise StorageError("the ledger is closed")
+        if self._broken is not None:
+            raise StorageError(f"an earlier write failed ({self._broken}); the ledger refuses "
+                               "writes until it is reopened, which recovers from the log")
+
+    def _already_committed_opens(self, view: np.ndarray) -> np.ndarray | None:
+        """open_account has no sequence to stop a replay, so its txid is looked up instead."""
+        opens = np.flatnonzero(view["kind"] == rec.Kind.open_account)
+        if not opens.size:
+            return None
+        pre_codes = np.zeros(len(view), dtype=np.uint8)
+        txids = hashing.sha256d_records(view[opens].tobytes(), rec.RECORD_BYTES)
+        self._indexer.wait(self._log.height)
+        seen: set[bytes] = set()
+        for position, txid, found in zip(opens, txids, self._index.txs([bytes(t) for t in txids])):
+            txid = bytes(txid)
+            if found is not None or txid in seen:
+                pre_codes[position] = Result.already_committed
+            seen.add(txid)
+        return pre_codes
+
+    def _refine_duplicates(self, answer: BatchAnswer) -> None:
+        """A record turned away as a replay that was committed before is a retry.
+
+        Such a record is never stored itself, so an index entry for its txid is the original
+        (from an earlier block, or from earlier in this batch): already_committed, with the
+        original code in ``answer.originals``.
+        """
+        used = np.flatnonzero((answer.codes == Result.sequence_used) |
+                              (answer.codes == Result.already_committed))
+        if not used.size:
+            return
+        self._indexer.wait(self.height)
+        txids = [answer.txids[i].tobytes() for i in used]
+        for position, found in zip(used, self._index.txs(txids)):
+            if found is not None:
+                answer.codes[position] = Result.already_committed
+                answer.originals[int(position)] = int(found[2])
+
+    def _snapshot_now(self, background: bool) -> None:
+        self._join_snapshot()
+        arrays, meta = self._engine.state.to_arrays()
+        arrays = {name: np.array(array, copy=True) for name, array in arrays.items()}
+        height, block_hash = self._log.height - 1, self._tip_hash
+        target = self.directory / SNAPSHOT_DIRECTORY
+        self._records_since_snapshot = 0
+
+        def write() -> None:
+            save_snapshot(target, height, block_hash, arrays, meta)
+
+        if not background:
+            write()
+            return
+        self._snapshot_thread = threading.Thread(target=write, name="tsunagi-snapshot",
+                                                 daemon=True)
+        self._snapshot_thread.start()
+
+    def _join_snapshot(self) -> None:
+        if self._snapshot_thread is not None:
+            self._snapshot_thread.join()
+            self._snapshot_thread = None
+
+    # ----------------------------------------------------------------------------- queries
+
+    @property
+    def height(self) -> int:
+        """Number of blocks, genesis included (the tip is height - 1)."""
+        return self._log.height
+
+    @property
+    def tip_hash(self) -> bytes:
+        return self._tip_hash
+
+    @property
+    def state(self) -> State:
+        return self._engine.state
+
+    def balance(self, account: int) -> int:
+        return self.account(account).balance
+
+    def account(self, account: int) -> AccountInfo:
+        state = self._engine.state
+        if not 1 <= account <= state.account_count:
+            raise NotFoundError(f"no account {account} on chain {self.config.name!r}: "
+                                f"accounts are 1..{state.account_count}")
+        return AccountInfo(account, state.owner_key(account), state.balance(account),
+                           state.sequence(account), state.is_issuer(account))
+
+    def holds(self, account: int) -> list:
+        return self._engine.state.holds_of(account)
+
+    def accounts_of(self, key_or_address: bytes | str) -> list[int]:
+        """Account numbers owned by a key (32 bytes) or its address text."""
+        if isinstance(key_or_address, str):
+            key = decode_address(key_or_address, self.config.address_prefix)
+        else:
+            key = bytes(key_or_address)
+        self.wait_indexed()
+        return self._index.accounts_of(key)
+
+    def wait_indexed(self) -> None:
+        """Returns once the index has every block of the log."""
+        self._indexer.wait(self._log.height)
+
+    def block(self, height_or_hash: int | bytes) -> bytes | None:
+        if isinstance(height_or_hash, int):
+            height = height_or_hash
+        else:
+            self.wait_indexed()
+            height = self._index.block_height(bytes(height_or_hash))
+            if height is None:
+                return None
+        if not 0 <= height < self._log.height:
+            return None
+        return self._log.read(height)
+
+    def transaction(self, txid: bytes) -> TxInfo | None:
+        """A committed record by txid, with its block, position and Merkle proof."""
+        self.wait_indexed()
+        found = self._index.tx(bytes(txid))
+        if found is None:
+            return None
+        return self._tx_info(*found[:2])
+
+    def _tx_info(self, height: int, position: int) -> TxInfo:
+        block = decode_block(self._log.read(height))
+        return TxInfo(txid=block.txids()[position].tobytes(),
+                      record=block.records[position].tobytes(),
+                      code=Result(int(block.codes[position])), height=height,
+                      position=position, block_hash=block.hash,
+                      merkle_root=block.merkle_root, proof=block.tx_proof(position),
+                      authorization=block.signature_for(position))
+
+    def proof(self, txid: bytes) -> TxInfo | None:
+        return self.transaction(txid)
+
+    def history(self, account: int, limit: int = 100,
+                before: tuple[int, int] | None = None) -> list[TxInfo]:
+        """An account's records, newest first; ``before`` (height, position) pages back."""
+        self.wait_indexed()
+        return [self._tx_info(height, position) for height, position in
+                self._index.account_history(account, limit, before)]
+
+    # ------------------------------------------------------------------------ verification
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """Re-checks the whole chain: hashes, links, work, Merkle roots, signatures, state."""
+        with self._write_lock:
+            self._check_usable()
+            return verify_log(self._log, self.config, self._threads, progress)
+
+
+def _genesis_block(config: ChainConfig) -> bytearray:
+    records = genesis_records(config)
+    count = len(records) // rec.RECORD_BYTES
+    block = encode_block(prev_hash=bytes(32), time=config.genesis_time_s, bits=config.bits,
+                         records=records, codes=bytes(count), signatures=b"",
+                         extension=config.to_json().encode())
+    mine_header(block)
+    return block
+
+
+def _restore_state(directory: Path, config: ChainConfig, log: BlockLog) -> tuple[Engine, int]:
+    """The engine at the newest usable snapshot (or genesis) and the next height to replay."""
+    snapshot = load_newest_snapshot(directory / SNAPSHOT_DIRECTORY)
+    if snapshot is not None and snapshot.height < log.height:
+        block = decode_block(log.read(snapshot.height))
+        if block.hash == snapshot.block_hash:
+            state = State.from_arrays(snapshot.arrays, snapshot.meta)
+            return Engine(state, config.chain_id), snapshot.height + 1
+    engine = Engine(State(), config.chain_id)
+    genesis = decode_block(log.read(0))
+    if not config.is_canonical(genesis.extension):
+        raise CorruptLogError(f"{directory}: block 0 does not carry this directory's "
+                              f"{CONFIG_FILE}: the config or the log was changed")
+    engine.apply_genesis(genesis.records.tobytes(), len(config.issuers))
+    return engine, 1
+
+
+def _replay(engine: Engine, log: BlockLog, first: int,
+            progress: Callable[[int, int], None] | None) -> None:
+    for height in range(first, log.height):
+        block = decode_block(log.read(height))
+        if not engine.replay(block.records, block.codes, block.time, block.batches):
+            raise CorruptLogError(
+                f"block {height} does not replay to the result codes it stores: the log was "
+                "changed after it was written; run `tsunagi verify` and restore from a peer")
+        if progress is not None:
+            progress(height, log.height)
+
+
+def _opens_mask(block: Block) -> np.ndarray:
+    """Which records of a block opened an account."""
+    return (block.records["kind"] == rec.Kind.open_account) & (block.codes == Result.ok)
+
+
+def verify_log(log: BlockLog, config: ChainConfig, threads: int,
+               progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Re-executes a log from genesis in a fresh engine and compares every stored fact."""
+    height = log.height
+    headers = bytearray()
+    blocks = 0
+    records = 0
+    engine = Engine(State(), config.chain_id)
+    for block_height in range(height):
+        try:
+            raw = log.read(block_height)
+            block = decode_block(raw)
+        except (EncodingError, CorruptLogError) as exc:
+            return VerifyReport(False, blocks, records, block_height, str(exc))
+        headers += raw[:80]
+        reason = _verify_block(engine, block, block_height, config)
+        if reason:
+            return VerifyReport(False, blocks, records, block_height, reason)
+        blocks += 1
+        records += len(block)
+        if progress is not None:
+            progress(block_height + 1, height)
+    index, result = hashing.validate_headers(bytes(headers), bytes(32), threads)
+    if index < height:
+        return VerifyReport(False, blocks, records, index, f"header check: {result.name}")
+    return VerifyReport(True, blocks, records)
+
+
+def _verify_block(engine: Engine, block: Block, height: int, config: ChainConfig) -> str:
+    result = check_block(block)
+    if result != BlockResult.ok:
+        return f"block check: {result.name}"
+    if height == 0:
+        if not config.is_canonical(block.extension):
+            return "genesis does not carry the chain config"
+        engine.apply_genesis(block.records.tobytes(), len(config.issuers))
+        return ""
+    outcome = engine.process(block.records, block.signatures.tobytes(), block.batches,
+                             block.time, 1)
+    if not outcome.stored.all():
+        first = int(np.flatnonzero(~outcome.stored)[0])
+        return (f"record {first} does not authenticate "
+                f"({Result(int(outcome.codes[first])).name})")
+    if not np.array_equal(outcome.codes, block.codes):
+        first = int(np.flatnonzero(outcome.codes != block.codes)[0])
+        return (f"record {first} replays to {Result(int(outcome.codes[first])).name}, "
+                f"the block says {Result(int(block.codes[first])).name}")
+    return ""
