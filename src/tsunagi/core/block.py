@@ -1,0 +1,603 @@
+"""Blocks: their byte layout (docs/FORMAT.md), zero-copy decoding, context-free checks, mining.
+
+A block is one buffer. :func:`decode_block` checks only that its sizes agree and returns numpy
+views into it (records, codes, signatures, batches): no copy and no Python object per record.
+:func:`check_block` then judges the block alone, as Bitcoin Core's CheckBlock does: Merkle
+root, proof of work, flags, codes, batch ranges and signatures, genesis rules. Whether the
+records' own signatures and the ledger rules hold needs the chain's state, so it lives above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from enum import IntEnum
+from typing import NamedTuple
+
+import numpy as np
+
+from tsunagi import hashing, limits
+from tsunagi.core.codes import UNSTORED, Result
+from tsunagi.core.config import BLOCK_RECORDS_LIMIT, ChainConfig, genesis_records
+from tsunagi.core.keys import PrivateKey, verify
+from tsunagi.core.records import (
+    FLAGS_KNOWN,
+    RECORD_BYTES,
+    SIGNATURE_BYTES,
+    Flags,
+    Kind,
+    as_records,
+)
+from tsunagi.errors import ConfigError, EncodingError
+
+__all__ = [
+    "BATCH_DTYPE", "BLOCK_VERSION", "BatchAuth", "Block", "BlockResult", "batch_proof",
+    "batch_root", "check_block", "decode_block", "encode_block", "genesis_block",
+    "mine_header", "record_txids", "sign_batch", "verify_batch", "verify_record_in_batch",
+]
+
+BLOCK_VERSION = 1
+HEADER_BYTES = limits.header_bytes
+_HEADER = struct.Struct("<I32s32sIII")
+_COUNTS = struct.Struct("<II")  # record_count, batch_count, right after the header
+_U32 = struct.Struct("<I")
+COUNTS_OFFSET = HEADER_BYTES
+RECORDS_OFFSET = HEADER_BYTES + _COUNTS.size
+BLOCK_BYTES_MIN = RECORDS_OFFSET + _U32.size  # header, counts, extension_length
+ZERO_HASH = bytes(32)
+U32_MAX = 2**32 - 1
+
+BATCH_DTYPE = np.dtype([
+    ("first", "<u4"),
+    ("count", "<u4"),
+    ("signer_key", "u1", (32,)),
+    ("reserved", "u1", (8,)),
+    ("signature", "u1", (64,)),
+])
+BATCH_BYTES = BATCH_DTYPE.itemsize
+assert BATCH_BYTES == 112
+
+# Records hashed in one native call before it pays to start a second thread.
+_THREAD_RECORDS_MIN = 16_384
+_KNOWN_CODES = np.zeros(256, dtype=bool)
+_KNOWN_CODES[[int(code) for code in Result]] = True
+_UNSTORED_CODES = np.zeros(256, dtype=bool)
+_UNSTORED_CODES[[int(code) for code in UNSTORED]] = True
+_FLAGS_UNKNOWN = 0xFF ^ FLAGS_KNOWN
+_KNOWN_KINDS = np.zeros(256, dtype=bool)
+_KNOWN_KINDS[[int(kind) for kind in Kind]] = True
+
+
+class BatchAuth(NamedTuple):
+    """One batch signature: records ``first .. first+count-1`` signed together by a key."""
+
+    first: int
+    count: int
+    signer_key: bytes  # 32-byte x-only key
+    signature: bytes  # BIP340 over batch_root of the batch's txids
+
+
+class BlockResult(IntEnum):
+    """Why check_block refused a block; 0 is ok. Values are never reused."""
+
+    ok = 0  # the block is well-formed on its own
+    bad_version = 1  # header version is not BLOCK_VERSION
+    bad_bits = 2  # compact bits encode no usable target
+    bad_pow = 3  # the header hash is above the target of its bits
+    bad_merkle_root = 4  # the header's root is not that of the txids and body digest
+    too_many_records = 5  # more records than any chain allows (BLOCK_RECORDS_LIMIT)
+    malformed_record = 6  # a record with an unknown kind or unknown flag bits
+    mixed_chain = 7  # records for more than one chain_id
+    unknown_code = 8  # a result code that Result does not define
+    unstored_code = 9  # a code a record gets only when it is never stored
+    duplicate_record = 10  # the same record (txid) twice
+    batch_empty = 11  # a batch of zero records
+    batch_out_of_range = 12  # a batch reaches past the last record
+    batch_order = 13  # batches overlap or are not in record order
+    batch_reserved = 14  # a batch's reserved bytes are not zero
+    batch_coverage = 15  # batches do not cover exactly the batch_authorized records
+    batch_signature_invalid = 16  # a batch signature does not verify over its batch root
+    extension_not_empty = 17  # a block other than genesis carries extension bytes
+    genesis_batches = 18  # the genesis block carries batches
+    genesis_config_invalid = 19  # the genesis extension is not a valid canonical config
+    genesis_mismatch = 20  # genesis records, codes, bits or time differ from its config's
+
+
+def _bytes_view(data, what: str) -> memoryview:
+    try:
+        view = memoryview(data)
+    except TypeError as exc:
+        raise EncodingError(f"{what} must be bytes-like, not {type(data).__name__}") from exc
+    if not view.c_contiguous:
+        raise EncodingError(f"{what} must be a contiguous buffer")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _threads(record_count: int, threads: int | None) -> int:
+    if threads is not None:
+        return threads
+    return hashing.cpu_count() if record_count >= _THREAD_RECORDS_MIN else 1
+
+
+def record_txids(records, threads: int | None = None) -> np.ndarray:
+    """txids of a buffer of whole 128-byte records, as an N x 32 uint8 array (one native call)."""
+    view = _bytes_view(records, "records")
+    count = view.nbytes // RECORD_BYTES
+    return hashing.sha256d_records(view, RECORD_BYTES, _threads(count, threads))
+
+
+def _signature_count(flags: np.ndarray, genesis: bool) -> int:
+    # Genesis records are authorised by being genesis; every other record without the
+    # batch_authorized flag carries its own signature.
+    if genesis:
+        return 0
+    return int(flags.size - np.count_nonzero(flags & Flags.batch_authorized))
+
+
+def _body_digest(view: memoryview, body_offset: int, extension_length_offset: int) -> bytes:
+    # SHA-256d(codes || signatures || batches || extension): the four are contiguous except for
+    # the extension_length field, which is skipped without copying the body.
+    inner = hashlib.sha256(view[body_offset:extension_length_offset])
+    inner.update(view[extension_length_offset + _U32.size:])
+    return hashlib.sha256(inner.digest()).digest()
+
+
+def _merkle_leaves(txids: np.ndarray, body_digest: bytes) -> np.ndarray:
+    leaves = np.empty((len(txids) + 1, 32), dtype=np.uint8)
+    leaves[:-1] = txids
+    leaves[-1] = np.frombuffer(body_digest, dtype=np.uint8)
+    return leaves
+
+
+def _pack_batches(batches) -> np.ndarray:
+    packed = np.zeros(len(batches), dtype=BATCH_DTYPE)
+    for index, batch in enumerate(batches):  # one step per batch, never per record
+        first, count, signer_key, signature = batch
+        if not (0 <= first <= U32_MAX and 0 <= count <= U32_MAX):
+            raise EncodingError(f"batch {index}: first and count are u32, got {first}, {count}")
+        if len(signer_key) != 32 or len(signature) != SIGNATURE_BYTES:
+            raise EncodingError(f"batch {index}: a signer key is 32 bytes and a signature "
+                                f"{SIGNATURE_BYTES}, got {len(signer_key)} and {len(signature)}")
+        packed[index] = (first, count, np.frombuffer(bytes(signer_key), np.uint8), 0,
+                         np.frombuffer(bytes(signature), np.uint8))
+    return packed
+
+
+def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, signatures,
+                 batches=(), extension=b"", version: int = BLOCK_VERSION, nonce: int = 0,
+                 threads: int | None = None) -> bytearray:
+    """One block's bytes, with its Merkle root computed (the nonce is not searched).
+
+    ``records`` is a buffer of N 128-byte records, ``codes`` N result codes (uint8),
+    ``signatures`` 64 bytes for each record without the batch_authorized flag, in record order
+    (none in a genesis block), ``batches`` a sequence of BatchAuth. Sizes that disagree raise
+    EncodingError; whether the content is valid is check_block's question.
+    """
+    prev_hash = _bytes_view(prev_hash, "prev_hash").tobytes()
+    if len(prev_hash) != 32:
+        raise EncodingError(f"prev_hash is 32 bytes, got {len(prev_hash)}")
+    record_view = _bytes_view(records, "records")
+    flags = as_records(record_view)["flags"]
+    count = flags.size
+    code_view = _bytes_view(codes, "codes")
+    signature_view = _bytes_view(signatures, "signatures")
+    extension_view = _bytes_view(extension, "extension")
+    if code_view.nbytes != count:
+        raise EncodingError(f"{count} records need {count} codes, got {code_view.nbytes}")
+    genesis = prev_hash == ZERO_HASH
+    expected = _signature_count(flags, genesis)
+    if signature_view.nbytes != expected * SIGNATURE_BYTES:
+        raise EncodingError(
+            f"{count} records ({'genesis' if genesis else 'not genesis'}) need {expected} "
+            f"signatures of {SIGNATURE_BYTES} bytes, got {signature_view.nbytes} bytes")
+    packed = _pack_batches(batches)
+    if count > U32_MAX or len(packed) > U32_MAX or extension_view.nbytes > U32_MAX:
+        raise EncodingError("record_count, batch_count and extension_length are u32")
+    body_offset = RECORDS_OFFSET + record_view.nbytes
+    extension_length_offset = (body_offset + count + signature_view.nbytes
+                               + packed.nbytes)
+    block = bytearray(extension_length_offset + _U32.size + extension_view.nbytes)
+    view = memoryview(block)
+    _COUNTS.pack_into(block, COUNTS_OFFSET, count, len(packed))
+    view[RECORDS_OFFSET:body_offset] = record_view
+    view[body_offset:body_offset + count] = code_view
+    offset = body_offset + count
+    view[offset:offset + signature_view.nbytes] = signature_view
+    offset += signature_view.nbytes
+    view[offset:extension_length_offset] = packed.view(np.uint8).reshape(-1)
+    _U32.pack_into(block, extension_length_offset, extension_view.nbytes)
+    view[extension_length_offset + _U32.size:] = extension_view
+    txids = record_txids(record_view, threads)
+    root = hashing.merkle_root(_merkle_leaves(
+        txids, _body_digest(view, body_offset, extension_length_offset)))
+    view.release()  # lets the caller resize the bytearray
+    try:
+        _HEADER.pack_into(block, 0, version, prev_hash, root, time, bits, nonce)
+    except struct.error as exc:
+        raise EncodingError(f"a header field is out of range: {exc}") from exc
+    return block
+
+
+class Block:
+    """A decoded block: header fields and numpy views into the buffer it was decoded from.
+
+    Nothing is copied, so the buffer must not change while the Block is in use, except for the
+    header's time and nonce (mining rewrites them; ``hash`` is read afresh each time).
+    """
+
+    __slots__ = ("data", "records", "codes", "signatures", "batch_array", "_extension_offset",
+                 "_body_offset", "_extension_length_offset", "_txids", "_levels", "_flagged")
+
+    def __init__(self, data: memoryview, records: np.ndarray, codes: np.ndarray,
+                 signatures: np.ndarray, batch_array: np.ndarray, body_offset: int,
+                 extension_length_offset: int) -> None:
+        self.data = data
+        self.records = records  # N records, RECORD_DTYPE
+        self.codes = codes  # N uint8 result codes
+        self.signatures = signatures  # M x 64 uint8
+        self.batch_array = batch_array  # B batches, BATCH_DTYPE
+        self._body_offset = body_offset
+        self._extension_length_offset = extension_length_offset
+        self._extension_offset = extension_length_offset + _U32.size
+        self._txids: np.ndarray | None = None
+        self._levels: list[np.ndarray] | None = None
+        self._flagged: np.ndarray | None = None
+
+    @property
+    def header(self) -> bytes:
+        return self.data[:HEADER_BYTES].tobytes()
+
+    def _field(self, offset: int) -> int:
+        return _U32.unpack_from(self.data, offset)[0]
+
+    version = property(lambda self: self._field(0))
+    time = property(lambda self: self._field(68))
+    bits = property(lambda self: self._field(72))
+    nonce = property(lambda self: self._field(76))
+    prev_hash = property(lambda self: self.data[4:36].tobytes())
+    merkle_root = property(lambda self: self.data[36:68].tobytes())
+
+    @property
+    def hash(self) -> bytes:
+        """SHA-256d of the header, internal byte order (reverse it to show it as hex)."""
+        return hashing.header_hash(self.data[:HEADER_BYTES])
+
+    @property
+    def is_genesis(self) -> bool:
+        return self.data[4:36] == ZERO_HASH
+
+    @property
+    def extension(self) -> bytes:
+        return self.data[self._extension_offset:].tobytes()
+
+    @property
+    def extension_length(self) -> int:
+        return self.data.nbytes - self._extension_offset
+
+    @property
+    def batches(self) -> list[BatchAuth]:
+        """The batch signatures as BatchAuth tuples (built on demand, one per batch)."""
+        return [_batch_auth(row) for row in self.batch_array]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def txids(self) -> np.ndarray:
+        """The records' txids, N x 32 uint8 (computed once, in one native call)."""
+        if self._txids is None:
+            self._txids = record_txids(self.data[RECORDS_OFFSET:self._body_offset])
+            self._txids.setflags(write=False)
+        return self._txids
+
+    def body_digest(self) -> bytes:
+        """SHA-256d(codes || signatures || batches || extension): the last Merkle leaf."""
+        return _body_digest(self.data, self._body_offset, self._extension_length_offset)
+
+    def computed_merkle_root(self) -> bytes:
+        return self._merkle_levels()[-1][0].tobytes()
+
+    def _merkle_levels(self) -> list[np.ndarray]:
+        if self._levels is None:
+            levels = [_merkle_leaves(self.txids(), self.body_digest())]
+            while len(levels[-1]) > 1:
+                levels.append(hashing.merkle_parents(levels[-1]))
+            self._levels = levels
+        return self._levels
+
+    def tx_proof(self, position: int) -> list[bytes]:
+        """Merkle path from the txid of record ``position`` to the header's root, bottom first.
+
+        Check it with ``hashing.verify_merkle_proof(txid, path, position, block.merkle_root)``.
+        """
+        self._check_position(position)
+        path = []
+        for level in self._merkle_levels()[:-1]:
+            sibling = position ^ 1
+            if sibling >= len(level):  # an odd level pairs its last hash with itself
+                sibling = position
+            path.append(level[sibling].tobytes())
+            position //= 2
+        return path
+
+    def _check_position(self, position: int) -> None:
+        if not 0 <= position < len(self.records):
+            raise IndexError(f"record {position} out of range for {len(self.records)} records")
+
+    def signature_for(self, position: int) -> bytes | BatchAuth | None:
+        """What authorises record ``position``: its own signature, the BatchAuth covering it,
+        or None in the genesis block (and for a flagged record no batch covers)."""
+        self._check_position(position)
+        if self.is_genesis:
+            return None
+        if self._flagged is None:
+            flagged = (self.records["flags"] & Flags.batch_authorized) != 0
+            self._flagged = np.concatenate(([0], np.cumsum(flagged)))
+        if self._flagged[position + 1] == self._flagged[position]:  # has its own signature
+            return self.signatures[position - int(self._flagged[position])].tobytes()
+        firsts = self.batch_array["first"]
+        index = int(np.searchsorted(firsts, position, side="right")) - 1
+        if index >= 0 and position < int(firsts[index]) + int(self.batch_array["count"][index]):
+            return _batch_auth(self.batch_array[index])
+        return None
+
+    def batch_txids(self, index: int) -> np.ndarray:
+        """The txids of batch ``index``'s records (what its signature signs the root of)."""
+        row = self.batch_array[index]
+        return self.txids()[int(row["first"]):int(row["first"]) + int(row["count"])]
+
+
+def _batch_auth(row) -> BatchAuth:
+    return BatchAuth(int(row["first"]), int(row["count"]), row["signer_key"].tobytes(),
+                     row["signature"].tobytes())
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def decode_block(data) -> Block:
+    """Views of a block's parts; EncodingError saying what and where when sizes disagree."""
+    view = _bytes_view(data, "a block")
+    size = view.nbytes
+    if size < BLOCK_BYTES_MIN:
+        raise EncodingError(f"a block is at least {BLOCK_BYTES_MIN} bytes (header, counts, "
+                            f"extension length), got {size}")
+    record_count, batch_count = _COUNTS.unpack_from(view, COUNTS_OFFSET)
+    body_offset = RECORDS_OFFSET + record_count * RECORD_BYTES
+    if body_offset + record_count + _U32.size > size:
+        raise EncodingError(
+            f"record_count {record_count} at offset {COUNTS_OFFSET} needs "
+            f"{record_count * (RECORD_BYTES + 1)} bytes of records and codes from offset "
+            f"{RECORDS_OFFSET}, but the block is {size} bytes")
+    records = _read_only(as_records(view[RECORDS_OFFSET:body_offset]))
+    signature_count = _signature_count(records["flags"], view[4:36] == ZERO_HASH)
+    signatures_offset = body_offset + record_count
+    batches_offset = signatures_offset + signature_count * SIGNATURE_BYTES
+    extension_length_offset = batches_offset + batch_count * BATCH_BYTES
+    if extension_length_offset + _U32.size > size:
+        raise EncodingError(
+            f"{signature_count} signatures from offset {signatures_offset} and {batch_count} "
+            f"batches need {extension_length_offset + _U32.size - signatures_offset} bytes "
+            f"before the extension length, but the block ends at {size}")
+    extension_length = _U32.unpack_from(view, extension_length_offset)[0]
+    end = extension_length_offset + _U32.size + extension_length
+    if end != size:
+        where = "runs past the end" if end > size else f"leaves {size - end} trailing bytes"
+        raise EncodingError(f"extension_length {extension_length} at offset "
+                            f"{extension_length_offset} {where} of the {size}-byte block")
+    codes = _read_only(np.frombuffer(view, np.uint8, record_count, body_offset))
+    signatures = _read_only(np.frombuffer(
+        view, np.uint8, signature_count * SIGNATURE_BYTES, signatures_offset
+    ).reshape(signature_count, SIGNATURE_BYTES))
+    batch_array = _read_only(np.frombuffer(view, BATCH_DTYPE, batch_count, batches_offset))
+    return Block(view, records, codes, signatures, batch_array, body_offset,
+                 extension_length_offset)
+
+
+def check_block(block: Block, *, batch_signatures: bool = True) -> BlockResult:
+    """Judges a decoded block on its own (no chain state), cheapest and anti-DoS checks first.
+
+    ``batch_signatures=False`` skips the BIP340 checks of batch signatures, for a caller that
+    verifies them itself in worker threads.
+    """
+    if block.version != BLOCK_VERSION:
+        return BlockResult.bad_version
+    result = _check_header_work(block)
+    if result is BlockResult.ok:
+        result = _check_records(block)
+    if result is BlockResult.ok and block.computed_merkle_root() != block.merkle_root:
+        result = BlockResult.bad_merkle_root
+    if result is BlockResult.ok:
+        result = _check_duplicates(block.txids())
+    if result is not BlockResult.ok:
+        return result
+    if block.is_genesis:
+        return _check_genesis(block)
+    if block.extension_length:
+        return BlockResult.extension_not_empty
+    result = _check_batch_layout(block)
+    if result is BlockResult.ok and batch_signatures:
+        result = _check_batch_signatures(block)
+    return result
+
+
+def _check_header_work(block: Block) -> BlockResult:
+    try:
+        target = hashing.bits_to_target(block.bits)
+    except EncodingError:
+        return BlockResult.bad_bits
+    if target == 0:
+        return BlockResult.bad_bits
+    if not hashing.check_pow(block.data[:HEADER_BYTES]):
+        return BlockResult.bad_pow
+    if len(block.records) > BLOCK_RECORDS_LIMIT:
+        return BlockResult.too_many_records
+    return BlockResult.ok
+
+
+def _check_records(block: Block) -> BlockResult:
+    records = block.records
+    if not _KNOWN_KINDS[records["kind"]].all() or (records["flags"] & _FLAGS_UNKNOWN).any():
+        return BlockResult.malformed_record
+    chain_ids = records["chain_id"]
+    if chain_ids.size and (chain_ids != chain_ids[0]).any():
+        return BlockResult.mixed_chain
+    if not _KNOWN_CODES[block.codes].all():
+        return BlockResult.unknown_code
+    if _UNSTORED_CODES[block.codes].any():
+        return BlockResult.unstored_code
+    return BlockResult.ok
+
+
+def _check_duplicates(txids: np.ndarray) -> BlockResult:
+    # Sort the first 8 bytes of each txid; only where two prefixes tie (for honest blocks:
+    # nowhere) are whole txids compared. One sort of N integers in all.
+    if len(txids) < 2:
+        return BlockResult.ok
+    prefixes = np.ascontiguousarray(txids[:, :8]).view("<u8").ravel()
+    ordered = np.sort(prefixes)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return BlockResult.ok
+    tied = np.isin(prefixes, ordered[1:][ordered[1:] == ordered[:-1]])
+    candidates = np.ascontiguousarray(txids[tied]).view(np.dtype((np.void, 32))).ravel()
+    if len(np.unique(candidates)) != len(candidates):
+        return BlockResult.duplicate_record
+    return BlockResult.ok
+
+
+def _check_batch_layout(block: Block) -> BlockResult:
+    batches = block.batch_array
+    first = batches["first"].astype(np.int64)
+    end = first + batches["count"]
+    flagged = (block.records["flags"] & Flags.batch_authorized) != 0
+    if (batches["count"] == 0).any():
+        return BlockResult.batch_empty
+    if (end > len(block.records)).any():
+        return BlockResult.batch_out_of_range
+    if (first[1:] < end[:-1]).any():
+        return BlockResult.batch_order
+    if batches["reserved"].any():
+        return BlockResult.batch_reserved
+    # With batches sorted and disjoint, they cover exactly the flagged records when every
+    # batch holds only flagged records and their sizes add up to the flagged count.
+    flagged_before = np.concatenate(([0], np.cumsum(flagged, dtype=np.int64)))
+    if ((flagged_before[end] - flagged_before[first]) != batches["count"]).any():
+        return BlockResult.batch_coverage
+    if int(batches["count"].sum(dtype=np.int64)) != int(flagged_before[-1]):
+        return BlockResult.batch_coverage
+    return BlockResult.ok
+
+
+def _check_batch_signatures(block: Block) -> BlockResult:
+    for index, row in enumerate(block.batch_array):  # one verification per batch
+        root = batch_root(block.batch_txids(index))
+        if not verify(row["signer_key"].tobytes(), root, row["signature"].tobytes()):
+            return BlockResult.batch_signature_invalid
+    return BlockResult.ok
+
+
+def _check_genesis(block: Block) -> BlockResult:
+    if len(block.batch_array):
+        return BlockResult.genesis_batches
+    extension = block.extension
+    try:
+        config = ChainConfig.from_json(extension)
+    except ConfigError:
+        return BlockResult.genesis_config_invalid
+    if not config.is_canonical(extension):
+        return BlockResult.genesis_config_invalid
+    if (block.data[RECORDS_OFFSET:block._body_offset] != genesis_records(config)
+            or block.codes.any() or block.bits != config.bits
+            or block.time != config.genesis_time_s):
+        return BlockResult.genesis_mismatch
+    return BlockResult.ok
+
+
+def genesis_block(config: ChainConfig, threads: int | None = None) -> bytearray:
+    """The mined genesis block of a config: same config, same bytes, same hash."""
+    records = genesis_records(config)
+    block = encode_block(prev_hash=ZERO_HASH, time=config.genesis_time_s, bits=config.bits,
+                         records=records, codes=bytes(len(records) // RECORD_BYTES),
+                         signatures=b"", batches=(), extension=config.to_json().encode())
+    mine_header(block, threads=threads)
+    return block
+
+
+def mine_header(block: bytearray, threads: int | None = None, *,
+                nonce_count: int = limits.nonce_end, progress=None) -> int:
+    """Finds the lowest nonce that meets the header's bits and writes it into ``block``.
+
+    When no nonce of the first ``nonce_count`` qualifies (all 2**32 by default), the header's
+    time moves one second on and the search starts again, as miners do. Returns the nonce.
+    """
+    view = memoryview(block)
+    if view.readonly or view.nbytes < HEADER_BYTES:
+        raise EncodingError("mine_header writes into a writable block buffer (a bytearray)")
+    header = bytearray(view[:HEADER_BYTES])
+    try:
+        if hashing.bits_to_target(_U32.unpack_from(header, 72)[0]) == 0:
+            raise EncodingError("bits encode a zero target: no nonce can meet it")
+    except EncodingError as exc:
+        raise EncodingError(f"cannot mine this header: {exc}") from exc
+    while True:
+        nonce = hashing.search_nonce(bytes(header), count=nonce_count, threads=threads,
+                                     progress=progress)
+        if nonce is not None:
+            _U32.pack_into(header, 76, nonce)
+            view[:HEADER_BYTES] = header
+            return nonce
+        time = _U32.unpack_from(header, 68)[0]
+        if time == U32_MAX:
+            raise EncodingError("no nonce qualifies and the header time cannot move on")
+        _U32.pack_into(header, 68, time + 1)
+
+
+def batch_root(txids) -> bytes:
+    """What a batch signature signs: the Merkle root of the batch's txids (N x 32 or a list)."""
+    if len(txids) == 0:
+        raise EncodingError("a batch holds at least one record")
+    return hashing.merkle_root(txids)
+
+
+def sign_batch(private_key: PrivateKey, records) -> bytes:
+    """BIP340 signature over the batch root of a buffer of records, as a client sends them."""
+    return private_key.sign(batch_root(record_txids(records)))
+
+
+def verify_batch(txids, signer_key: bytes, signature: bytes) -> bool:
+    """True when ``signature`` by ``signer_key`` signs the batch root of ``txids``."""
+    if len(txids) == 0:
+        return False
+    return verify(signer_key, batch_root(txids), signature)
+
+
+def batch_proof(txids, index: int) -> list[bytes]:
+    """Merkle path of txid ``index`` within its batch (for verify_record_in_batch)."""
+    return hashing.merkle_proof(txids, index)
+
+
+def verify_record_in_batch(record, path, index: int, batch: BatchAuth) -> bool:
+    """True when ``record`` is item ``index`` of the batch that ``batch``'s signature signs.
+
+    ``path`` is its batch_proof. Proves one record alone: record + path + batch signature.
+    Any malformed input gives False.
+    """
+    try:
+        record = memoryview(record).tobytes()
+        path = [memoryview(sibling).tobytes() for sibling in path]
+    except TypeError:
+        return False
+    count = batch.count
+    if (len(record) != RECORD_BYTES or not 0 <= index < count
+            or len(path) != (count - 1).bit_length()
+            or not record[1] & Flags.batch_authorized):
+        return False
+    node = hashing.sha256d(record)
+    position = index
+    for sibling in path:
+        if len(sibling) != 32:
+            return False
+        node = hashing.sha256d(sibling + node if position & 1 else node + sibling)
+        position >>= 1
+    return verify(batch.signer_key, node, batch.signature)

@@ -1,0 +1,230 @@
+"""Chain config: what a chain is, fixed at genesis, and the genesis records it implies.
+
+The config travels inside the genesis block as canonical JSON (sorted keys, no spaces, keys in
+lower-case hex), so every node that holds the genesis block knows the chain's rules, and two
+nodes started from the same config build the same genesis block byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+
+from tsunagi import hashing
+from tsunagi.core import records
+from tsunagi.core.address import ADDRESS_PREFIX_DEFAULT
+from tsunagi.core.keys import KEY_BYTES, is_public_key
+from tsunagi.errors import ConfigError, EncodingError
+
+__all__ = ["BITS_DEVELOPMENT", "ChainConfig", "genesis_accounts", "genesis_records"]
+
+CONFIG_FORMAT = 1  # the "format" field of the JSON; bump on an incompatible change
+
+# Regtest's difficulty: about every second hash qualifies, so a block is "mined" at once.
+BITS_DEVELOPMENT = 0x207FFFFF
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+NAME_CHARS_MAX = 64
+ASSET_CODE_PATTERN = re.compile(r"[A-Za-z0-9]{1,12}")
+# 31 characters keeps an address of a 32-byte key within bech32's 90 characters.
+ADDRESS_PREFIX_PATTERN = re.compile(r"[a-z0-9]{1,31}")
+DECIMALS_MAX = 18  # 10**19 units would leave fewer than two whole units below 2**64
+# A block holds at most this many records whatever the config says: 2**20 records are about
+# 200 MB with their signatures, the most a node should hold in memory for one block.
+BLOCK_RECORDS_LIMIT = 2**20
+BLOCK_WAIT_MS_MAX = 60_000  # a batch waits at most a minute for more records
+# Genesis accounts (issuers and allocations): each costs about 90 bytes of config JSON and
+# two genesis records; 100,000 keep the JSON under 10 MB and genesis quick to replay.
+GENESIS_ACCOUNTS_MAX = 100_000
+CONFIG_JSON_BYTES_MAX = 16 << 20  # comfortably above the largest valid config
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """The rules of one chain. Keys are 32-byte x-only public keys; amounts are units.
+
+    Account numbers at genesis: the issuers are accounts 1..len(issuers), in order; then one
+    account per allocation, in order.
+    """
+
+    name: str
+    chain_id: int  # u32, written in every record: a record for one chain is void on another
+    asset_code: str
+    decimals: int = 2  # display only: amounts are integers of the smallest unit
+    issuers: tuple[bytes, ...] = ()  # keys whose accounts may mint and burn
+    allocations: tuple[tuple[bytes, int], ...] = ()  # (key, amount) minted at genesis
+    bits: int = BITS_DEVELOPMENT  # compact proof-of-work target of the genesis block
+    block_records_max: int = 8192
+    block_wait_ms: int = 100  # how long a block waits to fill before it is cut
+    address_prefix: str = ADDRESS_PREFIX_DEFAULT
+    genesis_time_s: int = 0  # the genesis header's time: same config, same genesis block
+
+    def __post_init__(self) -> None:
+        # Accept lists and bytes-like values, but store tuples of bytes: frozen and hashable.
+        object.__setattr__(self, "issuers", tuple(_key(key, "issuer") for key in self.issuers))
+        object.__setattr__(self, "allocations", tuple(
+            (_key(pair[0], "allocation"), pair[1]) for pair in _pairs(self.allocations)))
+        _validate(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no spaces, hex keys. Equal configs give equal text."""
+        document = dataclasses.asdict(self)
+        document["issuers"] = [key.hex() for key in self.issuers]
+        document["allocations"] = [[key.hex(), amount] for key, amount in self.allocations]
+        document["format"] = CONFIG_FORMAT
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ChainConfig:
+        """The config of a JSON text; fields left out take their defaults, unknown ones fail."""
+        if len(text) > CONFIG_JSON_BYTES_MAX:
+            raise ConfigError(f"a chain config is at most {CONFIG_JSON_BYTES_MAX} bytes")
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8 too
+            raise ConfigError(f"a chain config is a JSON object: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ConfigError("a chain config is a JSON object")
+        if document.pop("format", CONFIG_FORMAT) != CONFIG_FORMAT:
+            raise ConfigError(f"this tsunagi reads chain config format {CONFIG_FORMAT}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(document) - known)
+        if unknown:
+            raise ConfigError(f"unknown chain config fields: {', '.join(unknown)}")
+        document["issuers"] = [_hex_key(text, "issuer") for text in
+                               _list(document.get("issuers", []), "issuers")]
+        document["allocations"] = [(_hex_key(pair[0], "allocation"), pair[1])
+                                   for pair in _pairs(document.get("allocations", []))]
+        try:
+            return cls(**document)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"chain config: {exc}") from exc
+
+    def is_canonical(self, text: str | bytes) -> bool:
+        """True when ``text`` is exactly this config's canonical JSON."""
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            text = bytes(text).decode("ascii", errors="replace")
+        return text == self.to_json()
+
+
+def _list(value, what: str) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{what} is a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _pairs(value) -> list:
+    pairs = _list(value, "allocations")
+    for index, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ConfigError(f"allocation {index} is a (key, amount) pair, got {pair!r:.80}")
+    return pairs
+
+
+def _key(value, what: str) -> bytes:
+    try:
+        key = memoryview(value).tobytes()
+    except TypeError as exc:
+        raise ConfigError(f"an {what} key is {KEY_BYTES} bytes, got "
+                          f"{type(value).__name__}") from exc
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"an {what} key is {KEY_BYTES} bytes, got {len(key)}")
+    if not is_public_key(key):
+        raise ConfigError(f"{what} key {key.hex()} is not a valid x-only secp256k1 key")
+    return key
+
+
+def _hex_key(text, what: str) -> bytes:
+    if not isinstance(text, str) or len(text) != 2 * KEY_BYTES:
+        raise ConfigError(f"an {what} key is {2 * KEY_BYTES} hex digits, got {text!r:.80}")
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise ConfigError(f"an {what} key is hex, got {text!r}") from exc
+
+
+def _integer(config: ChainConfig, name: str, low: int, high: int) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name} is an integer in [{low}, {high}], got {value!r}")
+
+
+def _validate(config: ChainConfig) -> None:
+    _validate_texts(config)
+    _integer(config, "chain_id", 0, U32_MAX)
+    _integer(config, "decimals", 0, DECIMALS_MAX)
+    _integer(config, "bits", 0, U32_MAX)
+    _integer(config, "block_records_max", 1, BLOCK_RECORDS_LIMIT)
+    _integer(config, "block_wait_ms", 0, BLOCK_WAIT_MS_MAX)
+    _integer(config, "genesis_time_s", 0, U32_MAX)
+    try:
+        target = hashing.bits_to_target(config.bits)
+    except EncodingError as exc:
+        raise ConfigError(f"bits: {exc}") from exc
+    if target == 0:
+        raise ConfigError(f"bits 0x{config.bits:08x} encode a zero target: no block could "
+                          "ever be mined")
+    _validate_accounts(config)
+
+
+def _validate_texts(config: ChainConfig) -> None:
+    name = config.name
+    if not (isinstance(name, str) and 0 < len(name) <= NAME_CHARS_MAX and name.isprintable()
+            and name.strip() == name):
+        raise ConfigError(f"name is 1..{NAME_CHARS_MAX} printable characters without "
+                          f"surrounding spaces, got {name!r:.80}")
+    if not (isinstance(config.asset_code, str)
+            and ASSET_CODE_PATTERN.fullmatch(config.asset_code)):
+        raise ConfigError(f"asset_code is 1..12 ASCII letters and digits, "
+                          f"got {config.asset_code!r:.80}")
+    if not (isinstance(config.address_prefix, str)
+            and ADDRESS_PREFIX_PATTERN.fullmatch(config.address_prefix)):
+        raise ConfigError(f"address_prefix is 1..31 lower-case ASCII letters and digits, "
+                          f"got {config.address_prefix!r:.80}")
+
+
+def _validate_accounts(config: ChainConfig) -> None:
+    if len(set(config.issuers)) != len(config.issuers):
+        raise ConfigError("an issuer key is listed twice; list each issuer once")
+    keys = [key for key, _ in config.allocations]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("an allocation key is listed twice; merge its amounts into one")
+    for key, amount in config.allocations:
+        if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= U64_MAX:
+            raise ConfigError(f"the allocation to {key.hex()} is an amount in "
+                              f"[1, 2**64 - 1], got {amount!r}")
+    total = sum(amount for _, amount in config.allocations)
+    if total > U64_MAX:
+        raise ConfigError(f"the allocations add up to {total}, more than 2**64 - 1 units: "
+                          "the supply must fit an unsigned 64-bit amount")
+    accounts = len(config.issuers) + len(config.allocations)
+    if accounts > GENESIS_ACCOUNTS_MAX:
+        raise ConfigError(f"{accounts} genesis accounts; at most {GENESIS_ACCOUNTS_MAX}: "
+                          "open the rest with ordinary records after genesis")
+    genesis_count = len(config.issuers) + 2 * len(config.allocations)
+    if genesis_count > config.block_records_max:
+        raise ConfigError(f"the genesis block would hold {genesis_count} records, more than "
+                          f"block_records_max ({config.block_records_max})")
+
+
+def genesis_accounts(config: ChainConfig) -> tuple[bytes, ...]:
+    """Owner keys of the genesis accounts: account number ``n`` is owned by item ``n - 1``."""
+    return config.issuers + tuple(key for key, _ in config.allocations)
+
+
+def genesis_records(config: ChainConfig) -> bytes:
+    """The genesis block's records: opening every genesis account, then minting allocations.
+
+    One ``open_account`` per issuer, then one per allocation key (its sequence is the account
+    number it opens, so equal keys still give distinct records); then one ``mint`` per
+    allocation from debit account 0 (genesis itself), sequence 1, 2, ... Deterministic.
+    """
+    chain_id = config.chain_id
+    opened = [records.open_account(chain_id, key, sequence=number)
+              for number, key in enumerate(genesis_accounts(config), start=1)]
+    first_holder = len(config.issuers) + 1
+    minted = [records.mint(chain_id, index + 1, 0, first_holder + index, amount)
+              for index, (_, amount) in enumerate(config.allocations)]
+    return b"".join(opened + minted)
