@@ -151,9 +151,13 @@ def hold(chain_id: int, sequence: int, debit_account: int, credit_account: int, 
 def post(chain_id: int, sequence: int, authority_account: int, payer_account: int,
          hold_sequence: int, amount: int, *, preimage: bytes = b"", linked: bool = False,
          user_data: int = 0) -> bytes:
-    """Posts amount of the hold (payer_account, hold_sequence); the rest returns to the payer."""
-    if len(preimage) > 32:
-        raise EncodingError(f"a preimage is at most 32 bytes, got {len(preimage)}")
+    """Posts amount of the hold (payer_account, hold_sequence); the rest returns to the payer.
+
+    A hashlocked hold needs the 32-byte preimage whose SHA-256 is the hashlock (as in HTLCs).
+    """
+    if preimage and len(preimage) != 32:
+        raise EncodingError(f"a preimage is 32 bytes (its SHA-256 is the hold's hashlock), "
+                            f"got {len(preimage)}")
     return pack(Kind.post, chain_id=chain_id, sequence=sequence,
                 debit_account=authority_account, credit_account=payer_account, amount=amount,
                 aux=hold_sequence, data=preimage, user_data=user_data,
