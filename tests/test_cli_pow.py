@@ -113,8 +113,6 @@ def test_bad_arguments_exit_2_with_a_message(name):
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py does not check --count: NonceSearch raises "
-                                       "OverflowError and the user sees a traceback")
 def test_negative_count_exits_2_with_a_message():
     done = run_pow("--zero-bits", "8", "--count", "-5")
     assert "Traceback" not in done.stderr

@@ -385,8 +385,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--header must be hex")
     if getattr(args, "zero_bits", None) is not None and not 1 <= args.zero_bits <= 255:
         parser.error("--zero-bits must be between 1 and 255")
-    if getattr(args, "start", 0) < 0 or getattr(args, "start", 0) >= 2**32:
-        parser.error("--start must be a 32-bit nonce")
+    if args.handler is cmd_pow:
+        if not 0 <= args.start < 2**32:
+            parser.error("--start must be a 32-bit nonce (0 to 4294967295)")
+        if not 1 <= args.count <= 2**32:
+            parser.error("--count must be between 1 and 4294967296")
     from tsunagi.errors import TsunagiError
 
     try:
