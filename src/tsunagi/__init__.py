@@ -4,11 +4,11 @@ The top level re-exports the public API; lower-level pieces stay importable from
 (``tsunagi.hashing``, ``tsunagi._native``) but out of this namespace.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 try:
-    __version__ = version("tsunagi")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _metadata.version("tsunagi")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
 from tsunagi import errors, hashing, limits  # noqa: E402

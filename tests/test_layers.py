@@ -1,0 +1,56 @@
+"""Layers import downward only, and the top-level API lists what it exports.
+
+Method: read every module's imports with the ast module (nothing is executed) and compare each
+tsunagi import with the layer order of ARCHITECTURE.md.
+"""
+
+import ast
+from pathlib import Path
+
+import tsunagi
+
+SOURCE = Path(tsunagi.__file__).parent
+# Lower layers first; a module may import its own layer and any layer before it.
+LAYERS = ["errors", "limits", "_native", "hashing", "core", "ledger", "consensus", "contracts",
+          "connect", "privacy", "node", "cli"]
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name == "tsunagi" or name.startswith("tsunagi.")}
+
+
+def test_imports_point_down_only():
+    wrong = []
+    for path in SOURCE.rglob("*.py"):
+        module = "tsunagi." + ".".join(path.relative_to(SOURCE).with_suffix("").parts)
+        mine = layer_of(module.removesuffix(".__init__"))
+        if mine in ("__init__", "__main__"):
+            continue  # the package root re-exports the public API
+        assert mine in LAYERS, f"{module}: add its layer to LAYERS in this test"
+        for target in imports_of(path):
+            theirs = layer_of(target)
+            if theirs == "__init__" and target == "tsunagi":
+                continue  # `from tsunagi import __version__` and friends
+            if LAYERS.index(theirs) > LAYERS.index(mine):
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, "upward imports:\n" + "\n".join(wrong)
+
+
+def test_top_level_all_is_sorted_and_complete():
+    assert tsunagi.__all__ == sorted(tsunagi.__all__)
+    for name in tsunagi.__all__:
+        assert hasattr(tsunagi, name), name
+    public = {name for name in vars(tsunagi) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(tsunagi, name)).__name__ == "module"}
+    assert public - modules <= set(tsunagi.__all__), "exported but not in __all__"
