@@ -1,0 +1,93 @@
+"""Limits of the node's wire protocol, server and client: why each is what it is, what it costs.
+
+Every queue and buffer of the node is bounded by one of these. The server takes its tunable
+ones from :class:`tsunagi.node.server.NodeSettings`, whose defaults come from here.
+"""
+
+from __future__ import annotations
+
+# The wire protocol versions this code speaks, oldest first. A hello names the versions the
+# client speaks; the server picks the highest one both know.
+protocol_versions = (1,)
+
+# A frame is a u32 length, then version u8, type u8, flags u16, request id u64.
+frame_prefix_bytes = 16
+
+# Largest frame either side accepts (length prefix included). It bounds the memory one
+# connection can make the node hold for a frame it has not finished reading; it costs that a
+# submit batch carries at most about 87,000 signed records, so larger batches are split.
+frame_bytes_max = 16 * 1024 * 1024
+
+# Records in one submit batch request. 65,536 signed records are 12 MiB, inside the frame
+# limit; the cost is that a client with more sends several requests (the auto-batcher does).
+request_records_max = 65_536
+
+# Batch-authorization entries in one request: each covers a range of the request's records,
+# so more than a few per request only adds checking work.
+request_batches_max = 4096
+
+# Requests one connection may have unanswered. At the limit the server stops reading from that
+# connection, so TCP pushes back on the sender; it costs a pipelining client nothing until it
+# has this many requests on the wire.
+inflight_per_connection_max = 1024
+
+# Open connections. Each costs a socket and about 100 KiB of buffers; the default file
+# descriptor limit of 1024 must also leave room for the ledger's files.
+connections_max = 512
+
+# Records waiting for the group-commit writer, over all connections. Past it a submission is
+# answered `overloaded` instead of queued, so memory stays below about 48 MiB of waiting
+# records (192 bytes each with the signature) whatever the clients do.
+queue_records_max = 262_144
+
+# Records in one commit group (one ledger.submit_batch, one block, one fsync). Larger groups
+# amortise the fsync further but make every waiting client wait for a larger block.
+group_records_max = 8192
+
+# How long the writer waits after the first submission of a group for more to arrive. It
+# bounds the latency group commit adds to a lone request; under load the group fills sooner.
+group_wait_ms = 2.0
+
+# A frame whose first byte has arrived must be complete within this time, or the connection is
+# closed: a sender dribbling bytes cannot hold a buffer and a connection slot forever.
+frame_timeout_s = 10.0
+
+# The hello must arrive within this time after the connection is accepted.
+handshake_timeout_s = 10.0
+
+# A connection that sends nothing for this long and waits for nothing (no request in flight,
+# no subscription) is closed, so abandoned sockets do not use up `connections_max`.
+idle_timeout_s = 300.0
+
+# Answers and block notices a client has not read yet. The server never waits on a client's
+# socket; past this much unsent data it drops the connection (a vanished or stuck reader).
+write_buffer_bytes_max = 64 * 1024 * 1024
+
+# Block subscriptions on one connection; each costs a task and a read of every new block.
+subscriptions_per_connection_max = 16
+
+# Entries in one history answer: 1000 entries are 176 KB, small next to the frame limit.
+history_limit_max = 1000
+
+# Hashes in a Merkle proof: a block of 2**64 records needs 64, so more is never valid.
+proof_hashes_max = 64
+
+# Versions one hello may name.
+hello_versions_max = 16
+
+# Bytes of UTF-8 text in an error answer; longer messages are cut.
+error_message_bytes_max = 1024
+
+# Client side: how often a request is retried after a lost connection or an `overloaded`
+# answer, and the first pause (doubled each time). Submissions are idempotent, so a retry is
+# safe: a record committed by the lost attempt answers `already_committed` with its code.
+client_retries_max = 5
+client_retry_pause_s = 0.05
+
+# Client side: how long a request waits for its answer before it fails with NodeError.
+client_request_timeout_s = 60.0
+
+# Auto-batcher: a pending batch is sent when it holds this many records or this long after
+# its first record arrived, whichever comes first.
+batcher_records_max = 4096
+batcher_wait_ms = 1.0

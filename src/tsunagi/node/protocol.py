@@ -1,0 +1,960 @@
+"""The node's binary wire protocol: frames, messages, and pure encoders and decoders.
+
+The layout is documented in docs/PROTOCOL.md. Every function here works on bytes or
+memoryviews and does no I/O. Decoding untrusted bytes raises :class:`ProtocolError` and
+nothing else: lengths are checked before any field is read, and a last guard turns any
+builtin decoding error into ProtocolError too.
+
+A submit batch stays one contiguous record buffer from the socket to the ledger: decoding it
+makes memoryview slices and checks them with numpy, never one Python object per record.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from tsunagi.core.codes import UNSTORED, Result
+from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
+from tsunagi.errors import ProtocolError
+from tsunagi.node import limits
+
+MAGIC = b"TSNG"
+HELLO_VERSION = 1  # the hello frame always carries version 1 in its header: its layout is fixed
+NONE_U64 = 2**64 - 1  # "no value" in u64 fields (height of nothing stored, no `before`)
+BATCH_AUTH_BYTES = 112  # first u32, count u32, signer key 32, reserved 8, signature 64
+
+_PREFIX = struct.Struct("<IBBHQ")
+assert _PREFIX.size == limits.frame_prefix_bytes
+_HEADER_BYTES = _PREFIX.size - 4  # what the length counts besides the payload
+
+BATCH_AUTH_DTYPE = np.dtype([("first", "<u4"), ("count", "<u4"), ("signer_key", "u1", (32,)),
+                             ("reserved", "u1", (8,)), ("signature", "u1", (64,))])
+assert BATCH_AUTH_DTYPE.itemsize == BATCH_AUTH_BYTES
+
+
+class MessageType(IntEnum):
+    hello = 0x01  # client -> server, first frame: versions spoken, chain id expected
+    welcome = 0x02  # server -> client: chosen version, chain id, height, limits
+    error = 0x03  # either way: an error code and a message, answers the request id
+    ping = 0x04  # either way: asks for a pong with the same request id
+    pong = 0x05
+    submit = 0x10  # one record and its signature
+    submit_batch = 0x11  # N records, their signatures, batch authorizations
+    submit_answer = 0x12  # per-record codes of a submit or submit batch
+    query_balance = 0x20
+    balance = 0x21
+    query_account = 0x22
+    account = 0x23
+    query_transaction = 0x24
+    transaction = 0x25
+    query_block = 0x26
+    block = 0x27
+    query_history = 0x28
+    history = 0x29
+    query_status = 0x2A
+    status = 0x2B
+    subscribe = 0x30  # block notices from a height on, pushed with the subscribe's request id
+    subscribed = 0x31
+    block_notice = 0x32
+    unsubscribe = 0x33  # its request id names the subscription
+    subscription_end = 0x34  # the last frame of a subscription
+
+
+# Frame flag bits; their meaning depends on the message type.
+WITH_BLOCKS = 1  # subscribe, block_notice: the notice carries the block's bytes
+BY_HASH = 1  # query_block: the payload is a block hash, not a height
+
+
+class ErrorCode(IntEnum):
+    malformed = 1  # the frame breaks the protocol; the connection is closed after this answer
+    unsupported_version = 2  # no protocol version in common
+    wrong_chain = 3  # the node serves another chain than the hello asked for
+    handshake_required = 4  # the first frame must be a hello
+    too_large = 5  # a frame or request above a limit of the node
+    overloaded = 6  # the node's queue is full: retry after a pause
+    not_found = 7  # no such account, transaction or block
+    shutting_down = 8  # the node is stopping: retry on another node or later
+    internal = 9  # the node failed to serve this request; the message says why
+    unknown_type = 10  # a message type the node does not serve
+    duplicate_request = 11  # the request id is already in flight on this connection
+    too_many_subscriptions = 12  # above subscriptions_per_connection_max
+    timeout = 13  # a frame, the hello or the silence took too long; the connection is closed
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame: header fields and the payload (a view into the received bytes)."""
+
+    version: int
+    type: int
+    flags: int
+    request_id: int
+    payload: memoryview
+
+
+# --- frames -----------------------------------------------------------------------------------
+
+def encode_frame(message_type: int, request_id: int, payload: bytes = b"", flags: int = 0,
+                 version: int = limits.protocol_versions[-1]) -> bytes:
+    """Length prefix, header and payload as one bytes object."""
+    length = _HEADER_BYTES + len(payload)
+    return _PREFIX.pack(length, version, message_type, flags, request_id) + payload
+
+
+def frame_length(prefix) -> int:
+    """The whole frame's size in bytes (prefix included) from its first four bytes."""
+    (length,) = struct.unpack_from("<I", prefix)
+    return length + 4
+
+
+def decode_frame(data, versions=limits.protocol_versions,
+                 frame_bytes_max: int = limits.frame_bytes_max) -> Frame:
+    """Exactly one whole frame. The version must be one of ``versions``."""
+    view = memoryview(data).cast("B")
+    if len(view) < _PREFIX.size:
+        raise ProtocolError(f"a frame is at least {_PREFIX.size} bytes, got {len(view)}")
+    length, version, message_type, flags, request_id = _PREFIX.unpack_from(view)
+    _check_length(length, frame_bytes_max)
+    if length + 4 != len(view):
+        raise ProtocolError(f"the frame's length field says {length + 4} bytes, "
+                            f"got {len(view)}")
+    if version not in versions:
+        raise ProtocolError(f"protocol version {version} is not one of {tuple(versions)}")
+    return Frame(version, message_type, flags, request_id, view[_PREFIX.size:])
+
+
+def _check_length(length: int, frame_bytes_max: int) -> None:
+    if length < _HEADER_BYTES:
+        raise ProtocolError(f"a frame's length counts at least its {_HEADER_BYTES}-byte header,"
+                            f" got {length}")
+    if length + 4 > frame_bytes_max:
+        raise ProtocolError(f"a frame of {length + 4} bytes is above the limit of "
+                            f"{frame_bytes_max}")
+
+
+class FrameReader:
+    """Cuts a byte stream into frames: feed it what the socket gives, take whole frames out.
+
+    The buffer never grows past one frame of ``frame_bytes_max`` plus what one read returned,
+    because an oversized length is refused as soon as its four bytes are in.
+    """
+
+    def __init__(self, versions=limits.protocol_versions,
+                 frame_bytes_max: int = limits.frame_bytes_max) -> None:
+        self.versions = tuple(versions)
+        self.frame_bytes_max = frame_bytes_max
+        self._buffer = bytearray()
+        self._offset = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received that are not part of a frame taken out yet."""
+        return len(self._buffer) - self._offset
+
+    @property
+    def announced_bytes(self) -> int:
+        """Size of the next frame as its length field says (0 until that field is in)."""
+        if self.pending_bytes < 4:
+            return 0
+        return struct.unpack_from("<I", self._buffer, self._offset)[0] + 4
+
+    def feed(self, data) -> None:
+        if self._offset:
+            # A fresh buffer, never a resized one: frames taken out hold views of the old one.
+            self._buffer = bytearray(memoryview(self._buffer)[self._offset:])
+            self._offset = 0
+        self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        """The next whole frame, or None until more bytes arrive. ProtocolError on bad input."""
+        available = len(self._buffer) - self._offset
+        if available < 4:
+            return None
+        (length,) = struct.unpack_from("<I", self._buffer, self._offset)
+        _check_length(length, self.frame_bytes_max)
+        if available < length + 4:
+            return None
+        start = self._offset
+        self._offset += length + 4
+        data = memoryview(self._buffer)[start:self._offset]
+        if self._offset == len(self._buffer):
+            self._buffer, self._offset = bytearray(), 0
+        return decode_frame(data, self.versions, self.frame_bytes_max)
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    versions: tuple[int, ...]
+    chain_id: int = 0  # 0: any chain
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    version: int
+    chain_id: int
+    height: int
+    tip_hash: bytes
+    frame_bytes_max: int
+    inflight_max: int
+    request_records_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: ErrorCode
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    record: bytes  # 128 bytes
+    signature: bytes  # 64 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitBatch:
+    """N records, one 64-byte signature per record without batch_authorized, batch entries.
+
+    The three buffers are views of the received frame when decoded (no copy); ``batches`` is
+    ``count x 112`` bytes laid out as in a block (docs/FORMAT.md).
+    """
+
+    records: bytes
+    signatures: bytes = b""
+    batches: bytes = b""
+
+    @property
+    def record_count(self) -> int:
+        return len(self.records) // RECORD_BYTES
+
+    def batch_entries(self) -> np.ndarray:
+        return np.frombuffer(self.batches, dtype=BATCH_AUTH_DTYPE)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitAnswer:
+    """Per-record result codes of one submit request, in request order.
+
+    ``codes`` is the raw N-byte buffer of :class:`Result` values. ``originals`` holds, for
+    records answered ``already_committed``, the code they were first committed with; ``opened``
+    the account numbers assigned to ``open_account`` records.
+    """
+
+    height: int | None  # block that holds the stored records; None: nothing stored
+    block_hash: bytes | None
+    codes: bytes
+    originals: tuple[tuple[int, int], ...] = ()  # (index, original code)
+    opened: tuple[tuple[int, int], ...] = ()  # (index, account number)
+
+    def codes_array(self) -> np.ndarray:
+        return np.frombuffer(self.codes, dtype=np.uint8)
+
+    @property
+    def failures(self) -> list[tuple[int, Result]]:
+        """(index, code) of each record that was not applied, as the ledger's BatchAnswer."""
+        codes = self.codes_array()
+        return [(int(i), Result(int(codes[i]))) for i in np.flatnonzero(codes)]
+
+    def final_codes(self) -> np.ndarray:
+        """Codes with ``already_committed`` replaced by the original code: what a retry means."""
+        codes = self.codes_array().copy()
+        for index, code in self.originals:
+            codes[index] = code
+        return codes
+
+    @property
+    def code(self) -> Result:
+        """The code of a one-record answer (a submit)."""
+        if len(self.codes) != 1:
+            raise ValueError(f"the answer holds {len(self.codes)} codes; use codes_array()")
+        return Result(self.codes[0])
+
+    @property
+    def account(self) -> int:
+        """The account a one-record open_account answer opened (0 if none)."""
+        return self.opened[0][1] if self.opened else 0
+
+    def slice(self, start: int, end: int) -> SubmitAnswer:
+        """The answer for records ``start .. end-1`` alone, indexes counted from ``start``.
+
+        Its height and block hash are kept only when one of those records was stored.
+        """
+        codes = self.codes[start:end]
+        stored = any(code not in UNSTORED for code in codes)
+        return SubmitAnswer(
+            self.height if stored else None, self.block_hash if stored else None, codes,
+            tuple((i - start, c) for i, c in self.originals if start <= i < end),
+            tuple((i - start, a) for i, a in self.opened if start <= i < end))
+
+
+@dataclass(frozen=True, slots=True)
+class QueryBalance:
+    account: int
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account: int
+    balance: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAccount:
+    account: int
+
+
+ACCOUNT_ISSUER = 1  # Account.flags bit: the account may mint and burn
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    account: int
+    owner_key: bytes
+    balance: int
+    sequence: int  # the last sequence used
+    flags: int  # ACCOUNT_ISSUER
+
+    @property
+    def issuer(self) -> bool:
+        return bool(self.flags & ACCOUNT_ISSUER)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryTransaction:
+    txid: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A stored record with its code, place, and Merkle path to its block header's root."""
+
+    record: bytes
+    code: int
+    height: int
+    position: int
+    block_hash: bytes
+    proof: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueryBlock:
+    height: int | None = None
+    block_hash: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    data: bytes  # the encoded block (docs/FORMAT.md)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryHistory:
+    """An account's records, newest first; ``before`` (height, position) pages back."""
+
+    account: int
+    limit: int = 100
+    before: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    record: bytes
+    code: int
+    height: int
+    position: int
+    block_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    entries: tuple[HistoryEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStatus:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    chain_id: int
+    version: int
+    height: int
+    tip_hash: bytes
+    connections: int
+    queued_records: int
+    groups_committed: int
+    records_committed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    from_height: int
+    with_blocks: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    height: int  # the node's height when the subscription started
+
+
+@dataclass(frozen=True, slots=True)
+class BlockNotice:
+    height: int
+    block_hash: bytes
+    record_count: int
+    block: bytes | None = None  # the block's bytes when the subscription asked for them
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionEnd:
+    pass
+
+
+# --- payload layouts ----------------------------------------------------------------------------
+
+_HELLO = struct.Struct("<4sIB")
+_WELCOME = struct.Struct("<B3xIQ32sIII")
+_ERROR = struct.Struct("<HH")
+_SUBMIT_BATCH = struct.Struct("<IIII")
+_ANSWER = struct.Struct("<Q32sIIII")
+_ORIGINAL = struct.Struct("<IB3x")
+_OPENED = struct.Struct("<I4xQ")
+_U64 = struct.Struct("<Q")
+_BALANCE = struct.Struct("<QQ")
+_ACCOUNT = struct.Struct("<Q32sQQB7x")
+_TRANSACTION = struct.Struct("<128sQIBB2x32s")
+_HISTORY_QUERY = struct.Struct("<QIIQ")
+_HISTORY_HEAD = struct.Struct("<I4x")
+_HISTORY_ENTRY = struct.Struct("<128sQIB3x32s")
+_STATUS = struct.Struct("<IIQ32sIIQQ")
+_NOTICE = struct.Struct("<Q32sI4x")
+
+_RESULT_MAX = max(Result)
+
+
+def _u64_or_none(value: int) -> int | None:
+    return None if value == NONE_U64 else value
+
+
+def _none_u64(value: int | None) -> int:
+    return NONE_U64 if value is None else value
+
+
+def _exact(payload, size: int, what: str) -> None:
+    if len(payload) != size:
+        raise ProtocolError(f"a {what} payload is {size} bytes, got {len(payload)}")
+
+
+# Each entry: message class -> (type, encoder returning (payload, flags)); and type -> decoder.
+_ENCODERS: dict[type, tuple[MessageType, Callable]] = {}
+_DECODERS: dict[int, Callable] = {}
+
+
+def _codec(cls, message_type: MessageType):
+    def register(pair):
+        encoder, decoder = pair
+        _ENCODERS[cls] = (message_type, encoder)
+        _DECODERS[message_type] = decoder
+        return pair
+    return register
+
+
+def _encode_hello(m: Hello):
+    if not 1 <= len(m.versions) <= limits.hello_versions_max:
+        raise ValueError(f"a hello names 1..{limits.hello_versions_max} versions")
+    return _HELLO.pack(MAGIC, m.chain_id, len(m.versions)) + bytes(m.versions), 0
+
+
+def _decode_hello(p, flags):
+    if len(p) < _HELLO.size:
+        raise ProtocolError(f"a hello is at least {_HELLO.size} bytes, got {len(p)}")
+    magic, chain_id, count = _HELLO.unpack_from(p)
+    if magic != MAGIC:
+        raise ProtocolError(f"a hello starts with {MAGIC!r}, got {bytes(magic)!r}")
+    if not 1 <= count <= limits.hello_versions_max:
+        raise ProtocolError(f"a hello names 1..{limits.hello_versions_max} versions, "
+                            f"got {count}")
+    _exact(p, _HELLO.size + count, "hello")
+    return Hello(tuple(p[_HELLO.size:]), chain_id)
+
+
+_codec(Hello, MessageType.hello)((_encode_hello, _decode_hello))
+
+
+def _encode_welcome(m: Welcome):
+    return _WELCOME.pack(m.version, m.chain_id, m.height, m.tip_hash, m.frame_bytes_max,
+                         m.inflight_max, m.request_records_max), 0
+
+
+def _decode_welcome(p, flags):
+    _exact(p, _WELCOME.size, "welcome")
+    version, chain_id, height, tip, frame_max, inflight, records_max = _WELCOME.unpack(p)
+    if version not in limits.protocol_versions:
+        raise ProtocolError(f"the node chose protocol version {version}, which this client "
+                            f"does not speak")
+    return Welcome(version, chain_id, height, bytes(tip), frame_max, inflight, records_max)
+
+
+_codec(Welcome, MessageType.welcome)((_encode_welcome, _decode_welcome))
+
+
+def _encode_error(m: Error):
+    text = m.message.encode("utf-8")[:limits.error_message_bytes_max]
+    text = text.decode("utf-8", "ignore").encode("utf-8")  # a cut never splits a character
+    return _ERROR.pack(int(m.code), len(text)) + text, 0
+
+
+def _decode_error(p, flags):
+    if len(p) < _ERROR.size:
+        raise ProtocolError(f"an error is at least {_ERROR.size} bytes, got {len(p)}")
+    code, size = _ERROR.unpack_from(p)
+    if size > limits.error_message_bytes_max:
+        raise ProtocolError(f"an error message is at most {limits.error_message_bytes_max} "
+                            f"bytes, got {size}")
+    _exact(p, _ERROR.size + size, "error")
+    if code not in ErrorCode._value2member_map_:
+        raise ProtocolError(f"unknown error code {code}")
+    try:
+        message = bytes(p[_ERROR.size:]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"an error message is not UTF-8: {exc}") from None
+    return Error(ErrorCode(code), message)
+
+
+_codec(Error, MessageType.error)((_encode_error, _decode_error))
+
+
+def _empty(cls, what: str):
+    def encode(m):
+        return b"", 0
+
+    def decode(p, flags):
+        _exact(p, 0, what)
+        return cls()
+    return encode, decode
+
+
+_codec(Ping, MessageType.ping)(_empty(Ping, "ping"))
+_codec(Pong, MessageType.pong)(_empty(Pong, "pong"))
+_codec(QueryStatus, MessageType.query_status)(_empty(QueryStatus, "status query"))
+_codec(Unsubscribe, MessageType.unsubscribe)(_empty(Unsubscribe, "unsubscribe"))
+_codec(SubscriptionEnd, MessageType.subscription_end)(
+    _empty(SubscriptionEnd, "subscription end"))
+
+
+def _encode_submit(m: Submit):
+    if len(m.record) != RECORD_BYTES or len(m.signature) != SIGNATURE_BYTES:
+        raise ValueError(f"a submit is one {RECORD_BYTES}-byte record and a "
+                         f"{SIGNATURE_BYTES}-byte signature")
+    return bytes(m.record) + bytes(m.signature), 0
+
+
+def _decode_submit(p, flags):
+    _exact(p, RECORD_BYTES + SIGNATURE_BYTES, "submit")
+    if p[1] & Flags.batch_authorized:
+        raise ProtocolError("a record submitted alone needs its own signature; "
+                            "batch_authorized records go in a submit batch")
+    return Submit(p[:RECORD_BYTES], p[RECORD_BYTES:])
+
+
+_codec(Submit, MessageType.submit)((_encode_submit, _decode_submit))
+
+
+def _encode_submit_batch(m: SubmitBatch):
+    check_submit_batch(m.records, m.signatures, m.batches, error=ValueError)
+    head = _SUBMIT_BATCH.pack(len(m.records) // RECORD_BYTES,
+                              len(m.signatures) // SIGNATURE_BYTES,
+                              len(m.batches) // BATCH_AUTH_BYTES, 0)
+    return b"".join((head, m.records, m.signatures, m.batches)), 0
+
+
+def _decode_submit_batch(p, flags):
+    if len(p) < _SUBMIT_BATCH.size:
+        raise ProtocolError(f"a submit batch is at least {_SUBMIT_BATCH.size} bytes, "
+                            f"got {len(p)}")
+    record_count, signature_count, batch_count, reserved = _SUBMIT_BATCH.unpack_from(p)
+    if reserved:
+        raise ProtocolError("the reserved field of a submit batch must be zero")
+    records_end = _SUBMIT_BATCH.size + record_count * RECORD_BYTES
+    signatures_end = records_end + signature_count * SIGNATURE_BYTES
+    _exact(p, signatures_end + batch_count * BATCH_AUTH_BYTES, "submit batch")
+    batch = SubmitBatch(p[_SUBMIT_BATCH.size:records_end], p[records_end:signatures_end],
+                        p[signatures_end:])
+    check_submit_batch(batch.records, batch.signatures, batch.batches)
+    return batch
+
+
+_codec(SubmitBatch, MessageType.submit_batch)((_encode_submit_batch, _decode_submit_batch))
+
+
+def check_submit_batch(records, signatures, batches, error=ProtocolError) -> None:
+    """Checks the structure of a batch with numpy, never a Python loop per record.
+
+    One signature per record without batch_authorized; batch entries in range, in order, not
+    overlapping, and covering exactly the batch_authorized records. Whether signatures verify
+    is the ledger's business (it answers codes); a wrong structure is the sender's bug.
+    """
+    if len(records) % RECORD_BYTES or len(signatures) % SIGNATURE_BYTES \
+            or len(batches) % BATCH_AUTH_BYTES:
+        raise error("records, signatures and batches are whole 128-, 64- and 112-byte items")
+    count = len(records) // RECORD_BYTES
+    if not 1 <= count <= limits.request_records_max:
+        raise error(f"a submit batch holds 1..{limits.request_records_max} records, "
+                    f"got {count}")
+    flags = np.frombuffer(records, dtype=np.uint8)[1::RECORD_BYTES]
+    authorized = (flags & Flags.batch_authorized) != 0
+    signed = count - int(np.count_nonzero(authorized))
+    if len(signatures) // SIGNATURE_BYTES != signed:
+        raise error(f"{signed} records need their own signature, got "
+                    f"{len(signatures) // SIGNATURE_BYTES} signatures")
+    entries = np.frombuffer(batches, dtype=BATCH_AUTH_DTYPE)
+    if len(entries) > limits.request_batches_max:
+        raise error(f"a request holds at most {limits.request_batches_max} batch entries")
+    _check_batch_ranges(entries, authorized, error)
+
+
+def _check_batch_ranges(entries: np.ndarray, authorized: np.ndarray, error) -> None:
+    count = len(authorized)
+    first = entries["first"].astype(np.int64)
+    end = first + entries["count"].astype(np.int64)
+    if entries["reserved"].any():
+        raise error("the reserved bytes of a batch entry must be zero")
+    if (entries["count"] == 0).any() or (end > count).any():
+        raise error(f"a batch entry covers 1 or more of the request's {count} records")
+    if (first[1:] < end[:-1]).any():
+        raise error("batch entries must be in record order and must not overlap")
+    steps = np.zeros(count + 1, dtype=np.int64)
+    np.add.at(steps, first, 1)
+    np.add.at(steps, end, -1)
+    covered = np.cumsum(steps[:-1]) > 0
+    if not np.array_equal(covered, authorized):
+        raise error("batch entries must cover exactly the records flagged batch_authorized")
+
+
+_ORIGINAL_DTYPE = np.dtype([("index", "<u4"), ("code", "u1"), ("pad", "u1", (3,))])
+_OPENED_DTYPE = np.dtype([("index", "<u4"), ("pad", "<u4"), ("account", "<u8")])
+assert _ORIGINAL_DTYPE.itemsize == _ORIGINAL.size and _OPENED_DTYPE.itemsize == _OPENED.size
+
+
+def _encode_answer(m: SubmitAnswer):
+    head = _ANSWER.pack(_none_u64(m.height), m.block_hash or bytes(32), len(m.codes),
+                        len(m.originals), len(m.opened), 0)
+    originals = np.zeros(len(m.originals), dtype=_ORIGINAL_DTYPE)
+    if m.originals:
+        originals["index"], originals["code"] = zip(*m.originals)
+    opened = np.zeros(len(m.opened), dtype=_OPENED_DTYPE)
+    if m.opened:
+        opened["index"], opened["account"] = zip(*m.opened)
+    return b"".join((head, m.codes, originals.tobytes(), opened.tobytes())), 0
+
+
+def _decode_answer(p, flags):
+    if len(p) < _ANSWER.size:
+        raise ProtocolError(f"a submit answer is at least {_ANSWER.size} bytes, got {len(p)}")
+    height, block_hash, count, original_count, opened_count, reserved = _ANSWER.unpack_from(p)
+    codes_end = _ANSWER.size + count
+    originals_end = codes_end + original_count * _ORIGINAL.size
+    _exact(p, originals_end + opened_count * _OPENED.size, "submit answer")
+    if reserved:
+        raise ProtocolError("the reserved field of a submit answer must be zero")
+    if height == NONE_U64 and any(block_hash):
+        raise ProtocolError("an answer that stored nothing names no block hash")
+    codes = bytes(p[_ANSWER.size:codes_end])
+    code_array = np.frombuffer(codes, dtype=np.uint8)
+    if count and code_array.max() > _RESULT_MAX:
+        raise ProtocolError(f"a result code is at most {int(_RESULT_MAX)}")
+    originals = np.frombuffer(p[codes_end:originals_end], dtype=_ORIGINAL_DTYPE)
+    opened = np.frombuffer(p[originals_end:], dtype=_OPENED_DTYPE)
+    _check_indexes(originals["index"], count, "original")
+    _check_indexes(opened["index"], count, "opened")
+    if originals["pad"].any() or opened["pad"].any():
+        raise ProtocolError("padding bytes of a submit answer must be zero")
+    if (code_array[originals["index"]] != Result.already_committed).any() \
+            or (originals["code"] > _RESULT_MAX).any():
+        raise ProtocolError("an original code is given only for already_committed records")
+    return SubmitAnswer(
+        _u64_or_none(height), None if height == NONE_U64 else bytes(block_hash), codes,
+        tuple(zip(originals["index"].tolist(), originals["code"].tolist())),
+        tuple(zip(opened["index"].tolist(), opened["account"].tolist())))
+
+
+def _check_indexes(indexes: np.ndarray, count: int, what: str) -> None:
+    if len(indexes) and (indexes.max() >= count or (np.diff(indexes.astype(np.int64)) <= 0)
+                         .any()):
+        raise ProtocolError(f"{what} indexes must rise strictly and stay below {count}")
+
+
+_codec(SubmitAnswer, MessageType.submit_answer)((_encode_answer, _decode_answer))
+
+
+def _u64_codec(cls, field: str, what: str):
+    def encode(m):
+        return _U64.pack(getattr(m, field)), 0
+
+    def decode(p, flags):
+        _exact(p, _U64.size, what)
+        return cls(_U64.unpack(p)[0])
+    return encode, decode
+
+
+_codec(QueryBalance, MessageType.query_balance)(
+    _u64_codec(QueryBalance, "account", "balance query"))
+_codec(QueryAccount, MessageType.query_account)(
+    _u64_codec(QueryAccount, "account", "account query"))
+_codec(Subscribed, MessageType.subscribed)(_u64_codec(Subscribed, "height", "subscribed"))
+
+
+def _decode_balance(p, flags):
+    _exact(p, _BALANCE.size, "balance")
+    return Balance(*_BALANCE.unpack(p))
+
+
+_codec(Balance, MessageType.balance)(
+    (lambda m: (_BALANCE.pack(m.account, m.balance), 0), _decode_balance))
+
+
+def _decode_account(p, flags):
+    _exact(p, _ACCOUNT.size, "account")
+    account, key, balance, sequence, account_flags = _ACCOUNT.unpack(p)
+    return Account(account, bytes(key), balance, sequence, account_flags)
+
+
+_codec(Account, MessageType.account)((lambda m: (_ACCOUNT.pack(
+    m.account, m.owner_key, m.balance, m.sequence, m.flags), 0), _decode_account))
+
+
+def _decode_query_transaction(p, flags):
+    _exact(p, 32, "transaction query")
+    return QueryTransaction(bytes(p))
+
+
+_codec(QueryTransaction, MessageType.query_transaction)(
+    (lambda m: (_hash32(m.txid), 0), _decode_query_transaction))
+
+
+def _hash32(value) -> bytes:
+    if len(value) != 32:
+        raise ValueError(f"a hash is 32 bytes, got {len(value)}")
+    return bytes(value)
+
+
+def _encode_transaction(m: Transaction):
+    if len(m.proof) > limits.proof_hashes_max:
+        raise ValueError(f"a proof has at most {limits.proof_hashes_max} hashes")
+    head = _TRANSACTION.pack(m.record, m.height, m.position, m.code, len(m.proof),
+                             m.block_hash)
+    return head + b"".join(_hash32(h) for h in m.proof), 0
+
+
+def _decode_transaction(p, flags):
+    if len(p) < _TRANSACTION.size:
+        raise ProtocolError(f"a transaction is at least {_TRANSACTION.size} bytes, "
+                            f"got {len(p)}")
+    record, height, position, code, proof_count, block_hash = _TRANSACTION.unpack_from(p)
+    if proof_count > limits.proof_hashes_max:
+        raise ProtocolError(f"a proof has at most {limits.proof_hashes_max} hashes")
+    _exact(p, _TRANSACTION.size + 32 * proof_count, "transaction")
+    if code > _RESULT_MAX:
+        raise ProtocolError(f"unknown result code {code}")
+    rest = bytes(p[_TRANSACTION.size:])
+    proof = tuple(rest[i:i + 32] for i in range(0, len(rest), 32))
+    return Transaction(bytes(record), code, height, position, bytes(block_hash), proof)
+
+
+_codec(Transaction, MessageType.transaction)((_encode_transaction, _decode_transaction))
+
+
+def _encode_query_block(m: QueryBlock):
+    if (m.height is None) == (m.block_hash is None):
+        raise ValueError("a block query names a height or a hash, not both")
+    if m.block_hash is not None:
+        return _hash32(m.block_hash), BY_HASH
+    return _U64.pack(m.height), 0
+
+
+def _decode_query_block(p, flags):
+    if flags & BY_HASH:
+        _exact(p, 32, "block query by hash")
+        return QueryBlock(block_hash=bytes(p))
+    _exact(p, _U64.size, "block query by height")
+    return QueryBlock(height=_U64.unpack(p)[0])
+
+
+_codec(QueryBlock, MessageType.query_block)((_encode_query_block, _decode_query_block))
+
+# A block is at least its header, record count and batch count (docs/FORMAT.md).
+BLOCK_BYTES_MIN = 88
+
+
+def _decode_block(p, flags):
+    if len(p) < BLOCK_BYTES_MIN:
+        raise ProtocolError(f"a block is at least {BLOCK_BYTES_MIN} bytes, got {len(p)}")
+    return Block(bytes(p))
+
+
+_codec(Block, MessageType.block)((lambda m: (bytes(m.data), 0), _decode_block))
+
+
+def _encode_query_history(m: QueryHistory):
+    height, position = (NONE_U64, 0) if m.before is None else m.before
+    return _HISTORY_QUERY.pack(m.account, m.limit, position, height), 0
+
+
+def _decode_query_history(p, flags):
+    _exact(p, _HISTORY_QUERY.size, "history query")
+    account, limit, position, height = _HISTORY_QUERY.unpack(p)
+    if not 1 <= limit <= limits.history_limit_max:
+        raise ProtocolError(f"a history limit is 1..{limits.history_limit_max}, got {limit}")
+    if height == NONE_U64:
+        if position:
+            raise ProtocolError("a history query without `before` has position 0")
+        return QueryHistory(account, limit)
+    return QueryHistory(account, limit, (height, position))
+
+
+_codec(QueryHistory, MessageType.query_history)((_encode_query_history, _decode_query_history))
+
+
+def _encode_history(m: History):
+    parts = [_HISTORY_HEAD.pack(len(m.entries))]
+    parts += [_HISTORY_ENTRY.pack(e.record, e.height, e.position, e.code, e.block_hash)
+              for e in m.entries]
+    return b"".join(parts), 0
+
+
+def _decode_history(p, flags):
+    if len(p) < _HISTORY_HEAD.size:
+        raise ProtocolError(f"a history is at least {_HISTORY_HEAD.size} bytes, got {len(p)}")
+    (count,) = _HISTORY_HEAD.unpack_from(p)
+    if count > limits.history_limit_max:
+        raise ProtocolError(f"a history holds at most {limits.history_limit_max} entries")
+    _exact(p, _HISTORY_HEAD.size + count * _HISTORY_ENTRY.size, "history")
+    entries = []
+    for offset in range(_HISTORY_HEAD.size, len(p), _HISTORY_ENTRY.size):
+        record, height, position, code, block_hash = _HISTORY_ENTRY.unpack_from(p, offset)
+        if code > _RESULT_MAX:
+            raise ProtocolError(f"unknown result code {code}")
+        entries.append(HistoryEntry(bytes(record), code, height, position, bytes(block_hash)))
+    return History(tuple(entries))
+
+
+_codec(History, MessageType.history)((_encode_history, _decode_history))
+
+
+def _decode_status(p, flags):
+    _exact(p, _STATUS.size, "status")
+    chain_id, version, height, tip, connections, queued, groups, records = _STATUS.unpack(p)
+    return Status(chain_id, version, height, bytes(tip), connections, queued, groups, records)
+
+
+_codec(Status, MessageType.status)((lambda m: (_STATUS.pack(
+    m.chain_id, m.version, m.height, m.tip_hash, m.connections, m.queued_records,
+    m.groups_committed, m.records_committed), 0), _decode_status))
+
+
+def _decode_subscribe(p, flags):
+    _exact(p, _U64.size, "subscribe")
+    return Subscribe(_U64.unpack(p)[0], bool(flags & WITH_BLOCKS))
+
+
+_codec(Subscribe, MessageType.subscribe)((lambda m: (
+    _U64.pack(m.from_height), WITH_BLOCKS if m.with_blocks else 0),
+    _decode_subscribe))
+
+
+def _encode_notice(m: BlockNotice):
+    head = _NOTICE.pack(m.height, m.block_hash, m.record_count)
+    if m.block is None:
+        return head, 0
+    return head + bytes(m.block), WITH_BLOCKS
+
+
+def _decode_notice(p, flags):
+    if len(p) < _NOTICE.size:
+        raise ProtocolError(f"a block notice is at least {_NOTICE.size} bytes, got {len(p)}")
+    height, block_hash, record_count = _NOTICE.unpack_from(p)
+    if not flags & WITH_BLOCKS:
+        _exact(p, _NOTICE.size, "block notice")
+        return BlockNotice(height, bytes(block_hash), record_count)
+    if len(p) < _NOTICE.size + BLOCK_BYTES_MIN:
+        raise ProtocolError("a block notice with its block carries at least the block header")
+    return BlockNotice(height, bytes(block_hash), record_count, bytes(p[_NOTICE.size:]))
+
+
+_codec(BlockNotice, MessageType.block_notice)((_encode_notice, _decode_notice))
+
+# Frame flags each message type may carry; any other bit is a protocol error.
+_FLAGS_ALLOWED = {MessageType.subscribe: WITH_BLOCKS,
+                  MessageType.block_notice: WITH_BLOCKS,
+                  MessageType.query_block: BY_HASH}
+
+Message = (Hello | Welcome | Error | Ping | Pong | Submit | SubmitBatch | SubmitAnswer
+           | QueryBalance | Balance | QueryAccount | Account | QueryTransaction | Transaction
+           | QueryBlock | Block | QueryHistory | History | QueryStatus | Status | Subscribe
+           | Subscribed | BlockNotice | Unsubscribe | SubscriptionEnd)
+
+
+# --- the two entry points ----------------------------------------------------------------------
+
+def message_type(message) -> MessageType:
+    return _ENCODERS[type(message)][0]
+
+
+def encode(message, request_id: int, version: int = limits.protocol_versions[-1]) -> bytes:
+    """One whole frame carrying ``message``. Bad field values raise ValueError."""
+    try:
+        kind, encoder = _ENCODERS[type(message)]
+    except KeyError:
+        raise TypeError(f"{type(message).__name__} is not a protocol message") from None
+    try:
+        payload, flags = encoder(message)
+    except struct.error as exc:
+        raise ValueError(f"a {type(message).__name__} field is out of range: {exc}") from None
+    if kind is MessageType.hello:
+        version = HELLO_VERSION
+    return encode_frame(kind, request_id, payload, int(flags), version)
+
+
+def decode(frame: Frame):
+    """The message a frame carries. Untrusted bytes: any defect raises ProtocolError."""
+    decoder = _DECODERS.get(frame.type)
+    if decoder is None:
+        raise ProtocolError(f"unknown message type 0x{frame.type:02x}")
+    if frame.flags & ~_FLAGS_ALLOWED.get(frame.type, 0):
+        raise ProtocolError(f"flags 0x{frame.flags:04x} are not defined for "
+                            f"{MessageType(frame.type).name}")
+    try:
+        return decoder(frame.payload, frame.flags)
+    except (struct.error, ValueError, IndexError, TypeError, OverflowError) as exc:
+        # The checks above each decoder read should make this unreachable; it is the guard
+        # that keeps a missed case a ProtocolError instead of a crash.
+        raise ProtocolError(f"malformed {MessageType(frame.type).name}: {exc}") from None
+
+
+def decode_message(data, versions=limits.protocol_versions):
+    """decode(decode_frame(data)): the request id and the message of one whole frame."""
+    frame = decode_frame(data, versions)
+    return frame.request_id, decode(frame)

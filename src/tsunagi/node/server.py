@@ -1,0 +1,714 @@
+"""The node's network server: asyncio (uvloop when installed) with group commit across clients.
+
+Submissions from every connection go into one bounded queue. A single writer task closes a
+group at ``group_records_max`` records or ``group_wait_ms`` after its first submission arrived,
+hands the concatenated buffers to ``ledger.submit_batch`` in a worker thread (one block, one
+fsync), and answers each waiting request with its own slice of the codes. While the ledger
+commits one group the next one fills, so the fsync is shared by everyone who arrived meanwhile.
+
+Nothing a client sends can crash or stall the node: frames are bounded in size and time,
+requests per connection and queued records are bounded, a full queue answers ``overloaded``,
+and answers are written without ever waiting for a client to read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from tsunagi import hashing
+from tsunagi.core.codes import UNSTORED
+from tsunagi.core.records import RECORD_BYTES, Flags
+from tsunagi.errors import ConfigError, EncodingError, ProtocolError
+from tsunagi.node import limits
+from tsunagi.node import protocol as p
+
+__all__ = ["NodeServer", "NodeSettings", "new_event_loop", "run_node"]
+
+log = logging.getLogger("tsunagi.node")
+
+# For each result code: True when a record with that code is stored in the block.
+_STORED = np.ones(256, dtype=bool)
+_STORED[[int(code) for code in UNSTORED]] = False
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (about twice the frames per second), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Tunable limits of one server; the defaults and their reasons are in node/limits.py."""
+
+    group_records_max: int = limits.group_records_max
+    group_wait_ms: float = limits.group_wait_ms
+    queue_records_max: int = limits.queue_records_max
+    connections_max: int = limits.connections_max
+    inflight_per_connection_max: int = limits.inflight_per_connection_max
+    frame_bytes_max: int = limits.frame_bytes_max
+    frame_timeout_s: float = limits.frame_timeout_s
+    handshake_timeout_s: float = limits.handshake_timeout_s
+    idle_timeout_s: float = limits.idle_timeout_s
+    write_buffer_bytes_max: int = limits.write_buffer_bytes_max
+    subscriptions_per_connection_max: int = limits.subscriptions_per_connection_max
+    reader_threads: int = 2  # threads serving queries; the ledger allows reads from any thread
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"node setting {field.name} is a number >= 0, got {value!r}")
+        if self.group_records_max < 1 or self.inflight_per_connection_max < 1 \
+                or self.reader_threads < 1:
+            raise ConfigError("group_records_max, inflight_per_connection_max and "
+                              "reader_threads are at least 1")
+        if self.frame_bytes_max < limits.frame_prefix_bytes + 256 \
+                or self.frame_bytes_max > limits.frame_bytes_max:
+            raise ConfigError(f"frame_bytes_max is between 272 and {limits.frame_bytes_max}")
+
+
+@dataclass(eq=False, slots=True)
+class _Submission:
+    """One submit request waiting in the group-commit queue."""
+
+    connection: _Connection
+    request_id: int
+    records: memoryview
+    signatures: memoryview
+    batches: np.ndarray  # BATCH_AUTH_DTYPE entries, ranges relative to this request
+    count: int
+    open_ended: bool  # the last record is linked: it must end its group, or it links onward
+    arrived_s: float
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: cuts frames, dispatches requests, writes answers."""
+
+    def __init__(self, server: NodeServer) -> None:
+        self.server = server
+        self.settings = server.settings
+        self.reader = p.FrameReader((p.HELLO_VERSION,), self.settings.frame_bytes_max)
+        self.transport: asyncio.Transport | None = None
+        self.version = 0  # 0 until the handshake chose one
+        self.inflight: set[int] = set()
+        self.subscriptions: dict[int, asyncio.Task] = {}
+        self.paused = False
+        self.closed = False
+        self.opened_s = self.last_frame_s = time.monotonic()
+        self.partial_since_s: float | None = None  # when the unfinished frame began
+        self.closing_since_s: float | None = None
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    # -- asyncio callbacks --
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        if len(self.server.connections) > self.settings.connections_max \
+                or self.server.stopping:
+            self.send_error(0, p.ErrorCode.overloaded, "the node takes no more connections")
+            self.close()
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for task in self.subscriptions.values():
+            task.cancel()
+        self.subscriptions.clear()
+        self.drained.set()
+
+    def pause_writing(self) -> None:
+        self.drained.clear()
+
+    def resume_writing(self) -> None:
+        self.drained.set()
+
+    def data_received(self, data) -> None:
+        if self.closed:
+            return
+        self.reader.feed(data)
+        self.process()
+
+    def eof_received(self) -> bool:
+        return False  # a half-closed client gets its connection closed
+
+    # -- frames in --
+
+    def process(self) -> None:
+        """Takes out and dispatches whole frames until none is left or too many are in flight."""
+        while not self.closed:
+            if len(self.inflight) >= self.settings.inflight_per_connection_max:
+                if not self.paused:
+                    self.paused = True
+                    self.transport.pause_reading()
+                break
+            try:
+                frame = self.reader.next_frame()
+            except ProtocolError as exc:
+                # The stream cannot be cut into frames any more: answer once and close.
+                code = p.ErrorCode.too_large if self.reader.announced_bytes \
+                    > self.settings.frame_bytes_max else p.ErrorCode.malformed
+                self.send_error(0, code, str(exc))
+                self.close()
+                return
+            if frame is None:
+                break
+            self.last_frame_s = time.monotonic()
+            self.partial_since_s = None
+            self.dispatch(frame)
+        # Only a frame the client has not finished sending runs against frame_timeout_s; one
+        # waiting because this connection is paused is the node's doing.
+        if self.paused or not self.reader.pending_bytes:
+            self.partial_since_s = None
+        elif self.partial_since_s is None:
+            self.partial_since_s = time.monotonic()
+
+    def dispatch(self, frame: p.Frame) -> None:
+        if not self.version:
+            self.handshake(frame)
+            return
+        try:
+            message = p.decode(frame)
+        except ProtocolError as exc:
+            code = p.ErrorCode.unknown_type if frame.type not in p.MessageType._value2member_map_ \
+                else p.ErrorCode.malformed
+            self.send_error(frame.request_id, code, str(exc))
+            return
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            self.send_error(frame.request_id, p.ErrorCode.unknown_type,
+                            f"a node does not serve {type(message).__name__} messages")
+            return
+        if isinstance(message, p.Unsubscribe):  # its request id is the subscription's
+            handler(self, frame.request_id, message)
+            return
+        if frame.request_id in self.inflight or frame.request_id in self.subscriptions:
+            self.send_error(frame.request_id, p.ErrorCode.duplicate_request,
+                            f"request id {frame.request_id} is already in flight")
+            return
+        handler(self, frame.request_id, message)
+
+    def handshake(self, frame: p.Frame) -> None:
+        if frame.type != p.MessageType.hello:
+            self.send_error(frame.request_id, p.ErrorCode.handshake_required,
+                            "the first frame on a connection must be a hello")
+            self.close()
+            return
+        try:
+            hello = p.decode(frame)
+        except ProtocolError as exc:
+            self.send_error(frame.request_id, p.ErrorCode.malformed, str(exc))
+            self.close()
+            return
+        common = set(hello.versions) & set(limits.protocol_versions)
+        chain_id = self.server.chain_id
+        if not common:
+            self.send_error(frame.request_id, p.ErrorCode.unsupported_version,
+                            f"the node speaks protocol versions {limits.protocol_versions}")
+            self.close()
+        elif hello.chain_id not in (0, chain_id):
+            self.send_error(frame.request_id, p.ErrorCode.wrong_chain,
+                            f"the node serves chain {chain_id}, not {hello.chain_id}")
+            self.close()
+        else:
+            self.version = max(common)
+            self.reader.versions = (self.version,)
+            height, tip = self.server.tip()
+            self.send(frame.request_id, p.Welcome(
+                self.version, chain_id, height, tip, self.settings.frame_bytes_max,
+                self.settings.inflight_per_connection_max, limits.request_records_max))
+
+    # -- frames out --
+
+    def send(self, request_id: int, message) -> None:
+        self.send_bytes(p.encode(message, request_id, self.version or p.HELLO_VERSION))
+
+    def send_bytes(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > self.settings.write_buffer_bytes_max:
+            # The client does not read its answers: drop it rather than hold them all.
+            log.warning("dropping a client that left %d bytes unread",
+                        self.transport.get_write_buffer_size())
+            self.abort()
+
+    def send_error(self, request_id: int, code: p.ErrorCode, message: str) -> None:
+        self.send(request_id, p.Error(code, message))
+
+    def answer(self, request_id: int, message) -> None:
+        """Sends the answer to an in-flight request and lets the next frames in."""
+        self.send(request_id, message)
+        self.finish(request_id)
+
+    def finish(self, request_id: int) -> None:
+        self.inflight.discard(request_id)
+        if self.paused and not self.closed \
+                and len(self.inflight) < self.settings.inflight_per_connection_max:
+            self.paused = False
+            self.transport.resume_reading()
+            self.process()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.closing_since_s = time.monotonic()
+            self.transport.close()  # sends what is buffered, then closes
+
+    def abort(self) -> None:
+        self.closed = True
+        self.transport.abort()
+
+    def check_deadlines(self, now_s: float) -> None:
+        """Closes the connection if a frame, the hello or the silence took too long."""
+        s = self.settings
+        if self.closing_since_s is not None:
+            if now_s - self.closing_since_s > s.frame_timeout_s:
+                self.transport.abort()  # the client does not read what close() must flush
+            return
+        if self.partial_since_s is not None and now_s - self.partial_since_s > s.frame_timeout_s:
+            reason = "a frame took longer than frame_timeout_s to arrive"
+        elif not self.version and now_s - self.opened_s > s.handshake_timeout_s:
+            reason = "no hello within handshake_timeout_s"
+        elif not self.inflight and not self.subscriptions \
+                and now_s - self.last_frame_s > s.idle_timeout_s:
+            reason = "idle for longer than idle_timeout_s"
+        else:
+            return
+        log.info("closing a connection: %s", reason)
+        self.send_error(0, p.ErrorCode.timeout, reason)
+        self.close()
+
+
+# --- request handlers: (connection, request id, message) -----------------------------------------
+
+_NO_BATCHES = np.zeros(0, dtype=p.BATCH_AUTH_DTYPE)
+
+
+def _on_submit(conn: _Connection, request_id: int, message: p.Submit) -> None:
+    conn.server.enqueue(conn, request_id, message.record, message.signature, _NO_BATCHES, 1)
+
+
+def _on_submit_batch(conn: _Connection, request_id: int, message: p.SubmitBatch) -> None:
+    conn.server.enqueue(conn, request_id, message.records, message.signatures,
+                        message.batch_entries(), message.record_count)
+
+
+def _on_ping(conn: _Connection, request_id: int, message: p.Ping) -> None:
+    conn.send(request_id, p.Pong())
+
+
+def _query(read: Callable, convert: Callable):
+    """A handler that runs ``read(server, message)`` in a reader thread, then answers with
+    ``convert(server, value, message)`` (None: not found)."""
+    def handle(conn: _Connection, request_id: int, message) -> None:
+        conn.inflight.add(request_id)
+        conn.server.spawn(conn.server.serve_query(conn, request_id, message, read, convert))
+    return handle
+
+
+def _account(server, info, m) -> p.Account | None:
+    if info is None:
+        return None
+    return p.Account(info.account, bytes(info.owner_key), info.balance, info.sequence,
+                     p.ACCOUNT_ISSUER if info.issuer else 0)
+
+
+def _transaction(server, info, m) -> p.Transaction | None:
+    if info is None:
+        return None
+    return p.Transaction(bytes(info.record), int(info.code), info.height, info.position,
+                         bytes(info.block_hash), tuple(bytes(h) for h in info.proof))
+
+
+def _history(server, entries, m) -> p.History:
+    return p.History(tuple(p.HistoryEntry(bytes(e.record), int(e.code), e.height, e.position,
+                                          bytes(e.block_hash)) for e in entries))
+
+
+def _read_block(server, m: p.QueryBlock):
+    return server.ledger.block(m.height if m.block_hash is None else m.block_hash)
+
+
+def _status(server, tip, m) -> p.Status:
+    height, tip_hash = tip
+    return p.Status(server.chain_id, max(limits.protocol_versions), height, tip_hash,
+                    len(server.connections), server.queued_records, server.groups_committed,
+                    server.records_committed)
+
+
+def _on_subscribe(conn: _Connection, request_id: int, message: p.Subscribe) -> None:
+    if len(conn.subscriptions) >= conn.settings.subscriptions_per_connection_max:
+        conn.send_error(request_id, p.ErrorCode.too_many_subscriptions,
+                        f"at most {conn.settings.subscriptions_per_connection_max} "
+                        "subscriptions per connection")
+        return
+    task = conn.server.spawn(conn.server.serve_subscription(conn, request_id, message))
+    conn.subscriptions[request_id] = task
+
+
+def _on_unsubscribe(conn: _Connection, request_id: int, message: p.Unsubscribe) -> None:
+    task = conn.subscriptions.pop(request_id, None)
+    if task is None:
+        conn.send_error(request_id, p.ErrorCode.not_found, "no such subscription")
+        return
+    task.cancel()
+    conn.send(request_id, p.SubscriptionEnd())
+
+
+_HANDLERS: dict[type, Callable] = {
+    p.Submit: _on_submit,
+    p.SubmitBatch: _on_submit_batch,
+    p.Ping: _on_ping,
+    p.QueryBalance: _query(lambda server, m: server.ledger.balance(m.account),
+                           lambda server, value, m: p.Balance(m.account, int(value))),
+    p.QueryAccount: _query(lambda server, m: server.ledger.account(m.account), _account),
+    p.QueryTransaction: _query(lambda server, m: server.ledger.transaction(m.txid),
+                               _transaction),
+    p.QueryBlock: _query(_read_block,
+                         lambda server, data, m: None if data is None else p.Block(data)),
+    p.QueryHistory: _query(
+        lambda server, m: server.ledger.history(m.account, limit=m.limit, before=m.before),
+        _history),
+    p.QueryStatus: _query(lambda server, m: server.tip(), _status),
+    p.Subscribe: _on_subscribe,
+    p.Unsubscribe: _on_unsubscribe,
+}
+
+
+class NodeServer:
+    """Serves one ledger over TCP. ``await start()``, then ``await stop()`` (or run_node)."""
+
+    def __init__(self, ledger, host: str = "127.0.0.1", port: int = 0,
+                 settings: NodeSettings | None = None, *, close_ledger: bool = True) -> None:
+        self.ledger = ledger
+        self.host, self.port = host, port
+        self.settings = settings or NodeSettings()
+        self.close_ledger = close_ledger
+        self.chain_id = ledger.config.chain_id
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self.queued_records = 0
+        self.groups_committed = 0
+        self.records_committed = 0
+        self._queue: deque[_Submission] = deque()
+        self._tasks: set[asyncio.Task] = set()
+        self._server: asyncio.Server | None = None
+        self._stopped: asyncio.Event | None = None
+
+    # -- life cycle --
+
+    async def start(self) -> None:
+        """Binds the port (``self.port`` is the bound one afterwards) and starts serving."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._queue_signal = asyncio.Event()
+        self._group_full = asyncio.Event()
+        self._new_block = asyncio.Event()
+        self._stopped = asyncio.Event()
+        # One writer thread: the ledger takes writes from one thread at a time.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tsunagi-commit")
+        self._readers = ThreadPoolExecutor(self.settings.reader_threads,
+                                           thread_name_prefix="tsunagi-read")
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, reuse_address=True, backlog=512)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._writer_task = loop.create_task(self._write_loop())
+        self._watchdog_task = loop.create_task(self._watchdog())
+        log.info("node serving chain %d on %s:%d", self.chain_id, self.host, self.port)
+
+    async def serve_forever(self) -> None:
+        """Starts if needed and returns once stop() has finished."""
+        if self._server is None:
+            await self.start()
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stops accepting, finishes the group being committed, answers, closes the ledger.
+
+        Submissions still queued behind that group are answered ``shutting_down``: the client
+        retries them elsewhere or later, and idempotency makes that safe.
+        """
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        self._server.close()
+        self._queue_signal.set()
+        self._group_full.set()
+        await self._writer_task
+        self._watchdog_task.cancel()
+        for conn in list(self.connections):
+            for request_id in list(conn.subscriptions):
+                conn.send_error(request_id, p.ErrorCode.shutting_down, "the node is stopping")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in list(self.connections):
+            conn.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._shutdown_threads)
+        self._stopped.set()
+        log.info("node stopped after %d groups, %d records", self.groups_committed,
+                 self.records_committed)
+
+    def _shutdown_threads(self) -> None:
+        self._readers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        if self.close_ledger:
+            self.ledger.close()
+
+    def spawn(self, coroutine) -> asyncio.Task:
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _watchdog(self) -> None:
+        s = self.settings
+        tick_s = min(max(min(s.frame_timeout_s, s.handshake_timeout_s, s.idle_timeout_s) / 4,
+                         0.01), 1.0)
+        while True:
+            await asyncio.sleep(tick_s)
+            now_s = time.monotonic()
+            for conn in list(self.connections):
+                conn.check_deadlines(now_s)
+
+    def tip(self) -> tuple[int, bytes]:
+        """(height of the newest block, its hash); the ledger's height counts blocks."""
+        return self.ledger.height - 1, bytes(self.ledger.tip_hash)
+
+    # -- queries and subscriptions --
+
+    async def serve_query(self, conn: _Connection, request_id: int, message, read: Callable,
+                          convert: Callable) -> None:
+        try:
+            value = await self._loop.run_in_executor(self._readers, read, self, message)
+            answer = convert(self, value, message)
+        except (LookupError, EncodingError, ValueError) as exc:
+            answer = p.Error(p.ErrorCode.not_found, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a query must never take the node down
+            log.exception("query %s failed", type(message).__name__)
+            answer = p.Error(p.ErrorCode.internal, f"{type(exc).__name__}: {exc}")
+        if answer is None:
+            answer = p.Error(p.ErrorCode.not_found, f"{type(message).__name__}: not found")
+        conn.answer(request_id, answer)
+
+    async def serve_subscription(self, conn: _Connection, request_id: int,
+                                 message: p.Subscribe) -> None:
+        try:
+            height, _ = await self._loop.run_in_executor(self._readers, self.tip)
+            conn.send(request_id, p.Subscribed(height))
+            next_height = message.from_height
+            while not conn.closed:
+                new_block = self._new_block
+                while next_height < self.ledger.height and not conn.closed:
+                    data = await self._loop.run_in_executor(
+                        self._readers, self.ledger.block, next_height)
+                    if data is None:
+                        break
+                    conn.send(request_id, _notice(next_height, data, message.with_blocks))
+                    next_height += 1
+                    if not conn.drained.is_set():
+                        await conn.drained.wait()  # pace a catch-up to what the client reads
+                # Blocks appended by anything but this server are seen within a second.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(new_block.wait(), 1.0)
+        except Exception as exc:
+            log.exception("subscription failed")
+            conn.send_error(request_id, p.ErrorCode.internal, f"subscription ended: {exc}")
+        finally:
+            if conn.subscriptions.get(request_id) is asyncio.current_task():
+                del conn.subscriptions[request_id]
+
+    # -- group commit --
+
+    def enqueue(self, conn: _Connection, request_id: int, records, signatures,
+                batches: np.ndarray, count: int) -> None:
+        """Queues a submission for the writer, or answers why not at once."""
+        if self.stopping:
+            conn.send_error(request_id, p.ErrorCode.shutting_down, "the node is stopping")
+            return
+        if self.queued_records + count > self.settings.queue_records_max:
+            conn.send_error(request_id, p.ErrorCode.overloaded,
+                            f"{self.queued_records} records are waiting; retry after a pause")
+            return
+        open_ended = bool(records[len(records) - RECORD_BYTES + 1] & Flags.linked)
+        conn.inflight.add(request_id)
+        self._queue.append(_Submission(conn, request_id, records, signatures, batches, count,
+                                       open_ended, time.monotonic()))
+        self.queued_records += count
+        self._queue_signal.set()
+        if self.queued_records >= self.settings.group_records_max:
+            self._group_full.set()
+
+    async def _write_loop(self) -> None:
+        """The single writer: one group at a time, each one ledger call and one fsync."""
+        while True:
+            if not self._queue:
+                if self.stopping:
+                    return
+                self._queue_signal.clear()
+                await self._queue_signal.wait()
+                continue
+            if not self.stopping:
+                await self._wait_for_group()
+            group = self._take_group()
+            await self._commit(group)
+            if self.stopping:
+                self._reject_queued()
+                return
+
+    async def _wait_for_group(self) -> None:
+        """Waits until the group is full or group_wait_ms after its first submission."""
+        wait_s = self.settings.group_wait_ms / 1000
+        delay_s = self._queue[0].arrived_s + wait_s - time.monotonic()
+        if self.queued_records < self.settings.group_records_max and delay_s > 0:
+            self._group_full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._group_full.wait(), delay_s)
+
+    def _take_group(self) -> list[_Submission]:
+        group, records = [], 0
+        limit = self.settings.group_records_max
+        while self._queue and (not group or records + self._queue[0].count <= limit):
+            submission = self._queue.popleft()
+            group.append(submission)
+            records += submission.count
+            if submission.open_ended:
+                break  # its open linked group must meet the end of the batch, not another's
+        self.queued_records -= records
+        return group
+
+    def _reject_queued(self) -> None:
+        while self._queue:
+            submission = self._queue.popleft()
+            self.queued_records -= submission.count
+            submission.connection.answer(submission.request_id, p.Error(
+                p.ErrorCode.shutting_down, "the node stopped before this was committed"))
+
+    async def _commit(self, group: list[_Submission]) -> None:
+        records = b"".join(s.records for s in group)
+        signatures = b"".join(s.signatures for s in group)
+        try:
+            batches = _batch_auths(group)
+            answer = await self._loop.run_in_executor(
+                self._writer, self.ledger.submit_batch, records, signatures, batches)
+        except Exception as exc:
+            if len(group) > 1 and not isinstance(exc, OSError):
+                # One submission the ledger refuses must not cost the others their answer.
+                for submission in group:
+                    await self._commit([submission])
+                return
+            log.exception("ledger.submit_batch failed for %d records", len(records) // 128)
+            code = p.ErrorCode.malformed if isinstance(exc, EncodingError) \
+                else p.ErrorCode.internal
+            for submission in group:
+                submission.connection.answer(submission.request_id,
+                                             p.Error(code, f"{type(exc).__name__}: {exc}"))
+            return
+        self.groups_committed += 1
+        self.records_committed += len(records) // RECORD_BYTES
+        self._answer_group(group, answer)
+        if answer.height is not None:
+            self._new_block.set()
+            self._new_block = asyncio.Event()
+
+    def _answer_group(self, group: list[_Submission], answer) -> None:
+        """Answers each submission with its own slice of the group's codes."""
+        codes = np.asarray(answer.codes, dtype=np.uint8)
+        stored = _STORED[codes]
+        ends = np.cumsum([s.count for s in group])
+        original_at = _bucket(ends, sorted(answer.originals.items()))
+        opened = np.asarray(answer.opened, dtype=np.uint64)
+        opened_index = np.flatnonzero(opened)
+        opened_at = _bucket(ends, zip(opened_index.tolist(), opened[opened_index].tolist()))
+        start = 0
+        for number, submission in enumerate(group):
+            end = start + submission.count
+            if stored[start:end].any():
+                height, block_hash = answer.height, bytes(answer.block_hash)
+            else:
+                height, block_hash = None, None
+            submission.connection.answer(submission.request_id, p.SubmitAnswer(
+                height, block_hash, codes[start:end].tobytes(),
+                tuple((i - start, int(c)) for i, c in original_at.get(number, ())),
+                tuple((i - start, int(a)) for i, a in opened_at.get(number, ()))))
+            start = end
+
+
+def _bucket(ends: np.ndarray, pairs) -> dict[int, list[tuple[int, int]]]:
+    """Groups (record index, value) pairs by the submission that holds the record."""
+    buckets: dict[int, list[tuple[int, int]]] = {}
+    for index, value in pairs:
+        buckets.setdefault(int(np.searchsorted(ends, index, side="right")), []).append(
+            (int(index), value))
+    return buckets
+
+
+def _batch_auths(group: list[_Submission]) -> list:
+    """The group's batch entries as the ledger's BatchAuth, ranges moved to group positions."""
+    if not any(len(s.batches) for s in group):
+        return []
+    from tsunagi.core.block import BatchAuth
+
+    auths, offset = [], 0
+    for submission in group:
+        for entry in submission.batches:
+            auths.append(BatchAuth(int(entry["first"]) + offset, int(entry["count"]),
+                                   entry["signer_key"].tobytes(), entry["signature"].tobytes()))
+        offset += submission.count
+    return auths
+
+
+def _notice(height: int, block, with_blocks: bool) -> p.BlockNotice:
+    view = memoryview(block)
+    (record_count,) = np.frombuffer(view[80:84], dtype="<u4")
+    return p.BlockNotice(height, hashing.header_hash(view[:80]), int(record_count),
+                         bytes(view) if with_blocks else None)
+
+
+DEFAULT_PORT = 7650
+
+
+def run_node(data_dir, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+             settings: NodeSettings | None = None, *,
+             on_ready: Callable[[NodeServer], None] | None = None) -> None:
+    """Opens the ledger in ``data_dir`` and serves it until SIGINT or SIGTERM.
+
+    ``on_ready`` is called once the port is bound (with the server: ``server.port`` is the
+    bound port when ``port`` is 0). On a signal the node stops accepting, finishes the group
+    being committed, answers it, and closes the ledger before this returns.
+    """
+    from tsunagi.ledger import Ledger
+
+    async def main() -> None:
+        ledger = Ledger.open(data_dir)
+        server = NodeServer(ledger, host, port, settings)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, stop.set)
+        if on_ready is not None:
+            on_ready(server)
+        await stop.wait()
+        await server.stop()
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main())
