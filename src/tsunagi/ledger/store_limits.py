@@ -1,0 +1,51 @@
+"""Limits of the durable store (block log, index, snapshots), with why and what each costs.
+
+These belong in :mod:`tsunagi.limits` once that shared module takes them; they live here so the
+store's author does not edit a file others are changing.
+"""
+
+from __future__ import annotations
+
+# A frame payload longer than this is damage, not a block: far above the largest block the core
+# builds (8,000 records of ~200 bytes is ~1.6 MB), small enough that a damaged length never makes
+# recovery allocate gigabytes.
+log_block_bytes_max = 1 << 28
+
+# Appended frames are handed to the OS in one write once this many bytes wait in memory, so a
+# caller that appends without syncing holds a bounded buffer. One write of 16 MiB costs ~5 ms.
+log_write_buffer_bytes = 16 << 20
+
+# The log writes a checkpoint (height, end offset, checksum of the offsets file) after a sync once
+# this many bytes were synced since the last one. Frames before the checkpoint get a structure
+# check on open (headers only); frames after it get their payload checksums checked too. So after
+# a crash, open reads at most ~256 MiB of payload (~0.1 s at 5 GB/s of crc32) whatever the log
+# size; the cost is one small extra fsync per 256 MiB written.
+log_checkpoint_interval_bytes = 256 << 20
+
+# Bytes read at once when iterating or verifying frames: large enough that small frames cost one
+# read per thousands of blocks, small enough to stay in the CPU's last-level cache tiers.
+log_read_chunk_bytes = 8 << 20
+
+# Initial LMDB map size. The map only reserves address space (without writemap the file grows as
+# data is written), so a generous start makes growth (which must wait for every reader) rare.
+index_map_bytes_initial = 1 << 30
+
+# The map is grown by this factor when LMDB reports it full.
+index_map_growth_factor = 2
+
+# Blocks whose txids and accounts the index keeps to undo them on a reorg. Deeper reorgs fall
+# back to a full scan of the index (slow but correct). 100 blocks of 8,000 records cost ~38 MB.
+index_undo_blocks = 100
+
+# Largest page of account history returned at once: a client pages with `before`.
+index_history_limit_max = 10_000
+
+# Snapshots kept on disk: the newest, and one older to fall back to when the newest is damaged.
+snapshots_kept = 2
+
+# Array data in a snapshot starts at multiples of this, so each array can be read straight into
+# page-aligned memory (and mapped, should a reader want to).
+snapshot_alignment_bytes = 4096
+
+# A snapshot header (array names, dtypes, shapes, meta as JSON) larger than this is damage.
+snapshot_header_bytes_max = 16 << 20
