@@ -210,3 +210,43 @@ def test_wrong_chain_and_unreachable_node_raise_node_error(node):
     with pytest.raises(NodeError, match="gave up after 2 tries"):
         with Client("127.0.0.1", port, retries=1, retry_pause_s=0.01) as client:
             client.status()
+
+
+def test_sync_subscribe_yields_blocks_with_their_bytes(node):
+    wallet = node.wallet
+    with Client("127.0.0.1", node.port) as client:
+        answer = client.submit(*wallet.transfer(1, 6))
+        notices = client.subscribe(0, with_blocks=True)
+        genesis, first = next(notices), next(notices)
+        notices.close()  # ends the subscription on the node too
+        assert (genesis.height, first.height) == (0, 1)
+        assert first.block_hash == answer.block_hash and first.record_count == 1
+        assert first.block == client.block(1)
+        assert client.status().height == 1  # the connection is still usable
+
+
+def test_batch_authorized_request_shares_a_group_with_another(tmp_path):
+    from tsunagi.core import records as rec
+    from tsunagi.core.block import BatchAuth, sign_batch
+
+    ledger, wallet = make_ledger(tmp_path, payers=2)
+    key = wallet.payer_keys[1]
+    authorized = b"".join(rec.transfer(CHAIN_ID, sequence, 2, wallet.payee, 100,
+                                       batch_authorized=True) for sequence in range(1, 5))
+    batch = BatchAuth(0, 4, key.public_key, sign_batch(key, authorized))
+    plain = [wallet.transfer(sequence, 1, payer=1) for sequence in range(1, 4)]
+
+    async def main(port):
+        async with AsyncClient("127.0.0.1", port) as client:
+            return await asyncio.gather(
+                client.submit_batch(b"".join(r for r, _ in plain), b"".join(s for _, s in plain)),
+                client.submit_batch(authorized, b"", [batch]))
+
+    # Both requests land in one group, so the batch's range moves to group positions 3..6.
+    with NodeThread(ledger, NodeSettings(group_wait_ms=100)) as running:
+        first, second = asyncio.run(main(running.port))
+        assert running.server.groups_committed == 1
+        assert first.codes_array().tolist() == [Result.ok] * 3
+        assert second.codes_array().tolist() == [Result.ok] * 4
+        assert first.height == second.height == 1
+        assert running.call(lambda: ledger.balance(wallet.payee)) == 1 + 3 + 400

@@ -65,9 +65,10 @@ def make_ledger(tmp_path, payers: int = 1):
 class NodeThread:
     """A NodeServer on its own event loop in a thread; ``call`` runs code on that thread."""
 
-    def __init__(self, ledger, settings: NodeSettings | None = None) -> None:
+    def __init__(self, ledger, settings: NodeSettings | None = None,
+                 loop_factory=new_event_loop) -> None:
         self.ledger = ledger
-        self.loop = new_event_loop()
+        self.loop = loop_factory()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server = NodeServer(ledger, "127.0.0.1", 0, settings, close_ledger=False)
 
@@ -165,6 +166,34 @@ def test_submit_query_and_block_on_one_connection(chain):
         _, again = request(sock, p.Submit(record, signature), 16)
         assert again.code == Result.already_committed and again.originals == ((0, 0),)
         assert again.height is None
+
+
+def test_plain_asyncio_loop_serves_too(chain):
+    # CI has uvloop, so the fallback loop is run here on purpose.
+    ledger, wallet = chain
+    with NodeThread(ledger, loop_factory=asyncio.new_event_loop) as node, \
+            raw_connection(node.port) as sock:
+        assert not type(node.loop).__module__.startswith("uvloop")
+        _, answer = request(sock, p.Submit(*wallet.transfer(1, 40)), 1)
+        assert answer.code == Result.ok
+        assert request(sock, p.QueryBalance(wallet.payee), 2) == (2, p.Balance(wallet.payee, 41))
+
+
+def test_stop_commits_the_forming_group_then_refuses(chain):
+    ledger, wallet = chain
+    settings = NodeSettings(group_wait_ms=5000)  # the group is still forming when stop comes
+    with NodeThread(ledger, settings) as node, raw_connection(node.port) as sock:
+        for sequence in (1, 2, 3):
+            sock.sendall(p.encode(p.Submit(*wallet.transfer(sequence, 10)), sequence))
+        while node.call(lambda: node.server.queued_records) < 3:
+            time.sleep(0.005)
+        stopper = threading.Thread(target=node.stop)
+        stopper.start()
+        answers = dict(sock.read() for _ in range(3))
+        stopper.join()
+        assert [answers[i].code for i in (1, 2, 3)] == [Result.ok] * 3
+        assert sock.read() == (None, None)  # then the node closed the connection
+        assert ledger.balance(wallet.payee) == 31 and ledger.height == 2
 
 
 def test_handshake_refusals(chain):

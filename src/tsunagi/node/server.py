@@ -569,7 +569,14 @@ class NodeServer:
             if not self.stopping:
                 await self._wait_for_group()
             group = self._take_group()
-            await self._commit(group)
+            try:
+                await self._commit(group)
+            except Exception as exc:  # a bug here must not leave the writer dead
+                log.exception("committing a group failed")
+                for s in group:
+                    if s.request_id in s.connection.inflight:
+                        s.connection.answer(s.request_id, p.Error(
+                            p.ErrorCode.internal, f"{type(exc).__name__}: {exc}"))
             if self.stopping:
                 self._reject_queued()
                 return
@@ -623,7 +630,6 @@ class NodeServer:
                                              p.Error(code, f"{type(exc).__name__}: {exc}"))
             return
         self.groups_committed += 1
-        self.records_committed += len(records) // RECORD_BYTES
         self._answer_group(group, answer)
         if answer.height is not None:
             self._new_block.set()
@@ -633,6 +639,8 @@ class NodeServer:
         """Answers each submission with its own slice of the group's codes."""
         codes = np.asarray(answer.codes, dtype=np.uint8)
         stored = _STORED[codes]
+        if answer.height is not None:
+            self.records_committed += int(np.count_nonzero(stored))
         ends = np.cumsum([s.count for s in group])
         original_at = _bucket(ends, sorted(answer.originals.items()))
         opened = np.asarray(answer.opened, dtype=np.uint64)
