@@ -334,6 +334,24 @@ def test_slow_sender_is_cut_off_while_others_are_served(chain):
         assert other.balance(wallet.payer) == FUNDS  # the dribbled transfer never ran
 
 
+def test_silent_and_surplus_connections_are_closed(chain):
+    ledger, _ = chain
+    settings = NodeSettings(handshake_timeout_s=0.2, connections_max=2)
+    with NodeThread(ledger, settings) as node, raw_connection(node.port) as kept, \
+            raw_connection(node.port, handshake=False) as silent:
+        assert silent.read() == (0, p.Error(p.ErrorCode.timeout,
+                                            "no hello within handshake_timeout_s"))
+        assert silent.read() == (None, None)
+        with raw_connection(node.port, handshake=False) as second, \
+                raw_connection(node.port, handshake=False) as third:
+            assert third.read() == (0, p.Error(p.ErrorCode.overloaded,
+                                               "the node takes no more connections"))
+            assert third.read() == (None, None)
+            second.sendall(p.encode(p.Hello((1,), 0), 0))
+            assert isinstance(second.read()[1], p.Welcome)
+        assert request(kept, p.Ping(), 9) == (9, p.Pong())
+
+
 def test_clients_vanishing_mid_frame_and_mid_batch(chain):
     ledger, wallet = chain
     batch = [wallet.transfer(sequence, 10) for sequence in range(1, 6)]
