@@ -69,46 +69,63 @@ SHANI_INLINE __m128i schedule(__m128i w0, __m128i w1, __m128i w2, __m128i w3) {
     return _mm_sha256msg2_epu32(sum, w3);
 }
 
-/* Four rounds on each lane; wka and wkb hold W + K of those rounds. */
-SHANI_INLINE void rounds4_x2(lane_state *a, lane_state *b, __m128i wka, __m128i wkb) {
-    a->cdgh = _mm_sha256rnds2_epu32(a->cdgh, a->abef, wka);
-    b->cdgh = _mm_sha256rnds2_epu32(b->cdgh, b->abef, wkb);
-    a->abef = _mm_sha256rnds2_epu32(a->abef, a->cdgh, _mm_shuffle_epi32(wka, 0x0E));
-    b->abef = _mm_sha256rnds2_epu32(b->abef, b->cdgh, _mm_shuffle_epi32(wkb, 0x0E));
-}
+/* Lanes hashed side by side. Each lane is an independent chain of sha256rnds2 steps; more
+ * lanes hide more of each step's latency, until the state and message words of all lanes no
+ * longer fit the sixteen xmm registers the SHA instructions can address. */
+#define LANES_MAX 4
+#ifndef TS_SHANI_LANES
+#define TS_SHANI_LANES 4
+#endif
+#define LANES TS_SHANI_LANES
 
-/* Round groups [from, to) of one block on each lane. wa and wb hold the last sixteen schedule
- * words, group g's words in slot g % 4; groups from 4 on extend the schedule in place. */
-SHANI_INLINE void groups_x2(lane_state *a, lane_state *b, __m128i wa[4], __m128i wb[4],
-                            int from, int to) {
+/* Round groups [from, to) of one block on each lane. w[l] holds lane l's last sixteen
+ * schedule words, group g's in slot g % 4; groups from 4 on extend the schedule in place. */
+SHANI_INLINE void groups(int n, lane_state s[], __m128i w[][4], int from, int to) {
 #pragma GCC unroll 16
     for (int g = from; g < to; g++) {
-        if (g >= 4) {
-            wa[g & 3] = schedule(wa[g & 3], wa[(g + 1) & 3], wa[(g + 2) & 3], wa[(g + 3) & 3]);
-            wb[g & 3] = schedule(wb[g & 3], wb[(g + 1) & 3], wb[(g + 2) & 3], wb[(g + 3) & 3]);
+        __m128i k = round_constants(g), wk[LANES_MAX];
+#pragma GCC unroll 4
+        for (int l = 0; l < n; l++) {
+            if (g >= 4)
+                w[l][g & 3] = schedule(w[l][g & 3], w[l][(g + 1) & 3], w[l][(g + 2) & 3],
+                                       w[l][(g + 3) & 3]);
+            wk[l] = _mm_add_epi32(w[l][g & 3], k);
         }
-        __m128i k = round_constants(g);
-        rounds4_x2(a, b, _mm_add_epi32(wa[g & 3], k), _mm_add_epi32(wb[g & 3], k));
+#pragma GCC unroll 4
+        for (int l = 0; l < n; l++)
+            s[l].cdgh = _mm_sha256rnds2_epu32(s[l].cdgh, s[l].abef, wk[l]);
+#pragma GCC unroll 4
+        for (int l = 0; l < n; l++)
+            s[l].abef = _mm_sha256rnds2_epu32(s[l].abef, s[l].cdgh, _mm_shuffle_epi32(wk[l], 0x0E));
     }
 }
 
-SHANI_INLINE void compress_x2(lane_state *a, lane_state *b, __m128i wa[4], __m128i wb[4]) {
-    lane_state a0 = *a, b0 = *b;
-    groups_x2(a, b, wa, wb, 0, 16);
-    *a = state_add(*a, a0);
-    *b = state_add(*b, b0);
+SHANI_INLINE void compress_lanes(int n, lane_state s[], __m128i w[][4]) {
+    lane_state saved[LANES_MAX];
+#pragma GCC unroll 4
+    for (int l = 0; l < n; l++) saved[l] = s[l];
+    groups(n, s, w, 0, 16);
+#pragma GCC unroll 4
+    for (int l = 0; l < n; l++) s[l] = state_add(s[l], saved[l]);
 }
 
-/* One block that is the same for both lanes and scheduled in advance (wk = W + K). */
-SHANI_INLINE void compress_fixed_x2(lane_state *a, lane_state *b, const uint32_t wk[64]) {
-    lane_state a0 = *a, b0 = *b;
+/* One block that is the same for every lane and scheduled in advance (wk = W + K). */
+SHANI_INLINE void compress_fixed(int n, lane_state s[], const uint32_t wk[64]) {
+    lane_state saved[LANES_MAX];
+#pragma GCC unroll 4
+    for (int l = 0; l < n; l++) saved[l] = s[l];
 #pragma GCC unroll 16
     for (int g = 0; g < 16; g++) {
         __m128i m = _mm_loadu_si128((const __m128i *)&wk[4 * g]);
-        rounds4_x2(a, b, m, m);
+        __m128i m_high = _mm_shuffle_epi32(m, 0x0E);
+#pragma GCC unroll 4
+        for (int l = 0; l < n; l++) s[l].cdgh = _mm_sha256rnds2_epu32(s[l].cdgh, s[l].abef, m);
+#pragma GCC unroll 4
+        for (int l = 0; l < n; l++)
+            s[l].abef = _mm_sha256rnds2_epu32(s[l].abef, s[l].cdgh, m_high);
     }
-    *a = state_add(*a, a0);
-    *b = state_add(*b, b0);
+#pragma GCC unroll 4
+    for (int l = 0; l < n; l++) s[l] = state_add(s[l], saved[l]);
 }
 
 /* The padding words of a 32-byte message: 0x80 after the digest, then its length, 256 bits. */
@@ -119,26 +136,26 @@ SHANI_INLINE void digest_padding(__m128i w[4]) {
 
 /* Replaces each lane's state by the SHA-256 of its 32-byte digest: the second pass of
  * SHA-256d, fed from registers without going through memory. */
-SHANI_INLINE void hash_digest_x2(lane_state *a, lane_state *b) {
-    __m128i wa[4], wb[4];
-    state_words(*a, &wa[0], &wa[1]);
-    state_words(*b, &wb[0], &wb[1]);
-    digest_padding(wa);
-    digest_padding(wb);
-    *a = *b = state_load(ts_sha256_iv);
-    compress_x2(a, b, wa, wb);
+SHANI_INLINE void hash_digests(int n, lane_state s[]) {
+    __m128i w[LANES_MAX][4];
+#pragma GCC unroll 4
+    for (int l = 0; l < n; l++) {
+        state_words(s[l], &w[l][0], &w[l][1]);
+        digest_padding(w[l]);
+        s[l] = state_load(ts_sha256_iv);
+    }
+    compress_lanes(n, s, w);
 }
 
 SHANI_TARGET void ts_shani_compress(uint32_t state[8], const uint8_t *blocks,
                                     size_t block_count) {
-    /* A lone message: lane b repeats lane a's work and is dropped. */
-    lane_state a = state_load(state), b = a;
+    lane_state s[1] = {state_load(state)};
     for (; block_count; block_count--, blocks += 64) {
-        __m128i wa[4], wb[4];
-        for (int g = 0; g < 4; g++) wa[g] = wb[g] = load_words(blocks + 16 * g);
-        compress_x2(&a, &b, wa, wb);
+        __m128i w[1][4];
+        for (int g = 0; g < 4; g++) w[0][g] = load_words(blocks + 16 * g);
+        compress_lanes(1, s, w);
     }
-    state_store(a, state);
+    state_store(s[0], state);
 }
 
 /* What every record of one size shares: its whole-block count and its padding. */
@@ -189,29 +206,42 @@ SHANI_INLINE void tail_block(const record_shape *shape, const uint8_t *tail, __m
     }
 }
 
-/* SHA-256d of two records of the shape. Both are read before either digest is written, so
- * out_a may overlap record_a (the Merkle levels hash in place). */
-SHANI_TARGET static void hash_record_pair(const record_shape *shape, const uint8_t *record_a,
-                                          const uint8_t *record_b, uint8_t *out_a,
-                                          uint8_t *out_b) {
-    lane_state a = state_load(ts_sha256_iv), b = a;
-    __m128i wa[4], wb[4];
+/* SHA-256d of n records at once. All are read before any digest is written, so an output
+ * may overlap the records (the Merkle levels hash in place). */
+SHANI_INLINE void hash_records(int n, const record_shape *shape, const uint8_t *records,
+                               size_t record_size, uint8_t *out) {
+    lane_state s[LANES_MAX];
+    __m128i w[LANES_MAX][4];
+#pragma GCC unroll 4
+    for (int l = 0; l < n; l++) s[l] = state_load(ts_sha256_iv);
     for (size_t block = 0; block < shape->whole_blocks; block++) {
-        for (int g = 0; g < 4; g++) {
-            wa[g] = load_words(record_a + 64 * block + 16 * g);
-            wb[g] = load_words(record_b + 64 * block + 16 * g);
-        }
-        compress_x2(&a, &b, wa, wb);
+#pragma GCC unroll 4
+        for (int l = 0; l < n; l++)
+            for (int g = 0; g < 4; g++)
+                w[l][g] = load_words(records + l * record_size + 64 * block + 16 * g);
+        compress_lanes(n, s, w);
     }
     if (shape->rest) {
-        tail_block(shape, record_a + 64 * shape->whole_blocks, wa);
-        tail_block(shape, record_b + 64 * shape->whole_blocks, wb);
-        compress_x2(&a, &b, wa, wb);
+#pragma GCC unroll 4
+        for (int l = 0; l < n; l++)
+            tail_block(shape, records + l * record_size + 64 * shape->whole_blocks, w[l]);
+        compress_lanes(n, s, w);
     }
-    if (shape->has_fixed_block) compress_fixed_x2(&a, &b, shape->fixed_wk);
-    hash_digest_x2(&a, &b);
-    digest_store(a, out_a);
-    digest_store(b, out_b);
+    if (shape->has_fixed_block) compress_fixed(n, s, shape->fixed_wk);
+    hash_digests(n, s);
+#pragma GCC unroll 4
+    for (int l = 0; l < n; l++) digest_store(s[l], out + 32 * l);
+}
+
+SHANI_TARGET static void hash_records_lanes(const record_shape *shape, const uint8_t *records,
+                                            size_t record_size, uint8_t *out) {
+    hash_records(LANES, shape, records, record_size, out);
+}
+
+/* The records left over after the last full group of lanes, one at a time. */
+SHANI_TARGET static void hash_record_alone(const record_shape *shape, const uint8_t *record,
+                                           uint8_t *out) {
+    hash_records(1, shape, record, 0, out);
 }
 
 SHANI_TARGET void ts_shani_sha256d_records(const uint8_t *buffer, size_t record_count,
@@ -220,51 +250,47 @@ SHANI_TARGET void ts_shani_sha256d_records(const uint8_t *buffer, size_t record_
     shape_init(&shape, record_size);
     shape_tail_words(&shape);
     size_t i = 0;
-    for (; i + 1 < record_count; i += 2) {
-        const uint8_t *record = buffer + i * record_size;
-        hash_record_pair(&shape, record, record + record_size, out + 32 * i, out + 32 * i + 32);
-    }
-    if (i < record_count) {
-        uint8_t unused[32];
-        const uint8_t *record = buffer + i * record_size;
-        hash_record_pair(&shape, record, record, out + 32 * i, unused);
-    }
+    for (; i + LANES <= record_count; i += LANES)
+        hash_records_lanes(&shape, buffer + i * record_size, record_size, out + 32 * i);
+    for (; i < record_count; i++) hash_record_alone(&shape, buffer + i * record_size, out + 32 * i);
 }
 
-/* Rounds 2..63 of the header's second block for two nonces, from the state after rounds 0
+/* Rounds 2..63 of the header's second block for LANES nonces, from the state after rounds 0
  * and 1 (which read only words every nonce shares), then the midstate added. */
-SHANI_INLINE void nonce_block_x2(lane_state *a, lane_state *b, __m128i wa[4], __m128i wb[4],
-                                 lane_state midstate, __m128i after_two) {
+SHANI_INLINE void nonce_block(lane_state s[LANES], __m128i w[LANES][4], lane_state midstate,
+                              __m128i after_two) {
     __m128i k = round_constants(0);
-    __m128i wka = _mm_shuffle_epi32(_mm_add_epi32(wa[0], k), 0x0E);
-    __m128i wkb = _mm_shuffle_epi32(_mm_add_epi32(wb[0], k), 0x0E);
-    a->cdgh = b->cdgh = after_two;
-    a->abef = _mm_sha256rnds2_epu32(midstate.abef, after_two, wka);
-    b->abef = _mm_sha256rnds2_epu32(midstate.abef, after_two, wkb);
-    groups_x2(a, b, wa, wb, 1, 16);
-    *a = state_add(*a, midstate);
-    *b = state_add(*b, midstate);
+#pragma GCC unroll 4
+    for (int l = 0; l < LANES; l++) {
+        __m128i wk = _mm_shuffle_epi32(_mm_add_epi32(w[l][0], k), 0x0E);
+        s[l].cdgh = after_two;
+        s[l].abef = _mm_sha256rnds2_epu32(midstate.abef, after_two, wk);
+    }
+    groups(LANES, s, w, 1, 16);
+#pragma GCC unroll 4
+    for (int l = 0; l < LANES; l++) s[l] = state_add(s[l], midstate);
 }
 
 /* The top little-endian word of each lane's SHA-256 of its digest. Only the hash's last word
  * decides a candidate, and it is final after round 61: rounds 62 and 63 only shift it from f
  * to h. So the last two rounds are skipped. */
-SHANI_INLINE void digest_top_x2(lane_state a, lane_state b, uint32_t *top_a, uint32_t *top_b) {
-    __m128i wa[4], wb[4];
-    state_words(a, &wa[0], &wa[1]);
-    state_words(b, &wb[0], &wb[1]);
-    digest_padding(wa);
-    digest_padding(wb);
-    a = b = state_load(ts_sha256_iv);
-    groups_x2(&a, &b, wa, wb, 0, 15);
-    wa[3] = schedule(wa[3], wa[0], wa[1], wa[2]);
-    wb[3] = schedule(wb[3], wb[0], wb[1], wb[2]);
+SHANI_INLINE void digest_tops(lane_state s[LANES], uint32_t top[LANES]) {
+    __m128i w[LANES][4];
+#pragma GCC unroll 4
+    for (int l = 0; l < LANES; l++) {
+        state_words(s[l], &w[l][0], &w[l][1]);
+        digest_padding(w[l]);
+        s[l] = state_load(ts_sha256_iv);
+    }
+    groups(LANES, s, w, 0, 15);
     __m128i k = round_constants(15);
-    __m128i abef_a = _mm_sha256rnds2_epu32(a.cdgh, a.abef, _mm_add_epi32(wa[3], k));
-    __m128i abef_b = _mm_sha256rnds2_epu32(b.cdgh, b.abef, _mm_add_epi32(wb[3], k));
-    /* Lane 0 holds f after round 61, which is h after round 63. */
-    *top_a = __builtin_bswap32((uint32_t)_mm_cvtsi128_si32(abef_a) + ts_sha256_iv[7]);
-    *top_b = __builtin_bswap32((uint32_t)_mm_cvtsi128_si32(abef_b) + ts_sha256_iv[7]);
+#pragma GCC unroll 4
+    for (int l = 0; l < LANES; l++) {
+        w[l][3] = schedule(w[l][3], w[l][0], w[l][1], w[l][2]);
+        __m128i abef = _mm_sha256rnds2_epu32(s[l].cdgh, s[l].abef, _mm_add_epi32(w[l][3], k));
+        /* Lane 0 holds f after round 61, which is h after round 63. */
+        top[l] = __builtin_bswap32((uint32_t)_mm_cvtsi128_si32(abef) + ts_sha256_iv[7]);
+    }
 }
 
 static inline uint32_t load_be32(const uint8_t *p) {
@@ -279,19 +305,22 @@ SHANI_TARGET uint64_t ts_shani_nonce_scan(const uint32_t midstate_words[8],
                                         (int)load_be32(tail));
     const __m128i after_two = _mm_sha256rnds2_epu32(
         midstate.cdgh, midstate.abef, _mm_add_epi32(fixed, round_constants(0)));
-    for (uint64_t nonce = first; nonce < end; nonce += 2) {
-        /* Words 4..15 of the block are padding: 0x80, zeros, then the length, 640 bits. */
-        __m128i wa[4] = {_mm_insert_epi32(fixed, (int)__builtin_bswap32((uint32_t)nonce), 3),
-                         _mm_set_epi32(0, 0, 0, (int)0x80000000), _mm_setzero_si128(),
-                         _mm_set_epi32(640, 0, 0, 0)};
-        __m128i wb[4] = {_mm_insert_epi32(fixed, (int)__builtin_bswap32((uint32_t)nonce + 1), 3),
-                         wa[1], wa[2], wa[3]};
-        lane_state a, b;
-        nonce_block_x2(&a, &b, wa, wb, midstate, after_two);
-        uint32_t top_a, top_b;
-        digest_top_x2(a, b, &top_a, &top_b);
-        if (top_a <= target_top) return nonce;
-        if (top_b <= target_top && nonce + 1 < end) return nonce + 1;
+    for (uint64_t nonce = first; nonce < end; nonce += LANES) {
+        lane_state s[LANES];
+        __m128i w[LANES][4];
+        uint32_t top[LANES];
+#pragma GCC unroll 4
+        for (int l = 0; l < LANES; l++) {
+            /* Words 4..15 of the block are padding: 0x80, zeros, then the length, 640 bits. */
+            w[l][0] = _mm_insert_epi32(fixed, (int)__builtin_bswap32((uint32_t)nonce + l), 3);
+            w[l][1] = _mm_set_epi32(0, 0, 0, (int)0x80000000);
+            w[l][2] = _mm_setzero_si128();
+            w[l][3] = _mm_set_epi32(640, 0, 0, 0);
+        }
+        nonce_block(s, w, midstate, after_two);
+        digest_tops(s, top);
+        for (int l = 0; l < LANES; l++)
+            if (top[l] <= target_top && nonce + l < end) return nonce + l;
     }
     return end;
 }
