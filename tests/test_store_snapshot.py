@@ -139,3 +139,17 @@ def test_a_partial_newest_or_a_leftover_temporary_file_is_not_loaded(pair, tmp_p
         "snapshot-000000000003.tsnap.damaged", "snapshot-000000000004.tsnap.damaged",
         "snapshot-000000000010.tsnap"]
     assert load_newest_snapshot(directory).arrays == {}
+
+
+def test_accept_passes_over_a_snapshot_of_another_chain_and_keeps_it(pair, tmp_path):
+    directory = Path(shutil.copytree(pair, tmp_path / "d"))
+    seen = []
+
+    def on_my_chain(height: int, block_hash: bytes) -> bool:
+        seen.append(height)
+        return block_hash == b"\x03" * 32
+
+    loaded = load_newest_snapshot(directory, accept=on_my_chain)
+    assert (loaded.height, seen) == (3, [4, 3])
+    assert snapshot_heights(directory) == [4, 3]  # refused is not damaged: nothing renamed
+    assert load_newest_snapshot(directory, accept=lambda height, block_hash: False) is None

