@@ -157,15 +157,23 @@ def index_workload(blocks: int, records: int, accounts: int, seed: int = 1) -> l
             for height in range(blocks)]
 
 
-def index_seconds(directory: Path, workload: list[tuple]) -> list[float]:
-    """Time of each add_block (one write transaction and one fsync each)."""
+def written_bytes() -> int:
+    """Bytes this process has caused to be written to storage (Linux /proc/self/io)."""
+    with open("/proc/self/io") as counters:
+        return next(int(line.split()[1]) for line in counters if line.startswith("write_bytes"))
+
+
+def index_seconds(directory: Path, workload: list[tuple]) -> tuple[list[float], int]:
+    """Time of each add_block (one write transaction and one fsync each), and bytes written."""
     seconds = []
     with Index.open(directory) as index:
+        written = written_bytes()
         for arguments in workload:
             started = time.perf_counter()
             index.add_block(*arguments)
             seconds.append(time.perf_counter() - started)
-    return seconds
+        written = written_bytes() - written
+    return seconds, written
 
 
 def _counter_share(work: Callable[[], object], counted: list[int], alone: float) -> float:
@@ -274,8 +282,11 @@ def report_open(root: Path, records_total: int, small_blocks: int, repeats: int)
     started = time.perf_counter()
     blocks = build_crashed_log(directory, records_total, BATCH_RECORDS)
     size = (directory / "blocks.log").stat().st_size
+    checkpoint = directory / "blocks.checkpoint"
+    trusted = int.from_bytes(checkpoint.read_bytes()[16:24], "little") if checkpoint.exists() else 0
     print(f"log of {records_total:,} records in {blocks:,} blocks of {BATCH_RECORDS:,}: "
-          f"{size / 1e9:.2f} GB, built in {time.perf_counter() - started:.1f} s")
+          f"{size / 1e9:.2f} GB, built in {time.perf_counter() - started:.1f} s; the crash left "
+          f"{(size - trusted) / 1e6:.0f} MB after its last periodic checkpoint")
     for name, prepare in open_scenarios(directory).items():
         for cold in (False, True):
             seconds = [open_seconds(directory, cold, prepare) for _ in range(repeats)]
@@ -297,7 +308,7 @@ def report_open(root: Path, records_total: int, small_blocks: int, repeats: int)
 
 def report_index(root: Path, blocks: int, accounts: int) -> None:
     workload = index_workload(blocks, BATCH_RECORDS, accounts)
-    seconds = index_seconds(root / "index", workload)
+    seconds, written = index_seconds(root / "index", workload)
     tenth = max(1, blocks // 10)
     first, last = seconds[:tenth], seconds[-tenth:]
     size = (root / "index" / "data.mdb").stat().st_size
@@ -306,7 +317,7 @@ def report_index(root: Path, blocks: int, accounts: int) -> None:
           f"{blocks * BATCH_RECORDS / sum(seconds):,.0f} txids/s overall; first tenth "
           f"{BATCH_RECORDS / statistics.median(first):,.0f} txids/s, last tenth "
           f"{BATCH_RECORDS / statistics.median(last):,.0f} txids/s (medians); "
-          f"data.mdb {size / 1e9:.2f} GB")
+          f"data.mdb {size / 1e9:.2f} GB; {written / blocks / 1e6:.1f} MB written a block")
     shutil.rmtree(root / "index")
     shares = [gil_shares(root / f"gil-{run}", 20, BATCH_RECORDS) for run in range(3)]
     for phase in shares[0]:
