@@ -22,6 +22,8 @@ def native(name, *sources):
 
 extensions = [
     native("hashing", "sha256.c", "sha256_shani.c", "parallel.c", "pow.c"),
+    native("commit", "commit_kernel.c", "sha256.c", "sha256_shani.c"),
+    native("sigverify", "schnorr_batch.c", "parallel.c"),
 ]
 
 setup(

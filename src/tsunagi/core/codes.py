@@ -47,6 +47,7 @@ class Result(IntEnum):
     key_slot_invalid = 34  # key_slot outside 0..7, or 0 on set_policy_key
     accounts_full = 35  # the ledger's account limit is reached
     holds_full = 36  # the ledger's hold limit is reached
+    policy_key_replaced = 37  # signed by a policy key that an earlier record of its batch resets
 
     @property
     def applied(self) -> bool:

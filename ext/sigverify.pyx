@@ -1,0 +1,94 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Batch BIP340 verification: libsecp256k1 (coincurve's build) called from C threads.
+
+The function pointers come from coincurve's cffi module once, at import; after that no Python
+runs per signature and the GIL is released for the whole batch.
+"""
+
+from libc.stdint cimport uint8_t, uintptr_t
+
+from tsunagi.errors import EncodingError
+
+import numpy as np
+
+cimport limits
+
+cdef extern from "schnorr_batch.h" nogil:
+    ctypedef int (*ts_schnorr_verify_fn)(const void *, const unsigned char *,
+                                         const unsigned char *, size_t, const void *)
+    ctypedef int (*ts_xonly_parse_fn)(const void *, void *, const unsigned char *)
+    ctypedef struct ts_secp:
+        const void *context
+        ts_schnorr_verify_fn verify
+        ts_xonly_parse_fn parse
+    void ts_verify_batch(const ts_secp *secp, const uint8_t *messages, const uint8_t *keys,
+                         const uint8_t *signatures, size_t count, int threads, uint8_t *out)
+    void ts_check_keys(const ts_secp *secp, const uint8_t *keys, size_t count, uint8_t *out)
+
+cdef ts_secp _secp
+
+
+def _bind_libsecp256k1():
+    """Takes libsecp256k1's verify and parse functions and its static context from coincurve."""
+    from coincurve._libsecp256k1 import ffi, lib
+    _secp.context = <const void *><uintptr_t>int(
+        ffi.cast("uintptr_t", lib.secp256k1_context_static))
+    _secp.verify = <ts_schnorr_verify_fn><uintptr_t>int(
+        ffi.cast("uintptr_t", ffi.addressof(lib, "secp256k1_schnorrsig_verify")))
+    _secp.parse = <ts_xonly_parse_fn><uintptr_t>int(
+        ffi.cast("uintptr_t", ffi.addressof(lib, "secp256k1_xonly_pubkey_parse")))
+
+
+_bind_libsecp256k1()
+
+
+cdef object _rows(object data, Py_ssize_t width, str what):
+    """data as a C-contiguous N x width uint8 array (a copy only if it is not one already)."""
+    if isinstance(data, np.ndarray):
+        array = np.ascontiguousarray(data, dtype=np.uint8)
+    else:
+        try:
+            array = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        except (TypeError, ValueError) as exc:
+            raise EncodingError(f"{what} must be a contiguous buffer: {exc}") from exc
+    if array.size % width or (array.ndim == 2 and array.shape[1] != width) or array.ndim > 2:
+        raise EncodingError(f"{what} must be N x {width} bytes, got shape {array.shape}")
+    return array.reshape(-1, width)
+
+
+def verify_batch(messages, public_keys, signatures, int threads=1):
+    """N bool: whether signatures[i] (64 bytes) is a valid BIP340 signature of messages[i]
+    (32 bytes) under the x-only key public_keys[i] (32 bytes). Runs on `threads` threads."""
+    message_rows = _rows(messages, 32, "messages")
+    key_rows = _rows(public_keys, 32, "public_keys")
+    signature_rows = _rows(signatures, 64, "signatures")
+    cdef size_t count = message_rows.shape[0]
+    if key_rows.shape[0] != count or signature_rows.shape[0] != count:
+        raise EncodingError(
+            f"messages, public_keys and signatures differ in count: {count}, "
+            f"{key_rows.shape[0]}, {signature_rows.shape[0]}")
+    result = np.zeros(count, dtype=np.bool_)
+    if count == 0:
+        return result
+    cdef const uint8_t[:, ::1] m = message_rows
+    cdef const uint8_t[:, ::1] k = key_rows
+    cdef const uint8_t[:, ::1] s = signature_rows
+    cdef uint8_t[::1] out = result.view(np.uint8)
+    threads = max(1, min(threads, limits.threads_max))
+    with nogil:
+        ts_verify_batch(&_secp, &m[0, 0], &k[0, 0], &s[0, 0], count, threads, &out[0])
+    return result
+
+
+def check_keys(public_keys):
+    """N bool: whether each 32-byte value is a valid x-only public key."""
+    key_rows = _rows(public_keys, 32, "public_keys")
+    cdef size_t count = key_rows.shape[0]
+    result = np.zeros(count, dtype=np.bool_)
+    if count == 0:
+        return result
+    cdef const uint8_t[:, ::1] k = key_rows
+    cdef uint8_t[::1] out = result.view(np.uint8)
+    with nogil:
+        ts_check_keys(&_secp, &k[0, 0], count, &out[0])
+    return result

@@ -1,0 +1,271 @@
+"""The in-memory engine: one batch of records through every stage, each over the whole batch.
+
+Stages of :meth:`Engine.process` (docs/FORMAT.md has the rules):
+
+a. decode and check fields natively: malformed, wrong_chain, key_slot_invalid; batch-authorized
+   records outside every batch (and unflagged records inside one) are malformed;
+b. resolve each record's signer key natively: the owner key, a policy key (key_slot 1..7), or
+   the new key of an open_account; unknown_account, key_slot_empty, policy_key_replaced;
+c. verify every record signature (over its txid) and every batch signature (over the Merkle
+   root of the batch's txids) in one threaded native call; batch_signer_not_owner when a
+   batch's key is not the signer of one of its records;
+d. expire the holds due at ``now_s``;
+e. apply in one native pass (:func:`tsunagi._native.commit.apply_batch`); a batch is one
+   storage unit: stored whole or not at all.
+
+Signer keys are those of the state as the batch begins. A record signed with a policy key that
+an earlier record of the same batch sets or revokes gets policy_key_replaced: the signature was
+checked against a key the slot may no longer hold when the record applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tsunagi import hashing
+from tsunagi._native import commit, sigverify
+from tsunagi.core.block import BATCH_DTYPE, BatchAuth
+from tsunagi.core.codes import Result
+from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Flags, Kind
+from tsunagi.errors import ConfigError, EncodingError
+from tsunagi.ledger.state import EXPIRED_DTYPE, State
+
+__all__ = ["BatchOutcome", "Engine", "ReplayOutcome"]
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did. Arrays of N are in request order; ``stored_*`` are block-ready."""
+
+    codes: np.ndarray  # N uint8 Result values, for the client
+    stored: np.ndarray  # N bool: authenticated, goes in the block
+    opened: np.ndarray  # N uint64: the account an open_account opened, else 0
+    txids: np.ndarray  # N x 32 uint8
+    expired: np.ndarray  # EXPIRED_DTYPE: holds that expired at now_s before the batch applied
+    stored_records: np.ndarray  # RECORD_DTYPE, the stored records in order
+    stored_codes: np.ndarray  # uint8, their codes
+    stored_signatures: np.ndarray  # S x 64 uint8: signatures of stored records that have one
+    stored_batches: list[BatchAuth] = field(default_factory=list)  # first renumbered
+
+    @property
+    def stored_count(self) -> int:
+        return len(self.stored_records)
+
+    def failures(self) -> list[tuple[int, Result]]:
+        """(index, code) of every record that was not applied."""
+        return [(int(i), Result(int(self.codes[i]))) for i in np.flatnonzero(self.codes)]
+
+
+@dataclass
+class ReplayOutcome:
+    """Whether a stored block re-applies to the codes it stores (truthy when it does)."""
+
+    matches: bool
+    codes: np.ndarray  # the codes the engine computed
+    opened: np.ndarray
+    expired: np.ndarray
+    first_mismatch: int | None  # the first record whose code differs or that would not store
+
+    def __bool__(self) -> bool:
+        return self.matches
+
+
+def _signature_rows(signatures, expected: int) -> np.ndarray:
+    if isinstance(signatures, np.ndarray):
+        flat = np.ascontiguousarray(signatures, dtype=np.uint8).reshape(-1)
+    else:
+        flat = np.frombuffer(memoryview(signatures).cast("B"), dtype=np.uint8)
+    if flat.size != expected * SIGNATURE_BYTES:
+        raise EncodingError(
+            f"{expected} records carry their own signature, so signatures must be "
+            f"{expected * SIGNATURE_BYTES} bytes, got {flat.size}")
+    return flat.reshape(expected, SIGNATURE_BYTES)
+
+
+def _batch_table(batches, count: int) -> np.ndarray:
+    """Batches as a BATCH_DTYPE array, checked: non-empty, in order, disjoint, in range."""
+    if isinstance(batches, np.ndarray) and batches.dtype == BATCH_DTYPE:
+        table = batches
+    elif isinstance(batches, (bytes, bytearray, memoryview)):
+        table = np.frombuffer(batches, dtype=BATCH_DTYPE)
+    else:
+        table = np.zeros(len(batches), dtype=BATCH_DTYPE)
+        for i, (first, size, signer_key, signature) in enumerate(batches):
+            if len(signer_key) != 32 or len(signature) != SIGNATURE_BYTES:
+                raise EncodingError(f"batch {i}: a signer key is 32 bytes, a signature 64")
+            table[i] = (first, size, np.frombuffer(signer_key, np.uint8), np.zeros(8, np.uint8),
+                        np.frombuffer(signature, np.uint8))
+    first = table["first"].astype(np.int64)
+    end = first + table["count"]
+    if (table["count"] == 0).any() or (end > count).any():
+        raise EncodingError("every batch holds at least one record and ends within the records")
+    if (first[1:] < end[:-1]).any():
+        raise EncodingError("batches must be in record order and must not overlap")
+    return table
+
+
+def _batch_ids(table: np.ndarray, count: int) -> np.ndarray:
+    """For each record, 1 + the index of the batch that covers it, or 0."""
+    marks = np.zeros(count + 1, dtype=np.int64)
+    first = table["first"].astype(np.int64)
+    ids = np.arange(1, len(table) + 1)
+    np.add.at(marks, first, ids)
+    np.add.at(marks, first + table["count"], -ids)
+    return np.cumsum(marks[:count])
+
+
+def _join_next(ids: np.ndarray) -> np.ndarray | None:
+    if not ids.any():
+        return None
+    join = np.zeros(len(ids), dtype=np.uint8)
+    join[:-1] = (ids[:-1] == ids[1:]) & (ids[:-1] != 0)
+    return join
+
+
+class Engine:
+    """Applies batches of records to a :class:`State` for one chain."""
+
+    def __init__(self, state: State, chain_id: int) -> None:
+        self.state = state
+        self.chain_id = chain_id
+
+    def process(self, records, signatures=b"", batches: Sequence = (), now_s: int = 0,
+                threads: int = 1, pre_codes: np.ndarray | None = None) -> BatchOutcome:
+        """Runs a batch through every stage; see the module docstring.
+
+        ``signatures``: 64 bytes for each record without the batch_authorized flag, in record
+        order. ``batches``: BatchAuth tuples (first, count, signer_key, signature) or a
+        BATCH_DTYPE array. ``pre_codes`` (N uint8, optional): codes an outer layer already
+        knows (already_committed). Framing errors (sizes, batch ranges) raise EncodingError.
+        """
+        flat = commit.record_bytes(records)
+        view = flat.view(RECORD_DTYPE)
+        flagged = (view["flags"] & Flags.batch_authorized) != 0
+        own = np.flatnonzero(~flagged)
+        signature_rows = _signature_rows(signatures, len(own))
+        table = _batch_table(batches, len(view))
+        ids = _batch_ids(table, len(view))
+        codes = commit.check_fields(flat, self.chain_id)
+        if pre_codes is not None:
+            codes = np.where(codes != 0, codes, np.asarray(pre_codes, dtype=np.uint8))
+        codes[(codes == 0) & (flagged != (ids != 0))] = Result.malformed
+        keys = commit.resolve_signers(self.state, flat, codes)
+        txids = hashing.sha256d_records(flat, RECORD_BYTES, threads)
+        self._verify(view, txids, keys, own, signature_rows, table, codes, threads)
+        expired = self._expire(now_s)
+        codes, opened, stored = commit.apply_batch(self.state, flat, codes, now_s,
+                                                   join_next=_join_next(ids))
+        return _outcome(view, codes, stored, opened, txids, expired, own, signature_rows,
+                        table)
+
+    def _verify(self, view, txids, keys, own, signature_rows, table, codes, threads) -> None:
+        """Stage c: every signature in one native call; codes are updated in place."""
+        single = own[codes[own] == 0]
+        single_signatures = signature_rows[codes[own] == 0]
+        checked_batches, roots = self._batch_roots(txids, keys, table, codes)
+        messages = np.concatenate([txids[single], roots])
+        public_keys = np.concatenate([keys[single], table["signer_key"][checked_batches]])
+        all_signatures = np.concatenate([single_signatures,
+                                         table["signature"][checked_batches]])
+        valid = sigverify.verify_batch(messages, public_keys, all_signatures, threads)
+        bad = single[~valid[: len(single)]]
+        codes[bad] = Result.bad_signature
+        opens = bad[view["kind"][bad] == Kind.open_account]
+        if opens.size:
+            codes[opens[~sigverify.check_keys(keys[opens])]] = Result.bad_account_key
+        for b in checked_batches[~valid[len(single):]]:
+            first = int(table["first"][b])
+            codes[first: first + int(table["count"][b])] = Result.batch_signature_invalid
+
+    @staticmethod
+    def _batch_roots(txids, keys, table, codes) -> tuple[np.ndarray, np.ndarray]:
+        """Batches whose records all passed stages a and b and name the batch key as their
+        signer, with their Merkle roots. The others are left to the kernel, which rejects a
+        batch with any failing record whole (batch_rejected)."""
+        checked, roots = [], []
+        key_words = keys.view("<u8")
+        for b in range(len(table)):
+            first, end = int(table["first"][b]), int(table["first"][b] + table["count"][b])
+            if codes[first:end].any():
+                continue
+            signer = table["signer_key"][b].view("<u8")
+            foreign = (key_words[first:end] != signer).any(axis=1)
+            if foreign.any():
+                codes[first:end][foreign] = Result.batch_signer_not_owner
+                continue
+            checked.append(b)
+            roots.append(np.frombuffer(hashing.merkle_root(txids[first:end]), np.uint8))
+        roots_array = np.array(roots, dtype=np.uint8).reshape(-1, 32)
+        return np.array(checked, dtype=np.int64), roots_array
+
+    def _expire(self, now_s: int) -> np.ndarray:
+        indices = commit.expire_holds(self.state, now_s)
+        return self.state.expired_rows(indices)
+
+    def replay(self, records, codes, now_s: int, batches: Sequence = ()) -> ReplayOutcome:
+        """Re-applies a stored block without checking signatures (they were checked when it
+        was made, and the block's hash chain covers them). Truthy when every record stores
+        again with the code the block holds. On a mismatch the state has moved on: the block
+        is not this chain's, and the caller must discard this engine."""
+        flat = commit.record_bytes(records)
+        expected = np.asarray(codes, dtype=np.uint8)
+        if expected.shape != (len(flat) // RECORD_BYTES,):
+            raise EncodingError("replay needs one code per record")
+        ids = _batch_ids(_batch_table(batches, len(expected)), len(expected))
+        expired = self._expire(now_s)
+        computed, opened, stored = commit.apply_batch(self.state, flat, None, now_s,
+                                                      join_next=_join_next(ids))
+        wrong = np.flatnonzero((computed != expected) | ~stored)
+        first = int(wrong[0]) if wrong.size else None
+        return ReplayOutcome(first is None, computed, opened, expired, first)
+
+    def apply_genesis(self, records, issuer_count: int | None = None) -> BatchOutcome:
+        """Applies the genesis block's records (docs/FORMAT.md, Genesis) to an empty state.
+
+        Opens come first, then mints from account 0. The first ``issuer_count`` accounts become
+        issuers; by default as many as there are opens beyond the mints (each allocation holder
+        gets one mint). Any record that fails raises ConfigError: genesis must apply cleanly.
+        """
+        if self.state.account_count:
+            raise ConfigError("genesis applies to an empty state only")
+        flat = commit.record_bytes(records)
+        view = flat.view(RECORD_DTYPE)
+        kinds = view["kind"]
+        opens = np.flatnonzero(kinds == Kind.open_account)
+        if issuer_count is None:
+            issuer_count = len(opens) - int(np.count_nonzero(kinds == Kind.mint))
+        if not 0 <= issuer_count <= len(opens):
+            raise ConfigError(f"{issuer_count} issuers, but genesis opens {len(opens)} accounts")
+        codes = commit.check_fields(flat, self.chain_id)
+        codes[opens[~sigverify.check_keys(view["data"][opens])]] = Result.bad_account_key
+        if not codes.any():
+            codes, opened, stored = commit.apply_batch(self.state, flat, None, 0, genesis=True)
+        if codes.any():
+            first = int(np.flatnonzero(codes)[0])
+            raise ConfigError(f"genesis record {first} fails: {Result(int(codes[first])).name}")
+        for account in range(1, issuer_count + 1):
+            self.state.set_issuer(account)
+        txids = hashing.sha256d_records(flat, RECORD_BYTES)
+        empty = np.zeros((0, SIGNATURE_BYTES), dtype=np.uint8)
+        return BatchOutcome(codes, stored, opened, txids, np.zeros(0, EXPIRED_DTYPE),
+                            view.copy(), codes.copy(), empty, [])
+
+
+def _outcome(view, codes, stored, opened, txids, expired, own, signature_rows,
+             table) -> BatchOutcome:
+    stored_before = np.concatenate([[0], np.cumsum(stored, dtype=np.int64)])
+    stored_batches = []
+    for row in table:
+        first = int(row["first"])
+        if stored[first]:  # a batch is one storage unit: its first record speaks for all
+            stored_batches.append(BatchAuth(int(stored_before[first]), int(row["count"]),
+                                            row["signer_key"].tobytes(),
+                                            row["signature"].tobytes()))
+    return BatchOutcome(
+        codes=codes, stored=stored, opened=opened, txids=txids, expired=expired,
+        stored_records=view[stored], stored_codes=codes[stored],
+        stored_signatures=signature_rows[stored[own]],
+        stored_batches=stored_batches)
