@@ -5,10 +5,12 @@
  * (SHA-256d of equal-size records, the nonce scan). Batch kernels exist because a call per
  * compression through a function pointer, with the digest stored as bytes and reloaded between
  * the two passes of SHA-256d, costs more than the compression itself on SHA-NI. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "sha256.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sha256_kernels.h"
 
@@ -119,72 +121,112 @@ static void sha256_finish(compress_fn compress, uint32_t state[8], const uint8_t
     compress(state, tail, tail_length / 64);
 }
 
-/* The second pass of SHA-256d straight from the first pass's state words. */
-static void sha256_of_state_portable(uint32_t state[8]) {
-    uint32_t w[64] = {0};
-    memcpy(w, state, 32);
-    w[8] = 0x80000000;
-    w[15] = 256;
-    memcpy(state, ts_sha256_iv, 32);
-    compress_words(state, w);
-}
-
-static void sha256d_records_portable(const uint8_t *buffer, size_t record_count,
-                                     size_t record_size, uint8_t *out) {
-    for (size_t i = 0; i < record_count; i++) {
-        uint32_t state[8];
-        memcpy(state, ts_sha256_iv, sizeof state);
-        sha256_finish(compress_portable, state, buffer + i * record_size, record_size,
-                      record_size);
-        sha256_of_state_portable(state);
-        state_to_bytes(state, out + 32 * i);
-    }
-}
-
-/* The nonce is word 3 of the header's second block, so rounds 0..2 and schedule words 16 and
- * 17 are the same for every nonce and run once. Of the final hash only its top word decides a
- * candidate: it is e after round 60 plus the IV, so rounds 61..63 are skipped too. */
-static uint64_t nonce_scan_portable(const uint32_t midstate[8], const uint8_t tail[12],
-                                    uint64_t first, uint64_t end, uint32_t target_top) {
-    uint32_t block[64] = {0}, after_three[8];
-    for (int t = 0; t < 3; t++) block[t] = load_be32(tail + 4 * t);
-    block[4] = 0x80000000;
-    block[15] = 640; /* bits in the header */
-    memcpy(after_three, midstate, sizeof after_three);
-    rounds_portable(after_three, block, 0, 3);
-    schedule_portable(block, 16, 18);
-    for (uint64_t nonce = first; nonce < end; nonce++) {
-        uint32_t s[8], digest[64] = {0};
-        block[3] = __builtin_bswap32((uint32_t)nonce);
-        schedule_portable(block, 18, 64);
-        memcpy(s, after_three, sizeof s);
-        rounds_portable(s, block, 3, 64);
-        for (int i = 0; i < 8; i++) digest[i] = s[i] + midstate[i];
-        digest[8] = 0x80000000;
-        digest[15] = 256;
-        schedule_portable(digest, 16, 61);
-        memcpy(s, ts_sha256_iv, sizeof s);
-        rounds_portable(s, digest, 0, 61);
-        if (__builtin_bswap32(s[4] + ts_sha256_iv[7]) <= target_top) return nonce;
-    }
-    return end;
-}
-
+/* What the lane kernels share for records of one size: their block count and padding. */
 typedef struct {
-    int backend;
-    compress_fn compress;
-    void (*sha256d_records)(const uint8_t *buffer, size_t record_count, size_t record_size,
-                            uint8_t *out);
-    uint64_t (*nonce_scan)(const uint32_t midstate[8], const uint8_t tail[12], uint64_t first,
-                           uint64_t end, uint32_t target_top);
-} backend_ops;
+    size_t record_size;
+    size_t whole_blocks;
+    size_t rest;               /* bytes in the last, partial block (0: none) */
+    uint32_t tail_words[16];   /* the partial block's padding as words, message bytes zero */
+    int has_fixed_block;       /* a last block of padding only, the same for every record */
+    uint32_t fixed_wk[64];     /* that block, scheduled */
+} lane_shape;
 
-static const backend_ops portable_ops = {TS_BACKEND_PORTABLE, compress_portable,
-                                         sha256d_records_portable, nonce_scan_portable};
+static void lane_shape_init(lane_shape *shape, size_t record_size) {
+    uint8_t padding[128] = {0};
+    shape->record_size = record_size;
+    shape->whole_blocks = record_size / 64;
+    shape->rest = record_size % 64;
+    size_t padded = shape->rest + 9 <= 64 ? 64 : 128;
+    padding[shape->rest] = 0x80;
+    uint64_t bits = (uint64_t)record_size * 8;
+    for (int i = 0; i < 8; i++) padding[padded - 1 - i] = (uint8_t)(bits >> (8 * i));
+    for (int t = 0; t < 16; t++) shape->tail_words[t] = load_be32(padding + 4 * t);
+    shape->has_fixed_block = shape->rest == 0 || padded == 128;
+    if (shape->has_fixed_block)
+        ts_sha256_block_wk(shape->rest == 0 ? padding : padding + 64, shape->fixed_wk);
+}
+
+/* Word t of a record's partial last block: message bytes from the record, the rest padding. */
+static inline uint32_t tail_word(const lane_shape *shape, const uint8_t *tail, int t) {
+    size_t start = 4 * (size_t)t;
+    if (start + 4 <= shape->rest) return load_be32(tail + start);
+    uint32_t word = shape->tail_words[t];
+    for (size_t i = start; i < shape->rest; i++) word |= (uint32_t)tail[i] << (24 - 8 * (i - start));
+    return word;
+}
+
+/* What every nonce of one header shares: the block with the nonce word unset and schedule
+ * words 16 and 17 (they do not read word 3), and the state after rounds 0..2. */
+typedef struct {
+    uint32_t block[64];
+    uint32_t after_three[8];
+} nonce_shared;
+
+static void nonce_shared_init(nonce_shared *shared, const uint32_t midstate[8],
+                              const uint8_t tail[12]) {
+    memset(shared->block, 0, sizeof shared->block);
+    for (int t = 0; t < 3; t++) shared->block[t] = load_be32(tail + 4 * t);
+    shared->block[4] = 0x80000000;
+    shared->block[15] = 640; /* bits in the header */
+    memcpy(shared->after_three, midstate, sizeof shared->after_three);
+    rounds_portable(shared->after_three, shared->block, 0, 3);
+    schedule_portable(shared->block, 16, 18);
+}
+
+#define LANES_N 4
+#define LANES_TARGET
+#define LANES_NAME(name) name##_4
+#include "sha256_lanes.h"
+#undef LANES_N
+#undef LANES_TARGET
+#undef LANES_NAME
 
 #if TS_X86
-static const backend_ops shani_ops = {TS_BACKEND_SHANI, ts_shani_compress,
-                                      ts_shani_sha256d_records, ts_shani_nonce_scan};
+#define LANES_N 8
+#define LANES_TARGET __attribute__((target("avx2")))
+#define LANES_NAME(name) name##_8
+#include "sha256_lanes.h"
+#undef LANES_N
+#undef LANES_TARGET
+#undef LANES_NAME
+
+#define LANES_N 16
+#define LANES_TARGET __attribute__((target("avx512f,avx512vl,avx512bw")))
+#define LANES_NAME(name) name##_16
+#include "sha256_lanes.h"
+#undef LANES_N
+#undef LANES_TARGET
+#undef LANES_NAME
+#endif
+
+typedef void (*records_fn)(const uint8_t *buffer, size_t record_count, size_t record_size,
+                           uint8_t *out);
+typedef uint64_t (*scan_fn)(const uint32_t midstate[8], const uint8_t tail[12], uint64_t first,
+                            uint64_t end, uint32_t target_top);
+
+/* A family of batch kernels: SHA-256d of records and the nonce scan. */
+typedef struct {
+    const char *name;
+    records_fn sha256d_records;
+    scan_fn nonce_scan;
+} batch_kernels;
+
+static const batch_kernels lanes_4 = {"lanes-4", sha256d_records_4, nonce_scan_4};
+
+#if TS_X86
+static const batch_kernels lanes_8 = {"lanes-8", sha256d_records_8, nonce_scan_8};
+static const batch_kernels lanes_16 = {"lanes-16", sha256d_records_16, nonce_scan_16};
+static const batch_kernels shani_lanes = {"shani-4", ts_shani_sha256d_records,
+                                          ts_shani_nonce_scan};
+
+/* XCR0: which register states the operating system saves on a context switch. */
+static uint64_t os_saved_state(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1)) return 0; /* OSXSAVE */
+    uint32_t low, high;
+    __asm__ volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
+    return (uint64_t)high << 32 | low;
+}
 
 static int cpu_has_shani(void) {
     unsigned int eax, ebx, ecx, edx;
@@ -193,35 +235,119 @@ static int cpu_has_shani(void) {
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
     return sse41 && ssse3 && ((ebx >> 29) & 1);
 }
+
+static int cpu_has_avx2(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if ((os_saved_state() & 0x6) != 0x6) return 0; /* xmm and ymm state */
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+    return (ebx >> 5) & 1;
+}
+
+static int cpu_has_avx512(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if ((os_saved_state() & 0xE6) != 0xE6) return 0; /* xmm, ymm, opmask and zmm state */
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+    return ((ebx >> 16) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1); /* F, BW, VL */
+}
 #endif
 
-static const backend_ops *active = &portable_ops;
+/* The widest lane kernels the CPU and the lane cap allow. */
+static const batch_kernels *widest_lanes(long cap) {
+#if TS_X86
+    if (cap >= 16 && cpu_has_avx512()) return &lanes_16;
+    if (cap >= 8 && cpu_has_avx2()) return &lanes_8;
+#endif
+    (void)cap;
+    return &lanes_4;
+}
+
+#if TS_X86
+static double thread_seconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}
+
+/* CPU time of a short nonce scan, best of three after a warm-up: thread time, so another
+ * process taking the core meanwhile does not count. */
+static double scan_seconds(scan_fn scan) {
+    static const uint8_t tail[12] = {0};
+    double best = 1e9;
+    for (int trial = 0; trial < 4; trial++) {
+        double start = thread_seconds();
+        scan(ts_sha256_iv, tail, 0, 8192, 0);
+        double spent = thread_seconds() - start;
+        if (trial > 0 && spent < best) best = spent;
+    }
+    return best;
+}
+
+/* SHA-NI lanes or vector lanes for the batch work of the SHA-NI backend. Which is faster
+ * depends on the CPU (on AMD Zen 5 sixteen AVX-512 lanes beat four SHA-NI lanes by about a
+ * quarter; where sha256rnds2 issues every cycle SHA-NI wins), so it is measured, once per
+ * process. Both compute the same digests: only the speed depends on the choice. */
+static const batch_kernels *fastest_batch(const batch_kernels *lanes) {
+    static const batch_kernels *chosen[3] = {NULL, NULL, NULL};
+    int slot = lanes == &lanes_16 ? 2 : lanes == &lanes_8 ? 1 : 0;
+    if (!chosen[slot]) {
+        double shani = scan_seconds(ts_shani_nonce_scan);
+        chosen[slot] = scan_seconds(lanes->nonce_scan) < shani ? lanes : &shani_lanes;
+    }
+    return chosen[slot];
+}
+#endif
+
+static int active_backend = TS_BACKEND_PORTABLE;
+static compress_fn active_compress = compress_portable;
+static const batch_kernels *active_batch = &lanes_4;
 static int selected = 0;
+
+/* TSUNAGI_SHA256_LANES, when set, caps the lane width of the batch kernels (4, 8 or 16) and
+ * turns off the measured choice; 0 makes the SHA-NI backend batch with SHA-NI lanes. */
+static long lanes_cap(int *given) {
+    const char *text = getenv("TSUNAGI_SHA256_LANES");
+    *given = text != NULL && text[0] != '\0';
+    return *given ? strtol(text, NULL, 10) : 16;
+}
 
 int ts_sha256_select_backend(void) {
     const char *forced = getenv("TSUNAGI_SHA256_PORTABLE");
     int portable = forced != NULL && forced[0] != '\0' && strcmp(forced, "0") != 0;
-    active = &portable_ops;
+    int cap_given;
+    long cap = lanes_cap(&cap_given);
+    const batch_kernels *lanes = widest_lanes(cap);
+    active_backend = TS_BACKEND_PORTABLE;
+    active_compress = compress_portable;
+    active_batch = lanes;
 #if TS_X86
-    if (!portable && cpu_has_shani()) active = &shani_ops;
+    if (!portable && cpu_has_shani()) {
+        active_backend = TS_BACKEND_SHANI;
+        active_compress = ts_shani_compress;
+        active_batch = !cap_given ? fastest_batch(lanes) : cap <= 0 ? &shani_lanes : lanes;
+    }
 #endif
     selected = 1;
-    return active->backend;
+    return active_backend;
+}
+
+const char *ts_sha256_batch_kernels(void) {
+    if (!selected) ts_sha256_select_backend();
+    return active_batch->name;
 }
 
 int ts_sha256_backend(void) {
     if (!selected) ts_sha256_select_backend();
-    return active->backend;
+    return active_backend;
 }
 
 void ts_sha256_compress(uint32_t state[8], const uint8_t *blocks, size_t block_count) {
-    active->compress(state, blocks, block_count);
+    active_compress(state, blocks, block_count);
 }
 
 void ts_sha256(const uint8_t *data, size_t length, uint8_t out[32]) {
     uint32_t state[8];
     memcpy(state, ts_sha256_iv, sizeof state);
-    sha256_finish(active->compress, state, data, length, length);
+    sha256_finish(active_compress, state, data, length, length);
     state_to_bytes(state, out);
 }
 
@@ -233,7 +359,7 @@ void ts_sha256d(const uint8_t *data, size_t length, uint8_t out[32]) {
 
 void ts_sha256d_records(const uint8_t *buffer, size_t record_count, size_t record_size,
                         uint8_t *out) {
-    active->sha256d_records(buffer, record_count, record_size, out);
+    active_batch->sha256d_records(buffer, record_count, record_size, out);
 }
 
 void ts_merkle_parents(const uint8_t *in, size_t count, uint8_t *out) {
@@ -245,7 +371,7 @@ void ts_merkle_parents(const uint8_t *in, size_t count, uint8_t *out) {
         memcpy(pair, in + 32 * (count - 1), 32);
         memcpy(pair + 32, pair, 32);
     }
-    active->sha256d_records(in, count / 2, 64, out);
+    active_batch->sha256d_records(in, count / 2, 64, out);
     if (count % 2) ts_sha256d(pair, 64, out + 32 * (count / 2));
 }
 
@@ -253,7 +379,7 @@ void ts_header_hash(const uint8_t header[80], uint8_t out[32]) { ts_sha256d(head
 
 uint64_t ts_nonce_scan(const uint32_t midstate[8], const uint8_t tail[12], uint64_t first,
                        uint64_t end, uint32_t target_top) {
-    return active->nonce_scan(midstate, tail, first, end, target_top);
+    return active_batch->nonce_scan(midstate, tail, first, end, target_top);
 }
 
 int ts_bits_to_target(uint32_t bits, uint8_t target[32]) {

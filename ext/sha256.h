@@ -10,9 +10,17 @@
 #define TS_BACKEND_SHANI 1
 
 /* Picks the backend: SHA-NI when the CPU has it, unless TSUNAGI_SHA256_PORTABLE=1 is set in
- * the environment. Safe to call more than once; returns the chosen backend. */
+ * the environment. Safe to call more than once (not while hashing); returns the chosen backend.
+ *
+ * Each backend also has batch kernels (records, Merkle levels, headers, nonce scan) that hash
+ * many messages side by side: the portable backend on vector lanes (16 with AVX-512, 8 with
+ * AVX2, else 4 in plain vector C), the SHA-NI backend on four SHA-NI lanes or on the vector
+ * lanes, whichever a short measurement finds faster on this CPU. TSUNAGI_SHA256_LANES=4, 8 or
+ * 16 caps the vector width and skips the measurement; 0 pins the SHA-NI lanes. */
 int ts_sha256_select_backend(void);
 int ts_sha256_backend(void);
+/* Name of the batch kernels in use: "shani-4", "lanes-16", "lanes-8" or "lanes-4". */
+const char *ts_sha256_batch_kernels(void);
 
 void ts_sha256_compress(uint32_t state[8], const uint8_t *blocks, size_t block_count);
 void ts_sha256(const uint8_t *data, size_t length, uint8_t out[32]);
