@@ -93,15 +93,30 @@ LANES_TARGET static void LANES_NAME(hash_group)(const lane_shape *shape, const u
         LANES_NAME(compress)(state, w);
     }
     if (shape->rest) {
-        for (int t = 0; t < 16; t++)
-            for (size_t l = 0; l < LANES_N; l++)
-                w[t][l] = tail_word(shape, records[l] + 64 * shape->whole_blocks, t);
+        /* Whole message words load like a full block, words past the message are the same
+         * padding on every lane; only the word the message ends in is assembled per lane. */
+        size_t tail = 64 * shape->whole_blocks;
+        for (int t = 0; t < 16; t++) {
+            if (4 * (size_t)t + 4 <= shape->rest) {
+                for (size_t l = 0; l < LANES_N; l++) w[t][l] = load_be32(records[l] + tail + 4 * t);
+            } else if (4 * (size_t)t >= shape->rest) {
+                w[t] = LANES_NAME(splat)(shape->tail_words[t]);
+            } else {
+                for (size_t l = 0; l < LANES_N; l++)
+                    w[t][l] = tail_word(shape, records[l] + tail, t);
+            }
+        }
         LANES_NAME(compress)(state, w);
     }
     if (shape->has_fixed_block) LANES_NAME(compress_fixed)(state, shape->fixed_wk);
     LANES_NAME(hash_digest)(state);
-    for (size_t l = 0; l < LANES_N && first + l < count; l++)
-        for (int i = 0; i < 8; i++) store_be32(out + 32 * (first + l) + 4 * i, state[i][l]);
+    for (int i = 0; i < 8; i++) state[i] = LANES_NAME(byte_swap)(state[i]);
+    size_t lanes = count - first < LANES_N ? count - first : LANES_N;
+    for (size_t l = 0; l < lanes; l++) {
+        uint32_t digest[8];
+        for (int i = 0; i < 8; i++) digest[i] = state[i][l];
+        memcpy(out + 32 * (first + l), digest, 32);
+    }
 }
 
 LANES_TARGET static void LANES_NAME(sha256d_records)(const uint8_t *buffer, size_t record_count,
