@@ -36,7 +36,11 @@ from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, Storag
 from tsunagi.ledger.engine import Engine
 from tsunagi.ledger.index import BlockEntries, Index
 from tsunagi.ledger.log import BlockLog, write_file_atomically
-from tsunagi.ledger.snapshot import load_newest_snapshot, save_snapshot
+from tsunagi.ledger.snapshot import (
+    load_newest_snapshot,
+    save_snapshot,
+    snapshot_block_hashes,
+)
 from tsunagi.ledger.state import State
 
 CONFIG_FILE = "config.json"
@@ -207,7 +211,7 @@ class Ledger:
         self._threads = threads
         self._write_lock = threading.Lock()
         self._broken: BaseException | None = None
-        tip = decode_block(log.read(log.height - 1))
+        tip = _read_block(log, log.height - 1)
         self._tip_hash = tip.hash
         self._tip_time = tip.time
         self._records_since_snapshot = 0
@@ -282,13 +286,13 @@ class Ledger:
         accounts at the tip less those opened from that block on.
         """
         heights = range(self._index.indexed_height, self._log.height)
-        opens = [_opens_mask(decode_block(self._log.read(h))) for h in heights]
+        opens = [_opens_mask(_read_block(self._log, h)) for h in heights]
         next_number = self._engine.state.account_count + 1 - sum(int(m.sum()) for m in opens)
         for height, mask in zip(heights, opens):
             opened = np.zeros(mask.size, dtype=np.uint64)
             opened[mask] = np.arange(next_number, next_number + mask.sum(), dtype=np.uint64)
             next_number += int(mask.sum())
-            self._indexer.put(height, decode_block(self._log.read(height)), opened)
+            self._indexer.put(height, _read_block(self._log, height), opened)
 
     def close(self) -> None:
         """Waits for the index and any snapshot, writes a fresh snapshot, closes the files."""
@@ -343,10 +347,11 @@ class Ledger:
         return answer
 
     def _commit_block(self, outcome, block_time: int, answer: BatchAnswer) -> None:
+        signatures = outcome.stored_signatures if len(outcome.stored_signatures) else b""
         block_bytes = encode_block(
             prev_hash=self._tip_hash, time=block_time, bits=self.config.bits,
             records=outcome.stored_records, codes=outcome.stored_codes,
-            signatures=outcome.stored_signatures, batches=outcome.stored_batches,
+            signatures=signatures, batches=outcome.stored_batches,
             threads=self._threads)
         mine_header(block_bytes, threads=self._threads)
         block_bytes = bytes(block_bytes)
@@ -487,7 +492,7 @@ class Ledger:
         return self._tx_info(*found[:2])
 
     def _tx_info(self, height: int, position: int) -> TxInfo:
-        block = decode_block(self._log.read(height))
+        block = _read_block(self._log, height)
         return TxInfo(txid=block.txids()[position].tobytes(),
                       record=block.records[position].tobytes(),
                       code=Result(int(block.codes[position])), height=height,
@@ -511,7 +516,29 @@ class Ledger:
         """Re-checks the whole chain: hashes, links, work, Merkle roots, signatures, state."""
         with self._write_lock:
             self._check_usable()
-            return verify_log(self._log, self.config, self._threads, progress)
+            self.wait_indexed()
+            recorded = snapshot_block_hashes(self.directory / SNAPSHOT_DIRECTORY)
+
+            def recorded_hashes(height: int) -> list[tuple[str, bytes]]:
+                found = [("index", self._index.block_hash(height))]
+                if height in recorded:
+                    found.append(("snapshot", recorded[height]))
+                return [(source, value) for source, value in found if value is not None]
+
+            return verify_log(self._log, self.config, self._threads, progress, recorded_hashes)
+
+
+def _read_block(log: BlockLog, height: int) -> Block:
+    """A committed block; one that no longer decodes is damage, reported as such."""
+    try:
+        return decode_block(log.read(height))
+    except EncodingError as exc:
+        error = CorruptLogError(
+            f"block {height} of {log.path} passes its checksum but does not decode ({exc}): "
+            "it was changed after it was written; run `tsunagi verify` and restore the "
+            "directory from a backup or a peer")
+        error.height = height
+        raise error from exc
 
 
 def _genesis_block(config: ChainConfig) -> bytearray:
@@ -528,12 +555,12 @@ def _restore_state(directory: Path, config: ChainConfig, log: BlockLog) -> tuple
     """The engine at the newest usable snapshot (or genesis) and the next height to replay."""
     snapshot = load_newest_snapshot(directory / SNAPSHOT_DIRECTORY)
     if snapshot is not None and snapshot.height < log.height:
-        block = decode_block(log.read(snapshot.height))
+        block = _read_block(log, snapshot.height)
         if block.hash == snapshot.block_hash:
             state = State.from_arrays(snapshot.arrays, snapshot.meta)
             return Engine(state, config.chain_id), snapshot.height + 1
     engine = Engine(State(), config.chain_id)
-    genesis = decode_block(log.read(0))
+    genesis = _read_block(log, 0)
     if not config.is_canonical(genesis.extension):
         raise CorruptLogError(f"{directory}: block 0 does not carry this directory's "
                               f"{CONFIG_FILE}: the config or the log was changed")
@@ -544,7 +571,7 @@ def _restore_state(directory: Path, config: ChainConfig, log: BlockLog) -> tuple
 def _replay(engine: Engine, log: BlockLog, first: int,
             progress: Callable[[int, int], None] | None) -> None:
     for height in range(first, log.height):
-        block = decode_block(log.read(height))
+        block = _read_block(log, height)
         if not engine.replay(block.records, block.codes, block.time, block.batches):
             raise CorruptLogError(
                 f"block {height} does not replay to the result codes it stores: the log was "
@@ -559,12 +586,20 @@ def _opens_mask(block: Block) -> np.ndarray:
 
 
 def verify_log(log: BlockLog, config: ChainConfig, threads: int,
-               progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Re-executes a log from genesis in a fresh engine and compares every stored fact."""
+               progress: Callable[[int, int], None] | None = None,
+               recorded_hashes: Callable[[int], list[tuple[str, bytes]]] | None = None,
+               ) -> VerifyReport:
+    """Re-executes a log from genesis in a fresh engine and compares every stored fact.
+
+    Per block: it decodes, passes check_block, follows the chain's rules (its bits, time never
+    going back), re-verifies every signature and replays to the stored codes; all headers then
+    link and meet their targets (one native call). ``recorded_hashes(height)`` gives hashes
+    recorded elsewhere (index, snapshots) that the block's hash must equal: they catch a
+    changed tip, which no later block links to.
+    """
     height = log.height
     headers = bytearray()
-    blocks = 0
-    records = 0
+    blocks = records = previous_time = 0
     engine = Engine(State(), config.chain_id)
     for block_height in range(height):
         try:
@@ -573,9 +608,11 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
         except (EncodingError, CorruptLogError) as exc:
             return VerifyReport(False, blocks, records, block_height, str(exc))
         headers += raw[:80]
-        reason = _verify_block(engine, block, block_height, config)
+        reason = _chain_rules(block, config, previous_time, recorded_hashes, block_height)
+        reason = reason or _verify_block(engine, block, block_height, config)
         if reason:
             return VerifyReport(False, blocks, records, block_height, reason)
+        previous_time = block.time
         blocks += 1
         records += len(block)
         if progress is not None:
@@ -584,6 +621,19 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
     if index < height:
         return VerifyReport(False, blocks, records, index, f"header check: {result.name}")
     return VerifyReport(True, blocks, records)
+
+
+def _chain_rules(block: Block, config: ChainConfig, previous_time: int,
+                 recorded_hashes, height: int) -> str:
+    if block.bits != config.bits:
+        return f"bits 0x{block.bits:08x}, the chain's are 0x{config.bits:08x}"
+    if block.time < previous_time:
+        return f"time {block.time} is before the previous block's {previous_time}"
+    for source, recorded in recorded_hashes(height) if recorded_hashes else ():
+        if recorded != block.hash:
+            return (f"hash {block.hash[::-1].hex()} differs from the one the {source} "
+                    f"recorded, {recorded[::-1].hex()}")
+    return ""
 
 
 def _verify_block(engine: Engine, block: Block, height: int, config: ChainConfig) -> str:

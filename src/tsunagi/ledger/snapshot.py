@@ -203,6 +203,30 @@ def load_newest_snapshot(directory: str | os.PathLike,
     return None
 
 
+def snapshot_block_hashes(directory: str | os.PathLike) -> dict[int, bytes]:
+    """The block hash each intact snapshot header records, by height (arrays are not read).
+
+    A snapshot is an independent record of which block the chain had at its height, so
+    verification compares it with the log.
+    """
+    directory = Path(directory)
+    found = {}
+    for height in snapshot_heights(directory):
+        try:
+            fd = os.open(_path(directory, height), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            document = _read_prefix_and_header(fd, os.fstat(fd).st_size)
+            if document.get("height") == height:
+                found[height] = bytes.fromhex(document["block_hash"])
+        except (_Damaged, KeyError, TypeError, ValueError, OSError):
+            continue  # a damaged snapshot records nothing trustworthy
+        finally:
+            os.close(fd)
+    return found
+
+
 def _read_prefix_and_header(fd: int, size: int) -> dict:
     prefix = os.pread(fd, PREFIX.size, 0)
     if len(prefix) < PREFIX.size:

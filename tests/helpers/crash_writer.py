@@ -1,0 +1,37 @@
+"""Child process of tests/test_ledger_crash.py: commits batches until it is killed.
+
+Before each submit it prints ``PENDING <txids hex>``; after the ledger answers (after the
+fsync) it prints ``ACK <height> <codes hex>``. The parent kills it with SIGKILL at random.
+"""
+
+import sys
+import time
+
+from tsunagi.core import records
+from tsunagi.core.keyfile import load_key
+from tsunagi.hashing import sha256d
+from tsunagi.ledger import Ledger
+
+
+def main(directory: str, key_file: str, accounts: int, batch: int) -> None:
+    key = load_key(key_file, "crash")
+    with Ledger.open(directory, threads=1) as ledger:
+        chain_id = ledger.config.chain_id
+        print("READY", flush=True)
+        round_ = 0
+        while True:
+            base = time.time_ns() // 1000
+            batch_records = [
+                records.transfer(chain_id, base + i, 1 + (round_ + i) % accounts,
+                                 1 + (round_ + i + 1) % accounts, 1 + i % 7)
+                for i in range(batch)]
+            body = b"".join(batch_records)
+            signatures = b"".join(key.sign_record(r) for r in batch_records)
+            print("PENDING", b"".join(sha256d(r) for r in batch_records).hex(), flush=True)
+            answer = ledger.submit_batch(body, signatures)
+            print("ACK", answer.height, answer.codes.tobytes().hex(), flush=True)
+            round_ += 1
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

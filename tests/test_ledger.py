@@ -1,0 +1,293 @@
+"""The Ledger does what a user of a payment ledger expects, through its public API only.
+
+Method: a real chain in a temporary directory with real keys; each test submits signed records
+and checks balances, result codes, proofs and what survives a reopen. Every bad input is checked
+for its specific code and for leaving the ledger serving and unchanged.
+"""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from tsunagi import hashing
+from tsunagi.core import block as blk
+from tsunagi.core import records as r
+from tsunagi.core.codes import Result
+from tsunagi.core.config import ChainConfig
+from tsunagi.core.keys import PrivateKey
+from tsunagi.errors import EncodingError, NotFoundError, StorageError
+from tsunagi.ledger.ledger import Ledger
+
+CHAIN = 42
+ISSUER, ALICE, BOB, CAROL = 1, 2, 3, 4
+
+
+class Chain:
+    """A chain with an issuer (account 1) and Alice, Bob, Carol (2, 3, 4) funded at genesis."""
+
+    def __init__(self, path):
+        self.keys = {n: PrivateKey.generate() for n in (ISSUER, ALICE, BOB, CAROL)}
+        self.path = path
+        config = ChainConfig(
+            name="test", chain_id=CHAIN, asset_code="TSU", issuers=(self.keys[1].public_key,),
+            allocations=tuple((self.keys[n].public_key, 1_000) for n in (ALICE, BOB, CAROL)))
+        self.ledger = Ledger.create(path, config, threads=2)
+        self.sequence = {n: 0 for n in self.keys}
+
+    def next(self, account: int) -> int:
+        self.sequence[account] += 1
+        return self.sequence[account]
+
+    def send(self, record: bytes, signer: int | PrivateKey, **kwargs):
+        key = self.keys[signer] if isinstance(signer, int) else signer
+        return self.ledger.submit_batch(record, key.sign_record(record), **kwargs)
+
+    def pay(self, debit: int, credit: int, amount: int, **kwargs):
+        record = r.transfer(CHAIN, self.next(debit), debit, credit, amount)
+        return self.send(record, debit, **kwargs)
+
+    def balances(self) -> list[int]:
+        return [self.ledger.balance(n) for n in (ALICE, BOB, CAROL)]
+
+
+@pytest.fixture
+def chain(tmp_path):
+    c = Chain(tmp_path / "chain")
+    yield c
+    c.ledger.close()
+
+
+def code(answer, index=0) -> Result:
+    return Result(int(answer.codes[index]))
+
+
+def test_genesis_funds_accounts_and_verifies(chain):
+    assert chain.ledger.height == 1
+    assert chain.balances() == [1_000, 1_000, 1_000]
+    assert chain.ledger.account(ISSUER).issuer and not chain.ledger.account(ALICE).issuer
+    assert chain.ledger.accounts_of(chain.keys[BOB].public_key) == [BOB]
+    assert chain.ledger.verify().ok
+
+
+def test_transfer_moves_money_and_is_provable(chain):
+    answer = chain.pay(ALICE, BOB, 250)
+    assert code(answer) == Result.ok and answer.height == 1
+    assert chain.balances() == [750, 1_250, 1_000]
+    info = chain.ledger.transaction(answer.txids[0].tobytes())
+    assert info.height == 1 and info.code == Result.ok and info.verify()
+    header = chain.ledger.block(1)[:80]
+    assert hashing.header_fields(header)[2] == info.merkle_root
+    assert [h.height for h in chain.ledger.history(BOB)][:1] == [1]
+
+
+def test_bad_inputs_get_their_codes_and_change_nothing(chain):
+    before = chain.balances()
+    cases = {
+        Result.bad_signature: (r.transfer(CHAIN, 10, ALICE, BOB, 5), BOB),
+        Result.wrong_chain: (r.transfer(CHAIN + 1, 10, ALICE, BOB, 5), ALICE),
+        Result.unknown_account: (r.transfer(CHAIN, 10, 99, BOB, 5), ALICE),
+        Result.unknown_credit_account: (r.transfer(CHAIN, 11, ALICE, 99, 5), ALICE),
+        Result.amount_zero: (r.transfer(CHAIN, 12, ALICE, BOB, 0), ALICE),
+        Result.same_account: (r.transfer(CHAIN, 13, ALICE, ALICE, 5), ALICE),
+        Result.insufficient_funds: (r.transfer(CHAIN, 14, ALICE, BOB, 10**6), ALICE),
+        Result.not_issuer: (r.mint(CHAIN, 15, ALICE, BOB, 5), ALICE),
+    }
+    for expected, (record, signer) in cases.items():
+        assert code(chain.send(record, signer)) == expected, expected.name
+    assert chain.balances() == before
+    garbage = bytearray(r.transfer(CHAIN, 20, ALICE, BOB, 5))
+    garbage[0] = 200  # no such kind
+    assert code(chain.send(bytes(garbage), ALICE)) == Result.malformed
+    with pytest.raises(EncodingError):
+        chain.ledger.submit_batch(b"x" * 100, b"")
+    # Authenticated failures used up their sequences (up to 15); a fresh one still works.
+    assert code(chain.pay(ALICE, BOB, 1)) == Result.sequence_used
+    chain.sequence[ALICE] = 15
+    assert code(chain.pay(ALICE, BOB, 1)) == Result.ok  # still serving
+
+
+def test_retry_answers_already_committed_with_the_original_code(chain):
+    record = r.transfer(CHAIN, 5, ALICE, BOB, 100)
+    signature = chain.keys[ALICE].sign_record(record)
+    first = chain.ledger.submit(record, signature)
+    again = chain.ledger.submit(record, signature)
+    assert code(first) == Result.ok
+    assert code(again) == Result.already_committed and again.originals == {0: Result.ok}
+    assert chain.balances() == [900, 1_100, 1_000]
+    failing = r.transfer(CHAIN, 6, ALICE, BOB, 10**9)
+    signature = chain.keys[ALICE].sign_record(failing)
+    assert code(chain.ledger.submit(failing, signature)) == Result.insufficient_funds
+    again = chain.ledger.submit(failing, signature)
+    assert code(again) == Result.already_committed
+    assert again.originals == {0: Result.insufficient_funds}
+    # A new record reusing an old sequence is a replay attempt, not a retry.
+    reuse = r.transfer(CHAIN, 5, ALICE, CAROL, 1)
+    assert code(chain.send(reuse, ALICE)) == Result.sequence_used
+    assert chain.balances() == [900, 1_100, 1_000]
+
+
+def test_issuer_mints_and_burns_and_money_is_conserved(chain):
+    assert code(chain.send(r.mint(CHAIN, chain.next(ISSUER), ISSUER, CAROL, 500), ISSUER)) == 0
+    assert code(chain.send(r.mint(CHAIN, chain.next(ISSUER), ISSUER, ISSUER, 70), ISSUER)) == 0
+    assert code(chain.send(r.burn(CHAIN, chain.next(ISSUER), ISSUER, 30), ISSUER)) == 0
+    state = chain.ledger.state
+    assert state.supply == state.minted - state.burned == 3_000 + 500 + 70 - 30
+    assert state.balance_total() + state.open_hold_total() == state.supply
+
+
+def test_hold_post_in_part_and_resolve_once(chain):
+    seq = chain.next(ALICE)
+    hold = r.hold(CHAIN, seq, ALICE, BOB, 300, authority_account=CAROL, expiry_s=2**31)
+    assert code(chain.send(hold, ALICE)) == Result.ok
+    assert chain.balances() == [700, 1_000, 1_000]
+    assert code(chain.send(r.post(CHAIN, 1, BOB, ALICE, seq, 100), BOB)) == \
+        Result.not_hold_authority
+    assert code(chain.send(r.post(CHAIN, chain.next(CAROL), CAROL, ALICE, seq, 400), CAROL)) \
+        == Result.post_exceeds_hold
+    assert code(chain.send(r.post(CHAIN, chain.next(CAROL), CAROL, ALICE, seq, 120), CAROL)) \
+        == Result.ok
+    assert chain.balances() == [880, 1_120, 1_000]  # 180 back to Alice
+    assert code(chain.send(r.post(CHAIN, chain.next(CAROL), CAROL, ALICE, seq, 1), CAROL)) == \
+        Result.hold_already_posted
+    assert code(chain.send(r.void(CHAIN, chain.next(CAROL), CAROL, ALICE, seq), CAROL)) == \
+        Result.hold_already_voided - 1  # hold_already_posted: it was posted, not voided
+    assert chain.ledger.state.open_hold_total() == 0
+
+
+def test_void_expiry_and_hashlock(chain):
+    voided, expiring, locked = chain.next(ALICE), chain.next(ALICE), chain.next(ALICE)
+    preimage = hashlib.sha256(b"open sesame").digest()  # any 32 secret bytes
+    lock = hashlib.sha256(preimage).digest()
+    records = [
+        r.hold(CHAIN, voided, ALICE, BOB, 10, authority_account=CAROL, expiry_s=2**31),
+        r.hold(CHAIN, expiring, ALICE, BOB, 20, authority_account=CAROL, expiry_s=2_000_000_000),
+        r.hold(CHAIN, locked, ALICE, BOB, 30, authority_account=CAROL, expiry_s=2**31,
+               hashlock=lock),
+    ]
+    for record in records:
+        assert code(chain.send(record, ALICE, now_s=1_900_000_000)) == Result.ok
+    assert chain.balances()[0] == 940
+    assert code(chain.send(r.void(CHAIN, chain.next(CAROL), CAROL, ALICE, voided), CAROL,
+                           now_s=1_900_000_000)) == Result.ok
+    wrong = r.post(CHAIN, chain.next(CAROL), CAROL, ALICE, locked, 30, preimage=bytes(32))
+    assert code(chain.send(wrong, CAROL, now_s=1_900_000_000)) == Result.hashlock_mismatch
+    right = r.post(CHAIN, chain.next(CAROL), CAROL, ALICE, locked, 30, preimage=preimage)
+    assert code(chain.send(right, CAROL, now_s=1_900_000_000)) == Result.ok
+    # Block time passes the second hold's expiry: it returns to Alice by itself.
+    assert code(chain.pay(BOB, CAROL, 1, now_s=2_000_000_001)) == Result.ok
+    assert chain.balances() == [970, 1_029, 1_001]
+    late = r.post(CHAIN, chain.next(CAROL), CAROL, ALICE, expiring, 20)
+    assert code(chain.send(late, CAROL, now_s=2_000_000_002)) == Result.hold_expired
+    assert chain.ledger.state.open_hold_total() == 0
+
+
+def test_policy_key_bounds_what_a_second_key_can_do(chain):
+    phone = PrivateKey.generate()
+    policy = r.set_policy_key(CHAIN, chain.next(ALICE), ALICE, 1, phone.public_key,
+                              amount_max=100, allowance=150, expiry_s=2_000_000_000,
+                              recipients=(BOB,))
+    assert code(chain.send(policy, ALICE, now_s=1_900_000_000)) == Result.ok
+
+    def by_phone(credit, amount, now_s=1_900_000_000):
+        record = r.transfer(CHAIN, chain.next(ALICE), ALICE, credit, amount, key_slot=1)
+        return code(chain.send(record, phone, now_s=now_s))
+
+    assert by_phone(BOB, 100) == Result.ok
+    assert by_phone(CAROL, 10) == Result.policy_recipient
+    assert by_phone(BOB, 101) == Result.policy_amount
+    assert by_phone(BOB, 60) == Result.policy_allowance
+    assert by_phone(BOB, 50) == Result.ok
+    assert by_phone(BOB, 1, now_s=2_000_000_001) in (Result.policy_expired,
+                                                     Result.policy_allowance)
+    empty = r.transfer(CHAIN, chain.next(ALICE), ALICE, BOB, 1, key_slot=2)
+    assert code(chain.send(empty, phone)) == Result.key_slot_empty
+    assert chain.balances() == [850, 1_150, 1_000]
+
+
+def test_linked_group_is_all_or_nothing(chain):
+    first = r.transfer(CHAIN, chain.next(ALICE), ALICE, BOB, 10, linked=True)
+    second = r.transfer(CHAIN, chain.next(ALICE), ALICE, CAROL, 10**6)
+    alone = r.transfer(CHAIN, chain.next(BOB), BOB, CAROL, 5)
+    signatures = b"".join(chain.keys[n].sign_record(x)
+                          for n, x in ((ALICE, first), (ALICE, second), (BOB, alone)))
+    answer = chain.ledger.submit_batch(first + second + alone, signatures)
+    assert [Result(int(c)) for c in answer.codes] == [
+        Result.linked_event_failed, Result.insufficient_funds, Result.ok]
+    assert chain.balances() == [1_000, 995, 1_005]
+
+
+def test_batch_authorized_records_commit_and_prove_alone(chain):
+    owner = PrivateKey.generate()
+    opens = [r.open_account(CHAIN, owner.public_key, sequence=n) for n in range(3)]
+    answer = chain.ledger.submit_batch(b"".join(opens),
+                                       b"".join(owner.sign_record(x) for x in opens))
+    accounts = [int(a) for a in answer.opened]
+    assert sorted(accounts) == [5, 6, 7]
+    assert chain.ledger.accounts_of(owner.public_key) == accounts
+    funding = r.transfer(CHAIN, chain.next(ALICE), ALICE, accounts[0], 600)
+    assert code(chain.send(funding, ALICE)) == Result.ok
+    moves = [r.transfer(CHAIN, 1, accounts[0], accounts[1], 100, batch_authorized=True),
+             r.transfer(CHAIN, 1, accounts[1], accounts[2], 50, batch_authorized=True),
+             r.transfer(CHAIN, 2, accounts[0], BOB, 100, batch_authorized=True)]
+    txids = np.frombuffer(b"".join(hashing.sha256d(x) for x in moves), np.uint8).reshape(-1, 32)
+    root = hashing.merkle_root(txids)
+    batch = blk.BatchAuth(0, 3, owner.public_key, owner.sign(root))
+    answer = chain.ledger.submit_batch(b"".join(moves), b"", [batch])
+    assert answer.codes.tolist() == [0, 0, 0]
+    assert [chain.ledger.balance(a) for a in accounts] == [400, 50, 50]
+    stored = blk.decode_block(chain.ledger.block(answer.height))
+    assert stored.batches[0].signature == batch.signature
+    path = hashing.merkle_proof(txids, 1)
+    assert blk.verify_record_in_batch(moves[1], path, 1, stored.batches[0])
+    # A record the signer does not own rejects the whole batch.
+    stolen = [r.transfer(CHAIN, 3, accounts[0], BOB, 1, batch_authorized=True),
+              r.transfer(CHAIN, 1, ALICE, BOB, 1, batch_authorized=True)]
+    ids = np.frombuffer(b"".join(hashing.sha256d(x) for x in stolen), np.uint8).reshape(-1, 32)
+    answer = chain.ledger.submit_batch(
+        b"".join(stolen), b"",
+        [blk.BatchAuth(0, 2, owner.public_key, owner.sign(hashing.merkle_root(ids)))])
+    assert Result.ok not in answer.codes.tolist()
+    assert chain.balances()[0] == 400 and chain.ledger.balance(accounts[0]) == 400
+
+
+def test_open_account_replay_does_not_open_twice(chain):
+    key = PrivateKey.generate()
+    record = r.open_account(CHAIN, key.public_key, sequence=77)
+    signature = key.sign_record(record)
+    first = chain.ledger.submit(record, signature)
+    again = chain.ledger.submit(record, signature)
+    assert code(first) == Result.ok and int(first.opened[0]) == 5
+    assert code(again) == Result.already_committed and int(again.opened[0]) == 0
+    assert chain.ledger.accounts_of(key.public_key) == [5]
+
+
+def test_reopen_keeps_everything_with_and_without_a_snapshot(tmp_path):
+    chain = Chain(tmp_path / "c")
+    for amount in (10, 20, 30):
+        chain.pay(ALICE, BOB, amount)
+    balances = chain.balances()
+    chain.ledger.close()  # writes a snapshot
+    with Ledger.open(tmp_path / "c") as ledger:
+        assert [ledger.balance(n) for n in (ALICE, BOB, CAROL)] == balances
+        assert ledger.height == 4 and ledger.verify().ok
+        record = r.transfer(CHAIN, 100, ALICE, CAROL, 1)
+        answer = ledger.submit(record, chain.keys[ALICE].sign_record(record))
+        assert code(answer) == Result.ok
+    for snapshot in (tmp_path / "c" / "snapshots").iterdir():
+        snapshot.unlink()  # replay from genesis alone must give the same state
+    with Ledger.open(tmp_path / "c") as ledger:
+        assert [ledger.balance(n) for n in (ALICE, BOB, CAROL)] == [
+            balances[0] - 1, balances[1], balances[2] + 1]
+
+
+def test_queries_of_missing_things_say_so(chain):
+    assert chain.ledger.transaction(bytes(32)) is None
+    assert chain.ledger.block(99) is None and chain.ledger.block(bytes(32)) is None
+    with pytest.raises(NotFoundError, match="no account 99"):
+        chain.ledger.account(99)
+
+
+def test_a_second_writer_is_refused(chain):
+    with pytest.raises(StorageError, match="chain"):
+        Ledger.open(chain.path)

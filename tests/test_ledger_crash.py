@@ -1,0 +1,103 @@
+"""A ledger killed with SIGKILL at random moments keeps every acknowledged transfer.
+
+Method: a child process commits batches of signed transfers and prints each batch's txids
+before submitting and an acknowledgment after the ledger answers. The test kills it with SIGKILL
+at a random moment, many times, reopening the directory each time: every acknowledged transfer
+must be there with its code, the batch in flight must be there whole or not at all, money must
+be conserved, and the chain must verify.
+"""
+
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tsunagi.core import records
+from tsunagi.core.config import ChainConfig
+from tsunagi.core.keyfile import save_key
+from tsunagi.core.keys import PrivateKey
+from tsunagi.ledger import Ledger
+
+KILLS = 22
+ACCOUNTS = 8
+BATCH = 40
+CHILD = Path(__file__).parent / "helpers" / "crash_writer.py"
+
+
+def _run_until_killed(directory: Path, key_file: Path, rng: random.Random) -> list[str]:
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), str(directory), str(key_file), str(ACCOUNTS), str(BATCH)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = [child.stdout.readline().strip()]
+    assert lines[0] == "READY", child.stderr.read()
+    deadline = time.monotonic() + rng.uniform(0.05, 0.6)
+    # Read while it runs, so it never blocks on a full pipe; kill at the chosen moment.
+    with selectors.DefaultSelector() as selector:
+        selector.register(child.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                line = child.stdout.readline()
+                if not line:
+                    break
+                lines.append(line.strip())
+    child.send_signal(signal.SIGKILL)
+    rest, _ = child.communicate()
+    lines += rest.splitlines()
+    return [line for line in lines[1:] if line]
+
+
+def _check_round(directory: Path, lines: list[str]) -> tuple[int, int]:
+    acknowledged, in_flight = [], None
+    for line in lines:
+        word, _, payload = line.partition(" ")
+        if word == "PENDING":
+            in_flight = bytes.fromhex(payload)
+        elif word == "ACK" and in_flight is not None:
+            codes = bytes.fromhex(payload.split()[1])
+            acknowledged.append((in_flight, codes))
+            in_flight = None
+    with Ledger.open(directory) as ledger:
+        for txids, codes in acknowledged:
+            for i, code in enumerate(codes):
+                info = ledger.transaction(txids[32 * i: 32 * i + 32])
+                assert info is not None and int(info.code) == code
+        if in_flight is not None:
+            found = [ledger.transaction(in_flight[i:i + 32]) is not None
+                     for i in range(0, len(in_flight), 32)]
+            assert all(found) or not any(found), "a batch was half committed"
+        state = ledger.state
+        assert state.balance_total() + state.open_hold_total() == state.supply
+        report = ledger.verify()
+        assert report.ok, str(report)
+        return len(acknowledged), ledger.height
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path):
+    key = PrivateKey.generate()
+    key_file = save_key(tmp_path / "key.json", key, "crash", scrypt_n=2**10)
+    config = ChainConfig(name="crash", chain_id=5, asset_code="TSU",
+                         allocations=((key.public_key, ACCOUNTS * 10**9),))
+    directory = tmp_path / "chain"
+    with Ledger.create(directory, config) as ledger:  # one key owns accounts 1..ACCOUNTS
+        opens = [records.open_account(5, key.public_key, sequence=100 + n)
+                 for n in range(1, ACCOUNTS)]
+        funds = [records.transfer(5, n, 1, n + 1, 10**9) for n in range(1, ACCOUNTS)]
+        batch = b"".join(opens + funds)
+        answer = ledger.submit_batch(batch, b"".join(key.sign_record(r) for r in opens + funds))
+        assert not answer.codes.any()
+    rng = random.Random(20261121)
+    acknowledged_total = 0
+    for _ in range(KILLS):
+        lines = _run_until_killed(directory, key_file, rng)
+        acknowledged, height = _check_round(directory, lines)
+        acknowledged_total += acknowledged
+    assert acknowledged_total > KILLS  # the kills really landed between commits
+    with Ledger.open(directory) as ledger:
+        assert ledger.state.supply == ACCOUNTS * 10**9
+        assert ledger.state.balance_total() == ACCOUNTS * 10**9
