@@ -137,3 +137,33 @@ def read_header_lines(path: Path) -> list[bytes]:
     """The headers of a text file with one 160-digit hex header a line."""
     lines = Path(path).read_text().split()
     return [bytes.fromhex(line) for line in lines]
+
+
+def bits_target(bits: int) -> int:
+    """Target of valid compact bits (the sign bit and overflow are the caller's to avoid)."""
+    exponent, mantissa = bits >> 24, bits & 0x007FFFFF
+    return mantissa >> 8 * (3 - exponent) if exponent <= 3 else mantissa << 8 * (exponent - 3)
+
+
+def lowest_nonce(header: bytes, first: int, count: int) -> int | None:
+    """The lowest nonce in [first, first + count) meeting the header's own target, by hashlib."""
+    target = bits_target(struct.unpack_from("<I", header, 72)[0])
+    for nonce in range(first, first + count):
+        candidate = header[:76] + struct.pack("<I", nonce)
+        if int.from_bytes(sha256d(candidate), "little") <= target:
+            return nonce
+    return None
+
+
+def mine_chain(bits: list[int], seed: int = 0) -> list[bytes]:
+    """A linked chain with the given bits per header, each nonce found by hashlib."""
+    headers, prev = [], bytes(32)
+    for index, header_bits in enumerate(bits):
+        root = hashlib.sha256(f"{seed}/{index}".encode()).digest()
+        header = struct.pack("<I32s32sIII", 0x20000000, prev, root, 1_700_000_000 + index,
+                             header_bits, 0)
+        nonce = lowest_nonce(header, 0, 2**32)
+        header = header[:76] + struct.pack("<I", nonce)
+        headers.append(header)
+        prev = sha256d(header)
+    return headers

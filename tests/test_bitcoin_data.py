@@ -200,7 +200,7 @@ def test_search_rediscovers_real_mainnet_nonces(mainnet, height, threads):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_search_rediscovers_a_real_nonce_on_each_backend(mainnet, backend, threads):
     block = mainnet[4]
-    # The portable path is about 4 times slower than SHA-NI: a shorter run-up keeps it quick.
+    # Narrow lanes can be several times slower than SHA-NI: a shorter run-up keeps them quick.
     behind = NONCE_BEHIND if backend == "shani" else NONCE_BEHIND // 4
     assert search_from_below(block, behind, threads) == block.nonce
 

@@ -18,9 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bitcoin
+from conftest import CONFIGS
 from tsunagi import hashing
 from tsunagi._native import hashing as native
 from tsunagi.errors import EncodingError
+from tsunagi.hashing import HeaderResult
 
 # The backend fixture is set once per test and holds for every example hypothesis draws.
 per_backend = settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
@@ -69,12 +71,16 @@ def test_backends_agree_on_random_batches(use_backend, record_size, count, seed)
     buffer = rng.randbytes(record_size * count)
     leaves = np.frombuffer(rng.randbytes(32 * count), dtype=np.uint8).reshape(-1, 32)
     answers = {}
-    for name in ("shani", "portable"):
-        use_backend(name)  # on a CPU without SHA-NI both runs are portable, still a valid check
-        answers[name] = (hashing.sha256d_records(buffer, record_size, 2).tobytes(),
-                         hashing.merkle_root(leaves), hashing.sha256d(buffer),
-                         hashing.merkle_parents(leaves).tobytes())
-    assert answers["shani"] == answers["portable"]
+    for config in CONFIGS:
+        use_backend(config)  # without SHA-NI or AVX-512 some runs repeat a kernel: still valid
+        answers[config] = (hashing.sha256d_records(buffer, record_size, 2).tobytes(),
+                           hashing.merkle_root(leaves), hashing.sha256d(buffer),
+                           hashing.merkle_parents(leaves).tobytes())
+    assert all(answer == answers["portable-lanes4"] for answer in answers.values())
+    records, root = answers["shani"][:2]
+    assert records == b"".join(bitcoin.sha256d(buffer[i:i + record_size])
+                               for i in range(0, len(buffer), record_size))
+    assert root == bitcoin.merkle_root([row.tobytes() for row in leaves])
 
 
 @per_backend
@@ -206,3 +212,73 @@ def test_check_pow_and_header_hash_match_python(backend, fields, bits, nonce):
     except EncodingError:
         target = -1  # negative bits: nothing meets them
     assert hashing.check_pow(header) == (int.from_bytes(digest, "little") <= target)
+
+
+EASY_BITS = 0x2000FFFF  # about one hash in 256 qualifies: hashlib finds the answer quickly
+
+
+@per_backend
+@given(seed=st.binary(min_size=8, max_size=8), first=st.integers(0, 2**32 - 1),
+       count=st.integers(0, 1500), threads=st.integers(1, 3), chunk=st.integers(1, 200))
+def test_nonce_search_finds_the_lowest_nonce_hashlib_finds(backend, seed, first, count,
+                                                          threads, chunk):
+    count = min(count, 2**32 - first)
+    header = hashing.make_header(2, hashlib.sha256(seed).digest(), bytes(32), 1, EASY_BITS)
+    want = bitcoin.lowest_nonce(header, first, count)
+    # A small chunk makes threads interleave claims, so order across threads is exercised.
+    assert hashing.NonceSearch(header, first, count, chunk).run(threads) == want
+    assert hashing.search_nonce(header, first, count, threads) == want
+
+
+# A regtest chain longer than the 512-header batches of ext/pow.c, with a header of harder
+# bits every 97, so the cached target must be recomputed along the way.
+CHAIN_BITS = [0x2000FFFF if index % 97 == 50 else 0x207FFFFF for index in range(1300)]
+
+
+@pytest.fixture(scope="module")
+def long_chain() -> list[bytes]:
+    return bitcoin.mine_chain(CHAIN_BITS, seed=1)
+
+
+def test_long_chain_validates(backend, long_chain):
+    headers = b"".join(long_chain)
+    for threads in (1, 2, 3):
+        assert hashing.validate_headers(headers, bytes(32), threads) == (1300, HeaderResult.ok)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_bad_header_across_batches_and_thread_splits(backend, long_chain, threads):
+    points = {0, 1, 50, 147, 511, 512, 513, 1023, 1024, 1025, 1299}
+    points |= {1300 * worker // threads + delta for worker in range(1, threads)
+               for delta in (-1, 0, 1)}
+    for index in sorted(points):
+        version, prev, root, time, bits, nonce = hashing.header_fields(long_chain[index])
+        broken = {
+            HeaderResult.bad_pow: hashing.make_header(version, prev, root, time, 0x1D00FFFF,
+                                                      nonce),
+            HeaderResult.bad_bits: hashing.make_header(version, prev, root, time, 0x1D80FFFF,
+                                                       nonce),
+            HeaderResult.bad_link: hashing.make_header(version, bytes(32) if index else
+                                                       b"\1" * 32, root, time, bits, nonce),
+        }
+        for reason, header in broken.items():
+            headers = long_chain[:index] + [header] + long_chain[index + 1:]
+            got = hashing.validate_headers(b"".join(headers), bytes(32), threads)
+            assert got == (index, reason), f"{reason.name} at {index}"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_harder_bits_are_not_checked_against_a_stale_target(backend, long_chain, threads):
+    # Header 147 claims bits 0x2000ffff; give it a nonce that meets only the regtest target of
+    # the headers around it. A target cached from the header before would wrongly accept it.
+    version, prev, root, time, bits, _ = hashing.header_fields(long_chain[147])
+    assert bits == 0x2000FFFF
+    easy = bitcoin.bits_target(0x207FFFFF)
+    hard = bitcoin.bits_target(bits)
+    for nonce in range(1000):
+        header = hashing.make_header(version, prev, root, time, bits, nonce)
+        if hard < int.from_bytes(bitcoin.sha256d(header), "little") <= easy:
+            break
+    chain = long_chain[:147] + [header] + long_chain[148:]
+    assert hashing.validate_headers(b"".join(chain), bytes(32), threads) == (
+        147, HeaderResult.bad_pow)
