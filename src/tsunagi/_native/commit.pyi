@@ -1,0 +1,18 @@
+"""Native commit kernel (ext/commit.pyx over ext/commit_kernel.c). See tsunagi.ledger.engine."""
+
+from collections.abc import Buffer
+
+import numpy as np
+
+def record_bytes(records: Buffer | np.ndarray) -> np.ndarray: ...  # flat uint8, N * 128
+def count_kinds(records: Buffer | np.ndarray) -> np.ndarray: ...
+def rebuild_maps(state: object) -> None: ...
+def rebuild_heap(state: object) -> None: ...
+def apply_batch(state: object, records: Buffer | np.ndarray, pre_codes: np.ndarray | None = None,
+                now_s: int = 0, genesis: bool = False,
+                join_next: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # codes, opened, stored
+def expire_holds(state: object, now_s: int) -> np.ndarray: ...
+def check_fields(records: Buffer | np.ndarray, chain_id: int) -> np.ndarray: ...
+def resolve_signers(state: object, records: Buffer | np.ndarray,
+                    codes: np.ndarray) -> np.ndarray: ...  # N x 32 keys
