@@ -311,19 +311,23 @@ typedef struct {
 /* Most log entries one record can write: sequence, allowance and two balances. */
 #define UNDO_PER_RECORD 4
 
-static int reserve_log(kernel *k, size_t records) {
-    size_t need = UNDO_PER_RECORD * records;
+/* Room for the undo log of records [first, end): before the unit, never during it. */
+static int reserve_log(kernel *k, size_t first, size_t end) {
+    size_t need = UNDO_PER_RECORD * (end - first), setters = 0;
     if (need > k->undo_capacity) {
         undo_entry *grown = realloc(k->undo, need * sizeof *grown);
         if (!grown) return -1;
         k->undo = grown;
         k->undo_capacity = need;
     }
-    if (records > k->saved_capacity) {
-        ts_policy *grown = realloc(k->saved, records * sizeof *grown);
+    for (size_t i = first; i < end; i++) {
+        setters += k->records[i].kind == TS_KIND_SET_POLICY_KEY;
+    }
+    if (setters > k->saved_capacity) {
+        ts_policy *grown = realloc(k->saved, setters * sizeof *grown);
         if (!grown) return -1;
         k->saved = grown;
-        k->saved_capacity = records;
+        k->saved_capacity = setters;
     }
     return 0;
 }
@@ -688,7 +692,7 @@ static uint8_t apply_group(kernel *k, size_t first, size_t end, size_t *failed_a
 }
 
 static int apply_unit(kernel *k, size_t first, size_t end) {
-    if (reserve_log(k, end - first) < 0) return -1;
+    if (reserve_log(k, first, end) < 0) return -1;
     k->logging = 1;
     mark unit = take_mark(k);
     for (size_t g = first; g < end;) {

@@ -266,3 +266,28 @@ def test_a_linked_group_is_all_or_nothing(specs, joined):
             assert native.canonical() == before
     assert native.canonical() == ref.canonical()
     assert_conserved(native)
+
+
+def test_hold_map_survives_a_large_rollback():
+    """200 holds made and rolled back (their batch fails on a reused sequence) leave the 150
+    committed holds findable, and the same names can be used again."""
+    native, ref = genesis_pair()
+
+    def holds(first_seq: int, count: int) -> bytes:
+        return b"".join(pack(Kind.hold, chain_id=CHAIN, sequence=first_seq + i,
+                             debit_account=4, credit_account=2 + i % 2, amount=1,
+                             aux=10_000, aux2=1) for i in range(count))
+
+    assert not apply_both(native, ref, holds(1, 150), now_s=100)[0].any()
+    replayed = pack(Kind.transfer, chain_id=CHAIN, sequence=5, debit_account=4,
+                    credit_account=2, amount=1)
+    doomed = holds(1000, 200) + replayed
+    codes, _, stored = apply_both(native, ref, doomed, join=np.ones(201, np.uint8), now_s=100)
+    assert codes[-1] == Result.sequence_used and not stored.any()
+    assert native.hold_count == 150
+    assert not apply_both(native, ref, holds(1000, 200), now_s=100)[0].any()
+    posts = b"".join(pack(Kind.post, chain_id=CHAIN, sequence=2000 + i, debit_account=1,
+                          credit_account=4, aux=s, amount=1) for i, s in enumerate(range(1, 151)))
+    assert not apply_both(native, ref, posts, now_s=100)[0].any()
+    assert native.canonical() == ref.canonical()
+    assert native.open_hold_total() == 200
