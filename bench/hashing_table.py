@@ -280,7 +280,7 @@ def nonce_cases(work: Workloads) -> list[Case]:
              native(counts["1"], 1), none, 5, 2, 1),
         Case("nonce search", "native, 2 threads", counts["2"], "nonces",
              native(counts["2"], 2), none, 5, 2, 2, target=two),
-        Case("nonce search", "portable C, 1 thread", counts["portable"], "nonces",
+        Case("nonce search", "portable backend, 1 thread", counts["portable"], "nonces",
              native(counts["portable"], 1), none, 3, 2, 1, backend="portable"),
         Case("nonce search", "hashlib loop", counts["hashlib"], "nonces",
              lambda: hashlib_nonce_search(header, 0, counts["hashlib"]), none, 3, 2, 1,
@@ -412,7 +412,7 @@ def print_table(rows: list[Measured], machine: Machine) -> None:
                       met, f"{faster[i]:.0f}x" if i in faster else "")
     console = Console()
     if not console.is_terminal:  # a pipe or file: wide enough that no cell wraps
-        console = Console(width=max(console.width, 150))
+        console = Console(width=max(console.width, 170))
     console.print(table)
 
 
