@@ -151,7 +151,8 @@ static inline uint32_t tail_word(const lane_shape *shape, const uint8_t *tail, i
     size_t start = 4 * (size_t)t;
     if (start + 4 <= shape->rest) return load_be32(tail + start);
     uint32_t word = shape->tail_words[t];
-    for (size_t i = start; i < shape->rest; i++) word |= (uint32_t)tail[i] << (24 - 8 * (i - start));
+    for (size_t i = start; i < shape->rest; i++)
+        word |= (uint32_t)tail[i] << (24 - 8 * (i - start));
     return word;
 }
 
