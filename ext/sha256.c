@@ -331,22 +331,30 @@ int ts_sha256_select_backend(void) {
     return active_backend;
 }
 
+/* Every entry point selects on first use, so a module that links this core but never calls
+ * ts_sha256_select_backend still gets the fast paths. */
+static inline void ensure_selected(void) {
+    if (__builtin_expect(!selected, 0)) ts_sha256_select_backend();
+}
+
 const char *ts_sha256_batch_kernels(void) {
-    if (!selected) ts_sha256_select_backend();
+    ensure_selected();
     return active_batch->name;
 }
 
 int ts_sha256_backend(void) {
-    if (!selected) ts_sha256_select_backend();
+    ensure_selected();
     return active_backend;
 }
 
 void ts_sha256_compress(uint32_t state[8], const uint8_t *blocks, size_t block_count) {
+    ensure_selected();
     active_compress(state, blocks, block_count);
 }
 
 void ts_sha256(const uint8_t *data, size_t length, uint8_t out[32]) {
     uint32_t state[8];
+    ensure_selected();
     memcpy(state, ts_sha256_iv, sizeof state);
     sha256_finish(active_compress, state, data, length, length);
     state_to_bytes(state, out);
@@ -360,6 +368,7 @@ void ts_sha256d(const uint8_t *data, size_t length, uint8_t out[32]) {
 
 void ts_sha256d_records(const uint8_t *buffer, size_t record_count, size_t record_size,
                         uint8_t *out) {
+    ensure_selected();
     active_batch->sha256d_records(buffer, record_count, record_size, out);
 }
 
@@ -368,6 +377,7 @@ void ts_merkle_parents(const uint8_t *in, size_t count, uint8_t *out) {
      * records. The odd last child, paired with itself, is copied before anything is written
      * (out may equal in). */
     uint8_t pair[64];
+    ensure_selected();
     if (count % 2) {
         memcpy(pair, in + 32 * (count - 1), 32);
         memcpy(pair + 32, pair, 32);
@@ -380,6 +390,7 @@ void ts_header_hash(const uint8_t header[80], uint8_t out[32]) { ts_sha256d(head
 
 uint64_t ts_nonce_scan(const uint32_t midstate[8], const uint8_t tail[12], uint64_t first,
                        uint64_t end, uint32_t target_top) {
+    ensure_selected();
     return active_batch->nonce_scan(midstate, tail, first, end, target_top);
 }
 
