@@ -83,7 +83,8 @@ static void nonce_hash(const ts_search *search, uint64_t nonce, uint8_t hash[32]
 }
 
 /* Searches [first, end) of one claimed chunk; returns one past the last nonce hashed. The
- * cancel flag is read every SCAN_STEP nonces (well under a millisecond) whatever the chunk. */
+ * cancel flag is read every SCAN_STEP nonces (under a millisecond on any of the kernels here),
+ * whatever the chunk size. */
 #define SCAN_STEP 4096
 static uint64_t search_chunk(ts_search *search, uint64_t first, uint64_t end) {
     uint64_t nonce = first;
@@ -136,8 +137,8 @@ typedef struct {
     size_t bad_index[TS_THREADS_MAX];
 } validation;
 
-/* Headers hashed per batch kernel call: enough to keep both SHA lanes busy, few enough that
- * a failure elsewhere stops this range soon. */
+/* Headers hashed per batch kernel call: many times the lane count of any kernel (4 or 16),
+ * few enough that a failure found by another thread stops this range soon. */
 #define VALIDATE_BATCH 512
 
 /* The target of compact bits, recomputed only when the bits change (they rarely do). */
