@@ -616,19 +616,28 @@ static inline void prefetch_ahead(const kernel *k, size_t i) {
 }
 
 /* What makes a record storable: well-formed, its debit account and key slot exist, its
- * sequence is new. It then uses its sequence even if its effects fail. */
-static uint8_t authorize(kernel *k, const ts_record *r) {
+ * sequence is new. Changes nothing. */
+static uint8_t check_authorized(const kernel *k, const ts_record *r) {
     uint8_t code = ts_check_fields(r, 0, 0);
     if (code || r->kind == TS_KIND_OPEN_ACCOUNT) return code;
-    ts_state *s = k->state;
+    const ts_state *s = k->state;
     uint64_t debit = r->debit_account;
     if (k->genesis && debit == 0 && r->kind == TS_KIND_MINT) return TS_OK; /* no sequence */
     if (!account_exists(s, debit)) return TS_UNKNOWN_ACCOUNT;
     if (r->key_slot && r->kind != TS_KIND_SET_POLICY_KEY && !live_policy(s, debit, r->key_slot)) {
         return TS_KEY_SLOT_EMPTY;
     }
-    ts_account *account = &s->accounts[debit];
-    if (r->sequence <= account->sequence) return TS_SEQUENCE_USED;
+    if (r->sequence <= s->accounts[debit].sequence) return TS_SEQUENCE_USED;
+    return TS_OK;
+}
+
+/* check_authorized, then the record uses its sequence, even if its effects fail later. */
+static uint8_t authorize(kernel *k, const ts_record *r) {
+    uint8_t code = check_authorized(k, r);
+    if (code || r->kind == TS_KIND_OPEN_ACCOUNT) return code;
+    uint64_t debit = r->debit_account;
+    if (k->genesis && debit == 0) return TS_OK;
+    ts_account *account = &k->state->accounts[debit];
     log_change(k, UNDO_SEQUENCE, debit, account->sequence);
     account->sequence = r->sequence;
     return TS_OK;
@@ -644,9 +653,11 @@ static size_t group_end(const kernel *k, size_t first, size_t end) {
     return last + 1;
 }
 
-/* A unit that will not be stored: records with a code keep it, the rest of a group that has
- * one get linked_event_failed, an open tail group gets linked_group_open, others of the unit
- * get batch_rejected. */
+/* A unit that will not be stored (the state is as before it): records with a code keep it;
+ * a record that would fail authorization on its own gets that code (a resent batch answers
+ * sequence_used for every record, which the ledger turns into already_committed); of the
+ * rest, those in a group with a failure get linked_event_failed, those in an open tail group
+ * linked_group_open, the others batch_rejected. */
 static void reject_unit(kernel *k, size_t first, size_t end, int open_tail) {
     for (size_t g = first; g < end;) {
         size_t g_end = group_end(k, g, end);
@@ -656,6 +667,7 @@ static void reject_unit(kernel *k, size_t first, size_t end, int open_tail) {
                          : failing                 ? TS_LINKED_EVENT_FAILED
                                                    : TS_BATCH_REJECTED;
         for (size_t i = g; i < g_end; i++) {
+            if (!k->codes[i]) k->codes[i] = check_authorized(k, &k->records[i]);
             if (!k->codes[i]) k->codes[i] = others;
             k->opened[i] = 0;
             k->stored[i] = 0;

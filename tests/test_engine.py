@@ -208,7 +208,11 @@ def test_batch_coverage_and_replayed_batches(chain):
     batch = _batch(chain, ALICE, records)
     assert codes(chain.submit(*records, batches=[batch])) == [Result.ok] * 3
     again = chain.submit(*records, batches=[batch])  # a replay: stored never, changes nothing
-    assert codes(again) == [Result.sequence_used] + [Result.batch_rejected] * 2
+    assert codes(again) == [Result.sequence_used] * 3 and not again.stored.any()
+    fresh = chain.transfer(ALICE, BOB, 7, batch_authorized=True)
+    mixed = records[:1] + [fresh]  # one replayed record rejects the fresh one with it
+    outcome = chain.submit(*mixed, batches=[_batch(chain, ALICE, mixed)])
+    assert codes(outcome) == [Result.sequence_used, Result.batch_rejected]
     assert chain.state.balance(BOB) == 521
     with pytest.raises(EncodingError, match="overlap"):
         chain.engine.process(b"".join(records), b"", [batch, batch], T0, 1)

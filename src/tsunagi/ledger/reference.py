@@ -216,8 +216,8 @@ def _reject_unit(batch: _Batch, first: int, end: int, open_tail: bool) -> None:
         else:
             others = Result.linked_event_failed if failing else Result.batch_rejected
         for i in range(g_first, g_end):
-            if not batch.codes[i]:
-                batch.codes[i] = int(others)
+            if not batch.codes[i]:  # its own reason, if it has one on its own
+                batch.codes[i] = int(_check_authorized(batch, batch.rows[i]) or others)
             batch.opened[i] = 0
             batch.stored[i] = False
 
@@ -256,7 +256,8 @@ def _apply_group(batch: _Batch, first: int, end: int):
     return None
 
 
-def _authorize(batch: _Batch, r: dict) -> int:
+def _check_authorized(batch: _Batch, r: dict) -> int:
+    """Whether a record may be stored (fields, debit account, key slot, new sequence)."""
     state = batch.state
     code = check_one(r, None)
     if code or r["kind"] == Kind.open_account:
@@ -271,7 +272,15 @@ def _authorize(batch: _Batch, r: dict) -> int:
         return Result.key_slot_empty
     if r["sequence"] <= state.accounts[debit][1]:
         return Result.sequence_used
-    state.accounts[debit][1] = r["sequence"]
+    return Result.ok
+
+
+def _authorize(batch: _Batch, r: dict) -> int:
+    """_check_authorized, then the record uses its sequence."""
+    code = _check_authorized(batch, r)
+    if code or r["kind"] == Kind.open_account or (batch.genesis and r["debit_account"] == 0):
+        return code
+    batch.state.accounts[r["debit_account"]][1] = r["sequence"]
     return Result.ok
 
 
