@@ -165,13 +165,14 @@ def _pack_batches(batches) -> np.ndarray:
 
 def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, signatures,
                  batches=(), extension=b"", version: int = BLOCK_VERSION, nonce: int = 0,
-                 threads: int | None = None) -> bytearray:
+                 threads: int | None = None, txids: np.ndarray | None = None) -> bytearray:
     """One block's bytes, with its Merkle root computed (the nonce is not searched).
 
     ``records`` is a buffer of N 128-byte records, ``codes`` N result codes (uint8),
     ``signatures`` 64 bytes for each record without the batch_authorized flag, in record order
     (none in a genesis block), ``batches`` a sequence of BatchAuth. Sizes that disagree raise
-    EncodingError; whether the content is valid is check_block's question.
+    EncodingError; whether the content is valid is check_block's question. ``txids`` (N x 32),
+    when the caller already hashed these very records, saves hashing them again.
     """
     prev_hash = _bytes_view(prev_hash, "prev_hash").tobytes()
     if len(prev_hash) != 32:
@@ -207,7 +208,7 @@ def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, sign
     view[offset:extension_length_offset] = packed.view(np.uint8).reshape(-1)
     _U32.pack_into(block, extension_length_offset, extension_view.nbytes)
     view[extension_length_offset + _U32.size:] = extension_view
-    txids = record_txids(record_view, threads)
+    txids = _given_txids(txids, count) if txids is not None else record_txids(record_view, threads)
     root = hashing.merkle_root(_merkle_leaves(
         txids, _body_digest(view, body_offset, extension_length_offset)))
     view.release()  # lets the caller resize the bytearray
@@ -356,8 +357,18 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def decode_block(data) -> Block:
-    """Views of a block's parts; EncodingError saying what and where when sizes disagree."""
+def _given_txids(txids: np.ndarray, count: int) -> np.ndarray:
+    if txids.dtype != np.uint8 or txids.shape != (count, 32):
+        raise EncodingError(f"txids must be {count} x 32 uint8, got {txids.dtype} {txids.shape}")
+    return txids
+
+
+def decode_block(data, txids: np.ndarray | None = None) -> Block:
+    """Views of a block's parts; EncodingError saying what and where when sizes disagree.
+
+    ``txids`` (N x 32), when the caller already hashed these very records, is kept instead of
+    hashing them again on first use.
+    """
     view = _bytes_view(data, "a block")
     size = view.nbytes
     if size < BLOCK_BYTES_MIN:
@@ -391,8 +402,11 @@ def decode_block(data) -> Block:
         view, np.uint8, signature_count * SIGNATURE_BYTES, signatures_offset
     ).reshape(signature_count, SIGNATURE_BYTES))
     batch_array = _read_only(np.frombuffer(view, BATCH_DTYPE, batch_count, batches_offset))
-    return Block(view, records, codes, signatures, batch_array, body_offset,
-                 extension_length_offset)
+    block = Block(view, records, codes, signatures, batch_array, body_offset,
+                  extension_length_offset)
+    if txids is not None:
+        block._txids = _read_only(_given_txids(txids, record_count).view())
+    return block
 
 
 def check_block(block: Block, *, batch_signatures: bool = True) -> BlockResult:

@@ -348,16 +348,18 @@ class Ledger:
 
     def _commit_block(self, outcome, block_time: int, answer: BatchAnswer) -> None:
         signatures = outcome.stored_signatures if len(outcome.stored_signatures) else b""
+        # The engine hashed every record already; the block and the index reuse those txids.
+        txids = outcome.txids if outcome.stored.all() else outcome.txids[outcome.stored]
         block_bytes = encode_block(
             prev_hash=self._tip_hash, time=block_time, bits=self.config.bits,
             records=outcome.stored_records, codes=outcome.stored_codes,
             signatures=signatures, batches=outcome.stored_batches,
-            threads=self._threads)
+            threads=self._threads, txids=txids)
         mine_header(block_bytes, threads=self._threads)
         block_bytes = bytes(block_bytes)
         height = self._log.append(block_bytes)
         self._log.sync()
-        block = decode_block(block_bytes)
+        block = decode_block(block_bytes, txids=txids)
         self._tip_hash, self._tip_time = block.hash, block.time
         answer.height, answer.block_hash = height, block.hash
         self._indexer.put(height, block, outcome.opened[outcome.stored])
