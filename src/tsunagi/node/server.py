@@ -33,7 +33,7 @@ from tsunagi.errors import ConfigError, EncodingError, ProtocolError
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
 
-__all__ = ["NodeServer", "NodeSettings", "new_event_loop", "run_node"]
+__all__ = ["NodeEvents", "NodeServer", "NodeSettings", "new_event_loop", "run_node"]
 
 log = logging.getLogger("tsunagi.node")
 
@@ -80,6 +80,21 @@ class NodeSettings:
         if self.frame_bytes_max < limits.frame_prefix_bytes + 256 \
                 or self.frame_bytes_max > limits.frame_bytes_max:
             raise ConfigError(f"frame_bytes_max is between 272 and {limits.frame_bytes_max}")
+
+
+class NodeEvents:
+    """What a server reports as it works (the metrics endpoint counts these); no-ops here.
+
+    Called on the event loop's thread, so an implementation must be quick and never block.
+    """
+
+    def group_committed(self, counts: list[int], arrived_s: list[float], codes: np.ndarray,
+                        block: bool, ledger_s: float) -> None:
+        """A group was answered: records per submission, their arrival (time.monotonic()),
+        one code per record, whether a block was stored, seconds the ledger call took."""
+
+    def error_sent(self, code: p.ErrorCode) -> None:
+        """An error answer went out on a connection (a frame or request was refused)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -237,6 +252,8 @@ class _Connection(asyncio.Protocol):
     # -- frames out --
 
     def send(self, request_id: int, message) -> None:
+        if type(message) is p.Error and self.server.events is not None:
+            self.server.events.error_sent(message.code)
         self.send_bytes(p.encode(message, request_id, self.version or p.HELLO_VERSION))
 
     def send_bytes(self, data: bytes) -> None:
@@ -392,12 +409,36 @@ _HANDLERS: dict[type, Callable] = {
 }
 
 
+class _LocalCaller:
+    """Stands in for a connection when code in this process submits (the REST API): the
+    writer answers it like any connection, and each answer completes a future."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.inflight: set[int] = set()
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.next_id = 0
+
+    def answer(self, request_id: int, message) -> None:
+        self.inflight.discard(request_id)
+        future = self.waiting.pop(request_id, None)
+        if future is not None and not future.done():  # done: the caller gave up waiting
+            future.set_result(message)
+
+    def send_error(self, request_id: int, code: p.ErrorCode, message: str) -> None:
+        self.answer(request_id, p.Error(code, message))
+
+
 class NodeServer:
     """Serves one ledger over TCP. ``await start()``, then ``await stop()`` (or run_node)."""
 
     def __init__(self, ledger, host: str = "127.0.0.1", port: int = 0,
-                 settings: NodeSettings | None = None, *, close_ledger: bool = True) -> None:
+                 settings: NodeSettings | None = None, *, close_ledger: bool = True,
+                 events: NodeEvents | None = None) -> None:
         self.ledger = ledger
+        self.events = events
+        self._local = _LocalCaller()
         self.host, self.port = host, port
         self.settings = settings or NodeSettings()
         self.close_ledger = close_ledger
@@ -489,6 +530,11 @@ class NodeServer:
             for conn in list(self.connections):
                 conn.check_deadlines(now_s)
 
+    def block_signal(self) -> asyncio.Event:
+        """An event set when this server next commits a block. Take it before reading the
+        ledger's height, then wait on it: a block committed in between still sets it."""
+        return self._new_block
+
     def tip(self) -> tuple[int, bytes]:
         """(height of the newest block, its hash); the ledger's height counts blocks."""
         return self.ledger.height - 1, bytes(self.ledger.tip_hash)
@@ -537,6 +583,21 @@ class NodeServer:
                 del conn.subscriptions[request_id]
 
     # -- group commit --
+
+    async def submit(self, records, signatures=b"", batches: np.ndarray = _NO_BATCHES):
+        """Commits records from this process through the same queue and writer as the wire's.
+
+        The buffers must have passed ``protocol.check_submit_batch``. Returns the
+        SubmitAnswer, or the protocol Error (overloaded, shutting_down, internal) a wire
+        client would get.
+        """
+        local = self._local
+        local.next_id += 1
+        future = self._loop.create_future()
+        local.waiting[local.next_id] = future
+        self.enqueue(local, local.next_id, memoryview(records), memoryview(signatures),
+                     batches, len(records) // RECORD_BYTES)
+        return await future
 
     def enqueue(self, conn: _Connection, request_id: int, records, signatures,
                 batches: np.ndarray, count: int) -> None:
@@ -614,8 +675,10 @@ class NodeServer:
         signatures = b"".join(s.signatures for s in group)
         try:
             batches = _batch_auths(group)
+            started_s = time.perf_counter()
             answer = await self._loop.run_in_executor(
                 self._writer, self.ledger.submit_batch, records, signatures, batches)
+            ledger_s = time.perf_counter() - started_s
         except Exception as exc:
             if len(group) > 1 and not isinstance(exc, OSError):
                 # One submission the ledger refuses must not cost the others their answer.
@@ -631,6 +694,9 @@ class NodeServer:
             return
         self.groups_committed += 1
         self._answer_group(group, answer)
+        if self.events is not None:
+            self.events.group_committed([s.count for s in group], [s.arrived_s for s in group],
+                                        answer.codes, answer.height is not None, ledger_s)
         if answer.height is not None:
             self._new_block.set()
             self._new_block = asyncio.Event()

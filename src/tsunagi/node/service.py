@@ -1,0 +1,430 @@
+"""``tsunagi node``: one process serving a ledger over the wire protocol, REST/JSON and metrics.
+
+The binary server (:class:`NodeServer`), the REST app (uvicorn) and the Prometheus endpoint run
+on one event loop (uvloop when installed), so REST submissions join the binary clients' groups
+in the single writer. SIGINT or SIGTERM stops the node cleanly: HTTP stops taking requests and
+lets those in flight finish, the writer commits and answers the group it holds, queued work is
+answered ``shutting_down`` (never acknowledged, so a retry is safe), and the ledger is closed
+with a fresh snapshot. Nothing acknowledged is lost.
+
+Settings come from a config file (TOML, or JSON when the name ends in .json), and flags
+override it. Relative paths in the file are taken from the file's folder::
+
+    data = "chain"                  # the data directory (`tsunagi init` made it)
+    listen = "127.0.0.1:7650"       # the binary protocol (docs/PROTOCOL.md)
+    http = "127.0.0.1:7651"         # REST API, OpenAPI page at /docs; leave out for none
+    metrics = true                  # /metrics on the http listener, or "HOST:PORT" of its own
+    log_level = "info"
+
+    [node]                          # NodeSettings: any field, e.g.
+    group_records_max = 8192
+    group_wait_ms = 2.0
+
+    [rest]                          # RestSettings: any field, e.g.
+    event_streams_max = 256
+
+Every field of both tables is also a flag (``--group-wait-ms 1.5``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import signal
+import socket
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tsunagi.errors import ConfigError, TsunagiError
+from tsunagi.node.server import DEFAULT_PORT, NodeServer, NodeSettings, new_event_loop
+
+__all__ = ["RestSettings", "Service", "ServiceConfig", "load_config", "main",
+           "register_commands", "run_service"]
+
+log = logging.getLogger("tsunagi.node.service")
+
+DEFAULT_HTTP_PORT = DEFAULT_PORT + 1
+EXIT_OK, EXIT_FAILED = 0, 1
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Pending connections the kernel keeps for each HTTP listener before accept().
+HTTP_BACKLOG = 512
+
+
+@dataclass(frozen=True)
+class RestSettings:
+    """Limits of the REST API (node/rest.py): each bounds what one client can make it hold."""
+
+    # A JSON batch spells each byte as two hex digits: 65,536 signed records are about 26 MB.
+    json_body_bytes_max: int = 32 * 1024 * 1024
+    # Every other request body is one small JSON object.
+    small_body_bytes_max: int = 64 * 1024
+    # Open server-sent event streams; each costs a task and a read of every new block.
+    event_streams_max: int = 256
+    # A comment line this often keeps proxies from closing a quiet event stream.
+    event_ping_s: float = 15.0
+    # What a 503 asks the client to wait before retrying.
+    retry_after_s: int = 1
+    # How long a stopping node lets HTTP requests in flight finish before cancelling them.
+    shutdown_grace_s: float = 5.0
+    # Open HTTP connections and requests; past it uvicorn answers 503 at once.
+    http_connections_max: int = 1024
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"rest setting {name} is a number > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where one node keeps its data and listens, and its tunable limits."""
+
+    data: Path
+    listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
+    http: tuple[str, int] | None = None  # REST API listener; None: no REST API
+    metrics: bool | tuple[str, int] = False  # True: /metrics on the http listener
+    node: NodeSettings = field(default_factory=NodeSettings)
+    rest: RestSettings = field(default_factory=RestSettings)
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if self.metrics is True and self.http is None:
+            raise ConfigError("metrics = true serves /metrics on the http listener: set http "
+                              "too, or give metrics a HOST:PORT of its own")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level is one of {', '.join(LOG_LEVELS)}, "
+                              f"got {self.log_level!r}")
+
+
+def parse_address(text, what: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or a bare ``PORT`` (loopback) as (host, port)."""
+    text = str(text).strip()
+    host, _, port = text.rpartition(":")
+    if not host and not _:
+        host, port = "127.0.0.1", text
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what} is HOST:PORT (port 0..65535; 0 picks a free one), "
+                          f"got {text!r}")
+    return host, int(port)
+
+
+def load_config(path: str | Path) -> dict:
+    """A config file as a dict: JSON when the name ends in .json, TOML otherwise."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        document = json.loads(raw) if path.suffix.lower() == ".json" \
+            else tomllib.loads(raw.decode())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the node config {path}: {exc.strerror}") from exc
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"the node config {path} is not valid "
+                          f"{'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") \
+            from exc
+    if not isinstance(document, dict):
+        raise ConfigError(f"the node config {path} holds one table (object) of settings")
+    data = document.get("data")
+    if isinstance(data, str) and not Path(data).is_absolute():
+        document["data"] = str(path.parent / data)
+    return document
+
+
+def _settings(cls, table, what: str):
+    if table is None:
+        return cls()
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{what}] is a table of settings")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown [{what}] settings: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(known))})")
+    return cls(**table)
+
+
+def build_config(document: dict) -> ServiceConfig:
+    """A ServiceConfig from a config document (a loaded file with flags merged in)."""
+    known = {f.name for f in dataclasses.fields(ServiceConfig)}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise ConfigError(f"unknown node config keys: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(known))})")
+    if not document.get("data"):
+        raise ConfigError("no data directory: pass --data DIR or set data in the config")
+    metrics = document.get("metrics", False)
+    if not isinstance(metrics, bool):
+        metrics = parse_address(metrics, "metrics")
+    http = document.get("http")
+    return ServiceConfig(
+        data=Path(document["data"]),
+        listen=parse_address(document.get("listen", DEFAULT_PORT), "listen"),
+        http=None if http in (None, False, "") else parse_address(http, "http"),
+        metrics=metrics,
+        node=_settings(NodeSettings, document.get("node"), "node"),
+        rest=_settings(RestSettings, document.get("rest"), "rest"),
+        log_level=str(document.get("log_level", "warning")).lower())
+
+
+# --- running it ----------------------------------------------------------------------------------
+
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=HTTP_BACKLOG)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen for {what} on {host}:{port}: "
+                          f"{exc.strerror or exc}; pick another address or port") from exc
+
+
+def _http_server(app, rest_settings):
+    import uvicorn
+
+    class HttpServer(uvicorn.Server):
+        """uvicorn on the node's loop: the node owns the signals, so uvicorn takes none."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
+
+        def install_signal_handlers(self) -> None:  # uvicorn before 0.29
+            pass
+
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
+                            server_header=False,
+                            timeout_graceful_shutdown=rest_settings.shutdown_grace_s,
+                            limit_concurrency=rest_settings.http_connections_max)
+    return HttpServer(config)
+
+
+class Service:
+    """A NodeServer with its REST app and metrics on one loop: ``await start()``, then
+    ``await stop()`` (``run_service`` does both around a wait for SIGINT or SIGTERM)."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.rest_settings = config.rest
+        self.node: NodeServer | None = None
+        self.metrics = None
+        self.app = None
+        self.http_address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self._http: list[tuple[object, asyncio.Task]] = []
+        self._ledger = None
+
+    async def start(self) -> None:
+        from tsunagi.ledger import Ledger
+
+        loop = asyncio.get_running_loop()
+        config = self.config
+        # Opening replays the log after the newest snapshot: seconds at most, off the loop.
+        self._ledger = await loop.run_in_executor(None, Ledger.open, config.data)
+        try:
+            await self._start_servers()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_servers(self) -> None:
+        config = self.config
+        if config.metrics:
+            from tsunagi.node.metrics import NodeMetrics
+
+            self.metrics = NodeMetrics()
+        self.node = NodeServer(self._ledger, *config.listen, config.node, events=self.metrics)
+        try:
+            await self.node.start()
+        except OSError as exc:
+            self.node = None
+            raise ConfigError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: "
+                              f"{exc.strerror or exc}; pick another address or port") from exc
+        if config.http is not None:
+            from tsunagi.node.rest import create_app
+
+            self.app = create_app(self.node, settings=self.rest_settings,
+                                  metrics=self.metrics if config.metrics is True else None)
+            self.http_address = await self._serve(self.app, config.http, "HTTP")
+        if isinstance(config.metrics, tuple):
+            from tsunagi.node.metrics import metrics_app
+
+            self.metrics_address = await self._serve(metrics_app(self.metrics),
+                                                     config.metrics, "metrics")
+        if self.metrics is not None:
+            self.metrics.attach(self.node, self._http_connections)
+
+    def _http_connections(self) -> int:
+        return sum(len(server.server_state.connections) for server, _ in self._http)
+
+    async def _serve(self, app, address: tuple[str, int], what: str) -> tuple[str, int]:
+        sock = _bind(*address, what)
+        bound = sock.getsockname()[:2]
+        server = _http_server(app, self.rest_settings)
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        self._http.append((server, task))
+        while not server.started:
+            if task.done():
+                task.result()  # raises what stopped it
+                raise ConfigError(f"the {what} server stopped while starting")
+            await asyncio.sleep(0.005)
+        return bound
+
+    async def stop(self) -> None:
+        """HTTP first (requests in flight finish), then the node and the ledger."""
+        if self.app is not None:
+            self.app.state.api.stopping.set()
+        for server, _ in self._http:
+            server.should_exit = True
+        for _, task in self._http:
+            try:
+                await task
+            except Exception:  # one server failing must not keep the ledger open
+                log.exception("an HTTP server failed while stopping")
+        self._http.clear()
+        loop = asyncio.get_running_loop()
+        if self.app is not None:
+            await loop.run_in_executor(None, self.app.state.api.close)
+            self.app = None
+        if self.node is not None:
+            await self.node.stop()  # closes the ledger too
+        elif self._ledger is not None:
+            await loop.run_in_executor(None, self._ledger.close)
+        self._ledger = self.node = None
+
+    def addresses(self) -> dict:
+        """Where this node listens, as printed when it is ready."""
+        node = self.node
+        found = {"node": f"{node.host}:{node.port}", "chain": node.ledger.config.name,
+                 "chain_id": node.chain_id, "height": node.ledger.height - 1}
+        if self.http_address is not None:
+            base = _url(self.http_address)
+            found.update(http=base, docs=f"{base}/docs")
+            if self.config.metrics is True:
+                found["metrics"] = f"{base}/metrics"
+        if self.metrics_address is not None:
+            found["metrics"] = f"{_url(self.metrics_address)}/metrics"
+        return found
+
+
+def _url(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_service(config: ServiceConfig,
+                on_ready: Callable[[Service], None] | None = None) -> dict:
+    """Serves until SIGINT or SIGTERM, then stops cleanly; returns the node's counts."""
+
+    async def serve() -> dict:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, stop.set)  # before start: no signal is missed
+        service = Service(config)
+        await service.start()
+        node = service.node
+        try:
+            if on_ready is not None:
+                on_ready(service)
+            await stop.wait()
+        finally:
+            await service.stop()
+        return {"groups": node.groups_committed, "records": node.records_committed}
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(serve())
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+DESCRIPTION = ("Serve the chain in --data over the binary protocol, and optionally a REST/JSON "
+               "API and Prometheus metrics, until SIGINT or SIGTERM.")
+_SETTING_PREFIX = {"node": "node__", "rest": "rest__"}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, table: str, cls, title: str) -> None:
+    group = parser.add_argument_group(title)
+    for item in dataclasses.fields(cls):
+        kind = float if isinstance(item.default, float) else int
+        group.add_argument("--" + item.name.replace("_", "-"), type=kind, metavar="N",
+                           dest=_SETTING_PREFIX[table] + item.name, default=None,
+                           help=f"default {item.default}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``tsunagi node``."""
+    parser.add_argument("--config", help="node config file, TOML or JSON (flags override it)")
+    parser.add_argument("--data", help="data directory of the chain (made by `tsunagi init`)")
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help=f"binary protocol listener (default 127.0.0.1:{DEFAULT_PORT})")
+    parser.add_argument("--http", metavar="HOST:PORT",
+                        help="REST API listener, OpenAPI page at /docs (default: none)")
+    parser.add_argument("--metrics", nargs="?", const=True, default=None, metavar="HOST:PORT",
+                        help="serve Prometheus /metrics: on the --http listener, or on "
+                             "HOST:PORT of its own")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None)
+    _add_setting_flags(parser, "node", NodeSettings, "node settings (docs: node/limits.py)")
+    _add_setting_flags(parser, "rest", RestSettings, "REST API settings")
+    parser.set_defaults(handler=cmd_node)
+
+
+def register_commands(subparsers) -> None:
+    """Adds ``tsunagi node`` to the tsunagi command's subparsers."""
+    parser = subparsers.add_parser(
+        "node", help="serve a chain: binary protocol, REST API, metrics",
+        description=DESCRIPTION)
+    add_arguments(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> ServiceConfig:
+    """The config file (if any) with every flag given on the command line laid over it."""
+    document = load_config(args.config) if args.config else {}
+    for key in ("data", "listen", "http", "metrics", "log_level"):
+        if getattr(args, key) is not None:
+            document[key] = getattr(args, key)
+    for table, prefix in _SETTING_PREFIX.items():
+        given = {name.removeprefix(prefix): value for name, value in vars(args).items()
+                 if name.startswith(prefix) and value is not None}
+        if given:
+            existing = document.get(table) or {}
+            if not isinstance(existing, dict):
+                raise ConfigError(f"[{table}] is a table of settings")
+            document[table] = {**existing, **given}
+    return build_config(document)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def ready(service: Service) -> None:
+        # One JSON line on stdout: scripts (and tests) read the bound ports from it.
+        print(json.dumps(service.addresses()), flush=True)
+
+    counts = run_service(config, on_ready=ready)
+    print(f"tsunagi node: stopped cleanly after {counts['groups']} groups, "
+          f"{counts['records']} records stored", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tsunagi.node.service`` takes the flags of ``tsunagi node``."""
+    parser = argparse.ArgumentParser(prog="tsunagi node", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except TsunagiError as exc:
+        print(f"tsunagi: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
