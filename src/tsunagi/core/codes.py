@@ -59,5 +59,6 @@ UNSTORED = frozenset({
     Result.malformed, Result.wrong_chain, Result.bad_signature, Result.unknown_account,
     Result.sequence_used, Result.already_committed, Result.batch_signature_invalid,
     Result.batch_signer_not_owner, Result.batch_rejected, Result.key_slot_empty,
-    Result.key_slot_invalid, Result.linked_group_open,
+    Result.key_slot_invalid, Result.linked_group_open, Result.bad_account_key,
+    Result.policy_key_replaced,
 })
