@@ -247,7 +247,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
         for number in numbers:
             info = ledger.account(number)
             held = sum(hold["amount"] for hold in ledger.holds(number)
-                       if hold.get("status") == "open")
+                       if hold.get("status") == "open" and hold.get("payer") == number)
             rows.append({"account": number,
                          "address": encode_address(info.owner_key, config.address_prefix),
                          "balance": format_amount(info.balance, config.decimals),
@@ -419,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     pow_.add_argument("--json", action="store_true", help="print one JSON object")
     pow_.set_defaults(handler=cmd_pow)
     _add_ledger_commands(commands)
+    from tsunagi.node import service
+
+    service.register_commands(commands)
     return parser
 
 

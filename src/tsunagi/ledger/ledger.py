@@ -473,12 +473,18 @@ class Ledger:
         """Returns once the index has every block of the log."""
         self._indexer.wait(self._log.height)
 
+    def block_height(self, block_hash: bytes) -> int | None:
+        """Height of the block with this hash (internal byte order), or None."""
+        self.wait_indexed()
+        height = self._index.block_height(bytes(block_hash))
+        return height if height is not None and height < self._log.height else None
+
     def block(self, height_or_hash: int | bytes) -> bytes | None:
+        """An encoded block by height or by hash, or None."""
         if isinstance(height_or_hash, int):
             height = height_or_hash
         else:
-            self.wait_indexed()
-            height = self._index.block_height(bytes(height_or_hash))
+            height = self.block_height(height_or_hash)
             if height is None:
                 return None
         if not 0 <= height < self._log.height:

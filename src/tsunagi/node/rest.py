@@ -390,20 +390,9 @@ def _error_response(error: ApiError) -> JSONResponse:
 
 def _block_height(ledger, block_id: int | bytes) -> tuple[int, bytes] | None:
     """(height, bytes) of a block by height or hash; runs on a reader thread."""
-    data = ledger.block(block_id)
-    if data is None:
-        return None
-    if isinstance(block_id, int):
-        return block_id, data
-    block = decode_block(data)
-    if block.is_genesis:
-        return 0, data
-    # The ledger finds a block by hash but does not tell its height; the index entry of its
-    # first record does (every block after genesis stores at least one record).
-    info = ledger.transaction(block.txids()[0].tobytes())
-    if info is None or info.block_hash != block.hash:
-        raise RuntimeError("the index does not place this block's first record in it")
-    return info.height, data
+    height = block_id if isinstance(block_id, int) else ledger.block_height(block_id)
+    data = None if height is None else ledger.block(height)
+    return None if data is None else (height, data)
 
 
 def _block_out(height: int, data: bytes) -> dict:
