@@ -17,7 +17,6 @@ import random
 import signal
 
 import numpy as np
-import pytest
 
 from tsunagi.core.block import decode_block
 from tsunagi.core.codes import Result
@@ -123,8 +122,6 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
         assert ledger.verify().ok
 
 
-@pytest.mark.xfail(strict=True, reason="ledger bug: a batch-authorized batch sent again after "
-                   "it was committed answers batch_rejected for all records but the first")
 def test_a_committed_batch_authorized_request_is_a_retry(tmp_path):
     plan = lg.prepare_chain(tmp_path / "chain", 20, keys=1)
     spec = lg.LoadSpec(mode="batch-authorized", clients=1, count=50, batch_size=50)

@@ -419,9 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     pow_.add_argument("--json", action="store_true", help="print one JSON object")
     pow_.set_defaults(handler=cmd_pow)
     _add_ledger_commands(commands)
-    from tsunagi.node import service
+    from tsunagi.node import loadgen, service
 
     service.register_commands(commands)
+    loadgen.register_commands(commands)
     return parser
 
 
