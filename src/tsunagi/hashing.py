@@ -42,7 +42,9 @@ __all__ = [
     "header_fields",
     "header_hash",
     "make_header",
+    "merkle_levels",
     "merkle_parents",
+    "merkle_path",
     "merkle_proof",
     "merkle_root",
     "search_nonce",
@@ -127,9 +129,9 @@ def work_from_bits(bits: int) -> int:
     return 2**256 // (target + 1)
 
 
-def _levels(leaves) -> list[np.ndarray]:
-    array = _as_leaf_array(leaves)
-    levels = [array]
+def merkle_levels(leaves) -> list[np.ndarray]:
+    """Every level of the Merkle tree, leaves first, root last (each an N x 32 array)."""
+    levels = [_as_leaf_array(leaves)]
     while len(levels[-1]) > 1:
         levels.append(merkle_parents(levels[-1]))
     return levels
@@ -146,7 +148,11 @@ def _as_leaf_array(leaves) -> np.ndarray:
 
 def merkle_proof(leaves, index: int) -> list[bytes]:
     """Sibling hashes from leaf ``index`` up to the root, bottom first."""
-    levels = _levels(leaves)
+    return merkle_path(merkle_levels(leaves), index)
+
+
+def merkle_path(levels: Sequence[np.ndarray], index: int) -> list[bytes]:
+    """The proof of leaf ``index`` read off levels from merkle_levels (kept to prove many)."""
     if not 0 <= index < len(levels[0]):
         raise IndexError(f"leaf index {index} out of range for {len(levels[0])} leaves")
     proof = []

@@ -299,10 +299,7 @@ class Block:
 
     def _merkle_levels(self) -> list[np.ndarray]:
         if self._levels is None:
-            levels = [_merkle_leaves(self.txids(), self.body_digest())]
-            while len(levels[-1]) > 1:
-                levels.append(hashing.merkle_parents(levels[-1]))
-            self._levels = levels
+            self._levels = hashing.merkle_levels(_merkle_leaves(self.txids(), self.body_digest()))
         return self._levels
 
     def tx_proof(self, position: int) -> list[bytes]:
@@ -311,14 +308,7 @@ class Block:
         Check it with ``hashing.verify_merkle_proof(txid, path, position, block.merkle_root)``.
         """
         self._check_position(position)
-        path = []
-        for level in self._merkle_levels()[:-1]:
-            sibling = position ^ 1
-            if sibling >= len(level):  # an odd level pairs its last hash with itself
-                sibling = position
-            path.append(level[sibling].tobytes())
-            position //= 2
-        return path
+        return hashing.merkle_path(self._merkle_levels(), position)
 
     def _check_position(self, position: int) -> None:
         if not 0 <= position < len(self.records):
