@@ -30,7 +30,7 @@ from tsunagi._native.hashing import (
 )
 from tsunagi._native.hashing import sha256d_records as _sha256d_records
 from tsunagi._native.hashing import validate_headers as _validate_headers
-from tsunagi.errors import CancelledError, EncodingError
+from tsunagi.errors import EncodingError
 
 __all__ = [
     "HeaderResult",
