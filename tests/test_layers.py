@@ -50,7 +50,19 @@ def test_imports_point_down_only():
 def test_top_level_all_is_sorted_and_complete():
     assert tsunagi.__all__ == sorted(tsunagi.__all__)
     for name in tsunagi.__all__:
-        assert hasattr(tsunagi, name), name
-    public = {name for name in vars(tsunagi) if not name.startswith("_")}
-    modules = {name for name in public if type(getattr(tsunagi, name)).__name__ == "module"}
-    assert public - modules <= set(tsunagi.__all__), "exported but not in __all__"
+        assert getattr(tsunagi, name) is not None, name  # each lazy name really loads
+    public = {name for name, value in vars(tsunagi).items() if not name.startswith("_")
+              and type(value).__name__ != "module"}  # subpackages appear once imported
+    assert public <= set(tsunagi.__all__), "exported but not in __all__"
+    assert tsunagi.Ledger is __import__("tsunagi.ledger").ledger.Ledger
+
+
+def test_import_tsunagi_stays_light():
+    """The CLI imports the package on every start: nothing heavy may load with it."""
+    import subprocess
+    import sys
+
+    code = "import sys, tsunagi; print(sorted(m for m in ('numpy', 'lmdb', 'coincurve') " \
+           "if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr
