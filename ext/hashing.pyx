@@ -235,12 +235,17 @@ cdef class NonceSearch:
     cdef readonly uint64_t first
     cdef readonly uint64_t count
 
-    def __cinit__(self, header, uint64_t first=0, uint64_t count=2**32, uint64_t chunk=0):
+    def __cinit__(self, header, first=0, count=2**32, chunk=0):
         cdef const uint8_t[::1] view = _header_view(header)
-        if first > 2**32 or count > 2**32 - first:
+        # Checked as Python ints, before any conversion to C: a negative or huge value is a
+        # range error, not an OverflowError from the conversion.
+        first, count, chunk = int(first), int(count), int(chunk)
+        if not 0 <= first <= 2**32 or not 0 <= count <= 2**32 - first:
             raise EncodingError(
-                f"nonce range [{first}, {first + count}) does not fit the 32-bit nonce field"
-            )
+                f"nonce range [{first}, {first + count}) does not fit the 32-bit nonce field: "
+                f"start and count are 0..2**32 with start + count <= 2**32")
+        if not 0 <= chunk <= 2**32:
+            raise EncodingError(f"chunk must be 0 (default) to 2**32 nonces, got {chunk}")
         self.first = first
         self.count = count
         self.search = ts_search_new(&view[0], first, count, chunk)

@@ -107,9 +107,6 @@ def test_malformed_input_is_an_encoding_error(name):
         call()
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="Cython's uint64_t conversion raises OverflowError before the range "
-                          "check in ext/hashing.pyx NonceSearch.__cinit__ can raise EncodingError")
 @pytest.mark.parametrize("start, count", [(-1, 10), (0, -5), (0, 2**64)])
 def test_negative_or_huge_nonce_range_is_an_encoding_error(start, count):
     with pytest.raises(EncodingError, match="nonce"):
