@@ -25,6 +25,11 @@ Zipf-like law (weight of the k-th hottest account 1/k**skew; 0 is uniform).
 Throughput counts transfers answered ``ok`` per second of the run; latency is per request, from
 writing its frame to reading its answer. ``--out STEM`` writes STEM.json and STEM.png (throughput
 over time, latency histogram, and the node's resident memory when sampled).
+
+Driving processes and the signing pool are started with multiprocessing's ``spawn``: a script
+that calls :func:`run_load` with ``processes > 1``, or builds more than ``SIGN_POOL_MIN`` signed
+transfers with ``sign_workers > 1``, must guard its entry point with
+``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ from tsunagi.node import protocol as p
 
 __all__ = ["LoadResult", "LoadSpec", "NodeProcess", "Plan", "Traffic", "build_traffic",
            "draw_chart", "drive", "drive_traffic", "main", "prepare_chain", "register_commands",
-           "run_load", "setup_accounts", "target_plan"]
+           "run_load", "setup_accounts", "signing", "target_plan"]
 
 MODES = ("baseline", "batched", "batch-authorized")
 CHAIN_ID_DEFAULT = 7
@@ -80,11 +85,17 @@ SETUP_LOCAL_RECORDS = BLOCK_RECORDS_LIMIT
 # Below this many signatures a pool of signing processes costs more to start than it saves.
 SIGN_POOL_MIN = 20_000
 SIGN_CHUNK = 8192  # signatures per task of the signing pool
+# Signed traffic is built this many records at a time: the records, txids and signatures of
+# one chunk are dropped once encoded into frames (keeping ~1/3 of the memory of doing it whole).
+BUILD_CHUNK_RECORDS = 1 << 18
 # Prepared traffic is held in memory (192 bytes a signed transfer); past this much the run is
 # refused instead of swapping: lower --count, or use --live for batch-authorized runs.
 PREBUILD_BYTES_MAX = 6 << 30
 PROGRESS_TICK_S = 0.1  # how often the live display (and a tick callback) sees the counters
-SERIES_BIN_S = 0.5  # width of one bar of the throughput-over-time chart
+# Width of one bar of the throughput-over-time chart: the first of these that leaves at most
+# SERIES_BARS_MAX bars, so a long run is not drawn as a comb of single blocks.
+SERIES_BIN_CHOICES_S = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+SERIES_BARS_MAX = 150
 DRAIN_S = 60.0  # after the deadline, how long answers still in flight are waited for
 OVERLOADED_PAUSE_S = 0.005  # an `overloaded` request is sent again after this pause
 CONNECT_TIMEOUT_S = 10.0
@@ -344,17 +355,24 @@ def _pool_sign(txids: np.ndarray, owners: np.ndarray) -> bytes:
     return _pool_signer.sign(txids, owners)
 
 
-def sign_all(plan: Plan, txids: np.ndarray, owners: np.ndarray, workers: int = 1) -> bytes:
-    """Signatures of every txid by its owner key, on ``workers`` processes when it pays."""
+@contextlib.contextmanager
+def signing(plan: Plan, workers: int = 1) -> Iterator[Callable[[np.ndarray, np.ndarray], bytes]]:
+    """A ``sign(txids, owners) -> signature bytes`` of the plan's owner keys, on ``workers``
+    processes (spawned once, for every call in the ``with``) when ``workers > 1``."""
     secrets = [key.to_bytes() for key in plan.owner_keys()]
-    if workers <= 1 or len(txids) < SIGN_POOL_MIN:
-        return _Signer(secrets).sign(txids, owners)
+    if workers <= 1:
+        yield _Signer(secrets).sign
+        return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, context, initializer=_pool_init,
                              initargs=(secrets,)) as pool:
-        parts = [pool.submit(_pool_sign, txids[i:i + SIGN_CHUNK], owners[i:i + SIGN_CHUNK])
-                 for i in range(0, len(txids), SIGN_CHUNK)]
-        return b"".join(part.result() for part in parts)
+
+        def sign(txids: np.ndarray, owners: np.ndarray) -> bytes:
+            parts = [pool.submit(_pool_sign, txids[i:i + SIGN_CHUNK], owners[i:i + SIGN_CHUNK])
+                     for i in range(0, len(txids), SIGN_CHUNK)]
+            return b"".join(part.result() for part in parts)
+
+        yield sign
 
 
 # --- traffic ----------------------------------------------------------------------------------
@@ -496,7 +514,6 @@ def build_traffic(plan: Plan, spec: LoadSpec, client: int, sequence_base: int | 
     """Client ``client``'s requests, signed and encoded (or, with ``spec.live``, a source)."""
     base = _sequence_base() if sequence_base is None else sequence_base
     rng = np.random.default_rng([spec.seed, client, base & 0xFFFFFFFF])
-    first, stop = spec.client_range(client, len(plan.accounts))
     payees = _Picker(0, len(plan.accounts), spec.skew, [spec.seed, 1 << 32])
     if spec.mode == "batch-authorized":
         requests = _authorized_requests(plan, spec, client, base, rng, payees)
@@ -508,30 +525,45 @@ def build_traffic(plan: Plan, spec: LoadSpec, client: int, sequence_base: int | 
             traffic.records = np.concatenate([b[2] for b in built])
             traffic.txids = np.concatenate([b[3] for b in built])
         return traffic
+    return _signed_traffic(plan, spec, client, base, rng, payees, sign_workers)
+
+
+def _signed_traffic(plan: Plan, spec: LoadSpec, client: int, base: int,
+                    rng: np.random.Generator, payees: _Picker, sign_workers: int) -> Traffic:
+    """Signed transfers built a chunk at a time, so only the frames stay in memory."""
     count = spec.client_count(client)
-    payers = _Picker(first, stop, spec.skew, [spec.seed, client]).draw(rng, count)
-    records = _transfers(plan, payers, payees.draw(rng, count), base + 1, False)
-    txids = _txids(records)
-    signatures = sign_all(plan, txids, plan.owner_of(payers), sign_workers)
-    traffic = Traffic(*_signed_frames(records, signatures, spec.request_records))
+    payers = _Picker(*spec.client_range(client, len(plan.accounts)), spec.skew,
+                     [spec.seed, client])
+    chunk = max(1, BUILD_CHUNK_RECORDS // spec.request_records) * spec.request_records
+    traffic, kept = Traffic([], []), []
+    workers = sign_workers if count >= SIGN_POOL_MIN else 1
+    with signing(plan, workers) as sign:
+        for start in range(0, count, chunk):
+            size = min(chunk, count - start)
+            picks = payers.draw(rng, size)
+            records = _transfers(plan, picks, payees.draw(rng, size), base + 1 + start, False)
+            txids = _txids(records)
+            signatures = sign(txids, plan.owner_of(picks))
+            _signed_frames(records, signatures, spec.request_records, traffic)
+            if spec.keep:
+                kept.append((records, txids))
     if spec.keep:
-        traffic.records, traffic.txids = records, txids
+        traffic.records = np.concatenate([records for records, _ in kept])
+        traffic.txids = np.concatenate([txids for _, txids in kept])
     return traffic
 
 
-def _signed_frames(records: np.ndarray, signatures: bytes, size: int
-                   ) -> tuple[list[bytes], list[int]]:
+def _signed_frames(records: np.ndarray, signatures: bytes, size: int, traffic: Traffic) -> None:
+    """Appends requests of ``size`` records (a submit when 1) to the traffic, numbered on."""
     data = records.tobytes()
-    frames, counts = [], []
-    for number, first in enumerate(range(0, len(records), size)):
+    for first in range(0, len(records), size):
         stop = min(len(records), first + size)
         chunk = data[first * RECORD_BYTES:stop * RECORD_BYTES]
         chunk_signatures = signatures[first * SIGNATURE_BYTES:stop * SIGNATURE_BYTES]
         message = p.Submit(chunk, chunk_signatures) if size == 1 \
             else p.SubmitBatch(chunk, chunk_signatures)
-        frames.append(p.encode(message, number + 1))
-        counts.append(stop - first)
-    return frames, counts
+        traffic.frames.append(p.encode(message, len(traffic.frames) + 1))
+        traffic.counts.append(stop - first)
 
 
 def _authorized_requests(plan: Plan, spec: LoadSpec, client: int, base: int,
@@ -593,6 +625,7 @@ class _Driver(asyncio.Protocol):
         self.inflight: dict[int, bytes] = {}  # request index -> frame, until answered
         self.index_of: dict[int, int] = {}  # request id (read from the frame) -> index
         self.ready: list[tuple[bytes, int]] = []  # live: built requests not sent yet
+        self.room = asyncio.Event()  # live: set when an answer makes room for another request
         self.exhausted = traffic.source is None
         self.sent_s: list[float] = []
         self.answered_s: list[float] = []
@@ -614,11 +647,11 @@ class _Driver(asyncio.Protocol):
             while (frame := self.reader.next_frame()) is not None:
                 self._on_message(frame.request_id, p.decode(frame))
         except NodeError as exc:  # ProtocolError: the node broke the protocol
-            self._end(f"protocol error: {exc}")
+            self.end(f"protocol error: {exc}")
             self.transport.abort()
 
     def connection_lost(self, exc) -> None:
-        self._end(f"connection lost: {exc}" if exc else "the node closed the connection")
+        self.end(f"connection lost: {exc}" if exc else "the node closed the connection")
 
     # -- requests --
 
@@ -655,14 +688,15 @@ class _Driver(asyncio.Protocol):
         nothing_left = now >= self.deadline_s or (
             self.exhausted and not self.ready and self.sent >= len(self.traffic.frames))
         if not self.inflight and nothing_left:
-            self._end(None)
+            self.end(None)
 
     async def _build_ahead(self) -> None:
         """Live traffic: keeps LIVE_AHEAD requests built beyond the window, on a thread."""
         source = self.traffic.source
         while not self.finished.done() and time.monotonic() < self.deadline_s:
             if len(self.ready) >= LIVE_AHEAD + self.window - len(self.inflight):
-                await asyncio.sleep(0.001)
+                self.room.clear()
+                await self.room.wait()
                 continue
             request = await self.loop.run_in_executor(None, next, source, None)
             if request is None:
@@ -682,7 +716,7 @@ class _Driver(asyncio.Protocol):
         index = self.index_of.get(request_id)
         if index not in self.inflight:
             if isinstance(message, p.Error):  # request id 0: the node closes the connection
-                self._end(f"node: {message.code.name}: {message.message}")
+                self.end(f"node: {message.code.name}: {message.message}")
             return
         if isinstance(message, p.Error) and message.code is p.ErrorCode.overloaded:
             self.run.overloaded += 1
@@ -691,6 +725,7 @@ class _Driver(asyncio.Protocol):
         self.answered_s[index] = time.monotonic()
         count = self.counts[index]
         del self.inflight[index], self.index_of[request_id]
+        self.room.set()
         c = self.counters
         c[self.slot] += count
         c[self.slot + 2] += 1
@@ -721,7 +756,8 @@ class _Driver(asyncio.Protocol):
         if index in self.inflight and not self.finished.done():
             self.transport.write(self.inflight[index])
 
-    def _end(self, lost: str | None) -> None:
+    def end(self, lost: str | None) -> None:
+        """Finishes the run (once): ``lost`` says why, when it ends before its last answer."""
         if self.finished.done():
             return
         if lost is not None and not self.welcome.done():
@@ -731,6 +767,7 @@ class _Driver(asyncio.Protocol):
         run.sent_s, run.answered_s = np.array(self.sent_s), np.array(self.answered_s)
         run.counts, run.ok = np.array(self.counts, np.int64), np.array(self.ok, np.int64)
         self.finished.set_result(run)
+        self.room.set()
         if self.transport is not None:
             self.transport.close()
 
@@ -766,7 +803,7 @@ async def drive(host: str, port: int, traffics: list[Traffic], spec: LoadSpec, *
     timeout_s = None if not spec.duration_s else max(0.0, deadline_s - time.monotonic()) + DRAIN_S
     await asyncio.wait(finished, timeout=timeout_s)
     for driver in drivers:
-        driver._end("no answer within the drain time after the deadline")
+        driver.end("no answer within the drain time after the deadline")
     return start_s, [future.result() for future in finished]
 
 
@@ -998,7 +1035,9 @@ def summarize(runs: list[ClientRun], spec: LoadSpec, start_s: float) -> dict:
     for run in runs:
         for name, number in run.errors.items():
             errors[name] = errors.get(name, 0) + number
-    edges = np.arange(0, elapsed_s + SERIES_BIN_S, SERIES_BIN_S)
+    bin_s = next((b for b in SERIES_BIN_CHOICES_S if elapsed_s / b <= SERIES_BARS_MAX),
+                 SERIES_BIN_CHOICES_S[-1])
+    edges = np.arange(0, elapsed_s + bin_s, bin_s)
     series, _ = np.histogram(answered[done] - start_s, edges, weights=ok[done])
     records_ok = int(ok.sum())
     return {
@@ -1015,7 +1054,7 @@ def summarize(runs: list[ClientRun], spec: LoadSpec, start_s: float) -> dict:
         "codes": {Result(int(c)).name: int(code_counts[c]) for c in np.flatnonzero(code_counts)},
         "errors": errors, "overloaded": sum(r.overloaded for r in runs),
         "lost": sorted({r.lost for r in runs if r.lost}),
-        "series": {"bin_s": SERIES_BIN_S, "records_per_s": (series / SERIES_BIN_S).tolist()},
+        "series": {"bin_s": bin_s, "records_per_s": (series / bin_s).tolist()},
         "latency_histogram": _latency_histogram(latency_ms),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
@@ -1051,12 +1090,17 @@ def draw_chart(summary: dict, path) -> None:
 
 
 def _latency_panel(axis, summary: dict) -> None:
+    import matplotlib.ticker
+
     histogram = summary["latency_histogram"]
     edges = np.asarray(histogram["edges_ms"])
     if len(edges):
         axis.bar(edges[:-1], histogram["counts"], width=np.diff(edges), align="edge",
                  color="tab:green", alpha=0.7)
         axis.set_xscale("log")
+        axis.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     latency = summary["latency_ms"]
     for name, colour in (("p50", "tab:blue"), ("p99", "tab:red"), ("max", "black")):
         if name in latency:
@@ -1068,16 +1112,24 @@ def _latency_panel(axis, summary: dict) -> None:
 
 
 def _rss_panel(axis, rss: list) -> None:
-    times = np.array([t for t, _ in rss]) / 60
-    mib = np.array([kib for _, kib in rss]) / 1024
-    axis.plot(times, mib, color="tab:purple", marker=".", markersize=3)
-    reference = float(np.median(mib[: max(1, len(mib) // 10)]))
-    axis.axhspan(reference * 0.9, reference * 1.1, color="tab:purple", alpha=0.1,
-                 label="within 10% of the first tenth's median")
-    axis.set(title=f"node resident memory: {mib.min():,.0f} .. {mib.max():,.0f} MiB",
-             xlabel="minutes into the run", ylabel="MiB")
-    axis.set_ylim(0, mib.max() * 1.25)
-    axis.legend(loc="lower right")
+    samples = np.array(rss, dtype=np.float64)  # rows: seconds, resident, anonymous, file KiB
+    times, mib = samples[:, 0] / 60, samples[:, 1:] / 1024
+    axis.plot(times, mib[:, 0], color="tab:purple", label="resident")
+    reference = float(np.median(mib[len(mib) // 10: max(2, len(mib) // 5), 0]))
+    axis.axhspan(reference * 0.9, reference * 1.1, color="tab:purple", alpha=0.12,
+                 label="resident within 10% of its median at 10-20% of the run")
+    axis.set(xlabel="minutes into the run", ylabel="resident MiB",
+             title=f"node memory: resident {mib[:, 0].min():,.0f} .. {mib[:, 0].max():,.0f} MiB"
+                   + (f"\nanonymous {mib[:, 1].min():,.0f} .. {mib[:, 1].max():,.0f} MiB, "
+                      "the rest file-backed (mapped files)" if mib.shape[1] > 1 else ""))
+    axis.set_ylim(0, mib[:, 0].max() * 1.15)
+    axis.legend(loc="upper left", fontsize="small")
+    if mib.shape[1] > 1:  # anonymous memory on its own scale, or it is a flat line at zero
+        right = axis.twinx()
+        right.plot(times, mib[:, 1], color="tab:orange", label="anonymous (right scale)")
+        right.set_ylim(0, mib[:, 1].max() * 1.6)
+        right.set_ylabel("anonymous MiB")
+        right.legend(loc="lower right", fontsize="small")
 
 
 # --- a node in a child process -----------------------------------------------------------------
@@ -1147,44 +1199,52 @@ class NodeProcess:
         return self.process.returncode
 
     def rss_kib(self) -> int | None:
-        return rss_kib(self.pid)
+        memory = memory_kib(self.pid)
+        return None if memory is None else memory[0]
 
 
-def rss_kib(pid: int) -> int | None:
-    """Resident memory of a process in KiB (VmRSS of /proc/PID/status), None once it is gone."""
+def memory_kib(pid: int) -> tuple[int, int, int] | None:
+    """(resident, anonymous, file-backed) KiB of a process from /proc/PID/status; None once
+    it is gone. File-backed pages include the mapped index, which the kernel may drop."""
+    fields = {}
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                if line.startswith(("VmRSS:", "RssAnon:", "RssFile:", "RssShmem:")):
+                    name, value = line.split()[:2]
+                    fields[name] = int(value)
     except OSError:
         return None
-    return None
+    if "VmRSS:" not in fields:
+        return None
+    return (fields["VmRSS:"], fields.get("RssAnon:", 0),
+            fields.get("RssFile:", 0) + fields.get("RssShmem:", 0))
 
 
 class _RssSampler:
-    """Samples a process's resident memory every ``every_s`` seconds on a thread."""
+    """Samples a process's memory every ``every_s`` seconds on a thread, from ``start()``."""
 
     def __init__(self, pid: int, every_s: float) -> None:
         self.pid, self.every_s = pid, every_s
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int, int]] = []  # seconds, KiB of memory_kib
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> _RssSampler:
-        self._started_s = time.monotonic()
-        self._thread.start()
-        return self
+    def start(self) -> None:
+        if not self._thread.is_alive():
+            self._started_s = time.monotonic()
+            self._thread.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while True:
-            kib = rss_kib(self.pid)
-            if kib is not None:
-                self.samples.append((round(time.monotonic() - self._started_s, 2), kib))
+            memory = memory_kib(self.pid)
+            if memory is not None:
+                self.samples.append((round(time.monotonic() - self._started_s, 2), *memory))
             if self._stop.wait(self.every_s):
                 return
 
@@ -1322,11 +1382,15 @@ def _run_shown(host, port, plan, spec, console, pid, rss_every_s) -> dict:
     from rich.text import Text
 
     state = {"phase": "starting", "last": (0.0, 0)}
+    # Memory is sampled from the start of the timed phase, not while the traffic is signed.
+    sampler = _RssSampler(pid, rss_every_s) if rss_every_s else None
     with Live(Text("starting"), console=console, transient=True, refresh_per_second=8) as live:
 
         def phase(text: str) -> None:
             state["phase"] = text
             live.update(Text(text))
+            if text == "driving" and sampler is not None:
+                sampler.start()
 
         def tick(elapsed_s: float, totals: np.ndarray) -> None:
             _, ok, requests, failed = totals.tolist()
@@ -1337,10 +1401,12 @@ def _run_shown(host, port, plan, spec, console, pid, rss_every_s) -> dict:
                              f"{now_rate:>12,.0f}/s now  {ok / max(elapsed_s, 1e-9):>12,.0f}/s "
                              f"average  {requests:,} requests  {failed:,} failed"))
 
-        sampler = _RssSampler(pid, rss_every_s) if rss_every_s else contextlib.nullcontext()
-        with sampler:
+        try:
             result = run_load(host, port, plan, spec, tick=tick, phase=phase)
-    if rss_every_s:
+        finally:
+            if sampler is not None:
+                sampler.stop()
+    if sampler is not None:
         result.summary["node_rss"] = sampler.samples
     return result.summary
 
@@ -1375,7 +1441,7 @@ def _report(summary: dict, args, console) -> None:
         records = after["records_committed"] - before["records_committed"]
         out.print(f"node: {groups:,} commit groups, {records / groups:,.0f} records each")
     if summary.get("node_rss"):
-        kib = [k for _, k in summary["node_rss"]]
+        kib = [sample[1] for sample in summary["node_rss"]]
         out.print(f"node memory: {min(kib) / 1024:,.0f} .. {max(kib) / 1024:,.0f} MiB")
     if args.out:
         out.print(f"wrote {Path(args.out).with_suffix('.json')} and "
