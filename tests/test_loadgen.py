@@ -186,6 +186,7 @@ def test_command_line_prepares_drives_and_writes_json_and_png(tmp_path):
     printed = json.loads(done.stdout)
     assert printed["records_ok"] == 1200 and printed["codes"] == {"ok": 1200}
     assert printed["accounts"] == 40 and printed["node_rss"][0][1] > 10_000  # KiB
+    assert printed["node_stop_s"] >= 0 and 0 < printed["records_per_s_indexed"]
     assert json.loads(stem.with_suffix(".json").read_text()) == printed
     png = stem.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
