@@ -121,37 +121,41 @@ static void sha256_finish(compress_fn compress, uint32_t state[8], const uint8_t
     compress(state, tail, tail_length / 64);
 }
 
-/* What the lane kernels share for records of one size: their block count and padding. */
+void ts_record_padding_init(ts_record_padding *padding, size_t record_size) {
+    uint8_t blocks[128] = {0};
+    padding->whole_blocks = record_size / 64;
+    padding->rest = record_size % 64;
+    size_t padded = padding->rest + 9 <= 64 ? 64 : 128;
+    blocks[padding->rest] = 0x80;
+    uint64_t bits = (uint64_t)record_size * 8;
+    for (int i = 0; i < 8; i++) blocks[padded - 1 - i] = (uint8_t)(bits >> (8 * i));
+    memcpy(padding->tail_template, blocks, 64);
+    /* With no partial block, or one too full for the length, a block of padding alone ends
+     * every record, and it is the same block each time. */
+    padding->has_fixed_block = padding->rest == 0 || padded == 128;
+    if (padding->has_fixed_block)
+        ts_sha256_block_wk(padding->rest == 0 ? blocks : blocks + 64, padding->fixed_wk);
+}
+
+/* What the lane kernels share for records of one size: the padding, and its words. */
 typedef struct {
+    ts_record_padding pad;
     size_t record_size;
-    size_t whole_blocks;
-    size_t rest;               /* bytes in the last, partial block (0: none) */
     uint32_t tail_words[16];   /* the partial block's padding as words, message bytes zero */
-    int has_fixed_block;       /* a last block of padding only, the same for every record */
-    uint32_t fixed_wk[64];     /* that block, scheduled */
 } lane_shape;
 
 static void lane_shape_init(lane_shape *shape, size_t record_size) {
-    uint8_t padding[128] = {0};
+    ts_record_padding_init(&shape->pad, record_size);
     shape->record_size = record_size;
-    shape->whole_blocks = record_size / 64;
-    shape->rest = record_size % 64;
-    size_t padded = shape->rest + 9 <= 64 ? 64 : 128;
-    padding[shape->rest] = 0x80;
-    uint64_t bits = (uint64_t)record_size * 8;
-    for (int i = 0; i < 8; i++) padding[padded - 1 - i] = (uint8_t)(bits >> (8 * i));
-    for (int t = 0; t < 16; t++) shape->tail_words[t] = load_be32(padding + 4 * t);
-    shape->has_fixed_block = shape->rest == 0 || padded == 128;
-    if (shape->has_fixed_block)
-        ts_sha256_block_wk(shape->rest == 0 ? padding : padding + 64, shape->fixed_wk);
+    for (int t = 0; t < 16; t++) shape->tail_words[t] = load_be32(shape->pad.tail_template + 4 * t);
 }
 
 /* Word t of a record's partial last block: message bytes from the record, the rest padding. */
 static inline uint32_t tail_word(const lane_shape *shape, const uint8_t *tail, int t) {
     size_t start = 4 * (size_t)t;
-    if (start + 4 <= shape->rest) return load_be32(tail + start);
+    if (start + 4 <= shape->pad.rest) return load_be32(tail + start);
     uint32_t word = shape->tail_words[t];
-    for (size_t i = start; i < shape->rest; i++)
+    for (size_t i = start; i < shape->pad.rest; i++)
         word |= (uint32_t)tail[i] << (24 - 8 * (i - start));
     return word;
 }

@@ -19,6 +19,18 @@ extern const uint32_t ts_sha256_iv[8];
  * changes (a padding block) is scheduled once per call instead of once per message. */
 void ts_sha256_block_wk(const uint8_t block[64], uint32_t wk[64]);
 
+/* What every record of one size shares, for the batch kernels of both backends: its block
+ * count and the padding of its last block. */
+typedef struct {
+    size_t whole_blocks;
+    size_t rest;                /* bytes in the last, partial block (0: none) */
+    uint8_t tail_template[64];  /* the partial block's padding, message bytes zero */
+    int has_fixed_block;        /* a last block of padding only, the same for every record */
+    uint32_t fixed_wk[64];      /* that block, scheduled */
+} ts_record_padding;
+
+void ts_record_padding_init(ts_record_padding *padding, size_t record_size);
+
 #if TS_X86
 /* SHA-NI kernels: callers must have checked the CPU (see sha256.c). Same contracts as the
  * public functions of the same names in sha256.h. */

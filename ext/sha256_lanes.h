@@ -86,20 +86,20 @@ LANES_TARGET static void LANES_NAME(hash_group)(const lane_shape *shape, const u
         records[l] = buffer + (first + l < count ? first + l : count - 1) * shape->record_size;
     VEC state[8], w[64];
     for (int i = 0; i < 8; i++) state[i] = LANES_NAME(splat)(ts_sha256_iv[i]);
-    for (size_t block = 0; block < shape->whole_blocks; block++) {
+    for (size_t block = 0; block < shape->pad.whole_blocks; block++) {
         for (int t = 0; t < 16; t++)
             for (size_t l = 0; l < LANES_N; l++)
                 w[t][l] = load_be32(records[l] + 64 * block + 4 * t);
         LANES_NAME(compress)(state, w);
     }
-    if (shape->rest) {
+    if (shape->pad.rest) {
         /* Whole message words load like a full block, words past the message are the same
          * padding on every lane; only the word the message ends in is assembled per lane. */
-        size_t tail = 64 * shape->whole_blocks;
+        size_t tail = 64 * shape->pad.whole_blocks;
         for (int t = 0; t < 16; t++) {
-            if (4 * (size_t)t + 4 <= shape->rest) {
+            if (4 * (size_t)t + 4 <= shape->pad.rest) {
                 for (size_t l = 0; l < LANES_N; l++) w[t][l] = load_be32(records[l] + tail + 4 * t);
-            } else if (4 * (size_t)t >= shape->rest) {
+            } else if (4 * (size_t)t >= shape->pad.rest) {
                 w[t] = LANES_NAME(splat)(shape->tail_words[t]);
             } else {
                 for (size_t l = 0; l < LANES_N; l++)
@@ -108,7 +108,7 @@ LANES_TARGET static void LANES_NAME(hash_group)(const lane_shape *shape, const u
         }
         LANES_NAME(compress)(state, w);
     }
-    if (shape->has_fixed_block) LANES_NAME(compress_fixed)(state, shape->fixed_wk);
+    if (shape->pad.has_fixed_block) LANES_NAME(compress_fixed)(state, shape->pad.fixed_wk);
     LANES_NAME(hash_digest)(state);
     for (int i = 0; i < 8; i++) state[i] = LANES_NAME(byte_swap)(state[i]);
     size_t lanes = count - first < LANES_N ? count - first : LANES_N;

@@ -161,34 +161,20 @@ SHANI_TARGET void ts_shani_compress(uint32_t state[8], const uint8_t *blocks,
     state_store(s[0], state);
 }
 
-/* What every record of one size shares: its whole-block count and its padding. */
+/* What every record of one size shares: its padding, and the partial block's padding as
+ * message words. */
 typedef struct {
-    size_t whole_blocks;
-    size_t rest;                   /* bytes in the last, partial block (0: none) */
-    uint8_t tail_template[64];     /* the partial block's padding, message bytes zero */
-    __m128i tail_words[4];         /* tail_template as message words */
-    int has_fixed_block;           /* a last block of padding only */
-    uint32_t fixed_wk[64];         /* that block, scheduled */
+    ts_record_padding pad;
+    __m128i tail_words[4];         /* pad.tail_template as message words */
 } record_shape;
 
 static void shape_init(record_shape *shape, size_t record_size) {
-    uint8_t padding[128] = {0};
-    shape->whole_blocks = record_size / 64;
-    shape->rest = record_size % 64;
-    size_t padded = shape->rest + 9 <= 64 ? 64 : 128;
-    padding[shape->rest] = 0x80;
-    uint64_t bits = (uint64_t)record_size * 8;
-    for (int i = 0; i < 8; i++) padding[padded - 1 - i] = (uint8_t)(bits >> (8 * i));
-    memcpy(shape->tail_template, padding, 64);
-    /* With no partial block, or one too full for the length, a block of padding alone ends
-     * every record, and it is the same block each time. */
-    shape->has_fixed_block = shape->rest == 0 || padded == 128;
-    if (shape->has_fixed_block)
-        ts_sha256_block_wk(shape->rest == 0 ? padding : padding + 64, shape->fixed_wk);
+    ts_record_padding_init(&shape->pad, record_size);
 }
 
 SHANI_TARGET static void shape_tail_words(record_shape *shape) {
-    for (int g = 0; g < 4; g++) shape->tail_words[g] = load_words(shape->tail_template + 16 * g);
+    for (int g = 0; g < 4; g++)
+        shape->tail_words[g] = load_words(shape->pad.tail_template + 16 * g);
 }
 
 /* The partial last block of a record as message words: whole 16-byte groups are loaded from
@@ -196,14 +182,14 @@ SHANI_TARGET static void shape_tail_words(record_shape *shape) {
 SHANI_INLINE void tail_block(const record_shape *shape, const uint8_t *tail, __m128i w[4]) {
     for (size_t g = 0; g < 4; g++) {
         size_t start = 16 * g;
-        if (start + 16 <= shape->rest) {
+        if (start + 16 <= shape->pad.rest) {
             w[g] = load_words(tail + start);
-        } else if (start >= shape->rest) {
+        } else if (start >= shape->pad.rest) {
             w[g] = shape->tail_words[g];
         } else {
             uint8_t group[16];
-            memcpy(group, shape->tail_template + start, 16);
-            memcpy(group, tail + start, shape->rest - start);
+            memcpy(group, shape->pad.tail_template + start, 16);
+            memcpy(group, tail + start, shape->pad.rest - start);
             w[g] = load_words(group);
         }
     }
@@ -217,20 +203,20 @@ SHANI_INLINE void hash_records(int n, const record_shape *shape, const uint8_t *
     __m128i w[LANES_MAX][4];
 #pragma GCC unroll 4
     for (int l = 0; l < n; l++) s[l] = state_load(ts_sha256_iv);
-    for (size_t block = 0; block < shape->whole_blocks; block++) {
+    for (size_t block = 0; block < shape->pad.whole_blocks; block++) {
 #pragma GCC unroll 4
         for (int l = 0; l < n; l++)
             for (int g = 0; g < 4; g++)
                 w[l][g] = load_words(records + l * record_size + 64 * block + 16 * g);
         compress_lanes(n, s, w);
     }
-    if (shape->rest) {
+    if (shape->pad.rest) {
 #pragma GCC unroll 4
         for (int l = 0; l < n; l++)
-            tail_block(shape, records + l * record_size + 64 * shape->whole_blocks, w[l]);
+            tail_block(shape, records + l * record_size + 64 * shape->pad.whole_blocks, w[l]);
         compress_lanes(n, s, w);
     }
-    if (shape->has_fixed_block) compress_fixed(n, s, shape->fixed_wk);
+    if (shape->pad.has_fixed_block) compress_fixed(n, s, shape->pad.fixed_wk);
     hash_digests(n, s);
 #pragma GCC unroll 4
     for (int l = 0; l < n; l++) digest_store(s[l], out + 32 * l);
