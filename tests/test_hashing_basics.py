@@ -6,23 +6,17 @@ malformed input that must raise the project's EncodingError rather than crash.
 
 import hashlib
 import os
-import struct
 
+import bitcoin
 import numpy as np
 import pytest
 
 from tsunagi import hashing
 from tsunagi.errors import EncodingError
 
-GENESIS = struct.pack(
-    "<I32s32sIII", 1, bytes(32),
-    bytes.fromhex("4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b")[::-1],
-    1231006505, 0x1D00FFFF, 2083236893)
-GENESIS_HASH = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
-
-
-def double(data: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+GENESIS = bitcoin.GENESIS_HEADER
+GENESIS_HASH = bitcoin.GENESIS_HASH_HEX
+double = bitcoin.sha256d
 
 
 def test_genesis_header_hash_and_pow():
