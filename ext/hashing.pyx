@@ -5,6 +5,7 @@ Every function checks sizes before it touches memory and raises tsunagi.errors c
 loops run in C with the GIL released.
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -38,6 +39,8 @@ cdef extern from "pow.h" nogil:
                                int threads, int *reason)
     void ts_sha256d_records_parallel(const uint8_t *buffer, size_t record_count,
                                      size_t record_size, uint8_t *out, int threads)
+    void ts_merkle_parents_parallel(const uint8_t *src, size_t count, uint8_t *out,
+                                    int threads)
 
 import numpy as np
 
@@ -120,45 +123,66 @@ def sha256d_records(buffer, Py_ssize_t record_size, int threads=1):
     return result
 
 
-def _leaf_buffer(leaves):
-    """Leaves as one contiguous N*32-byte uint8 array (a copy: Merkle levels overwrite it)."""
+def _leaf_view(leaves):
+    """Leaves as one contiguous N*32-byte uint8 array, without copying an array given as one."""
     if isinstance(leaves, np.ndarray):
         if leaves.dtype != np.uint8 or leaves.ndim != 2 or leaves.shape[1] != 32:
             raise EncodingError(
                 f"leaves array must be N x 32 uint8, got {leaves.dtype} {leaves.shape}"
             )
-        return np.array(leaves, dtype=np.uint8, copy=True, order="C").reshape(-1)
+        return np.ascontiguousarray(leaves).reshape(-1)
+    return _leaf_buffer(leaves)
+
+
+def _leaf_buffer(leaves):
+    """A sequence of 32-byte leaves joined into one uint8 array."""
     items = list(leaves)
     for index, leaf in enumerate(items):
         if len(leaf) != 32:
             raise EncodingError(f"leaf {index} is {len(leaf)} bytes; leaves are 32-byte hashes")
-    return np.frombuffer(b"".join(items), dtype=np.uint8).copy()
+    return np.frombuffer(b"".join(items), dtype=np.uint8)
 
 
-def merkle_parents(level):
-    """The next Merkle level up from an N x 32 array (odd levels pair the last hash with itself)."""
-    cdef uint8_t[::1] data = _leaf_buffer(level)
+def merkle_parents(level, int threads=1):
+    """The next Merkle level up from an N x 32 array (odd levels pair the last hash with itself),
+    hashed on ``threads`` threads when the level is large."""
+    cdef const uint8_t[::1] data = _leaf_view(level)
     cdef size_t count = data.shape[0] // 32
     result = np.empty(((count + 1) // 2, 32), dtype=np.uint8)
     if count == 0:
         return result
     cdef uint8_t[:, ::1] out = result
     with nogil:
-        ts_merkle_parents(&data[0], count, &out[0, 0])
+        ts_merkle_parents_parallel(&data[0], count, &out[0, 0], threads)
     return result
 
 
-def merkle_root(leaves):
-    """Bitcoin's Merkle root of 32-byte hashes (list or N x 32 array); 32 zero bytes if empty."""
-    cdef uint8_t[::1] data = _leaf_buffer(leaves)
+def merkle_root(leaves, int threads=1):
+    """Bitcoin's Merkle root of 32-byte hashes (list or N x 32 array); 32 zero bytes if empty.
+
+    With ``threads`` > 1 the large levels are hashed on that many threads.
+    """
+    cdef const uint8_t[::1] data = _leaf_view(leaves)
     cdef size_t count = data.shape[0] // 32
     if count == 0:
         return bytes(32)
+    if count == 1:
+        return bytes(data[:32])
+    # Two scratch levels in turn: a threaded level must not write over the one it reads.
+    scratch = np.empty(2 * 32 * ((count + 1) // 2), dtype=np.uint8)
+    cdef uint8_t[::1] spare = scratch
+    cdef size_t half = spare.shape[0] // 2
+    cdef const uint8_t *source = &data[0]
+    cdef uint8_t *target = &spare[0]
+    cdef int turn = 0
     with nogil:
         while count > 1:
-            ts_merkle_parents(&data[0], count, &data[0])
+            ts_merkle_parents_parallel(source, count, target, threads)
             count = (count + 1) // 2
-    return bytes(data[:32])
+            source = target
+            turn ^= 1
+            target = &spare[half * turn]
+    return PyBytes_FromStringAndSize(<const char *> source, 32)
 
 
 cdef const uint8_t[::1] _header_view(object header) except *:

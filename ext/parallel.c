@@ -1,6 +1,7 @@
 #include "parallel.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef struct {
     ts_worker_fn fn;
@@ -60,4 +61,33 @@ int ts_parallel_for(size_t count, int threads, ts_range_fn fn, void *context) {
     if ((size_t)threads > count) threads = count ? (int)count : 1;
     range_split split = {count, threads, fn, context};
     return ts_parallel_run(threads, run_range, &split);
+}
+
+typedef struct {
+    size_t count;
+    size_t chunk;
+    ts_range_fn fn;
+    void *context;
+    atomic_size_t next;
+} claim_split;
+
+static void run_claims(void *arg, int worker) {
+    claim_split *split = arg;
+    for (;;) {
+        size_t first = atomic_fetch_add(&split->next, split->chunk);
+        if (first >= split->count) return;
+        size_t end = split->count - first < split->chunk ? split->count : first + split->chunk;
+        split->fn(split->context, first, end, worker);
+    }
+}
+
+int ts_parallel_claim(size_t count, size_t chunk, int threads, ts_range_fn fn, void *context) {
+    if (chunk < 1) chunk = 1;
+    size_t chunks = (count + chunk - 1) / chunk;
+    if (threads < 1) threads = 1;
+    if (threads > TS_THREADS_MAX) threads = TS_THREADS_MAX;
+    if ((size_t)threads > chunks) threads = chunks ? (int)chunks : 1;
+    claim_split split = {count, chunk, fn, context, 0};
+    atomic_init(&split.next, 0);
+    return ts_parallel_run(threads, run_claims, &split);
 }

@@ -36,4 +36,8 @@ size_t ts_validate_headers(const uint8_t *headers, size_t count, const uint8_t *
 void ts_sha256d_records_parallel(const uint8_t *buffer, size_t record_count,
                                  size_t record_size, uint8_t *out, int threads);
 
+/* One Merkle level up (odd levels pair the last hash with itself), hashed on `threads`
+ * threads when the level is large. `out` (count/2 rounded up hashes) must not overlap `in`. */
+void ts_merkle_parents_parallel(const uint8_t *in, size_t count, uint8_t *out, int threads);
+
 #endif

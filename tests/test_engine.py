@@ -13,6 +13,7 @@ import hashlib
 import numpy as np
 import pytest
 
+from tsunagi import hashing
 from tsunagi._native import commit
 from tsunagi.core import records as rec
 from tsunagi.core.block import BatchAuth, sign_batch
@@ -194,6 +195,25 @@ def test_a_batch_fails_whole_on_a_bad_signature_or_a_foreign_signer(chain):
     assert codes(outcome) == [Result.batch_rejected] * 2 + [Result.batch_signer_not_owner]
     assert not outcome.stored.any() and chain.state.balance(ALICE) == 1000
     assert not outcome.stored_batches
+
+
+def test_batch_roots_read_off_the_txid_tree_or_hashed_alone_check_the_same(chain):
+    """Batches of 2**k records at multiples of 2**k take their root from the whole batch's
+    Merkle levels; others hash their own. Either way a root signed over other records fails."""
+    records = [chain.transfer(ALICE, BOB, 1, batch_authorized=True) for _ in range(15)]
+    spans = [(0, 4), (4, 4), (8, 3), (11, 1), (12, 2), (14, 1)]  # (8, 3): not a subtree
+    batches = [_batch(chain, ALICE, records[first:first + count], first)
+               for first, count in spans]
+    outcome = chain.submit(*records, batches=batches)
+    assert codes(outcome) == [Result.ok] * 15
+    assert outcome.stored_txid_levels[-1].tobytes() == hashing.merkle_root(outcome.txids)
+    records = [chain.transfer(ALICE, BOB, 1, batch_authorized=True) for _ in range(7)]
+    swapped = [records[1], records[0]] + records[2:4]  # same records, other order: other root
+    batches = [_batch(chain, ALICE, swapped, 0)._replace(count=4),
+               _batch(chain, ALICE, records[4:7], 4)]
+    outcome = chain.submit(*records, batches=batches)
+    assert codes(outcome) == [Result.batch_signature_invalid] * 4 + [Result.ok] * 3
+    assert outcome.stored_txid_levels is None  # the block holds fewer records than were sent
 
 
 def test_batch_coverage_and_replayed_batches(chain):

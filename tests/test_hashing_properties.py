@@ -97,6 +97,24 @@ def test_merkle_root_matches_the_reference(backend, leaves):
         bitcoin.sha256d(padded[i] + padded[i + 1]) for i in range(0, len(padded), 2)]
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@settings(max_examples=25, deadline=None)
+@given(count=st.integers(1, 20_000), seed=st.integers(0, 2**32 - 1))
+def test_threaded_merkle_and_one_more_leaf_match_the_reference(threads, count, seed):
+    """Levels above 2,048 pairs hash on several threads; a block's root (its txids plus one
+    leaf) read off the txids' levels equals the root of the whole tree hashed afresh."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 256, (count, 32), dtype=np.uint8)
+    extra = rng.bytes(32)
+    leaves = [row.tobytes() for row in array]
+    want = bitcoin.merkle_root(leaves)
+    levels = hashing.merkle_levels(array, threads)
+    assert levels[-1].tobytes() == want == hashing.merkle_root(array, threads)
+    assert hashing.merkle_root_plus_leaf(levels, extra) == bitcoin.merkle_root(leaves + [extra])
+    assert [len(level) for level in levels] == [len(level) for level in hashing.merkle_levels(
+        array)]
+
+
 def flip(data: bytes, position: int) -> bytes:
     position %= len(data) * 8
     changed = bytearray(data)

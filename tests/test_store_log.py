@@ -292,3 +292,29 @@ def test_periodic_checkpoints_bound_the_checked_tail_and_survive_a_crash(tmp_pat
 def test_the_vectorized_header_checksum_is_zlib_crc32(rows):
     array = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), 28)
     assert crc32_rows(array).tolist() == [zlib.crc32(row) for row in rows]
+
+
+def test_blocks_reserved_ahead_leave_the_size_alone_and_are_given_back_on_close(tmp_path):
+    """Reserved disk blocks past the end never look like frames: the size is the log's end, a
+    crash with blocks reserved reopens to the same blocks, and close gives the space back."""
+    log = BlockLog.open(tmp_path, create=True)
+    payloads = [bytes([i]) * (1000 + i) for i in range(5)]
+    for payload in payloads:
+        log.append(payload)
+    log.sync()
+    path = tmp_path / "blocks.log"
+    end = path.stat().st_size
+    assert end == sum(32 + len(payload) for payload in payloads)
+    reserved = path.stat().st_blocks * 512 - end
+    if reserved < store_limits.log_preallocate_bytes // 2:
+        pytest.skip("this file system does not reserve blocks (fallocate KEEP_SIZE)")
+    log._release()  # a crash: the files stay as they are, reserved blocks and all
+    assert path.stat().st_size == end and path.stat().st_blocks * 512 - end == reserved
+    crashed = BlockLog.open(tmp_path)
+    assert [crashed.read(h) for h in range(crashed.height)] == payloads
+    crashed.append(b"next")
+    crashed.sync()
+    crashed.close()
+    assert path.stat().st_size == end + 36 and path.stat().st_blocks * 512 < end + (1 << 20)
+    with BlockLog.open(tmp_path) as reopened:
+        assert reopened.read(5) == b"next"

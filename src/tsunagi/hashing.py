@@ -47,6 +47,7 @@ __all__ = [
     "merkle_path",
     "merkle_proof",
     "merkle_root",
+    "merkle_root_plus_leaf",
     "search_nonce",
     "select_backend",
     "sha256",
@@ -129,12 +130,36 @@ def work_from_bits(bits: int) -> int:
     return 2**256 // (target + 1)
 
 
-def merkle_levels(leaves) -> list[np.ndarray]:
+def merkle_levels(leaves, threads: int = 1) -> list[np.ndarray]:
     """Every level of the Merkle tree, leaves first, root last (each an N x 32 array)."""
     levels = [_as_leaf_array(leaves)]
     while len(levels[-1]) > 1:
-        levels.append(merkle_parents(levels[-1]))
+        levels.append(merkle_parents(levels[-1], threads))
     return levels
+
+
+def merkle_root_plus_leaf(levels: Sequence[np.ndarray], leaf: bytes) -> bytes:
+    """Merkle root of ``levels[0]`` with ``leaf`` appended, from the levels of the tree without it.
+
+    Only the rightmost node of each level changes, so this costs one hash a level instead of a
+    whole tree: a block's root covers its txids and one more leaf, and the txids' levels were
+    built already to check batch signatures.
+    """
+    if len(leaf) != 32:
+        raise EncodingError("a Merkle leaf is a 32-byte hash")
+    tail = bytes(leaf)
+    clean = len(levels[0]) if levels else 0  # nodes of a level that hang under old leaves only
+    for level in levels:
+        if clean == 0:  # the tail stands alone on this level: it is the root
+            return tail
+        if clean % 2:  # the last clean node pairs with the tail
+            tail = sha256d(level[clean - 1].tobytes() + tail)
+        else:  # the clean nodes pair among themselves; the tail pairs with itself
+            tail = sha256d(tail + tail)
+        clean //= 2
+    if clean == 0:
+        return tail
+    raise EncodingError("merkle_root_plus_leaf needs every level up to the root")
 
 
 def _as_leaf_array(leaves) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -165,14 +166,16 @@ def _pack_batches(batches) -> np.ndarray:
 
 def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, signatures,
                  batches=(), extension=b"", version: int = BLOCK_VERSION, nonce: int = 0,
-                 threads: int | None = None, txids: np.ndarray | None = None) -> bytearray:
+                 threads: int | None = None, txids: np.ndarray | None = None,
+                 txid_levels: Sequence[np.ndarray] | None = None) -> bytearray:
     """One block's bytes, with its Merkle root computed (the nonce is not searched).
 
     ``records`` is a buffer of N 128-byte records, ``codes`` N result codes (uint8),
     ``signatures`` 64 bytes for each record without the batch_authorized flag, in record order
     (none in a genesis block), ``batches`` a sequence of BatchAuth. Sizes that disagree raise
     EncodingError; whether the content is valid is check_block's question. ``txids`` (N x 32),
-    when the caller already hashed these very records, saves hashing them again.
+    when the caller already hashed these very records, saves hashing them again; so does
+    ``txid_levels`` (hashing.merkle_levels of those txids) for the Merkle tree.
     """
     prev_hash = _bytes_view(prev_hash, "prev_hash").tobytes()
     if len(prev_hash) != 32:
@@ -208,9 +211,15 @@ def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, sign
     view[offset:extension_length_offset] = packed.view(np.uint8).reshape(-1)
     _U32.pack_into(block, extension_length_offset, extension_view.nbytes)
     view[extension_length_offset + _U32.size:] = extension_view
-    txids = _given_txids(txids, count) if txids is not None else record_txids(record_view, threads)
-    root = hashing.merkle_root(_merkle_leaves(
-        txids, _body_digest(view, body_offset, extension_length_offset)))
+    body_digest = _body_digest(view, body_offset, extension_length_offset)
+    if txid_levels is not None and count:
+        _given_txids(txid_levels[0], count)
+        root = hashing.merkle_root_plus_leaf(txid_levels, body_digest)
+    else:
+        if txids is None:
+            txids = record_txids(record_view, threads)
+        txids = _given_txids(txids, count)
+        root = hashing.merkle_root(_merkle_leaves(txids, body_digest), _threads(count, threads))
     view.release()  # lets the caller resize the bytearray
     try:
         _HEADER.pack_into(block, 0, version, prev_hash, root, time, bits, nonce)

@@ -50,6 +50,9 @@ class BatchOutcome:
     stored_codes: np.ndarray  # uint8, their codes
     stored_signatures: np.ndarray  # S x 64 uint8: signatures of stored records that have one
     stored_batches: list[BatchAuth] = field(default_factory=list)  # first renumbered
+    # Merkle levels of the stored records' txids, when batch signatures needed them built:
+    # the block's root then costs one hash a level (hashing.merkle_root_plus_leaf).
+    stored_txid_levels: list[np.ndarray] | None = None
 
     @property
     def stored_count(self) -> int:
@@ -157,18 +160,23 @@ class Engine:
         codes[(codes == 0) & (flagged != (ids != 0))] = Result.malformed
         keys = commit.resolve_signers(self.state, flat, codes)
         txids = hashing.sha256d_records(flat, RECORD_BYTES, threads)
-        self._verify(view, txids, keys, own, signature_rows, table, codes, threads)
+        levels = hashing.merkle_levels(txids, threads) if len(table) else None
+        self._verify(view, txids, keys, own, signature_rows, table, codes, threads, levels)
         expired = self._expire(now_s)
         codes, opened, stored = commit.apply_batch(self.state, flat, codes, now_s,
                                                    join_next=_join_next(ids))
-        return _outcome(view, codes, stored, opened, txids, expired, own, signature_rows,
-                        table)
+        outcome = _outcome(view, codes, stored, opened, txids, expired, own, signature_rows,
+                           table)
+        if levels is not None and outcome.stored_count == len(view):
+            outcome.stored_txid_levels = levels
+        return outcome
 
-    def _verify(self, view, txids, keys, own, signature_rows, table, codes, threads) -> None:
+    def _verify(self, view, txids, keys, own, signature_rows, table, codes, threads,
+                levels) -> None:
         """Stage c: every signature in one native call; codes are updated in place."""
         single = own[codes[own] == 0]
         single_signatures = signature_rows[codes[own] == 0]
-        checked_batches, roots = self._batch_roots(txids, keys, table, codes, threads)
+        checked_batches, roots = self._batch_roots(txids, keys, table, codes, threads, levels)
         messages = np.concatenate([txids[single], roots])
         public_keys = np.concatenate([keys[single], table["signer_key"][checked_batches]])
         all_signatures = np.concatenate([single_signatures,
@@ -183,12 +191,16 @@ class Engine:
             first = int(table["first"][b])
             codes[first: first + int(table["count"][b])] = Result.batch_signature_invalid
 
-    def _batch_roots(self, txids, keys, table, codes,
-                     threads: int) -> tuple[np.ndarray, np.ndarray]:
+    def _batch_roots(self, txids, keys, table, codes, threads: int,
+                     levels) -> tuple[np.ndarray, np.ndarray]:
         """Batches whose records all passed stages a and b and name the batch key as their
         signer, with their Merkle roots. The others are left to the kernel, which rejects a
-        batch with any failing record whole (batch_rejected)."""
-        checked, ranges = [], []
+        batch with any failing record whole (batch_rejected).
+
+        A batch of 2**k records starting at a multiple of 2**k is a subtree of the txids' tree
+        ``levels``: its root is read off level k instead of hashed again.
+        """
+        checked, ranges, known = [], [], {}
         key_words = keys.view("<u8")
         for b in range(len(table)):
             first, end = int(table["first"][b]), int(table["first"][b] + table["count"][b])
@@ -199,13 +211,19 @@ class Engine:
             if foreign.any():
                 codes[first:end][foreign] = Result.batch_signer_not_owner
                 continue
+            count = end - first
+            if count & (count - 1) == 0 and first % count == 0:
+                known[len(checked)] = levels[count.bit_length() - 1][first // count].tobytes()
+            else:
+                ranges.append(txids[first:end])
             checked.append(b)
-            ranges.append(txids[first:end])
         # merkle_root releases the GIL: several batches hash on several cores at once.
         if threads > 1 and len(ranges) > 1:
-            roots = list(self._pool(threads).map(hashing.merkle_root, ranges))
+            hashed = list(self._pool(threads).map(hashing.merkle_root, ranges))
         else:
-            roots = [hashing.merkle_root(leaves) for leaves in ranges]
+            hashed = [hashing.merkle_root(leaves, threads) for leaves in ranges]
+        hashed.reverse()
+        roots = [known[i] if i in known else hashed.pop() for i in range(len(checked))]
         roots_array = np.frombuffer(b"".join(roots), dtype=np.uint8).reshape(-1, 32)
         return np.array(checked, dtype=np.int64), roots_array
 

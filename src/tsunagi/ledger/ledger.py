@@ -354,10 +354,10 @@ class Ledger:
             prev_hash=self._tip_hash, time=block_time, bits=self.config.bits,
             records=outcome.stored_records, codes=outcome.stored_codes,
             signatures=signatures, batches=outcome.stored_batches,
-            threads=self._threads, txids=txids)
+            threads=self._threads, txids=txids, txid_levels=outcome.stored_txid_levels)
         mine_header(block_bytes, threads=self._threads)
-        block_bytes = bytes(block_bytes)
-        height = self._log.append(block_bytes)
+        # Nothing changes the block after mining: the log may keep this very buffer.
+        height = self._log.append(block_bytes, copy=False)
         self._log.sync()
         block = decode_block(block_bytes, txids=txids)
         self._tip_hash, self._tip_time = block.hash, block.time

@@ -15,6 +15,12 @@ log_block_bytes_max = 1 << 28
 # caller that appends without syncing holds a bounded buffer. One write of 16 MiB costs ~5 ms.
 log_write_buffer_bytes = 16 << 20
 
+# Disk blocks are reserved (fallocate, keeping the file size) this far ahead of the log's end, so
+# that appends write into allocated blocks instead of allocating inside each write: 8.5 MB appends
+# reached the page cache in 2.8-3.4 ms instead of 7.3-20.4 ms (two runs of 60). The cost is up to this many bytes of disk
+# held past the end (given back when the log is truncated or closed). 0 turns it off.
+log_preallocate_bytes = 64 << 20
+
 # The log writes a checkpoint (height, end offset, checksum of the offsets file) after a sync once
 # this many bytes were synced since the last one. Frames before the checkpoint get a structure
 # check on open (headers only); frames after it get their payload checksums checked too. So after
