@@ -6,6 +6,7 @@ for its specific code and for leaving the ledger serving and unchanged.
 """
 
 import hashlib
+import threading
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import EncodingError, NotFoundError, StorageError
+from tsunagi.ledger import ledger as ledger_module
 from tsunagi.ledger.ledger import Ledger
 
 CHAIN = 42
@@ -291,3 +293,33 @@ def test_queries_of_missing_things_say_so(chain):
 def test_a_second_writer_is_refused(chain):
     with pytest.raises(StorageError, match="chain"):
         Ledger.open(chain.path)
+
+
+def test_a_slow_index_makes_writers_wait_at_a_bounded_queue_and_loses_nothing(chain,
+                                                                                monkeypatch):
+    """The indexer's queue is bounded by records: while the index is held up, a writer that
+    gets ahead waits in submit instead of queueing every block, and all blocks are indexed, in
+    order, once the index moves again."""
+    monkeypatch.setattr(ledger_module, "INDEX_QUEUE_RECORDS_MAX", 3)
+    gate, peak = threading.Event(), []
+    indexer = chain.ledger._indexer
+    real_index_blocks = ledger_module._index_blocks
+
+    def held_up(index, items):
+        gate.wait()
+        peak.append(indexer.queued_records)
+        real_index_blocks(index, items)
+    monkeypatch.setattr(ledger_module, "_index_blocks", held_up)
+    answers = []
+    writer = threading.Thread(target=lambda: answers.extend(
+        chain.pay(ALICE, BOB, 1) for _ in range(8)))
+    writer.start()
+    writer.join(timeout=2)
+    assert writer.is_alive() and len(answers) < 8  # held at the full queue
+    assert indexer.queued_records <= 3
+    gate.set()
+    writer.join()
+    assert [code(answer) for answer in answers] == [Result.ok] * 8
+    assert max(peak) <= 3
+    for answer in answers:
+        assert chain.ledger.transaction(answer.txids[0].tobytes()).height == answer.height

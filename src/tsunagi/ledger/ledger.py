@@ -8,10 +8,11 @@ the fsync, and it is rebuilt from the log when it lags.
 
 from __future__ import annotations
 
+import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,13 +44,17 @@ from tsunagi.ledger.snapshot import (
 )
 from tsunagi.ledger.state import State
 
+logger = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.json"
 SNAPSHOT_DIRECTORY = "snapshots"
 # A snapshot after this many committed records bounds replay on open to about a second or two
 # of work, at the cost of writing the state arrays (about 60 bytes an account) that often.
 SNAPSHOT_RECORDS_INTERVAL = 2_000_000
-# Blocks waiting for the indexer; a full queue makes the writer wait instead of using memory.
+# Blocks and records waiting for the indexer; a full queue makes the writer wait instead of using
+# memory. A queued block holds its bytes and txids, ~160 bytes a record: 2**21 records ~ 340 MB.
 INDEX_QUEUE_MAX = 256
+INDEX_QUEUE_RECORDS_MAX = 1 << 21
 U32_MAX = 2**32 - 1
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "TxInfo", "VerifyReport"]
@@ -122,51 +127,80 @@ class VerifyReport:
 class _Indexer:
     """Fills the index from committed blocks on a thread of its own, in height order.
 
-    Blocks queued while a write transaction runs are indexed together in the next one, so the
-    index keeps up with many small blocks (one LMDB commit for all of them).
+    Blocks queued while a write runs are indexed together in the next one, so the index keeps
+    up with many small blocks. The queue is bounded by blocks and by records: a writer that
+    gets ahead waits in ``put`` instead of holding gigabytes of blocks. Blocks the index
+    missed (a crash) are read back from the log by this thread first, so opening a ledger does
+    not wait for them.
     """
 
     def __init__(self, index: Index):
         self.index = index
-        self.queue: queue.Queue = queue.Queue(INDEX_QUEUE_MAX)
+        self.queue: deque = deque()
+        self.queued_records = 0
         self.error: BaseException | None = None
         self.indexed = index.indexed_height  # blocks indexed, like BlockLog.height
         self.condition = threading.Condition()
+        self.catch_up: Callable[[], None] | None = None
+        self.closing = False
         self.thread = threading.Thread(target=self._run, name="tsunagi-indexer", daemon=True)
+
+    def start(self, catch_up: Callable[[], None] | None = None) -> None:
+        """Starts the thread; ``catch_up`` runs on it first (it indexes missed blocks)."""
+        self.catch_up = catch_up
         self.thread.start()
 
     def put(self, height: int, block: Block, opened: np.ndarray) -> None:
-        if self.error is not None:
-            raise StorageError(f"the index writer failed: {self.error}") from self.error
-        self.queue.put((height, block, opened))
+        count = len(block)
+        with self.condition:
+            while self._full(count) and self.error is None:
+                self.condition.wait()
+            if self.error is not None:
+                raise self._failure() from self.error
+            self.queue.append((height, block, opened))
+            self.queued_records += count
+            self.condition.notify_all()
+
+    def _full(self, count: int) -> bool:
+        # An oversized block still goes into an empty queue: it must be indexed some time.
+        return bool(self.queue) and (
+            len(self.queue) >= INDEX_QUEUE_MAX
+            or self.queued_records + count > INDEX_QUEUE_RECORDS_MAX)
+
+    def index_now(self, items: list) -> None:
+        """Indexes blocks on the calling thread (the catch-up's reads) and records progress."""
+        _index_blocks(self.index, items)
+        with self.condition:
+            self.indexed = items[-1][0] + 1
+            self.condition.notify_all()
 
     def _next_group(self) -> list | None:
-        group = [self.queue.get()]
-        while group[-1] is not None and len(group) < INDEX_QUEUE_MAX:
-            try:
-                group.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        return group
+        with self.condition:
+            while not self.queue and not self.closing:
+                self.condition.wait()
+            if not self.queue:
+                return None
+            group, records = [], 0
+            while self.queue and len(group) < INDEX_QUEUE_MAX and (
+                    not group or records + len(self.queue[0][1]) <= INDEX_QUEUE_RECORDS_MAX):
+                group.append(self.queue.popleft())
+                records += len(group[-1][1])
+            return group
 
     def _run(self) -> None:
-        while True:
-            group = self._next_group()
-            items = [item for item in group if item is not None]
-            try:
-                if items:
-                    _index_blocks(self.index, items)
-            except BaseException as exc:  # surfaced to the writer on its next put or wait
-                self.error = exc
+        try:
+            if self.catch_up is not None:
+                self.catch_up()
+            while (group := self._next_group()) is not None:
+                _index_blocks(self.index, group)
                 with self.condition:
+                    self.indexed = group[-1][0] + 1
+                    self.queued_records -= sum(len(block) for _, block, _ in group)
                     self.condition.notify_all()
-                return
+        except BaseException as exc:  # surfaced to the writer on its next put or wait
             with self.condition:
-                if items:
-                    self.indexed = items[-1][0] + 1
+                self.error = exc
                 self.condition.notify_all()
-            if len(items) < len(group):  # None: close() asked to stop
-                return
 
     def wait(self, height: int) -> None:
         """Returns once blocks below ``height`` are indexed."""
@@ -174,11 +208,19 @@ class _Indexer:
             while self.indexed < height and self.error is None:
                 self.condition.wait(1.0)
         if self.error is not None:
-            raise StorageError(f"the index writer failed: {self.error}") from self.error
+            raise self._failure() from self.error
+
+    def _failure(self) -> StorageError:
+        if isinstance(self.error, CorruptLogError):  # a damaged block it read: name it as such
+            return CorruptLogError(str(self.error))
+        return StorageError(f"the index writer failed: {self.error}")
 
     def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+        with self.condition:
+            self.closing = True
+            self.condition.notify_all()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 def _index_blocks(index: Index, items: list) -> None:
@@ -244,7 +286,7 @@ class Ledger:
             log.close()
             raise
         ledger = cls(directory, config, log, index, engine, threads)
-        ledger._catch_up_index()
+        ledger._start_indexer()
         return ledger
 
     @classmethod
@@ -276,23 +318,39 @@ class Ledger:
         if index.indexed_height > log.height:  # the index saw blocks a reorg took back
             index.truncate_above(log.height)
         ledger = cls(directory, config, log, index, engine, threads)
-        ledger._catch_up_index()
+        ledger._start_indexer()
         return ledger
 
-    def _catch_up_index(self) -> None:
-        """Queues the blocks the index has not seen (it lags the log after a crash).
+    def _start_indexer(self) -> None:
+        """Starts the indexer; blocks the index missed (it lags the log after a crash) are
+        read back and indexed on its thread before anything queued later."""
+        first, end = self._index.indexed_height, self._log.height
+        accounts = self._engine.state.account_count
+        self._indexer.start(lambda: self._catch_up_index(first, end, accounts)
+                            if first < end else None)
+
+    def _catch_up_index(self, first: int, end: int, account_count: int) -> None:
+        """Indexes blocks ``first..end-1`` from the log, on the indexer thread.
 
         The account numbers a block opened are not stored in it; they follow from the number of
-        accounts at the tip less those opened from that block on.
+        accounts at ``end`` less those opened from ``first`` on (a first pass of reads).
         """
-        heights = range(self._index.indexed_height, self._log.height)
-        opens = [_opens_mask(_read_block(self._log, h)) for h in heights]
-        next_number = self._engine.state.account_count + 1 - sum(int(m.sum()) for m in opens)
-        for height, mask in zip(heights, opens):
+        logger.info("index: catching up on blocks %d..%d", first, end - 1)
+        opens = [int(_opens_mask(_read_block(self._log, h)).sum()) for h in range(first, end)]
+        next_number = account_count + 1 - sum(opens)
+        group, records = [], 0
+        for height in range(first, end):
+            block = _read_block(self._log, height)
+            mask = _opens_mask(block)
             opened = np.zeros(mask.size, dtype=np.uint64)
             opened[mask] = np.arange(next_number, next_number + mask.sum(), dtype=np.uint64)
             next_number += int(mask.sum())
-            self._indexer.put(height, _read_block(self._log, height), opened)
+            group.append((height, block, opened))
+            records += len(block)
+            if records >= INDEX_QUEUE_RECORDS_MAX or len(group) >= INDEX_QUEUE_MAX \
+                    or height == end - 1:
+                self._indexer.index_now(group)
+                group, records = [], 0
 
     def close(self) -> None:
         """Waits for the index and any snapshot, writes a fresh snapshot, closes the files."""
