@@ -274,19 +274,36 @@ def test_group_commit_shares_blocks_and_answers_each_request_its_own_codes(chain
     assert payee == 1 + sum(payer * 16 for payer in range(1, 9))
 
 
-def test_full_queue_answers_overloaded(chain):
+def test_a_high_queue_pauses_reading_and_every_request_is_still_served(chain):
+    """Past half of queue_records_max the node stops reading frames (TCP pushes back on the
+    sender) instead of answering overloaded: all ten submissions commit, in groups no larger
+    than the queue."""
     ledger, wallet = chain
-    # The writer waits 300 ms for a group, so the queue of 4 records fills first.
-    settings = NodeSettings(group_wait_ms=300, queue_records_max=4)
+    settings = NodeSettings(group_wait_ms=100, queue_records_max=4)
     with NodeThread(ledger, settings) as node, raw_connection(node.port) as sock:
         for sequence in range(1, 11):
             sock.sendall(p.encode(p.Submit(*wallet.transfer(sequence)), sequence))
         answers = dict(sock.read() for _ in range(10))
-    overloaded = [i for i, a in answers.items() if isinstance(a, p.Error)]
-    committed = [i for i, a in answers.items() if isinstance(a, p.SubmitAnswer)]
-    assert all(answers[i].code == p.ErrorCode.overloaded for i in overloaded)
-    assert sorted(committed) == [1, 2, 3, 4] and len(overloaded) == 6
-    assert all(answers[i].code == Result.ok for i in committed)
+    assert sorted(answers) == list(range(1, 11))
+    assert all(isinstance(a, p.SubmitAnswer) and a.code == Result.ok for a in answers.values())
+    # A group holds what was queued: at most the high mark (2) plus the frame cut at it.
+    assert len({answer.height for answer in answers.values()}) >= 4
+
+
+def test_a_batch_larger_than_the_room_left_is_answered_overloaded(chain):
+    ledger, wallet = chain
+    # The writer waits 300 ms for a group, so the first submission is still queued when the
+    # batch arrives: 1 + 4 records exceed the queue of 4.
+    settings = NodeSettings(group_wait_ms=300, queue_records_max=4)
+    batch = [wallet.transfer(sequence) for sequence in range(2, 6)]
+    with NodeThread(ledger, settings) as node, raw_connection(node.port) as sock:
+        sock.sendall(p.encode(p.Submit(*wallet.transfer(1)), 1)
+                     + p.encode(p.SubmitBatch(b"".join(r for r, _ in batch),
+                                              b"".join(s for _, s in batch)), 2))
+        answers = dict(sock.read() for _ in range(2))
+    assert answers[1].code == Result.ok
+    assert answers[2] == p.Error(p.ErrorCode.overloaded,
+                                 "1 records are waiting; retry after a pause")
 
 
 def test_inflight_limit_pauses_reading_without_losing_requests(chain):

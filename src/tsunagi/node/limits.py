@@ -35,9 +35,11 @@ inflight_per_connection_max = 1024
 # descriptor limit of 1024 must also leave room for the ledger's files.
 connections_max = 512
 
-# Records waiting for the group-commit writer, over all connections. Past it a submission is
-# answered `overloaded` instead of queued, so memory stays below about 48 MiB of waiting
-# records (192 bytes each with the signature) whatever the clients do.
+# Records waiting for the group-commit writer, over all connections. Past half of it the node
+# stops reading frames until the writer drains the queue (TCP pushes back on clients, which
+# then need no retries); past all of it a submission is answered `overloaded` instead of queued,
+# so memory stays below about 48 MiB of waiting records (192 bytes each with the signature)
+# whatever the clients do.
 queue_records_max = 262_144
 
 # Records in one commit group (one ledger.submit_batch, one block, one fsync). Larger groups

@@ -168,10 +168,12 @@ class _Connection(asyncio.Protocol):
     def process(self) -> None:
         """Takes out and dispatches whole frames until none is left or too many are in flight."""
         while not self.closed:
-            if len(self.inflight) >= self.settings.inflight_per_connection_max:
+            if not self.may_read():
                 if not self.paused:
                     self.paused = True
                     self.transport.pause_reading()
+                if self.server.queue_high:
+                    self.server.hold(self)
                 break
             try:
                 frame = self.reader.next_frame()
@@ -276,8 +278,18 @@ class _Connection(asyncio.Protocol):
 
     def finish(self, request_id: int) -> None:
         self.inflight.discard(request_id)
-        if self.paused and not self.closed \
-                and len(self.inflight) < self.settings.inflight_per_connection_max:
+        self.release()
+
+    def may_read(self) -> bool:
+        """Frames are taken while this connection has room in flight and the commit queue is
+        not high: past either, TCP pushes back on the client instead of the node answering
+        ``overloaded`` and the client retrying."""
+        return len(self.inflight) < self.settings.inflight_per_connection_max \
+            and not self.server.queue_high
+
+    def release(self) -> None:
+        """Takes frames again if reading was paused and nothing holds it back any more."""
+        if self.paused and not self.closed and self.may_read():
             self.paused = False
             self.transport.resume_reading()
             self.process()
@@ -446,6 +458,7 @@ class NodeServer:
         self.connections: set[_Connection] = set()
         self.stopping = False
         self.queued_records = 0
+        self._held: deque[_Connection] = deque()  # paused while the queue was high, in order
         self.groups_committed = 0
         self.records_committed = 0
         self._queue: deque[_Submission] = deque()
@@ -651,6 +664,24 @@ class NodeServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._group_full.wait(), delay_s)
 
+    @property
+    def queue_high(self) -> bool:
+        """Half the queue limit: connections stop taking frames until the writer drains it,
+        which leaves the other half for frames already cut when the mark was crossed."""
+        return self.queued_records >= max(1, self.settings.queue_records_max // 2)
+
+    def hold(self, conn: _Connection) -> None:
+        if conn not in self._held:
+            self._held.append(conn)
+
+    def _release_held(self) -> None:
+        # First held, first released; each takes frames until the queue is high again, and
+        # then holds itself once more at the back.
+        for _ in range(len(self._held)):
+            if self.queue_high:
+                return
+            self._held.popleft().release()
+
     def _take_group(self) -> list[_Submission]:
         group, records = [], 0
         limit = self.settings.group_records_max
@@ -661,6 +692,7 @@ class NodeServer:
             if submission.open_ended:
                 break  # its open linked group must meet the end of the batch, not another's
         self.queued_records -= records
+        self._release_held()
         return group
 
     def _reject_queued(self) -> None:
