@@ -21,6 +21,11 @@ log_write_buffer_bytes = 16 << 20
 # held past the end (given back when the log is truncated or closed). 0 turns it off.
 log_preallocate_bytes = 64 << 20
 
+# Flushes of at least twice this many bytes are written in chunks of it, each handed to the
+# disk at once (sync_file_range): a single 34 MB write stalled in the kernel's dirty-page
+# throttling. Smaller chunks cost more system calls; 0 writes in one go.
+log_writeback_chunk_bytes = 4 << 20
+
 # The log writes a checkpoint (height, end offset, checksum of the offsets file) after a sync once
 # this many bytes were synced since the last one. Frames before the checkpoint get a structure
 # check on open (headers only); frames after it get their payload checksums checked too. So after
