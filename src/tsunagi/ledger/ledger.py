@@ -70,6 +70,7 @@ class BatchAnswer:
     height: int | None = None  # block holding the stored records; None when none were stored
     block_hash: bytes | None = None
     originals: dict[int, int] = field(default_factory=dict)  # already_committed: original code
+    sync_s: float = 0.0  # seconds the block's fsync took (0 when nothing was stored)
 
     @property
     def failures(self) -> list[tuple[int, Result]]:
@@ -416,7 +417,9 @@ class Ledger:
         mine_header(block_bytes, threads=self._threads)
         # Nothing changes the block after mining: the log may keep this very buffer.
         height = self._log.append(block_bytes, copy=False)
+        started_s = time.perf_counter()
         self._log.sync()
+        answer.sync_s = time.perf_counter() - started_s
         block = decode_block(block_bytes, txids=txids)
         self._tip_hash, self._tip_time = block.hash, block.time
         answer.height, answer.block_hash = height, block.hash

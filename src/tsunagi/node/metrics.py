@@ -113,34 +113,11 @@ class NodeMetrics(NodeEvents):
         """The server whose gauges to read; ``http_connections`` counts open HTTP ones."""
         self.server = server
         self.http_connections = http_connections
-        self.time_fsync(server.ledger)
-
-    def time_fsync(self, ledger) -> bool:
-        """Times every sync of the ledger's block log (the one fsync per block).
-
-        The Ledger has no hook for this, so the log object's ``sync`` is wrapped on this one
-        instance; False when that internal is missing and fsync time cannot be measured.
-        """
-        block_log = getattr(ledger, "_log", None)
-        sync = getattr(block_log, "sync", None)
-        if sync is None or getattr(sync, "timed_by_metrics", False):
-            return False
-
-        def timed_sync():
-            started_s = time.perf_counter()
-            try:
-                return sync()
-            finally:
-                self.fsync.observe(time.perf_counter() - started_s)
-
-        timed_sync.timed_by_metrics = True
-        block_log.sync = timed_sync
-        return True
 
     # -- NodeEvents --
 
     def group_committed(self, counts: list[int], arrived_s: list[float], codes: np.ndarray,
-                        block: bool, ledger_s: float) -> None:
+                        block: bool, ledger_s: float, sync_s: float) -> None:
         now_s = time.monotonic()
         self.codes += np.bincount(np.asarray(codes, dtype=np.uint8), minlength=256)
         self.groups += 1
@@ -148,6 +125,8 @@ class NodeMetrics(NodeEvents):
         self.group_records.observe(float(sum(counts)))
         self.latency.observe_many(now_s - np.asarray(arrived_s, dtype=np.float64))
         self.ledger_commit.observe(ledger_s)
+        if block:
+            self.fsync.observe(sync_s)
 
     def error_sent(self, code: p.ErrorCode) -> None:
         self.count_rejected("wire", code.name)

@@ -89,9 +89,10 @@ class NodeEvents:
     """
 
     def group_committed(self, counts: list[int], arrived_s: list[float], codes: np.ndarray,
-                        block: bool, ledger_s: float) -> None:
+                        block: bool, ledger_s: float, sync_s: float) -> None:
         """A group was answered: records per submission, their arrival (time.monotonic()),
-        one code per record, whether a block was stored, seconds the ledger call took."""
+        one code per record, whether a block was stored, seconds the ledger call took and
+        seconds of it the block's fsync took."""
 
     def error_sent(self, code: p.ErrorCode) -> None:
         """An error answer went out on a connection (a frame or request was refused)."""
@@ -728,7 +729,8 @@ class NodeServer:
         self._answer_group(group, answer)
         if self.events is not None:
             self.events.group_committed([s.count for s in group], [s.arrived_s for s in group],
-                                        answer.codes, answer.height is not None, ledger_s)
+                                        answer.codes, answer.height is not None, ledger_s,
+                                        answer.sync_s)
         if answer.height is not None:
             self._new_block.set()
             self._new_block = asyncio.Event()
