@@ -115,6 +115,18 @@ def test_threaded_merkle_and_one_more_leaf_match_the_reference(threads, count, s
         array)]
 
 
+@given(leaves=st.lists(leaf, min_size=1, max_size=40, unique=True))
+def test_a_proof_never_places_a_leaf_past_the_end(leaves):
+    """The self-paired last node of an odd level cannot prove the same leaf one place further
+    on (Bitcoin's CVE-2012-2459): every position a proof verifies at is the leaf's own."""
+    root = bitcoin.merkle_root(leaves)
+    last = len(leaves) - 1
+    proof = hashing.merkle_proof(leaves, last)
+    for index in range(last + 1, 2 ** len(proof)):
+        assert not hashing.verify_merkle_proof(leaves[last], proof, index, root)
+    assert hashing.verify_merkle_proof(leaves[last], proof, last, root)
+
+
 def flip(data: bytes, position: int) -> bytes:
     position %= len(data) * 8
     changed = bytearray(data)

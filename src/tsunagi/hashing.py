@@ -191,12 +191,19 @@ def merkle_path(levels: Sequence[np.ndarray], index: int) -> list[bytes]:
 
 
 def verify_merkle_proof(leaf: bytes, proof: Sequence[bytes], index: int, root: bytes) -> bool:
-    """True when ``leaf`` at position ``index`` with ``proof`` hashes up to ``root``."""
+    """True when ``leaf`` at position ``index`` with ``proof`` hashes up to ``root``.
+
+    An odd level pairs its last node with itself, and only ever as the left one: a right
+    sibling equal to the node is refused, or the copy would prove a position past the end
+    (the trick behind Bitcoin's CVE-2012-2459).
+    """
     if len(leaf) != 32 or len(root) != 32 or index < 0:
         return False
     node = bytes(leaf)
     for sibling in proof:
         if len(sibling) != 32:
+            return False
+        if index & 1 and sibling == node:
             return False
         node = sha256d(sibling + node) if index & 1 else sha256d(node + sibling)
         index >>= 1
