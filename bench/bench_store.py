@@ -1,5 +1,5 @@
-"""Benchmarks of the durable store: block log append+sync, open and recovery, the LMDB index,
-state snapshots.
+"""Benchmarks of the durable store: block log append+sync, open and recovery, the index (sorted
+runs), state snapshots.
 
 Two ways to run it:
 
@@ -11,6 +11,10 @@ Two ways to run it:
 
 Blocks are opaque bytes to the store, so a block here is random bytes of the size the block
 format gives (80-byte header, two u32 counts, per record 128 + 1 code + 64 signature bytes).
+The index takes random txids, codes and accounts. Each index case runs in a forked child, so the
+memory it reports is that case's alone; ``--old-index`` measures an older index.py beside (the
+LMDB one: ``git show 10f93cd:src/tsunagi/ledger/index.py > old_index.py``, with ``pip install
+lmdb``, which tsunagi no longer needs).
 Data goes to a temporary directory under ``--workdir`` (default: the system's), removed after.
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
+import json
 import os
 import shutil
 import statistics
@@ -27,11 +33,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 
-from tsunagi.ledger.index import Index
+from tsunagi.ledger import store_limits
+from tsunagi.ledger.index import BlockEntries, Index
 from tsunagi.ledger.log import BlockLog
 from tsunagi.ledger.snapshot import load_newest_snapshot, save_snapshot
 
@@ -147,33 +153,184 @@ def verify_seconds(directory: Path, cold: bool) -> float:
 
 # -- index ----------------------------------------------------------------------------------
 
+def index_block(height: int, records: int, accounts: int, seed: int = 1) -> BlockEntries:
+    """One block's index entries: random txids, result codes and accounts 1..``accounts``;
+    the same (seed, height) gives the same block, so probes can be made again later."""
+    rng = np.random.default_rng((seed, height))
+    return BlockEntries(height, rng.bytes(32), rng.integers(0, 256, (records, 32), dtype=np.uint8),
+                        rng.integers(0, 3, records, dtype=np.uint8),
+                        rng.integers(1, accounts + 1, records).astype(np.uint64),
+                        rng.integers(1, accounts + 1, records).astype(np.uint64))
+
+
 def index_workload(blocks: int, records: int, accounts: int, seed: int = 1) -> list[tuple]:
-    """add_block arguments: random txids, result codes and accounts out of ``accounts``."""
-    rng = np.random.default_rng(seed)
-    return [(height, rng.bytes(32), rng.integers(0, 256, (records, 32), dtype=np.uint8),
-             rng.integers(0, 3, records, dtype=np.uint8),
-             rng.integers(1, accounts + 1, records).astype(np.uint64),
-             rng.integers(1, accounts + 1, records).astype(np.uint64))
-            for height in range(blocks)]
+    """add_block arguments of ``blocks`` consecutive blocks from height 0."""
+    return [tuple(index_block(height, records, accounts, seed)) for height in range(blocks)]
 
 
-def written_bytes() -> int:
-    """Bytes this process has caused to be written to storage (Linux /proc/self/io)."""
-    with open("/proc/self/io") as counters:
-        return next(int(line.split()[1]) for line in counters if line.startswith("write_bytes"))
+def load_old_index(path: Path):
+    """The Index class of an older index.py (the LMDB one: ``git show <commit>:src/tsunagi/
+    ledger/index.py``), with the store limits it read, which store_limits no longer has.
+    Needs the lmdb package, which tsunagi itself no longer depends on."""
+    for name, value in (("index_map_bytes_initial", 1 << 30), ("index_map_growth_factor", 2),
+                        ("index_undo_blocks", 100)):
+        if not hasattr(store_limits, name):
+            setattr(store_limits, name, value)
+    spec = importlib.util.spec_from_file_location("tsunagi_old_index", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Index
 
 
-def index_seconds(directory: Path, workload: list[tuple]) -> tuple[list[float], int]:
-    """Time of each add_block (one write transaction and one fsync each), and bytes written."""
+def memory_kib() -> dict[str, int]:
+    """This process's resident memory from /proc/self/status: all, anonymous, file pages."""
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return {name: int(fields[name].split()[0]) for name in ("VmRSS", "RssAnon", "RssFile")}
+
+
+def disk_bytes(directory: Path) -> int:
+    """Bytes the files under ``directory`` occupy (allocated blocks: a sparse file counts what
+    it holds)."""
+    return sum(path.stat().st_blocks * 512 for path in directory.rglob("*") if path.is_file())
+
+
+def in_child(target: Callable[..., dict], *args) -> dict:
+    """Runs ``target(*args)`` in a forked child and returns its answer: the child's memory
+    figures are then the index's alone, not what earlier cases left in this process."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        code = 1
+        try:
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(json.dumps(target(*args)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"the benchmark child failed ({status})"
+    return json.loads(data)
+
+
+def fill_index(index, first: int, records_total: int, records: int,
+               accounts: int) -> tuple[int, float, float]:
+    """add_block of ``records``-record blocks from height ``first`` until ``records_total``
+    records; returns the next height, and the wall and process CPU seconds of the add_block
+    calls alone (making the blocks is not counted)."""
+    height, wall, cpu = first, 0.0, 0.0
+    for _ in range(-(-records_total // records)):
+        block = index_block(height, records, accounts)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        index.add_block(*block)
+        wall += time.perf_counter() - started
+        cpu += time.process_time() - cpu_started
+        height += 1
+    return height, wall, cpu
+
+
+def timed_adds(index, first: int, records: int, calls: int, accounts: int) -> dict:
+    """Wall and calling-thread CPU seconds of each of ``calls`` add_block calls (a call that
+    triggers merges does them before it returns)."""
+    walls, cpus = [], []
+    for height in range(first, first + calls):
+        block = index_block(height, records, accounts)
+        wall, cpu = time.perf_counter(), time.thread_time()
+        index.add_block(*block)
+        cpus.append(time.thread_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return {"records": records, "wall": walls, "cpu": cpus}
+
+
+def lookup_rates(index, heights: int, records: int, accounts: int, probes: int) -> dict:
+    """tx() of indexed and of unknown txids, and txs() of 10,000 indexed ones at once."""
+    rng = np.random.default_rng(5)
+    picked = [index_block(int(height), records, accounts).txids[rng.integers(0, records, 100)]
+              for height in rng.integers(0, heights, max(1, probes // 100))]
+    present = [row.tobytes() for row in np.concatenate(picked)]
+    absent = [rng.bytes(32) for _ in range(len(present))]
+    rates = {}
+    for name, txids in (("tx present", present), ("tx absent", absent)):
+        started = time.perf_counter()
+        found = sum(index.tx(txid) is not None for txid in txids)
+        rates[name] = len(txids) / (time.perf_counter() - started)
+        assert found == (len(txids) if name == "tx present" else 0)
+    batches = [np.frombuffer(b"".join(present[i:i + 10_000]), np.uint8).reshape(-1, 32)
+               for i in range(0, len(present), 10_000)]
     seconds = []
-    with Index.open(directory) as index:
-        written = written_bytes()
-        for arguments in workload:
-            started = time.perf_counter()
-            index.add_block(*arguments)
-            seconds.append(time.perf_counter() - started)
-        written = written_bytes() - written
-    return seconds, written
+    for batch in batches:
+        started = time.perf_counter()
+        assert None not in index.txs(batch)
+        seconds.append((time.perf_counter() - started) / len(batch))
+    rates["txs of 10,000"] = 1 / statistics.median(seconds)
+    return rates
+
+
+def index_child(index_class, directory: str, preload: int, accounts: int, probes: int) -> dict:
+    """Builds an index of ``preload`` records in 8,000-record blocks, then times adds of 8,000-
+    and 65,536-record blocks on top, lookups, and reads the process's memory."""
+    directory = Path(directory)
+    answer: dict = {"memory before": memory_kib()}
+    with index_class.open(directory) as index:
+        height, answer["build s"], answer["build cpu s"] = fill_index(
+            index, 0, preload, min(preload, BATCH_RECORDS), accounts)
+        answer["built records"] = height * min(preload, BATCH_RECORDS)
+        answer["memory after build"] = memory_kib()
+        answer["adds"] = []
+        for records, calls in ((BATCH_RECORDS, 40), (65_536, 10)):
+            answer["adds"].append(timed_adds(index, height, records, calls, accounts))
+            height += calls
+        answer["lookups"] = lookup_rates(index, height - 50, min(preload, BATCH_RECORDS),
+                                         accounts, probes)
+        answer["memory after lookups"] = memory_kib()
+        answer["runs"] = getattr(index, "run_count", None)
+    answer["disk bytes"] = disk_bytes(directory)
+    answer["open s"] = {"warm": [], "cold": []}
+    for cold in (False, True, False, True, False, True):
+        if cold:
+            for path in directory.rglob("*"):
+                if path.is_file():
+                    evict(path)
+        started = time.perf_counter()
+        index_class.open(directory).close()
+        answer["open s"]["cold" if cold else "warm"].append(time.perf_counter() - started)
+    return answer
+
+
+def _ns(seconds: float, records: int) -> str:
+    return f"{seconds / records * 1e9:,.0f}"
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:,.0f} MiB"
+
+
+def print_index_case(name: str, preload: int, answer: dict) -> None:
+    built = answer["built records"]
+    print(f"{name}, {preload:,} records indexed first (8,000-record blocks): add_block calls "
+          f"took {answer['build s']:.1f} s = {_ns(answer['build s'], built)} ns/record wall, "
+          f"{_ns(answer['build cpu s'], built)} ns/record CPU, merges included; "
+          f"{answer['disk bytes'] / 1e6:,.0f} MB on disk; runs {answer['runs']}")
+    for adds in answer["adds"]:
+        records, walls, cpus = adds["records"], adds["wall"], adds["cpu"]
+        median_wall, median_cpu = statistics.median(walls), statistics.median(cpus)
+        print(f"  add_block of {records:,} records on top: ns/record median "
+              f"{_ns(median_wall, records)} wall ({_ns(median_cpu, records)} CPU of the "
+              f"calling thread), mean {_ns(statistics.mean(walls), records)} wall "
+              f"with the merges some calls did (min {_ns(min(walls), records)}, max "
+              f"{_ns(max(walls), records)}, n={len(walls)})")
+    rates = answer["lookups"]
+    print("  lookups/s: " + ", ".join(f"{what} {rate:,.0f}" for what, rate in rates.items()))
+    print("  reopen (checks every run's checksum): " + "; ".join(
+        f"{cache} cache s {summary(seconds)}" for cache, seconds in answer["open s"].items()))
+    for when in ("memory before", "memory after build", "memory after lookups"):
+        memory = answer[when]
+        print(f"  {when}: VmRSS {_mib(memory['VmRSS'])}, RssAnon {_mib(memory['RssAnon'])}, "
+              f"RssFile {_mib(memory['RssFile'])}")
 
 
 def _counter_share(work: Callable[[], object], counted: list[int], alone: float) -> float:
@@ -182,11 +339,11 @@ def _counter_share(work: Callable[[], object], counted: list[int], alone: float)
     return (counted[0] - before) / (time.perf_counter() - started) / alone
 
 
-def gil_shares(directory: Path, blocks: int, records: int) -> dict[str, float]:
-    """How much a pure-Python thread gets done while the main thread is inside py-lmdb's
-    putmulti and commit, as a share of what it does alone. A call that held the GIL from start
-    to end leaves the other thread at ~0% for its whole length. Two controls on the same
-    machine: sorting a list (holds the GIL) and hashlib.sha256 over 64 MB (releases it)."""
+def gil_shares(directory: Path, index_class, blocks: int, records: int) -> dict[str, float]:
+    """How much a pure-Python thread gets done while the main thread is inside add_block (merges
+    included), as a share of what it does alone. A call that held the GIL from start to end
+    leaves the other thread at ~0% for its whole length. Two controls on the same machine:
+    sorting a list (holds the GIL) and hashlib.sha256 over 64 MB (releases it)."""
     counted = [0]
     stop = threading.Event()
 
@@ -194,11 +351,8 @@ def gil_shares(directory: Path, blocks: int, records: int) -> dict[str, float]:
         while not stop.is_set():
             counted[0] += 1
 
-    env = lmdb.open(str(directory), map_size=1 << 32, max_dbs=2, metasync=False)
-    tx_map = env.open_db(b"tx")
+    workload = index_workload(blocks, records, 10_000_000)
     rng = np.random.default_rng(2)
-    batches = [sorted((rng.bytes(32), rng.bytes(13)) for _ in range(records))
-               for _ in range(blocks)]
     unsorted, data = rng.random(3_000_000).tolist(), rng.bytes(64 << 20)
     counter = threading.Thread(target=count)
     counter.start()
@@ -207,22 +361,39 @@ def gil_shares(directory: Path, blocks: int, records: int) -> dict[str, float]:
         before, started = counted[0], time.perf_counter()
         time.sleep(1.0)
         alone = (counted[0] - before) / (time.perf_counter() - started)
-        shares: dict[str, list[float]] = {"putmulti": [], "commit": []}
-        for batch in batches:
-            txn = env.begin(write=True)
-            cursor = txn.cursor(tx_map)
-            shares["putmulti"].append(
-                _counter_share(lambda: cursor.putmulti(batch), counted, alone))  # noqa: B023
-            shares["commit"].append(_counter_share(txn.commit, counted, alone))
-        shares["control: sorted() holds the GIL"] = [
-            _counter_share(lambda: sorted(unsorted), counted, alone)]
-        shares["control: sha256 releases the GIL"] = [
-            _counter_share(lambda: hashlib.sha256(data).digest(), counted, alone)]
+        with index_class.open(directory) as index:
+            shares = {"add_block": _counter_share(
+                lambda: [index.add_block(*arguments) for arguments in workload], counted, alone)}
+        shares["control: sorted() holds the GIL"] = _counter_share(
+            lambda: sorted(unsorted), counted, alone)
+        shares["control: sha256 releases the GIL"] = _counter_share(
+            lambda: hashlib.sha256(data).digest(), counted, alone)
     finally:
         stop.set()
         counter.join()
-        env.close()
-    return {phase: statistics.median(values) for phase, values in shares.items()}
+    return shares
+
+
+def report_index(root: Path, records: int, accounts: int, old_index: Path | None,
+                 repeats: int, probes: int) -> None:
+    classes = {"sorted-runs index": Index}
+    if old_index is not None:
+        classes["LMDB index (old)"] = load_old_index(old_index)
+    for name, index_class in classes.items():
+        for preload in (10_000, records):
+            answer = in_child(index_child, index_class, str(root / "index"), preload, accounts,
+                              probes)
+            print_index_case(name, preload, answer)
+            shutil.rmtree(root / "index")
+    for name, index_class in classes.items():
+        shares = [in_child(gil_shares, root / f"gil-{run}", index_class, 60, BATCH_RECORDS)
+                  for run in range(repeats)]
+        for phase in shares[0]:
+            values = [share[phase] for share in shares]
+            print(f"  {name}: a Python thread's progress during {phase}, as a share of its "
+                  f"rate alone: {summary(values)}")
+        for run in range(repeats):
+            shutil.rmtree(root / f"gil-{run}", ignore_errors=True)
 
 
 # -- snapshots ------------------------------------------------------------------------------
@@ -306,26 +477,6 @@ def report_open(root: Path, records_total: int, small_blocks: int, repeats: int)
     shutil.rmtree(directory)
 
 
-def report_index(root: Path, blocks: int, accounts: int) -> None:
-    workload = index_workload(blocks, BATCH_RECORDS, accounts)
-    seconds, written = index_seconds(root / "index", workload)
-    tenth = max(1, blocks // 10)
-    first, last = seconds[:tenth], seconds[-tenth:]
-    size = (root / "index" / "data.mdb").stat().st_size
-    print(f"index add_block, {BATCH_RECORDS:,}-record blocks, accounts drawn from "
-          f"{accounts:,}: {blocks * BATCH_RECORDS:,} txids in {sum(seconds):.1f} s = "
-          f"{blocks * BATCH_RECORDS / sum(seconds):,.0f} txids/s overall; first tenth "
-          f"{BATCH_RECORDS / statistics.median(first):,.0f} txids/s, last tenth "
-          f"{BATCH_RECORDS / statistics.median(last):,.0f} txids/s (medians); "
-          f"data.mdb {size / 1e9:.2f} GB; {written / blocks / 1e6:.1f} MB written a block")
-    shutil.rmtree(root / "index")
-    shares = [gil_shares(root / f"gil-{run}", 20, BATCH_RECORDS) for run in range(3)]
-    for phase in shares[0]:
-        values = [share[phase] for share in shares]
-        print(f"  a Python thread's progress during {phase}, as a share of its rate "
-              f"alone: {summary(values)}")
-
-
 def report_snapshot(root: Path, accounts: int, repeats: int) -> None:
     arrays = state_arrays(accounts)
     total = sum(array.nbytes for array in arrays.values())
@@ -344,8 +495,14 @@ def main() -> None:
                         help="single-record blocks in the second log whose open is timed")
     parser.add_argument("--accounts", type=int, default=10_000_000,
                         help="accounts in the timed snapshot")
-    parser.add_argument("--index-blocks", type=int, default=250,
-                        help="8,000-record blocks the timed index takes")
+    parser.add_argument("--index-records", type=int, default=10_000_000,
+                        help="records indexed before the timed adds of the big index case")
+    parser.add_argument("--index-accounts", type=int, default=10_000_000,
+                        help="accounts the indexed records debit and credit")
+    parser.add_argument("--index-probes", type=int, default=20_000,
+                        help="txids looked up one by one (and 10,000 at a time)")
+    parser.add_argument("--old-index", type=Path, default=None,
+                        help="an older index.py to measure beside (the LMDB one: needs lmdb)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--only", choices=["append", "open", "index", "snapshot"])
     args = parser.parse_args()
@@ -356,7 +513,8 @@ def main() -> None:
         if args.only in (None, "open"):
             report_open(root, args.records, args.small_blocks, args.repeats)
         if args.only in (None, "index"):
-            report_index(root, args.index_blocks, args.accounts)
+            report_index(root, args.index_records, args.index_accounts, args.old_index,
+                         args.repeats, args.index_probes)
         if args.only in (None, "snapshot"):
             report_snapshot(root, args.accounts, args.repeats)
 
@@ -407,6 +565,35 @@ def test_index_add_block(benchmark, tmp_path):
         benchmark.pedantic(add_next, rounds=150, warmup_rounds=5)
         assert index.indexed_height == len(added)
         assert index.tx(added[-1][2][-1].tobytes()).height == len(added) - 1
+
+
+@pytest.fixture(scope="module")
+def filled_index(tmp_path_factory):
+    """An index of 2 million records (scaled) in 8,000-record blocks, in files and memory."""
+    blocks = max(1, int(250 * SCALE))
+    with Index.open(tmp_path_factory.mktemp("lookups")) as index:
+        fill_index(index, 0, blocks * BATCH_RECORDS, BATCH_RECORDS, 10_000_000)
+        yield index, blocks
+
+
+@pytest.mark.parametrize("how", ["tx present", "tx absent", "txs of 10,000"])
+def test_index_lookups(benchmark, filled_index, how):
+    """Point lookups (pread through the fences and Bloom filters) and one batch (maps)."""
+    index, blocks = filled_index
+    benchmark.group = f"store: index lookups ({blocks * BATCH_RECORDS:,} records)"
+    rng = np.random.default_rng(4)
+    rows = np.concatenate([index_block(int(height), BATCH_RECORDS, 10_000_000).txids[:40]
+                           for height in rng.integers(0, blocks, 250)])
+    if how == "tx absent":
+        rows = rng.integers(0, 256, rows.shape, dtype=np.uint8)
+    if how == "txs of 10,000":
+        found = benchmark.pedantic(index.txs, args=(rows,), rounds=5)
+    else:
+        txids = [row.tobytes() for row in rows]
+        found = benchmark.pedantic(lambda: [index.tx(txid) for txid in txids], rounds=5)
+    assert sum(location is None for location in found) == (len(rows) if how == "tx absent"
+                                                            else 0)
+    benchmark.extra_info.update(lookups_per_round=len(rows))
 
 
 @pytest.mark.parametrize("operation", ["save", "load"])

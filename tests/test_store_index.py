@@ -1,15 +1,18 @@
-"""The LMDB index answers every lookup as a plain-Python model of the same blocks does, before
-and after reopening, truncating (inside and beyond the undo window) and growing its map.
+"""The sorted-runs index answers every lookup as a plain-Python model of the same blocks does:
+before and after reopening, truncating (inside a run, at run boundaries, inside merged runs),
+with txids, block hashes and owner keys that share their first 8 bytes, with many small blocks
+that force merges, and while reader threads query during adds and merges.
 
 Method: random blocks (numpy) go both into the index and into dictionaries and lists built here;
-every query is compared with the model. Truncation is checked against the model of the kept
-blocks; map growth is forced with a tiny initial map while reader threads keep querying.
+every query is compared with the model. Small merge settings (tiny size tiers and merge chunks,
+through monkeypatch) make a few hundred records go through many merges and chunk boundaries.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,19 +21,21 @@ from hypothesis import strategies as st
 
 from tsunagi.errors import EncodingError
 from tsunagi.ledger import store_limits
-from tsunagi.ledger.index import BlockEntries, Index, TxLocation
+from tsunagi.ledger.index import FOLDER, MANIFEST, BlockEntries, Index, TxLocation, _tier
+
+ACCOUNTS = 12
 
 
-def random_blocks(count: int, records: int, seed: int, accounts: int = 12) -> list[BlockEntries]:
+def random_blocks(count: int, records: int, seed: int, first: int = 0) -> list[BlockEntries]:
     rng = np.random.default_rng(seed)
     blocks = []
-    for height in range(count):
-        size = int(rng.integers(1, records + 1))
+    for height in range(first, first + count):
+        size = int(rng.integers(0 if height % 7 == 3 else 1, records + 1))  # some are empty
         blocks.append(BlockEntries(
             height, rng.bytes(32), rng.integers(0, 256, (size, 32), dtype=np.uint8),
             rng.integers(0, 40, size, dtype=np.uint8),
-            rng.integers(0, accounts, size).astype(np.uint64),  # 0 is "no account"
-            rng.integers(0, accounts, size).astype(np.uint64)))
+            rng.integers(0, ACCOUNTS, size).astype(np.uint64),  # 0 is "no account"
+            rng.integers(0, ACCOUNTS, size).astype(np.uint64)))
     return blocks
 
 
@@ -59,12 +64,14 @@ def assert_matches(index: Index, model: Model, probes: list[BlockEntries]) -> No
     for height, block_hash in model.hashes.items():
         assert index.block_hash(height) == block_hash
         assert index.block_height(block_hash) == height
-    txids = np.concatenate([block.txids for block in probes])
-    assert index.txs(txids) == [model.tx.get(row.tobytes()) for row in txids]
-    assert index.tx(txids[0].tobytes()) == model.tx.get(txids[0].tobytes())
-    for account in range(12):
+    txids = np.concatenate([block.txids for block in probes] + [np.zeros((1, 32), np.uint8)])
+    expected = [model.tx.get(row.tobytes()) for row in txids]
+    assert index.txs(txids) == expected
+    assert index.txs([row.tobytes() for row in txids]) == expected
+    assert [index.tx(row.tobytes()) for row in txids[::5]] == expected[::5]
+    for account in range(ACCOUNTS):
         assert index.account_history(account, limit=10_000) == model.newest_first(account)
-    assert index.block_hash(len(model.hashes)) is None
+    assert index.block_hash(len(model.hashes)) is None and index.block_hash(-1) is None
 
 
 def fill(index: Index, blocks: list[BlockEntries]) -> None:
@@ -72,25 +79,50 @@ def fill(index: Index, blocks: list[BlockEntries]) -> None:
         index.add_block(*block)
 
 
+def run_files(directory) -> set[str]:
+    return {path.name for path in (directory / FOLDER).iterdir()} - {MANIFEST}
+
+
+def files_named(index: Index) -> set[str]:
+    """The files of the runs the index searches (those in memory have none)."""
+    snapshot = index._current()
+    return {run.path.name for run in snapshot.blocks + snapshot.owners if run.on_disk}
+
+
+def small_settings(monkeypatch) -> None:
+    """Tiers of a few hundred bytes, 3 KB in memory at most, merge chunks of 5 rows: a few
+    hundred records go through many flushes, merges and chunks."""
+    monkeypatch.setattr(store_limits, "index_run_bytes_min", 256)
+    monkeypatch.setattr(store_limits, "index_memory_bytes_max", 3_000)
+    monkeypatch.setattr(store_limits, "index_merge_chunk_rows", 5)
+
+
+@pytest.fixture
+def small_runs(monkeypatch):
+    small_settings(monkeypatch)
+
+
 def test_lookups_match_the_model_and_survive_reopening(tmp_path):
     blocks = random_blocks(25, 60, seed=1)
     with Index.open(tmp_path) as index:
         fill(index, blocks[:10])
-        index.add_blocks(blocks[10:])  # the catching-up path: many blocks, one transaction
+        index.add_blocks(blocks[10:])  # the catching-up path: many blocks, one run
         assert_matches(index, Model(blocks), blocks)
         assert index.tx(bytes(32)) is None and index.block_height(bytes(32)) is None
+        assert index.tx(b"short") is None and index.txs([b"short"]) == [None]
     with Index.open(tmp_path) as index:
         assert_matches(index, Model(blocks), blocks)
 
 
 @pytest.fixture(scope="module")
 def paged(tmp_path_factory):
-    """Two indexes of random blocks, built once for every example below."""
+    """Two indexes of random blocks in several runs, built once for every example below."""
     built = {}
     for seed in (0, 1):
         blocks = random_blocks(12, 40, seed=seed)
         index = Index.open(tmp_path_factory.mktemp(f"pages{seed}"))
-        index.add_blocks(blocks)
+        for start in range(0, 12, 3):
+            index.add_blocks(blocks[start:start + 3])
         built[seed] = (index, Model(blocks))
     yield built
     for index, _ in built.values():
@@ -98,7 +130,7 @@ def paged(tmp_path_factory):
 
 
 @settings(max_examples=60, deadline=None)
-@given(account=st.integers(1, 11), limit=st.integers(1, 30), seed=st.integers(0, 1))
+@given(account=st.integers(1, ACCOUNTS - 1), limit=st.integers(1, 30), seed=st.integers(0, 1))
 def test_history_pages_walk_back_through_everything_once(paged, account, limit, seed):
     index, model = paged[seed]
     pages, before = [], None
@@ -108,26 +140,191 @@ def test_history_pages_walk_back_through_everything_once(paged, account, limit, 
         before = page[-1]
     assert pages == model.newest_first(account)
     assert index.account_history(account, limit=limit, before=(0, 0)) == []
+    newest = model.newest_first(account)
+    if newest:  # a position past any block's end means "everything up to that height"
+        height = newest[0][0]
+        assert index.account_history(account, limit=limit, before=(height, 2**40)) == \
+            newest[:limit]
 
 
-@pytest.mark.parametrize("undo_blocks", [100, 3])
+def test_many_small_blocks_merge_into_few_runs_and_still_match(tmp_path, small_runs):
+    blocks = random_blocks(400, 6, seed=7)
+    counts = []
+    with Index.open(tmp_path) as index:
+        for block in blocks[:300]:
+            index.add_block(*block)
+            counts.append(index.run_count)
+        index.add_blocks(blocks[300:])  # a run larger than the newest ones takes them in
+        tiers = [_tier(run.entry.size) for run in index._current().blocks if run.on_disk]
+        assert tiers == sorted(tiers, reverse=True) and len(tiers) <= 6
+        assert_matches(index, Model(blocks), blocks)
+        # Merged inputs are deleted: the folder holds the runs the manifest names, no more.
+        assert run_files(tmp_path) == files_named(index)
+    # 300 runs would be one a block; size tiers keep ~3 per tier of 4x.
+    assert max(counts) <= 15 and counts[-1] <= 12
+    with Index.open(tmp_path) as index:
+        assert_matches(index, Model(blocks), blocks)
+
+
+@pytest.mark.parametrize("cut", ["inside a run in memory", "inside a run file",
+                                 "at a run boundary", "inside a merged run file"])
 def test_truncate_above_equals_never_having_indexed_the_dropped_blocks(tmp_path, monkeypatch,
-                                                                       undo_blocks):
-    monkeypatch.setattr(store_limits, "index_undo_blocks", undo_blocks)  # 3: the full scan
+                                                                       cut):
+    if cut == "inside a merged run file":
+        small_settings(monkeypatch)
+    elif cut != "inside a run in memory":
+        monkeypatch.setattr(store_limits, "index_memory_bytes_max", 0)  # a file every add
+        monkeypatch.setattr(store_limits, "index_merge_fanout", 64)  # and no merge
     blocks = random_blocks(20, 50, seed=2)
     # Block 15 repeats a txid of block 4: the index keeps the first place, and dropping block 15
     # must not forget it.
     blocks[15].txids[0] = blocks[4].txids[7]
+    height = {"inside a run in memory": 7, "inside a run file": 7, "at a run boundary": 10,
+              "inside a merged run file": 13}[cut]
+    with Index.open(tmp_path) as index:
+        index.add_blocks(blocks[:5])
+        index.add_blocks(blocks[5:10])
+        fill(index, blocks[10:])
+        holder = next(run for run in index._current().blocks if run.end > height)
+        assert holder.on_disk == (cut != "inside a run in memory")
+        assert (holder.first < height) == (cut != "at a run boundary")
+        if cut == "inside a merged run file":
+            assert holder.end - holder.first > 3
+        index.truncate_above(height)
+        assert_matches(index, Model(blocks[:height]), blocks)
+        fill(index, blocks[height:16])
+        assert_matches(index, Model(blocks[:16]), blocks)
+        index.truncate_above(16)  # nothing above: no change
+        assert index.indexed_height == 16
+        assert run_files(tmp_path) == files_named(index)
+    with Index.open(tmp_path) as index:
+        assert_matches(index, Model(blocks[:16]), blocks)
+        index.truncate_above(0)
+        assert_matches(index, Model([]), blocks)
+        assert run_files(tmp_path) == set()
+
+
+def test_runs_in_memory_are_lost_in_a_crash_and_the_files_still_match(tmp_path, monkeypatch):
+    """What a crash loses is the newest blocks only: reopening shows the blocks the files
+    hold, exactly, and indexing the rest again gives everything."""
+    monkeypatch.setattr(store_limits, "index_memory_bytes_max", 20_000)
+    blocks = random_blocks(30, 40, seed=9)
+    index = Index.open(tmp_path)
+    fill(index, blocks)
+    durable = index.durable_height
+    assert 0 < durable < 30 and index.indexed_height == 30
+    # No close: as after a crash. (A second index on the folder reads what the files say.)
+    with Index.open(tmp_path) as reopened:
+        assert_matches(reopened, Model(blocks[:durable]), blocks)
+        fill(reopened, blocks[durable:])
+        assert_matches(reopened, Model(blocks), blocks)
+    with Index.open(tmp_path) as reopened:
+        assert_matches(reopened, Model(blocks), blocks)
+    del index
+
+
+def test_a_txid_prefix_shared_with_another_txid_never_answers_for_it(tmp_path, small_runs):
+    """An attacker can grind txids that share their first 8 bytes: only the full txid counts."""
+    blocks = random_blocks(40, 8, seed=3)
+    rng = np.random.default_rng(3)
+    prefix = rng.integers(0, 256, 8, dtype=np.uint8)
+    crafted = []
+    for block in blocks[::3]:  # in many blocks (and so in many runs, merged or not)
+        for row in range(min(2, len(block.codes))):
+            block.txids[row, :8] = prefix
+            crafted.append(block.txids[row].copy())
+    strangers = rng.integers(0, 256, (20, 32), dtype=np.uint8)
+    strangers[:, :8] = prefix  # never indexed: same prefix, other bytes
+    blocks[6].txids[1, :31] = blocks[3].txids[0, :31]  # differs from a crafted one in 1 byte
+    blocks[9] = blocks[9]._replace(block_hash=blocks[2].block_hash[:8] + bytes(24))  # hashes too
+    model = Model(blocks)
     with Index.open(tmp_path) as index:
         fill(index, blocks)
-        index.truncate_above(8)
-        assert_matches(index, Model(blocks[:8]), blocks)
-        fill(index, blocks[8:12])
-        assert_matches(index, Model(blocks[:12]), blocks)
-        index.truncate_above(12)  # nothing above: no change
-        assert index.indexed_height == 12
+        assert_matches(index, model, blocks)
+        assert index.txs(strangers) == [None] * len(strangers)
+        assert [index.tx(row.tobytes()) for row in strangers] == [None] * len(strangers)
+        mixed = np.concatenate([strangers, np.array(crafted), strangers[::-1]])
+        assert index.txs(mixed) == [model.tx.get(row.tobytes()) for row in mixed]
+        assert index.block_height(blocks[2].block_hash[:8] + bytes(23) + b"\1") is None
+
+
+def test_readers_see_the_model_below_the_height_they_saw_during_adds_and_merges(tmp_path,
+                                                                               small_runs):
+    blocks = random_blocks(160, 12, seed=5)
+    models = [Model(blocks[:height]) for height in range(len(blocks) + 1)]
+    failures: list[str] = []
+    reads = [0]
+    done = threading.Event()
+
+    def read_until_done(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while not done.is_set():
+            height = index.indexed_height
+            if not height:
+                continue
+            model, probe = models[height], blocks[int(rng.integers(0, height))]
+            if index.txs(probe.txids) != [model.tx[row.tobytes()] for row in probe.txids]:
+                failures.append(f"txs of block {probe.height} at height {height}")
+            account = int(rng.integers(1, ACCOUNTS))
+            history = [pair for pair in index.account_history(account, 10_000)
+                       if pair[0] < height]
+            if history != model.newest_first(account):
+                failures.append(f"history of {account} at height {height}")
+            if index.block_hash(probe.height) != probe.block_hash:
+                failures.append(f"hash of block {probe.height} at height {height}")
+            reads[0] += 1
+            # Let the writer have the GIL: its thousands of short file calls (5-row merge chunks)
+            # would each wait out a 5 ms switch interval behind two busy readers.
+            time.sleep(0.001)
+
     with Index.open(tmp_path) as index:
-        assert_matches(index, Model(blocks[:12]), blocks)
+        readers = [threading.Thread(target=read_until_done, args=(seed,)) for seed in (1, 2)]
+        for reader in readers:
+            reader.start()
+        try:
+            for start in range(0, len(blocks), 2):
+                index.add_blocks(blocks[start:start + 2])
+        finally:
+            done.set()
+            for reader in readers:
+                reader.join()
+        assert failures == [] and reads[0] > 20
+        assert_matches(index, models[-1], blocks[::9])
+
+
+def resident_kib_of(folder) -> int:
+    """Resident KiB of this process's mappings of files in ``folder`` (/proc/self/smaps)."""
+    total, ours = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                ours = str(folder) in line
+            elif ours and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_lookups_leave_no_page_of_the_index_resident(tmp_path, small_runs):
+    """Point lookups read with pread and txs unmaps what it touched: the pages of run files
+    never stay in the process's resident memory (what LMDB's map did to the ledger's RSS),
+    and merges leave no map of a deleted run behind."""
+    blocks = random_blocks(80, 40, seed=8)
+    with Index.open(tmp_path) as index:
+        fill(index, blocks)
+        assert len(files_named(index)) >= 3
+        model = Model(blocks)
+        for block in blocks[::3]:
+            assert index.txs(block.txids) == [model.tx[row.tobytes()] for row in block.txids]
+            assert index.tx(block.txids[-1].tobytes()) == model.tx[block.txids[-1].tobytes()]
+            assert index.block_height(block.block_hash) == block.height
+        assert index.account_history(3, limit=10_000) == model.newest_first(3)
+        assert resident_kib_of(tmp_path / FOLDER) == 0
+        with open("/proc/self/maps") as maps:
+            mapped = [line for line in maps if str(tmp_path / FOLDER) in line]
+        assert not [line for line in mapped if "(deleted)" in line]
+        assert {line.split("/")[-1].strip() for line in mapped} == files_named(index)
+    with open("/proc/self/maps") as maps:  # closed: nothing of the index stays mapped
+        assert not [line for line in maps if str(tmp_path / FOLDER) in line]
 
 
 def test_blocks_out_of_order_or_misshapen_are_refused(tmp_path):
@@ -140,56 +337,35 @@ def test_blocks_out_of_order_or_misshapen_are_refused(tmp_path):
         with pytest.raises(EncodingError):
             index.add_block(0, block.block_hash, block.txids, block.codes,
                             block.debit_accounts[:-1], block.credit_accounts)
+        with pytest.raises(ValueError, match="limit"):
+            index.account_history(1, limit=0)
         assert index.indexed_height == 0 and index.txs(block.txids) == [None] * len(block.codes)
+        assert run_files(tmp_path) == set()
 
 
-def test_owner_keys_map_to_their_accounts_and_a_reorg_drops_new_ones(tmp_path):
+def test_owner_keys_map_to_their_accounts_and_a_reorg_drops_new_ones(tmp_path, small_runs):
     alice, bob = os.urandom(32), os.urandom(32)
+    twin = alice[:8] + os.urandom(24)  # shares alice's first 8 bytes
     with Index.open(tmp_path) as index:
         index.add_accounts([(alice, 1), (bob, 2), (alice, 7), (alice, 3)])
-        index.add_accounts([(bob, 9)])
-        assert index.accounts_of(alice) == [1, 3, 7] and index.accounts_of(bob) == [2, 9]
+        index.add_accounts([(bob, 9), (twin, 4)])
+        index.add_accounts([(alice, 3)])  # added again when catching up after a crash
+        for number in range(10, 40):  # enough owner runs to merge
+            index.add_accounts([(bob if number % 2 else alice, number)])
+        odd, even = list(range(11, 40, 2)), list(range(10, 40, 2))
+        assert index.accounts_of(alice) == [1, 3, 7] + even
+        assert index.accounts_of(bob) == [2, 9] + odd and index.accounts_of(twin) == [4]
         index.drop_accounts(5)
         assert index.accounts_of(alice) == [1, 3] and index.accounts_of(bob) == [2]
-        assert index.accounts_of(os.urandom(32)) == []
+        assert index.accounts_of(twin) == [4] and index.accounts_of(os.urandom(32)) == []
         with pytest.raises(EncodingError):
             index.add_accounts([(alice[:31], 4)])
-
-
-def test_a_full_map_grows_and_the_write_is_retried(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_limits, "index_map_bytes_initial", 1 << 18)
-    blocks = random_blocks(40, 400, seed=4)
+        index.add_accounts([(bob, 5)])
+        carol = os.urandom(32)  # owns more accounts than a fence stretch holds
+        index.add_accounts([(carol, number) for number in range(100, 400)])
+        assert index.accounts_of(carol) == list(range(100, 400))
     with Index.open(tmp_path) as index:
-        start_bytes = index.map_bytes
-        index.add_blocks(blocks)  # one transaction far larger than the map: MapFullError
-        # Growing ahead of a write doubles the map once; more than that took MapFullError.
-        assert index.map_bytes >= 4 * start_bytes
-        assert_matches(index, Model(blocks), blocks[::7])
-
-
-def test_the_map_grows_while_readers_keep_reading(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_limits, "index_map_bytes_initial", 1 << 18)
-    blocks = random_blocks(40, 400, seed=5)
-    failures: list[str] = []
-    done = threading.Event()
-    with Index.open(tmp_path) as index:
-        start_bytes = index.map_bytes
-
-        def read_forever() -> None:
-            while not done.is_set():
-                height = index.indexed_height
-                if height and index.tx(blocks[height - 1].txids[0].tobytes()) is None:
-                    failures.append(f"block {height - 1} indexed but its txid missing")
-
-        readers = [threading.Thread(target=read_forever) for _ in range(2)]
-        for reader in readers:
-            reader.start()
-        try:
-            fill(index, blocks)
-        finally:
-            done.set()
-            for reader in readers:
-                reader.join()
-        assert index.map_bytes > start_bytes
-        assert failures == []
-        assert_matches(index, Model(blocks), blocks[::7])
+        assert index.accounts_of(alice) == [1, 3] and index.accounts_of(bob) == [2, 5]
+        assert index.accounts_of(carol) == list(range(100, 400))
+        index.drop_accounts(1)
+        assert index.accounts_of(alice) == [] and index.run_count == 0

@@ -1,41 +1,59 @@
-"""The index: where each transaction, block and account's history is, in LMDB.
+"""The index: where each transaction, block and account's history is, as sorted columnar runs.
 
 Derived data: everything here can be rebuilt from the block log, which is the durable truth. The
-index lags the log and catches up (``indexed_height`` says how far it got); a write transaction
-per call (``add_block`` / ``add_blocks``) keeps it consistent at every block boundary.
+index lags the log and catches up (``indexed_height`` says how far it got).
 
-One writer thread, any number of reader threads. The environment is opened with
-``metasync=False``: one fsync per commit instead of two, and a machine crash may undo the last
-commit but never corrupts the tree (LMDB's MDB_NOMETASYNC promise) - fine for derived data. And
-with ``writemap=True``: random inserts then wrote a third of the bytes per block (47 MB instead
-of 146 MB for 8,000-record blocks at ~0.8 million txids, bench/bench_store.py); the cost is that
-data.mdb is a sparse file as long as the map.
+Runs (bytes in docs/FORMAT.md). A run holds, for a range of block heights, the txids, account
+histories and block hashes of those blocks as sorted columns (numpy arrays, built with argsort
+and take); owner runs hold owner key -> account pairs. ``add_blocks`` and ``add_accounts`` add a
+run in memory; once the runs in memory reach :data:`store_limits.index_memory_bytes_max` they
+are merged into one run file (plain file writes) in the folder ``index/`` of the directory the
+index is opened on. A ``manifest`` (written to a temporary file, fsynced, renamed) lists the run
+files in order with their sizes and checksums; a file it does not name is a crash's leftover,
+deleted on open. Runs of one size tier merge, a few at a time (size-tiered, in memory and on
+disk alike), so a lookup searches O(log n) runs. Readers hold a little of each run in memory:
+every 64th key of each sorted column (a fence) and a Bloom filter of the txids (~1-2 bytes a
+txid). A point lookup skips the runs the filter rules out and reads one 512-byte stretch of
+keys from each other run file with pread, so it never maps a page. Only ``txs`` (many txids at
+once) reads through read-only maps, and it unmaps what it touched before it returns: the index
+keeps no file pages resident.
 
-Maps (keys big-endian where they are numbers, so LMDB's byte order is numeric order)::
+Durability. Runs in memory are lost in a crash: the index then reopens at the height its files
+end, and the ledger indexes the rest again from the log (at most ~index_memory_bytes_max of
+rows). A run file written from memory is not fsynced: open checks every run's checksum, so one
+whose bytes never reached the disk is found, and losing it costs re-indexing those blocks. A
+merged or rewritten run is fsynced before the manifest names it, because its inputs are deleted
+then and losing it would cost re-indexing all it covers; the directory is fsynced before those
+inputs are unlinked, so an older manifest never names a deleted file. On open, a run that is
+missing, or of the wrong size or checksum, is dropped with every later run; ``indexed_height``
+falls back to where the survivors end.
 
-    tx             txid (32)            -> height u64, position u32, code u8 (little-endian)
-    hash_height    block hash (32)      -> height u64
-    height_hash    height (8)           -> block hash (32)
-    owner_accounts owner key (32)       -> account (8), one duplicate per account
-    account_owner  account (8)          -> owner key (32), to drop accounts on a reorg
-    history        account (8)          -> height (8) + position (4), one duplicate per record
-    undo           height (8)           -> txids, debit and credit accounts of that block
-    meta           b"indexed_height"    -> u64
+Concurrency. One writer thread, any number of readers. A reader takes the current snapshot (a
+tuple of runs, each holding its own file descriptor and map) without a lock; the writer
+publishes a new snapshot once the manifest names its files. A replaced run's file is unlinked at
+once: a reader still holding an older snapshot keeps reading it (Linux keeps an unlinked file
+while a descriptor or map holds it), and both go with the last reference to the run.
 """
 
 from __future__ import annotations
 
+import bisect
+import ctypes
+import json
 import logging
+import mmap
+import os
 import struct
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
+from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple, Self
 
-import lmdb
 import numpy as np
 
+from tsunagi.core.config import BLOCK_RECORDS_LIMIT
 from tsunagi.errors import EncodingError, StorageError
 from tsunagi.ledger import store_limits
 
@@ -43,18 +61,57 @@ __all__ = ["BlockEntries", "Index", "TxLocation"]
 
 log = logging.getLogger(__name__)
 
-_TX_VALUE = np.dtype([("height", "<u8"), ("position", "<u4"), ("code", "u1")])
-_HISTORY_VALUE = np.dtype([("height", ">u8"), ("position", ">u4")])
-_TX_STRUCT = struct.Struct("<QIB")
-_HISTORY_STRUCT = struct.Struct(">QI")
-_U64_BE = struct.Struct(">Q")
-_U64_LE = struct.Struct("<Q")
-_INDEXED_HEIGHT = b"indexed_height"
-_MAPS = {  # name: (dupsort, dupfixed)
-    "tx": (False, False), "hash_height": (False, False), "height_hash": (False, False),
-    "owner_accounts": (True, True), "account_owner": (False, False),
-    "history": (True, True), "undo": (False, False), "meta": (False, False),
+FOLDER = "index"
+MANIFEST = "manifest"
+_MANIFEST_TEMPORARY = "manifest.tmp"
+_MAGIC = b"TSUNAGIX"
+_FORMAT_VERSION = 1
+# magic, format version, kind, first, end, row counts of up to four sections.
+_HEADER = struct.Struct("<8sIIQQ4Q")
+_ALIGN = 64  # columns start on cache lines: aligned for numpy whatever the row counts
+# A record's place is height << _POSITION_BITS | position, one u64 that sorts as (height,
+# position) does: a block holds at most BLOCK_RECORDS_LIMIT records.
+_POSITION_BITS = (BLOCK_RECORDS_LIMIT - 1).bit_length()
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
+_HEIGHT_LIMIT = 1 << (63 - _POSITION_BITS)  # places stay below 2**63: no edge at 2**64 - 1
+_NOT_FOUND = np.uint64(2**64 - 1)
+_FENCE_ROWS = 64  # keys between fence entries: a 512-byte stretch, one page, seldom two
+_BLOOM_BITS_PER_KEY = 8  # 8 to 16 (a power of two words): 0.5-3% of absent txids pass
+_IN_MEMORY = ("fence", "bloom")  # columns readers hold in memory, derived from the keys
+_SCAN_ROWS = 512  # a binary search through pread reads a range this short at once
+_REBUILD = "The index is derived from the block log: delete the folder to rebuild it."
+
+
+class _Kind(IntEnum):
+    blocks = 1  # a range of heights: tx, history, hash, hashes
+    owners = 2  # owner key -> account pairs
+
+
+# Sections of a run and their columns. A sorted section is ordered by its first two columns (a
+# key u64, then a second u64); its key is the first 8 bytes of a hash read big-endian where the
+# section looks hashes up, so comparing keys compares those bytes. Its fence holds every
+# _FENCE_ROWS-th key: readers keep it in memory and search it first. The tx section also has a
+# Bloom filter of its keys (one u64 word a key, chosen by the key's top bits, three bits set by
+# its low 18), so a point lookup skips most runs without reading them.
+_SECTIONS = {
+    _Kind.blocks: {
+        "tx": (("key", "<u8"), ("place", "<u8"), ("suffix", "V24"), ("code", "u1"),
+               ("fence", "<u8"), ("bloom", "<u8")),
+        "history": (("account", "<u8"), ("place", "<u8"), ("fence", "<u8")),
+        "hash": (("key", "<u8"), ("height", "<u8"), ("fence", "<u8")),
+        "hashes": (("hash", "V32"),),  # in height order, not sorted
+    },
+    _Kind.owners: {"owner": (("key", "<u8"), ("account", "<u8"), ("suffix", "V24"),
+                             ("fence", "<u8"))},
 }
+_KEYS = {section: spec[0][0] for sections in _SECTIONS.values()
+         for section, spec in sections.items() if ("fence", "<u8") in spec}
+_SECONDS = {section: spec[1][0] for sections in _SECTIONS.values()
+            for section, spec in sections.items() if section in _KEYS}
+_DTYPES = {(section, name): np.dtype(dtype) for sections in _SECTIONS.values()
+           for section, spec in sections.items() for name, dtype in spec}
+_SECTION_NUMBERS = {section: number for sections in _SECTIONS.values()
+                    for number, section in enumerate(sections)}
 
 
 class TxLocation(NamedTuple):
@@ -76,41 +133,282 @@ class BlockEntries(NamedTuple):
     credit_accounts: np.ndarray  # N uint64
 
 
-class _ReaderGate:
-    """Lets any number of readers in, or the map resizer alone: LMDB may only change the map
-    size while no transaction of this process is open."""
+class _Entry(NamedTuple):
+    """A run as the manifest names it (name "" while it is in memory). Block runs cover heights
+    [first, end); an owner run's first is indexed_height when its oldest pair was added, its
+    end its largest account + 1. size is the file's bytes (the arrays' bytes in memory)."""
 
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._readers = 0
-        self._resizing = False
+    name: str
+    kind: int
+    first: int
+    end: int
+    counts: tuple[int, ...]
+    size: int
+    checksum: int
 
-    @contextmanager
-    def reading(self):
-        with self._condition:
-            while self._resizing:
-                self._condition.wait()
-            self._readers += 1
+
+def _layout(kind: int, counts: Sequence[int]) -> tuple[dict, int]:
+    """Offset, dtype and row count of every (section, column), and the file size."""
+    offset, columns = _HEADER.size, {}
+    for (section, spec), count in zip(_SECTIONS[kind].items(), counts, strict=True):
+        for name, dtype in spec:
+            rows = {"fence": -(-count // _FENCE_ROWS), "bloom": _bloom_words(count)
+                    }.get(name, count)
+            offset = -(-offset // _ALIGN) * _ALIGN
+            columns[section, name] = (offset, np.dtype(dtype), rows)
+            offset += rows * np.dtype(dtype).itemsize
+    return columns, offset
+
+
+def _data_columns(kind: int, section: str) -> list[str]:
+    """The columns a writer is given (fence and Bloom filter it derives from the keys)."""
+    return [name for name, _ in _SECTIONS[kind][section] if name not in _IN_MEMORY]
+
+
+def _bloom_words(count: int) -> int:
+    """Words of a Bloom filter for ``count`` keys: a power of two, at least two."""
+    return 1 << max(1, (count * _BLOOM_BITS_PER_KEY - 1).bit_length() - 6)
+
+
+def _bloom_bits(keys: np.ndarray) -> np.ndarray:
+    """The three bits each key sets in its word (from its low 18 bits)."""
+    one = np.uint64(1)
+    return (one << (keys & np.uint64(63))) | (one << ((keys >> np.uint64(6)) & np.uint64(63))) \
+        | (one << ((keys >> np.uint64(12)) & np.uint64(63)))
+
+
+def _bloom_add(words: np.ndarray, keys: np.ndarray) -> None:
+    """Sets the bits of sorted ``keys`` in the filter ``words``: their word indexes do not
+    decrease, so OR-ing runs of equal ones (reduceat) writes the filter front to back."""
+    if not len(keys):
+        return
+    shift = np.uint64(64 - (len(words).bit_length() - 1))
+    index = (keys >> shift).astype(np.intp)
+    starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1])))
+    words[index[starts]] |= np.bitwise_or.reduceat(_bloom_bits(keys), starts)
+
+
+def _header(entry: _Entry) -> bytes:
+    counts = tuple(entry.counts) + (0,) * (4 - len(entry.counts))
+    return _HEADER.pack(_MAGIC, _FORMAT_VERSION, entry.kind, entry.first, entry.end, *counts)
+
+
+def _padding(columns: dict) -> dict:
+    """Zero bytes before each column (from the end of the one before it)."""
+    padding, end = {}, _HEADER.size
+    for key, (offset, dtype, count) in columns.items():
+        padding[key], end = offset - end, offset + count * dtype.itemsize
+    return padding
+
+
+def _combined_checksum(header: bytes, column_checksums: Iterable[int]) -> int:
+    """A run's checksum: crc32 of the header and of each column's crc32 in file order, each
+    column's taken over its bytes and the padding before it (columns are written in chunks, a
+    running crc32 each), so every byte of the file is covered."""
+    return zlib.crc32(b"".join(struct.pack("<I", crc) for crc in column_checksums),
+                      zlib.crc32(header))
+
+
+def _prefixes(rows: np.ndarray) -> np.ndarray:
+    """First 8 bytes of each N x 32 uint8 row as a big-endian number: sorts as bytes do."""
+    return rows.view(">u8")[:, 0].astype(np.uint64)
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _pread_into(fd: int, target: np.ndarray, offset: int) -> None:
+    view = memoryview(target.view(np.uint8)).cast("B")
+    while view:
+        got = os.preadv(fd, [view], offset)
+        if got == 0:
+            raise StorageError(f"an index run ended early at byte {offset}. {_REBUILD}")
+        view, offset = view[got:], offset + got
+
+
+class _Run:
+    """A run: a file (read with pread, mapped read-only for ``txs`` alone) or, for the newest
+    blocks, arrays in memory. ``sections[section][column]`` are map views or those arrays; every
+    fence is in memory either way."""
+
+    __slots__ = ("_fd", "_map", "bloom", "bloom_shift", "columns", "entry", "fences", "path",
+                 "sections")
+
+    def __init__(self, entry: _Entry, sections: dict, path: Path | None = None,
+                 columns: dict | None = None, fd: int = -1, mapped: mmap.mmap | None = None):
+        """Private: use :meth:`in_memory` or :meth:`on_file`."""
+        self.entry, self.sections, self.path = entry, sections, path
+        self.columns, self._fd, self._map = columns, fd, mapped
+        # As sequences of Python ints (memoryviews): bisect and one test of a word are ~10x
+        # faster on them than on numpy arrays.
+        self.fences = {section: memoryview(rows["fence"]).cast("B").cast("Q")
+                       for section, rows in sections.items() if "fence" in rows}
+        if "tx" in sections:
+            words = sections["tx"]["bloom"]
+            self.bloom = memoryview(words).cast("B").cast("Q")
+            self.bloom_shift = 64 - (len(words).bit_length() - 1)
+
+    @classmethod
+    def in_memory(cls, kind: int, first: int, end: int, sections: dict) -> _Run:
+        sections = {name: {column: rows[column] for column in _data_columns(kind, name)}
+                    for name, rows in sections.items()}
+        for name, rows in sections.items():
+            if name in _KEYS:
+                rows["fence"] = np.ascontiguousarray(rows[_KEYS[name]][::_FENCE_ROWS])
+            if name == "tx":
+                rows["bloom"] = np.zeros(_bloom_words(len(rows["key"])), np.uint64)
+                _bloom_add(rows["bloom"], rows["key"])
+        counts = tuple(len(next(iter(rows.values()))) for rows in sections.values())
+        size = sum(array.nbytes for rows in sections.values() for array in rows.values())
+        return cls(_Entry("", int(kind), first, end, counts, size, 0), sections)
+
+    @classmethod
+    def on_file(cls, folder: Path, entry: _Entry) -> _Run:
+        columns, _ = _layout(entry.kind, entry.counts)
+        fd = os.open(folder / entry.name, os.O_RDONLY)
         try:
-            yield
-        finally:
-            with self._condition:
-                self._readers -= 1
-                if not self._readers:
-                    self._condition.notify_all()
+            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            mapped.madvise(mmap.MADV_RANDOM)  # txs jumps around: read-ahead would be waste
+            sections: dict[str, dict[str, np.ndarray]] = {}
+            for (section, name), (offset, dtype, count) in columns.items():
+                if name in _IN_MEMORY:
+                    column = np.empty(count, dtype)
+                    _pread_into(fd, column, offset)
+                else:
+                    column = np.frombuffer(mapped, dtype, count, offset) if count else \
+                        np.empty(0, dtype)
+                sections.setdefault(section, {})[name] = column
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(entry, sections, folder / entry.name, columns, fd, mapped)
 
-    @contextmanager
-    def alone(self):
-        with self._condition:
-            self._resizing = True
-            while self._readers:
-                self._condition.wait()
+    def __del__(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    @property
+    def first(self) -> int:
+        return self.entry.first
+
+    @property
+    def end(self) -> int:
+        return self.entry.end
+
+    @property
+    def on_disk(self) -> bool:
+        return self.path is not None
+
+    def rows(self, section: str) -> int:
+        return self.entry.counts[_SECTION_NUMBERS[section]]
+
+    def read(self, section: str, column: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of a column: by pread from a file, so no page gets mapped."""
+        if self.path is None:
+            return self.sections[section][column][start:stop]
+        offset, dtype, _ = self.columns[section, column]
+        rows = np.empty(max(stop - start, 0), dtype)
+        _pread_into(self._fd, rows, offset + start * dtype.itemsize)
+        return rows
+
+    def pread(self, section: str, column: str, start: int, stop: int) -> bytes:
+        """The bytes of rows [start, stop) of a column (pread from a file: nothing mapped)."""
+        if self.path is None:
+            return self.sections[section][column][start:stop].tobytes()
+        offset, dtype, _ = self.columns[section, column]
+        size = max(stop - start, 0) * dtype.itemsize
+        data = os.pread(self._fd, size, offset + start * dtype.itemsize)
+        if len(data) != size:
+            raise StorageError(f"{self.path} ended early: an index run was cut short. "
+                               f"{_REBUILD}")
+        return data
+
+    def read_into(self, section: str, column: str, start: int, rows: np.ndarray) -> None:
+        if self.path is None:
+            rows[:] = self.sections[section][column][start:start + len(rows)]
+        else:
+            offset, dtype, _ = self.columns[section, column]
+            _pread_into(self._fd, rows, offset + start * dtype.itemsize)
+
+    def drop_pages(self) -> None:
+        """Unmaps the pages ``txs`` touched (the page cache keeps them), so they stop counting
+        in the process's resident memory."""
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+
+class _Snapshot(NamedTuple):
+    """What readers see: block runs in height order (files, then those in memory), owner runs
+    oldest first."""
+
+    blocks: tuple[_Run, ...]
+    owners: tuple[_Run, ...]
+    firsts: tuple[int, ...]  # first height of each block run, for bisect
+
+    @property
+    def indexed_height(self) -> int:
+        return self.blocks[-1].end if self.blocks else 0
+
+
+class _RunWriter:
+    """Writes one run file column by column (chunks of a column in order), then checksums it."""
+
+    def __init__(self, folder: Path, entry: _Entry):
+        self.path = folder / entry.name
+        self.columns, size = _layout(entry.kind, entry.counts)
+        self.entry = entry._replace(size=size)
+        self.filled = dict.fromkeys(self.columns, 0)
+        self.keys = {section: _KEYS[section] for section, _ in self.columns if section in _KEYS}
+        self.blooms = {section: np.zeros(count, np.uint64)
+                       for (section, name), (_, _, count) in self.columns.items()
+                       if name == "bloom"}
+        self.checksums = {key: zlib.crc32(bytes(padding))
+                          for key, padding in _padding(self.columns).items()}
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            yield
-        finally:
-            with self._condition:
-                self._resizing = False
-                self._condition.notify_all()
+            os.ftruncate(self.fd, size)
+            _pwrite_all(self.fd, _header(self.entry), 0)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def write(self, section: str, column: str, rows: np.ndarray) -> None:
+        """Appends rows to a column; rows of a sorted section's key also give its fence."""
+        offset, dtype, count = self.columns[section, column]
+        data = np.ascontiguousarray(rows, dtype=dtype)
+        filled = self.filled[section, column]
+        assert filled + len(data) <= count, f"{section}.{column}: more rows than the layout has"
+        if column == self.keys.get(section):  # the rows at multiples of _FENCE_ROWS
+            self.write(section, "fence", data[-filled % _FENCE_ROWS::_FENCE_ROWS])
+            if section in self.blooms:
+                _bloom_add(self.blooms[section], data)
+        _pwrite_all(self.fd, data.view(np.uint8), offset + filled * dtype.itemsize)
+        self.checksums[section, column] = zlib.crc32(data.view(np.uint8),
+                                                     self.checksums[section, column])
+        self.filled[section, column] = filled + len(data)
+
+    def finish(self, sync: bool) -> _Entry:
+        for section, words in self.blooms.items():
+            self.write(section, "bloom", words)
+        for key, (_, _, count) in self.columns.items():
+            assert self.filled[key] == count, f"{key}: {self.filled[key]} of {count} rows"
+        if sync:
+            os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        return self.entry._replace(checksum=_combined_checksum(_header(self.entry),
+                                                               self.checksums.values()))
+
+    def abandon(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.path.unlink(missing_ok=True)
 
 
 def _checked_entries(entries: BlockEntries) -> BlockEntries:
@@ -126,86 +424,557 @@ def _checked_entries(entries: BlockEntries) -> BlockEntries:
                             f"{credit.shape} credit accounts")
     if len(entries.block_hash) != 32:
         raise EncodingError(f"block {entries.height}: a block hash is 32 bytes")
+    if count > BLOCK_RECORDS_LIMIT or not 0 <= entries.height < _HEIGHT_LIMIT:
+        raise EncodingError(f"block {entries.height}: {count} records; a block holds at most "
+                            f"{BLOCK_RECORDS_LIMIT} and heights are below {_HEIGHT_LIMIT}")
     codes = np.ascontiguousarray(entries.codes, dtype=np.uint8)
     return BlockEntries(entries.height, bytes(entries.block_hash), txids, codes, debit, credit)
 
 
-def _rows(buffer: bytes, width: int) -> list[bytes]:
-    # A void-dtype view turns into byte strings in one C loop: ~6x faster than slicing.
-    return np.frombuffer(buffer, dtype=f"V{width}").tolist()
+# -- building a run from blocks ---------------------------------------------------------------
+
+def _key_order(keys: np.ndarray) -> np.ndarray:
+    """Order that sorts ``keys``, equal keys kept in their order. The unstable SIMD sort is ~6x
+    faster than the stable one; equal keys (a txid twice, a crafted prefix) are rare."""
+    order = np.argsort(keys)
+    ordered = keys[order]
+    if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
+        order = np.argsort(keys, kind="stable")
+    return order
 
 
-def _tx_items(entries: BlockEntries) -> list[tuple[bytes, bytes]]:
-    count = len(entries.codes)
-    values = np.empty(count, dtype=_TX_VALUE)
-    values["height"] = entries.height
-    values["position"] = np.arange(count, dtype=np.uint32)
-    values["code"] = entries.codes
-    # Sorted keys let LMDB find each next key on the page it is already on.
-    order = np.argsort(entries.txids.view("S32").ravel(), kind="stable")
-    keys = _rows(entries.txids[order].tobytes(), 32)
-    return list(zip(keys, _rows(values[order].tobytes(), _TX_VALUE.itemsize)))
+def _grouped_order(keys: np.ndarray) -> np.ndarray:
+    """Stable order of ``keys`` with many equal ones (accounts): each key shifted left with its
+    row number below makes every value distinct, so the fast unstable sort of the values is
+    exact; the stable argsort is the fallback when the keys leave no room for row numbers."""
+    count = len(keys)
+    shift = max(count - 1, 1).bit_length()
+    if count and int(keys.max()) >> (64 - shift) == 0:
+        tagged = (keys << np.uint64(shift)) | np.arange(count, dtype=np.uint64)
+        tagged.sort()
+        return (tagged & np.uint64((1 << shift) - 1)).astype(np.intp)
+    return np.argsort(keys, kind="stable")
 
 
-def _history_items(entries: BlockEntries) -> list[tuple[bytes, bytes]]:
-    count = len(entries.codes)
-    accounts = np.concatenate([entries.debit_accounts, entries.credit_accounts])
-    positions = np.tile(np.arange(count, dtype=np.uint64), 2)
+def _places(blocks: list[BlockEntries]) -> np.ndarray:
+    counts = np.array([len(block.codes) for block in blocks], dtype=np.int64)
+    heights = np.array([block.height for block in blocks], dtype=np.uint64)
+    starts = np.cumsum(counts) - counts
+    rows = np.arange(int(counts.sum()), dtype=np.uint64)
+    positions = rows - np.repeat(starts, counts).astype(np.uint64)
+    return (np.repeat(heights, counts) << np.uint64(_POSITION_BITS)) | positions
+
+
+def _tx_rows(blocks: list[BlockEntries], places: np.ndarray) -> dict[str, np.ndarray]:
+    txids = np.concatenate([block.txids for block in blocks])
+    keys = _prefixes(txids)
+    order = _key_order(keys)  # the rows come in place order: equal keys stay oldest first
+    rows = txids.view("V32")[:, 0][order].view(np.uint8).reshape(-1, 32)
+    return {"key": keys[order], "place": places[order],
+            "suffix": np.ascontiguousarray(rows[:, 8:]).view("V24")[:, 0],
+            "code": np.concatenate([block.codes for block in blocks])[order]}
+
+
+def _history_rows(blocks: list[BlockEntries], places: np.ndarray) -> dict[str, np.ndarray]:
+    debit = np.concatenate([block.debit_accounts for block in blocks])
+    credit = np.concatenate([block.credit_accounts for block in blocks])
+    accounts = np.stack([debit, credit], axis=1).ravel()  # in (place, side) order
     keep = accounts != 0  # account 0 means "none" (an open_account's debit, a burn's credit)
-    accounts, positions = accounts[keep], positions[keep]
-    order = np.lexsort((positions, accounts))
-    values = np.empty(len(order), dtype=_HISTORY_VALUE)
-    values["height"] = entries.height
-    values["position"] = positions[order]
-    keys = _rows(accounts[order].astype(">u8").tobytes(), 8)
-    return list(zip(keys, _rows(values.tobytes(), _HISTORY_VALUE.itemsize)))
+    keep[1::2] &= credit != debit  # a record paying its own account is one entry
+    accounts, places = accounts[keep], np.repeat(places, 2)[keep]
+    order = _grouped_order(accounts)
+    return {"account": accounts[order], "place": places[order]}
 
 
-def _undo_value(entries: BlockEntries) -> bytes:
-    return b"".join([entries.txids.tobytes(), entries.debit_accounts.astype("<u8").tobytes(),
-                     entries.credit_accounts.astype("<u8").tobytes()])
+def _hash_rows(blocks: list[BlockEntries]) -> tuple[dict, dict]:
+    hashes = np.frombuffer(b"".join(block.block_hash for block in blocks), np.uint8)
+    hashes = hashes.reshape(-1, 32)
+    keys = _prefixes(hashes)
+    order = np.argsort(keys, kind="stable")
+    heights = np.arange(blocks[0].height, blocks[-1].height + 1, dtype=np.uint64)
+    return ({"key": keys[order], "height": heights[order]},
+            {"hash": hashes.view("V32")[:, 0]})
 
 
-def _split_undo(value: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    count = len(value) // 48
-    txids = np.frombuffer(value, dtype=np.uint8, count=count * 32).reshape(count, 32)
-    debit = np.frombuffer(value, dtype="<u8", count=count, offset=count * 32)
-    credit = np.frombuffer(value, dtype="<u8", count=count, offset=count * 40)
-    return txids, debit, credit
+def _block_sections(blocks: list[BlockEntries]) -> dict[str, dict[str, np.ndarray]]:
+    places = _places(blocks)
+    hash_rows, hashes = _hash_rows(blocks)
+    return {"tx": _tx_rows(blocks, places), "history": _history_rows(blocks, places),
+            "hash": hash_rows, "hashes": hashes}
 
+
+def _owner_rows(pairs: Iterable[tuple[bytes, int]]) -> dict[str, np.ndarray]:
+    keys, accounts = [], []
+    for key, account in pairs:
+        if len(key) != 32 or not 0 < account < 2**64:
+            raise EncodingError(f"an owner key is 32 bytes and an account 1..2**64-1, got "
+                                f"{len(key)} bytes and {account}")
+        keys.append(bytes(key))
+        accounts.append(account)
+    rows = np.frombuffer(b"".join(keys), np.uint8).reshape(-1, 32)
+    numbers = np.array(accounts, dtype=np.uint64)
+    prefixes = _prefixes(rows)
+    order = np.lexsort((numbers, prefixes))
+    return {"key": prefixes[order], "account": numbers[order],
+            "suffix": np.ascontiguousarray(rows[order, 8:]).view("V24")[:, 0]}
+
+
+# -- searching a run ------------------------------------------------------------------------------
+
+def _words(data: bytes) -> memoryview:
+    """u64 values of little-endian bytes as a sequence of Python ints (for bisect)."""
+    return memoryview(data).cast("Q")
+
+
+_SIDES = {"left": bisect.bisect_left, "right": bisect.bisect_right}
+
+
+def _stretch(run: _Run, section: str, key: int, side: str = "left") -> tuple[int, memoryview]:
+    """The first row and the keys of the stretch of at most _FENCE_ROWS rows that holds
+    ``searchsorted(key, side)`` of the section's keys: found in the fence, in memory."""
+    segment = _SIDES[side](run.fences[section], key)
+    low = max(segment - 1, 0) * _FENCE_ROWS
+    high = min(segment * _FENCE_ROWS, run.rows(section))
+    return low, _words(run.pread(section, _KEYS[section], low, high))
+
+
+def _find_range(run: _Run, section: str, key: int) -> tuple[int, int]:
+    """The rows holding ``key``: one read when they end inside the stretch they start in (a
+    key held by a few rows), else a second for where they end."""
+    low, keys = _stretch(run, section, key)
+    start, stop = bisect.bisect_left(keys, key), bisect.bisect_right(keys, key)
+    if stop < len(keys) or low + len(keys) == run.rows(section):
+        return low + start, low + stop
+    return low + start, _find(run, section, key, "right")
+
+
+def _find(run: _Run, section: str, key: int, side: str = "left") -> int:
+    """``searchsorted(key, side)`` of a sorted section's keys: one read of one stretch."""
+    low, keys = _stretch(run, section, key, side)
+    return low + _SIDES[side](keys, key)
+
+
+def _bisect(run: _Run, section: str, column: str, value: int, low: int, high: int,
+            side: str = "left") -> int:
+    """``searchsorted(value, side)`` within rows [low, high) of a u64 column sorted there:
+    single values by pread until the range is short, then the range at once."""
+    while high - low > _SCAN_ROWS:
+        middle = (low + high) // 2
+        probe = _words(run.pread(section, column, middle, middle + 1))[0]
+        if probe < value or (side == "right" and probe == value):
+            low = middle + 1
+        else:
+            high = middle
+    return low + _SIDES[side](_words(run.pread(section, column, low, high)), value)
+
+
+def _find_many(table: dict[str, np.ndarray], keys: np.ndarray, needles: np.ndarray
+               ) -> np.ndarray:
+    """``keys.searchsorted(needles)`` through the fence, for many needles at once: a
+    vectorised binary search over each needle's stretch of _FENCE_ROWS keys (one or two pages
+    of a map each)."""
+    if not len(keys):
+        return np.zeros(len(needles), dtype=np.intp)
+    low = table["fence"].searchsorted(needles).astype(np.intp)
+    high = np.minimum(low * _FENCE_ROWS, len(keys))
+    low = np.maximum(low - 1, 0) * _FENCE_ROWS
+    for _ in range(_FENCE_ROWS.bit_length()):  # halves a stretch of <= _FENCE_ROWS each step
+        middle = (low + high) >> 1
+        right = (low < high) & (keys[np.minimum(middle, len(keys) - 1)] < needles)
+        low = np.where(right, middle + 1, low)
+        high = np.where(right | (low >= high), high, middle)
+    return low
+
+
+def _maybe_in(words: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which keys a run's Bloom filter lets through (all it holds, and a few others)."""
+    index = (keys >> np.uint64(64 - (len(words).bit_length() - 1))).astype(np.intp)
+    need = _bloom_bits(keys)
+    return (words[index] & need) == need
+
+
+def _tx_in_run(run: _Run, key: int, suffix: bytes) -> TxLocation | None:
+    low, keys = _stretch(run, "tx", key)
+    row = low + bisect.bisect_left(keys, key)
+    while row < run.rows("tx"):
+        found = keys[row - low] if row - low < len(keys) else \
+            _words(run.pread("tx", "key", row, row + 1))[0]
+        if found != key:
+            return None
+        if run.pread("tx", "suffix", row, row + 1) == suffix:  # a prefix is no proof
+            return _location(_words(run.pread("tx", "place", row, row + 1))[0],
+                             run.pread("tx", "code", row, row + 1)[0])
+        row += 1
+    return None
+
+
+def _search_run(table: dict[str, np.ndarray], keys: np.ndarray, suffixes: np.ndarray,
+                pending: np.ndarray, places: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Looks the ``pending`` needles up in one run's tx table, fills ``places`` and ``codes`` of
+    those found, and returns the needles still pending (in the same order)."""
+    run_keys = table["key"]
+    rows = _find_many(table, run_keys, keys[pending])
+    inside = rows < len(run_keys)
+    candidates, rows = pending[inside], rows[inside]
+    same_key = run_keys[rows] == keys[candidates]
+    candidates, rows = candidates[same_key], rows[same_key]
+    same = (table["suffix"][rows].view("<u8").reshape(-1, 3) == suffixes[candidates]).all(axis=1)
+    hits, hit_rows = list(candidates[same]), list(rows[same])
+    # The first row with the key holds another txid of that prefix: look at the rows after it.
+    for needle, row in zip(candidates[~same].tolist(), rows[~same].tolist()):
+        row += 1
+        while row < len(run_keys) and run_keys[row] == keys[needle]:
+            if (table["suffix"][row:row + 1].view("<u8") == suffixes[needle]).all():
+                hits.append(needle)
+                hit_rows.append(row)
+                break
+            row += 1
+    if not hits:
+        return pending
+    hits_array, rows_array = np.array(hits, dtype=np.intp), np.array(hit_rows, dtype=np.intp)
+    places[hits_array] = table["place"][rows_array]
+    codes[hits_array] = table["code"][rows_array]
+    return pending[places[pending] == _NOT_FOUND]
+
+
+def _history_places(run: _Run, account: int, bound: int | None, limit: int) -> list[int]:
+    """Up to ``limit`` places of ``account`` in one run, newest first, below ``bound``."""
+    low, high = _find_range(run, "history", account)
+    if bound is not None and high > low:
+        high = _bisect(run, "history", "place", bound, low, high)
+    start = max(low, high - limit)
+    return _words(run.pread("history", "place", start, high)).tolist()[::-1]
+
+
+def _location(place: int, code: int) -> TxLocation:
+    return TxLocation(place >> _POSITION_BITS, place & _POSITION_MASK, code)
+
+
+def _txid_rows(txids: np.ndarray | Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """N x 32 rows and which of them are txids at all (a byte string of another length is
+    answered None)."""
+    if isinstance(txids, np.ndarray):
+        rows = np.ascontiguousarray(txids, dtype=np.uint8).reshape(-1, 32)
+        return rows, np.ones(len(rows), dtype=bool)
+    items = [bytes(txid) for txid in txids]
+    valid = np.array([len(item) == 32 for item in items], dtype=bool)
+    joined = b"".join(item if len(item) == 32 else bytes(32) for item in items)
+    return np.frombuffer(joined, np.uint8).reshape(-1, 32), valid
+
+
+def _place_bound(height: int, position: int) -> int:
+    """The smallest place not older than (height, position), clamped to the places possible."""
+    if height < 0 or position < 0:
+        raise ValueError(f"before is a (height, position) pair of non-negative numbers, got "
+                         f"{(height, position)}")
+    return (min(height, _HEIGHT_LIMIT) << _POSITION_BITS) + min(position, _POSITION_MASK + 1)
+
+
+# -- merging and filtering runs ---------------------------------------------------------------
+
+def _merge_order(keys: np.ndarray, seconds: np.ndarray, in_height_order: bool) -> np.ndarray:
+    """Order sorting rows by (key, second) whose sorted stretches (one from each input, oldest
+    input first) lie one after another: a stable argsort is timsort, which finds the stretches
+    and merges them in O(n log k). Equal keys keep input order, which is (key, second) order
+    when the inputs hold ascending heights and second grows with height (tx, history, hash);
+    owner runs need not (accounts need not grow from run to run): lexsort sorts them then."""
+    order = np.argsort(keys, kind="stable")
+    if in_height_order:
+        return order
+    ordered_keys, ordered_seconds = keys[order], seconds[order]
+    if ((ordered_keys[1:] == ordered_keys[:-1]) & (ordered_seconds[1:] < ordered_seconds[:-1])
+            ).any():
+        order = np.lexsort((seconds, keys))
+    return order
+
+
+def _merged_sections(runs: list[_Run]) -> dict[str, dict[str, np.ndarray]]:
+    """The rows of ``runs`` (consecutive, oldest first) as one run's sections, in memory."""
+    kind = runs[0].entry.kind
+    merged = {}
+    for section in _SECTIONS[kind]:
+        columns = {name: np.concatenate([run.read(section, name, 0, run.rows(section))
+                                         for run in runs])
+                   for name in _data_columns(kind, section)}
+        if section in _KEYS and len(runs) > 1:
+            order = _merge_order(columns[_KEYS[section]], columns[_SECONDS[section]],
+                                 kind == _Kind.blocks)
+            columns = {name: rows[order] for name, rows in columns.items()}
+        merged[section] = columns
+    return merged
+
+
+def _rank(run: _Run, section: str, bound: tuple[int, int], low: int, high: int,
+          side: str = "left") -> int:
+    """Rows of [low, high) ordered before (or, side "right", up to) ``bound`` = (key, second):
+    the rank of the key in the whole run clamped to the range, then the second among equal
+    keys."""
+    key, second = bound
+    first = min(max(_find(run, section, key, "left"), low), high)
+    last = min(max(_find(run, section, key, "right"), low), high)
+    return _bisect(run, section, _SECONDS[section], second, first, last, side)
+
+
+def _chunk_stops(runs: list[_Run], section: str, starts: list[int], ends: list[int]
+                 ) -> list[int]:
+    """Where the next merge chunk ends in each input: before the smallest (key, second) found
+    ``step`` rows ahead in any input, so no input gives more than ``step`` rows to it (and the
+    chunk holds at most index_merge_chunk_rows) and equal rows never straddle two chunks."""
+    step = max(1, store_limits.index_merge_chunk_rows // len(runs))
+    ahead = [(int(run.read(section, _KEYS[section], start + step, start + step + 1)[0]),
+              int(run.read(section, _SECONDS[section], start + step, start + step + 1)[0]))
+             for run, start, end in zip(runs, starts, ends) if end - start > step]
+    if not ahead:
+        return list(ends)
+    bound = min(ahead)
+    stops = [_rank(run, section, bound, start, end)
+             for run, start, end in zip(runs, starts, ends)]
+    if stops == starts:  # more equal rows than a chunk holds (an owner pair added many times)
+        stops = [_rank(run, section, bound, start, end, "right")
+                 for run, start, end in zip(runs, starts, ends)]
+    return stops
+
+
+def _read_rows(runs: list[_Run], section: str, column: str, starts: list[int],
+               stops: list[int]) -> np.ndarray:
+    """Rows [start, stop) of one column of each input, concatenated; read from files with
+    pread, so the bytes pass through the page cache and this buffer, never through a map."""
+    rows = np.empty(sum(stop - start for start, stop in zip(starts, stops)),
+                    _DTYPES[section, column])
+    filled = 0
+    for run, start, stop in zip(runs, starts, stops):
+        if stop > start:
+            run.read_into(section, column, start, rows[filled:filled + stop - start])
+            filled += stop - start
+    return rows
+
+
+def _merge_sorted(writer: _RunWriter, runs: list[_Run], section: str) -> None:
+    """Writes the rows of a sorted section of ``runs`` merged, a bounded chunk at a time."""
+    names = _data_columns(runs[0].entry.kind, section)
+    starts, ends = [0] * len(runs), [run.rows(section) for run in runs]
+    while starts != ends:
+        stops = _chunk_stops(runs, section, starts, ends)
+        chunk = {name: _read_rows(runs, section, name, starts, stops) for name in names}
+        if sum(stop > start for start, stop in zip(starts, stops)) > 1:
+            order = _merge_order(chunk[_KEYS[section]], chunk[_SECONDS[section]],
+                                 runs[0].entry.kind == _Kind.blocks)
+            chunk = {name: rows[order] for name, rows in chunk.items()}
+        for name in names:
+            writer.write(section, name, chunk[name])
+        starts = stops
+
+
+def _copy_rows(writer: _RunWriter, run: _Run, section: str, stop: int,
+               keep: tuple[str, int] | None = None) -> None:
+    """Copies rows [0, stop) of a section in chunks; with ``keep`` = (column, bound) only the
+    rows whose column is below bound."""
+    names = _data_columns(run.entry.kind, section)
+    for start in range(0, stop, store_limits.index_merge_chunk_rows):
+        end = min(stop, start + store_limits.index_merge_chunk_rows)
+        chunk = {name: _read_rows([run], section, name, [start], [end]) for name in names}
+        if keep is not None:
+            kept = chunk[keep[0]] < np.uint64(keep[1])
+            chunk = {name: rows[kept] for name, rows in chunk.items()}
+        for name in names:
+            writer.write(section, name, chunk[name])
+
+
+def _count_below(run: _Run, section: str, column: str, bound: int) -> int:
+    total, count = 0, run.rows(section)
+    for start in range(0, count, store_limits.index_merge_chunk_rows):
+        end = min(count, start + store_limits.index_merge_chunk_rows)
+        total += int(np.count_nonzero(run.read(section, column, start, end) < np.uint64(bound)))
+    return total
+
+
+def _keeps(kind: int, bound: int) -> dict[str, tuple[str, int] | int]:
+    """What a filtered run keeps of each section: rows whose column is below a bound, or (the
+    block hashes in height order) the first rows."""
+    if kind == _Kind.owners:
+        return {"owner": ("account", bound)}
+    return {"tx": ("place", bound << _POSITION_BITS),
+            "history": ("place", bound << _POSITION_BITS), "hash": ("height", bound),
+            "hashes": None}
+
+
+def _filtered_sections(run: _Run, bound: int) -> dict[str, dict[str, np.ndarray]]:
+    """The rows of a run in memory that a filter at ``bound`` keeps (see _keeps)."""
+    sections = {}
+    for section, keep in _keeps(run.entry.kind, bound).items():
+        columns = {name: run.sections[section][name]
+                   for name in _data_columns(run.entry.kind, section)}
+        if keep is None:
+            kept = slice(0, bound - run.first)
+        else:
+            kept = columns[keep[0]] < np.uint64(keep[1])
+        sections[section] = {name: rows[kept] for name, rows in columns.items()}
+    return sections
+
+
+# -- open: the manifest and the checks of each run ---------------------------------------------
+
+def _read_manifest(folder: Path) -> tuple[list[_Entry], int] | None:
+    """The manifest's runs and next run number; None when missing; raises ValueError when it is
+    damaged."""
+    try:
+        data = (folder / MANIFEST).read_bytes()
+    except FileNotFoundError:
+        return None
+    checksum, _, body = data.partition(b"\n")
+    if checksum != b"%08x" % zlib.crc32(body):
+        raise ValueError("its checksum does not match")
+    content = json.loads(body)
+    if content.get("format") != _FORMAT_VERSION:
+        raise ValueError(f"format {content.get('format')!r}, expected {_FORMAT_VERSION}")
+    entries = [_Entry(name, kind, first, end, tuple(counts), size, checksum)
+               for name, kind, first, end, counts, size, checksum in content["runs"]]
+    return entries, int(content["next_run"])
+
+
+def _manifest_bytes(entries: Iterable[_Entry], next_run: int) -> bytes:
+    body = json.dumps({"format": _FORMAT_VERSION, "next_run": next_run,
+                       "runs": [list(entry[:4]) + [list(entry.counts), entry.size,
+                                                   entry.checksum] for entry in entries]},
+                      separators=(",", ":")).encode()
+    return b"%08x\n" % zlib.crc32(body) + body
+
+
+def _damage(folder: Path, entry: _Entry) -> str | None:
+    """What is wrong with a run file, or None when its size, header and checksum are right."""
+    path = folder / entry.name
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "the file is missing"
+    try:
+        size = os.fstat(fd).st_size
+        columns, expected = _layout(entry.kind, entry.counts)
+        if size != entry.size:
+            return f"{size} bytes, the manifest says {entry.size}"
+        if size != expected:
+            return f"{size} bytes, its row counts make {expected}"
+        header = os.pread(fd, _HEADER.size, 0)
+        if header != _header(entry):
+            return "its header does not match the manifest"
+        checksums = []
+        for (offset, dtype, count), padding in zip(columns.values(), _padding(columns).values()):
+            checksum, end, offset = 0, offset + count * dtype.itemsize, offset - padding
+            while offset < end:
+                chunk = os.pread(fd, min(end - offset, store_limits.index_read_chunk_bytes),
+                                 offset)
+                checksum, offset = zlib.crc32(chunk, checksum), offset + len(chunk)
+            checksums.append(checksum)
+        if _combined_checksum(header, checksums) != entry.checksum:
+            return "its checksum does not match"
+        return None
+    finally:
+        os.close(fd)
+
+
+def _recover(folder: Path, entries: list[_Entry]) -> tuple[list[_Entry], list[_Entry]]:
+    """The block and owner runs that survive the checks (see the module's docstring)."""
+    blocks = [entry for entry in entries if entry.kind == _Kind.blocks]
+    owners = [entry for entry in entries if entry.kind == _Kind.owners]
+    kept_blocks, end = [], 0
+    for entry in blocks:
+        problem = "it does not start where the run before it ends" if entry.first != end \
+            else _damage(folder, entry)
+        if problem:
+            log.warning("index run %s (heights %d..%d) is damaged: %s. Dropping it and %d later "
+                        "block runs: the index falls back to height %d and catches up from the "
+                        "block log", entry.name, entry.first, entry.end - 1, problem,
+                        len(blocks) - len(kept_blocks) - 1, end)
+            break
+        kept_blocks.append(entry)
+        end = entry.end
+    for position, entry in enumerate(owners):
+        problem = _damage(folder, entry)
+        if problem:
+            # Its accounts came with blocks from entry.first on: index those blocks again.
+            kept_blocks = [block for block in kept_blocks if block.end <= entry.first]
+            log.warning("index owner run %s is damaged: %s. Dropping it and %d later owner "
+                        "runs: the index falls back to height %d and catches up from the block "
+                        "log", entry.name, problem, len(owners) - position - 1,
+                        kept_blocks[-1].end if kept_blocks else 0)
+            return kept_blocks, owners[:position]
+    return kept_blocks, owners
+
+
+def _remove_leftovers(folder: Path, keep: set[str]) -> None:
+    for path in folder.iterdir():
+        if path.name not in keep:
+            log.info("index: deleting %s, which the manifest does not name (a crash's "
+                     "leftover)", path.name)
+            if path.is_dir():
+                raise StorageError(f"{path} is a folder inside the index: move it elsewhere")
+            path.unlink()
+
+
+def _write_manifest(folder: Path, entries: Iterable[_Entry], next_run: int) -> None:
+    """Replaces the manifest: a temporary file, fsynced, renamed over it."""
+    temporary = folder / _MANIFEST_TEMPORARY
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _pwrite_all(fd, _manifest_bytes(entries, next_run), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, folder / MANIFEST)
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- the index ----------------------------------------------------------------------------------
 
 class Index:
-    """Lookups by txid, block hash, height, owner key and account; over LMDB.
+    """Lookups by txid, block hash, height, owner key and account, over sorted runs.
 
     Open with :meth:`open`. Writes come from one thread; reads from any.
     """
 
-    def __init__(self, directory: Path, env: lmdb.Environment):
+    def __init__(self, directory: Path, entries: list[_Entry], next_run: int):
         """Private: use :meth:`Index.open`."""
         self.directory = directory
-        self._env = env
-        self._maps = {name: env.open_db(name.encode(), dupsort=dupsort, dupfixed=dupfixed)
-                      for name, (dupsort, dupfixed) in _MAPS.items()}
-        self._gate = _ReaderGate()
+        self.folder = directory / FOLDER
+        self._next_run = next_run
         self._write_mutex = threading.Lock()
+        runs = [_Run.on_file(self.folder, entry) for entry in entries]
+        self._snapshot: _Snapshot | None = _snapshot_of(
+            [run for run in runs if run.entry.kind == _Kind.blocks],
+            [run for run in runs if run.entry.kind == _Kind.owners])
 
     @classmethod
     def open(cls, directory: str | Path) -> Index:
-        """Opens the index in ``directory`` (created if missing)."""
+        """Opens the index in ``directory``/index (created if missing), dropping damaged runs."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        data_file = directory / "data.mdb"
-        # With writemap the file is as long as the map was (sparse): keep that size.
-        map_bytes = max(store_limits.index_map_bytes_initial,
-                        data_file.stat().st_size if data_file.exists() else 0)
+        folder = directory / FOLDER
+        if (directory / "data.mdb").exists():
+            log.warning("%s holds data.mdb, the LMDB index of an older tsunagi: it is no longer "
+                        "read; delete data.mdb and lock.mdb to free the space", directory)
         try:
-            env = lmdb.open(str(directory), map_size=map_bytes, max_dbs=len(_MAPS) + 1,
-                            metasync=False, readahead=False, writemap=True)
-        except lmdb.Error as error:
-            raise StorageError(f"cannot open the index in {directory}: {error}. The index is "
-                               "derived from the block log: delete the folder to rebuild it."
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                found = _read_manifest(folder)
+            except (ValueError, KeyError, TypeError) as error:
+                log.warning("the index manifest in %s is damaged (%s): indexing again from "
+                            "the block log", folder, error)
+                found = None
+            entries, next_run = found if found is not None else ([], 1)
+            blocks, owners = _recover(folder, entries)
+            if found is None or len(blocks) + len(owners) < len(entries):
+                _write_manifest(folder, blocks + owners, next_run)
+            _remove_leftovers(folder, {MANIFEST} | {entry.name for entry in blocks + owners})
+            return cls(directory, blocks + owners, next_run)
+        except OSError as error:
+            raise StorageError(f"cannot open the index in {folder}: {error}. {_REBUILD}"
                                ) from error
-        return cls(directory, env)
 
     def __enter__(self) -> Self:
         return self
@@ -214,103 +983,188 @@ class Index:
         self.close()
 
     def close(self) -> None:
-        with self._gate.alone():
-            self._env.close()
-
-    @property
-    def map_bytes(self) -> int:
-        """The current LMDB map size (grown when full)."""
-        return self._env.info()["map_size"]
+        """Writes the runs in memory to a file, then lets the runs go (a reader still inside a
+        lookup keeps its own until it returns)."""
+        with self._write_mutex:
+            if self._snapshot is None:
+                return
+            try:
+                self._flush()
+            finally:
+                self._snapshot = None
 
     @property
     def indexed_height(self) -> int:
         """Number of blocks indexed: the next add_block must be for this height."""
-        with self._reading() as txn:
-            return self._indexed_height(txn)
+        return self._current().indexed_height
+
+    @property
+    def durable_height(self) -> int:
+        """Blocks whose entries are in run files: what a reopen after a crash starts from."""
+        blocks = [run for run in self._current().blocks if run.on_disk]
+        return blocks[-1].end if blocks else 0
+
+    @property
+    def run_count(self) -> int:
+        """Runs a lookup searches (block runs and owner runs, in files and in memory)."""
+        snapshot = self._current()
+        return len(snapshot.blocks) + len(snapshot.owners)
 
     # -- writes ------------------------------------------------------------------------------
 
     def add_block(self, height: int, block_hash: bytes, txids: np.ndarray, codes: np.ndarray,
                   debit_accounts: np.ndarray, credit_accounts: np.ndarray) -> None:
-        """Indexes one block in one write transaction; ``height`` must be ``indexed_height``."""
+        """Indexes one block; ``height`` must be ``indexed_height``."""
         self.add_blocks([BlockEntries(height, block_hash, txids, codes, debit_accounts,
                                       credit_accounts)])
 
     def add_blocks(self, blocks: Sequence[BlockEntries]) -> None:
-        """Indexes consecutive blocks in one write transaction (one fsync for all of them)."""
+        """Indexes consecutive blocks as one run in memory (see the module's docstring)."""
         checked = [_checked_entries(entries) for entries in blocks]
-        self._write(lambda txn: self._add_blocks(txn, checked))
+        if not checked:
+            return
+        with self._write_mutex:
+            snapshot = self._current()
+            expected = snapshot.indexed_height
+            for offset, entries in enumerate(checked):
+                if entries.height != expected + offset:
+                    raise ValueError(f"the index holds {expected + offset} blocks: block "
+                                     f"{entries.height} is out of order")
+            run = _Run.in_memory(_Kind.blocks, expected, expected + len(checked),
+                                 _block_sections(checked))
+            self._show(snapshot.blocks + (run,), snapshot.owners)
+            self._after_add(_Kind.blocks)
 
     def add_accounts(self, pairs: Iterable[tuple[bytes, int]]) -> None:
         """Records that owner key ``key`` owns ``account`` for each ``(key, account)``."""
-        items = []
-        for key, account in pairs:
-            if len(key) != 32 or not 0 < account < 2**64:
-                raise EncodingError(f"an owner key is 32 bytes and an account 1..2**64-1, got "
-                                    f"{len(key)} bytes and {account}")
-            items.append((bytes(key), _U64_BE.pack(account)))
-        items.sort()
-
-        def work(txn: lmdb.Transaction) -> None:
-            txn.cursor(self._maps["owner_accounts"]).putmulti(items)
-            txn.cursor(self._maps["account_owner"]).putmulti(
-                sorted((account, key) for key, account in items))
-        self._write(work)
+        rows = _owner_rows(pairs)
+        if not len(rows["key"]):
+            return
+        with self._write_mutex:
+            snapshot = self._current()
+            run = _Run.in_memory(_Kind.owners, snapshot.indexed_height,
+                                 int(rows["account"].max()) + 1, {"owner": rows})
+            self._show(snapshot.blocks, snapshot.owners + (run,))
+            self._after_add(_Kind.owners)
 
     def drop_accounts(self, first_account: int) -> None:
         """Forgets every account numbered ``first_account`` and above (a reorg undid them)."""
-        def work(txn: lmdb.Transaction) -> None:
-            cursor = txn.cursor(self._maps["account_owner"])
-            doomed = []
-            if cursor.set_range(_U64_BE.pack(first_account)):
-                doomed = list(cursor)
-            for account, key in doomed:
-                txn.delete(key, account, db=self._maps["owner_accounts"])
-                txn.delete(account, db=self._maps["account_owner"])
-        self._write(work)
+        with self._write_mutex:
+            snapshot = self._current()
+            owners = [run if run.end <= first_account else self._filtered(run, first_account)
+                      for run in snapshot.owners]
+            replaced = [run for run, kept in zip(snapshot.owners, owners)
+                        if kept is not run and run.on_disk]
+            owners = [run for run in owners if run is not None]
+            if replaced:
+                self._publish(snapshot.blocks, owners, replaced)
+            else:
+                self._show(snapshot.blocks, owners)
 
     def truncate_above(self, height: int) -> None:
         """Forgets blocks at ``height`` and above: same argument as ``BlockLog.truncate``, so
         after both ``log.height == index.indexed_height == height``."""
-        self._write(lambda txn: self._truncate(txn, height))
+        if height < 0:
+            raise ValueError(f"cannot truncate the index to height {height}")
+        with self._write_mutex:
+            snapshot = self._current()
+            kept = [run for run in snapshot.blocks if run.end <= height]
+            cut = snapshot.blocks[len(kept):]
+            if not cut:
+                return
+            if cut[0].first < height:  # the run holding the new tip: keep its start
+                kept.append(self._filtered(cut[0], height))
+            replaced = [run for run in cut if run.on_disk]
+            if replaced:
+                self._publish(kept, snapshot.owners, replaced)
+            else:
+                self._show(kept, snapshot.owners)
+            self._merge_while_due(_Kind.blocks)
 
     # -- reads -------------------------------------------------------------------------------
 
     def tx(self, txid: bytes) -> TxLocation | None:
         """Where transaction ``txid`` is, or None when the index has not seen it."""
-        with self._reading() as txn:
-            value = txn.get(bytes(txid), db=self._maps["tx"])
-        return None if value is None else TxLocation(*_TX_STRUCT.unpack(value))
+        txid = bytes(txid)
+        if len(txid) != 32:
+            return None
+        key, suffix = int.from_bytes(txid[:8], "big"), txid[8:]
+        need = (1 << (key & 63)) | (1 << (key >> 6 & 63)) | (1 << (key >> 12 & 63))
+        for run in self._current().blocks:  # oldest first: a txid keeps its first place
+            if (run.bloom[key >> run.bloom_shift] & need) != need:
+                continue  # the Bloom filter knows the run lacks this prefix
+            found = _tx_in_run(run, key, suffix)
+            if found is not None:
+                return found
+        return None
 
     def txs(self, txids: np.ndarray | Sequence[bytes]) -> list[TxLocation | None]:
-        """``tx`` for each txid (an N x 32 array or byte strings), in one read transaction."""
-        if isinstance(txids, np.ndarray):
-            keys = _rows(np.ascontiguousarray(txids, dtype=np.uint8).tobytes(), 32)
-        else:
-            keys = [bytes(txid) for txid in txids]
-        with self._reading() as txn:
-            found = dict(txn.cursor(self._maps["tx"]).getmulti(keys))
-        return [None if (value := found.get(key)) is None
-                else TxLocation(*_TX_STRUCT.unpack(value)) for key in keys]
+        """``tx`` for each txid (an N x 32 array or byte strings), one search per run for all:
+        through maps, whose pages it unmaps before it returns."""
+        rows, valid = _txid_rows(txids)
+        places = np.full(len(rows), _NOT_FOUND, dtype=np.uint64)
+        codes = np.zeros(len(rows), dtype=np.uint8)
+        keys = _prefixes(rows)
+        suffixes = np.ascontiguousarray(rows[:, 8:]).view("<u8")
+        pending = np.argsort(keys)  # in key order, each run's map is read front to back
+        pending = pending[valid[pending]]
+        searched = []
+        try:
+            for run in self._current().blocks:  # oldest first: a txid keeps its first place
+                if not len(pending):
+                    break
+                table = run.sections["tx"]
+                maybe = pending[_maybe_in(table["bloom"], keys[pending])]
+                if len(maybe):
+                    searched.append(run)
+                    _search_run(table, keys, suffixes, maybe, places, codes)
+                    pending = pending[places[pending] == _NOT_FOUND]
+        finally:
+            for run in searched:
+                run.drop_pages()
+        found = places != _NOT_FOUND
+        heights = (places >> np.uint64(_POSITION_BITS)).tolist()
+        positions = (places & np.uint64(_POSITION_MASK)).tolist()
+        return [TxLocation(height, position, code) if hit else None
+                for hit, height, position, code in zip(found.tolist(), heights, positions,
+                                                       codes.tolist())]
 
     def block_height(self, block_hash: bytes) -> int | None:
         """Height of the block with this hash, or None."""
-        with self._reading() as txn:
-            value = txn.get(bytes(block_hash), db=self._maps["hash_height"])
-        return None if value is None else _U64_LE.unpack(value)[0]
+        block_hash = bytes(block_hash)
+        if len(block_hash) != 32:
+            return None
+        key = int.from_bytes(block_hash[:8], "big")
+        for run in reversed(self._current().blocks):  # newest first, as a re-put hash was
+            low, high = _find_range(run, "hash", key)
+            for height in _words(run.pread("hash", "height", low, high)):
+                row = height - run.first
+                if run.pread("hashes", "hash", row, row + 1) == block_hash:
+                    return height
+        return None
 
     def block_hash(self, height: int) -> bytes | None:
         """Hash of the block at ``height``, or None when it is not indexed."""
-        with self._reading() as txn:
-            return txn.get(_U64_BE.pack(height), db=self._maps["height_hash"])
+        snapshot = self._current()
+        if not 0 <= height < snapshot.indexed_height:
+            return None
+        run = snapshot.blocks[bisect.bisect_right(snapshot.firsts, height) - 1]
+        return run.pread("hashes", "hash", height - run.first, height - run.first + 1)
 
     def accounts_of(self, key: bytes) -> list[int]:
         """Accounts owned by owner key ``key``, ascending."""
-        with self._reading() as txn:
-            cursor = txn.cursor(self._maps["owner_accounts"])
-            if not cursor.set_key(bytes(key)):
-                return []
-            return [_U64_BE.unpack(value)[0] for value in cursor.iternext_dup()]
+        key = bytes(key)
+        if len(key) != 32:
+            return []
+        prefix, suffix = int.from_bytes(key[:8], "big"), key[8:]
+        found: set[int] = set()  # an account added twice (catching up after a crash) is one
+        for run in self._current().owners:
+            low, high = _find_range(run, "owner", prefix)
+            suffixes = run.pread("owner", "suffix", low, high)
+            accounts = _words(run.pread("owner", "account", low, high))
+            found.update(account for row, account in enumerate(accounts)
+                         if suffixes[row * 24:row * 24 + 24] == suffix)
+        return sorted(found)
 
     def account_history(self, account: int, limit: int = 100,
                         before: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -320,136 +1174,209 @@ class Index:
         """
         if not 0 < limit <= store_limits.index_history_limit_max:
             raise ValueError(f"limit is 1..{store_limits.index_history_limit_max}, got {limit}")
-        key = _U64_BE.pack(account)
-        with self._reading() as txn:
-            cursor = txn.cursor(self._maps["history"])
-            if not cursor.set_key(key):
-                return []
-            if before is None:
-                cursor.last_dup()
-            elif cursor.set_range_dup(key, _HISTORY_STRUCT.pack(*before)):
-                if not cursor.prev_dup():
-                    return []  # nothing older than `before`
-            else:  # every entry is older than `before`
-                cursor.set_key(key)
-                cursor.last_dup()
-            page = [_HISTORY_STRUCT.unpack(cursor.value())]
-            while len(page) < limit and cursor.prev_dup():
-                page.append(_HISTORY_STRUCT.unpack(cursor.value()))
+        if not 0 <= account < 2**64:
+            raise ValueError(f"an account is 0..2**64-1, got {account}")
+        bound = None if before is None else _place_bound(*before)
+        page: list[tuple[int, int]] = []
+        for run in reversed(self._current().blocks):  # runs hold disjoint heights, newest last
+            if bound is not None and bound <= run.first << _POSITION_BITS:
+                continue
+            places = _history_places(run, account, bound, limit - len(page))
+            page += [(place >> _POSITION_BITS, place & _POSITION_MASK) for place in places]
+            if len(page) == limit:
+                break
         return page
 
-    # -- private -----------------------------------------------------------------------------
+    # -- private: runs in memory, flushes and merges -------------------------------------------
 
-    @contextmanager
-    def _reading(self):
-        with self._gate.reading(), self._env.begin() as txn:
-            yield txn
+    def _current(self) -> _Snapshot:
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise StorageError(f"the index in {self.folder} is closed")
+        return snapshot
 
-    def _indexed_height(self, txn: lmdb.Transaction) -> int:
-        value = txn.get(_INDEXED_HEIGHT, db=self._maps["meta"])
-        return 0 if value is None else _U64_LE.unpack(value)[0]
+    def _show(self, blocks: Sequence[_Run], owners: Sequence[_Run]) -> None:
+        """Lets readers see these runs (nothing on disk changes)."""
+        self._snapshot = _snapshot_of(blocks, owners)
 
-    def _write(self, work: Callable[[lmdb.Transaction], object]) -> object:
-        """Runs ``work`` in one write transaction, growing the map and retrying when full."""
-        with self._write_mutex:
-            self._grow_early()
-            for _ in range(32):  # each retry doubles the map: 32 doublings exceed any disk
-                try:
-                    # A write transaction also counts as a reader: the map must not be resized
-                    # under it.
-                    with self._gate.reading(), self._env.begin(write=True) as txn:
-                        return work(txn)
-                except lmdb.MapFullError:
-                    self._grow()
-                except lmdb.Error as error:
-                    raise StorageError(
-                        f"writing the index in {self.directory} failed: {error}. The index is "
-                        "derived from the block log: delete the folder to rebuild it.") from error
-        raise StorageError(f"the index in {self.directory} stays full after growing its map")
+    def _publish(self, blocks: Sequence[_Run], owners: Sequence[_Run],
+                 replaced: Sequence[_Run]) -> None:
+        """Names the run files in a new manifest, then shows the runs to readers and deletes the
+        files of ``replaced`` (a reader holding an older snapshot keeps reading them)."""
+        entries = [run.entry for run in (*blocks, *owners) if run.on_disk]
+        try:
+            _write_manifest(self.folder, entries, self._next_run)
+            if replaced:
+                _fsync_directory(self.folder)  # the new manifest first, then no old file
+        except OSError as error:
+            raise StorageError(f"writing the index manifest in {self.folder} failed: {error}. "
+                               f"{_REBUILD}") from error
+        self._show(blocks, owners)
+        for run in replaced:
+            run.path.unlink(missing_ok=True)
 
-    def _grow_early(self) -> None:
-        # Growing before the map is full spares aborting a write transaction: under busy reader
-        # threads py-lmdb 3.0's abort waited up to a second for its environment lock.
-        info = self._env.info()
-        used_bytes = (info["last_pgno"] + 1) * self._env.stat()["psize"]
-        if used_bytes * store_limits.index_map_growth_factor > info["map_size"]:
-            self._grow()
+    def _after_add(self, kind: int) -> None:
+        self._merge_while_due(kind, in_memory=True)
+        snapshot = self._current()
+        held = sum(run.entry.size for run in snapshot.blocks + snapshot.owners
+                   if not run.on_disk)
+        if held >= store_limits.index_memory_bytes_max:
+            self._flush()
 
-    def _grow(self) -> None:
-        with self._gate.alone():
-            grown = self._env.info()["map_size"] * store_limits.index_map_growth_factor
-            log.info("index map full: growing it to %d bytes", grown)
-            self._env.set_mapsize(grown)
+    def _flush(self) -> None:
+        """Writes the runs in memory as one run file of each kind, then merges files as due."""
+        snapshot = self._current()
+        if all(run.on_disk for run in snapshot.blocks + snapshot.owners):
+            return
+        lists = {}
+        for kind, runs in ((_Kind.blocks, snapshot.blocks), (_Kind.owners, snapshot.owners)):
+            files = [run for run in runs if run.on_disk]
+            held = [run for run in runs if not run.on_disk]
+            if held:
+                end = held[-1].end if kind == _Kind.blocks else max(run.end for run in held)
+                sections = _merged_sections(held)
+                counts = tuple(len(rows[_data_columns(kind, section)[0]])
+                               for section, rows in sections.items())
+                entry = self._new_entry(kind, held[0].first, end, counts)
+                files.append(self._write_run(entry, sections))
+            lists[kind] = files
+        self._publish(lists[_Kind.blocks], lists[_Kind.owners], replaced=())
+        self._merge_while_due(_Kind.blocks)
+        self._merge_while_due(_Kind.owners)
+        _release_free_memory()
 
-    def _add_blocks(self, txn: lmdb.Transaction, blocks: list[BlockEntries]) -> None:
-        expected = self._indexed_height(txn)
-        for entries in blocks:
-            if entries.height != expected:
-                raise ValueError(f"the index holds {expected} blocks: block {entries.height} "
-                                 "is out of order")
-            key = _U64_BE.pack(entries.height)
-            # A txid already indexed keeps its first (original) place.
-            txn.cursor(self._maps["tx"]).putmulti(_tx_items(entries), overwrite=False)
-            txn.cursor(self._maps["history"]).putmulti(_history_items(entries))
-            txn.put(entries.block_hash, _U64_LE.pack(entries.height), db=self._maps["hash_height"])
-            txn.put(key, entries.block_hash, db=self._maps["height_hash"])
-            txn.put(key, _undo_value(entries), db=self._maps["undo"])
-            expired = entries.height - store_limits.index_undo_blocks
-            if expired >= 0:
-                txn.delete(_U64_BE.pack(expired), db=self._maps["undo"])
-            expected += 1
-        txn.put(_INDEXED_HEIGHT, _U64_LE.pack(expected), db=self._maps["meta"])
+    def _merge_while_due(self, kind: int, in_memory: bool = False) -> None:
+        """Merges the newest runs (in files, or in memory) while _runs_to_merge says so."""
+        while True:
+            snapshot = self._current()
+            runs = snapshot.blocks if kind == _Kind.blocks else snapshot.owners
+            part = [run for run in runs if run.on_disk != in_memory]
+            count = _runs_to_merge([run.entry.size for run in part])
+            if not count:
+                return
+            inputs = part[-count:]
+            start = runs.index(inputs[0])
+            merged = self._merged(inputs)
+            runs = runs[:start] + (merged,) + runs[start + count:]
+            blocks, owners = (runs, snapshot.owners) if kind == _Kind.blocks else \
+                (snapshot.blocks, runs)
+            if in_memory:
+                self._show(blocks, owners)
+            else:
+                self._publish(blocks, owners, inputs)
 
-    def _truncate(self, txn: lmdb.Transaction, height: int) -> None:
-        if height < 0:
-            raise ValueError(f"cannot truncate the index to height {height}")
-        current = self._indexed_height(txn)
-        for block in range(current - 1, height - 1, -1):
-            value = txn.get(_U64_BE.pack(block), db=self._maps["undo"])
-            if value is None:  # deeper than the undo window
-                self._truncate_by_scan(txn, height)
-                break
-            self._undo_block(txn, block, value)
-        if height < current:
-            txn.put(_INDEXED_HEIGHT, _U64_LE.pack(height), db=self._maps["meta"])
+    def _new_entry(self, kind: int, first: int, end: int, counts: tuple[int, ...]) -> _Entry:
+        name = f"{_Kind(kind).name}-{self._next_run:010d}.run"
+        self._next_run += 1
+        return _Entry(name, int(kind), first, end, counts, 0, 0)
 
-    def _undo_block(self, txn: lmdb.Transaction, block: int, value: bytes) -> None:
-        txids, debit, credit = _split_undo(value)
-        tx_map, history = self._maps["tx"], self._maps["history"]
-        for txid in _rows(txids.tobytes(), 32):
-            stored = txn.get(txid, db=tx_map)
-            if stored is not None and _U64_LE.unpack_from(stored)[0] == block:
-                txn.delete(txid, db=tx_map)
-        for position, (payer, payee) in enumerate(zip(debit.tolist(), credit.tolist())):
-            entry = _HISTORY_STRUCT.pack(block, position)
-            for account in {payer, payee} - {0}:
-                txn.delete(_U64_BE.pack(account), entry, db=history)
-        self._forget_block_hash(txn, block)
-        txn.delete(_U64_BE.pack(block), db=self._maps["undo"])
+    def _write_run(self, entry: _Entry, sections: dict[str, dict[str, np.ndarray]]) -> _Run:
+        """Writes a run file from rows in memory; not fsynced (see the module's docstring)."""
+        def fill(writer: _RunWriter) -> None:
+            for section, rows in sections.items():
+                for column in _data_columns(entry.kind, section):
+                    writer.write(section, column, rows[column])
+        return self._written(entry, fill, sync=False)
 
-    def _forget_block_hash(self, txn: lmdb.Transaction, block: int) -> None:
-        block_hash = txn.pop(_U64_BE.pack(block), db=self._maps["height_hash"])
-        if block_hash is not None:
-            stored = txn.get(block_hash, db=self._maps["hash_height"])
-            if stored is not None and _U64_LE.unpack(stored)[0] == block:
-                txn.delete(block_hash, db=self._maps["hash_height"])
+    def _merged(self, runs: list[_Run]) -> _Run:
+        """One run holding the rows of ``runs`` (consecutive, oldest first): in memory for runs
+        in memory, else a file, fsynced."""
+        kind = runs[0].entry.kind
+        end = runs[-1].end if kind == _Kind.blocks else max(run.end for run in runs)
+        if not runs[0].on_disk:
+            return _Run.in_memory(kind, runs[0].first, end, _merged_sections(runs))
+        counts = tuple(sum(values) for values in zip(*(run.entry.counts for run in runs)))
+        entry = self._new_entry(kind, runs[0].first, end, counts)
 
-    def _truncate_by_scan(self, txn: lmdb.Transaction, height: int) -> None:
-        """Drops every entry of blocks at ``height`` and above by reading whole maps."""
-        log.warning("index: undoing blocks from %d by a full scan (deeper than the %d-block "
-                    "undo window)", height, store_limits.index_undo_blocks)
-        tx_map, history = self._maps["tx"], self._maps["history"]
-        doomed = [key for key, value in txn.cursor(tx_map)
-                  if _U64_LE.unpack_from(value)[0] >= height]
-        for key in doomed:
-            txn.delete(key, db=tx_map)
-        entries = [(key, value) for key, value in txn.cursor(history)
-                   if _HISTORY_STRUCT.unpack(value)[0] >= height]
-        for key, value in entries:
-            txn.delete(key, value, db=history)
-        cursor = txn.cursor(self._maps["height_hash"])
-        blocks = [_U64_BE.unpack(key)[0] for key, _ in cursor] \
-            if cursor.set_range(_U64_BE.pack(height)) else []
-        for block in blocks:
-            self._forget_block_hash(txn, block)
-            txn.delete(_U64_BE.pack(block), db=self._maps["undo"])
+        def fill(writer: _RunWriter) -> None:
+            for section in _SECTIONS[kind]:
+                if section in _KEYS:
+                    _merge_sorted(writer, runs, section)
+                else:  # in height order: the runs one after another
+                    for run in runs:
+                        _copy_rows(writer, run, section, run.rows(section))
+        return self._written(entry, fill, sync=True)
+
+    def _filtered(self, run: _Run, bound: int) -> _Run | None:
+        """A copy of ``run`` keeping the blocks below height ``bound`` (a block run) or the
+        accounts below ``bound`` (an owner run); None when no account is left."""
+        kind = run.entry.kind
+        end = bound if kind == _Kind.blocks else min(run.end, bound)
+        if not run.on_disk:
+            kept = _Run.in_memory(kind, run.first, end, _filtered_sections(run, bound))
+            return None if kind == _Kind.owners and not kept.entry.counts[0] else kept
+        keeps = _keeps(kind, bound)
+        counts = tuple(bound - run.first if keep is None else _count_below(run, section, *keep)
+                       for section, keep in keeps.items())
+        if kind == _Kind.owners and not counts[0]:
+            return None
+
+        def fill(writer: _RunWriter) -> None:
+            for section, keep in keeps.items():
+                stop = bound - run.first if keep is None else run.rows(section)
+                _copy_rows(writer, run, section, stop, keep)
+        return self._written(self._new_entry(kind, run.first, end, counts), fill, sync=True)
+
+    def _written(self, entry: _Entry, fill: Callable[[_RunWriter], None], sync: bool) -> _Run:
+        """Writes a run file with ``fill(writer)``; fsynced when ``sync``."""
+        try:
+            writer = _RunWriter(self.folder, entry)
+            try:
+                fill(writer)
+                return _Run.on_file(self.folder, writer.finish(sync))
+            except BaseException:
+                writer.abandon()
+                raise
+        except OSError as error:
+            raise StorageError(f"writing a run of the index in {self.folder} failed: {error}. "
+                               f"{_REBUILD}") from error
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _release_free_memory() -> None:
+    """Hands the heap's free pages back to the OS after a flush and its merges. They free tens
+    of MB of numpy buffers that glibc keeps for reuse (its mmap threshold grows past their size
+    once one is freed), and those count in the process's resident memory: 49 MB of the 94 MB
+    RssAnon of a process that had just indexed 10 million records. Not after every add: the
+    next add would fault its buffers in again (+~100 ns a record, measured)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _snapshot_of(blocks: Sequence[_Run], owners: Sequence[_Run]) -> _Snapshot:
+    return _Snapshot(tuple(blocks), tuple(owners), tuple(run.first for run in blocks))
+
+
+def _tier(size: int) -> int:
+    """Size tier of a run: 0 below fan-out x index_run_bytes_min, one more each fan-out times."""
+    tier, limit = 0, store_limits.index_run_bytes_min * store_limits.index_merge_fanout
+    while size >= limit:
+        tier, limit = tier + 1, limit * store_limits.index_merge_fanout
+    return tier
+
+
+def _runs_to_merge(sizes: list[int]) -> int:
+    """How many of the newest runs to merge now (0: none). Keeps tiers non-increasing from the
+    oldest run to the newest with fewer than fan-out runs per tier: at most (fan-out - 1) runs
+    per tier, so O(log n) runs. A run bigger than those before it takes them in."""
+    tiers = [_tier(size) for size in sizes]
+    if len(tiers) >= 2 and tiers[-1] > tiers[-2]:
+        count = 2
+        while count < len(tiers) and tiers[-count - 1] < tiers[-1]:
+            count += 1
+        return count
+    fanout = store_limits.index_merge_fanout
+    if len(tiers) >= fanout and len(set(tiers[-fanout:])) == 1:
+        return fanout
+    return 0
+
+

@@ -37,16 +37,35 @@ log_checkpoint_interval_bytes = 256 << 20
 # read per thousands of blocks, small enough to stay in the CPU's last-level cache tiers.
 log_read_chunk_bytes = 8 << 20
 
-# Initial LMDB map size. The map only reserves address space (without writemap the file grows as
-# data is written), so a generous start makes growth (which must wait for every reader) rare.
-index_map_bytes_initial = 1 << 30
+# The index's sorted runs (in memory, then in files) merge this many at a time once that many
+# of one size tier have piled up. Each record is then rewritten about log_4(index bytes /
+# index_memory_bytes_max) times in files (3 at 10 million records, ~800 MB), and a lookup
+# searches up to fanout - 1 runs a tier (8-11 runs at 10 million records). Fan-out 8 rewrote
+# less (683-684 against 742-1,141 ns a record to build 10 million, two noisy runs each) and
+# searched more runs; 4 is the middle.
+index_merge_fanout = 4
 
-# The map is grown by this factor when LMDB reports it full.
-index_map_growth_factor = 2
+# Runs smaller than fan-out times this share the lowest size tier; each tier above holds runs
+# fan-out times larger. Small, so that runs of one-record blocks merge every few adds rather
+# than pile up, and a merge of the smallest runs rewrites a few hundred KB at most.
+index_run_bytes_min = 16 << 10
 
-# Blocks whose txids and accounts the index keeps to undo them on a reorg. Deeper reorgs fall
-# back to a full scan of the index (slow but correct). 100 blocks of 8,000 records cost ~38 MB.
-index_undo_blocks = 100
+# The newest blocks' index rows stay in memory (sorted runs, searched as files are) until this
+# many bytes have gathered, then become one run file: an add costs no file I/O (54-71 ns a
+# record for 8,000- and 65,536-record blocks at 10 million records, against 216-349 ns when
+# every add wrote a file and fsynced the manifest), and files start ~16 MiB large, which spares
+# the merge levels below that size. The cost: up to this much memory (twice while it is
+# written), and after a crash the ledger indexes up to this much again from the block log
+# (~200,000 records).
+index_memory_bytes_max = 16 << 20
+
+# Rows a merge or a rewrite of run files reads from its inputs at once: a merge holds about
+# three times this many rows of its widest table (41 bytes a tx row: ~32 MB at 2**18) whatever
+# the size of the runs. Fewer rows a chunk cost more Python calls a merge.
+index_merge_chunk_rows = 1 << 18
+
+# Bytes read at once when open checks a run's checksum (crc32 runs at ~4-5 GB/s here).
+index_read_chunk_bytes = 8 << 20
 
 # Largest page of account history returned at once: a client pages with `before`.
 index_history_limit_max = 10_000
