@@ -325,7 +325,7 @@ def print_index_case(name: str, preload: int, answer: dict) -> None:
               f"{_ns(max(walls), records)}, n={len(walls)})")
     rates = answer["lookups"]
     print("  lookups/s: " + ", ".join(f"{what} {rate:,.0f}" for what, rate in rates.items()))
-    print("  reopen (checks every run's checksum): " + "; ".join(
+    print("  reopen: " + "; ".join(
         f"{cache} cache s {summary(seconds)}" for cache, seconds in answer["open s"].items()))
     for when in ("memory before", "memory after build", "memory after lookups"):
         memory = answer[when]
@@ -386,7 +386,7 @@ def report_index(root: Path, records: int, accounts: int, old_index: Path | None
             print_index_case(name, preload, answer)
             shutil.rmtree(root / "index")
     for name, index_class in classes.items():
-        shares = [in_child(gil_shares, root / f"gil-{run}", index_class, 60, BATCH_RECORDS)
+        shares = [in_child(gil_shares, root / f"gil-{run}", index_class, 20, BATCH_RECORDS)
                   for run in range(repeats)]
         for phase in shares[0]:
             values = [share[phase] for share in shares]

@@ -287,9 +287,10 @@ class _Run:
             raise
         return cls(entry, sections, folder / entry.name, columns, fd, mapped)
 
-    def __del__(self) -> None:
+    def __del__(self, close: Callable[[int], None] = os.close) -> None:
+        # close bound early: at interpreter exit the os module may be gone before the last run
         if self._fd >= 0:
-            os.close(self._fd)
+            close(self._fd)
             self._fd = -1
 
     @property
