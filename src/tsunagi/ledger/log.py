@@ -134,37 +134,26 @@ def _fdatasync(fd: int) -> None:
         os.fsync(fd)
 
 
-def _load_fallocate():
-    """Linux's fallocate(2), which Python's os module offers only without flags, or None."""
+def _libc_function(name: str, argtypes: list):
+    """A Linux libc function Python's os module lacks (or offers without flags), or None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.fallocate
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.argtypes = argtypes
     function.restype = ctypes.c_int
     return function
 
 
-_FALLOCATE = _load_fallocate()
+_FALLOCATE = _libc_function(
+    "fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
 _FALLOC_FL_KEEP_SIZE = 1
 
 
-def _load_sync_file_range():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE = _libc_function(
+    "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint])
 _SYNC_FILE_RANGE_WRITE = 2
 
 
