@@ -169,7 +169,7 @@ class _Indexer:
             or self.queued_records + count > INDEX_QUEUE_RECORDS_MAX)
 
     def index_now(self, items: list) -> None:
-        """Indexes blocks on the calling thread (the catch-up's reads) and records progress."""
+        """Indexes consecutive blocks and records how far the index got."""
         _index_blocks(self.index, items)
         with self.condition:
             self.indexed = items[-1][0] + 1
@@ -193,9 +193,8 @@ class _Indexer:
             if self.catch_up is not None:
                 self.catch_up()
             while (group := self._next_group()) is not None:
-                _index_blocks(self.index, group)
+                self.index_now(group)
                 with self.condition:
-                    self.indexed = group[-1][0] + 1
                     self.queued_records -= sum(len(block) for _, block, _ in group)
                     self.condition.notify_all()
         except BaseException as exc:  # surfaced to the writer on its next put or wait
