@@ -7,20 +7,23 @@ Two ways to run it:
   the batched block (8,000 records) beside the single-record block on the same log, and time
   open, indexing and snapshots. ``TSUNAGI_BENCH_SCALE`` (default 1) scales the big cases.
 - ``python bench/bench_store.py``: every figure of the store's report, each the median of
-  ``--repeats`` runs (the machine is shared: medians, and min-max beside them).
+  ``--repeats`` runs (the machine is shared: medians, and min-max beside them). ``--only
+  lookups --old-index F`` times lookups of this index.py and of F on the same run files.
 
 Blocks are opaque bytes to the store, so a block here is random bytes of the size the block
 format gives (80-byte header, two u32 counts, per record 128 + 1 code + 64 signature bytes).
 The index takes random txids, codes and accounts. Each index case runs in a forked child, so the
 memory it reports is that case's alone; ``--old-index`` measures an older index.py beside (the
 LMDB one: ``git show 10f93cd:src/tsunagi/ledger/index.py > old_index.py``, with ``pip install
-lmdb``, which tsunagi no longer needs).
+lmdb``, which tsunagi no longer needs; or the sorted runs that held every fence and Bloom filter
+of their files in memory: ``git show 32ad1b0:...``).
 Data goes to a temporary directory under ``--workdir`` (default: the system's), removed after.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import importlib.util
 import json
@@ -189,6 +192,13 @@ def memory_kib() -> dict[str, int]:
     return {name: int(fields[name].split()[0]) for name in ("VmRSS", "RssAnon", "RssFile")}
 
 
+def trimmed_memory_kib() -> dict[str, int]:
+    """memory_kib after glibc's malloc_trim(0): without the free heap pages glibc keeps for
+    reuse (open's checksum buffers, a flush's), what is held."""
+    ctypes.CDLL(None).malloc_trim(0)
+    return memory_kib()
+
+
 def disk_bytes(directory: Path) -> int:
     """Bytes the files under ``directory`` occupy (allocated blocks: a sparse file counts what
     it holds)."""
@@ -246,28 +256,29 @@ def timed_adds(index, first: int, records: int, calls: int, accounts: int) -> di
     return {"records": records, "wall": walls, "cpu": cpus}
 
 
-def lookup_rates(index, heights: int, records: int, accounts: int, probes: int) -> dict:
-    """tx() of indexed and of unknown txids, and txs() of 10,000 indexed ones at once."""
+def lookup_rates(index, heights: int, records: int, accounts: int, probes: int,
+                 passes: int = 3) -> dict:
+    """tx() of indexed and of unknown txids, and txs() of 10,000 indexed ones at once: the
+    median of ``passes`` passes over the same probes (one pass of txs is each batch once)."""
     rng = np.random.default_rng(5)
     picked = [index_block(int(height), records, accounts).txids[rng.integers(0, records, 100)]
               for height in rng.integers(0, heights, max(1, probes // 100))]
     present = [row.tobytes() for row in np.concatenate(picked)]
     absent = [rng.bytes(32) for _ in range(len(present))]
-    rates = {}
-    for name, txids in (("tx present", present), ("tx absent", absent)):
-        started = time.perf_counter()
-        found = sum(index.tx(txid) is not None for txid in txids)
-        rates[name] = len(txids) / (time.perf_counter() - started)
-        assert found == (len(txids) if name == "tx present" else 0)
+    rates: dict[str, list[float]] = {"tx present": [], "tx absent": [], "txs of 10,000": []}
     batches = [np.frombuffer(b"".join(present[i:i + 10_000]), np.uint8).reshape(-1, 32)
                for i in range(0, len(present), 10_000)]
-    seconds = []
-    for batch in batches:
-        started = time.perf_counter()
-        assert None not in index.txs(batch)
-        seconds.append((time.perf_counter() - started) / len(batch))
-    rates["txs of 10,000"] = 1 / statistics.median(seconds)
-    return rates
+    for _ in range(passes):
+        for name, txids in (("tx present", present), ("tx absent", absent)):
+            started = time.perf_counter()
+            found = sum(index.tx(txid) is not None for txid in txids)
+            rates[name].append(len(txids) / (time.perf_counter() - started))
+            assert found == (len(txids) if name == "tx present" else 0)
+        for batch in batches:
+            started = time.perf_counter()
+            assert None not in index.txs(batch)
+            rates["txs of 10,000"].append(len(batch) / (time.perf_counter() - started))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def index_child(index_class, directory: str, preload: int, accounts: int, probes: int) -> dict:
@@ -378,7 +389,7 @@ def report_index(root: Path, records: int, accounts: int, old_index: Path | None
                  repeats: int, probes: int) -> None:
     classes = {"sorted-runs index": Index}
     if old_index is not None:
-        classes["LMDB index (old)"] = load_old_index(old_index)
+        classes[f"older index ({old_index.name})"] = load_old_index(old_index)
     for name, index_class in classes.items():
         for preload in (10_000, records):
             answer = in_child(index_child, index_class, str(root / "index"), preload, accounts,
@@ -394,6 +405,56 @@ def report_index(root: Path, records: int, accounts: int, old_index: Path | None
                   f"rate alone: {summary(values)}")
         for run in range(repeats):
             shutil.rmtree(root / f"gil-{run}", ignore_errors=True)
+
+
+def build_child(directory: str, records: int, accounts: int) -> dict:
+    with Index.open(directory) as index:
+        height, _, _ = fill_index(index, 0, records, BATCH_RECORDS, accounts)
+    return {"heights": height}
+
+
+def lookups_child(index_class, directory: str, heights: int, accounts: int, probes: int,
+                  passes: int) -> dict:
+    answer = {"memory before": trimmed_memory_kib()}
+    with index_class.open(directory) as index:
+        answer["memory after open"] = trimmed_memory_kib()
+        answer["rates"] = lookup_rates(index, heights, BATCH_RECORDS, accounts, probes, passes)
+        answer["memory after lookups"] = memory_kib()
+        answer["runs"] = index.run_count
+    return answer
+
+
+def report_lookups(root: Path, records: int, accounts: int, old_index: Path | None,
+                   repeats: int, probes: int) -> None:
+    """Lookup rates and the memory an open index holds, for this index.py and, beside it, an
+    older sorted-runs index.py (same file format) on the same run files: one index of
+    ``records`` records is built once, then each reads it in a fresh child, ``repeats`` times,
+    alternating; each child's rates are medians of 3 passes, and the figure is the median."""
+    directory = root / "lookups"
+    heights = in_child(build_child, str(directory), records, accounts)["heights"]
+    classes = {"this index.py": Index}
+    if old_index is not None:
+        classes[f"older index ({old_index.name})"] = load_old_index(old_index)
+    answers: dict[str, list[dict]] = {name: [] for name in classes}
+    for _ in range(repeats):
+        for name, index_class in classes.items():
+            answers[name].append(in_child(lookups_child, index_class, str(directory), heights,
+                                          accounts, probes, 3))
+    print(f"lookups in an index of {heights * BATCH_RECORDS:,} records "
+          f"({answers['this index.py'][0]['runs']} runs), medians of {repeats} children:")
+    for name, runs in answers.items():
+        rates = {what: statistics.median(answer["rates"][what] for answer in runs)
+                 for what in runs[0]["rates"]}
+        held = statistics.median(answer["memory after open"]["VmRSS"] -
+                                 answer["memory before"]["VmRSS"] for answer in runs)
+        after = statistics.median(answer["memory after lookups"]["VmRSS"] for answer in runs)
+        print(f"  {name}: " + ", ".join(f"{what} {rate:,.0f}/s" for what, rate in rates.items())
+              + f"; opening it added {held / 1024:,.1f} MiB to VmRSS (trimmed), after lookups "
+              f"{_mib(after)}")
+        for what in rates:
+            print(f"    {what} per child: "
+                  + ", ".join(f"{answer['rates'][what]:,.0f}" for answer in runs))
+    shutil.rmtree(directory)
 
 
 # -- snapshots ------------------------------------------------------------------------------
@@ -502,9 +563,9 @@ def main() -> None:
     parser.add_argument("--index-probes", type=int, default=20_000,
                         help="txids looked up one by one (and 10,000 at a time)")
     parser.add_argument("--old-index", type=Path, default=None,
-                        help="an older index.py to measure beside (the LMDB one: needs lmdb)")
+                        help="an older index.py to measure beside (an LMDB one needs lmdb)")
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--only", choices=["append", "open", "index", "snapshot"])
+    parser.add_argument("--only", choices=["append", "open", "index", "lookups", "snapshot"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tsunagi-bench-store-", dir=args.workdir) as temp:
         root = Path(temp)
@@ -515,6 +576,9 @@ def main() -> None:
         if args.only in (None, "index"):
             report_index(root, args.index_records, args.index_accounts, args.old_index,
                          args.repeats, args.index_probes)
+        if args.only in (None, "lookups"):
+            report_lookups(root, args.index_records, args.index_accounts, args.old_index,
+                           args.repeats, args.index_probes)
         if args.only in (None, "snapshot"):
             report_snapshot(root, args.accounts, args.repeats)
 

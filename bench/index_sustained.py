@@ -1,25 +1,124 @@
-"""Commit path alone against the rate a ledger sustains with its index, for the sorted-runs
-index and, beside it, an older index.py (the LMDB one), alternating.
+"""Sustained load on the index: the commit path alone against the rate a ledger sustains with
+its index, and the index's resident memory over tens of millions of records; each for the
+sorted-runs index and, beside it, an older index.py, alternating.
 
 Run ``python bench/index_sustained.py [--old-index old_index.py] [--rounds 2] [--calls 7]``
-(the old index needs ``pip install lmdb``; get it with ``git show 10f93cd:src/tsunagi/ledger/
-index.py > old_index.py``). Each round and index makes a fresh chain of bench/ledger_table.py's
-size and runs its authorized_rows: batch-authorized submit_batch of 8,000 and 65,536 transfers,
-the commit path timed with the index caught up before each call, then as many calls back to
-back until the index has them all ("sustained").
+(an LMDB index.py needs ``pip install lmdb``; get one with ``git show 10f93cd:src/tsunagi/
+ledger/index.py > old_index.py``, or the sorted runs that held every fence and Bloom filter in
+memory with ``git show 32ad1b0:...``). Each round and index makes a fresh chain of
+bench/ledger_table.py's size and runs its authorized_rows: batch-authorized submit_batch of
+8,000 and 65,536 transfers, the commit path timed with the index caught up before each call,
+then as many calls back to back until the index has them all ("sustained").
+
+With ``--memory RECORDS`` it measures memory instead: a forked child (so the figures are the
+index's alone) indexes RECORDS random records in 8,000-record blocks and reads VmRSS, RssAnon
+and RssFile from /proc/self/status right after each flush that passes ``--sample-every``
+records (then no run is held in memory: the samples differ by what the files cost, not by how
+full the run in memory is), then again after glibc's malloc_trim(0) ("trimmed": without the
+free heap pages glibc keeps for reuse, 0-20 MiB that come and go from one flush to the next).
+It prints the samples, the least-squares growth in bytes a record over the samples past the
+first tenth, and bench/bench_store.py's lookup rates at the end.
+Data goes to a temporary directory under ``--workdir`` (default: the system's), removed after.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import ledger_table as table
+import numpy as np
 import workloads as w
-from bench_store import load_old_index
+from bench_store import (
+    BATCH_RECORDS,
+    in_child,
+    index_block,
+    load_old_index,
+    lookup_rates,
+    memory_kib,
+    trimmed_memory_kib,
+)
 
 from tsunagi.ledger import ledger as ledger_module
+
+ACCOUNTS = 10_000_000  # accounts the indexed records debit and credit (as bench_store's)
+
+
+def memory_child(index_class, directory: str, records_total: int, sample_every: int,
+                 probes: int) -> dict:
+    """Indexes ``records_total`` records and samples memory after flushes (see the docstring);
+    add_block's own seconds beside each sample, and lookup rates at the end."""
+    answer: dict = {"open": memory_kib(), "samples": []}
+    with index_class.open(directory) as index:
+        height, next_sample, add_s = 0, sample_every, 0.0
+        while height * BATCH_RECORDS < records_total:
+            block = index_block(height, BATCH_RECORDS, ACCOUNTS)
+            started = time.perf_counter()
+            index.add_block(*block)
+            add_s += time.perf_counter() - started
+            height += 1
+            records = height * BATCH_RECORDS
+            if records >= next_sample and index.durable_height == index.indexed_height:
+                sample = {"records": records, "add s": add_s, "runs": index.run_count,
+                          **memory_kib()}
+                sample["trimmed"] = trimmed_memory_kib()["VmRSS"]
+                answer["samples"].append(sample)
+                next_sample = records + sample_every
+        answer["lookups"] = lookup_rates(index, height, BATCH_RECORDS, ACCOUNTS, probes)
+        answer["after lookups"] = memory_kib()
+    return answer
+
+
+def growth_per_record(samples: list[dict], field: str) -> float:
+    """Least-squares slope of ``field`` (KiB) against records, in bytes a record, over the
+    samples past the first tenth of the records (the heap's arenas settle in that tenth)."""
+    last = samples[-1]["records"]
+    kept = [sample for sample in samples if sample["records"] > last / 10]
+    records = np.array([sample["records"] for sample in kept], dtype=float)
+    kib = np.array([sample[field] for sample in kept], dtype=float)
+    return float(np.polyfit(records, kib * 1024, 1)[0]) if len(kept) > 1 else float("nan")
+
+
+def print_memory(name: str, round_number: int, answer: dict) -> None:
+    samples = answer["samples"]
+    opened = answer["open"]
+    print(f"round {round_number}, {name}: at open VmRSS {opened['VmRSS'] / 1024:,.0f} MiB")
+    shown = max(1, len(samples) // 10)
+    for sample in samples[shown - 1::shown]:
+        print(f"  {sample['records']:>12,} records, {sample['runs']:>2} runs: VmRSS "
+              f"{sample['VmRSS'] / 1024:>7,.1f} MiB, RssAnon {sample['RssAnon'] / 1024:>7,.1f}, "
+              f"RssFile {sample['RssFile'] / 1024:>5,.1f}, VmRSS trimmed "
+              f"{sample['trimmed'] / 1024:>7,.1f}; add_block "
+              f"{sample['add s'] / sample['records'] * 1e9:,.0f} ns/record so far", flush=True)
+    print(f"  growth past the first tenth ({len(samples)} samples, least squares): "
+          + ", ".join(f"{field} {growth_per_record(samples, field):.4f} bytes/record"
+                      for field in ("VmRSS", "RssAnon", "RssFile", "trimmed")))
+    first, last = samples[0], samples[-1]
+    print(f"  first sample to last: VmRSS {(last['VmRSS'] - first['VmRSS']) / 1024:+,.1f} MiB, "
+          f"trimmed {(last['trimmed'] - first['trimmed']) / 1024:+,.1f} MiB over "
+          f"{last['records'] - first['records']:,} records; after lookups VmRSS "
+          f"{answer['after lookups']['VmRSS'] / 1024:,.1f} MiB")
+    print("  lookups/s: " + ", ".join(f"{what} {rate:,.0f}"
+                                      for what, rate in answer["lookups"].items()), flush=True)
+
+
+def sustained(indexes: dict, rounds: int, calls: int) -> None:
+    for round_number in range(rounds):
+        for name, index_class in indexes.items():
+            ledger_module.Index = index_class
+            with tempfile.TemporaryDirectory(prefix="tsunagi-sustained-") as temp:
+                chain = w.owned_chain(Path(temp) / "owned", table.ACCOUNTS)
+                try:
+                    rows = table.authorized_rows(chain, (8_000, 65_536), calls, Path(temp))
+                finally:
+                    chain.close()
+            for row in (row for row in rows if row.role == "figure"):
+                rate = row.notes["with_index_per_s"]
+                print(f"round {round_number}, {name}, {row.group}: commit path "
+                      f"{row.rate:,.0f}/s (median of {len(row.seconds)}), sustained with "
+                      f"the index {rate:,.0f}/s = {rate / row.rate:.0%}", flush=True)
 
 
 def main() -> None:
@@ -27,27 +126,27 @@ def main() -> None:
     parser.add_argument("--old-index", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calls", type=int, default=7, help="timed calls a case (median)")
+    parser.add_argument("--memory", type=int, default=0, metavar="RECORDS",
+                        help="measure memory over this many records indexed instead")
+    parser.add_argument("--sample-every", type=int, default=1_000_000)
+    parser.add_argument("--probes", type=int, default=20_000,
+                        help="txids looked up one by one (and 10,000 at a time) at the end")
+    parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     indexes = {"sorted runs": ledger_module.Index}
     if args.old_index is not None:
-        indexes["LMDB (old)"] = load_old_index(args.old_index)
+        indexes[f"{args.old_index.name} (old)"] = load_old_index(args.old_index)
     try:
+        if not args.memory:
+            sustained(indexes, args.rounds, args.calls)
+            return
         for round_number in range(args.rounds):
             for name, index_class in indexes.items():
-                ledger_module.Index = index_class
-                with tempfile.TemporaryDirectory(prefix="tsunagi-sustained-") as temp:
-                    chain = w.owned_chain(Path(temp) / "owned", table.ACCOUNTS)
-                    try:
-                        rows = table.authorized_rows(chain, (8_000, 65_536), args.calls,
-                                                     Path(temp))
-                    finally:
-                        chain.close()
-                for row in (row for row in rows if row.role == "figure"):
-                    sustained = row.notes["with_index_per_s"]
-                    print(f"round {round_number}, {name}, {row.group}: commit path "
-                          f"{row.rate:,.0f}/s (median of {len(row.seconds)}), sustained with "
-                          f"the index {sustained:,.0f}/s = {sustained / row.rate:.0%}",
-                          flush=True)
+                with tempfile.TemporaryDirectory(prefix="tsunagi-index-memory-",
+                                                 dir=args.workdir) as temp:
+                    answer = in_child(memory_child, index_class, temp, args.memory,
+                                      args.sample_every, args.probes)
+                print_memory(name, round_number, answer)
     finally:
         ledger_module.Index = indexes["sorted runs"]
 

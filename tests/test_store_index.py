@@ -5,7 +5,10 @@ that force merges, and while reader threads query during adds and merges.
 
 Method: random blocks (numpy) go both into the index and into dictionaries and lists built here;
 every query is compared with the model. Small merge settings (tiny size tiers and merge chunks,
-through monkeypatch) make a few hundred records go through many merges and chunk boundaries.
+fences of every 4th key and top fences of every 3rd fence entry, through monkeypatch) make a few
+hundred records go through many merges, chunk boundaries and stretches of a file's fence. What a
+run file keeps in memory is measured with tracemalloc around opening it, at 10,000 and 1,000,000
+records.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -20,8 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsunagi.errors import EncodingError
+from tsunagi.ledger import index as index_module
 from tsunagi.ledger import store_limits
-from tsunagi.ledger.index import FOLDER, MANIFEST, BlockEntries, Index, TxLocation, _tier
+from tsunagi.ledger.index import FOLDER, MANIFEST, BlockEntries, Index, TxLocation, _Run, _tier
 
 ACCOUNTS = 12
 
@@ -90,11 +95,14 @@ def files_named(index: Index) -> set[str]:
 
 
 def small_settings(monkeypatch) -> None:
-    """Tiers of a few hundred bytes, 3 KB in memory at most, merge chunks of 5 rows: a few
-    hundred records go through many flushes, merges and chunks."""
+    """Tiers of a few hundred bytes, 3 KB in memory at most, merge chunks of 5 rows, a fence
+    entry every 4 keys and a top fence entry every 3 fence entries: a few hundred records go
+    through many flushes, merges, chunks and stretches of the fence read from files."""
     monkeypatch.setattr(store_limits, "index_run_bytes_min", 256)
     monkeypatch.setattr(store_limits, "index_memory_bytes_max", 3_000)
     monkeypatch.setattr(store_limits, "index_merge_chunk_rows", 5)
+    monkeypatch.setattr(index_module, "_FENCE_ROWS", 4)
+    monkeypatch.setattr(index_module, "_TOP_FENCE_STEP", 3)
 
 
 @pytest.fixture
@@ -369,3 +377,72 @@ def test_owner_keys_map_to_their_accounts_and_a_reorg_drops_new_ones(tmp_path, s
         assert index.accounts_of(carol) == list(range(100, 400))
         index.drop_accounts(1)
         assert index.accounts_of(alice) == [] and index.run_count == 0
+
+
+def test_a_files_fences_find_the_rank_of_every_key_as_searchsorted_does(tmp_path, small_runs):
+    """The two-step search of a file (top fence in memory, a stretch of the fence, a stretch of
+    keys) against numpy's searchsorted over the whole column, on both sides of every key
+    present and of the keys between them (history: accounts repeat for many stretches)."""
+    blocks = random_blocks(30, 40, seed=12)
+    with Index.open(tmp_path) as index:
+        index.add_blocks(blocks)
+        index.close()
+    with Index.open(tmp_path) as index:
+        (run,) = index._current().blocks
+        assert run.on_disk and run.fence_step == 3 and run.bloom is None
+        for section in ("tx", "history", "hash"):
+            keys = run.read(section, index_module._KEYS[section], 0, run.rows(section))
+            fence = keys[::4]
+            assert len(run.fences[section]) == len(fence[::3]) > 2
+            ends = np.array([0, 2**64 - 1], np.uint64)
+            probes = np.unique(np.concatenate([keys, keys + np.uint64(1), ends]))
+            for probe in probes.tolist():
+                for side in ("left", "right"):
+                    assert run.fence_rank(section, probe, side) == \
+                        fence.searchsorted(np.uint64(probe), side)
+                    assert index_module._find(run, section, probe, side) == \
+                        keys.searchsorted(np.uint64(probe), side)
+
+
+def held_bytes_of_a_run(directory, records: int) -> tuple[int, _Run, BlockEntries]:
+    """Bytes that opening a file of one ``records``-record block keeps allocated (tracemalloc
+    sees numpy's buffers and Python's objects; a map's pages are not allocations), and the run."""
+    rng = np.random.default_rng(records)
+    block = BlockEntries(0, rng.bytes(32), rng.integers(0, 256, (records, 32), dtype=np.uint8),
+                         np.zeros(records, np.uint8),
+                         rng.integers(1, 2**40, records).astype(np.uint64),
+                         rng.integers(1, 2**40, records).astype(np.uint64))
+    with Index.open(directory) as index:
+        index.add_block(*block)  # one run in memory (below index_memory_bytes_max), then a file
+    with Index.open(directory) as index:
+        (entry,) = [run.entry for run in index._current().blocks]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run = _Run.on_file(directory / FOLDER, entry)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert run.rows("tx") == records and run.rows("history") == 2 * records
+    return held, run, block
+
+
+def test_a_run_file_keeps_the_same_few_kilobytes_in_memory_at_10k_and_1m_records(tmp_path,
+                                                                                 monkeypatch):
+    """Memory must not grow with the records indexed: a run file's fence and Bloom filter stay
+    on disk (read by pread), and only its top fence (8 bytes per 4,096 rows of a sorted section)
+    is held. Before, a run kept its whole fence and filter: ~1.4 MB at a million records."""
+    monkeypatch.setattr(store_limits, "index_memory_bytes_max", 1 << 30)
+    small, _, _ = held_bytes_of_a_run(tmp_path / "small", 10_000)
+    big, run, block = held_bytes_of_a_run(tmp_path / "big", 1_000_000)
+    # 3 million sorted rows make 733 top fence entries (5.9 KB) more: well under 0.01 bytes a
+    # record, against ~1.4 with the whole fence and Bloom filter.
+    assert big - small < 8 * 3_000_000 // 4096 + 2048, (small, big)
+    assert run.bloom is None and sum(fence.nbytes for fence in run.fences.values()) == \
+        8 * sum(-(-run.rows(section) // 4096) for section in ("tx", "history", "hash"))
+    with Index.open(tmp_path / "big") as index:
+        rows = np.concatenate([block.txids[::50_000], np.zeros((3, 32), np.uint8)])
+        expected = [TxLocation(0, position, 0) for position in range(0, 1_000_000, 50_000)]
+        assert [index.tx(row.tobytes()) for row in rows] == expected + [None] * 3
+        assert index.txs(rows) == expected + [None] * 3
+        assert resident_kib_of(tmp_path / "big" / FOLDER) == 0

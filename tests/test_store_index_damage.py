@@ -1,6 +1,7 @@
 """A damaged index recovers on open: a truncated, bit-flipped, zero-filled (never synced) or
 missing run is dropped with every later run, indexed_height falls back to where the survivors
-end, leftovers are deleted, and a ledger on top catches up from its block log.
+end, leftovers are deleted, and a ledger on top catches up from its block log. A run cut short
+while the index is open makes lookups raise, never answer "unknown".
 
 Method: an index of random blocks in several runs is closed, one file is damaged on disk, and the
 reopened index must answer exactly as the plain-Python model of the surviving blocks (the model
@@ -20,6 +21,7 @@ from test_store_index import Model, assert_matches, random_blocks, run_files
 from tsunagi.core import records
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
+from tsunagi.errors import StorageError
 from tsunagi.ledger import Ledger, store_limits
 from tsunagi.ledger.index import FOLDER, MANIFEST, Index
 
@@ -67,6 +69,24 @@ def test_a_damaged_run_is_dropped_with_every_later_one(built, caplog, how, which
         assert_matches(index, Model(blocks), blocks)
     with Index.open(directory) as index:
         assert_matches(index, Model(blocks), blocks)
+
+
+def test_a_run_cut_short_while_open_fails_lookups_loudly_never_answers_none(built):
+    """A file's Bloom filter and fence are read from the file at each lookup: a run cut short
+    under an open index raises StorageError naming it, rather than calling a txid unknown; the
+    runs before it still answer, and reopening drops it as any damaged run."""
+    directory, blocks, runs = built
+    with Index.open(directory) as index:
+        os.truncate(runs[1][2], 200)
+        first = blocks[0].txids[0].tobytes()
+        assert index.tx(first) == Model(blocks).tx[first]
+        for lookup in (lambda: index.tx(os.urandom(32)),
+                       lambda: index.tx(blocks[9].txids[0].tobytes()),
+                       lambda: index.block_height(blocks[9].block_hash)):
+            with pytest.raises(StorageError, match=runs[1][2].name):
+                lookup()
+    with Index.open(directory) as index:
+        assert_matches(index, Model(blocks[:GROUPS[1][0]]), blocks)
 
 
 def test_leftover_files_are_deleted_and_nothing_else_changes(built):

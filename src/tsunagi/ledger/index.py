@@ -11,12 +11,17 @@ are merged into one run file (plain file writes) in the folder ``index/`` of the
 index is opened on. A ``manifest`` (written to a temporary file, fsynced, renamed) lists the run
 files in order with their sizes and checksums; a file it does not name is a crash's leftover,
 deleted on open. Runs of one size tier merge, a few at a time (size-tiered, in memory and on
-disk alike), so a lookup searches O(log n) runs. Readers hold a little of each run in memory:
-every 64th key of each sorted column (a fence) and a Bloom filter of the txids (~1-2 bytes a
-txid). A point lookup skips the runs the filter rules out and reads one 512-byte stretch of
-keys from each other run file with pread, so it never maps a page. Only ``txs`` (many txids at
-once) reads through read-only maps, and it unmaps what it touched before it returns: the index
-keeps no file pages resident.
+disk alike), so a lookup searches O(log n) runs. A run file holds, beside each sorted column,
+its fence (every 64th key) and, for txids, a Bloom filter (~1-2 bytes a txid). Readers hold
+only a top fence of each file in memory (every 64th fence entry: ~6 bytes per 1,000 records),
+so the index's memory does not grow with what it holds (a node indexing 336 million records
+grew by ~1.4 bytes a record when every fence and filter was held). A point lookup reads by
+pread, so it never maps a page: the one word of a run's Bloom filter its txid falls in (8
+bytes; the filter rules out most runs), then the 512-byte stretch of the fence the top fence
+points to, then the 512-byte stretch of keys that fence stretch points to. Only ``txs`` (many
+txids at once) reads through read-only maps, filters and fences too, and it unmaps what it
+touched before it returns: the index keeps no file pages resident. The newest runs, in memory,
+hold their whole fences and filters.
 
 Durability. Runs in memory are lost in a crash: the index then reopens at the height its files
 end, and the ledger indexes the rest again from the log (at most ~index_memory_bytes_max of
@@ -76,8 +81,12 @@ _POSITION_MASK = (1 << _POSITION_BITS) - 1
 _HEIGHT_LIMIT = 1 << (63 - _POSITION_BITS)  # places stay below 2**63: no edge at 2**64 - 1
 _NOT_FOUND = np.uint64(2**64 - 1)
 _FENCE_ROWS = 64  # keys between fence entries: a 512-byte stretch, one page, seldom two
+# Fence entries between entries of a file's top fence, the part of a file readers hold in
+# memory: 8 bytes per 4,096 rows of each sorted section (~6 bytes per 1,000 records indexed:
+# a tx row and about two history rows each), and a 512-byte stretch of the fence to read.
+_TOP_FENCE_STEP = 64
 _BLOOM_BITS_PER_KEY = 8  # 8 to 16 (a power of two words): 0.5-3% of absent txids pass
-_IN_MEMORY = ("fence", "bloom")  # columns readers hold in memory, derived from the keys
+_DERIVED = ("fence", "bloom")  # columns a writer derives from the keys
 _SCAN_ROWS = 512  # a binary search through pread reads a range this short at once
 _REBUILD = "The index is derived from the block log: delete the folder to rebuild it."
 
@@ -90,9 +99,9 @@ class _Kind(IntEnum):
 # Sections of a run and their columns. A sorted section is ordered by its first two columns (a
 # key u64, then a second u64); its key is the first 8 bytes of a hash read big-endian where the
 # section looks hashes up, so comparing keys compares those bytes. Its fence holds every
-# _FENCE_ROWS-th key: readers keep it in memory and search it first. The tx section also has a
-# Bloom filter of its keys (one u64 word a key, chosen by the key's top bits, three bits set by
-# its low 18), so a point lookup skips most runs without reading them.
+# _FENCE_ROWS-th key, searched before the keys (a file's through its top fence). The tx section
+# also has a Bloom filter of its keys (one u64 word a key, chosen by the key's top bits, three
+# bits set by its low 18), so a point lookup reads one word of most runs and no more.
 _SECTIONS = {
     _Kind.blocks: {
         "tx": (("key", "<u8"), ("place", "<u8"), ("suffix", "V24"), ("code", "u1"),
@@ -162,7 +171,7 @@ def _layout(kind: int, counts: Sequence[int]) -> tuple[dict, int]:
 
 def _data_columns(kind: int, section: str) -> list[str]:
     """The columns a writer is given (fence and Bloom filter it derives from the keys)."""
-    return [name for name, _ in _SECTIONS[kind][section] if name not in _IN_MEMORY]
+    return [name for name, _ in _SECTIONS[kind][section] if name not in _DERIVED]
 
 
 def _bloom_words(count: int) -> int:
@@ -230,27 +239,46 @@ def _pread_into(fd: int, target: np.ndarray, offset: int) -> None:
         view, offset = view[got:], offset + got
 
 
+def _top_fence(fd: int, offset: int, dtype: np.dtype, count: int, step: int) -> np.ndarray:
+    """Every ``step``-th entry of a file's fence column (at ``offset``, ``count`` rows), read
+    in chunks of at most index_read_chunk_bytes: the whole column never sits in memory."""
+    chunk_rows = max(1, store_limits.index_read_chunk_bytes // dtype.itemsize // step) * step
+    tops = np.empty(-(-count // step), dtype)
+    for start in range(0, count, chunk_rows):
+        chunk = np.empty(min(chunk_rows, count - start), dtype)
+        _pread_into(fd, chunk, offset + start * dtype.itemsize)
+        tops[start // step:start // step + len(chunk[::step])] = chunk[::step]
+    return tops
+
+
 class _Run:
     """A run: a file (read with pread, mapped read-only for ``txs`` alone) or, for the newest
-    blocks, arrays in memory. ``sections[section][column]`` are map views or those arrays; every
-    fence is in memory either way."""
+    blocks, arrays in memory. ``sections[section][column]`` are map views or those arrays.
+    ``fences[section]`` is searched first: a run in memory's whole fence; a file's top fence,
+    every _TOP_FENCE_STEP-th entry of its fence, the only part of a file held in memory."""
 
-    __slots__ = ("_fd", "_map", "bloom", "bloom_shift", "columns", "entry", "fences", "path",
-                 "sections")
+    __slots__ = ("_fd", "_map", "bloom", "bloom_offset", "bloom_shift", "columns", "entry",
+                 "fence_step", "fences", "path", "sections")
 
-    def __init__(self, entry: _Entry, sections: dict, path: Path | None = None,
-                 columns: dict | None = None, fd: int = -1, mapped: mmap.mmap | None = None):
+    def __init__(self, entry: _Entry, sections: dict, fences: dict, fence_step: int = 1,
+                 path: Path | None = None, columns: dict | None = None, fd: int = -1,
+                 mapped: mmap.mmap | None = None):
         """Private: use :meth:`in_memory` or :meth:`on_file`."""
         self.entry, self.sections, self.path = entry, sections, path
         self.columns, self._fd, self._map = columns, fd, mapped
         # As sequences of Python ints (memoryviews): bisect and one test of a word are ~10x
         # faster on them than on numpy arrays.
-        self.fences = {section: memoryview(rows["fence"]).cast("B").cast("Q")
-                       for section, rows in sections.items() if "fence" in rows}
+        self.fences = {section: memoryview(fence).cast("B").cast("Q")
+                       for section, fence in fences.items()}
+        self.fence_step = fence_step  # fence entries per entry of fences: 1 in memory
+        self.bloom, self.bloom_offset, self.bloom_shift = None, 0, 64
         if "tx" in sections:
             words = sections["tx"]["bloom"]
-            self.bloom = memoryview(words).cast("B").cast("Q")
             self.bloom_shift = 64 - (len(words).bit_length() - 1)
+            if path is None:
+                self.bloom = memoryview(words).cast("B").cast("Q")
+            else:  # read a word at a time (bloom_word), or through the map by txs
+                self.bloom_offset = columns["tx", "bloom"][0]
 
     @classmethod
     def in_memory(cls, kind: int, first: int, end: int, sections: dict) -> _Run:
@@ -264,7 +292,8 @@ class _Run:
                 _bloom_add(rows["bloom"], rows["key"])
         counts = tuple(len(next(iter(rows.values()))) for rows in sections.values())
         size = sum(array.nbytes for rows in sections.values() for array in rows.values())
-        return cls(_Entry("", int(kind), first, end, counts, size, 0), sections)
+        fences = {name: rows["fence"] for name, rows in sections.items() if name in _KEYS}
+        return cls(_Entry("", int(kind), first, end, counts, size, 0), sections, fences)
 
     @classmethod
     def on_file(cls, folder: Path, entry: _Entry) -> _Run:
@@ -275,17 +304,16 @@ class _Run:
             mapped.madvise(mmap.MADV_RANDOM)  # txs jumps around: read-ahead would be waste
             sections: dict[str, dict[str, np.ndarray]] = {}
             for (section, name), (offset, dtype, count) in columns.items():
-                if name in _IN_MEMORY:
-                    column = np.empty(count, dtype)
-                    _pread_into(fd, column, offset)
-                else:
-                    column = np.frombuffer(mapped, dtype, count, offset) if count else \
-                        np.empty(0, dtype)
+                column = np.frombuffer(mapped, dtype, count, offset) if count else \
+                    np.empty(0, dtype)
                 sections.setdefault(section, {})[name] = column
+            step = _TOP_FENCE_STEP
+            fences = {section: _top_fence(fd, *columns[section, "fence"], step)
+                      for section in sections if section in _KEYS}
         except BaseException:
             os.close(fd)
             raise
-        return cls(entry, sections, folder / entry.name, columns, fd, mapped)
+        return cls(entry, sections, fences, step, folder / entry.name, columns, fd, mapped)
 
     def __del__(self, close: Callable[[int], None] = os.close) -> None:
         # close bound early: at interpreter exit the os module may be gone before the last run
@@ -335,6 +363,29 @@ class _Run:
         else:
             offset, dtype, _ = self.columns[section, column]
             _pread_into(self._fd, rows, offset + start * dtype.itemsize)
+
+    def bloom_word(self, key: int) -> int:
+        """The word of the tx Bloom filter that ``key`` falls in: from memory, or one 8-byte
+        pread from a file (the filter of a file is never held)."""
+        word = key >> self.bloom_shift
+        if self.bloom is not None:
+            return self.bloom[word]
+        data = os.pread(self._fd, 8, self.bloom_offset + 8 * word)
+        if len(data) != 8:
+            raise StorageError(f"{self.path} ended early: an index run was cut short. "
+                               f"{_REBUILD}")
+        return int.from_bytes(data, "little")
+
+    def fence_rank(self, section: str, key: int, side: str) -> int:
+        """``searchsorted(key, side)`` of a sorted section's fence. A file's: in its top fence
+        (memory), then in the one stretch of _TOP_FENCE_STEP fence entries that holds it (one
+        pread), as _stretch finds keys in the fence."""
+        found = _SIDES[side](self.fences[section], key)
+        if self.fence_step == 1 or found == 0:  # 0: the fence's first entry is past key
+            return found
+        low = (found - 1) * self.fence_step
+        high = min(found * self.fence_step, self.columns[section, "fence"][2])
+        return low + _SIDES[side](_words(self.pread(section, "fence", low, high)), key)
 
     def drop_pages(self) -> None:
         """Unmaps the pages ``txs`` touched (the page cache keeps them), so they stop counting
@@ -532,8 +583,8 @@ _SIDES = {"left": bisect.bisect_left, "right": bisect.bisect_right}
 
 def _stretch(run: _Run, section: str, key: int, side: str = "left") -> tuple[int, memoryview]:
     """The first row and the keys of the stretch of at most _FENCE_ROWS rows that holds
-    ``searchsorted(key, side)`` of the section's keys: found in the fence, in memory."""
-    segment = _SIDES[side](run.fences[section], key)
+    ``searchsorted(key, side)`` of the section's keys: found in the fence (fence_rank)."""
+    segment = run.fence_rank(section, key, side)
     low = max(segment - 1, 0) * _FENCE_ROWS
     high = min(segment * _FENCE_ROWS, run.rows(section))
     return low, _words(run.pread(section, _KEYS[section], low, high))
@@ -1034,6 +1085,7 @@ class Index:
             run = _Run.in_memory(_Kind.blocks, expected, expected + len(checked),
                                  _block_sections(checked))
             self._show(snapshot.blocks + (run,), snapshot.owners)
+            del snapshot, run  # a flush frees these runs: _after_add says why no one else holds
             self._after_add(_Kind.blocks)
 
     def add_accounts(self, pairs: Iterable[tuple[bytes, int]]) -> None:
@@ -1046,6 +1098,7 @@ class Index:
             run = _Run.in_memory(_Kind.owners, snapshot.indexed_height,
                                  int(rows["account"].max()) + 1, {"owner": rows})
             self._show(snapshot.blocks, snapshot.owners + (run,))
+            del snapshot, run, rows  # a flush frees these: _after_add says why no one else holds
             self._after_add(_Kind.owners)
 
     def drop_accounts(self, first_account: int) -> None:
@@ -1092,7 +1145,7 @@ class Index:
         key, suffix = int.from_bytes(txid[:8], "big"), txid[8:]
         need = (1 << (key & 63)) | (1 << (key >> 6 & 63)) | (1 << (key >> 12 & 63))
         for run in self._current().blocks:  # oldest first: a txid keeps its first place
-            if (run.bloom[key >> run.bloom_shift] & need) != need:
+            if (run.bloom_word(key) & need) != need:
                 continue  # the Bloom filter knows the run lacks this prefix
             found = _tx_in_run(run, key, suffix)
             if found is not None:
@@ -1115,9 +1168,9 @@ class Index:
                 if not len(pending):
                     break
                 table = run.sections["tx"]
+                searched.append(run)  # a file's Bloom filter and fence are read through its map
                 maybe = pending[_maybe_in(table["bloom"], keys[pending])]
                 if len(maybe):
-                    searched.append(run)
                     _search_run(table, keys, suffixes, maybe, places, codes)
                     pending = pending[places[pending] == _NOT_FOUND]
         finally:
@@ -1217,12 +1270,20 @@ class Index:
             run.path.unlink(missing_ok=True)
 
     def _after_add(self, kind: int) -> None:
+        """Merges runs in memory as due, and writes them to a file past the memory limit. The
+        heap is trimmed once the flush has returned and no local of its callers holds the runs
+        it wrote (nor their merged copy): trimmed inside it, up to two runs' worth of freed
+        buffers (~32 MiB) stayed resident until the next flush."""
         self._merge_while_due(kind, in_memory=True)
-        snapshot = self._current()
-        held = sum(run.entry.size for run in snapshot.blocks + snapshot.owners
-                   if not run.on_disk)
-        if held >= store_limits.index_memory_bytes_max:
+        if self._held_bytes() >= store_limits.index_memory_bytes_max:
             self._flush()
+            _release_free_memory()
+
+    def _held_bytes(self) -> int:
+        """Bytes of the runs in memory."""
+        snapshot = self._current()
+        return sum(run.entry.size for run in snapshot.blocks + snapshot.owners
+                   if not run.on_disk)
 
     def _flush(self) -> None:
         """Writes the runs in memory as one run file of each kind, then merges files as due."""
@@ -1244,7 +1305,6 @@ class Index:
         self._publish(lists[_Kind.blocks], lists[_Kind.owners], replaced=())
         self._merge_while_due(_Kind.blocks)
         self._merge_while_due(_Kind.owners)
-        _release_free_memory()
 
     def _merge_while_due(self, kind: int, in_memory: bool = False) -> None:
         """Merges the newest runs (in files, or in memory) while _runs_to_merge says so."""
