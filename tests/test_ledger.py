@@ -323,3 +323,60 @@ def test_a_slow_index_makes_writers_wait_at_a_bounded_queue_and_loses_nothing(ch
     assert max(peak) <= 3
     for answer in answers:
         assert chain.ledger.transaction(answer.txids[0].tobytes()).height == answer.height
+
+
+def test_begun_batches_answer_only_once_durable_and_see_each_other(chain):
+    """begin_batch writes a block without waiting for its fsync; the next batch sees its state,
+    nothing counts as committed before wait(), and even a batch that stores nothing waits for
+    the blocks begun before it."""
+    ledger = chain.ledger
+    first = ledger.begin_batch(*_signed(chain, r.transfer(CHAIN, chain.next(ALICE), ALICE, BOB,
+                                                          900), ALICE))
+    # Bob spends what only the first batch gave him.
+    second = ledger.begin_batch(*_signed(chain, r.transfer(CHAIN, chain.next(BOB), BOB, CAROL,
+                                                           1_800), BOB))
+    forged = r.transfer(CHAIN, chain.next(CAROL), CAROL, ALICE, 5)
+    third = ledger.begin_batch(forged, chain.keys[ALICE].sign_record(forged))
+    assert (first.height, second.height, third.height) == (1, 2, None)
+    assert ledger.height == 1 and ledger.block(1) is None  # written, not durable yet
+    assert code(third.wait()) == Result.bad_signature
+    assert ledger.height == 3  # the blocks begun before it are durable now
+    assert code(second.wait()) == Result.ok and code(first.wait()) == Result.ok
+    assert second.wait() is second.wait()  # waiting again answers the same
+    assert chain.balances() == [100, 100, 2_800]
+    info = ledger.transaction(second.wait().txids[0].tobytes())
+    assert info.height == 2 and info.verify()
+    assert ledger.tip == (3, ledger.tip_hash)
+    assert ledger.verify().ok
+
+
+def test_threads_submitting_at_once_share_fsyncs_and_lose_nothing(chain):
+    ledger, rounds = chain.ledger, 12
+    batches = {}
+    for account in (ALICE, BOB, CAROL):
+        credit = ALICE if account == CAROL else account + 1
+        batches[account] = [_signed(chain, r.transfer(CHAIN, chain.next(account), account,
+                                                      credit, 1), account)
+                            for _ in range(rounds)]
+    answers = {account: [] for account in batches}
+
+    def work(account):
+        for records, signature in batches[account]:
+            answers[account].append(ledger.submit_batch(records, signature))
+
+    threads = [threading.Thread(target=work, args=(a,)) for a in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    heights = sorted(a.height for got in answers.values() for a in got)
+    assert heights == list(range(1, 3 * rounds + 1))
+    assert all(code(a) == Result.ok for got in answers.values() for a in got)
+    assert chain.balances() == [1_000, 1_000, 1_000]
+    ledger.close()
+    with Ledger.open(chain.path) as reopened:
+        assert reopened.height == 3 * rounds + 1 and reopened.verify().ok
+
+
+def _signed(chain, record: bytes, signer: int) -> tuple[bytes, bytes]:
+    return record, chain.keys[signer].sign_record(record)

@@ -3,8 +3,9 @@
 Method: a child process commits batches of signed transfers and prints each batch's txids
 before submitting and an acknowledgment after the ledger answers. The test kills it with SIGKILL
 at a random moment, many times, reopening the directory each time: every acknowledged transfer
-must be there with its code, the batch in flight must be there whole or not at all, money must
-be conserved, and the chain must verify.
+must be there with its code, each batch in flight must be there whole or not at all (and only
+after every batch before it), money must be conserved, and the chain must verify. Half the
+rounds keep two batches in flight (begin_batch, then wait for the one before), as a node does.
 """
 
 import random
@@ -29,9 +30,11 @@ BATCH = 40
 CHILD = Path(__file__).parent / "helpers" / "crash_writer.py"
 
 
-def _run_until_killed(directory: Path, key_file: Path, rng: random.Random) -> list[str]:
+def _run_until_killed(directory: Path, key_file: Path, rng: random.Random,
+                      in_flight: int) -> list[str]:
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(directory), str(key_file), str(ACCOUNTS), str(BATCH)],
+        [sys.executable, str(CHILD), str(directory), str(key_file), str(ACCOUNTS), str(BATCH),
+         str(in_flight)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = [child.stdout.readline().strip()]
     assert lines[0] == "READY", child.stderr.read()
@@ -52,24 +55,27 @@ def _run_until_killed(directory: Path, key_file: Path, rng: random.Random) -> li
 
 
 def _check_round(directory: Path, lines: list[str]) -> tuple[int, int]:
-    acknowledged, in_flight = [], None
+    acknowledged, in_flight = [], {}
     for line in lines:
         word, _, payload = line.partition(" ")
-        if word == "PENDING":
-            in_flight = bytes.fromhex(payload)
-        elif word == "ACK" and in_flight is not None:
-            codes = bytes.fromhex(payload.split()[1])
-            acknowledged.append((in_flight, codes))
-            in_flight = None
+        fields = payload.split()
+        if word == "PENDING" and len(fields) == 2:
+            in_flight[int(fields[0])] = bytes.fromhex(fields[1])
+        elif word == "ACK" and len(fields) == 3:
+            acknowledged.append((in_flight.pop(int(fields[0])), bytes.fromhex(fields[2])))
     with Ledger.open(directory) as ledger:
         for txids, codes in acknowledged:
             for i, code in enumerate(codes):
                 info = ledger.transaction(txids[32 * i: 32 * i + 32])
                 assert info is not None and int(info.code) == code
-        if in_flight is not None:
-            found = [ledger.transaction(in_flight[i:i + 32]) is not None
-                     for i in range(0, len(in_flight), 32)]
+        present = []
+        for number in sorted(in_flight):
+            txids = in_flight[number]
+            found = [ledger.transaction(txids[i:i + 32]) is not None
+                     for i in range(0, len(txids), 32)]
             assert all(found) or not any(found), "a batch was half committed"
+            present.append(all(found))
+        assert present == sorted(present, reverse=True), "a later batch outlived an earlier one"
         state = ledger.state
         assert state.balance_total() + state.open_hold_total() == state.supply
         report = ledger.verify()
@@ -93,8 +99,8 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path):
         assert not answer.codes.any()
     rng = random.Random(20261121)
     acknowledged_total = 0
-    for _ in range(KILLS):
-        lines = _run_until_killed(directory, key_file, rng)
+    for round_ in range(KILLS):
+        lines = _run_until_killed(directory, key_file, rng, in_flight=1 + round_ % 2)
         acknowledged, height = _check_round(directory, lines)
         acknowledged_total += acknowledged
     assert acknowledged_total > KILLS  # the kills really landed between commits

@@ -253,9 +253,14 @@ async def submit_concurrently(port: int, jobs: list[tuple[bytes, bytes]], client
             await client.close()
 
 
-def test_group_commit_shares_blocks_and_answers_each_request_its_own_codes(chain):
+@pytest.mark.parametrize("groups_in_flight", [1, 2])
+def test_group_commit_shares_blocks_and_answers_each_request_its_own_codes(chain,
+                                                                           groups_in_flight):
+    """With 2 groups in flight the next group applies while the one before waits for its
+    fsync: the codes are those of strict one-at-a-time commit."""
     ledger, wallet = chain
-    settings = NodeSettings(group_wait_ms=20, group_records_max=64)
+    settings = NodeSettings(group_wait_ms=20, group_records_max=64,
+                            groups_in_flight=groups_in_flight)
     jobs, expected = [], []
     for payer in range(1, 9):
         for sequence in range(1, 21):

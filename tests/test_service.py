@@ -91,6 +91,7 @@ def test_every_setting_is_reachable_by_a_flag(cls):
     ('data = "d"\nlisten = "localhost"\n', "listen is HOST:PORT"),
     ('data = "d"\nlisten = "h:70000"\n', "listen is HOST:PORT"),
     ('data = "d"\n[node]\ngroup_records_max = 0\n', "at least 1"),
+    ('data = "d"\n[node]\ngroups_in_flight = 0\n', "at least 1"),
     ('data = "d"\n[rest]\nretry_after_s = -1\n', "retry_after_s is a number > 0"),
     ('listen = "127.0.0.1:1"\n', "no data directory"),
     ('data = "d\n', "not valid TOML"),

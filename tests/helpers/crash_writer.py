@@ -1,7 +1,9 @@
 """Child process of tests/test_ledger_crash.py: commits batches until it is killed.
 
-Before each submit it prints ``PENDING <txids hex>``; after the ledger answers (after the
-fsync) it prints ``ACK <height> <codes hex>``. The parent kills it with SIGKILL at random.
+Before each batch it prints ``PENDING <n> <txids hex>``; after the ledger answers (after the
+fsync) it prints ``ACK <n> <height> <codes hex>``. With ``in_flight`` 2 it begins batch n+1
+(``begin_batch``) before it waits for batch n, as a node does, so two batches are written and
+unacknowledged at a time. The parent kills it with SIGKILL at random.
 """
 
 import sys
@@ -13,12 +15,13 @@ from tsunagi.hashing import sha256d
 from tsunagi.ledger import Ledger
 
 
-def main(directory: str, key_file: str, accounts: int, batch: int) -> None:
+def main(directory: str, key_file: str, accounts: int, batch: int, in_flight: int) -> None:
     key = load_key(key_file, "crash")
     with Ledger.open(directory, threads=1) as ledger:
         chain_id = ledger.config.chain_id
         print("READY", flush=True)
         round_ = 0
+        waiting = []
         while True:
             base = time.time_ns() // 1000
             batch_records = [
@@ -27,11 +30,15 @@ def main(directory: str, key_file: str, accounts: int, batch: int) -> None:
                 for i in range(batch)]
             body = b"".join(batch_records)
             signatures = b"".join(key.sign_record(r) for r in batch_records)
-            print("PENDING", b"".join(sha256d(r) for r in batch_records).hex(), flush=True)
-            answer = ledger.submit_batch(body, signatures)
-            print("ACK", answer.height, answer.codes.tobytes().hex(), flush=True)
+            print("PENDING", round_, b"".join(sha256d(r) for r in batch_records).hex(),
+                  flush=True)
+            waiting.append((round_, ledger.begin_batch(body, signatures)))
+            if len(waiting) == in_flight:
+                number, pending = waiting.pop(0)
+                answer = pending.wait()
+                print("ACK", number, answer.height, answer.codes.tobytes().hex(), flush=True)
             round_ += 1
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

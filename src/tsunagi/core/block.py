@@ -167,7 +167,8 @@ def _pack_batches(batches) -> np.ndarray:
 def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, signatures,
                  batches=(), extension=b"", version: int = BLOCK_VERSION, nonce: int = 0,
                  threads: int | None = None, txids: np.ndarray | None = None,
-                 txid_levels: Sequence[np.ndarray] | None = None) -> bytearray:
+                 txid_levels: Sequence[np.ndarray] | None = None,
+                 as_array: bool = False) -> bytearray | np.ndarray:
     """One block's bytes, with its Merkle root computed (the nonce is not searched).
 
     ``records`` is a buffer of N 128-byte records, ``codes`` N result codes (uint8),
@@ -176,6 +177,10 @@ def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, sign
     EncodingError; whether the content is valid is check_block's question. ``txids`` (N x 32),
     when the caller already hashed these very records, saves hashing them again; so does
     ``txid_levels`` (hashing.merkle_levels of those txids) for the Merkle tree.
+
+    ``as_array`` returns a uint8 numpy array instead of a bytearray: numpy asks for huge pages
+    for large buffers, which made allocating and filling a 34 MB block 4x faster here (4.8 ms
+    against 21.5 ms; a bytearray that size gets fresh 4 KiB pages each time).
     """
     prev_hash = _bytes_view(prev_hash, "prev_hash").tobytes()
     if len(prev_hash) != 32:
@@ -200,8 +205,9 @@ def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, sign
     body_offset = RECORDS_OFFSET + record_view.nbytes
     extension_length_offset = (body_offset + count + signature_view.nbytes
                                + packed.nbytes)
-    block = bytearray(extension_length_offset + _U32.size + extension_view.nbytes)
-    view = memoryview(block)
+    size = extension_length_offset + _U32.size + extension_view.nbytes
+    block = np.zeros(size, np.uint8) if as_array else bytearray(size)
+    view = memoryview(block).cast("B")
     _COUNTS.pack_into(block, COUNTS_OFFSET, count, len(packed))
     view[RECORDS_OFFSET:body_offset] = record_view
     view[body_offset:body_offset + count] = code_view

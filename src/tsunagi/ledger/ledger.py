@@ -2,8 +2,11 @@
 
 A batch moves through the engine in stages over the whole batch (decode, signatures on native
 threads, one native apply loop), becomes one block, is appended to the log and fsynced once,
-and only then answered. The index (LMDB) is derived data: a background thread fills it after
-the fsync, and it is rebuilt from the log when it lags.
+and only then answered. The fsync runs outside the write lock: while one batch waits for the
+disk, the next one is checked, applied and written (``begin_batch``; several threads calling
+``submit_batch`` get this too), and one fdatasync makes both durable. The index (sorted runs)
+is derived data: a background thread fills it from durable blocks, and it is rebuilt from the
+log when it lags.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ INDEX_QUEUE_MAX = 256
 INDEX_QUEUE_RECORDS_MAX = 1 << 21
 U32_MAX = 2**32 - 1
 
-__all__ = ["AccountInfo", "BatchAnswer", "Ledger", "TxInfo", "VerifyReport"]
+__all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport"]
 
 
 @dataclass
@@ -79,6 +82,38 @@ class BatchAnswer:
 
     def __len__(self) -> int:
         return len(self.codes)
+
+
+class PendingBatch:
+    """A batch applied and written to the log but not yet durable (from ``begin_batch``).
+
+    ``wait()`` returns its answer once the block is on disk (the fsync it shares with every
+    batch begun before it). Until then nothing of the answer may reach a client: a crash
+    before the fsync takes the block back.
+    """
+
+    __slots__ = ("_answer", "_end", "_ledger", "_waited")
+
+    def __init__(self, ledger: Ledger, answer: BatchAnswer, end: int):
+        self._ledger, self._answer, self._end = ledger, answer, end
+        self._waited = False
+
+    @property
+    def height(self) -> int | None:
+        """The block the batch's stored records went into, or None when none were stored."""
+        return self._answer.height
+
+    def wait(self) -> BatchAnswer:
+        """Makes the batch durable (and every batch begun before it) and returns its answer.
+
+        Raises StorageError when the log could not be synced: then nothing begun since the
+        last successful wait is acknowledged, and the ledger refuses writes until reopened.
+        """
+        if not self._waited:
+            self._ledger._make_durable(self._end, self._answer)
+            self._ledger._refine_duplicates(self._answer)
+            self._waited = True
+        return self._answer
 
 
 @dataclass(frozen=True)
@@ -252,10 +287,15 @@ class Ledger:
         self._engine = engine
         self._threads = threads
         self._write_lock = threading.Lock()
+        # Taken after _write_lock when both are: the fsync and the hand-over of durable blocks
+        # to the indexer, in height order.
+        self._sync_lock = threading.Lock()
         self._broken: BaseException | None = None
         tip = _read_block(log, log.height - 1)
-        self._tip_hash = tip.hash
+        self._tip_hash = tip.hash  # of the last block written (durable or not): the next links
         self._tip_time = tip.time
+        self._durable = (log.height, tip.hash)  # blocks on disk, and the hash of the last
+        self._unsynced: deque = deque()  # (height, block, opened) written, not yet durable
         self._records_since_snapshot = 0
         self._snapshot_thread: threading.Thread | None = None
         self._indexer = _Indexer(index)
@@ -358,6 +398,8 @@ class Ledger:
             return
         with self._write_lock:
             try:
+                if self._broken is None:
+                    self._make_durable(self._log.height)  # begun and never waited for
                 self._indexer.close()
                 self._join_snapshot()
                 if self._broken is None and self._records_since_snapshot:
@@ -384,6 +426,17 @@ class Ledger:
     def submit_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
                      now_s: int | None = None) -> BatchAnswer:
         """Fast path: many records, one block, one fsync, one answer per record."""
+        return self.begin_batch(records, signatures, batches, now_s).wait()
+
+    def begin_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
+                    now_s: int | None = None) -> PendingBatch:
+        """``submit_batch`` up to the fsync: checks, applies and writes the block, and returns
+        a PendingBatch whose ``wait()`` gives the answer once the block is durable.
+
+        The caller may begin its next batch before waiting for this one: the CPU work of the
+        next overlaps this one's disk wait, and one fsync covers both. Later batches see the
+        state this one left (a crash before its fsync takes both back, unanswered).
+        """
         view = rec.as_records(records)
         with self._write_lock:
             self._check_usable()
@@ -397,14 +450,35 @@ class Ledger:
                                  opened=outcome.opened)
             if outcome.stored_count:
                 try:
-                    self._commit_block(outcome, block_time, answer)
+                    self._write_block(outcome, block_time, answer)
                 except BaseException as exc:
                     self._broken = exc  # state is ahead of the log: refuse further writes
                     raise
-        self._refine_duplicates(answer)
-        return answer
+            # Even a batch that stored nothing waits for the blocks before it: its codes
+            # (insufficient funds, say) follow from their state.
+            return PendingBatch(self, answer, self._log.height)
 
-    def _commit_block(self, outcome, block_time: int, answer: BatchAnswer) -> None:
+    def _make_durable(self, end: int, answer: BatchAnswer | None = None) -> None:
+        """Returns once blocks below ``end`` are on disk and handed to the indexer."""
+        started_s = time.perf_counter()
+        with self._sync_lock:
+            if self._durable[0] < end:
+                if self._broken is not None:
+                    raise StorageError(f"an earlier write failed ({self._broken}); this batch "
+                                       "is not acknowledged. Reopen the ledger to recover.")
+                try:
+                    synced = self._log.sync()
+                    while self._unsynced and self._unsynced[0][0] < synced:
+                        height, block, opened = self._unsynced.popleft()
+                        self._indexer.put(height, block, opened)
+                        self._durable = (height + 1, block.hash)
+                except BaseException as exc:
+                    self._broken = exc
+                    raise
+        if answer is not None:
+            answer.sync_s = time.perf_counter() - started_s
+
+    def _write_block(self, outcome, block_time: int, answer: BatchAnswer) -> None:
         signatures = outcome.stored_signatures if len(outcome.stored_signatures) else b""
         # The engine hashed every record already; the block and the index reuse those txids.
         txids = outcome.txids if outcome.stored.all() else outcome.txids[outcome.stored]
@@ -412,17 +486,15 @@ class Ledger:
             prev_hash=self._tip_hash, time=block_time, bits=self.config.bits,
             records=outcome.stored_records, codes=outcome.stored_codes,
             signatures=signatures, batches=outcome.stored_batches,
-            threads=self._threads, txids=txids, txid_levels=outcome.stored_txid_levels)
+            threads=self._threads, txids=txids, txid_levels=outcome.stored_txid_levels,
+            as_array=True)
         mine_header(block_bytes, threads=self._threads)
         # Nothing changes the block after mining: the log may keep this very buffer.
         height = self._log.append(block_bytes, copy=False)
-        started_s = time.perf_counter()
-        self._log.sync()
-        answer.sync_s = time.perf_counter() - started_s
         block = decode_block(block_bytes, txids=txids)
         self._tip_hash, self._tip_time = block.hash, block.time
         answer.height, answer.block_hash = height, block.hash
-        self._indexer.put(height, block, outcome.opened[outcome.stored])
+        self._unsynced.append((height, block, outcome.opened[outcome.stored]))
         self._records_since_snapshot += len(block)
         if self._records_since_snapshot >= SNAPSHOT_RECORDS_INTERVAL:
             self._snapshot_now(background=True)
@@ -441,6 +513,7 @@ class Ledger:
             return None
         pre_codes = np.zeros(len(view), dtype=np.uint8)
         txids = hashing.sha256d_records(view[opens].tobytes(), rec.RECORD_BYTES)
+        self._make_durable(self._log.height)  # blocks begun and not waited for: index them
         self._indexer.wait(self._log.height)
         seen: set[bytes] = set()
         for position, txid, found in zip(opens, txids, self._index.txs([bytes(t) for t in txids])):
@@ -477,6 +550,13 @@ class Ledger:
         self._records_since_snapshot = 0
 
         def write() -> None:
+            # A snapshot must not get ahead of the log on disk: reopening starts from it.
+            try:
+                self._make_durable(height + 1)
+            except StorageError:
+                logger.warning("no snapshot at height %d: its blocks did not reach the disk",
+                               height)
+                return
             save_snapshot(target, height, block_hash, arrays, meta)
 
         if not background:
@@ -495,12 +575,18 @@ class Ledger:
 
     @property
     def height(self) -> int:
-        """Number of blocks, genesis included (the tip is height - 1)."""
-        return self._log.height
+        """Number of durable blocks, genesis included (the tip is height - 1)."""
+        return self._durable[0]
 
     @property
     def tip_hash(self) -> bytes:
-        return self._tip_hash
+        """Hash of the last durable block."""
+        return self._durable[1]
+
+    @property
+    def tip(self) -> tuple[int, bytes]:
+        """(height, tip_hash) read together: the number of durable blocks, the last one's hash."""
+        return self._durable
 
     @property
     def state(self) -> State:
@@ -530,14 +616,14 @@ class Ledger:
         return self._index.accounts_of(key)
 
     def wait_indexed(self) -> None:
-        """Returns once the index has every block of the log."""
-        self._indexer.wait(self._log.height)
+        """Returns once the index has every durable block."""
+        self._indexer.wait(self.height)
 
     def block_height(self, block_hash: bytes) -> int | None:
         """Height of the block with this hash (internal byte order), or None."""
         self.wait_indexed()
         height = self._index.block_height(bytes(block_hash))
-        return height if height is not None and height < self._log.height else None
+        return height if height is not None and height < self.height else None
 
     def block(self, height_or_hash: int | bytes) -> bytes | None:
         """An encoded block by height or by hash, or None."""
@@ -547,7 +633,7 @@ class Ledger:
             height = self.block_height(height_or_hash)
             if height is None:
                 return None
-        if not 0 <= height < self._log.height:
+        if not 0 <= height < self.height:
             return None
         return self._log.read(height)
 
@@ -584,6 +670,7 @@ class Ledger:
         """Re-checks the whole chain: hashes, links, work, Merkle roots, signatures, state."""
         with self._write_lock:
             self._check_usable()
+            self._make_durable(self._log.height)
             self.wait_indexed()
             recorded = snapshot_block_hashes(self.directory / SNAPSHOT_DIRECTORY)
 

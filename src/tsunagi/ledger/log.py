@@ -398,12 +398,13 @@ class BlockLog:
         self._offsets = array("Q")  # start offset of each frame, appended or on disk
         self._end = 0  # byte just past the last appended frame
         self._flushed_height = self._flushed_end = 0  # what the OS has been given
-        self._pending: list[bytes] = []
+        self._pending: list[tuple] = []  # (height, group_first, payload) not yet written
         self._pending_bytes = 0
         self._reserved_end = 0  # disk blocks are reserved up to here (see _preallocate)
         self._synced_height = self._group_first = 0
         self._checkpoint_height = self._checkpoint_end = 0
         self._mutex = threading.RLock()  # readers may flush; the writer appends
+        self._sync_mutex = threading.RLock()  # one fdatasync at a time; taken before _mutex
         self._failed: OSError | None = None
         self._closed = False
 
@@ -452,44 +453,60 @@ class BlockLog:
     def append(self, block: bytes, *, copy: bool = True) -> int:
         """Adds a block after the last one and returns its height. Not durable before sync().
 
-        ``copy=False`` keeps a reference to a mutable buffer instead of copying it: the caller
-        promises not to change it (8.5 MB blocks copied in ~1 ms).
+        ``copy=False`` keeps a reference to a mutable buffer (bytearray, numpy array) instead of
+        copying it: the caller promises not to change it (8.5 MB blocks copied in ~1 ms).
         """
         # The caller may reuse its buffer before the frame is written.
-        payload = bytes(block) if copy or not isinstance(block, (bytes, bytearray)) else block
+        kept = not copy and isinstance(block, (bytes, bytearray, np.ndarray))
+        payload = block if kept else bytes(block)
+        if isinstance(payload, np.ndarray):
+            payload = memoryview(payload).cast("B")  # len() in bytes, any dtype
         if len(payload) > store_limits.log_block_bytes_max:
             raise EncodingError(f"a block is at most {store_limits.log_block_bytes_max} bytes, "
                                 f"got {len(payload)}")
         with self._mutex:
             self._check_usable()
+            # Frames appended earlier go to the OS first when they fill the buffer; this one
+            # waits for the next flush, and so does its checksum (a 34 MB block's crc32 takes
+            # ~6 ms, which the flush spends outside the writer's critical path).
+            flush = self._pending_bytes >= store_limits.log_write_buffer_bytes
             height = len(self._offsets)
-            self._pending.append(_frame_header(len(payload), height, self._group_first,
-                                               zlib.crc32(payload)))
-            self._pending.append(payload)
+            self._pending.append((height, self._group_first, payload))
             self._offsets.append(self._end)
             self._end += FRAME_HEADER_BYTES + len(payload)
             self._pending_bytes += FRAME_HEADER_BYTES + len(payload)
-            if self._pending_bytes >= store_limits.log_write_buffer_bytes:
+        if flush:
+            with self._sync_mutex:
                 self._flush()
-            return height
+        return height
 
     def sync(self) -> int:
-        """Makes every appended block durable (one fdatasync); returns the synced height."""
-        with self._mutex:
-            self._check_usable()
-            height = len(self._offsets)
-            if self._synced_height == height:
-                return height
-            self._flush()
+        """Makes every appended block durable (one fdatasync); returns the synced height.
+
+        Appends go on while the fdatasync runs (it holds only the sync lock), so a writer can
+        build its next block during the disk wait; what it appends then waits for the next
+        sync. Frames appended meanwhile keep the old ``group_first``: they prove nothing about
+        this sync, which has not returned when they are written.
+        """
+        with self._sync_mutex:
+            with self._mutex:
+                self._check_usable()
+                height = len(self._offsets)
+                if self._synced_height >= height:
+                    return self._synced_height
+            height = self._flush()
             try:
                 _fdatasync(self._fd)
             except OSError as error:
-                raise self._fail(error) from error
-            self._synced_height = self._group_first = height
-            self._write_synced_mark(height, durable=False)
-            if self._flushed_end - self._checkpoint_end >= \
-                    store_limits.log_checkpoint_interval_bytes:
-                self._write_checkpoint(height)
+                with self._mutex:
+                    raise self._fail(error) from error
+            with self._mutex:
+                self._check_usable()  # a failed append meanwhile: its pages may be lost
+                self._synced_height = self._group_first = height
+                self._write_synced_mark(height, durable=False)
+                if self._flushed_end - self._checkpoint_end >= \
+                        store_limits.log_checkpoint_interval_bytes:
+                    self._write_checkpoint(height)
             return height
 
     def read(self, height: int) -> bytes:
@@ -498,7 +515,7 @@ class BlockLog:
         if not 0 <= height < count:
             raise IndexError(f"no block at height {height}: the log holds {count} blocks")
         if height >= self._flushed_height:
-            with self._mutex:
+            with self._sync_mutex:
                 self._flush()
         start = self._offsets[height]
         end = self._offsets[height + 1] if height + 1 < len(self._offsets) else self._end
@@ -523,7 +540,7 @@ class BlockLog:
         count = len(self._offsets)
         if not 0 <= first_height <= count:
             raise IndexError(f"no block at height {first_height}: the log holds {count} blocks")
-        with self._mutex:
+        with self._sync_mutex:
             self._flush()
             count, end = self._flushed_height, self._flushed_end
         if first_height == count:
@@ -542,7 +559,7 @@ class BlockLog:
 
         Raises CorruptLogError naming the first damaged block.
         """
-        with self._mutex:
+        with self._sync_mutex:
             self._flush()
             count, end = self._flushed_height, self._flushed_end
         checked = 0
@@ -558,7 +575,7 @@ class BlockLog:
 
     def truncate(self, height: int) -> None:
         """Drops the blocks at ``height`` and above, durably (for a reorg)."""
-        with self._mutex:
+        with self._sync_mutex, self._mutex:
             self._check_usable()
             count = len(self._offsets)
             if not 0 <= height <= count:
@@ -587,6 +604,10 @@ class BlockLog:
         """Syncs, writes a checkpoint (so the next open checks only headers) and unlocks."""
         if self._closed:
             return
+        with self._sync_mutex:
+            self._close_synced()
+
+    def _close_synced(self) -> None:
         try:
             if self._failed is None:
                 height = self.sync()
@@ -615,23 +636,39 @@ class BlockLog:
         return StorageError(f"writing {self.path} failed: {error}. Blocks after "
                             f"{self._synced_height} are not durable; close and reopen the log.")
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
+    def _flush(self) -> int:
+        """Hands the appended frames to the OS; returns the height flushed to.
+
+        The caller holds the sync mutex, which every flush takes: the flushed marks move under
+        it alone. Appends go on meanwhile (the append mutex is held only to take the frames).
+        """
+        with self._mutex:
+            self._check_usable()
+            pending, pending_bytes = self._pending, self._pending_bytes
+            if not pending:
+                return self._flushed_height
+            self._pending, self._pending_bytes = [], 0
+            height, end = len(self._offsets), self._end
+            fresh = self._offsets[self._flushed_height:height]
+        pieces = []
+        for frame_height, group_first, payload in pending:
+            pieces.append(_frame_header(len(payload), frame_height, group_first,
+                                        zlib.crc32(payload)))
+            pieces.append(payload)
         try:
-            self._reserve(self._end)
-            if self._pending_bytes >= 2 * store_limits.log_writeback_chunk_bytes:
-                write_with_writeback(self._fd, self._pending, self._flushed_end,
+            self._reserve(end)
+            if pending_bytes >= 2 * store_limits.log_writeback_chunk_bytes:
+                write_with_writeback(self._fd, pieces, self._flushed_end,
                                      store_limits.log_writeback_chunk_bytes)
             else:
-                write_all(self._fd, self._pending, self._flushed_end)
-            fresh = self._offsets[self._flushed_height:]
+                write_all(self._fd, pieces, self._flushed_end)
             write_all(self._offsets_fd, [_little_endian(fresh)], self._flushed_height * 8)
         except OSError as error:
-            raise self._fail(error) from error
-        self._pending.clear()
-        self._pending_bytes = 0
-        self._flushed_height, self._flushed_end = len(self._offsets), self._end
+            with self._mutex:
+                raise self._fail(error) from error
+        with self._mutex:
+            self._flushed_height, self._flushed_end = height, end
+        return height
 
     def _reserve(self, end: int) -> None:
         if end <= self._reserved_end:
