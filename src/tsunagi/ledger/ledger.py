@@ -55,9 +55,11 @@ SNAPSHOT_DIRECTORY = "snapshots"
 # of work, at the cost of writing the state arrays (about 60 bytes an account) that often.
 SNAPSHOT_RECORDS_INTERVAL = 2_000_000
 # Blocks and records waiting for the indexer; a full queue makes the writer wait instead of using
-# memory. A queued block holds its bytes and txids, ~160 bytes a record: 2**21 records ~ 340 MB.
+# memory. A queued block holds its bytes and txids, ~160 bytes a record: 2**19 records ~ 85 MB.
+# In a full-load node run 2**21 made resident memory swing by up to 340 MB; the indexer sets the
+# pace of a long run either way, so a deeper queue only absorbs bursts.
 INDEX_QUEUE_MAX = 256
-INDEX_QUEUE_RECORDS_MAX = 1 << 21
+INDEX_QUEUE_RECORDS_MAX = 1 << 19
 U32_MAX = 2**32 - 1
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport"]
