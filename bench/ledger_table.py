@@ -567,8 +567,8 @@ def _big_lines(scale: dict | None, reopen: dict | None) -> list[tuple[str, ...]]
              f"anon {_gib(runs['RssAnon'])}; peak {_gib(runs['VmHWM'])}"),
             (group, "VmRSS of the process that made the chain", "memory", "",
              _gib(scale["setup_process"]["VmRSS"]), "", "", "",
-             f"anon {_gib(scale['setup_process']['RssAnon'])}; peak "
-             f"{_gib(scale['setup_process']['VmHWM'])}"),
+             (f"anon {_gib(scale['setup_process']['RssAnon'])}; peak "
+              f"{_gib(scale['setup_process']['VmHWM'])}")),
             (group, "data directory on disk", "disk", "", _gib(sum(scale["disk_kib"].values())),
              "", "", "", ", ".join(f"{name} {_gib(kib)}" for name, kib in
                                    sorted(scale["disk_kib"].items(), key=lambda i: -i[1])[:3])),
