@@ -34,7 +34,7 @@ from tsunagi import hashing
 from tsunagi.core.block import BatchAuth
 from tsunagi.core.config import BLOCK_RECORDS_LIMIT, ChainConfig
 from tsunagi.core.keys import PrivateKey
-from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Flags, Kind
+from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Kind, pack_many
 from tsunagi.ledger.ledger import BatchAnswer, Ledger
 
 CHAIN_ID = 7
@@ -112,16 +112,9 @@ def genesis_chain(path: Path, accounts: int, threads: int | None = None) -> Chai
 
 def new_records(count: int, kind: Kind, sequences, debit, credit, amount,
                 batch_authorized: bool) -> np.ndarray:
-    """``count`` records of one kind as a structured array, every field set in bulk."""
-    view = np.zeros(count, dtype=RECORD_DTYPE)
-    view["kind"] = kind
-    view["flags"] = Flags.batch_authorized if batch_authorized else 0
-    view["chain_id"] = CHAIN_ID
-    view["sequence"] = sequences
-    view["debit_account"] = debit
-    view["credit_account"] = credit
-    view["amount"] = amount
-    return view
+    """``count`` records of one kind on the benchmark chain, every field set in bulk."""
+    return pack_many(count, kind, chain_id=CHAIN_ID, sequence=sequences, debit_account=debit,
+                     credit_account=credit, amount=amount, batch_authorized=batch_authorized)
 
 
 def txids_of(records) -> np.ndarray:

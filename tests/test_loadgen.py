@@ -21,6 +21,7 @@ import pytest
 from tsunagi import hashing
 from tsunagi.core import keys
 from tsunagi.core.codes import Result
+from tsunagi.core.records import RECORD_DTYPE
 from tsunagi.errors import ConfigError
 from tsunagi.node import loadgen as lg
 from tsunagi.node import protocol as p
@@ -96,7 +97,7 @@ def test_signed_traffic_keeps_payers_apart_sequences_rising_and_signatures_valid
     spec = lg.LoadSpec(mode="batched", clients=3, count=6000, batch_size=500, skew=1.2)
     payer_sets = []
     for client in range(3):
-        records = np.concatenate([np.frombuffer(m.records, lg.RECORD_DTYPE)
+        records = np.concatenate([np.frombuffer(m.records, RECORD_DTYPE)
                                   for m in decoded(lg.build_traffic(plan, spec, client))])
         first, stop = spec.client_range(client, 600)
         payers = records["debit_account"].astype(np.int64) - 2
@@ -112,7 +113,7 @@ def test_signed_traffic_keeps_payers_apart_sequences_rising_and_signatures_valid
     message = decoded(lg.build_traffic(plan, spec, 2))[0]
     for index in (0, 137, 499):
         record = bytes(message.records[index * 128:(index + 1) * 128])
-        payer = np.frombuffer(record, lg.RECORD_DTYPE)["debit_account"][0] - 2
+        payer = np.frombuffer(record, RECORD_DTYPE)["debit_account"][0] - 2
         key = owners[int(plan.owner_of(np.array([payer]))[0])]
         assert keys.verify(key.public_key, keys.txid(record),
                            message.signatures[index * 64:(index + 1) * 64])
@@ -124,7 +125,7 @@ def test_batch_authorized_requests_carry_one_valid_signature_over_one_owner():
     owners = plan.owner_keys()
     seen_keys = set()
     for message in decoded(lg.build_traffic(plan, spec, 1)):
-        records = np.frombuffer(message.records, lg.RECORD_DTYPE)
+        records = np.frombuffer(message.records, RECORD_DTYPE)
         assert message.signatures == b"" and (records["flags"] == 2).all()
         (entry,) = message.batch_entries()
         assert (entry["first"], entry["count"]) == (0, len(records))

@@ -90,6 +90,21 @@ def pack(kind: Kind, *, chain_id: int, sequence: int = 0, debit_account: int = 0
         raise EncodingError(f"a record field is out of range: {exc}") from exc
 
 
+def pack_many(count: int, kind: Kind, *, chain_id: int, sequence, debit_account, credit_account,
+              amount, batch_authorized: bool = False) -> np.ndarray:
+    """``count`` records of one kind as a structured array, each field set in bulk (a scalar
+    or an array of ``count``); other fields zero. No Python object per record."""
+    view = np.zeros(count, dtype=RECORD_DTYPE)
+    view["kind"] = kind
+    view["flags"] = Flags.batch_authorized if batch_authorized else 0
+    view["chain_id"] = chain_id
+    view["sequence"] = sequence
+    view["debit_account"] = debit_account
+    view["credit_account"] = credit_account
+    view["amount"] = amount
+    return view
+
+
 def unpack(record: bytes) -> dict:
     """The fields of one record as a dict (for display and tests, not the hot path)."""
     if len(record) != RECORD_BYTES:

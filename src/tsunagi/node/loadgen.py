@@ -60,7 +60,7 @@ from tsunagi.core.block import BatchAuth
 from tsunagi.core.codes import Result
 from tsunagi.core.config import BLOCK_RECORDS_LIMIT, ChainConfig
 from tsunagi.core.keys import PrivateKey
-from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Flags, Kind
+from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Kind, pack_many
 from tsunagi.errors import ConfigError, NodeError
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
@@ -159,15 +159,8 @@ def _sequence_base() -> int:
 
 def _new_records(count: int, kind: Kind, chain_id: int, sequences, debit, credit, amount,
                  authorized: bool) -> np.ndarray:
-    view = np.zeros(count, dtype=RECORD_DTYPE)
-    view["kind"] = kind
-    view["flags"] = Flags.batch_authorized if authorized else 0
-    view["chain_id"] = chain_id
-    view["sequence"] = sequences
-    view["debit_account"] = debit
-    view["credit_account"] = credit
-    view["amount"] = amount
-    return view
+    return pack_many(count, kind, chain_id=chain_id, sequence=sequences, debit_account=debit,
+                     credit_account=credit, amount=amount, batch_authorized=authorized)
 
 
 def _txids(records: np.ndarray) -> np.ndarray:
