@@ -122,40 +122,62 @@ def interleaved(ledger, batches: Sequence[w.Batch],
     return seconds, limits
 
 
-def pipelined(ledger, batches: Sequence[w.Batch], depth: int = 2) -> tuple[list[float], float]:
-    """begin_batch back to back on this thread while a second thread waits for each batch's
-    fsync, with at most ``depth`` batches begun and unanswered: how a node commits its groups
-    (one applies while the one before it waits for the disk).
+class Pipeline:
+    """begin_batch on the caller's thread while a second thread waits for each batch's fsync,
+    with at most ``depth`` batches begun and unanswered: how a node commits its groups (one
+    applies while the one before it waits for the disk)."""
 
-    Returns the seconds between successive answers (a batch's share of the pipeline in the
-    steady state) and records a second over the whole run until the index has them all.
-    """
-    answered: list[float] = []
-    slots = threading.Semaphore(depth)
-    handed: queue.Queue = queue.Queue()
+    def __init__(self, ledger, depth: int = 2):
+        self.ledger = ledger
+        self.answered: list[float] = []  # perf_counter() of each answer, in order
+        self._slots = threading.Semaphore(depth)
+        self._handed: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._wait_each, name="bench-waiter")
+        self._thread.start()
 
-    def waiter() -> None:
-        while (item := handed.get()) is not None:
+    def submit(self, batch: w.Batch) -> None:
+        """Begins ``batch`` once fewer than ``depth`` batches are unanswered."""
+        self._slots.acquire()
+        if self._error is not None:
+            raise self._error
+        self._handed.put((len(batch), self.ledger.begin_batch(batch.records, batch.signatures,
+                                                              batch.batches)))
+
+    def _wait_each(self) -> None:
+        while (item := self._handed.get()) is not None:
             count, pending = item
-            expect_ok(pending.wait(), count)
-            answered.append(time.perf_counter())
-            slots.release()
+            try:
+                expect_ok(pending.wait(), count)
+                self.answered.append(time.perf_counter())
+            except BaseException as exc:  # raised on the submitting thread
+                self._error = exc
+            finally:
+                self._slots.release()
 
-    thread = threading.Thread(target=waiter, name="bench-waiter")
+    def close(self) -> list[float]:
+        """Waits for every answer; returns the seconds between successive answers."""
+        self._handed.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return list(np.diff(self.answered))
+
+
+def pipelined(ledger, batches: Sequence[w.Batch], depth: int = 2) -> tuple[list[float], float]:
+    """The batches through a :class:`Pipeline`: the seconds between successive answers (a
+    batch's share of the pipeline in the steady state), and records a second over the whole
+    run until the index has them all."""
     ledger.wait_indexed()
     started = time.perf_counter()
-    thread.start()
+    pipe = Pipeline(ledger, depth)
     try:
         for batch in batches:
-            slots.acquire()
-            handed.put((len(batch), ledger.begin_batch(batch.records, batch.signatures,
-                                                        batch.batches)))
+            pipe.submit(batch)
     finally:
-        handed.put(None)
-        thread.join()
+        intervals = pipe.close()
     ledger.wait_indexed()
-    rate = sum(len(batch) for batch in batches) / (time.perf_counter() - started)
-    return list(np.diff(answered)), rate
+    return intervals, sum(len(batch) for batch in batches) / (time.perf_counter() - started)
 
 
 def sustained_per_s(ledger, batches: Sequence[w.Batch]) -> float:

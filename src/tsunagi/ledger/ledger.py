@@ -516,7 +516,7 @@ class Ledger:
         pre_codes = np.zeros(len(view), dtype=np.uint8)
         txids = hashing.sha256d_records(view[opens].tobytes(), rec.RECORD_BYTES)
         self._make_durable(self._log.height)  # blocks begun and not waited for: index them
-        self._indexer.wait(self._log.height)
+        self.wait_indexed()
         seen: set[bytes] = set()
         for position, txid, found in zip(opens, txids, self._index.txs([bytes(t) for t in txids])):
             txid = bytes(txid)

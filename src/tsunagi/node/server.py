@@ -656,11 +656,7 @@ class NodeServer:
             try:
                 await self._commit(group)
             except Exception as exc:  # a bug here must not leave the writer dead
-                log.exception("committing a group failed")
-                for s in group:
-                    if s.request_id in s.connection.inflight:
-                        s.connection.answer(s.request_id, p.Error(
-                            p.ErrorCode.internal, f"{type(exc).__name__}: {exc}"))
+                self._refuse(group, exc)
             if self.stopping:
                 self._reject_queued()
                 return
