@@ -23,7 +23,7 @@ def native(name, *sources):
 extensions = [
     native("hashing", "sha256.c", "sha256_shani.c", "parallel.c", "pow.c"),
     native("commit", "commit_kernel.c", "sha256.c", "sha256_shani.c"),
-    native("sigverify", "schnorr_batch.c", "parallel.c"),
+    native("sigverify", "schnorr_batch.c", "bip340_batch.c", "parallel.c"),
 ]
 
 setup(

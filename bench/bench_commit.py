@@ -5,8 +5,9 @@ Run ``python -m pytest bench/bench_commit.py --benchmark-only`` (about two minut
 Two worlds of funded accounts: 10 thousand and 10 million. The groups:
 
 - ``kernel``: ``commit.apply_batch`` of 8,000 and of 1,000,000 transfers (target > 10 M/s);
-- ``verify``: ``sigverify.verify_batch`` of 8,000 BIP340 signatures on 1 and on all cores
-  (the verification limit) beside coincurve's Python-level ``verify`` loop (the baseline);
+- ``verify``: ``sigverify.verify_batch`` of 8,000 BIP340 signatures on 1 and on all cores,
+  each alone (libsecp256k1's verify: the verification limit) and by the batch equation (what
+  the engine uses), beside coincurve's Python-level ``verify`` loop (the baseline);
 - ``engine-batch``: ``Engine.process`` of batch-authorized transfers, 8,192 a call in one
   batch and 65,536 a call in eight (target >= 2 M transfers/s);
 - ``engine-signed``: ``Engine.process`` of 8,000 individually signed transfers (target: at
@@ -180,16 +181,18 @@ def signature_batch(world):
     return txids, keys, signatures
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["each", "batched"])
 @pytest.mark.parametrize("threads", sorted({1, CORES}))
-def test_verify_batch(benchmark, world, signature_batch, threads):
+def test_verify_batch(benchmark, world, signature_batch, threads, batched):
     benchmark.group = f"verify {world.name} accounts"
     txids, keys, signatures = signature_batch
 
     def run():
-        assert sigverify.verify_batch(txids, keys, signatures, threads).all()
+        assert sigverify.verify_batch(txids, keys, signatures, threads, batched).all()
 
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
-    _keep(benchmark, f"verify {world.name} {threads} thread(s)", SIGNED_BATCH)
+    how = "batch equation" if batched else "each alone"
+    _keep(benchmark, f"verify {world.name} {threads} thread(s), {how}", SIGNED_BATCH)
 
 
 def test_verify_coincurve_loop(benchmark, world, signature_batch):
@@ -241,7 +244,7 @@ def test_engine_signed(benchmark, world):
         txids = hashing.sha256d_records(records, RECORD_BYTES, CORES)
         keys = world.state.owner_keys[records["debit_account"]]
         started = time.perf_counter()
-        assert sigverify.verify_batch(txids, keys, signatures, CORES).all()
+        assert sigverify.verify_batch(txids, keys, signatures, CORES, batched=False).all()
         limit_s.append(time.perf_counter() - started)
         return queue.pop(0), {}
 

@@ -131,13 +131,16 @@ def test_signed_batch(benchmark, genesis_chain):
     _rates.update({"signed": rate, "signed limit": limit_rate, "signed with index": with_index})
 
 
-def test_signature_limit(benchmark, genesis_chain):
-    """verify_batch on all cores over 8,000 workload signatures: the signed path's limit."""
+@pytest.mark.parametrize("batched", [False, True], ids=["each", "batched"])
+def test_signature_limit(benchmark, genesis_chain, batched):
+    """verify_batch on all cores over 8,000 workload signatures: each alone with libsecp256k1
+    (the signed path's limit), and by the batch equation, as the ledger verifies."""
     benchmark.group = SIGNED_GROUP
     (batch,) = w.batches(w.signed_batch, genesis_chain, table.SIGNED_BATCH, 1, seed=102)
     messages, keys, signatures = batch.signature_rows()
     threads = hashing.cpu_count()
-    valid = benchmark.pedantic(sigverify.verify_batch, args=(messages, keys, signatures, threads),
+    valid = benchmark.pedantic(sigverify.verify_batch,
+                               args=(messages, keys, signatures, threads, batched),
                                rounds=ROUNDS, iterations=1, warmup_rounds=1)
     assert valid.all()
     if _median(benchmark):

@@ -2,7 +2,10 @@
 
 Method: the 15 verification vectors of BIP340 (bitcoin/bips, bip-0340/test-vectors.csv) as
 known answers; then random keys and messages, with signatures, keys and messages corrupted at
-random positions, checked one by one against coincurve's own verify on one and two threads.
+random positions, checked one by one against coincurve's own verify on one and two threads,
+both by the batch equation (groups split until the bad signatures are found) and each alone.
+Two forged signatures whose errors cancel in an unweighted sum must still both fail: the batch
+weights are random.
 """
 
 from __future__ import annotations
@@ -89,10 +92,18 @@ def _vector_arrays():
     return messages, keys, signatures, [v[3] for v in BIP340_VECTORS]
 
 
+@pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("threads", [1, 2, 5])
-def test_bip340_vectors(threads):
+def test_bip340_vectors(threads, batched):
     messages, keys, signatures, expected = _vector_arrays()
-    assert verify_batch(messages, keys, signatures, threads).tolist() == expected
+    assert verify_batch(messages, keys, signatures, threads, batched).tolist() == expected
+    # each vector also inside a batch of valid signatures (the first four are valid)
+    for row in range(len(expected)):
+        picks = [0, 1, row, 2, 3] * 2
+        rows = [b"".join(data[width * i:width * (i + 1)] for i in picks)
+                for data, width in ((messages, 32), (keys, 32), (signatures, 64))]
+        got = verify_batch(*rows, threads, batched)
+        assert got.tolist() == [expected[i] for i in picks], row
 
 
 def test_keys_off_the_curve_are_refused():
@@ -139,14 +150,45 @@ def _coincurve_verify(message: bytes, key: bytes, signature: bytes) -> bool:
         return False
 
 
+@pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_agrees_with_coincurve_on_valid_and_corrupted_items(threads):
+def test_agrees_with_coincurve_on_valid_and_corrupted_items(threads, batched):
     messages, keys, signatures, rng = _random_batch(400, seed=threads)
     _corrupt(messages, keys, signatures, rng)
     expected = [_coincurve_verify(m, k, s) for m, k, s in zip(messages, keys, signatures)]
     assert 100 < sum(expected) < 300  # both outcomes are well represented
-    got = verify_batch(b"".join(messages), b"".join(keys), b"".join(signatures), threads)
+    got = verify_batch(b"".join(messages), b"".join(keys), b"".join(signatures), threads,
+                       batched)
     assert got.tolist() == expected
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_finds_few_bad_signatures_among_many_groups(threads):
+    """9,000 signatures span two groups of the batch path (at most 8,192 each); a few bad ones,
+    at the edges and across the group boundary, are found and nothing else is refused."""
+    messages, keys, signatures, _ = _random_batch(9000, seed=11)
+    joined = [b"".join(messages), b"".join(keys)]
+    assert verify_batch(*joined, b"".join(signatures), threads).all()
+    bad = [0, 4499, 4500, 8191, 8192, 8999]
+    for i in bad:
+        signatures[i] = signatures[i][:40] + bytes([signatures[i][40] ^ 4]) + signatures[i][41:]
+    got = verify_batch(*joined, b"".join(signatures), threads)
+    assert np.flatnonzero(~got).tolist() == bad
+
+
+def test_errors_that_cancel_without_weights_are_still_caught():
+    """s1 + d and s2 - d: an unweighted sum of the two verification equations still holds when
+    both signatures share a key, so only random weights tell these forgeries apart."""
+    key = coincurve.PrivateKey()
+    messages = [os.urandom(32) for _ in range(64)]
+    signatures = [key.sign_schnorr(m, os.urandom(32)) for m in messages]
+    order = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    for i, delta in ((10, 12345), (50, order - 12345)):
+        s_value = (int.from_bytes(signatures[i][32:], "big") + delta) % order
+        signatures[i] = signatures[i][:32] + s_value.to_bytes(32, "big")
+    keys = key.public_key_xonly.format() * 64
+    got = verify_batch(b"".join(messages), keys, b"".join(signatures), 1, True)
+    assert np.flatnonzero(~got).tolist() == [10, 50]
 
 
 def as_array(items, width):

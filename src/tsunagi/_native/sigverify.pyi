@@ -1,7 +1,8 @@
-"""Batch BIP340 verification through libsecp256k1 (coincurve's), GIL released, on threads."""
+"""BIP340 verification of many signatures (batch equation or each alone), GIL released."""
 
 import numpy as np
 
 def verify_batch(messages: np.ndarray | bytes, public_keys: np.ndarray | bytes,
-                 signatures: np.ndarray | bytes, threads: int = 1) -> np.ndarray: ...
+                 signatures: np.ndarray | bytes, threads: int = 1,
+                 batched: bool = True) -> np.ndarray: ...
 def check_keys(public_keys: np.ndarray | bytes) -> np.ndarray: ...
