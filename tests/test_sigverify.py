@@ -204,3 +204,17 @@ def test_accepts_arrays_and_empty_batches_and_refuses_bad_shapes():
         verify_batch(b"".join(messages), b"".join(keys[:2]), b"".join(signatures), 1)
     with pytest.raises(EncodingError, match="N x 64"):
         verify_batch(b"".join(messages), b"".join(keys), b"".join(signatures)[:-1], 1)
+
+
+@pytest.mark.parametrize("distinct_keys", [1, 3, 500])
+def test_batched_with_shared_and_distinct_keys(distinct_keys):
+    """Signatures under one key share that key's point in the batch sum; with one key, a few
+    keys, or a key each, a bad signature is still found alone, whoever else shares its key."""
+    secrets = [coincurve.PrivateKey() for _ in range(distinct_keys)]
+    messages = [os.urandom(32) for _ in range(500)]
+    signers = [secrets[i % distinct_keys] for i in range(500)]
+    signatures = [key.sign_schnorr(m, os.urandom(32)) for key, m in zip(signers, messages)]
+    keys = b"".join(key.public_key_xonly.format() for key in signers)
+    signatures[123] = signatures[124]  # another message's signature, often under the same key
+    got = verify_batch(b"".join(messages), keys, b"".join(signatures), 2)
+    assert np.flatnonzero(~got).tolist() == [123]
