@@ -24,6 +24,7 @@ extensions = [
     native("hashing", "sha256.c", "sha256_shani.c", "parallel.c", "pow.c"),
     native("commit", "commit_kernel.c", "sha256.c", "sha256_shani.c"),
     native("sigverify", "schnorr_batch.c", "bip340_batch.c", "parallel.c"),
+    native("indexing", "index_kernel.c"),
 ]
 
 setup(

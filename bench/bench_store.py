@@ -171,17 +171,26 @@ def index_workload(blocks: int, records: int, accounts: int, seed: int = 1) -> l
     return [tuple(index_block(height, records, accounts, seed)) for height in range(blocks)]
 
 
-def load_old_index(path: Path):
+def load_old_index(path: Path, fanout: int | None = None):
     """The Index class of an older index.py (the LMDB one: ``git show <commit>:src/tsunagi/
-    ledger/index.py``), with the store limits it read, which store_limits no longer has.
-    Needs the lmdb package, which tsunagi itself no longer depends on."""
+    ledger/index.py``), with the store limits it read, which store_limits no longer has (an
+    LMDB one needs the lmdb package, which tsunagi itself no longer depends on). It reads its
+    own copy of store_limits, with index_merge_fanout set to ``fanout`` when given: the fan-out
+    that older index ran with, whatever this one's is."""
+    limits_spec = importlib.util.spec_from_file_location("tsunagi_old_store_limits",
+                                                         store_limits.__file__)
+    limits = importlib.util.module_from_spec(limits_spec)
+    limits_spec.loader.exec_module(limits)
     for name, value in (("index_map_bytes_initial", 1 << 30), ("index_map_growth_factor", 2),
                         ("index_undo_blocks", 100)):
-        if not hasattr(store_limits, name):
-            setattr(store_limits, name, value)
+        if not hasattr(limits, name):
+            setattr(limits, name, value)
+    if fanout is not None:
+        limits.index_merge_fanout = fanout
     spec = importlib.util.spec_from_file_location("tsunagi_old_index", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.store_limits = limits  # its functions look the name up when called
     return module.Index
 
 
@@ -386,10 +395,10 @@ def gil_shares(directory: Path, index_class, blocks: int, records: int) -> dict[
 
 
 def report_index(root: Path, records: int, accounts: int, old_index: Path | None,
-                 repeats: int, probes: int) -> None:
+                 repeats: int, probes: int, old_fanout: int | None = None) -> None:
     classes = {"sorted-runs index": Index}
     if old_index is not None:
-        classes[f"older index ({old_index.name})"] = load_old_index(old_index)
+        classes[f"older index ({old_index.name})"] = load_old_index(old_index, old_fanout)
     for name, index_class in classes.items():
         for preload in (10_000, records):
             answer = in_child(index_child, index_class, str(root / "index"), preload, accounts,
@@ -407,8 +416,8 @@ def report_index(root: Path, records: int, accounts: int, old_index: Path | None
             shutil.rmtree(root / f"gil-{run}", ignore_errors=True)
 
 
-def build_child(directory: str, records: int, accounts: int) -> dict:
-    with Index.open(directory) as index:
+def build_child(directory: str, records: int, accounts: int, index_class=Index) -> dict:
+    with index_class.open(directory) as index:
         height, _, _ = fill_index(index, 0, records, BATCH_RECORDS, accounts)
     return {"heights": height}
 
@@ -425,36 +434,46 @@ def lookups_child(index_class, directory: str, heights: int, accounts: int, prob
 
 
 def report_lookups(root: Path, records: int, accounts: int, old_index: Path | None,
-                   repeats: int, probes: int) -> None:
+                   repeats: int, probes: int, old_fanout: int | None = None) -> None:
     """Lookup rates and the memory an open index holds, for this index.py and, beside it, an
     older sorted-runs index.py (same file format) on the same run files: one index of
     ``records`` records is built once, then each reads it in a fresh child, ``repeats`` times,
-    alternating; each child's rates are medians of 3 passes, and the figure is the median."""
+    alternating; each child's rates are medians of 3 passes, and the figure is the median.
+    With ``old_fanout`` the older index builds its own run files with that fan-out and reads
+    those (its runs), not this one's."""
     directory = root / "lookups"
     heights = in_child(build_child, str(directory), records, accounts)["heights"]
     classes = {"this index.py": Index}
+    directories = {"this index.py": directory}
     if old_index is not None:
-        classes[f"older index ({old_index.name})"] = load_old_index(old_index)
+        name = f"older index ({old_index.name})"
+        classes[name] = load_old_index(old_index, old_fanout)
+        directories[name] = directory
+        if old_fanout is not None:
+            directories[name] = root / "lookups-old"
+            in_child(build_child, str(directories[name]), records, accounts, classes[name])
     answers: dict[str, list[dict]] = {name: [] for name in classes}
     for _ in range(repeats):
         for name, index_class in classes.items():
-            answers[name].append(in_child(lookups_child, index_class, str(directory), heights,
-                                          accounts, probes, 3))
-    print(f"lookups in an index of {heights * BATCH_RECORDS:,} records "
-          f"({answers['this index.py'][0]['runs']} runs), medians of {repeats} children:")
+            answers[name].append(in_child(lookups_child, index_class, str(directories[name]),
+                                          heights, accounts, probes, 3))
+    print(f"lookups in an index of {heights * BATCH_RECORDS:,} records, medians of {repeats} "
+          f"children:")
     for name, runs in answers.items():
         rates = {what: statistics.median(answer["rates"][what] for answer in runs)
                  for what in runs[0]["rates"]}
         held = statistics.median(answer["memory after open"]["VmRSS"] -
                                  answer["memory before"]["VmRSS"] for answer in runs)
         after = statistics.median(answer["memory after lookups"]["VmRSS"] for answer in runs)
-        print(f"  {name}: " + ", ".join(f"{what} {rate:,.0f}/s" for what, rate in rates.items())
+        print(f"  {name} ({runs[0]['runs']} runs): "
+              + ", ".join(f"{what} {rate:,.0f}/s" for what, rate in rates.items())
               + f"; opening it added {held / 1024:,.1f} MiB to VmRSS (trimmed), after lookups "
               f"{_mib(after)}")
         for what in rates:
             print(f"    {what} per child: "
                   + ", ".join(f"{answer['rates'][what]:,.0f}" for answer in runs))
-    shutil.rmtree(directory)
+    for path in set(directories.values()):
+        shutil.rmtree(path)
 
 
 # -- snapshots ------------------------------------------------------------------------------
@@ -564,6 +583,8 @@ def main() -> None:
                         help="txids looked up one by one (and 10,000 at a time)")
     parser.add_argument("--old-index", type=Path, default=None,
                         help="an older index.py to measure beside (an LMDB one needs lmdb)")
+    parser.add_argument("--old-fanout", type=int, default=None,
+                        help="index_merge_fanout the older index runs with (default: this one's)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--only", choices=["append", "open", "index", "lookups", "snapshot"])
     args = parser.parse_args()
@@ -575,10 +596,10 @@ def main() -> None:
             report_open(root, args.records, args.small_blocks, args.repeats)
         if args.only in (None, "index"):
             report_index(root, args.index_records, args.index_accounts, args.old_index,
-                         args.repeats, args.index_probes)
+                         args.repeats, args.index_probes, args.old_fanout)
         if args.only in (None, "lookups"):
             report_lookups(root, args.index_records, args.index_accounts, args.old_index,
-                           args.repeats, args.index_probes)
+                           args.repeats, args.index_probes, args.old_fanout)
         if args.only in (None, "snapshot"):
             report_snapshot(root, args.accounts, args.repeats)
 

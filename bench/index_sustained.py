@@ -18,12 +18,24 @@ full the run in memory is), then again after glibc's malloc_trim(0) ("trimmed": 
 free heap pages glibc keeps for reuse, 0-20 MiB that come and go from one flush to the next).
 It prints the samples, the least-squares growth in bytes a record over the samples past the
 first tenth, and bench/bench_store.py's lookup rates at the end.
+
+With ``--cpu RECORDS`` it measures the indexer's cost a record: a forked child indexes RECORDS
+random records through add_blocks, ``--group`` 8,000-record blocks a call (as the ledger's
+indexer thread hands over the blocks queued while it worked), and reports the calls' thread CPU
+seconds per million records (merges included: they run inside add_blocks), their records/s, and
+the bytes its files hold a record at the end. With ``--profile`` the same child runs under
+cProfile with a thread-CPU clock and prints where that CPU went (cumulative seconds of the
+index's phases, and the top functions by own time). Rounds alternate the indexes.
 Data goes to a temporary directory under ``--workdir`` (default: the system's), removed after.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +45,7 @@ import numpy as np
 import workloads as w
 from bench_store import (
     BATCH_RECORDS,
+    disk_bytes,
     in_child,
     index_block,
     load_old_index,
@@ -69,6 +82,84 @@ def memory_child(index_class, directory: str, records_total: int, sample_every: 
         answer["lookups"] = lookup_rates(index, height, BATCH_RECORDS, ACCOUNTS, probes)
         answer["after lookups"] = memory_kib()
     return answer
+
+
+# Functions whose cumulative CPU --profile prints, as phases of the indexer (those an index.py
+# lacks are left out): building a run from blocks, deriving fence and Bloom filter, merging in
+# memory, flushing to a file, merging files, and the calls inside them that cost the most.
+PHASES = ("_block_sections", "in_memory", "_merged_sections", "_write_run", "_merged",
+          "_merge_sorted", "_copy_rows", "_read_rows", "write", "finish", "_bloom_add",
+          "argsort", "take", "indexing.merge_sources", "indexing.gather_rows", "indexing.bloom_add", "zlib.crc32", "posix.pwrite",
+          "posix.preadv", "posix.fsync", "_release_free_memory")
+
+
+def _phase(filename: str, function: str) -> str | None:
+    """The PHASES name of a cProfile function: one of index.py's, or a builtin (whose name is
+    "<built-in method ...>" or "<method '...' of ...>"; numpy's Python wrappers of the same
+    name are left out, so as not to count a call twice), or None."""
+    for phase in PHASES:
+        if (function == phase and filename.endswith("index.py")) or \
+                function == f"<built-in method {phase}>" or \
+                function.startswith(f"<method '{phase}'"):
+            return phase
+    return None
+
+
+def cpu_child(index_class, directory: str, records_total: int, group: int,
+              profile: bool) -> dict:
+    """Indexes ``records_total`` records, ``group`` blocks an add_blocks call; the calls' thread
+    CPU and wall seconds (making the blocks is not counted), the bytes on disk at the end, and
+    with ``profile`` cProfile's phases (see PHASES) and top functions."""
+    profiler = cProfile.Profile(time.thread_time) if profile else None
+    cpu_s = wall_s = 0.0
+    height = 0
+    with index_class.open(directory) as index:
+        while height * BATCH_RECORDS < records_total:
+            blocks = [index_block(height + offset, BATCH_RECORDS, ACCOUNTS)
+                      for offset in range(group)]
+            cpu, wall = time.thread_time(), time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
+            index.add_blocks(blocks)
+            if profiler is not None:
+                profiler.disable()
+            cpu_s += time.thread_time() - cpu
+            wall_s += time.perf_counter() - wall
+            height += group
+        runs = index.run_count  # closing flushes the runs in memory: left out of the timing
+    records = height * BATCH_RECORDS
+    answer = {"records": records, "cpu s": cpu_s, "wall s": wall_s, "runs": runs,
+              "disk bytes": disk_bytes(Path(directory))}
+    if profiler is not None:
+        phases: dict[str, float] = {}
+        for function, row in pstats.Stats(profiler).stats.items():
+            phase = _phase(function[0], function[2])
+            if phase is not None:  # cumulative seconds, summed over functions of one name
+                phases[phase] = phases.get(phase, 0.0) + row[3]
+        answer["phases"] = phases
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(15)
+        answer["top"] = text.getvalue()
+    return answer
+
+
+def print_cpu(name: str, answers: list[dict]) -> None:
+    records = answers[0]["records"]
+    cpu = [answer["cpu s"] / records * 1e6 for answer in answers]
+    rate = [records / answer["wall s"] for answer in answers]
+    disk = [answer["disk bytes"] / records for answer in answers]
+    print(f"{name}: {records:,} records, {answers[0]['runs']} runs, {len(answers)} rounds (median, min-max): "
+          f"{statistics.median(cpu):.3f} CPU-s per million records ({min(cpu):.3f}-"
+          f"{max(cpu):.3f}), {statistics.median(rate):,.0f} records/s indexed "
+          f"({min(rate):,.0f}-{max(rate):,.0f}), {statistics.median(disk):.1f} bytes on disk "
+          f"a record", flush=True)
+    for answer in answers:
+        if "phases" in answer:
+            phases = sorted(answer["phases"].items(), key=lambda item: -item[1])
+            print("  phases, ns/record CPU (cumulative, nested): " + ", ".join(
+                f"{phase} {seconds / records * 1e9:,.0f}" for phase, seconds in phases))
+            print("  " + answer["top"].strip().replace("\n", "\n  "), flush=True)
+            break
 
 
 def growth_per_record(samples: list[dict], field: str) -> float:
@@ -121,9 +212,23 @@ def sustained(indexes: dict, rounds: int, calls: int) -> None:
                       f"the index {rate:,.0f}/s = {rate / row.rate:.0%}", flush=True)
 
 
+def cpu_rounds(indexes: dict, args: argparse.Namespace) -> None:
+    answers: dict[str, list[dict]] = {name: [] for name in indexes}
+    for _ in range(args.rounds):
+        for name, index_class in indexes.items():
+            with tempfile.TemporaryDirectory(prefix="tsunagi-index-cpu-",
+                                             dir=args.workdir) as temp:
+                answers[name].append(in_child(cpu_child, index_class, temp, args.cpu,
+                                              args.group, args.profile))
+    for name, answer in answers.items():
+        print_cpu(name, answer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old-index", type=Path, default=None)
+    parser.add_argument("--old-fanout", type=int, default=None,
+                        help="index_merge_fanout the old index runs with (default: this one's)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calls", type=int, default=7, help="timed calls a case (median)")
     parser.add_argument("--memory", type=int, default=0, metavar="RECORDS",
@@ -131,12 +236,20 @@ def main() -> None:
     parser.add_argument("--sample-every", type=int, default=1_000_000)
     parser.add_argument("--probes", type=int, default=20_000,
                         help="txids looked up one by one (and 10,000 at a time) at the end")
+    parser.add_argument("--cpu", type=int, default=0, metavar="RECORDS",
+                        help="measure the indexer's CPU a record over this many records")
+    parser.add_argument("--group", type=int, default=4,
+                        help="8,000-record blocks an add_blocks call (--cpu)")
+    parser.add_argument("--profile", action="store_true", help="--cpu under cProfile")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     indexes = {"sorted runs": ledger_module.Index}
     if args.old_index is not None:
-        indexes[f"{args.old_index.name} (old)"] = load_old_index(args.old_index)
+        indexes[f"{args.old_index.name} (old)"] = load_old_index(args.old_index, args.old_fanout)
     try:
+        if args.cpu:
+            cpu_rounds(indexes, args)
+            return
         if not args.memory:
             sustained(indexes, args.rounds, args.calls)
             return

@@ -38,12 +38,13 @@ log_checkpoint_interval_bytes = 256 << 20
 log_read_chunk_bytes = 8 << 20
 
 # The index's sorted runs (in memory, then in files) merge this many at a time once that many
-# of one size tier have piled up. Each record is then rewritten about log_4(index bytes /
-# index_memory_bytes_max) times in files (3 at 10 million records, ~800 MB), and a lookup
-# searches up to fanout - 1 runs a tier (8-11 runs at 10 million records). Fan-out 8 rewrote
-# less (683-684 against 742-1,141 ns a record to build 10 million, two noisy runs each) and
-# searched more runs; 4 is the middle.
-index_merge_fanout = 4
+# of one size tier have piled up. Each record is then rewritten about log_8(index bytes /
+# index_memory_bytes_max) times in files (2 at 20 million records, ~1.5 GB), and a lookup
+# searches up to fanout - 1 runs a tier (9 runs at 20 million records). With the linear native
+# merge a merge of 8 costs about what one of 4 does a row, so the rewrites saved are what
+# counts: 0.60-0.69 CPU-s per million records indexed against 0.87 with 4 (20 million records,
+# bench/index_sustained.py --cpu); tx lookups of absent txids read one Bloom word more a run.
+index_merge_fanout = 8
 
 # Runs smaller than fan-out times this share the lowest size tier; each tier above holds runs
 # fan-out times larger. Small, so that runs of one-record blocks merge every few adds rather
@@ -63,6 +64,11 @@ index_memory_bytes_max = 16 << 20
 # three times this many rows of its widest table (41 bytes a tx row: ~32 MB at 2**18) whatever
 # the size of the runs. Fewer rows a chunk cost more Python calls a merge.
 index_merge_chunk_rows = 1 << 18
+
+# Run files are written through an aligned buffer of this many bytes (O_DIRECT needs aligned
+# memory): a write of up to this much at once, and this much memory while a run is written.
+# 4 MiB writes reached the disk at 1.6-1.7 GB/s here, on a thread of their own.
+index_write_buffer_bytes = 4 << 20
 
 # Bytes read at once when open checks a run's checksum (crc32 runs at ~4-5 GB/s here).
 index_read_chunk_bytes = 8 << 20
