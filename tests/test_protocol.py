@@ -110,21 +110,56 @@ def test_every_message_round_trips(message, request_id):
     assert back == message
 
 
+def _give(reader: p.FrameReader, data: bytes, into_buffer: bool) -> int:
+    """Hands the reader bytes as a socket would: copied in by feed, or written into the space
+    receive_buffer offers (no more than it offers, as a read would). Returns bytes taken."""
+    if not into_buffer:
+        reader.feed(data)
+        return len(data)
+    space = reader.receive_buffer()
+    size = min(len(space), len(data))
+    space[:size] = data[:size]
+    reader.received(size)
+    return size
+
+
 @given(st.lists(st.tuples(messages, request_ids), min_size=1, max_size=12),
-       st.lists(st.integers(1, 400), min_size=1, max_size=30))
-@settings(max_examples=200, deadline=None)
-def test_frame_reader_cuts_a_stream_anywhere(pairs, cuts):
+       st.lists(st.integers(1, 400), min_size=1, max_size=30), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_frame_reader_cuts_a_stream_anywhere(pairs, cuts, into_buffer):
+    """Frames come out whole and in order wherever the stream is cut, and frames taken out
+    earlier (views of the reader's buffers) still decode after later bytes arrived."""
     stream = b"".join(p.encode(message, request_id) for message, request_id in pairs)
     reader = p.FrameReader((p.HELLO_VERSION,) + limits.protocol_versions)
     frames, offset, index = [], 0, 0
     while offset < len(stream):
         size = cuts[index % len(cuts)]
-        reader.feed(stream[offset:offset + size])
-        offset, index = offset + size, index + 1
+        offset += _give(reader, stream[offset:offset + size], into_buffer)
+        index += 1
         while (frame := reader.next_frame()) is not None:
             frames.append(frame)
     assert reader.pending_bytes == 0
     assert [(f.request_id, p.decode(f)) for f in frames] == [(r, m) for m, r in pairs]
+
+
+def test_a_large_frame_is_received_into_one_buffer_of_its_size():
+    """Once a 2.6 MB batch's length is in, the reader offers room for the whole rest of it,
+    so 64 KiB reads land in place; small frames on either side come out too."""
+    records = np.random.default_rng(1).integers(0, 256, 20_000 * 128, np.uint8)
+    records.view(rec.RECORD_DTYPE)["flags"] = 0  # each record signed on its own
+    batch = p.SubmitBatch(records.tobytes(), bytes(64 * 20_000))
+    stream = p.encode(p.Ping(), 1) + p.encode(batch, 2) + p.encode(p.Ping(), 3)
+    reader = p.FrameReader((p.HELLO_VERSION,) + limits.protocol_versions)
+    offered, offset, frames = [], 0, []
+    while offset < len(stream):
+        offered.append(len(reader.receive_buffer()))
+        offset += _give(reader, stream[offset:offset + 65536], True)
+        while (frame := reader.next_frame()) is not None:
+            frames.append(frame)
+    assert [(f.request_id, p.decode(f)) for f in frames] == [(1, p.Ping()), (2, batch),
+                                                             (3, p.Ping())]
+    frame_bytes = len(p.encode(batch, 2))
+    assert max(offered) >= frame_bytes - 65536  # the rest of the batch, offered at once
 
 
 def test_frame_prefix_layout():

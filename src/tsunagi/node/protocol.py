@@ -138,23 +138,37 @@ def _check_length(length: int, frame_bytes_max: int) -> None:
 
 
 class FrameReader:
-    """Cuts a byte stream into frames: feed it what the socket gives, take whole frames out.
+    """Cuts a byte stream into frames: give it what the socket gives, take whole frames out.
 
-    The buffer never grows past one frame of ``frame_bytes_max`` plus what one read returned,
-    because an oversized length is refused as soon as its four bytes are in.
+    Two ways in: ``feed(data)`` copies bytes in; ``receive_buffer()`` and ``received(n)`` let
+    the socket write straight into the reader's buffer (asyncio's BufferedProtocol), which
+    saves a copy of every byte and a Python object per read. Once a frame's length is in,
+    the space handed out holds the rest of that frame, so a large frame arrives into one
+    buffer of its own size and leaves as a view of it: no resizing, no copy.
+
+    Frames taken out are views of a buffer the reader then never writes again (consumed
+    space is not reused; a new buffer starts once one is full), so they stay valid for as
+    long as they are held. A buffer is at most the largest frame allowed plus
+    :attr:`READ_BYTES`, because an oversized length is refused as soon as its four bytes are
+    in; space is reserved with ``numpy.empty``, so pages a slow or lying sender never fills
+    are never touched.
     """
+
+    READ_BYTES = 1 << 18  # free space offered to one read when no frame asks for more
+    _MIN_READ_BYTES = 1 << 16  # less free space than this (and than the frame needs): new buffer
 
     def __init__(self, versions=limits.protocol_versions,
                  frame_bytes_max: int = limits.frame_bytes_max) -> None:
         self.versions = tuple(versions)
         self.frame_bytes_max = frame_bytes_max
-        self._buffer = bytearray()
-        self._offset = 0
+        self._buffer = memoryview(np.empty(0, np.uint8))
+        self._offset = 0  # first byte not taken out as a frame
+        self._end = 0  # first byte not received
 
     @property
     def pending_bytes(self) -> int:
         """Bytes received that are not part of a frame taken out yet."""
-        return len(self._buffer) - self._offset
+        return self._end - self._offset
 
     @property
     def announced_bytes(self) -> int:
@@ -163,16 +177,41 @@ class FrameReader:
             return 0
         return struct.unpack_from("<I", self._buffer, self._offset)[0] + 4
 
+    def receive_buffer(self, at_least: int = 1) -> memoryview:
+        """Free space to receive into (at least ``at_least`` bytes); call ``received`` next."""
+        announced = self.announced_bytes
+        frame_rest = announced - self.pending_bytes if announced <= self.frame_bytes_max else 0
+        need = max(at_least, frame_rest)
+        free = len(self._buffer) - self._end
+        # A new buffer when the rest of the frame does not fit; or, between frames (less than
+        # a length field pending, so the copy is tiny), when reads would get too little room.
+        if free < need or (announced == 0 and free < self._MIN_READ_BYTES):
+            self._renew(max(need, self.READ_BYTES))
+        return self._buffer[self._end:]
+
+    def received(self, count: int) -> None:
+        """``count`` bytes were written at the start of the last receive_buffer()."""
+        if not 0 <= count <= len(self._buffer) - self._end:
+            raise ValueError(f"received {count} bytes into {len(self._buffer) - self._end}")
+        self._end += count
+
     def feed(self, data) -> None:
-        if self._offset:
-            # A fresh buffer, never a resized one: frames taken out hold views of the old one.
-            self._buffer = bytearray(memoryview(self._buffer)[self._offset:])
-            self._offset = 0
-        self._buffer += data
+        size = len(data)
+        if size:
+            self.receive_buffer(size)[:size] = data
+            self._end += size
+
+    def _renew(self, free: int) -> None:
+        """A fresh buffer holding the pending bytes and ``free`` bytes of space after them.
+        Never a resized one: frames taken out hold views of the old one."""
+        pending = self.pending_bytes
+        fresh = memoryview(np.empty(pending + free, np.uint8))
+        fresh[:pending] = self._buffer[self._offset:self._end]
+        self._buffer, self._offset, self._end = fresh, 0, pending
 
     def next_frame(self) -> Frame | None:
         """The next whole frame, or None until more bytes arrive. ProtocolError on bad input."""
-        available = len(self._buffer) - self._offset
+        available = self._end - self._offset
         if available < 4:
             return None
         (length,) = struct.unpack_from("<I", self._buffer, self._offset)
@@ -181,10 +220,8 @@ class FrameReader:
             return None
         start = self._offset
         self._offset += length + 4
-        data = memoryview(self._buffer)[start:self._offset]
-        if self._offset == len(self._buffer):
-            self._buffer, self._offset = bytearray(), 0
-        return decode_frame(data, self.versions, self.frame_bytes_max)
+        return decode_frame(self._buffer[start:self._offset], self.versions,
+                            self.frame_bytes_max)
 
 
 # --- messages ---------------------------------------------------------------------------------
