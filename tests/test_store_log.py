@@ -4,7 +4,8 @@ acknowledged, and refuses to open when a committed frame is damaged, naming bloc
 Method: the frame layout is rebuilt here from the module docstring (struct and zlib, not the
 module's code) and compared with the bytes on disk. Crash states are made by copying the data
 directory while the writer still has it open (what a killed process leaves), then damaging it:
-hypothesis picks which frame and which byte to flip, or where to cut the file.
+hypothesis picks which frame and which byte to flip, or where to cut the file. The checksum
+module's crc32 (zlib-ng) is compared with zlib's on random data.
 """
 
 from __future__ import annotations
@@ -332,3 +333,18 @@ def test_chunked_writes_with_early_writeback_land_every_byte_in_place(sizes, chu
         written = write_with_writeback(fd, pieces, offset, chunk)
         assert written == sum(sizes)
         assert os.pread(fd, written + 10, offset) == b"".join(pieces)
+
+
+def test_checksum_is_zlibs_crc32_through_zlib_ng():
+    """The log, index and snapshots checksum with zlib-ng (a dependency), whose values must be
+    zlib's so files read the same either way, including crc32 continued across pieces."""
+    import zlib
+
+    from tsunagi.ledger.checksum import crc32
+
+    assert crc32.__module__.startswith("zlib_ng")
+    rng = np.random.default_rng(5)
+    for size in (0, 1, 31, 4096, 1 << 20):
+        data = rng.integers(0, 256, size, np.uint8).tobytes()
+        assert crc32(data) == zlib.crc32(data)
+        assert crc32(data[size // 3:], crc32(data[:size // 3])) == zlib.crc32(data)

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -36,6 +35,7 @@ import numpy as np
 
 from tsunagi.errors import EncodingError
 from tsunagi.ledger import store_limits
+from tsunagi.ledger.checksum import crc32
 from tsunagi.ledger.log import fsync_directory, read_exactly, write_all
 
 __all__ = ["Snapshot", "drop_snapshots_above", "load_newest_snapshot", "save_snapshot",
@@ -97,7 +97,7 @@ def _layout(height: int, block_hash: bytes, arrays: dict[str, np.ndarray],
         contiguous = np.ascontiguousarray(array)
         entries.append({"name": name, "descr": np.lib.format.dtype_to_descr(array.dtype),
                         "shape": list(array.shape), "nbytes": contiguous.nbytes,
-                        "crc32": zlib.crc32(_bytes_of(contiguous))})
+                        "crc32": crc32(_bytes_of(contiguous))})
         placed.append(contiguous)
     try:
         document = {"height": height, "block_hash": bytes(block_hash).hex(), "meta": meta,
@@ -130,7 +130,7 @@ def save_snapshot(directory: str | os.PathLike, height: int, block_hash: bytes,
                             f"{height} and {len(block_hash)} bytes")
     directory.mkdir(parents=True, exist_ok=True)
     header, placed = _layout(height, block_hash, arrays, meta)
-    pieces: list = [PREFIX.pack(MAGIC, len(header), zlib.crc32(header)), header]
+    pieces: list = [PREFIX.pack(MAGIC, len(header), crc32(header)), header]
     written = PREFIX.size + len(header)
     for offset, array in placed:
         assert offset >= written, "the header outgrew the room left for it"
@@ -237,7 +237,7 @@ def _read_prefix_and_header(fd: int, size: int) -> dict:
     if length > store_limits.snapshot_header_bytes_max:
         raise _Damaged(f"header length {length} is beyond any snapshot's")
     header = read_exactly(fd, length, PREFIX.size)
-    if len(header) != length or zlib.crc32(header) != header_crc:
+    if len(header) != length or crc32(header) != header_crc:
         raise _Damaged("header checksum mismatch")
     try:
         document = json.loads(header)
@@ -262,7 +262,7 @@ def _read_array(fd: int, entry: dict, expected_offset: int) -> np.ndarray:
         if not got:
             raise _Damaged(f"file cut short inside array {entry['name']!r}")
         done += got
-    if zlib.crc32(view) != entry["crc32"]:
+    if crc32(view) != entry["crc32"]:
         raise _Damaged(f"array {entry['name']!r} checksum mismatch")
     return array
 
