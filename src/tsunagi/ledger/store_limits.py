@@ -42,8 +42,10 @@ log_read_chunk_bytes = 8 << 20
 # index_memory_bytes_max) times in files (2 at 20 million records, ~1.5 GB), and a lookup
 # searches up to fanout - 1 runs a tier (9 runs at 20 million records). With the linear native
 # merge a merge of 8 costs about what one of 4 does a row, so the rewrites saved are what
-# counts: 0.60-0.69 CPU-s per million records indexed against 0.87 with 4 (20 million records,
-# bench/index_sustained.py --cpu); tx lookups of absent txids read one Bloom word more a run.
+# counts: 0.60-0.69 CPU-s per million records indexed (3 rounds) against 0.87 with 4 (one
+# round; 20 million records, bench/index_sustained.py --cpu). The cost: more runs to search (10
+# against 6 at 20 million records), each one more Bloom word read by a lookup of an absent
+# txid: 50k against 80k/s, noisy (bench/bench_store.py --only lookups --old-fanout 4).
 index_merge_fanout = 8
 
 # Runs smaller than fan-out times this share the lowest size tier; each tier above holds runs
