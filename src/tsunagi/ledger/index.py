@@ -55,7 +55,6 @@ import mmap
 import os
 import struct
 import threading
-import zlib
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from enum import IntEnum
 from pathlib import Path
@@ -67,6 +66,7 @@ from tsunagi._native import indexing
 from tsunagi.core.config import BLOCK_RECORDS_LIMIT
 from tsunagi.errors import EncodingError, StorageError
 from tsunagi.ledger import store_limits
+from tsunagi.ledger.checksum import crc32
 
 __all__ = ["BlockEntries", "Index", "TxLocation"]
 
@@ -210,8 +210,8 @@ def _combined_checksum(header: bytes, column_checksums: Iterable[int]) -> int:
     """A run's checksum: crc32 of the header and of each column's crc32 in file order, each
     column's taken over its bytes and the padding before it (columns are written in chunks, a
     running crc32 each), so every byte of the file is covered."""
-    return zlib.crc32(b"".join(struct.pack("<I", crc) for crc in column_checksums),
-                      zlib.crc32(header))
+    return crc32(b"".join(struct.pack("<I", crc) for crc in column_checksums),
+                      crc32(header))
 
 
 def _prefixes(rows: np.ndarray) -> np.ndarray:
@@ -512,7 +512,7 @@ class _RunWriter:
         self.blooms = {section: np.zeros(count, np.uint64)
                        for (section, name), (_, _, count) in self.columns.items()
                        if name == "bloom"}
-        self.checksums = {key: zlib.crc32(bytes(padding))
+        self.checksums = {key: crc32(bytes(padding))
                           for key, padding in _padding(self.columns).items()}
         self.file: _BlockFile | None = _BlockFile(self.path, size)
         try:
@@ -534,7 +534,7 @@ class _RunWriter:
         raw = memoryview(data.view(np.uint8)).cast("B")
         self.file.put((section, column), offset, offset + count * dtype.itemsize,
                       offset + filled * dtype.itemsize, raw)
-        self.checksums[section, column] = zlib.crc32(raw, self.checksums[section, column])
+        self.checksums[section, column] = crc32(raw, self.checksums[section, column])
         self.filled[section, column] = filled + len(data)
 
     def finish(self, sync: bool) -> _Entry:
@@ -1006,7 +1006,7 @@ def _read_manifest(folder: Path) -> tuple[list[_Entry], int] | None:
     except FileNotFoundError:
         return None
     checksum, _, body = data.partition(b"\n")
-    if checksum != b"%08x" % zlib.crc32(body):
+    if checksum != b"%08x" % crc32(body):
         raise ValueError("its checksum does not match")
     content = json.loads(body)
     if content.get("format") != _FORMAT_VERSION:
@@ -1021,7 +1021,7 @@ def _manifest_bytes(entries: Iterable[_Entry], next_run: int) -> bytes:
                        "runs": [list(entry[:4]) + [list(entry.counts), entry.size,
                                                    entry.checksum] for entry in entries]},
                       separators=(",", ":")).encode()
-    return b"%08x\n" % zlib.crc32(body) + body
+    return b"%08x\n" % crc32(body) + body
 
 
 def _damage(folder: Path, entry: _Entry) -> str | None:
@@ -1047,7 +1047,7 @@ def _damage(folder: Path, entry: _Entry) -> str | None:
             while offset < end:
                 chunk = os.pread(fd, min(end - offset, store_limits.index_read_chunk_bytes),
                                  offset)
-                checksum, offset = zlib.crc32(chunk, checksum), offset + len(chunk)
+                checksum, offset = crc32(chunk, checksum), offset + len(chunk)
             checksums.append(checksum)
         if _combined_checksum(header, checksums) != entry.checksum:
             return "its checksum does not match"
