@@ -553,3 +553,60 @@ def test_a_manifest_of_another_format_is_dropped_and_the_blocks_indexed_again(tm
         assert run_files(tmp_path) == set()  # the old format's files are gone
         fill(index, blocks)
         assert_matches(index, Model(blocks), blocks)
+
+
+@pytest.mark.parametrize("merges_above", [0, 2_000])
+def test_merges_on_the_merger_thread_match_the_model_and_keep_tiers(tmp_path, small_runs,
+                                                                    monkeypatch, merges_above):
+    """Merges of files at least index_background_merge_bytes large run on a thread of their own
+    while adds go on (0: every merge of files; 2,000: the larger ones only). Lookups during and
+    after match the model; once the merger is idle the tiers are in order, merged inputs are
+    deleted, and a reopen finds the same."""
+    monkeypatch.setattr(store_limits, "index_background_merge_bytes", merges_above)
+    blocks = random_blocks(300, 6, seed=17)
+    with Index.open(tmp_path) as index:
+        for start in range(0, 300, 3):
+            index.add_blocks(blocks[start:start + 3])
+            if start % 60 == 0:
+                assert_matches(index, Model(blocks[:start + 3]), blocks[:start + 3])
+        index.wait_merged()
+        tiers = [_tier(run.entry.size) for run in index._current().blocks if run.on_disk]
+        assert tiers == sorted(tiers, reverse=True) and len(tiers) <= 9
+        assert_matches(index, Model(blocks), blocks)
+        assert run_files(tmp_path) == files_named(index)
+    with Index.open(tmp_path) as index:
+        assert_matches(index, Model(blocks), blocks)
+
+
+def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_path,
+                                                                            small_runs,
+                                                                            monkeypatch):
+    """A truncate that rewrites a merge's inputs makes the merger drop its result unnamed; a
+    close abandons a merge under way. Either way the folder holds only what the manifest
+    names and the index answers as if the merge had never started."""
+    monkeypatch.setattr(store_limits, "index_background_merge_bytes", 0)
+    slow = threading.Event()
+    merge_sorted = index_module._merge_sorted
+
+    def held_merge(*args, **kwargs):
+        slow.wait(5)  # keeps the merge under way while the test truncates or closes
+        return merge_sorted(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "_merge_sorted", held_merge)
+    blocks = random_blocks(120, 6, seed=23)
+    with Index.open(tmp_path) as index:
+        fill(index, blocks[:100])
+        assert index._merging, "a background merge should be under way"
+        index.truncate_above(40)
+        slow.set()
+        index.wait_merged()
+        assert_matches(index, Model(blocks[:40]), blocks)
+        assert run_files(tmp_path) == files_named(index)
+        slow.clear()
+        fill(index, blocks[40:120])
+        assert index._merging
+    slow.set()  # the close above interrupted the merge at its next chunk
+    assert run_files(tmp_path) <= set(os.listdir(tmp_path / FOLDER))
+    with Index.open(tmp_path) as index:
+        assert_matches(index, Model(blocks), blocks)
+        assert run_files(tmp_path) == files_named(index)

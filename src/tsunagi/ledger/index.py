@@ -37,7 +37,12 @@ inputs are unlinked, so an older manifest never names a deleted file. On open, a
 missing, or of the wrong size or checksum, is dropped with every later run; ``indexed_height``
 falls back to where the survivors end.
 
-Concurrency. One writer thread, any number of readers. A reader takes the current snapshot (a
+Concurrency. One writer thread, any number of readers, and a merger thread: a merge of files
+of index_background_merge_bytes or more (a gigabyte merge takes seconds) runs there without
+the write lock, so adds go on meanwhile; the writer merges smaller runs after its inputs, and
+the merger swaps its result in under the lock only if its inputs are still in place (a truncate
+may have rewritten them: the result is then deleted unnamed). A failed background merge is
+raised to the next add; a close abandons a merge under way. A reader takes the current snapshot (a
 tuple of runs, each holding its own file descriptor and map) without a lock; the writer
 publishes a new snapshot once the manifest names its files. A replaced run's file is unlinked at
 once: a reader still holding an older snapshot keeps reading it (Linux keeps an unlinked file
@@ -932,12 +937,18 @@ class _DirectReader:
             target, position = target[usable:], position + usable
 
 
+class _Interrupted(Exception):
+    """A background merge stopped because the index is closing."""
+
+
 def _merge_sorted(writer: _RunWriter, runs: list[_Run], section: str,
-                  reader: _DirectReader) -> None:
-    """Writes the rows of a sorted section of ``runs`` merged, a bounded chunk at a time."""
+                  reader: _DirectReader, check: Callable[[], None] = lambda: None) -> None:
+    """Writes the rows of a sorted section of ``runs`` merged, a bounded chunk at a time;
+    ``check()`` runs before each chunk (it may raise to stop the merge)."""
     names = _data_columns(runs[0].entry.kind, section)
     starts, ends = [0] * len(runs), [run.rows(section) for run in runs]
     while starts != ends:
+        check()
         stops = _chunk_stops(runs, section, starts, ends)
         inputs = [(run, start, stop) for run, start, stop in zip(runs, starts, stops)
                   if stop > start]
@@ -1129,6 +1140,13 @@ class Index:
         self.folder = directory / FOLDER
         self._next_run = next_run
         self._write_mutex = threading.Lock()
+        # The background merge (see _merge_while_due): its inputs while it runs, the thread,
+        # and the error that stopped it, raised to the next writer.
+        self._merge_changed = threading.Condition(self._write_mutex)
+        self._merging: tuple[_Run, ...] = ()
+        self._merger: threading.Thread | None = None
+        self._merge_error: BaseException | None = None
+        self._closing = False
         runs = [_Run.on_file(self.folder, entry) for entry in entries]
         self._snapshot: _Snapshot | None = _snapshot_of(
             [run for run in runs if run.entry.kind == _Kind.blocks],
@@ -1168,7 +1186,14 @@ class Index:
 
     def close(self) -> None:
         """Writes the runs in memory to a file, then lets the runs go (a reader still inside a
-        lookup keeps its own until it returns)."""
+        lookup keeps its own until it returns). A background merge under way is abandoned:
+        its inputs stay, and the next open merges them again when due."""
+        with self._merge_changed:
+            self._closing = True
+            self._merge_changed.notify_all()
+            merger = self._merger
+        if merger is not None:
+            merger.join()
         with self._write_mutex:
             if self._snapshot is None:
                 return
@@ -1176,6 +1201,12 @@ class Index:
                 self._flush()
             finally:
                 self._snapshot = None
+
+    def wait_merged(self) -> None:
+        """Returns once no background merge is under way (or due)."""
+        with self._merge_changed:
+            while self._merging and self._merge_error is None and not self._closing:
+                self._merge_changed.wait()
 
     @property
     def indexed_height(self) -> int:
@@ -1208,6 +1239,7 @@ class Index:
         if not checked:
             return
         with self._write_mutex:
+            self._raise_merge_error()
             snapshot = self._current()
             expected = snapshot.indexed_height
             for offset, entries in enumerate(checked):
@@ -1226,6 +1258,7 @@ class Index:
         if not len(rows["key"]):
             return
         with self._write_mutex:
+            self._raise_merge_error()
             snapshot = self._current()
             run = _Run.in_memory(_Kind.owners, snapshot.indexed_height,
                                  int(rows["account"].max()) + 1, {"owner": rows})
@@ -1439,24 +1472,103 @@ class Index:
         self._merge_while_due(_Kind.owners)
 
     def _merge_while_due(self, kind: int, in_memory: bool = False) -> None:
-        """Merges the newest runs (in files, or in memory) while _runs_to_merge says so."""
+        """Merges the newest runs (in files, or in memory) while _runs_to_merge says so.
+
+        Called with the write mutex held. A merge of files of index_background_merge_bytes or
+        more goes to the merger thread instead; while it runs, its inputs and the runs before
+        them are left alone, and merges are looked for among the runs after them."""
         while True:
             snapshot = self._current()
             runs = snapshot.blocks if kind == _Kind.blocks else snapshot.owners
             part = [run for run in runs if run.on_disk != in_memory]
-            count = _runs_to_merge([run.entry.size for run in part])
-            if not count:
+            if not in_memory and self._merging and self._merging[-1] in part:
+                part = part[part.index(self._merging[-1]) + 1:]
+            window = _runs_to_merge([run.entry.size for run in part])
+            if window is None:
                 return
-            inputs = part[-count:]
+            inputs = part[window[0]:window[0] + window[1]]
+            if not in_memory and sum(run.entry.size for run in inputs) \
+                    >= store_limits.index_background_merge_bytes:
+                if not self._merging and not self._closing:
+                    self._merging = tuple(inputs)
+                    self._start_merger()
+                return  # a large one waits for the merger: it looks again when done
             start = runs.index(inputs[0])
-            merged = self._merged(inputs)
-            runs = runs[:start] + (merged,) + runs[start + count:]
-            blocks, owners = (runs, snapshot.owners) if kind == _Kind.blocks else \
-                (snapshot.blocks, runs)
-            if in_memory:
-                self._show(blocks, owners)
-            else:
-                self._publish(blocks, owners, inputs)
+            merged = self._merged(inputs, self._merged_entry(inputs))
+            self._replace(kind, snapshot, start, inputs, merged, publish=not in_memory)
+
+    def _replace(self, kind: int, snapshot: _Snapshot, start: int, inputs: Sequence[_Run],
+                 merged: _Run, publish: bool) -> None:
+        """Puts ``merged`` where ``inputs`` were (from ``start``) and shows or publishes it."""
+        runs = snapshot.blocks if kind == _Kind.blocks else snapshot.owners
+        runs = runs[:start] + (merged,) + runs[start + len(inputs):]
+        blocks, owners = (runs, snapshot.owners) if kind == _Kind.blocks else \
+            (snapshot.blocks, runs)
+        if publish:
+            self._publish(blocks, owners, inputs)
+        else:
+            self._show(blocks, owners)
+
+    def _start_merger(self) -> None:
+        self._merge_changed.notify_all()
+        if self._merger is None or not self._merger.is_alive():
+            self._merger = threading.Thread(target=self._merge_in_background,
+                                            name="tsunagi-index-merge", daemon=True)
+            self._merger.start()
+
+    def _merge_in_background(self) -> None:
+        """The merger thread: merges self._merging without the write mutex, then swaps the
+        result in under it, unless the inputs changed meanwhile (a truncate or a drop
+        rewrote them), in which case the merged file is deleted unnamed."""
+        while True:
+            with self._merge_changed:
+                while not self._merging and not self._closing:
+                    self._merge_changed.wait()
+                if self._closing:
+                    self._merging = ()
+                    self._merge_changed.notify_all()
+                    return
+                inputs = list(self._merging)
+                entry = self._merged_entry(inputs)
+            merged, error = None, None
+            try:
+                merged = self._merged(inputs, entry, lambda: self._closing)
+            except _Interrupted:
+                pass
+            except Exception as exc:  # noqa: BLE001 - raised to the next add, not lost
+                error = exc
+            with self._merge_changed:
+                self._merging = ()
+                self._finish_background_merge(inputs, merged, error)
+                self._merge_changed.notify_all()
+
+    def _finish_background_merge(self, inputs: list[_Run], merged: _Run | None,
+                                 error: BaseException | None) -> None:
+        snapshot = self._snapshot
+        kind = inputs[0].entry.kind
+        runs = () if snapshot is None else \
+            snapshot.blocks if kind == _Kind.blocks else snapshot.owners
+        start = next((i for i, run in enumerate(runs) if run is inputs[0]), -1)
+        still_there = start >= 0 and list(runs[start:start + len(inputs)]) == inputs
+        if merged is not None and (not still_there or self._closing):
+            merged.path.unlink(missing_ok=True)  # never named by a manifest
+            return
+        if error is not None:
+            if still_there:  # inputs a truncate deleted explain the error; no one else does
+                self._merge_error = error
+            return
+        if merged is None:
+            return
+        try:
+            self._replace(kind, snapshot, start, inputs, merged, publish=True)
+            self._merge_while_due(kind)
+        except StorageError as exc:
+            self._merge_error = exc
+
+    def _raise_merge_error(self) -> None:
+        if self._merge_error is not None:
+            raise StorageError(f"a background merge of the index failed: "
+                               f"{self._merge_error}") from self._merge_error
 
     def _new_entry(self, kind: int, first: int, end: int, counts: tuple[int, ...]) -> _Entry:
         name = f"{_Kind(kind).name}-{self._next_run:010d}.run"
@@ -1471,23 +1583,37 @@ class Index:
                     writer.write(section, column, rows[column])
         return self._written(entry, fill, sync=False)
 
-    def _merged(self, runs: list[_Run]) -> _Run:
-        """One run holding the rows of ``runs`` (consecutive, oldest first): in memory for runs
-        in memory, else a file, fsynced."""
+    def _merged_entry(self, runs: list[_Run]) -> _Entry | None:
+        """The entry of the file that merges ``runs`` (None for runs in memory)."""
+        if not runs[0].on_disk:
+            return None
         kind = runs[0].entry.kind
         end = runs[-1].end if kind == _Kind.blocks else max(run.end for run in runs)
-        if not runs[0].on_disk:
-            return _Run.in_memory(kind, runs[0].first, end, _merged_sections(runs))
         counts = tuple(sum(values) for values in zip(*(run.entry.counts for run in runs)))
-        entry = self._new_entry(kind, runs[0].first, end, counts)
+        return self._new_entry(kind, runs[0].first, end, counts)
+
+    def _merged(self, runs: list[_Run], entry: _Entry | None,
+                interrupted: Callable[[], bool] = lambda: False) -> _Run:
+        """One run holding the rows of ``runs`` (consecutive, oldest first): in memory for runs
+        in memory, else the file ``entry`` names, fsynced. _Interrupted when ``interrupted()``
+        turns true between chunks (the file is then deleted)."""
+        kind = runs[0].entry.kind
+        if entry is None:
+            end = runs[-1].end if kind == _Kind.blocks else max(run.end for run in runs)
+            return _Run.in_memory(kind, runs[0].first, end, _merged_sections(runs))
+
+        def check() -> None:
+            if interrupted():
+                raise _Interrupted
 
         def fill(writer: _RunWriter) -> None:
             with _DirectReader() as reader:
                 for section in _SECTIONS[kind]:
                     if section in _KEYS:
-                        _merge_sorted(writer, runs, section, reader)
+                        _merge_sorted(writer, runs, section, reader, check)
                     else:  # in height order: the runs one after another
                         for run in runs:
+                            check()
                             _copy_rows(writer, run, section, run.rows(section), reader)
         return self._written(entry, fill, sync=True)
 
@@ -1559,19 +1685,26 @@ def _tier(size: int) -> int:
     return tier
 
 
-def _runs_to_merge(sizes: list[int]) -> int:
-    """How many of the newest runs to merge now (0: none). Keeps tiers non-increasing from the
-    oldest run to the newest with fewer than fan-out runs per tier: at most (fan-out - 1) runs
-    per tier, so O(log n) runs. A run bigger than those before it takes them in."""
+def _runs_to_merge(sizes: list[int]) -> tuple[int, int] | None:
+    """Which consecutive runs (oldest first) to merge now: (first, count), or None. Keeps tiers
+    non-increasing from the oldest run to the newest with fewer than fan-out runs per tier: at
+    most (fan-out - 1) runs per tier, so O(log n) runs. A run bigger than those before it takes
+    them in; fan-out runs of one tier become one.
+
+    Runs made while a background merge was under way can leave a bigger run after smaller ones
+    anywhere, or fan-out runs of one tier before the newest: the oldest such place goes first."""
     tiers = [_tier(size) for size in sizes]
-    if len(tiers) >= 2 and tiers[-1] > tiers[-2]:
-        count = 2
-        while count < len(tiers) and tiers[-count - 1] < tiers[-1]:
-            count += 1
-        return count
+    for bigger in range(1, len(tiers)):
+        if tiers[bigger - 1] < tiers[bigger]:
+            first = bigger - 1
+            while first > 0 and tiers[first - 1] < tiers[bigger]:
+                first -= 1
+            return first, bigger - first + 1
     fanout = store_limits.index_merge_fanout
-    if len(tiers) >= fanout and len(set(tiers[-fanout:])) == 1:
-        return fanout
-    return 0
+    for last in range(len(tiers) - 1, fanout - 2, -1):
+        first = last - fanout + 1
+        if tiers[first] == tiers[last]:  # non-increasing: all between are equal too
+            return first, fanout
+    return None
 
 

@@ -48,6 +48,13 @@ log_read_chunk_bytes = 8 << 20
 # txid: 50k against 80k/s, noisy (bench/bench_store.py --only lookups --old-fanout 4).
 index_merge_fanout = 8
 
+# A merge of files whose inputs add up to at least this many bytes runs on a merger thread of
+# its own, so the indexer goes on adding (and merging smaller runs) meanwhile. Inline, a merge
+# of ~1 GB (eight 128 MB runs, due every ~14 million records) held the indexer for 4-6 s; its
+# queue filled and the node answered nothing for those seconds (60 s at 0.78 M transfers/s).
+# Smaller merges stay inline: they take well under a second, and their order stays simple.
+index_background_merge_bytes = 96 << 20
+
 # Runs smaller than fan-out times this share the lowest size tier; each tier above holds runs
 # fan-out times larger. Small, so that runs of one-record blocks merge every few adds rather
 # than pile up, and a merge of the smallest runs rewrites a few hundred KB at most.
