@@ -17,8 +17,9 @@ log_write_buffer_bytes = 16 << 20
 
 # Disk blocks are reserved (fallocate, keeping the file size) this far ahead of the log's end, so
 # that appends write into allocated blocks instead of allocating inside each write: 8.5 MB appends
-# reached the page cache in 2.8-3.4 ms instead of 7.3-20.4 ms (two runs of 60). The cost is up to this many bytes of disk
-# held past the end (given back when the log is truncated or closed). 0 turns it off.
+# reached the page cache in 2.8-3.4 ms instead of 7.3-20.4 ms (two runs of 60). The cost is up to
+# this many bytes of disk held past the end (given back when the log is truncated or closed).
+# 0 turns it off.
 log_preallocate_bytes = 64 << 20
 
 # Flushes of at least twice this many bytes are written in chunks of it, each handed to the
