@@ -71,6 +71,7 @@ typedef struct {
     uint32_t touched_count;
     uint32_t epoch;
     uint64_t hash_seed;     /* from the group's random bytes */
+    int failures_left;      /* failing batch checks before the rest is checked one by one */
     secp256k1_scratch *scratch;
 } group_state;
 
@@ -197,18 +198,28 @@ static int range_passes(group_state *group, const decoded *items, size_t count) 
            secp256k1_gej_is_infinity(&sum);
 }
 
-/* Marks items[0, count) valid in out when they pass together; halves a failing range. */
-static void settle(group_state *group, const decoded *items, size_t count) {
+/* Marks items[0, count) valid in out when they pass together; halves a failing range.
+ * ``failing`` says the range is known to fail (its sibling passed, their parent did not), so
+ * its check is skipped. A few bad signatures cost a few halvings each; many would cost more
+ * halvings than checking each alone, so once the group's budget of failing checks is spent the
+ * rest is checked one by one. */
+static void settle(group_state *group, const decoded *items, size_t count, int failing) {
     if (count == 0) return;
     uint8_t *out = group->job->out;
-    if (count <= SINGLE_MAX) {
+    if (count <= SINGLE_MAX || group->failures_left <= 0) {
         for (size_t i = 0; i < count; i++) out[items[i].index] = check_one(group, &items[i]);
-    } else if (range_passes(group, items, count)) {
-        for (size_t i = 0; i < count; i++) out[items[i].index] = 1;
-    } else {
-        settle(group, items, count / 2);
-        settle(group, items + count / 2, count - count / 2);
+        return;
     }
+    if (!failing && range_passes(group, items, count)) {
+        for (size_t i = 0; i < count; i++) out[items[i].index] = 1;
+        return;
+    }
+    group->failures_left--;
+    size_t half = count / 2;
+    settle(group, items, half, 0);
+    int left_passed = 1;
+    for (size_t i = 0; i < half && left_passed; i++) left_passed = out[items[i].index];
+    settle(group, items + half, count - half, left_passed);
 }
 
 static void free_group(group_state *group) {
@@ -255,12 +266,15 @@ static void verify_group(void *context, size_t first, size_t end, int worker) {
         return;
     }
     memcpy(&group.hash_seed, random, sizeof group.hash_seed);
+    /* failing checks enough to find one or two bad signatures by halving (log2 n + 2) */
+    group.failures_left = 2;
+    for (size_t n = count; n > 1; n /= 2) group.failures_left++;
     size_t decoded_count = 0;
     for (size_t i = first; i < end; i++) {
         job->out[i] = 0;
         if (decode(&group, i, random, &group.items[decoded_count])) decoded_count++;
     }
-    settle(&group, group.items, decoded_count);
+    settle(&group, group.items, decoded_count, 0);
     free_group(&group);
 }
 
