@@ -204,3 +204,17 @@ def test_live_traffic_runs_for_the_duration_and_commits_all_it_sends(served):
     assert summary["records_ok"] == summary["records_sent"] == node_stored(summary) > 0
     assert set(summary["codes"]) == {"ok"} and summary["elapsed_s"] >= 0.6
     assert balances(node.port, plan.accounts).sum() == ACCOUNTS * lg.FUNDING_UNITS
+
+
+def test_prepared_traffic_beyond_the_memory_share_is_refused_before_any_is_built(served):
+    """A count whose prepared traffic would not fit the allowed share of available memory is
+    refused with what to do next, instead of building it and swapping."""
+    plan, node = served
+    allowed = lg.prebuild_bytes_max()
+    with open("/proc/meminfo") as meminfo:
+        available = int(meminfo.read().split("MemAvailable:")[1].split()[0]) * 1024
+    assert 0.5 * available < allowed < 0.7 * available
+    too_many = allowed // (lg.RECORD_BYTES + lg.SIGNATURE_BYTES) + 1
+    spec = lg.LoadSpec(mode="batched", clients=1, count=too_many, batch_size=8000)
+    with pytest.raises(ConfigError, match="lower --count, or use --live"):
+        lg.run_load("127.0.0.1", node.port, plan, spec)

@@ -88,9 +88,23 @@ SIGN_CHUNK = 8192  # signatures per task of the signing pool
 # Signed traffic is built this many records at a time: the records, txids and signatures of
 # one chunk are dropped once encoded into frames (keeping ~1/3 of the memory of doing it whole).
 BUILD_CHUNK_RECORDS = 1 << 18
-# Prepared traffic is held in memory (192 bytes a signed transfer); past this much the run is
+# Prepared traffic is held in memory (192 bytes a signed transfer); past this share of the
+# memory available when the run starts (6 GiB where /proc/meminfo is missing) the run is
 # refused instead of swapping: lower --count, or use --live for batch-authorized runs.
-PREBUILD_BYTES_MAX = 6 << 30
+PREBUILD_MEMORY_SHARE = 0.6
+PREBUILD_BYTES_DEFAULT = 6 << 30
+
+
+def prebuild_bytes_max() -> int:
+    """How many bytes of prepared traffic a run may hold: a share of MemAvailable."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * PREBUILD_MEMORY_SHARE)
+    except (OSError, ValueError, IndexError):
+        pass
+    return PREBUILD_BYTES_DEFAULT
 PROGRESS_TICK_S = 0.1  # how often the live display (and a tick callback) sees the counters
 # Width of one bar of the throughput-over-time chart: the first of these that leaves at most
 # SERIES_BARS_MAX bars, so a long run is not drawn as a comb of single blocks.
@@ -892,9 +906,11 @@ def run_load(host: str, port: int, plan: Plan, spec: LoadSpec, *,
     ``tick(elapsed_s, totals)`` sees the running totals (records answered, ok, requests,
     failed records) a few times a second; ``phase(text)`` hears what is being done.
     """
-    if spec.prepared_bytes() > PREBUILD_BYTES_MAX:
+    if spec.prepared_bytes() > (allowed := prebuild_bytes_max()):
         raise ConfigError(f"{spec.count:,} prepared transfers need "
-                          f"{spec.prepared_bytes() >> 20:,} MiB: lower --count")
+                          f"{spec.prepared_bytes() >> 20:,} MiB, more than the "
+                          f"{allowed >> 20:,} MiB allowed ({PREBUILD_MEMORY_SHARE:.0%} of the "
+                          f"memory available): lower --count, or use --live")
     if spec.clients > len(plan.accounts):
         raise ConfigError("each client needs its own payer accounts: clients <= accounts")
     if spec.processes == 1:
