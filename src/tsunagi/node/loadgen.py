@@ -91,7 +91,7 @@ BUILD_CHUNK_RECORDS = 1 << 18
 # Prepared traffic is held in memory (192 bytes a signed transfer); past this share of the
 # memory available when the run starts (6 GiB where /proc/meminfo is missing) the run is
 # refused instead of swapping: lower --count, or use --live for batch-authorized runs.
-PREBUILD_MEMORY_SHARE = 0.6
+PREBUILD_MEMORY_SHARE = 0.7
 PREBUILD_BYTES_DEFAULT = 6 << 30
 
 
