@@ -14,6 +14,9 @@
 #define ENABLE_MODULE_SCHNORRSIG 1
 #define ECMULT_WINDOW_SIZE 15 /* the library's default tables */
 #define ECMULT_GEN_PREC_BITS 4
+#include <limits.h> /* the C library's headers first, outside the hidden region below */
+#include <stdio.h>
+#pragma GCC visibility push(hidden) /* its tables too, which the API macro does not mark */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wunused-parameter"
@@ -22,6 +25,7 @@
 #include "vendor/secp256k1/src/precomputed_ecmult.c"
 #include "vendor/secp256k1/src/precomputed_ecmult_gen.c"
 #pragma GCC diagnostic pop
+#pragma GCC visibility pop
 
 /* Signatures in one multi-scalar multiplication. Pippenger's cost per point falls as the
  * group grows (measured here: 30 us a signature in groups of 1,000, 23 in groups of 8,000,
