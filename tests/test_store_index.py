@@ -585,16 +585,20 @@ def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_
     close abandons a merge under way. Either way the folder holds only what the manifest
     names and the index answers as if the merge had never started."""
     monkeypatch.setattr(store_limits, "index_background_merge_bytes", 0)
-    slow = threading.Event()
+    slow, opened = threading.Event(), []
     merge_sorted = index_module._merge_sorted
 
     def held_merge(*args, **kwargs):
-        slow.wait(5)  # keeps the merge under way while the test truncates or closes
+        # keeps the merge under way while the test truncates, or until the index closes
+        deadline = time.monotonic() + 5
+        while not slow.is_set() and not opened[0]._closing and time.monotonic() < deadline:
+            time.sleep(0.005)
         return merge_sorted(*args, **kwargs)
 
     monkeypatch.setattr(index_module, "_merge_sorted", held_merge)
     blocks = random_blocks(120, 6, seed=23)
     with Index.open(tmp_path) as index:
+        opened.append(index)
         fill(index, blocks[:100])
         assert index._merging, "a background merge should be under way"
         index.truncate_above(40)
@@ -605,8 +609,10 @@ def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_
         slow.clear()
         fill(index, blocks[40:120])
         assert index._merging
-    slow.set()  # the close above interrupted the merge at its next chunk
-    assert run_files(tmp_path) <= set(os.listdir(tmp_path / FOLDER))
+    # The close interrupted the merge at its next chunk and deleted its file: the folder holds
+    # exactly the files the manifest names.
+    entries, _ = index_module._read_manifest(tmp_path / FOLDER)
+    assert run_files(tmp_path) == {entry.name for entry in entries}
     with Index.open(tmp_path) as index:
         assert_matches(index, Model(blocks), blocks)
         assert run_files(tmp_path) == files_named(index)
