@@ -5,6 +5,7 @@
 #include <sys/random.h>
 
 #include "parallel.h"
+#include "schnorr_batch.h"
 
 /* libsecp256k1 0.2.0 as one unit with this file, so its internal functions (field, group,
  * scalar, ecmult_multi) are callable. Its public functions stay hidden inside this module:
@@ -203,27 +204,28 @@ static int range_passes(group_state *group, const decoded *items, size_t count) 
 }
 
 /* Marks items[0, count) valid in out when they pass together; halves a failing range.
- * ``failing`` says the range is known to fail (its sibling passed, their parent did not), so
- * its check is skipped. A few bad signatures cost a few halvings each; many would cost more
- * halvings than checking each alone, so once the group's budget of failing checks is spent the
- * rest is checked one by one. */
-static void settle(group_state *group, const decoded *items, size_t count, int failing) {
-    if (count == 0) return;
+ * Returns whether all of them are valid. ``failing`` says the range is known to fail (its
+ * sibling passed, their parent did not), so its check is skipped. A few bad signatures cost a
+ * few halvings each; many would cost more halvings than checking each alone, so once the
+ * group's budget of failing checks is spent the rest is checked one by one. */
+static int settle(group_state *group, const decoded *items, size_t count, int failing) {
     uint8_t *out = group->job->out;
     if (count <= SINGLE_MAX || group->failures_left <= 0) {
-        for (size_t i = 0; i < count; i++) out[items[i].index] = check_one(group, &items[i]);
-        return;
+        int all = 1;
+        for (size_t i = 0; i < count; i++) {
+            out[items[i].index] = (uint8_t)check_one(group, &items[i]);
+            all &= out[items[i].index];
+        }
+        return all;
     }
     if (!failing && range_passes(group, items, count)) {
         for (size_t i = 0; i < count; i++) out[items[i].index] = 1;
-        return;
+        return 1;
     }
     group->failures_left--;
     size_t half = count / 2;
-    settle(group, items, half, 0);
-    int left_passed = 1;
-    for (size_t i = 0; i < half && left_passed; i++) left_passed = out[items[i].index];
-    settle(group, items + half, count - half, left_passed);
+    int left_passed = settle(group, items, half, 0);
+    return settle(group, items + half, count - half, left_passed) && left_passed;
 }
 
 static void free_group(group_state *group) {
@@ -255,6 +257,18 @@ static int alloc_group(group_state *group, const batch_job *job, size_t count) {
     return group->scratch != NULL;
 }
 
+/* The vendored library's own verify and key parse, for schnorr_batch.c's one-by-one loop. */
+static int vendored_verify(const void *context, const unsigned char *signature64,
+                           const unsigned char *message, size_t message_length,
+                           const void *public_key) {
+    return secp256k1_schnorrsig_verify(context, signature64, message, message_length,
+                                       public_key);
+}
+
+static int vendored_parse(const void *context, void *public_key, const unsigned char *input32) {
+    return secp256k1_xonly_pubkey_parse(context, public_key, input32);
+}
+
 static void verify_group(void *context, size_t first, size_t end, int worker) {
     (void)worker;
     batch_job *job = context;
@@ -264,9 +278,10 @@ static void verify_group(void *context, size_t first, size_t end, int worker) {
     if (!alloc_group(&group, job, count) ||
         getrandom(random, sizeof random, 0) != (ssize_t)sizeof random) {
         /* no memory for the batch (or no randomness): each alone, which needs neither */
+        const ts_secp vendored = {secp256k1_context_static, vendored_verify, vendored_parse};
         free_group(&group);
-        ts_bip340_verify_each(job->messages + 32 * first, job->keys + 32 * first,
-                              job->signatures + 64 * first, count, job->out + first);
+        ts_verify_batch(&vendored, job->messages + 32 * first, job->keys + 32 * first,
+                        job->signatures + 64 * first, count, 1, job->out + first);
         return;
     }
     memcpy(&group.hash_seed, random, sizeof group.hash_seed);
@@ -292,20 +307,4 @@ void ts_bip340_verify_batched(const uint8_t *messages, const uint8_t *keys,
     if (group > GROUP_MAX) group = GROUP_MAX;
     /* a thread that cannot start leaves its groups to the others: answers are whole anyway */
     ts_parallel_claim(count, group, threads, verify_group, &job);
-}
-
-void ts_bip340_verify_each(const uint8_t *messages, const uint8_t *keys,
-                           const uint8_t *signatures, size_t count, uint8_t *out) {
-    secp256k1_xonly_pubkey key;
-    const uint8_t *parsed_from = NULL;
-    int parsed = 0;
-    for (size_t i = 0; i < count; i++) {
-        if (!parsed_from || memcmp(parsed_from, keys + 32 * i, 32) != 0) {
-            parsed = secp256k1_xonly_pubkey_parse(secp256k1_context_static, &key, keys + 32 * i);
-            parsed_from = keys + 32 * i;
-        }
-        out[i] = parsed && secp256k1_schnorrsig_verify(secp256k1_context_static,
-                                                       signatures + 64 * i, messages + 32 * i,
-                                                       32, &key) == 1;
-    }
 }

@@ -18,9 +18,4 @@
 void ts_bip340_verify_batched(const uint8_t *messages, const uint8_t *keys,
                              const uint8_t *signatures, size_t count, int threads, uint8_t *out);
 
-/* out[i] = 1 when signatures[i] is valid, verifying each alone with the same library: the
- * reference the batched path is tested against. */
-void ts_bip340_verify_each(const uint8_t *messages, const uint8_t *keys,
-                           const uint8_t *signatures, size_t count, uint8_t *out);
-
 #endif
