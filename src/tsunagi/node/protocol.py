@@ -199,7 +199,7 @@ class FrameReader:
         size = len(data)
         if size:
             self.receive_buffer(size)[:size] = data
-            self._end += size
+            self.received(size)
 
     def _renew(self, free: int) -> None:
         """A fresh buffer holding the pending bytes and ``free`` bytes of space after them.

@@ -796,13 +796,7 @@ def _joined(parts: list) -> memoryview | bytes:
     buffer, which gets huge pages (b"".join of 33 MB took ~20 ms here, mostly page faults)."""
     if len(parts) == 1:
         return parts[0]
-    sizes = [memoryview(part).nbytes for part in parts]
-    joined = np.empty(sum(sizes), np.uint8)
-    offset = 0
-    for part, size in zip(parts, sizes):
-        joined[offset:offset + size] = np.frombuffer(part, np.uint8)
-        offset += size
-    return memoryview(joined)
+    return memoryview(np.concatenate([np.frombuffer(part, np.uint8) for part in parts]))
 
 
 def _bucket(ends: np.ndarray, pairs) -> dict[int, list[tuple[int, int]]]:
