@@ -1460,7 +1460,7 @@ class Index:
             files = [run for run in runs if run.on_disk]
             held = [run for run in runs if not run.on_disk]
             if held:
-                end = held[-1].end if kind == _Kind.blocks else max(run.end for run in held)
+                end = _end_of(kind, held)
                 sections = _merged_sections(held)
                 counts = tuple(len(rows[_data_columns(kind, section)[0]])
                                for section, rows in sections.items())
@@ -1479,7 +1479,7 @@ class Index:
         them are left alone, and merges are looked for among the runs after them."""
         while True:
             snapshot = self._current()
-            runs = snapshot.blocks if kind == _Kind.blocks else snapshot.owners
+            runs = _runs_of(snapshot, kind)
             part = [run for run in runs if run.on_disk != in_memory]
             if not in_memory and self._merging and self._merging[-1] in part:
                 part = part[part.index(self._merging[-1]) + 1:]
@@ -1500,7 +1500,7 @@ class Index:
     def _replace(self, kind: int, snapshot: _Snapshot, start: int, inputs: Sequence[_Run],
                  merged: _Run, publish: bool) -> None:
         """Puts ``merged`` where ``inputs`` were (from ``start``) and shows or publishes it."""
-        runs = snapshot.blocks if kind == _Kind.blocks else snapshot.owners
+        runs = _runs_of(snapshot, kind)
         runs = runs[:start] + (merged,) + runs[start + len(inputs):]
         blocks, owners = (runs, snapshot.owners) if kind == _Kind.blocks else \
             (snapshot.blocks, runs)
@@ -1546,8 +1546,7 @@ class Index:
                                  error: BaseException | None) -> None:
         snapshot = self._snapshot
         kind = inputs[0].entry.kind
-        runs = () if snapshot is None else \
-            snapshot.blocks if kind == _Kind.blocks else snapshot.owners
+        runs = () if snapshot is None else _runs_of(snapshot, kind)
         start = next((i for i, run in enumerate(runs) if run is inputs[0]), -1)
         still_there = start >= 0 and list(runs[start:start + len(inputs)]) == inputs
         if merged is not None and (not still_there or self._closing):
@@ -1588,9 +1587,8 @@ class Index:
         if not runs[0].on_disk:
             return None
         kind = runs[0].entry.kind
-        end = runs[-1].end if kind == _Kind.blocks else max(run.end for run in runs)
         counts = tuple(sum(values) for values in zip(*(run.entry.counts for run in runs)))
-        return self._new_entry(kind, runs[0].first, end, counts)
+        return self._new_entry(kind, runs[0].first, _end_of(kind, runs), counts)
 
     def _merged(self, runs: list[_Run], entry: _Entry | None,
                 interrupted: Callable[[], bool] = lambda: False) -> _Run:
@@ -1599,8 +1597,8 @@ class Index:
         turns true between chunks (the file is then deleted)."""
         kind = runs[0].entry.kind
         if entry is None:
-            end = runs[-1].end if kind == _Kind.blocks else max(run.end for run in runs)
-            return _Run.in_memory(kind, runs[0].first, end, _merged_sections(runs))
+            return _Run.in_memory(kind, runs[0].first, _end_of(kind, runs),
+                                  _merged_sections(runs))
 
         def check() -> None:
             if interrupted():
@@ -1671,6 +1669,16 @@ def _release_free_memory() -> None:
     next add would fault its buffers in again (+~100 ns a record, measured)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def _runs_of(snapshot: _Snapshot, kind: int) -> tuple[_Run, ...]:
+    return snapshot.blocks if kind == _Kind.blocks else snapshot.owners
+
+
+def _end_of(kind: int, runs: Sequence[_Run]) -> int:
+    """Where runs (consecutive, oldest first) end together: block runs follow each other in
+    height; owner runs may reach different accounts."""
+    return runs[-1].end if kind == _Kind.blocks else max(run.end for run in runs)
 
 
 def _snapshot_of(blocks: Sequence[_Run], owners: Sequence[_Run]) -> _Snapshot:
