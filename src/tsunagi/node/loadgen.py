@@ -93,18 +93,6 @@ BUILD_CHUNK_RECORDS = 1 << 18
 # refused instead of swapping: lower --count, or use --live for batch-authorized runs.
 PREBUILD_MEMORY_SHARE = 0.7
 PREBUILD_BYTES_DEFAULT = 6 << 30
-
-
-def prebuild_bytes_max() -> int:
-    """How many bytes of prepared traffic a run may hold: a share of MemAvailable."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(int(line.split()[1]) * 1024 * PREBUILD_MEMORY_SHARE)
-    except (OSError, ValueError, IndexError):
-        pass
-    return PREBUILD_BYTES_DEFAULT
 PROGRESS_TICK_S = 0.1  # how often the live display (and a tick callback) sees the counters
 # Width of one bar of the throughput-over-time chart: the first of these that leaves at most
 # SERIES_BARS_MAX bars, so a long run is not drawn as a comb of single blocks.
@@ -896,6 +884,18 @@ class _Ticker:
         while not self._stop.wait(PROGRESS_TICK_S):
             if self.start_s is not None:
                 self.tick(time.monotonic() - self.start_s, self.totals())
+
+
+def prebuild_bytes_max() -> int:
+    """How many bytes of prepared traffic a run may hold: a share of MemAvailable."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * PREBUILD_MEMORY_SHARE)
+    except (OSError, ValueError, IndexError):
+        pass
+    return PREBUILD_BYTES_DEFAULT
 
 
 def run_load(host: str, port: int, plan: Plan, spec: LoadSpec, *,
