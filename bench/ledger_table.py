@@ -22,8 +22,8 @@ the same batch, so both see the same load on a shared machine, and with the back
 caught up before the pair: the figure is the commit path's own cost. "with index" is a second
 run of as many calls back to back: records over the wall time until the index has caught
 up, the rate the ledger keeps up for long. The pipelined figure is the median time between
-successive answers, its "with index" the whole run's rate until the index has caught up. It prints one table and the ratio lines; --out
-writes ledger.json and ledger.png. bench/bench_ledger.py times the same cases under
+successive answers, its "with index" the whole run's rate until the index has caught up. It
+prints one table and the ratio lines; --out writes ledger.json and ledger.png. bench/bench_ledger.py times the same cases under
 pytest-benchmark.
 """
 
