@@ -135,6 +135,21 @@ def test_round_trip_fields_views_and_zero_copy():
     assert len(data) == 80 + 8 + 8 * 129 + 3 * 64 + 2 * 112 + 4
 
 
+def test_a_block_built_in_a_used_buffer_writes_every_byte():
+    """encode_block fills the array ``allocate`` gives it: whatever that held before (a buffer
+    the log uses again) must not show through, and the array is what it returns."""
+    arguments = parts()
+    expected = encode_block(**arguments)
+    given = []
+
+    def allocate(size: int) -> np.ndarray:
+        given.append(np.full(size + 100, 0xA5, np.uint8)[:size])
+        return given[-1]
+
+    data = encode_block(**arguments, as_array=True, allocate=allocate)
+    assert data is given[0] and data.tobytes() == bytes(expected)
+
+
 def test_numpy_inputs_encode_to_the_same_bytes():
     arguments = parts()
     data = encode_block(**arguments)

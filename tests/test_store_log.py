@@ -335,6 +335,77 @@ def test_chunked_writes_with_early_writeback_land_every_byte_in_place(sizes, chu
         assert os.pread(fd, written + 10, offset) == b"".join(pieces)
 
 
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 30_000), st.booleans()), min_size=1, max_size=14),
+       cut=st.integers(0, 14), seed=st.integers(0, 2**32))
+def test_direct_and_cached_appends_mixed_land_byte_for_byte(steps, cut, seed):
+    """Flushes past a threshold bypass the page cache (O_DIRECT, whole aligned blocks, the
+    shared last block written again from memory). With the threshold and the aligned buffer
+    made small, so that both kinds and buffer refills mix at every alignment, the file must
+    still be exactly the documented frames, end where the log ends, survive a crash copy and
+    a truncate, and reopen with every block."""
+    rng = random.Random(seed)
+    blocks = [rng.randbytes(size) for size, _ in steps]
+    saved = store_limits.log_direct_min_bytes, store_limits.log_direct_chunk_bytes
+    store_limits.log_direct_min_bytes, store_limits.log_direct_chunk_bytes = 5000, 3 * 4096
+    try:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as root:
+            directory, groups, first = Path(root) / "log", [], 0
+            with BlockLog.open(directory, create=True) as block_log:
+                if block_log._direct is None:
+                    pytest.skip("this file system takes no O_DIRECT")
+                for height, (block, (_, sync)) in enumerate(zip(blocks, steps)):
+                    block_log.append(block)
+                    groups.append(first)
+                    if sync:
+                        block_log.sync()
+                        first = height + 1
+                synced = block_log.synced_height
+                crashed = crash_copy(directory, Path(root) / "crashed")
+                expected = b"".join(frame(h, g, b) for h, (g, b) in enumerate(zip(groups,
+                                                                                  blocks)))
+                block_log.sync()
+                assert (directory / "blocks.log").read_bytes() == expected
+                cut = min(cut, len(blocks))
+                block_log.truncate(cut)
+                tail = [rng.randbytes(size) for size in (7000, 3, 12_000)]
+                for block in tail:
+                    block_log.append(block)
+                block_log.sync()
+            assert_blocks(directory, blocks[:cut] + tail)
+            with BlockLog.open(crashed) as recovered:
+                assert recovered.height >= synced
+                kept = recovered.height
+            assert_blocks(crashed, blocks[:kept])
+    finally:
+        store_limits.log_direct_min_bytes, store_limits.log_direct_chunk_bytes = saved
+
+
+def test_block_buffers_are_used_again_only_once_nothing_refers_to_them(tmp_path):
+    """A block built in a buffer the log hands out is written from that buffer later, and the
+    ledger's indexer reads it later still: the log may hand it out again only when no view,
+    memoryview or pending frame refers to it any more."""
+    with BlockLog.open(tmp_path, create=True) as block_log:
+        first = block_log.payload_buffer(100_000)
+        first[:] = 1
+        address = first.ctypes.data
+        held = memoryview(first)[10:]
+        block_log.append(first, copy=False)  # the pending frame holds it too
+        del first
+        second = block_log.payload_buffer(50_000)
+        assert second.ctypes.data != address
+        block_log.sync()  # the frame is written: only ``held`` keeps the buffer now
+        assert block_log.payload_buffer(50_000).ctypes.data != address
+        del held
+        again = block_log.payload_buffer(90_000)
+        assert again.ctypes.data == address  # idle now: used again, from its start
+        assert block_log.read(0) == bytes([1]) * 100_000
+        del again
+        # Past the pool's bytes a buffer is handed out without being kept.
+        big = block_log.payload_buffer(store_limits.log_payload_pool_bytes + 1)
+        assert len(big) == store_limits.log_payload_pool_bytes + 1
+
+
 def test_checksum_is_zlibs_crc32_through_zlib_ng():
     """The log, index and snapshots checksum with zlib-ng (a dependency), whose values must be
     zlib's so files read the same either way, including crc32 continued across pieces."""

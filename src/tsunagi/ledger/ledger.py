@@ -231,8 +231,10 @@ class _Indexer:
                 self.catch_up()
             while (group := self._next_group()) is not None:
                 self.index_now(group)
+                done = sum(len(block) for _, block, _ in group)
+                del group  # the blocks' buffers go back to the log's pool while this waits
                 with self.condition:
-                    self.queued_records -= sum(len(block) for _, block, _ in group)
+                    self.queued_records -= done
                     self.condition.notify_all()
         except BaseException as exc:  # surfaced to the writer on its next put or wait
             with self.condition:
@@ -489,7 +491,7 @@ class Ledger:
             records=outcome.stored_records, codes=outcome.stored_codes,
             signatures=signatures, batches=outcome.stored_batches,
             threads=self._threads, txids=txids, txid_levels=outcome.stored_txid_levels,
-            as_array=True)
+            as_array=True, allocate=self._log.payload_buffer)
         mine_header(block_bytes, threads=self._threads)
         # Nothing changes the block after mining: the log may keep this very buffer.
         height = self._log.append(block_bytes, copy=False)

@@ -27,6 +27,18 @@ log_preallocate_bytes = 64 << 20
 # throttling. Smaller chunks cost more system calls; 0 writes in one go.
 log_writeback_chunk_bytes = 4 << 20
 
+# Flushes of at least this many bytes go to the disk by O_DIRECT (see log._DirectAppender), in
+# pieces of at most log_direct_chunk_bytes through one page-aligned buffer of that size. Below
+# it the page cache is cheaper: a direct write waits for the disk where a cached one does not,
+# and a one-transfer block of ~300 bytes would rewrite its 4 KiB block each time.
+log_direct_min_bytes = 256 << 10
+log_direct_chunk_bytes = 16 << 20
+
+# The log keeps block buffers of up to this many bytes in all for the next blocks to be built
+# in (BlockLog.payload_buffer): eleven of 65,536 records, two of 262,144 (both of a pipelined
+# commit, begin_batch), and none of a million, which are rare enough to pay their page faults.
+log_payload_pool_bytes = 96 << 20
+
 # The log writes a checkpoint (height, end offset, checksum of the offsets file) after a sync once
 # this many bytes were synced since the last one. Frames before the checkpoint get a structure
 # check on open (headers only); frames after it get their payload checksums checked too. So after
