@@ -381,6 +381,25 @@ def test_direct_and_cached_appends_mixed_land_byte_for_byte(steps, cut, seed):
         store_limits.log_direct_min_bytes, store_limits.log_direct_chunk_bytes = saved
 
 
+def test_a_file_system_refusing_the_direct_writes_falls_back_to_the_page_cache(
+        tmp_path, monkeypatch, caplog):
+    """Writes aligned to 1,000 bytes are not what O_DIRECT takes anywhere (the kernel answers
+    EINVAL): the log warns, goes on through the page cache, and loses nothing."""
+    from tsunagi.ledger import log as log_module
+    monkeypatch.setattr(log_module, "_DIRECT_BLOCK", 1000)
+    monkeypatch.setattr(store_limits, "log_direct_min_bytes", 4096)
+    blocks = [random.Random(7).randbytes(size) for size in (300, 9000, 20_000, 50)]
+    with BlockLog.open(tmp_path, create=True) as block_log:
+        if block_log._direct is None:
+            pytest.skip("this file system takes no O_DIRECT")
+        for block in blocks:
+            block_log.append(block)
+            block_log.sync()
+        assert block_log._direct is None
+    assert "writing through the page cache" in caplog.text
+    assert_blocks(tmp_path, blocks)
+
+
 def test_block_buffers_are_used_again_only_once_nothing_refers_to_them(tmp_path):
     """A block built in a buffer the log hands out is written from that buffer later, and the
     ledger's indexer reads it later still: the log may hand it out again only when no view,

@@ -1442,7 +1442,6 @@ class Index:
         self._merge_while_due(kind, in_memory=True)
         if self._held_bytes() >= store_limits.index_memory_bytes_max:
             self._flush()
-            _release_free_memory()
 
     def _held_bytes(self) -> int:
         """Bytes of the runs in memory."""
@@ -1661,12 +1660,18 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _load_malloc_trim()
 
 
-def _release_free_memory() -> None:
-    """Hands the heap's free pages back to the OS after a flush and its merges. They free tens
-    of MB of numpy buffers that glibc keeps for reuse (its mmap threshold grows past their size
-    once one is freed), and those count in the process's resident memory: 49 MB of the 94 MB
-    RssAnon of a process that had just indexed 10 million records. Not after every add: the
-    next add would fault its buffers in again (+~100 ns a record, measured)."""
+def release_free_memory() -> None:
+    """Hands the heap's free pages back to the OS (glibc's malloc_trim; elsewhere nothing).
+
+    A flush and its merges free tens of MB of numpy buffers that glibc keeps for reuse (its
+    mmap threshold grows past their size once one is freed), and those count in the process's
+    resident memory: 49 MB of the 94 MB RssAnon of a process that had just indexed 10 million
+    records. Under load they are better kept: trimming after every flush made the commit path
+    and the indexer fault their buffers in again, ~100 ns of system CPU a record (a ledger
+    committing 65,536-record batches pipelined, 150 calls: 198-224 against 97-145 ns of
+    system time a record, 2.05-2.13 against 2.16-2.41 M/s with the index kept up;
+    /tmp/cpu_split4.py of session 5). The ledger's indexer calls this once it has been idle
+    for a while (ledger.INDEX_IDLE_RELEASE_S)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 

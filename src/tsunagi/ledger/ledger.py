@@ -38,7 +38,7 @@ from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig, genesis_records
 from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, StorageError
 from tsunagi.ledger.engine import Engine
-from tsunagi.ledger.index import BlockEntries, Index
+from tsunagi.ledger.index import BlockEntries, Index, release_free_memory
 from tsunagi.ledger.log import BlockLog, write_file_atomically
 from tsunagi.ledger.snapshot import (
     load_newest_snapshot,
@@ -60,6 +60,9 @@ SNAPSHOT_RECORDS_INTERVAL = 2_000_000
 # pace of a long run either way, so a deeper queue only absorbs bursts.
 INDEX_QUEUE_MAX = 256
 INDEX_QUEUE_RECORDS_MAX = 1 << 19
+# Seconds the indexer waits with nothing to do before it hands the heap's free pages back to
+# the OS (index.release_free_memory): never under steady load, soon after it.
+INDEX_IDLE_RELEASE_S = 1.0
 U32_MAX = 2**32 - 1
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport"]
@@ -213,17 +216,26 @@ class _Indexer:
             self.condition.notify_all()
 
     def _next_group(self) -> list | None:
-        with self.condition:
-            while not self.queue and not self.closing:
-                self.condition.wait()
-            if not self.queue:
-                return None
-            group, records = [], 0
-            while self.queue and len(group) < INDEX_QUEUE_MAX and (
-                    not group or records + len(self.queue[0][1]) <= INDEX_QUEUE_RECORDS_MAX):
-                group.append(self.queue.popleft())
-                records += len(group[-1][1])
-            return group
+        released = False
+        while True:
+            with self.condition:
+                idle = not self.queue and not self.closing and \
+                    not self.condition.wait(INDEX_IDLE_RELEASE_S)
+                if self.queue:
+                    return self._take_group()
+                if self.closing:
+                    return None
+            if idle and not released:  # outside the lock: put() need not wait for it
+                release_free_memory()
+                released = True
+
+    def _take_group(self) -> list:
+        group, records = [], 0
+        while self.queue and len(group) < INDEX_QUEUE_MAX and (
+                not group or records + len(self.queue[0][1]) <= INDEX_QUEUE_RECORDS_MAX):
+            group.append(self.queue.popleft())
+            records += len(group[-1][1])
+        return group
 
     def _run(self) -> None:
         try:

@@ -44,6 +44,7 @@ it are checked in full. Payload checksums of older frames are checked on every `
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import logging
 import mmap
@@ -267,15 +268,12 @@ class _DirectAppender:
     def _scratch(self, size: int) -> mmap.mmap:
         size = min(-(-size // _DIRECT_BLOCK) * _DIRECT_BLOCK, store_limits.log_direct_chunk_bytes)
         if self.scratch is None or len(self.scratch) < size:
-            if self.scratch is not None:
-                self.scratch.close()
             self.scratch = mmap.mmap(-1, size)  # page-aligned, as O_DIRECT needs
         return self.scratch
 
     def close(self) -> None:
         os.close(self.fd)
-        if self.scratch is not None:
-            self.scratch.close()
+        self.scratch = None  # unmapped once no memoryview of a failed write holds it
 
 
 class _BufferPool:
@@ -799,7 +797,7 @@ class BlockLog:
         try:
             self._reserve(end)
             if self._direct is not None and pending_bytes >= store_limits.log_direct_min_bytes:
-                self._direct.write(pieces, self._flushed_end, end)
+                self._write_direct(pieces, end)
             else:
                 if pending_bytes >= 2 * store_limits.log_writeback_chunk_bytes:
                     write_with_writeback(self._fd, pieces, self._flushed_end,
@@ -815,6 +813,20 @@ class BlockLog:
         with self._mutex:
             self._flushed_height, self._flushed_end = height, end
         return height
+
+    def _write_direct(self, pieces: list, end: int) -> None:
+        try:
+            self._direct.write(pieces, self._flushed_end, end)
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            # The file system opened the file for O_DIRECT but wants other alignment: the page
+            # cache from now on (writing again what the direct writes may have put down).
+            log.warning("direct writes to %s failed (%s): writing through the page cache",
+                        self.path, error)
+            self._direct.close()
+            self._direct = None
+            write_all(self._fd, pieces, self._flushed_end)
 
     def _reserve(self, end: int) -> None:
         if end <= self._reserved_end:
