@@ -197,8 +197,9 @@ class Engine:
         signer, with their Merkle roots. The others are left to the kernel, which rejects a
         batch with any failing record whole (batch_rejected).
 
-        A batch of 2**k records starting at a multiple of 2**k is a subtree of the txids' tree
-        ``levels``: its root is read off level k instead of hashed again.
+        A batch of all the records, or of 2**k records starting at a multiple of 2**k, is the
+        txids' tree ``levels`` or a subtree of it: its root is read off the top or level k
+        instead of hashed again.
         """
         checked, ranges, known = [], [], {}
         key_words = keys.view("<u8")
@@ -212,7 +213,9 @@ class Engine:
                 codes[first:end][foreign] = Result.batch_signer_not_owner
                 continue
             count = end - first
-            if count & (count - 1) == 0 and first % count == 0:
+            if first == 0 and count == len(txids):  # the whole tree: its root
+                known[len(checked)] = levels[-1][0].tobytes()
+            elif count & (count - 1) == 0 and first % count == 0:
                 known[len(checked)] = levels[count.bit_length() - 1][first // count].tobytes()
             else:
                 ranges.append(txids[first:end])
