@@ -380,3 +380,47 @@ def test_threads_submitting_at_once_share_fsyncs_and_lose_nothing(chain):
 
 def _signed(chain, record: bytes, signer: int) -> tuple[bytes, bytes]:
     return record, chain.keys[signer].sign_record(record)
+
+
+def test_blocks_begun_ahead_hold_exactly_what_was_stored(chain, monkeypatch):
+    """A batch's records go to the disk while the engine still checks them, in the block it
+    makes if every record is stored. When some are not (bad signatures here), that block is
+    dropped for a smaller one; begun two at a time or one by one, every block must hold
+    exactly the stored records, and the chain must verify before and after a reopen."""
+    from tsunagi.ledger import store_limits
+    monkeypatch.setattr(store_limits, "log_direct_min_bytes", 4096)  # 32 records begin ahead
+    ledger = chain.ledger
+
+    def batch(count: int, forged: set[int]) -> tuple[bytes, bytes, list[bytes]]:
+        records, signatures = [], []
+        for n in range(count):
+            debit = (ALICE, BOB, CAROL)[n % 3]
+            credit = (BOB, CAROL, ALICE)[n % 3]
+            record = r.transfer(CHAIN, chain.next(debit), debit, credit, 1)
+            records.append(record)
+            signer = chain.keys[ALICE if n in forged and debit != ALICE else
+                                BOB if n in forged else debit]
+            signatures.append(signer.sign_record(record))
+        stored = [x for n, x in enumerate(records) if n not in forged]
+        return b"".join(records), b"".join(signatures), stored
+
+    plans = [(300, set()), (300, {5, 150, 299}), (90, set()), (64, {0}), (200, set())]
+    made = [batch(count, forged) for count, forged in plans]
+    pending = []
+    for index, (records, signatures, stored) in enumerate(made):
+        pending.append((ledger.begin_batch(records, signatures), stored))
+        if index % 2:  # two in flight, then wait for both
+            for begun, _ in pending:
+                begun.wait()
+            pending.clear()
+    for begun, _ in pending:
+        begun.wait()
+    for height, (_, _, stored) in enumerate(made, start=1):
+        block = blk.decode_block(ledger.block(height))
+        assert block.records.tobytes() == b"".join(stored)
+        assert len(block.codes) == len(stored) and not block.codes.any()
+    assert ledger.verify().ok
+    ledger.close()
+    with Ledger.open(chain.path) as reopened:
+        assert reopened.height == len(made) + 1 and reopened.verify().ok
+        assert sum(reopened.balance(n) for n in (ALICE, BOB, CAROL)) == 3_000

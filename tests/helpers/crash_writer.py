@@ -3,7 +3,10 @@
 Before each batch it prints ``PENDING <n> <txids hex>``; after the ledger answers (after the
 fsync) it prints ``ACK <n> <height> <codes hex>``. With ``in_flight`` 2 it begins batch n+1
 (``begin_batch``) before it waits for batch n, as a node does, so two batches are written and
-unacknowledged at a time. The parent kills it with SIGKILL at random.
+unacknowledged at a time. With ``direct_min`` (bytes) above 0, blocks of that size and more
+take the block log's O_DIRECT path, and the records of each batch go to the disk ahead of its
+block (Ledger._start_block): small as the batches are, they crash in that path too.
+The parent kills it with SIGKILL at random.
 """
 
 import sys
@@ -12,10 +15,13 @@ import time
 from tsunagi.core import records
 from tsunagi.core.keyfile import load_key
 from tsunagi.hashing import sha256d
-from tsunagi.ledger import Ledger
+from tsunagi.ledger import Ledger, store_limits
 
 
-def main(directory: str, key_file: str, accounts: int, batch: int, in_flight: int) -> None:
+def main(directory: str, key_file: str, accounts: int, batch: int, in_flight: int,
+         direct_min: int = 0) -> None:
+    if direct_min:
+        store_limits.log_direct_min_bytes = direct_min
     key = load_key(key_file, "crash")
     with Ledger.open(directory, threads=1) as ledger:
         chain_id = ledger.config.chain_id
@@ -41,4 +47,4 @@ def main(directory: str, key_file: str, accounts: int, batch: int, in_flight: in
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:]))

@@ -26,9 +26,11 @@ from tsunagi import hashing
 from tsunagi.core import records as rec
 from tsunagi.core.address import decode_address
 from tsunagi.core.block import (
+    RECORDS_OFFSET,
     BatchAuth,
     Block,
     BlockResult,
+    block_bytes,
     check_block,
     decode_block,
     encode_block,
@@ -37,6 +39,7 @@ from tsunagi.core.block import (
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig, genesis_records
 from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, StorageError
+from tsunagi.ledger import store_limits
 from tsunagi.ledger.engine import Engine
 from tsunagi.ledger.index import BlockEntries, Index, release_free_memory
 from tsunagi.ledger.log import BlockLog, write_file_atomically
@@ -460,13 +463,14 @@ class Ledger:
             if block_time > U32_MAX:
                 raise EncodingError("block time passes the 32-bit header field (year 2106)")
             pre_codes = self._already_committed_opens(view)
+            early = self._start_block(view, signatures, batches)
             outcome = self._engine.process(view, signatures, batches, block_time,
                                            self._threads, pre_codes=pre_codes)
             answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
                                  opened=outcome.opened)
             if outcome.stored_count:
                 try:
-                    self._write_block(outcome, block_time, answer)
+                    self._write_block(outcome, block_time, answer, early)
                 except BaseException as exc:
                     self._broken = exc  # state is ahead of the log: refuse further writes
                     raise
@@ -494,20 +498,49 @@ class Ledger:
         if answer is not None:
             answer.sync_s = time.perf_counter() - started_s
 
-    def _write_block(self, outcome, block_time: int, answer: BatchAnswer) -> None:
+    def _start_block(self, view: np.ndarray, signatures, batches) -> np.ndarray | None:
+        """The block this batch makes if every record is stored, begun: a buffer from the
+        log with the records copied in where the block keeps them, already on their way to
+        the disk (BlockLog.prewrite) while the engine checks and applies them. None for a
+        batch too small to gain (or where the log writes through the page cache).
+
+        An 8.4 MB block's write took ~7.7 ms after the engine's ~17 ms, one batch at a time;
+        this overlaps the two. A batch that stores fewer records builds its block afresh.
+        """
+        record_bytes = view.nbytes
+        if record_bytes < store_limits.log_direct_min_bytes:
+            return None
+        count = len(view)
+        batch_count = len(batches)
+        signature_bytes = memoryview(signatures).nbytes
+        buffer = self._log.payload_buffer(block_bytes(count, signature_bytes, batch_count))
+        buffer[RECORDS_OFFSET:RECORDS_OFFSET + record_bytes] = view.view(np.uint8).reshape(-1)
+        if not self._log.prewrite(buffer, RECORDS_OFFSET, RECORDS_OFFSET + record_bytes):
+            return None
+        return buffer
+
+    def _write_block(self, outcome, block_time: int, answer: BatchAnswer,
+                     early: np.ndarray | None = None) -> None:
         signatures = outcome.stored_signatures if len(outcome.stored_signatures) else b""
         # The engine hashed every record already; the block and the index reuse those txids.
         txids = outcome.txids if outcome.stored.all() else outcome.txids[outcome.stored]
-        block_bytes = encode_block(
+        records, allocate = outcome.stored_records, self._log.payload_buffer
+        if early is not None and outcome.stored.all():
+            # The records lie in the block begun for them already (see _start_block).
+            records = early[RECORDS_OFFSET:RECORDS_OFFSET + outcome.stored_records.nbytes]
+
+            def allocate(size: int) -> np.ndarray:
+                return early if size == len(early) else self._log.payload_buffer(size)
+        data = encode_block(
             prev_hash=self._tip_hash, time=block_time, bits=self.config.bits,
-            records=outcome.stored_records, codes=outcome.stored_codes,
+            records=records, codes=outcome.stored_codes,
             signatures=signatures, batches=outcome.stored_batches,
             threads=self._threads, txids=txids, txid_levels=outcome.stored_txid_levels,
-            as_array=True, allocate=self._log.payload_buffer)
-        mine_header(block_bytes, threads=self._threads)
+            as_array=True, allocate=allocate)
+        mine_header(data, threads=self._threads)
         # Nothing changes the block after mining: the log may keep this very buffer.
-        height = self._log.append(block_bytes, copy=False)
-        block = decode_block(block_bytes, txids=txids)
+        height = self._log.append(data, copy=False)
+        block = decode_block(data, txids=txids)
         self._tip_hash, self._tip_time = block.hash, block.time
         answer.height, answer.block_hash = height, block.hash
         self._unsynced.append((height, block, outcome.opened[outcome.stored]))

@@ -54,6 +54,7 @@ import sys
 import threading
 from array import array
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Self
 
@@ -197,7 +198,7 @@ class _DirectAppender:
 
     Page-cache writes cost ~1.4 ns of CPU a byte here and stall in dirty-page throttling: an
     8.4 MB append + fdatasync took 4.0-28.6 ms of CPU and 6.9-33.3 ms of wall time (medians of
-    three runs of 30), O_DIRECT 1.5-1.7 ms of CPU (most of it the copy into the aligned
+    three runs of 30), O_DIRECT 1.5-1.7 ms of CPU (most of it the copy into an aligned
     buffer) and 6.5-8.8 ms of wall time (/tmp/odirect_ab.py of session 5, alternated).
 
     The block the log ends in is shared: its bytes before the end (``tail``, kept in memory)
@@ -206,49 +207,147 @@ class _DirectAppender:
     log's end. The kernel writes back and drops that cached block before a direct write over
     it. Durability is still the caller's fdatasync (the direct write leaves the drive's cache
     and the file's size to it).
+
+    A payload built in a buffer of the log's pool (BlockLog.payload_buffer) sits in memory as
+    it will in the file, one page-aligned region with room before it: the tail and the frame
+    header are put in front of it and it is written from where it lies, without a copy. Such
+    a payload may also be written in part ahead of its append (``prewrite``, on a thread of
+    its own): bytes known before the block is finished reach the disk while the rest of it is
+    worked out. Anything else is copied through a page-aligned scratch buffer.
     """
 
-    def __init__(self, fd: int, buffered_fd: int):
-        self.fd, self.buffered_fd = fd, buffered_fd
+    def __init__(self, fd: int, buffered_fd: int, pool: _BufferPool):
+        self.fd, self.buffered_fd, self.pool = fd, buffered_fd, pool
         self.tail = b""  # bytes of [end // _DIRECT_BLOCK * _DIRECT_BLOCK, end)
         self.scratch: mmap.mmap | None = None
+        # Writes started ahead: owner buffer's id -> (first byte, end byte, owner, future,
+        # file offset of the frame they were placed for).
+        self.ahead: dict[int, tuple[int, int, np.ndarray, Future, int]] = {}
+        self.ahead_lock = threading.Lock()  # the writer starts them, the flush finishes them
+        self.writer: ThreadPoolExecutor | None = None
 
     @classmethod
-    def open(cls, path: Path, buffered_fd: int) -> _DirectAppender | None:
+    def open(cls, path: Path, buffered_fd: int, pool: _BufferPool) -> _DirectAppender | None:
         """None where the file system takes no O_DIRECT (tmpfs) or the platform lacks it."""
         flag = getattr(os, "O_DIRECT", 0)
         if not flag:
             return None
         try:
-            return cls(os.open(path, os.O_WRONLY | flag), buffered_fd)
+            return cls(os.open(path, os.O_WRONLY | flag), buffered_fd, pool)
         except OSError:
             return None
 
     def moved_to(self, end: int) -> None:
         """The log now ends at ``end`` (recovered or truncated): re-reads the shared block."""
+        self.finish_ahead()
         start = end // _DIRECT_BLOCK * _DIRECT_BLOCK
         self.tail = read_exactly(self.buffered_fd, end - start, start)
 
-    def write(self, pieces: list, offset: int, end: int) -> None:
-        """Writes ``pieces`` (``end - offset`` bytes) at ``offset``, the log's current end."""
-        start = offset - len(self.tail)
-        position, filled = start, 0
-        scratch = self._scratch(end - start)
-        for piece in [self.tail, *pieces]:
-            view = memoryview(piece).cast("B")
-            while len(view):
-                take = min(len(view), len(scratch) - filled)
-                scratch[filled:filled + take] = view[:take]
-                view, filled = view[take:], filled + take
-                if filled == len(scratch):
-                    _pwrite_all(self.fd, memoryview(scratch), position)
-                    position, filled = position + filled, 0
+    def prewrite(self, payload: np.ndarray, offset: int, first: int, end: int) -> bool:
+        """Starts writing bytes [first, end) of ``payload``, a pool buffer placed for a frame
+        at file ``offset`` (the log's end now), before the frame is appended. False when
+        there is nothing whole to write or the buffer is not placed so."""
+        placed = self.pool.placement(payload)
+        if placed is None or placed[1] != offset % _DIRECT_BLOCK + FRAME_HEADER_BYTES:
+            return False
+        owner, lead, base = placed
+        payload_at = offset + FRAME_HEADER_BYTES
+        low = -(-(payload_at + first) // _DIRECT_BLOCK) * _DIRECT_BLOCK
+        high = (payload_at + end) // _DIRECT_BLOCK * _DIRECT_BLOCK
+        if high <= low:
+            return False
+        memory = memoryview(owner)[base + lead + low - payload_at:base + lead + high - payload_at]
+        if self.writer is None:
+            self.writer = ThreadPoolExecutor(1, thread_name_prefix="tsunagi-log-ahead")
+        self.finish_ahead(low, high)  # an abandoned one there: it must not land after this
+        future = self.writer.submit(_pwrite_all, self.fd, memory, low)
+        with self.ahead_lock:
+            self.ahead[id(owner)] = (low, high, owner, future, offset)
+        return True
+
+    def finish_ahead(self, start: int = 0, end: int | None = None, keep=()) -> None:
+        """Waits for the writes started ahead that touch [start, end) (all by default), but
+        those of the owners in ``keep``."""
+        with self.ahead_lock:
+            done = [key for key, (low, high, *_) in self.ahead.items()
+                    if key not in keep and high > start and (end is None or low < end)]
+            futures = [self.ahead.pop(key)[3] for key in done]
+        for future in futures:
+            future.result()  # its OSError is this write's
+
+    def write(self, frames: list, offset: int, end: int) -> None:
+        """Writes ``frames`` ((header, payload, source) each, ``end - offset`` bytes in all) at
+        ``offset``, the log's current end."""
+        places = [self.pool.placement(source) if source is not None else None
+                  for _, _, source in frames]
+        self.finish_ahead(offset - len(self.tail), end,
+                          keep={id(place[0]) for place in places if place is not None})
+        # position: the first byte not on disk yet (aligned); carry: bytes from there on that
+        # are in no buffer (less than a block); scratch[:filled]: bytes from there on.
+        position, carry, scratch, filled, at = offset - len(self.tail), self.tail, None, 0, offset
+        for (header, payload, _), placed in zip(frames, places):
+            if placed is not None and filled:  # scratch's whole blocks go out first
+                position, carry, filled = self._drain(scratch, filled, position)
+            if placed is not None and placed[1] == len(carry) + FRAME_HEADER_BYTES:
+                owner, lead, base = placed
+                memory = memoryview(owner)[base:base + lead + len(payload)]
+                memory[:len(carry)] = carry
+                memory[len(carry):lead] = header
+                whole = len(memory) // _DIRECT_BLOCK * _DIRECT_BLOCK
+                self._write_placed(owner, memory, position, whole, at)
+                position, carry = position + whole, bytes(memory[whole:])
+            else:
+                if scratch is None:
+                    scratch = self._scratch(end - position)
+                for piece in (carry, header, payload):
+                    filled, position = self._stream(scratch, filled, position, piece)
+                carry = b""
+            at += len(header) + len(payload)
+        if filled:
+            position, carry, filled = self._drain(scratch, filled, position)
+        self.tail = carry
+        if carry:
+            write_all(self.buffered_fd, [carry], position)
+
+    def _drain(self, scratch: mmap.mmap, filled: int, position: int) -> tuple[int, bytes, int]:
+        """Writes scratch's whole blocks; returns (position after them, the bytes left, 0)."""
         whole = filled // _DIRECT_BLOCK * _DIRECT_BLOCK
         if whole:
             _pwrite_all(self.fd, memoryview(scratch)[:whole], position)
-        if filled > whole:
-            write_all(self.buffered_fd, [memoryview(scratch)[whole:filled]], position + whole)
-        self.tail = bytes(scratch[whole:filled])
+        return position + whole, bytes(scratch[whole:filled]), 0
+
+    def _write_placed(self, owner: np.ndarray, memory: memoryview, position: int,
+                      whole: int, frame_at: int) -> None:
+        """Whole blocks [position, position + whole) of a placed payload's frame (at file
+        ``frame_at``), less what a write started ahead for it there covers (waited for)."""
+        with self.ahead_lock:
+            ahead = self.ahead.pop(id(owner), None)
+        if ahead is not None:
+            low, high, _, future, predicted = ahead
+            if predicted == frame_at and position <= low <= high <= position + whole:
+                if low > position:
+                    _pwrite_all(self.fd, memory[:low - position], position)
+                if position + whole > high:
+                    _pwrite_all(self.fd, memory[high - position:whole], high)
+                future.result()
+                return
+            future.result()  # written for another place: all of it again, after it
+        if whole:
+            _pwrite_all(self.fd, memory[:whole], position)
+
+    def _stream(self, scratch: mmap.mmap, filled: int, position: int, piece
+                ) -> tuple[int, int]:
+        """Copies ``piece`` into scratch after ``filled`` bytes, writing it out whenever it
+        fills; returns the new (filled, position of scratch's first byte)."""
+        view = memoryview(piece).cast("B")
+        while len(view):
+            take = min(len(view), len(scratch) - filled)
+            scratch[filled:filled + take] = view[:take]
+            view, filled = view[take:], filled + take
+            if filled == len(scratch):
+                _pwrite_all(self.fd, memoryview(scratch), position)
+                position, filled = position + filled, 0
+        return filled, position
 
     def wrote_buffered(self, pieces: list, end: int) -> None:
         """Keeps ``tail`` up to date after the log wrote ``pieces`` through the page cache."""
@@ -272,12 +371,18 @@ class _DirectAppender:
         return self.scratch
 
     def close(self) -> None:
-        os.close(self.fd)
-        self.scratch = None  # unmapped once no memoryview of a failed write holds it
+        try:
+            self.finish_ahead()
+        finally:
+            if self.writer is not None:
+                self.writer.shutdown()
+            os.close(self.fd)
+            self.scratch = None  # unmapped once no memoryview of a failed write holds it
 
 
 class _BufferPool:
-    """Payload buffers, each used again once nothing refers to it any more.
+    """Payload buffers, each used again once nothing refers to it any more, and each placed
+    as the direct appender wants it: ``lead`` bytes past a page boundary of its owner.
 
     A fresh 34 MB buffer costs its page faults on every block: above glibc's 32 MiB mmap
     threshold each allocation maps new pages. Batches of 262,144 records committed at 1.06 M/s
@@ -290,20 +395,35 @@ class _BufferPool:
         self._owners: list[np.ndarray] = []
         self._limit = limit_bytes
 
-    def take(self, size: int) -> np.ndarray:
+    def take(self, size: int, lead: int = 0) -> np.ndarray:
+        """``size`` bytes starting ``lead`` bytes past a page boundary of the buffer, whose
+        bytes before them (from that boundary) are free for the log to fill."""
+        need = lead + size
         for index in range(len(self._owners)):  # no name may hold an owner while _idle counts
-            if self._owners[index].nbytes >= size and self._idle(index):
-                return self._owners[index][:size]
-        owner = np.empty(size, np.uint8)
+            if _room(self._owners[index]) >= need and self._idle(index):
+                return _placed_view(self._owners[index], lead, size)
+        owner = np.empty(need + _DIRECT_BLOCK, np.uint8)
         kept = sum(buffer.nbytes for buffer in self._owners)
         for index in reversed(range(len(self._owners))):  # idle ones make room for it
-            if kept + size <= self._limit:
+            if kept + owner.nbytes <= self._limit:
                 break
             if self._idle(index):
                 kept -= self._owners.pop(index).nbytes
-        if kept + size <= self._limit:
+        if kept + owner.nbytes <= self._limit:
             self._owners.append(owner)
-        return owner[:size]
+        return _placed_view(owner, lead, size)
+
+    def placement(self, payload) -> tuple[np.ndarray, int, int] | None:
+        """(owner, lead, base) of a view ``take`` handed out: its owner, how far past the
+        owner's first page boundary (at ``base``) it starts. None for anything else."""
+        owner = getattr(payload, "base", None)
+        if not isinstance(owner, np.ndarray) or not payload.flags.c_contiguous:
+            return None
+        base = _page_start(owner)
+        lead = payload.ctypes.data - owner.ctypes.data - base
+        if lead < 0 or lead + payload.nbytes > owner.nbytes - base:
+            return None
+        return owner, lead, base
 
     def _idle(self, index: int) -> bool:
         # Held by the pool's list and getrefcount's argument alone. Whatever uses the buffer
@@ -311,6 +431,19 @@ class _BufferPool:
         # block) holds one more: numpy points every view at the array that owns the memory,
         # and a memoryview holds the view it was made from.
         return sys.getrefcount(self._owners[index]) == 2
+
+
+def _page_start(owner: np.ndarray) -> int:
+    return -owner.ctypes.data % _DIRECT_BLOCK
+
+
+def _room(owner: np.ndarray) -> int:
+    return owner.nbytes - _page_start(owner)
+
+
+def _placed_view(owner: np.ndarray, lead: int, size: int) -> np.ndarray:
+    start = _page_start(owner) + lead
+    return owner[start:start + size]
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -528,11 +661,11 @@ class BlockLog:
         self._offsets = array("Q")  # start offset of each frame, appended or on disk
         self._end = 0  # byte just past the last appended frame
         self._flushed_height = self._flushed_end = 0  # what the OS has been given
-        self._pending: list[tuple] = []  # (height, group_first, payload) not yet written
+        self._pending: list[tuple] = []  # (height, group_first, payload, source) not written
         self._pending_bytes = 0
         self._reserved_end = 0  # disk blocks are reserved up to here (see _preallocate)
-        self._direct: _DirectAppender | None = None  # large flushes bypass the page cache
         self._payloads = _BufferPool(store_limits.log_payload_pool_bytes)
+        self._direct: _DirectAppender | None = None  # large flushes bypass the page cache
         self._synced_height = self._group_first = 0
         self._checkpoint_height = self._checkpoint_end = 0
         self._mutex = threading.RLock()  # readers may flush; the writer appends
@@ -591,7 +724,8 @@ class BlockLog:
         # The caller may reuse its buffer before the frame is written.
         kept = not copy and isinstance(block, (bytes, bytearray, np.ndarray))
         payload = block if kept else bytes(block)
-        if isinstance(payload, np.ndarray):
+        source = payload if isinstance(payload, np.ndarray) else None  # maybe a pool buffer
+        if source is not None:
             payload = memoryview(payload).cast("B")  # len() in bytes, any dtype
         if len(payload) > store_limits.log_block_bytes_max:
             raise EncodingError(f"a block is at most {store_limits.log_block_bytes_max} bytes, "
@@ -603,7 +737,7 @@ class BlockLog:
             # ~6 ms, which the flush spends outside the writer's critical path).
             flush = self._pending_bytes >= store_limits.log_write_buffer_bytes
             height = len(self._offsets)
-            self._pending.append((height, self._group_first, payload))
+            self._pending.append((height, self._group_first, payload, source))
             self._offsets.append(self._end)
             self._end += FRAME_HEADER_BYTES + len(payload)
             self._pending_bytes += FRAME_HEADER_BYTES + len(payload)
@@ -614,8 +748,28 @@ class BlockLog:
 
     def payload_buffer(self, size: int) -> np.ndarray:
         """A uint8 array of ``size`` bytes (any content) to build the next block in, for
-        ``append(..., copy=False)``: buffers of blocks no longer referred to are used again."""
-        return self._payloads.take(size)
+        ``append(..., copy=False)``: buffers of blocks no longer referred to are used again,
+        and the block is written from where it lies (see _DirectAppender) if nothing else is
+        appended before it."""
+        with self._mutex:
+            lead = self._end % _DIRECT_BLOCK + FRAME_HEADER_BYTES if self._direct else 0
+        return self._payloads.take(size, lead)
+
+    def prewrite(self, payload: np.ndarray, first: int, end: int) -> bool:
+        """Starts writing bytes [first, end) of ``payload`` (from :meth:`payload_buffer`, to be
+        the next block appended) to the disk now, on a thread of the log's: bytes of a block
+        known before it is finished (its records) go down while the rest is worked out.
+
+        The bytes lie past the log's end, so until the append and sync they are a torn tail
+        to a crash, and a different block appended there instead is written over them. The
+        caller must not change them afterwards. False when nothing was started (no O_DIRECT,
+        or less than a whole disk block to write).
+        """
+        with self._mutex:
+            self._check_usable()
+            if self._direct is None:
+                return False
+            return self._direct.prewrite(payload, self._end, first, end)
 
     def sync(self) -> int:
         """Makes every appended block durable (one fdatasync); returns the synced height.
@@ -726,6 +880,8 @@ class BlockLog:
                     self._write_synced_mark(height, durable=True)
                 if self._checkpoint_height > height:
                     self._write_checkpoint(height)
+                if self._direct is not None:
+                    self._direct.finish_ahead()  # none may land after the cut
                 os.ftruncate(self._fd, end)
                 os.fsync(self._fd)
                 os.ftruncate(self._offsets_fd, height * 8)
@@ -752,8 +908,12 @@ class BlockLog:
                 height = self.sync()
                 if height > self._checkpoint_height:
                     self._write_checkpoint(height)
-                if self._reserved_end > self._end:
-                    os.ftruncate(self._fd, self._end)  # gives back the blocks reserved ahead
+                if self._direct is not None:
+                    self._direct.finish_ahead()
+                # Gives back the blocks reserved ahead, and drops what a write started ahead
+                # for a block never appended left past the end.
+                if self._reserved_end > self._end or os.fstat(self._fd).st_size > self._end:
+                    os.ftruncate(self._fd, self._end)
         finally:
             self._release()
 
@@ -789,16 +949,16 @@ class BlockLog:
             self._pending, self._pending_bytes = [], 0
             height, end = len(self._offsets), self._end
             fresh = self._offsets[self._flushed_height:height]
-        pieces = []
-        for frame_height, group_first, payload in pending:
-            pieces.append(_frame_header(len(payload), frame_height, group_first,
-                                        crc32(payload)))
-            pieces.append(payload)
+        frames = [(_frame_header(len(payload), frame_height, group_first, crc32(payload)),
+                   payload, source) for frame_height, group_first, payload, source in pending]
+        pieces = [piece for header, payload, _ in frames for piece in (header, payload)]
         try:
             self._reserve(end)
             if self._direct is not None and pending_bytes >= store_limits.log_direct_min_bytes:
-                self._write_direct(pieces, end)
+                self._write_direct(frames, pieces, end)
             else:
+                if self._direct is not None:  # one started ahead there must land first
+                    self._direct.finish_ahead(self._flushed_end, end)
                 if pending_bytes >= 2 * store_limits.log_writeback_chunk_bytes:
                     write_with_writeback(self._fd, pieces, self._flushed_end,
                                          store_limits.log_writeback_chunk_bytes)
@@ -814,9 +974,9 @@ class BlockLog:
             self._flushed_height, self._flushed_end = height, end
         return height
 
-    def _write_direct(self, pieces: list, end: int) -> None:
+    def _write_direct(self, frames: list, pieces: list, end: int) -> None:
         try:
-            self._direct.write(pieces, self._flushed_end, end)
+            self._direct.write(frames, self._flushed_end, end)
         except OSError as error:
             if error.errno != errno.EINVAL:
                 raise
@@ -873,7 +1033,7 @@ class BlockLog:
         self._offsets_fd = os.open(self.directory / OFFSETS_NAME, flags, 0o644)
         self._synced_fd = os.open(self.directory / SYNCED_NAME, flags, 0o644)
         fsync_directory(self.directory)  # names of the files just created, if any
-        self._direct = _DirectAppender.open(self.path, self._fd)
+        self._direct = _DirectAppender.open(self.path, self._fd, self._payloads)
 
     def _recover(self) -> None:
         size = os.fstat(self._fd).st_size
