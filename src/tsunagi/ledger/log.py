@@ -984,8 +984,9 @@ class BlockLog:
             # cache from now on (writing again what the direct writes may have put down).
             log.warning("direct writes to %s failed (%s): writing through the page cache",
                         self.path, error)
-            self._direct.close()
-            self._direct = None
+            with self._mutex:  # no prewrite starts on it any more
+                direct, self._direct = self._direct, None
+            direct.close()
             write_all(self._fd, pieces, self._flushed_end)
 
     def _reserve(self, end: int) -> None:
