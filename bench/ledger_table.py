@@ -111,13 +111,13 @@ def interleaved(ledger, batches: Sequence[w.Batch],
 
     Alternating the two puts them under the same load: on a shared machine the load changes
     within seconds, so limits timed apart from their figures make the ratio meaningless. The
-    index catches up before each pair, so neither the limit nor the call shares the cores with
-    the indexer: the call's time is the commit path's own. What the indexer costs on top shows
-    in :func:`sustained_per_s`.
+    index catches up (and finishes its background merges) before each pair, so neither the
+    limit nor the call shares the cores with the indexer: the call's time is the commit path's
+    own. What the indexer costs on top shows in :func:`sustained_per_s`.
     """
     seconds, limits = [], []
     for batch in batches:
-        ledger.wait_indexed()
+        ledger.wait_indexed(merges=True)
         limits.append(limit(batch))
         begun = time.perf_counter()
         answer = batch.submit(ledger)
@@ -410,13 +410,14 @@ def _progress(what: str) -> Callable[[str, int, int], None]:
 def alternating_rows(chains: list[w.Chain], make, size: int, rounds: int,
                      group: str) -> list[Row]:
     """Per-call seconds of each chain, its calls alternating with the others' (same load),
-    every call starting with every index caught up (the account count's own effect)."""
+    every call starting with every index caught up and done merging (the account count's own
+    effect: the big chain's index, ~20 million setup records, merges for longer)."""
     work = [w.batches(make, chain, size, rounds + 1, seed=61) for chain in chains]
     seconds: list[list[float]] = [[] for _ in chains]
     for round_index in range(rounds + 1):
         for chain, batches, times in zip(chains, work, seconds):
             for other in chains:
-                other.ledger.wait_indexed()
+                other.ledger.wait_indexed(merges=True)
             begun = time.perf_counter()
             answer = batches[round_index].submit(chain.ledger)
             if round_index:  # round 0 warms up

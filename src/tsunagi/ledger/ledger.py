@@ -664,9 +664,12 @@ class Ledger:
         self.wait_indexed()
         return self._index.accounts_of(key)
 
-    def wait_indexed(self) -> None:
-        """Returns once the index has every durable block."""
+    def wait_indexed(self, merges: bool = False) -> None:
+        """Returns once the index has every durable block; with ``merges``, also once the
+        index's background merges are done (for timing the commit path alone)."""
         self._indexer.wait(self.height)
+        if merges:
+            self._index.wait_merged()
 
     def block_height(self, block_hash: bytes) -> int | None:
         """Height of the block with this hash (internal byte order), or None."""
