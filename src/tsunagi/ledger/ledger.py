@@ -508,7 +508,7 @@ class Ledger:
         this overlaps the two. A batch that stores fewer records builds its block afresh.
         """
         record_bytes = view.nbytes
-        if record_bytes < store_limits.log_direct_min_bytes:
+        if record_bytes < store_limits.log_direct_min_bytes or not self._log.writes_direct:
             return None
         count = len(view)
         batch_count = len(batches)

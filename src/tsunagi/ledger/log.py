@@ -746,6 +746,11 @@ class BlockLog:
                 self._flush()
         return height
 
+    @property
+    def writes_direct(self) -> bool:
+        """Whether large flushes bypass the page cache (O_DIRECT), and prewrite can start."""
+        return self._direct is not None
+
     def payload_buffer(self, size: int) -> np.ndarray:
         """A uint8 array of ``size`` bytes (any content) to build the next block in, for
         ``append(..., copy=False)``: buffers of blocks no longer referred to are used again,
