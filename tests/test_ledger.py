@@ -424,3 +424,33 @@ def test_blocks_begun_ahead_hold_exactly_what_was_stored(chain, monkeypatch):
     with Ledger.open(chain.path) as reopened:
         assert reopened.height == len(made) + 1 and reopened.verify().ok
         assert sum(reopened.balance(n) for n in (ALICE, BOB, CAROL)) == 3_000
+
+
+def test_a_ledger_without_direct_writes_commits_large_batches_all_the_same(tmp_path,
+                                                                          monkeypatch):
+    """Where O_DIRECT is missing (macOS; the kernel's refusal is tested with the log), the log
+    writes through the page cache and nothing is begun ahead: large batches commit, read back
+    and verify all the same."""
+    import os
+
+    from tsunagi.ledger import store_limits
+    monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    monkeypatch.setattr(store_limits, "log_direct_min_bytes", 4096)
+    chain = Chain(tmp_path / "chain")
+    try:
+        assert not chain.ledger._log.writes_direct
+        records, signatures = [], []
+        for n in range(200):
+            debit, credit = (ALICE, BOB) if n % 2 else (BOB, ALICE)
+            record = r.transfer(CHAIN, chain.next(debit), debit, credit, 1)
+            records.append(record)
+            signatures.append(chain.keys[debit].sign_record(record))
+        answer = chain.ledger.submit_batch(b"".join(records), b"".join(signatures))
+        assert not answer.codes.any()
+        assert blk.decode_block(chain.ledger.block(answer.height)).records.tobytes() == \
+            b"".join(records)
+        assert chain.ledger.verify().ok
+    finally:
+        chain.ledger.close()
+    with Ledger.open(chain.path) as reopened:
+        assert reopened.verify().ok and reopened.balance(ALICE) == 1_000
