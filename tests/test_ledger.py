@@ -454,27 +454,3 @@ def test_a_ledger_without_direct_writes_commits_large_batches_all_the_same(tmp_p
         chain.ledger.close()
     with Ledger.open(chain.path) as reopened:
         assert reopened.verify().ok and reopened.balance(ALICE) == 1_000
-
-
-@pytest.mark.parametrize("setting, kept", [(None, True), ("default", False)])
-def test_opening_a_ledger_keeps_freed_memory_unless_told_not_to(tmp_path, setting, kept):
-    """A ledger tells glibc to keep freed buffers for the next batch (index.keep_freed_memory);
-    TSUNAGI_MALLOC=default in the environment leaves glibc's settings alone."""
-    import os
-    import subprocess
-    import sys
-    if not sys.platform.startswith("linux"):
-        pytest.skip("glibc's mallopt")
-    environment = {k: v for k, v in os.environ.items() if k != "TSUNAGI_MALLOC"}
-    if setting:
-        environment["TSUNAGI_MALLOC"] = setting
-    program = ("import sys; from tsunagi.core.config import ChainConfig; "
-               "from tsunagi.core.keys import PrivateKey; from tsunagi.ledger import Ledger; "
-               "from tsunagi.ledger import index; "
-               "config = ChainConfig(name='m', chain_id=3, asset_code='TSU', "
-               "issuers=(PrivateKey.generate().public_key,)); "
-               "Ledger.create(sys.argv[1], config).close(); "
-               "print(index._freed_memory_kept)")
-    done = subprocess.run([sys.executable, "-c", program, str(tmp_path / "chain")],
-                          env=environment, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == str(kept)

@@ -1658,33 +1658,6 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _load_malloc_trim()
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-_freed_memory_kept = False
-
-
-def keep_freed_memory() -> bool:
-    """Tells glibc (once, for the whole process) to keep freed memory for reuse: buffers below
-    store_limits.heap_mmap_threshold_bytes come from the heap, and the heap is trimmed only
-    past store_limits.heap_keep_bytes of free memory (release_free_memory trims it when idle).
-
-    By default glibc hands freed buffers back as it goes and the next batch faults them in
-    again: 8,000-record batches, 600 back to back with the index kept up, spent 312-352 ns of
-    system CPU a record against 165-204 with this, at 1.27-1.43 against 1.43-1.57 M/s (three
-    alternated runs, /tmp/cpu_split4.py of session 5). TSUNAGI_MALLOC=default in the
-    environment leaves glibc's own settings. True once set; False where there is no mallopt.
-    """
-    global _freed_memory_kept
-    if _freed_memory_kept or os.environ.get("TSUNAGI_MALLOC") == "default":
-        return _freed_memory_kept
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _freed_memory_kept = bool(
-        mallopt(_M_MMAP_THRESHOLD, store_limits.heap_mmap_threshold_bytes)
-        and mallopt(_M_TRIM_THRESHOLD, store_limits.heap_keep_bytes))
-    return _freed_memory_kept
 
 
 def release_free_memory() -> None:

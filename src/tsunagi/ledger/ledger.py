@@ -41,7 +41,7 @@ from tsunagi.core.config import ChainConfig, genesis_records
 from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, StorageError
 from tsunagi.ledger import store_limits
 from tsunagi.ledger.engine import Engine
-from tsunagi.ledger.index import BlockEntries, Index, keep_freed_memory, release_free_memory
+from tsunagi.ledger.index import BlockEntries, Index, release_free_memory
 from tsunagi.ledger.log import BlockLog, write_file_atomically
 from tsunagi.ledger.snapshot import (
     load_newest_snapshot,
@@ -318,7 +318,6 @@ class Ledger:
         self._records_since_snapshot = 0
         self._snapshot_thread: threading.Thread | None = None
         self._indexer = _Indexer(index)
-        keep_freed_memory()
 
     # ----------------------------------------------------------------- opening and closing
 

@@ -34,14 +34,6 @@ log_writeback_chunk_bytes = 4 << 20
 log_direct_min_bytes = 256 << 10
 log_direct_chunk_bytes = 16 << 20
 
-# glibc keeps freed memory for reuse (index.keep_freed_memory, set when a ledger opens): buffers
-# below this size come from the heap instead of fresh mappings (32 MiB is glibc's most on 64-bit
-# systems; the log's pool keeps larger block buffers itself), and the heap is trimmed only past
-# heap_keep_bytes of free memory. The cost: up to that much freed memory kept while the ledger
-# is busy; the indexer hands it back after a second idle (ledger.INDEX_IDLE_RELEASE_S).
-heap_mmap_threshold_bytes = 32 << 20
-heap_keep_bytes = 512 << 20
-
 # The log keeps block buffers of up to this many bytes in all for the next blocks to be built
 # in (BlockLog.payload_buffer): eleven of 65,536 records, two of 262,144 (both of a pipelined
 # commit, begin_batch), and none of a million, which are rare enough to pay their page faults.
