@@ -63,7 +63,8 @@ def _copy(source, target, log: bytes) -> None:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir()
-    for name in ("config.json", "blocks.synced", "blocks.checkpoint", "blocks.offsets"):
+    for name in ("config.json", "blocks.seal", "blocks.synced", "blocks.checkpoint",
+                 "blocks.offsets"):
         if (source / name).exists():
             shutil.copy(source / name, target / name)
     if (source / "snapshots").exists():
@@ -71,10 +72,12 @@ def _copy(source, target, log: bytes) -> None:
     (target / LOG_NAME).write_bytes(log)
 
 
-def _reseal(log: bytearray, start: int, end: int) -> None:
-    """Rewrites a frame's payload and header checksums, as a tamperer who knows the format."""
+def _reseal(log: bytearray, start: int, end: int, directory) -> None:
+    """Rewrites a frame's payload and header checksums, as a tamperer who knows the format and
+    can read the log's seal (its header checksum key, bytes 4..15 of blocks.seal)."""
+    key = (directory / "blocks.seal").read_bytes()[4:16]
     struct.pack_into("<I", log, start + 24, zlib.crc32(log[start + 32:end]))
-    struct.pack_into("<I", log, start + 28, zlib.crc32(log[start:start + 28]))
+    struct.pack_into("<I", log, start + 28, zlib.crc32(log[start:start + 28], zlib.crc32(key)))
 
 
 def _detected(directory) -> bool:
@@ -113,7 +116,7 @@ def test_tampering_that_rewrites_the_checksums_is_caught_by_verify(pristine, tmp
         for position in rng.sample(range(start + 32, end), 10):
             damaged = bytearray(log)
             damaged[position] ^= 1 << rng.randrange(8)
-            _reseal(damaged, start, end)
+            _reseal(damaged, start, end, source)
             _copy(source, tmp_path / "forged", bytes(damaged))
             assert _detected(tmp_path / "forged"), (
                 f"forged byte {position} (frame byte {position - start}) went unnoticed")

@@ -33,11 +33,25 @@ from tsunagi.ledger.log import BlockLog, crc32_rows, write_with_writeback
 HEADER_BYTES = 32
 
 
-def frame(height: int, group_first: int, payload: bytes) -> bytes:
+LEGACY_SEAL = (b"TSB1", 0)
+
+
+def seal_of(directory: Path) -> tuple[bytes, int]:
+    """(frame magic, crc32 the header checksums start from) of the log in ``directory``, from
+    blocks.seal as the log module's docstring lays it out; b"TSB1" and 0 without one."""
+    path = directory / "blocks.seal"
+    if not path.exists():
+        return LEGACY_SEAL
+    raw = path.read_bytes()
+    assert len(raw) == 20 and zlib.crc32(raw[:16]) == struct.unpack("<I", raw[16:])[0]
+    return raw[:4], zlib.crc32(raw[4:16])
+
+
+def frame(height: int, group_first: int, payload: bytes, seal=LEGACY_SEAL) -> bytes:
     """A frame as the log module's docstring describes it."""
-    head = struct.pack("<4sIQQI", b"TSB1", len(payload), height, group_first,
+    head = struct.pack("<4sIQQI", seal[0], len(payload), height, group_first,
                        zlib.crc32(payload))
-    return head + struct.pack("<I", zlib.crc32(head)) + payload
+    return head + struct.pack("<I", zlib.crc32(head, seal[1])) + payload
 
 
 def make_blocks(count: int, seed: int) -> list[bytes]:
@@ -101,7 +115,10 @@ def test_round_trip_and_bytes_on_disk_match_the_documented_frames(tmp_path):
         assert block_log.read(41) == blocks[41]  # readable before it is synced
         assert list(block_log.iter_blocks(17)) == blocks[17:]
     # Blocks 0..9 form the first sync group; the rest were synced together at close.
-    expected = b"".join(frame(h, 0 if h < 10 else 10, block) for h, block in enumerate(blocks))
+    seal = seal_of(tmp_path)
+    assert seal != LEGACY_SEAL  # a new log gets a random seal
+    expected = b"".join(frame(h, 0 if h < 10 else 10, block, seal)
+                        for h, block in enumerate(blocks))
     assert (tmp_path / "blocks.log").read_bytes() == expected
     assert_blocks(tmp_path, blocks)
 
@@ -206,6 +223,53 @@ def test_without_the_sync_mark_a_later_sync_group_still_proves_a_frame_committed
     flip(second / "blocks.log", offsets[5] + 3)  # group 4..6 never had its sync: torn
     with BlockLog.open(second) as block_log:
         assert block_log.height == 5 and block_log.recovered_bytes == offsets[7] - offsets[5]
+
+
+def test_a_header_a_client_wrote_into_a_torn_frame_does_not_stop_the_open(tmp_path):
+    """Records are the clients' bytes. A torn frame holding a forged header that names a later
+    sync group (laid out as the docstring says, with the legacy magic and checksum, or with
+    this log's magic guessed right) must still be dropped as a torn tail: only a header under
+    the log's secret seal proves a later sync."""
+    with BlockLog.open(tmp_path, create=True) as block_log:
+        for block in (b"one", b"two", b"three"):
+            block_log.append(block)
+        block_log.sync()
+        magic = seal_of(tmp_path)[0]
+        forged = b"".join(frame(50, 50, b"", seal) for seal in (LEGACY_SEAL, (magic, 0)))
+        block_log.append(bytes(100) + forged + bytes(5000))
+        block_log.sync()  # written, and then torn below as a crash mid-write leaves it
+        crashed = crash_copy(tmp_path, tmp_path.parent / "torn")
+    path = crashed / "blocks.log"
+    data = path.read_bytes()
+    start = len(data) - (HEADER_BYTES + 100 + len(forged) + 5000)
+    path.write_bytes(data[:start + HEADER_BYTES + 100 + len(forged) + 10])  # cut after them
+    (crashed / "blocks.synced").write_bytes(b"")  # the sync mark lost too, as a power cut can
+    (crashed / "blocks.checkpoint").unlink(missing_ok=True)
+    with BlockLog.open(crashed) as recovered:
+        assert recovered.height == 3 and recovered.recovered_bytes > 0
+    assert_blocks(crashed, [b"one", b"two", b"three"])
+
+
+def test_a_log_written_before_seals_opens_and_grows_with_the_legacy_frames(tmp_path):
+    """A data directory without blocks.seal holds frames with magic b"TSB1" and plain crc32
+    headers: it opens, and what is appended to it is in the same layout."""
+    blocks = [b"old one", b"old two"]
+    (tmp_path / "blocks.log").write_bytes(b"".join(frame(h, 0, b) for h, b in enumerate(blocks)))
+    with BlockLog.open(tmp_path) as block_log:
+        assert block_log.height == 2
+        block_log.append(b"new")
+    assert not (tmp_path / "blocks.seal").exists()
+    assert (tmp_path / "blocks.log").read_bytes() == \
+        b"".join(frame(h, 0, b) for h, b in enumerate(blocks)) + frame(2, 2, b"new")
+    assert_blocks(tmp_path, blocks + [b"new"])
+
+
+def test_a_damaged_seal_stops_the_open_naming_the_file(tmp_path):
+    with BlockLog.open(tmp_path, create=True) as block_log:
+        block_log.append(b"one")
+    flip(tmp_path / "blocks.seal", 5)
+    with pytest.raises(CorruptLogError, match="blocks.seal is damaged"):
+        BlockLog.open(tmp_path)
 
 
 def test_a_log_shorter_than_its_synced_blocks_is_refused(tmp_path):
@@ -381,8 +445,8 @@ def test_direct_and_cached_appends_mixed_land_byte_for_byte(steps, cut, seed):
                     first = height + 1
             synced = block_log.synced_height
             crashed = crash_copy(directory, Path(root) / "crashed")
-            expected = b"".join(frame(h, g, b) for h, (g, b) in enumerate(zip(groups,
-                                                                              blocks)))
+            expected = b"".join(frame(h, g, b, seal_of(directory))
+                                for h, (g, b) in enumerate(zip(groups, blocks)))
             block_log.sync()
             assert (directory / "blocks.log").read_bytes() == expected
             cut = min(cut, len(blocks))
@@ -448,8 +512,8 @@ def test_blocks_built_in_place_and_written_ahead_land_byte_for_byte(steps, seed)
             synced = block_log.synced_height
             crashed = crash_copy(directory, Path(root) / "crashed")
             block_log.sync()
-            expected = b"".join(frame(h, g, b) for h, (g, b) in enumerate(zip(groups,
-                                                                              blocks)))
+            expected = b"".join(frame(h, g, b, seal_of(directory))
+                                for h, (g, b) in enumerate(zip(groups, blocks)))
             # Past the end may lie what an abandoned prewrite put there: a torn tail.
             assert (directory / "blocks.log").read_bytes()[:len(expected)] == expected
         assert (directory / "blocks.log").read_bytes() == expected  # close cut it off

@@ -12,16 +12,18 @@ Files in the data directory::
     blocks.synced      u64 height + u32 crc32: frames below height were synced (written after
                        each fsync returns, never fsynced itself)
     blocks.lock        the writer's lock; holds its pid for the error message of a second writer
+    blocks.seal        16 random bytes made with the log, and their crc32: the frame magic (4)
+                       and the key header checksums start from (12). Never changes.
 
 A frame is a 32-byte header, then the block's bytes (all integers little-endian)::
 
     offset size field
-         0    4 magic          b"TSB1"
+         0    4 magic          the seal's first 4 bytes (b"TSB1" in a log without a seal)
          4    4 length         payload bytes
          8    8 height         0 for the first block
         16    8 group_first    height of the first frame appended since the last completed sync
         24    4 payload_crc    zlib.crc32 of the payload
-        28    4 header_crc     zlib.crc32 of header bytes 0..27
+        28    4 header_crc     zlib.crc32(header bytes 0..27, zlib.crc32(the seal's key))
 
 Why crc32: the checksum is there to find media damage and torn writes, not forgery (blocks are
 hash-chained); it catches every burst error up to 32 bits and misses random damage with
@@ -34,6 +36,13 @@ the height in ``blocks.synced`` or in the checkpoint, or a later intact frame na
 group (its ``group_first`` is above the frame: that frame was written after this one's sync
 returned). Damage in a committed frame raises CorruptLogError; damage from the first frame that
 cannot be proven committed onwards is a write that was never acknowledged, and is dropped.
+
+Why a seal: that search looks for frame headers anywhere in the bytes after the damage, and a
+torn frame holds records, whose bytes clients choose. With a fixed magic and a plain crc32 a
+client could put a header that names a later sync group into a record's data, and after a crash
+that tore the frame holding it the log would refuse to open instead of dropping the tail. The
+seal's magic and checksum key are random and never leave the data directory, so a header a
+client could write matches them with probability 2**-64.
 
 Open cost: frames before the checkpoint get a vectorized structure check (magic, height, length
 chain and header crc of every header, read through mmap), not a payload checksum; frames after
@@ -56,7 +65,7 @@ from array import array
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Self
+from typing import NamedTuple, Self
 
 import numpy as np
 
@@ -81,6 +90,24 @@ SYNCED = struct.Struct("<QI")  # height, crc32 of the 8 height bytes
 
 LOG_NAME, OFFSETS_NAME = "blocks.log", "blocks.offsets"
 CHECKPOINT_NAME, SYNCED_NAME, LOCK_NAME = "blocks.checkpoint", "blocks.synced", "blocks.lock"
+SEAL_NAME = "blocks.seal"
+SEAL = struct.Struct("<4s12sI")  # frame magic, header checksum key, crc32 of the 16 bytes
+
+
+class _Seal(NamedTuple):
+    """What makes a frame header this log's own: its magic and the key its header checksum
+    starts from (see the module docstring). Logs made before seals existed use _LEGACY_SEAL."""
+
+    magic: bytes
+    key: bytes
+
+    @property
+    def start(self) -> int:
+        """The running crc32 a header's checksum continues from."""
+        return crc32(self.key)
+
+
+_LEGACY_SEAL = _Seal(FRAME_MAGIC, b"")
 
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
 _DIRECT_BLOCK = 4096  # O_DIRECT alignment: a page, a multiple of every disk's logical block
@@ -473,9 +500,10 @@ def _little_endian(values: array) -> bytes:
     return swapped.tobytes()
 
 
-def _frame_header(length: int, height: int, group_first: int, payload_crc: int) -> bytes:
-    head = FRAME_HEADER.pack(FRAME_MAGIC, length, height, group_first, payload_crc, 0)[:28]
-    return head + struct.pack("<I", crc32(head))
+def _frame_header(length: int, height: int, group_first: int, payload_crc: int,
+                  seal: _Seal) -> bytes:
+    head = FRAME_HEADER.pack(seal.magic, length, height, group_first, payload_crc, 0)[:28]
+    return head + struct.pack("<I", crc32(head, seal.start))
 
 
 def _crc32_tables() -> np.ndarray:
@@ -492,12 +520,12 @@ def _crc32_tables() -> np.ndarray:
 _CRC_TABLES = _crc32_tables()
 
 
-def crc32_rows(rows: np.ndarray) -> np.ndarray:
-    """zlib.crc32 of each row of an M x K uint8 array (K a multiple of 4), computed four bytes
-    a step over all rows at once (slicing-by-4)."""
+def crc32_rows(rows: np.ndarray, start: int = 0) -> np.ndarray:
+    """zlib.crc32(row, start) of each row of an M x K uint8 array (K a multiple of 4),
+    computed four bytes a step over all rows at once (slicing-by-4)."""
     words = np.ascontiguousarray(rows).view("<u4")
     t0, t1, t2, t3 = _CRC_TABLES
-    crc = np.full(len(rows), 0xFFFFFFFF, dtype=np.uint32)
+    crc = np.full(len(rows), start ^ 0xFFFFFFFF, dtype=np.uint32)
     for column in range(words.shape[1]):
         crc ^= words[:, column]
         crc = (t3[crc & 0xFF] ^ t2[(crc >> np.uint32(8)) & 0xFF]
@@ -513,11 +541,11 @@ class _Damage(Exception):
         self.height, self.offset, self.reason = height, offset, reason
 
 
-def _header_problem(header: tuple, raw: bytes, height: int) -> str | None:
+def _header_problem(header: tuple, raw: bytes, height: int, seal: _Seal) -> str | None:
     magic, length, found_height, group_first, _, header_crc = header
-    if magic != FRAME_MAGIC:
+    if magic != seal.magic:
         return f"bad frame magic {magic!r}"
-    if crc32(raw[:28]) != header_crc:
+    if crc32(raw[:28], seal.start) != header_crc:
         return "frame header checksum mismatch"
     if found_height != height:
         return f"frame header says height {found_height}"
@@ -526,7 +554,7 @@ def _header_problem(header: tuple, raw: bytes, height: int) -> str | None:
     return None
 
 
-def _walk_frames(fd: int, offset: int, end: int, height: int,
+def _walk_frames(fd: int, offset: int, end: int, height: int, seal: _Seal,
                  check_payload: bool = True) -> Iterator[tuple[int, int, memoryview]]:
     """Yields (height, offset, payload) for each frame in [offset, end); raises _Damage."""
     chunk, chunk_start = b"", offset
@@ -539,7 +567,7 @@ def _walk_frames(fd: int, offset: int, end: int, height: int,
             raise _Damage(height, offset, f"frame cut short: {end - offset} bytes left")
         raw = chunk[at:at + FRAME_HEADER_BYTES]
         header = FRAME_HEADER.unpack(raw)
-        problem = _header_problem(header, raw, height)
+        problem = _header_problem(header, raw, height, seal)
         if problem:
             raise _Damage(height, offset, problem)
         length = header[1]
@@ -576,7 +604,7 @@ def _raise_first_bad(checks: dict[str, np.ndarray], first: int, starts: np.ndarr
         raise _Damage(first + index, int(starts[index]), reason)
 
 
-def _check_structure(fd: int, offsets: np.ndarray, end: int) -> None:
+def _check_structure(fd: int, offsets: np.ndarray, end: int, seal: _Seal) -> None:
     """Checks every header of the frames at ``offsets`` (ending at ``end``); raises _Damage."""
     if len(offsets) == 0:
         return
@@ -596,18 +624,20 @@ def _check_structure(fd: int, offsets: np.ndarray, end: int) -> None:
                 if starts[-1] + FRAME_HEADER_BYTES > end or np.any(nexts <= starts):
                     raise _Damage(first, int(starts[0]), "offsets do not fit the log")
                 gathered = np.stack([words[starts + 8 * i] for i in range(4)], axis=1)
-                _raise_first_bad(_header_checks(gathered, first, starts, nexts), first, starts)
+                _raise_first_bad(_header_checks(gathered, first, starts, nexts, seal), first,
+                                 starts)
         finally:
             del words  # the mmap cannot close while a numpy view holds its buffer
 
 
 def _header_checks(gathered: np.ndarray, first: int, starts: np.ndarray,
-                   nexts: np.ndarray) -> dict[str, np.ndarray]:
+                   nexts: np.ndarray, seal: _Seal) -> dict[str, np.ndarray]:
     headers = gathered.view(FRAME_DTYPE).ravel()
     rows = gathered.view(np.uint8)
     return {
-        "bad frame magic": headers["magic"] != FRAME_MAGIC,
-        "frame header checksum mismatch": crc32_rows(rows[:, :28]) != headers["header_crc"],
+        "bad frame magic": headers["magic"] != seal.magic,
+        "frame header checksum mismatch":
+            crc32_rows(rows[:, :28], seal.start) != headers["header_crc"],
         "frame header names another height":
             headers["height"] != np.arange(first, first + len(starts)),
         "frame length does not reach the next frame":
@@ -666,6 +696,7 @@ class BlockLog:
         self._reserved_end = 0  # disk blocks are reserved up to here (see _preallocate)
         self._payloads = _BufferPool(store_limits.log_payload_pool_bytes)
         self._direct: _DirectAppender | None = None  # large flushes bypass the page cache
+        self._seal = _LEGACY_SEAL  # read or made by _open_files
         self._synced_height = self._group_first = 0
         self._checkpoint_height = self._checkpoint_end = 0
         self._mutex = threading.RLock()  # readers may flush; the writer appends
@@ -820,7 +851,7 @@ class BlockLog:
             if len(raw) < FRAME_HEADER_BYTES:
                 raise _Damage(height, start, "frame cut short")
             header = FRAME_HEADER.unpack_from(raw)
-            problem = _header_problem(header, raw, height)
+            problem = _header_problem(header, raw, height, self._seal)
             if problem is None and header[1] != len(raw) - FRAME_HEADER_BYTES:
                 problem = "frame length does not reach the next frame"
             if problem is None and crc32(memoryview(raw)[FRAME_HEADER_BYTES:]) != header[4]:
@@ -845,7 +876,7 @@ class BlockLog:
 
     def _iter_payloads(self, height: int, offset: int, end: int) -> Iterator[bytes]:
         try:
-            for _, _, payload in _walk_frames(self._fd, offset, end, height):
+            for _, _, payload in _walk_frames(self._fd, offset, end, height, self._seal):
                 yield bytes(payload)
         except _Damage as damage:
             raise _corrupt(self.path, damage) from None
@@ -860,7 +891,7 @@ class BlockLog:
             count, end = self._flushed_height, self._flushed_end
         checked = 0
         try:
-            for height, offset, _ in _walk_frames(self._fd, 0, end, 0):
+            for height, offset, _ in _walk_frames(self._fd, 0, end, 0, self._seal):
                 if offset != self._offsets[height]:
                     raise _Damage(height, offset, "frame is not where the log put it")
                 checked += 1
@@ -954,7 +985,8 @@ class BlockLog:
             self._pending, self._pending_bytes = [], 0
             height, end = len(self._offsets), self._end
             fresh = self._offsets[self._flushed_height:height]
-        frames = [(_frame_header(len(payload), frame_height, group_first, crc32(payload)),
+        frames = [(_frame_header(len(payload), frame_height, group_first, crc32(payload),
+                                 self._seal),
                    payload, source) for frame_height, group_first, payload, source in pending]
         pieces = [piece for header, payload, _ in frames for piece in (header, payload)]
         try:
@@ -1039,7 +1071,30 @@ class BlockLog:
         self._offsets_fd = os.open(self.directory / OFFSETS_NAME, flags, 0o644)
         self._synced_fd = os.open(self.directory / SYNCED_NAME, flags, 0o644)
         fsync_directory(self.directory)  # names of the files just created, if any
+        self._seal = self._load_seal(empty=os.fstat(self._fd).st_size == 0)
         self._direct = _DirectAppender.open(self.path, self._fd, self._payloads)
+
+    def _load_seal(self, empty: bool) -> _Seal:
+        """The log's seal from blocks.seal; a new one for an empty log without one; the
+        legacy seal for a log written before seals existed."""
+        path = self.directory / SEAL_NAME
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if not empty:
+                return _LEGACY_SEAL
+            made = os.urandom(16)
+            while made[:4] == bytes(4):  # unwritten disk blocks read as zeros
+                made = os.urandom(16)
+            write_file_atomically(path, SEAL.pack(made[:4], made[4:], crc32(made)))
+            return _Seal(made[:4], made[4:])
+        if len(raw) != SEAL.size or crc32(raw[:16]) != SEAL.unpack(raw)[2]:
+            raise CorruptLogError(
+                f"{path} is damaged ({len(raw)} bytes): without it the frames of {self.path} "
+                "cannot be checked. Restore the file from a backup of this data directory "
+                "(it never changes after the log is made).")
+        magic, key, _ = SEAL.unpack(raw)
+        return _Seal(magic, key)
 
     def _recover(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -1054,7 +1109,7 @@ class BlockLog:
             offsets = self._load_offsets(height, offsets_crc)
             if offsets is not None:
                 try:
-                    _check_structure(self._fd, offsets, end)
+                    _check_structure(self._fd, offsets, end, self._seal)
                 except _Damage as damage:
                     raise _corrupt(self.path, damage) from None
                 self._offsets.frombytes(offsets.astype("=u8").tobytes())
@@ -1077,7 +1132,7 @@ class BlockLog:
         """Checks frames after the trusted point in full; drops a torn tail or raises."""
         end = size
         try:
-            for _, frame_offset, _ in _walk_frames(self._fd, offset, size, height):
+            for _, frame_offset, _ in _walk_frames(self._fd, offset, size, height, self._seal):
                 self._offsets.append(frame_offset)
         except _Damage as damage:
             if damage.height < committed or self._later_sync_group(damage, size):
@@ -1100,18 +1155,18 @@ class BlockLog:
         if size <= damage.offset + 1:
             return False
         with mmap.mmap(self._fd, size, prot=mmap.PROT_READ) as mapped:
-            position = mapped.find(FRAME_MAGIC, damage.offset + 1)
+            position = mapped.find(self._seal.magic, damage.offset + 1)
             while position != -1 and position + FRAME_HEADER_BYTES <= size:
                 raw = mapped[position:position + FRAME_HEADER_BYTES]
                 header = FRAME_HEADER.unpack(raw)
                 payload_end = position + FRAME_HEADER_BYTES + header[1]
                 if (header[2] > damage.height and header[3] > damage.height
-                        and _header_problem(header, raw, header[2]) is None
+                        and _header_problem(header, raw, header[2], self._seal) is None
                         and payload_end <= size
                         and crc32(mapped[position + FRAME_HEADER_BYTES:payload_end])
                         == header[4]):
                     return True
-                position = mapped.find(FRAME_MAGIC, position + 1)
+                position = mapped.find(self._seal.magic, position + 1)
         return False
 
     def _missing(self, committed: int, size: int) -> CorruptLogError:
