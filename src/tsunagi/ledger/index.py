@@ -72,6 +72,7 @@ from tsunagi.core.config import BLOCK_RECORDS_LIMIT
 from tsunagi.errors import EncodingError, StorageError
 from tsunagi.ledger import store_limits
 from tsunagi.ledger.checksum import crc32
+from tsunagi.ledger.log import write_all
 
 __all__ = ["BlockEntries", "Index", "TxLocation"]
 
@@ -222,13 +223,6 @@ def _combined_checksum(header: bytes, column_checksums: Iterable[int]) -> int:
 def _prefixes(rows: np.ndarray) -> np.ndarray:
     """First 8 bytes of each N x 32 uint8 row as a big-endian number: sorts as bytes do."""
     return rows.view(">u8")[:, 0].astype(np.uint64)
-
-
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def _pread_into(fd: int, target: np.ndarray, offset: int) -> None:
@@ -475,7 +469,7 @@ class _BlockFile:
                 break
             take = whole - filled
             self.scratch[filled:whole] = data[:take]
-            _pwrite_all(self.fd, memoryview(self.scratch)[:whole], base)
+            write_all(self.fd, [memoryview(self.scratch)[:whole]], base)
             data, base, filled = data[take:], base + whole, 0
         carry = bytes(self.scratch[:filled]) + bytes(data)
         if carry:
@@ -491,7 +485,7 @@ class _BlockFile:
                 count += 1
             for at, block in enumerate(blocks[:count]):
                 self.scratch[at * _BLOCK:(at + 1) * _BLOCK] = self.edges[block]
-            _pwrite_all(self.fd, memoryview(self.scratch)[:count * _BLOCK], blocks[0] * _BLOCK)
+            write_all(self.fd, [memoryview(self.scratch)[:count * _BLOCK]], blocks[0] * _BLOCK)
             blocks = blocks[count:]
         os.ftruncate(self.fd, self.size)  # the last block may have written past the end
         if sync:
@@ -1111,7 +1105,7 @@ def _write_manifest(folder: Path, entries: Iterable[_Entry], next_run: int) -> N
     temporary = folder / _MANIFEST_TEMPORARY
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        _pwrite_all(fd, _manifest_bytes(entries, next_run), 0)
+        write_all(fd, [_manifest_bytes(entries, next_run)], 0)
         os.fsync(fd)
     finally:
         os.close(fd)

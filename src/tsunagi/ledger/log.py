@@ -95,19 +95,15 @@ SEAL = struct.Struct("<4s12sI")  # frame magic, header checksum key, crc32 of th
 
 
 class _Seal(NamedTuple):
-    """What makes a frame header this log's own: its magic and the key its header checksum
-    starts from (see the module docstring). Logs made before seals existed use _LEGACY_SEAL."""
+    """What makes a frame header this log's own (see the module docstring): its magic, and
+    the running crc32 its header checksum continues from (crc32 of the seal's key). Logs
+    made before seals existed use _LEGACY_SEAL."""
 
     magic: bytes
-    key: bytes
-
-    @property
-    def start(self) -> int:
-        """The running crc32 a header's checksum continues from."""
-        return crc32(self.key)
+    start: int
 
 
-_LEGACY_SEAL = _Seal(FRAME_MAGIC, b"")
+_LEGACY_SEAL = _Seal(FRAME_MAGIC, 0)
 
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
 _DIRECT_BLOCK = 4096  # O_DIRECT alignment: a page, a multiple of every disk's logical block
@@ -275,7 +271,7 @@ class _DirectAppender:
         at file ``offset`` (the log's end now), before the frame is appended. False when
         there is nothing whole to write or the buffer is not placed so."""
         placed = self.pool.placement(payload)
-        if placed is None or placed[1] != offset % _DIRECT_BLOCK + FRAME_HEADER_BYTES:
+        if placed is None or placed[1] != _payload_lead(offset):
             return False
         owner, lead, base = placed
         payload_at = offset + FRAME_HEADER_BYTES
@@ -287,7 +283,7 @@ class _DirectAppender:
         if self.writer is None:
             self.writer = ThreadPoolExecutor(1, thread_name_prefix="tsunagi-log-ahead")
         self.finish_ahead(low, high)  # an abandoned one there: it must not land after this
-        future = self.writer.submit(_pwrite_all, self.fd, memory, low)
+        future = self.writer.submit(write_all, self.fd, [memory], low)
         with self.ahead_lock:
             self.ahead[id(owner)] = (low, high, owner, future, offset)
         return True
@@ -340,7 +336,7 @@ class _DirectAppender:
         """Writes scratch's whole blocks; returns (position after them, the bytes left, 0)."""
         whole = filled // _DIRECT_BLOCK * _DIRECT_BLOCK
         if whole:
-            _pwrite_all(self.fd, memoryview(scratch)[:whole], position)
+            write_all(self.fd, [memoryview(scratch)[:whole]], position)
         return position + whole, bytes(scratch[whole:filled]), 0
 
     def _write_placed(self, owner: np.ndarray, memory: memoryview, position: int,
@@ -353,14 +349,14 @@ class _DirectAppender:
             low, high, _, future, predicted = ahead
             if predicted == frame_at and position <= low <= high <= position + whole:
                 if low > position:
-                    _pwrite_all(self.fd, memory[:low - position], position)
+                    write_all(self.fd, [memory[:low - position]], position)
                 if position + whole > high:
-                    _pwrite_all(self.fd, memory[high - position:whole], high)
+                    write_all(self.fd, [memory[high - position:whole]], high)
                 future.result()
                 return
             future.result()  # written for another place: all of it again, after it
         if whole:
-            _pwrite_all(self.fd, memory[:whole], position)
+            write_all(self.fd, [memory[:whole]], position)
 
     def _stream(self, scratch: mmap.mmap, filled: int, position: int, piece
                 ) -> tuple[int, int]:
@@ -372,7 +368,7 @@ class _DirectAppender:
             scratch[filled:filled + take] = view[:take]
             view, filled = view[take:], filled + take
             if filled == len(scratch):
-                _pwrite_all(self.fd, memoryview(scratch), position)
+                write_all(self.fd, [memoryview(scratch)], position)
                 position, filled = position + filled, 0
         return filled, position
 
@@ -448,7 +444,7 @@ class _BufferPool:
             return None
         base = _page_start(owner)
         lead = payload.ctypes.data - owner.ctypes.data - base
-        if lead < 0 or lead + payload.nbytes > owner.nbytes - base:
+        if lead < 0 or lead + payload.nbytes > _room(owner):
             return None
         return owner, lead, base
 
@@ -458,6 +454,12 @@ class _BufferPool:
         # block) holds one more: numpy points every view at the array that owns the memory,
         # and a memoryview holds the view it was made from.
         return sys.getrefcount(self._owners[index]) == 2
+
+
+def _payload_lead(frame_offset: int) -> int:
+    """Where the payload of a frame at ``frame_offset`` lies past the start of the disk block
+    the frame starts in: the room a placed buffer leaves in front of it."""
+    return frame_offset % _DIRECT_BLOCK + FRAME_HEADER_BYTES
 
 
 def _page_start(owner: np.ndarray) -> int:
@@ -471,12 +473,6 @@ def _room(owner: np.ndarray) -> int:
 def _placed_view(owner: np.ndarray, lead: int, size: int) -> np.ndarray:
     start = _page_start(owner) + lead
     return owner[start:start + size]
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while len(data):
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
 
 
 def _preallocate(fd: int, offset: int, length: int) -> bool:
@@ -788,7 +784,7 @@ class BlockLog:
         and the block is written from where it lies (see _DirectAppender) if nothing else is
         appended before it."""
         with self._mutex:
-            lead = self._end % _DIRECT_BLOCK + FRAME_HEADER_BYTES if self._direct else 0
+            lead = _payload_lead(self._end) if self._direct else 0
         return self._payloads.take(size, lead)
 
     def prewrite(self, payload: np.ndarray, first: int, end: int) -> bool:
@@ -1087,14 +1083,14 @@ class BlockLog:
             while made[:4] == bytes(4):  # unwritten disk blocks read as zeros
                 made = os.urandom(16)
             write_file_atomically(path, SEAL.pack(made[:4], made[4:], crc32(made)))
-            return _Seal(made[:4], made[4:])
+            return _Seal(made[:4], crc32(made[4:]))
         if len(raw) != SEAL.size or crc32(raw[:16]) != SEAL.unpack(raw)[2]:
             raise CorruptLogError(
                 f"{path} is damaged ({len(raw)} bytes): without it the frames of {self.path} "
                 "cannot be checked. Restore the file from a backup of this data directory "
                 "(it never changes after the log is made).")
         magic, key, _ = SEAL.unpack(raw)
-        return _Seal(magic, key)
+        return _Seal(magic, crc32(key))
 
     def _recover(self) -> None:
         size = os.fstat(self._fd).st_size
