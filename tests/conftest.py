@@ -6,8 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tsunagi import hashing
+
+# Property tests run on shared, busy machines: no deadline, and no health check that measures
+# time (too_slow fails when another process takes the CPU, not when the test is wrong). Every
+# explicit @settings in the suite keeps these (tests/test_suite_settings.py checks it).
+LOAD_SAFE_HEALTH_CHECKS = [HealthCheck.too_slow]
+settings.register_profile("tsunagi", deadline=None,
+                          suppress_health_check=LOAD_SAFE_HEALTH_CHECKS)
+settings.load_profile("tsunagi")
 
 PORTABLE_ENV = "TSUNAGI_SHA256_PORTABLE"
 LANES_ENV = "TSUNAGI_SHA256_LANES"

@@ -25,7 +25,8 @@ from tsunagi.errors import EncodingError
 from tsunagi.hashing import HeaderResult
 
 # The backend fixture is set once per test and holds for every example hypothesis draws.
-per_backend = settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+per_backend = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                              HealthCheck.too_slow],
                        max_examples=60, deadline=None)
 
 # Tests without the fixture: no deadline either, the machine is shared and its timing noisy.
@@ -62,7 +63,8 @@ def test_sha256d_records_match_hashlib(backend, record_size, count, threads, see
     assert [row.tobytes() for row in got] == want
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=25,
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+          max_examples=25,
           deadline=None)
 @given(record_size=st.sampled_from([32, 64, 80, 128, 200]), count=st.integers(1, 3000),
        seed=st.integers(0, 2**32))

@@ -107,7 +107,7 @@ def pair(tmp_path_factory) -> Path:
 
 
 @settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(where=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255))
 def test_a_flipped_byte_anywhere_in_the_newest_falls_back_to_the_older(pair, caplog, where, mask):
     with tempfile.TemporaryDirectory() as scratch:
