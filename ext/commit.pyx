@@ -48,11 +48,20 @@ cdef extern from "commit_kernel.h" nogil:
         ts_map policy_map
         u128 minted
         u128 burned
+    ctypedef struct ts_journal:
+        uint64_t *accounts
+        size_t account_length
+        uint64_t *holds
+        size_t hold_length
+        uint64_t *policies
+        size_t policy_length
     int TS_KIND_OPEN_ACCOUNT, TS_KIND_HOLD, TS_KIND_SET_POLICY_KEY
+    int TS_JOURNAL_ACCOUNTS_PER_RECORD
     void ts_map_rebuild(ts_map *map, uint64_t count)
     int ts_apply_batch(ts_state *state, const ts_record *records, size_t count,
                        const uint8_t *pre_codes, const uint8_t *join_next, uint64_t now_s,
-                       int genesis, uint8_t *codes, uint64_t *opened, uint8_t *stored)
+                       int genesis, uint8_t *codes, uint64_t *opened, uint8_t *stored,
+                       ts_journal *journal)
     size_t ts_expire_holds(ts_state *state, uint64_t now_s, uint64_t *out, size_t capacity)
     void ts_rebuild_heap(ts_state *state)
     uint8_t ts_check_fields(const ts_record *record, uint32_t chain_id, int check_chain)
@@ -206,9 +215,20 @@ cdef const uint8_t[::1] _codes_view(object codes, size_t count, str what) except
     return array
 
 
+class Journal:
+    """What one apply_batch changed: indices of accounts, holds and policies (uint64 arrays;
+    an index may repeat, and a change that was rolled back is still listed)."""
+
+    __slots__ = ("accounts", "holds", "policies")
+
+    def __init__(self, accounts, holds, policies):
+        self.accounts, self.holds, self.policies = accounts, holds, policies
+
+
 def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=False,
-                join_next=None):
-    """Applies a batch in one native pass; returns (codes, opened, stored).
+                join_next=None, bint journal=False):
+    """Applies a batch in one native pass; returns (codes, opened, stored), and a fourth
+    item, a Journal of what changed, when ``journal`` is true.
 
     codes: N uint8 result codes; opened: N uint64, the number an open_account got (else 0);
     stored: N bool, whether the record goes in the block. pre_codes (nonzero: rejected by an
@@ -226,7 +246,8 @@ def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=F
     opened = np.zeros(count, dtype=np.uint64)
     stored = np.zeros(count, dtype=np.bool_)
     if count == 0:
-        return codes, opened, stored
+        return (codes, opened, stored, Journal(_NO_INDICES, _NO_INDICES, _NO_INDICES)) \
+            if journal else (codes, opened, stored)
     cdef const uint8_t[::1] view = flat
     cdef uint8_t[::1] codes_out = codes
     cdef uint64_t[::1] opened_out = opened
@@ -235,15 +256,76 @@ def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=F
     cdef const uint8_t *join_pointer = &join[0] if join is not None else NULL
     cdef ts_state s
     cdef int status
+    cdef ts_journal changes
+    cdef ts_journal *changes_pointer = NULL
+    cdef uint64_t[::1] account_room, hold_room, policy_room
+    if journal:
+        accounts = np.empty(TS_JOURNAL_ACCOUNTS_PER_RECORD * count, dtype=np.uint64)
+        holds = np.empty(count, dtype=np.uint64)
+        policies = np.empty(count, dtype=np.uint64)
+        account_room, hold_room, policy_room = accounts, holds, policies
+        changes.accounts, changes.holds = &account_room[0], &hold_room[0]
+        changes.policies = &policy_room[0]
+        changes.account_length = changes.hold_length = changes.policy_length = 0
+        changes_pointer = &changes
     _load(state, &s)
     with nogil:
         status = ts_apply_batch(&s, <const ts_record *>&view[0], count, pre_pointer,
                                 join_pointer, now_s, genesis, &codes_out[0], &opened_out[0],
-                                &stored_out[0])
+                                &stored_out[0], changes_pointer)
     _store(state, &s)
     if status < 0:
         raise MemoryError("the commit kernel ran out of memory for its undo log")
+    if journal:
+        return codes, opened, stored, Journal(accounts[:changes.account_length],
+                                              holds[:changes.hold_length],
+                                              policies[:changes.policy_length])
     return codes, opened, stored
+
+
+_NO_INDICES = np.zeros(0, dtype=np.uint64)
+
+
+def capture_accounts(state, indices):
+    """(account, balance, sequence) rows, uint64 N x 3, of the listed accounts as they are
+    now; indices past the account count (opens a rollback took back) and 0 are left out."""
+    cdef const uint64_t[::1] wanted = np.ascontiguousarray(indices, dtype=np.uint64)
+    cdef size_t count = wanted.shape[0], i, kept = 0
+    rows = np.empty((count, 3), dtype=np.uint64)
+    if count == 0:
+        return rows
+    cdef uint64_t[:, ::1] out = rows
+    cdef const uint64_t[:, ::1] accounts = state.accounts
+    cdef uint64_t limit = state.counters[C_ACCOUNT_COUNT], n
+    with nogil:
+        for i in range(count):
+            n = wanted[i]
+            if n == 0 or n > limit:
+                continue
+            out[kept, 0] = n
+            out[kept, 1] = accounts[n, 0]
+            out[kept, 2] = accounts[n, 1]
+            kept += 1
+    return rows[:kept]
+
+
+def place_accounts(state, rows):
+    """Writes (account, balance, sequence) rows from capture_accounts into a state's
+    accounts array (grown by the caller to hold every account named)."""
+    cdef const uint64_t[:, ::1] given = np.ascontiguousarray(rows, dtype=np.uint64)
+    cdef uint64_t[:, ::1] accounts = state.accounts
+    cdef size_t count = given.shape[0], i
+    cdef uint64_t n, capacity = accounts.shape[0]
+    if count and given.shape[1] != 3:
+        raise EncodingError("account rows are (account, balance, sequence)")
+    with nogil:
+        for i in range(count):
+            n = given[i, 0]
+            if n >= capacity:
+                with gil:
+                    raise EncodingError(f"account {n} is past the state's {capacity} rows")
+            accounts[n, 0] = given[i, 1]
+            accounts[n, 1] = given[i, 2]
 
 
 def expire_holds(state, uint64_t now_s):

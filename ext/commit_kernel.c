@@ -313,6 +313,8 @@ typedef struct {
     uint8_t *codes;
     uint64_t *opened;
     uint8_t *stored;
+    ts_journal *journal;      /* may be NULL */
+    uint64_t journaled_debit; /* the debit account authorize() listed last */
 } kernel;
 
 /* Most log entries one record can write: sequence, allowance and two balances. */
@@ -344,7 +346,24 @@ static inline void log_change(kernel *k, uint64_t type, uint64_t index, uint64_t
     k->undo[k->undo_length++] = (undo_entry){type, index, value};
 }
 
+/* The journal of what changed (see ts_journal). A record's own debit account is listed once,
+ * by authorize(), not again by each change of its balance. */
+static inline void journal_account(kernel *k, uint64_t account) {
+    if (k->journal && account != k->journaled_debit) {
+        k->journal->accounts[k->journal->account_length++] = account;
+    }
+}
+
+static inline void journal_hold(kernel *k, uint64_t index) {
+    if (k->journal) k->journal->holds[k->journal->hold_length++] = index;
+}
+
+static inline void journal_policy(kernel *k, uint64_t index) {
+    if (k->journal) k->journal->policies[k->journal->policy_length++] = index;
+}
+
 static void save_policy(kernel *k, uint64_t index) {
+    journal_policy(k, index);
     if (!k->logging) return;
     k->saved[k->saved_length] = k->state->policies[index];
     log_change(k, UNDO_POLICY, index, k->saved_length++);
@@ -397,6 +416,7 @@ static inline int account_exists(const ts_state *s, uint64_t account) {
 }
 
 static inline void set_balance(kernel *k, uint64_t account, uint64_t balance) {
+    journal_account(k, account);
     log_change(k, UNDO_BALANCE, account, k->state->accounts[account].balance);
     k->state->accounts[account].balance = balance;
 }
@@ -405,6 +425,7 @@ static uint8_t apply_open(kernel *k, const ts_record *r, size_t i) {
     ts_state *s = k->state;
     if (s->account_count >= s->accounts_max) return TS_ACCOUNTS_FULL;
     uint64_t n = ++s->account_count;
+    journal_account(k, n);
     s->accounts[n] = (ts_account){0, 0};
     memcpy(s->owner_keys + 32 * n, r->data, 32);
     s->account_flags[n] = 0;
@@ -446,6 +467,7 @@ static uint8_t apply_transfer(kernel *k, const ts_record *r) {
     if (from < amount) return TS_INSUFFICIENT_FUNDS;
     if (to > U64_MAX - amount) return TS_AMOUNT_OVERFLOW;
     if (policy && policy->allowance) {
+        journal_policy(k, (uint64_t)(policy - s->policies));
         log_change(k, UNDO_ALLOWANCE, (uint64_t)(policy - s->policies), policy->allowance_left);
         policy->allowance_left -= amount;
     }
@@ -498,6 +520,7 @@ static uint8_t apply_hold(kernel *k, const ts_record *r) {
     if (s->hold_count >= s->holds_max) return TS_HOLDS_FULL;
     set_balance(k, debit, from - amount);
     uint64_t index = s->hold_count++;
+    journal_hold(k, index);
     ts_hold *hold = &s->holds[index];
     *hold = (ts_hold){.payer = debit, .sequence = r->sequence, .payee = credit,
                       .authority = r->aux2, .amount = amount, .expiry_s = r->aux,
@@ -526,6 +549,7 @@ static uint8_t find_open_hold(kernel *k, const ts_record *r, ts_hold **out) {
 }
 
 static void set_hold_status(kernel *k, ts_hold *hold, uint8_t status) {
+    journal_hold(k, (uint64_t)(hold - k->state->holds));
     log_change(k, UNDO_HOLD_STATUS, (uint64_t)(hold - k->state->holds), hold->status);
     hold->status = status;
 }
@@ -579,6 +603,7 @@ static uint8_t apply_set_policy(kernel *k, const ts_record *r) {
     }
     if (index == TS_NOT_FOUND) {
         index = s->policy_count++;
+        journal_policy(k, index);
         s->policies[index] = (ts_policy){.account = r->debit_account, .slot = r->key_slot};
         ts_map_insert(&s->policy_map, index);
     } else {
@@ -645,6 +670,9 @@ static uint8_t authorize(kernel *k, const ts_record *r) {
     uint64_t debit = r->debit_account;
     if (k->genesis && debit == 0) return TS_OK;
     ts_account *account = &k->state->accounts[debit];
+    k->journaled_debit = 0;
+    journal_account(k, debit);
+    k->journaled_debit = debit;
     log_change(k, UNDO_SEQUENCE, debit, account->sequence);
     account->sequence = r->sequence;
     return TS_OK;
@@ -760,10 +788,11 @@ static void push_new_holds(ts_state *s, uint64_t first) {
 
 int ts_apply_batch(ts_state *state, const ts_record *records, size_t count,
                    const uint8_t *pre_codes, const uint8_t *join_next, uint64_t now_s,
-                   int genesis, uint8_t *codes, uint64_t *opened, uint8_t *stored) {
+                   int genesis, uint8_t *codes, uint64_t *opened, uint8_t *stored,
+                   ts_journal *journal) {
     kernel k = {.state = state, .records = records, .count = count, .now_s = now_s,
                 .genesis = genesis,
-                .codes = codes, .opened = opened, .stored = stored};
+                .codes = codes, .opened = opened, .stored = stored, .journal = journal};
     memset(codes, 0, count);
     memset(opened, 0, count * sizeof *opened);
     memset(stored, 0, count);

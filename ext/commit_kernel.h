@@ -157,15 +157,35 @@ typedef struct {
     unsigned __int128 burned;
 } ts_state;
 
+/* Which entries of the state a batch changed, so that a copy of the state (the readers'
+ * durable view) can be brought up to date with the batch's block alone. An index may be listed
+ * more than once, and a change a rollback undid is still listed (the entry then holds its old
+ * value again): the copy takes each listed entry's value after the batch. The caller gives room
+ * for TS_JOURNAL_ACCOUNTS_PER_RECORD account indices and one hold and one policy index per
+ * record. */
+typedef struct {
+    uint64_t *accounts;
+    size_t account_length;
+    uint64_t *holds;
+    size_t hold_length;
+    uint64_t *policies;
+    size_t policy_length;
+} ts_journal;
+
+/* A post moves a hold's payee and payer and uses its authority's sequence. */
+#define TS_JOURNAL_ACCOUNTS_PER_RECORD 3
+
 /* Applies count records. genesis lets mint records come from account 0 (genesis itself, no
  * issuer flag, no sequence). pre_codes (may be NULL) marks records rejected by an earlier stage;
  * join_next (may be NULL) joins record i and i + 1 into one storage unit (a batch stored
  * whole). Writes codes, the account number each open_account got (else 0) and whether each
- * record is stored in the block. Returns 0, or -1 when memory ran out (nothing was applied
- * past the unit that needed it; the caller raises MemoryError). */
+ * record is stored in the block; journal (may be NULL) gets what changed. Returns 0, or -1 when
+ * memory ran out (nothing was applied past the unit that needed it; the caller raises
+ * MemoryError). */
 int ts_apply_batch(ts_state *state, const ts_record *records, size_t count,
                    const uint8_t *pre_codes, const uint8_t *join_next, uint64_t now_s,
-                   int genesis, uint8_t *codes, uint64_t *opened, uint8_t *stored);
+                   int genesis, uint8_t *codes, uint64_t *opened, uint8_t *stored,
+                   ts_journal *journal);
 
 /* Expires open holds with expiry_s <= now_s, earliest (expiry, index) first, returning each
  * amount to its payer. Writes up to capacity hold indices to out; returns how many. Call again

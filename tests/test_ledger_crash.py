@@ -11,14 +11,12 @@ are.
 """
 
 import random
-import selectors
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers import read_until_killed
 
 from tsunagi.core import records
 from tsunagi.core.config import ChainConfig
@@ -38,22 +36,9 @@ def _run_until_killed(directory: Path, key_file: Path, rng: random.Random,
         [sys.executable, str(CHILD), str(directory), str(key_file), str(ACCOUNTS), str(BATCH),
          str(in_flight), str(direct_min)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = [child.stdout.readline().strip()]
-    assert lines[0] == "READY", child.stderr.read()
-    deadline = time.monotonic() + rng.uniform(0.05, 0.6)
-    # Read while it runs, so it never blocks on a full pipe; kill at the chosen moment.
-    with selectors.DefaultSelector() as selector:
-        selector.register(child.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                line = child.stdout.readline()
-                if not line:
-                    break
-                lines.append(line.strip())
-    child.send_signal(signal.SIGKILL)
-    rest, _ = child.communicate()
-    lines += rest.splitlines()
-    return [line for line in lines[1:] if line]
+    first = child.stdout.readline().strip()
+    assert first == "READY", child.stderr.read()
+    return read_until_killed(child, rng.uniform(0.05, 0.6))
 
 
 def _check_round(directory: Path, lines: list[str]) -> tuple[int, int]:

@@ -258,15 +258,90 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.progress import Progress
 
     from tsunagi.ledger.ledger import Ledger
 
-    with Ledger.open(args.data) as ledger, Progress(transient=True) as progress:
+    # Progress goes to stderr, so what verify prints on stdout is its report alone.
+    with Ledger.open(args.data) as ledger, \
+            Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("verifying blocks", total=ledger.height)
         report = ledger.verify(lambda done, total: progress.update(task, completed=done))
+        damage = ledger.damage
     print(report)
+    if damage is not None:
+        print(f"tsunagi: {damage.advice(ledger.directory)}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from tsunagi.ledger.repair import repair_blocks
+
+    source = _copy_source(args.source)
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("checking blocks", total=None)
+            report = repair_blocks(args.data, source.read,
+                                   lambda done, total: progress.update(task, completed=done,
+                                                                       total=total))
+    finally:
+        source.close()
+    print(json.dumps({"data": str(args.data), "blocks": report.blocks,
+                      "damaged": report.damaged, "repaired": report.repaired,
+                      "failed": {str(h): why for h, why in report.failed.items()}}))
+    if not report.damaged:
+        print("tsunagi: no damaged block found", file=sys.stderr)
+    elif report.failed:
+        print(f"tsunagi: {len(report.failed)} damaged block(s) could not be repaired from "
+              f"{args.source}: try another copy of this chain with --from", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _copy_source(text: str):
+    """--from: a data directory (a backup, or another node's), or HOST:PORT of a node."""
+    from pathlib import Path
+
+    from tsunagi.errors import ConfigError, StorageError
+    from tsunagi.ledger.log import LogCopy
+
+    if Path(text).is_dir():
+        return LogCopy(text)
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise StorageError(f"--from {text}: no such directory, and not HOST:PORT of a node")
+    from tsunagi.node.client import Client
+
+    class _NodeCopy:
+        def __init__(self) -> None:
+            self.client = Client(host.strip("[]"), int(port))
+
+        def read(self, height: int) -> bytes | None:
+            return self.client.block(height)
+
+        def close(self) -> None:
+            self.client.close()
+
+    try:
+        return _NodeCopy()
+    except OSError as exc:
+        raise ConfigError(f"--from {text}: cannot reach a node there ({exc})") from exc
+
+
+def _add_repair_command(commands) -> None:
+    repair = commands.add_parser(
+        "repair", help="write damaged blocks again from a good copy of the chain",
+        description="Checks every committed block of DATA and writes each damaged one again "
+                    "from --from: a backup of the data directory, another node's data "
+                    "directory, or HOST:PORT of a running node of the same chain. A copy is "
+                    "taken only if it hashes to what the chain names. Stop the node first.")
+    repair.add_argument("data", help="data directory with damaged blocks")
+    repair.add_argument("--from", dest="source", required=True, metavar="DIR|HOST:PORT",
+                        help="where to copy good blocks from")
+    repair.set_defaults(handler=cmd_repair)
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
@@ -419,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     pow_.add_argument("--json", action="store_true", help="print one JSON object")
     pow_.set_defaults(handler=cmd_pow)
     _add_ledger_commands(commands)
+    _add_repair_command(commands)
     from tsunagi.node import loadgen, service
 
     service.register_commands(commands)

@@ -8,10 +8,19 @@ def record_bytes(records: Buffer | np.ndarray) -> np.ndarray: ...  # flat uint8,
 def count_kinds(records: Buffer | np.ndarray) -> np.ndarray: ...
 def rebuild_maps(state: object) -> None: ...
 def rebuild_heap(state: object) -> None: ...
+class Journal:
+    """Indices (uint64) of the accounts, holds and policies one apply_batch changed."""
+
+    accounts: np.ndarray
+    holds: np.ndarray
+    policies: np.ndarray
+
 def apply_batch(state: object, records: Buffer | np.ndarray, pre_codes: np.ndarray | None = None,
                 now_s: int = 0, genesis: bool = False,
-                join_next: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # codes, opened, stored
+                join_next: np.ndarray | None = None, journal: bool = False
+                ) -> tuple: ...  # codes, opened, stored (and a Journal with journal=True)
+def capture_accounts(state: object, indices: np.ndarray) -> np.ndarray: ...  # N x 3 u64
+def place_accounts(state: object, rows: np.ndarray) -> None: ...
 def expire_holds(state: object, now_s: int) -> np.ndarray: ...
 def check_fields(records: Buffer | np.ndarray, chain_id: int) -> np.ndarray: ...
 def resolve_signers(state: object, records: Buffer | np.ndarray,

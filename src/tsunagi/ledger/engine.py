@@ -33,6 +33,7 @@ from tsunagi.core.codes import Result
 from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Flags, Kind
 from tsunagi.errors import ConfigError, EncodingError
 from tsunagi.ledger.state import EXPIRED_DTYPE, State
+from tsunagi.ledger.view import StateChanges, capture_changes
 
 __all__ = ["BatchOutcome", "Engine", "ReplayOutcome"]
 
@@ -53,6 +54,9 @@ class BatchOutcome:
     # Merkle levels of the stored records' txids, when batch signatures needed them built:
     # the block's root then costs one hash a level (hashing.merkle_root_plus_leaf).
     stored_txid_levels: list[np.ndarray] | None = None
+    # With track_changes: what the state's entries are after this batch, for the readers'
+    # durable view (None when the batch stored nothing: its changes go with the next block).
+    changes: StateChanges | None = None
 
     @property
     def stored_count(self) -> int:
@@ -137,15 +141,20 @@ class Engine:
         self.chain_id = chain_id
         self._executor: ThreadPoolExecutor | None = None
         self._executor_threads = 0
+        # Entries changed by batches that stored nothing (hold expiry): they reach readers
+        # with the next block.
+        self._unblocked: list[tuple[np.ndarray, np.ndarray]] = []
 
     def process(self, records, signatures=b"", batches: Sequence = (), now_s: int = 0,
-                threads: int = 1, pre_codes: np.ndarray | None = None) -> BatchOutcome:
+                threads: int = 1, pre_codes: np.ndarray | None = None,
+                track_changes: bool = False) -> BatchOutcome:
         """Runs a batch through every stage; see the module docstring.
 
         ``signatures``: 64 bytes for each record without the batch_authorized flag, in record
         order. ``batches``: BatchAuth tuples (first, count, signer_key, signature) or a
         BATCH_DTYPE array. ``pre_codes`` (N uint8, optional): codes an outer layer already
         knows (already_committed). Framing errors (sizes, batch ranges) raise EncodingError.
+        ``track_changes`` fills ``outcome.changes`` (see tsunagi.ledger.view).
         """
         flat = commit.record_bytes(records)
         view = flat.view(RECORD_DTYPE)
@@ -162,14 +171,32 @@ class Engine:
         txids = hashing.sha256d_records(flat, RECORD_BYTES, threads)
         levels = hashing.merkle_levels(txids, threads) if len(table) else None
         self._verify(view, txids, keys, own, signature_rows, table, codes, threads, levels)
-        expired = self._expire(now_s)
-        codes, opened, stored = commit.apply_batch(self.state, flat, codes, now_s,
-                                                   join_next=_join_next(ids))
+        expired, expired_holds = self._expire(now_s)
+        applied = commit.apply_batch(self.state, flat, codes, now_s, join_next=_join_next(ids),
+                                     journal=track_changes)
+        codes, opened, stored = applied[:3]
         outcome = _outcome(view, codes, stored, opened, txids, expired, own, signature_rows,
                            table)
         if levels is not None and outcome.stored_count == len(view):
             outcome.stored_txid_levels = levels
+        if track_changes:
+            outcome.changes = self._changes(applied[3], expired, expired_holds,
+                                            outcome.stored_count > 0)
         return outcome
+
+    def _changes(self, journal, expired: np.ndarray, expired_holds: np.ndarray,
+                 block: bool) -> StateChanges | None:
+        """The post-images of what this batch (and batches since the last block) changed."""
+        if expired_holds.size:
+            self._unblocked.append((expired["payer"], expired_holds))
+        if not block:
+            return None
+        accounts, holds = journal.accounts, journal.holds
+        if self._unblocked:
+            accounts = np.concatenate([payers for payers, _ in self._unblocked] + [accounts])
+            holds = np.concatenate([indices for _, indices in self._unblocked] + [holds])
+            self._unblocked.clear()
+        return capture_changes(self.state, accounts, holds, journal.policies)
 
     def _verify(self, view, txids, keys, own, signature_rows, table, codes, threads,
                 levels) -> None:
@@ -238,9 +265,10 @@ class Engine:
             self._executor_threads = threads
         return self._executor
 
-    def _expire(self, now_s: int) -> np.ndarray:
+    def _expire(self, now_s: int) -> tuple[np.ndarray, np.ndarray]:
+        """Expires the holds due at now_s: their rows (EXPIRED_DTYPE) and table indices."""
         indices = commit.expire_holds(self.state, now_s)
-        return self.state.expired_rows(indices)
+        return self.state.expired_rows(indices), indices
 
     def replay(self, records, codes, now_s: int, batches: Sequence = ()) -> ReplayOutcome:
         """Re-applies a stored block without checking signatures (they were checked when it
@@ -252,7 +280,7 @@ class Engine:
         if expected.shape != (len(flat) // RECORD_BYTES,):
             raise EncodingError("replay needs one code per record")
         ids = _batch_ids(_batch_table(batches, len(expected)), len(expected))
-        expired = self._expire(now_s)
+        expired, _ = self._expire(now_s)
         computed, opened, stored = commit.apply_batch(self.state, flat, None, now_s,
                                                       join_next=_join_next(ids))
         wrong = np.flatnonzero((computed != expected) | ~stored)

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,18 @@ from tsunagi.core.block import (
 )
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig, genesis_records
-from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, StorageError
+from tsunagi.errors import CorruptLogError, EncodingError, StorageError
 from tsunagi.ledger import store_limits
+from tsunagi.ledger.damage import (
+    Damage,
+    Scrub,
+    check_stored_block,
+    error_for,
+    from_error,
+    read_marker,
+    remove_marker,
+    write_marker,
+)
 from tsunagi.ledger.engine import Engine
 from tsunagi.ledger.index import BlockEntries, Index, release_free_memory
 from tsunagi.ledger.log import BlockLog, write_file_atomically
@@ -49,6 +60,7 @@ from tsunagi.ledger.snapshot import (
     snapshot_block_hashes,
 )
 from tsunagi.ledger.state import State
+from tsunagi.ledger.view import AccountInfo, DurableView
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +80,8 @@ INDEX_QUEUE_RECORDS_MAX = 1 << 19
 INDEX_IDLE_RELEASE_S = 1.0
 U32_MAX = 2**32 - 1
 
-__all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport"]
+__all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport",
+           "VerifyResult"]
 
 
 @dataclass
@@ -125,15 +138,6 @@ class PendingBatch:
 
 
 @dataclass(frozen=True)
-class AccountInfo:
-    account: int
-    owner_key: bytes
-    balance: int
-    sequence: int
-    issuer: bool
-
-
-@dataclass(frozen=True)
 class TxInfo:
     """A committed record with where it is and the proof that it is there."""
 
@@ -154,6 +158,28 @@ class TxInfo:
                                             self.merkle_root))
 
 
+class VerifyResult(IntEnum):
+    """Why ``Ledger.verify`` stopped at a block; 0 is ok. Values are never reused."""
+
+    ok = 0
+    damaged_frame = 1  # the block log's frame of the block fails its checksum or is missing
+    undecodable = 2  # the frame is intact but its bytes are not a block
+    block_check = 3  # check_block fails: work, Merkle root, records, batches (reason says)
+    wrong_bits = 4  # the header's bits are not the chain's
+    time_backwards = 5  # the block's time is before the previous block's
+    recorded_hash_differs = 6  # the index or a snapshot recorded another hash for the height
+    genesis_config = 7  # block 0 does not carry the directory's chain config
+    not_authenticated = 8  # a stored record's signature (or account) no longer checks
+    replay_mismatch = 9  # re-applying the block gives other result codes than it stores
+    header_chain = 10  # the headers do not link, or one does not meet its target
+
+
+# Codes that mean the stored bytes changed after they were written (repair them from a copy).
+_DAMAGE_RESULTS = (VerifyResult.damaged_frame, VerifyResult.undecodable,
+                   VerifyResult.block_check, VerifyResult.recorded_hash_differs,
+                   VerifyResult.header_chain)
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     ok: bool
@@ -161,11 +187,17 @@ class VerifyReport:
     records: int
     bad_height: int | None = None
     reason: str = ""
+    code: VerifyResult = VerifyResult.ok
+
+    @property
+    def damaged(self) -> bool:
+        """The stored bytes of ``bad_height`` are not what was written."""
+        return self.code in _DAMAGE_RESULTS
 
     def __str__(self) -> str:
         if self.ok:
             return f"ok: {self.blocks} blocks, {self.records} records verified"
-        return f"FAILED at block {self.bad_height}: {self.reason}"
+        return f"FAILED at block {self.bad_height} ({self.code.name}): {self.reason}"
 
 
 class _Indexer:
@@ -314,10 +346,17 @@ class Ledger:
         self._tip_hash = tip.hash  # of the last block written (durable or not): the next links
         self._tip_time = tip.time
         self._durable = (log.height, tip.hash)  # blocks on disk, and the hash of the last
-        self._unsynced: deque = deque()  # (height, block, opened) written, not yet durable
+        # (height, block, opened, changes) written, not yet durable
+        self._unsynced: deque = deque()
+        # What readers see: the state of the durable blocks (tsunagi.ledger.view).
+        self._view = DurableView(engine.state, log.height)
         self._records_since_snapshot = 0
         self._snapshot_thread: threading.Thread | None = None
         self._indexer = _Indexer(index)
+        # A committed block known to be damaged: reads go on, writes are refused.
+        self._damage: Damage | None = None
+        self._damage_lock = threading.Lock()
+        self._scrub: Scrub | None = None
 
     # ----------------------------------------------------------------- opening and closing
 
@@ -350,11 +389,15 @@ class Ledger:
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, threads: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> Ledger:
-        """Opens a data directory: newest valid snapshot, then the log replayed after it.
+             progress: Callable[[int, int], None] | None = None,
+             check_blocks: int = store_limits.open_check_blocks) -> Ledger:
+        """Opens a data directory: newest valid snapshot, then the log replayed after it, then
+        the newest ``check_blocks`` blocks checked fully (frame, ``check_block``, links).
 
-        A torn tail that was never acknowledged is dropped; damage inside committed data raises
-        CorruptLogError naming the block and offset.
+        A torn tail that was never acknowledged is dropped; damage in the newest blocks, or in
+        any block the open reads, raises CorruptLogError naming the block and offset. Damage
+        recorded earlier (``damage.json``, by a read, the scrub or verify) is checked again: if
+        the block is still damaged the ledger opens for reads and refuses writes.
         """
         directory = Path(path)
         config_path = directory / CONFIG_FILE
@@ -370,6 +413,7 @@ class Ledger:
                                       "restore the directory from a backup or a peer")
             engine, first = _restore_state(directory, config, log)
             _replay(engine, log, first, progress)
+            _check_newest(log, check_blocks)
             index = Index.open(directory)
         except BaseException:
             log.close()
@@ -377,8 +421,89 @@ class Ledger:
         if index.indexed_height > log.height:  # the index saw blocks a reorg took back
             index.truncate_above(log.height)
         ledger = cls(directory, config, log, index, engine, threads)
+        ledger._recall_damage()
         ledger._start_indexer()
         return ledger
+
+    def _recall_damage(self) -> None:
+        """Damage recorded before this open: still there (writes stay refused) or mended."""
+        recorded = read_marker(self.directory)
+        if recorded is None:
+            return
+        heights = [recorded.height] if 0 <= recorded.height < self._log.height \
+            else range(self._log.height)
+        for height in heights:
+            after = self._log.read(height + 1)[4:36] if height + 1 < self._log.height else None
+            found = check_stored_block(self._log.read, height, after)
+            if found.reason is not None:
+                self._damage = Damage(height, found.offset or self._log.frame_offset(height),
+                                      found.reason, recorded.found_by, recorded.found_at_s)
+                logger.error("%s", self._damage.advice(self.directory))
+                return
+        remove_marker(self.directory)
+        logger.warning("block %s of %s reads intact again: the damage recorded in %s is "
+                       "cleared and the ledger takes new records", recorded.height,
+                       self.directory, "damage.json")
+
+    # ------------------------------------------------------------------------------ damage
+
+    @property
+    def damage(self) -> Damage | None:
+        """A committed block known to be damaged, or None. While set, writes are refused."""
+        return self._damage
+
+    def report_damage(self, damage: Damage) -> None:
+        """Records damage found by a read, the scrub or verify: logged once, written to
+        damage.json (a restart remembers it), and from now on writes are refused."""
+        if damage.offset is None and 0 <= damage.height < self._log.height:
+            damage = Damage(damage.height, self._log.frame_offset(damage.height),
+                            damage.reason, damage.found_by, damage.found_at_s)
+        with self._damage_lock:
+            if self._damage is not None and self._damage.height <= damage.height:
+                return  # the oldest damage is the one to repair first
+            self._damage = damage
+        logger.error("%s", damage.advice(self.directory))
+        try:
+            write_marker(self.directory, damage)
+        except OSError as exc:
+            logger.error("could not record the damage in %s: %s", self.directory, exc)
+
+    def _read(self, height: int) -> bytes:
+        """A committed block's bytes; damage found on the way is reported, then raised."""
+        try:
+            return self._log.read(height)
+        except CorruptLogError as error:
+            damage = from_error(error, "read")
+            self.report_damage(damage)
+            raise error_for(self._damage or damage, self.directory) from None
+
+    def start_scrub(self, rate_bytes_s: float = store_limits.scrub_rate_bytes_s,
+                    interval_s: float = store_limits.scrub_interval_s) -> Scrub:
+        """Starts re-reading every committed block in the background (see ledger.damage):
+        at most ``rate_bytes_s`` bytes a second, a new pass ``interval_s`` after the last
+        began. Damage it finds is reported (``report_damage``). Stopped by close()."""
+        if self._scrub is None:
+            def chain():
+                if self._log is None:
+                    return None, None, None
+                return self.height, self._read_for_scrub, self.report_damage
+
+            self._scrub = Scrub(chain, rate_bytes_s, interval_s)
+            self._scrub.start()
+        return self._scrub
+
+    def _read_for_scrub(self, height: int) -> bytes:
+        log = self._log
+        if log is None:
+            raise StorageError("the ledger is closed")
+        return log.read(height)
+
+    def health(self) -> dict:
+        """Damage known (None when none) and what the scrub has done (None when not running)."""
+        damage = self._damage
+        return {"damage": None if damage is None else
+                {**damage.as_dict(), "message": damage.advice(self.directory)},
+                "scrub": None if self._scrub is None else self._scrub.status()}
 
     def _start_indexer(self) -> None:
         """Starts the indexer; blocks the index missed (it lags the log after a crash) are
@@ -415,6 +540,8 @@ class Ledger:
         """Waits for the index and any snapshot, writes a fresh snapshot, closes the files."""
         if self._log is None:
             return
+        if self._scrub is not None:
+            self._scrub.stop()
         with self._write_lock:
             try:
                 if self._broken is None:
@@ -458,14 +585,15 @@ class Ledger:
         """
         view = rec.as_records(records)
         with self._write_lock:
-            self._check_usable()
+            self._check_writable()
             block_time = max(int(time.time()) if now_s is None else int(now_s), self._tip_time)
             if block_time > U32_MAX:
                 raise EncodingError("block time passes the 32-bit header field (year 2106)")
             pre_codes = self._already_committed_opens(view)
             early = self._start_block(view, signatures, batches)
             outcome = self._engine.process(view, signatures, batches, block_time,
-                                           self._threads, pre_codes=pre_codes)
+                                           self._threads, pre_codes=pre_codes,
+                                           track_changes=True)
             answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
                                  opened=outcome.opened)
             if outcome.stored_count:
@@ -489,8 +617,9 @@ class Ledger:
                 try:
                     synced = self._log.sync()
                     while self._unsynced and self._unsynced[0][0] < synced:
-                        height, block, opened = self._unsynced.popleft()
+                        height, block, opened, changes = self._unsynced.popleft()
                         self._indexer.put(height, block, opened)
+                        self._view.advance(changes, height + 1)
                         self._durable = (height + 1, block.hash)
                 except BaseException as exc:
                     self._broken = exc
@@ -543,10 +672,15 @@ class Ledger:
         block = decode_block(data, txids=txids)
         self._tip_hash, self._tip_time = block.hash, block.time
         answer.height, answer.block_hash = height, block.hash
-        self._unsynced.append((height, block, outcome.opened[outcome.stored]))
+        self._unsynced.append((height, block, outcome.opened[outcome.stored], outcome.changes))
         self._records_since_snapshot += len(block)
         if self._records_since_snapshot >= SNAPSHOT_RECORDS_INTERVAL:
             self._snapshot_now(background=True)
+
+    def _check_writable(self) -> None:
+        self._check_usable()
+        if self._damage is not None:
+            raise error_for(self._damage, self.directory)
 
     def _check_usable(self) -> None:
         if self._log is None:
@@ -639,21 +773,38 @@ class Ledger:
 
     @property
     def state(self) -> State:
+        """The engine's working state: ahead of the durable blocks while a batch is applied or
+        waits for its fsync. For tools and tests; readers use the queries below, which show
+        only durable state."""
         return self._engine.state
+
+    # Balances, accounts, holds and policies come from the durable view: a reader never sees
+    # a block before its fsync returned, nor part of a linked group the kernel rolled back.
 
     def balance(self, account: int) -> int:
         return self.account(account).balance
 
-    def account(self, account: int) -> AccountInfo:
-        state = self._engine.state
-        if not 1 <= account <= state.account_count:
-            raise NotFoundError(f"no account {account} on chain {self.config.name!r}: "
-                                f"accounts are 1..{state.account_count}")
-        return AccountInfo(account, state.owner_key(account), state.balance(account),
-                           state.sequence(account), state.is_issuer(account))
+    def balances(self, accounts: Sequence[int]) -> tuple[int, np.ndarray]:
+        """(height, balances): several accounts read together, as of the same durable block
+        (height counts durable blocks, like ``Ledger.height``)."""
+        return self._view.balances(accounts)
 
-    def holds(self, account: int) -> list:
-        return self._engine.state.holds_of(account)
+    def account(self, account: int) -> AccountInfo:
+        """Owner key, balance, held, sequence and issuer flag of an account, as of the
+        durable tip (``info.height`` blocks)."""
+        return self._view.account(account, self.config.name)
+
+    def holds(self, account: int) -> list[dict]:
+        """Every hold the account pays, receives or resolves, oldest first (durable)."""
+        return self._view.holds(account)
+
+    def hold(self, payer: int, sequence: int) -> dict | None:
+        """The hold named by (payer account, hold sequence), or None."""
+        return self._view.hold(payer, sequence)
+
+    def policy(self, account: int, slot: int) -> dict | None:
+        """The live policy key of (account, key slot 1..7), or None."""
+        return self._view.policy(account, slot)
 
     def accounts_of(self, key_or_address: bytes | str) -> list[int]:
         """Account numbers owned by a key (32 bytes) or its address text."""
@@ -687,7 +838,7 @@ class Ledger:
                 return None
         if not 0 <= height < self.height:
             return None
-        return self._log.read(height)
+        return self._read(height)
 
     def transaction(self, txid: bytes) -> TxInfo | None:
         """A committed record by txid, with its block, position and Merkle proof."""
@@ -698,7 +849,7 @@ class Ledger:
         return self._tx_info(*found[:2])
 
     def _tx_info(self, height: int, position: int) -> TxInfo:
-        block = _read_block(self._log, height)
+        block = _decoded(self._read(height), height, self._log.path)
         return TxInfo(txid=block.txids()[position].tobytes(),
                       record=block.records[position].tobytes(),
                       code=Result(int(block.codes[position])), height=height,
@@ -732,19 +883,28 @@ class Ledger:
                     found.append(("snapshot", recorded[height]))
                 return [(source, value) for source, value in found if value is not None]
 
-            return verify_log(self._log, self.config, self._threads, progress, recorded_hashes)
+            report = verify_log(self._log, self.config, self._threads, progress,
+                                recorded_hashes)
+        if report.damaged:
+            offset = getattr(report, "offset", None)
+            self.report_damage(Damage(report.bad_height, offset, report.reason, "verify",
+                                      time.time()))
+        return report
 
 
 def _read_block(log: BlockLog, height: int) -> Block:
     """A committed block; one that no longer decodes is damage, reported as such."""
+    return _decoded(log.read(height), height, log.path)
+
+
+def _decoded(raw: bytes, height: int, path: Path) -> Block:
     try:
-        return decode_block(log.read(height))
+        return decode_block(raw)
     except EncodingError as exc:
         error = CorruptLogError(
-            f"block {height} of {log.path} passes its checksum but does not decode ({exc}): "
-            "it was changed after it was written; run `tsunagi verify` and restore the "
-            "directory from a backup or a peer")
-        error.height = height
+            f"block {height} of {path} passes its checksum but does not decode ({exc}): "
+            "it was changed after it was written")
+        error.height, error.offset, error.reason = height, None, f"it does not decode ({exc})"
         raise error from exc
 
 
@@ -787,6 +947,24 @@ def _replay(engine: Engine, log: BlockLog, first: int,
             progress(height, log.height)
 
 
+def _check_newest(log: BlockLog, count: int) -> None:
+    """The newest ``count`` blocks, checked fully before the ledger opens (Bitcoin Core's
+    -checkblocks): damage there stops the open, as a torn tail that was acknowledged would."""
+    next_prev = None
+    for height in range(log.height - 1, max(-1, log.height - 1 - count), -1):
+        found = check_stored_block(log.read, height, next_prev)
+        if found.reason is not None:
+            offset = found.offset if found.offset is not None else log.frame_offset(height)
+            error = CorruptLogError(
+                f"committed block {height} in {log.path} is damaged at the frame starting at "
+                f"byte offset {offset} ({found.reason}). The ledger does not open on damage "
+                f"in its newest {count} blocks: restore the data directory from a backup or "
+                "copy it from another node of this chain")
+            error.height, error.offset, error.reason = height, offset, found.reason
+            raise error
+        next_prev = found.prev_hash
+
+
 def _opens_mask(block: Block) -> np.ndarray:
     """Which records of a block opened an account."""
     return (block.records["kind"] == rec.Kind.open_account) & (block.codes == Result.ok)
@@ -802,7 +980,7 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
     going back), re-verifies every signature and replays to the stored codes; all headers then
     link and meet their targets (one native call). ``recorded_hashes(height)`` gives hashes
     recorded elsewhere (index, snapshots) that the block's hash must equal: they catch a
-    changed tip, which no later block links to.
+    changed tip, which no later block links to. ``log`` needs only ``height`` and ``read``.
     """
     height = log.height
     headers = bytearray()
@@ -811,14 +989,20 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
     for block_height in range(height):
         try:
             raw = log.read(block_height)
+        except CorruptLogError as exc:
+            return VerifyReport(False, blocks, records, block_height, str(exc),
+                                VerifyResult.damaged_frame)
+        try:
             block = decode_block(raw)
-        except (EncodingError, CorruptLogError) as exc:
-            return VerifyReport(False, blocks, records, block_height, str(exc))
+        except EncodingError as exc:
+            return VerifyReport(False, blocks, records, block_height,
+                                f"the block does not decode: {exc}", VerifyResult.undecodable)
         headers += raw[:80]
-        reason = _chain_rules(block, config, previous_time, recorded_hashes, block_height)
-        reason = reason or _verify_block(engine, block, block_height, config)
-        if reason:
-            return VerifyReport(False, blocks, records, block_height, reason)
+        code, reason = _chain_rules(block, config, previous_time, recorded_hashes, block_height)
+        if code is VerifyResult.ok:
+            code, reason = _verify_block(engine, block, block_height, config)
+        if code is not VerifyResult.ok:
+            return VerifyReport(False, blocks, records, block_height, reason, code)
         previous_time = block.time
         blocks += 1
         records += len(block)
@@ -826,32 +1010,49 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
             progress(block_height + 1, height)
     index, result = hashing.validate_headers(bytes(headers), bytes(32), threads)
     if index < height:
-        return VerifyReport(False, blocks, records, index, f"header check: {result.name}")
+        return VerifyReport(False, blocks, records, index, f"header check: {result.name}",
+                            VerifyResult.header_chain)
     return VerifyReport(True, blocks, records)
 
 
 def _chain_rules(block: Block, config: ChainConfig, previous_time: int,
-                 recorded_hashes, height: int) -> str:
+                 recorded_hashes, height: int) -> tuple[VerifyResult, str]:
     if block.bits != config.bits:
-        return f"bits 0x{block.bits:08x}, the chain's are 0x{config.bits:08x}"
+        return VerifyResult.wrong_bits, (f"bits 0x{block.bits:08x}, the chain's are "
+                                         f"0x{config.bits:08x}")
     if block.time < previous_time:
-        return f"time {block.time} is before the previous block's {previous_time}"
+        return VerifyResult.time_backwards, (f"time {block.time} is before the previous "
+                                             f"block's {previous_time}")
     for source, recorded in recorded_hashes(height) if recorded_hashes else ():
         if recorded != block.hash:
-            return (f"hash {block.hash[::-1].hex()} differs from the one the {source} "
-                    f"recorded, {recorded[::-1].hex()}")
-    return ""
+            return VerifyResult.recorded_hash_differs, (
+                f"hash {block.hash[::-1].hex()} differs from the one the {source} recorded, "
+                f"{recorded[::-1].hex()}")
+    return VerifyResult.ok, ""
 
 
-def _verify_block(engine: Engine, block: Block, height: int, config: ChainConfig) -> str:
+def _verify_block(engine: Engine, block: Block, height: int,
+                  config: ChainConfig) -> tuple[VerifyResult, str]:
     result = check_block(block)
     if result != BlockResult.ok:
-        return f"block check: {result.name}"
+        return VerifyResult.block_check, f"block check: {result.name}"
     if height == 0:
         if not config.is_canonical(block.extension):
-            return "genesis does not carry the chain config"
+            return VerifyResult.genesis_config, "genesis does not carry the chain config"
         engine.apply_genesis(block.records.tobytes(), len(config.issuers))
-        return ""
+        return VerifyResult.ok, ""
+    outcome = engine.process(block.records, block.signatures.tobytes(), block.batches,
+                             block.time, 1)
+    if not outcome.stored.all():
+        first = int(np.flatnonzero(~outcome.stored)[0])
+        return VerifyResult.not_authenticated, (
+            f"record {first} does not authenticate ({Result(int(outcome.codes[first])).name})")
+    if not np.array_equal(outcome.codes, block.codes):
+        first = int(np.flatnonzero(outcome.codes != block.codes)[0])
+        return VerifyResult.replay_mismatch, (
+            f"record {first} replays to {Result(int(outcome.codes[first])).name}, "
+            f"the block says {Result(int(block.codes[first])).name}")
+    return VerifyResult.ok, ""
     outcome = engine.process(block.records, block.signatures.tobytes(), block.batches,
                              block.time, 1)
     if not outcome.stored.all():

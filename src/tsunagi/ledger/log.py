@@ -73,7 +73,8 @@ from tsunagi.errors import CorruptLogError, EncodingError, LockedError, StorageE
 from tsunagi.ledger import store_limits
 from tsunagi.ledger.checksum import crc32
 
-__all__ = ["BlockLog", "fsync_directory", "read_exactly", "write_all", "write_file_atomically"]
+__all__ = ["BlockLog", "LogCopy", "fsync_directory", "read_exactly", "write_all",
+           "write_file_atomically"]
 
 log = logging.getLogger(__name__)
 
@@ -582,13 +583,16 @@ def _walk_frames(fd: int, offset: int, end: int, height: int, seal: _Seal,
         offset, height = frame_end, height + 1
 
 
-def _corrupt(path: Path, damage: _Damage) -> CorruptLogError:
-    error = CorruptLogError(
-        f"committed block {damage.height} in {path} is damaged at the frame starting at byte "
-        f"offset {damage.offset} ({damage.reason}). The node will not start on a damaged log: "
-        "restore the data directory from a backup or copy it from a peer, or run "
-        "`tsunagi verify` to check every block.")
-    error.height, error.offset = damage.height, damage.offset
+def _corrupt(path: Path, damage: _Damage, opening: bool = False) -> CorruptLogError:
+    """The error for damage in a committed frame. Found while opening, it stops the open;
+    found by a read, the caller (the ledger) decides what the damage means for it."""
+    text = (f"committed block {damage.height} in {path} is damaged at the frame starting at "
+            f"byte offset {damage.offset} ({damage.reason})")
+    if opening:
+        text += (". The log does not open on damage this recent: restore the data directory "
+                 "from a backup or copy it from another node of this chain")
+    error = CorruptLogError(text)
+    error.height, error.offset, error.reason = damage.height, damage.offset, damage.reason
     return error
 
 
@@ -832,6 +836,10 @@ class BlockLog:
                     self._write_checkpoint(height)
             return height
 
+    def frame_offset(self, height: int) -> int:
+        """Where the frame of block ``height`` starts in the log file."""
+        return int(self._offsets[height])
+
     def read(self, height: int) -> bytes:
         """The block at ``height``; CorruptLogError if its frame fails a check."""
         count = len(self._offsets)
@@ -895,6 +903,31 @@ class BlockLog:
             raise _corrupt(self.path, damage) from None
         assert checked == count, (checked, count)
         return checked
+
+    def rewrite(self, height: int, payload: bytes) -> None:
+        """Writes committed block ``height`` again in place, durably: the repair of a damaged
+        frame from a good copy of the same block (``tsunagi repair``). The payload must be as
+        long as the frame's place in the log; the caller checks it is the right block."""
+        with self._sync_mutex, self._mutex:
+            self._check_usable()
+            self._flush()
+            if not 0 <= height < self._synced_height:
+                raise IndexError(f"block {height} is not a committed block of {self.path}")
+            start = int(self._offsets[height])
+            end = int(self._offsets[height + 1]) if height + 1 < len(self._offsets) \
+                else self._end
+            if end - start - FRAME_HEADER_BYTES != len(payload):
+                raise EncodingError(f"block {height} takes {end - start - FRAME_HEADER_BYTES} "
+                                    f"bytes in {self.path}, the copy is {len(payload)}: it is "
+                                    "not the same block")
+            header = _frame_header(len(payload), height, height, crc32(payload), self._seal)
+            try:
+                write_all(self._fd, [header, bytes(payload)], start)
+                _fdatasync(self._fd)
+                if self._direct is not None:
+                    self._direct.moved_to(self._end)  # its copy of the last disk block
+            except OSError as error:
+                raise self._fail(error) from error
 
     def truncate(self, height: int) -> None:
         """Drops the blocks at ``height`` and above, durably (for a reorg)."""
@@ -1107,7 +1140,7 @@ class BlockLog:
                 try:
                     _check_structure(self._fd, offsets, end, self._seal)
                 except _Damage as damage:
-                    raise _corrupt(self.path, damage) from None
+                    raise _corrupt(self.path, damage, opening=True) from None
                 self._offsets.frombytes(offsets.astype("=u8").tobytes())
                 start_height, start_end = height, end
                 self._checkpoint_height, self._checkpoint_end = height, end
@@ -1132,7 +1165,7 @@ class BlockLog:
                 self._offsets.append(frame_offset)
         except _Damage as damage:
             if damage.height < committed or self._later_sync_group(damage, size):
-                raise _corrupt(self.path, damage) from None
+                raise _corrupt(self.path, damage, opening=True) from None
             end = damage.offset
             self.recovered_bytes = size - end
             log.warning("dropped %d bytes of torn tail from %s: block %d at byte offset %d "
@@ -1203,3 +1236,66 @@ class BlockLog:
                         OFFSETS_NAME, self.directory)
             return None
         return np.frombuffer(raw, dtype="<u8")
+
+
+class LogCopy:
+    """Another data directory's block log, read without its lock: a backup, or the directory
+    of a node of the same chain, that blocks can be copied from (``tsunagi repair``).
+
+    It holds the intact frames from the start up to the first that fails a check (a torn tail
+    or damage there ends the copy); ``read`` checks each frame's checksum again.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / LOG_NAME
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise StorageError(f"cannot read the block log {self.path}: {exc.strerror}") from exc
+        try:
+            self._seal = self._read_seal()
+            self._frames: list[tuple[int, int, int]] = []  # offset, length, payload crc
+            try:
+                for _, offset, payload in _walk_frames(self._fd, 0, os.fstat(self._fd).st_size,
+                                                       0, self._seal):
+                    self._frames.append((offset, len(payload), crc32(payload)))
+            except _Damage:
+                pass  # the copy ends at its first bad frame
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _read_seal(self) -> _Seal:
+        try:
+            raw = (self.directory / SEAL_NAME).read_bytes()
+        except FileNotFoundError:
+            return _LEGACY_SEAL
+        if len(raw) != SEAL.size or crc32(raw[:16]) != SEAL.unpack(raw)[2]:
+            raise CorruptLogError(f"{self.directory / SEAL_NAME} is damaged: the frames of "
+                                  f"{self.path} cannot be checked")
+        magic, key, _ = SEAL.unpack(raw)
+        return _Seal(magic, crc32(key))
+
+    @property
+    def height(self) -> int:
+        return len(self._frames)
+
+    def read(self, height: int) -> bytes | None:
+        """The block at ``height``, or None when the copy does not hold it intact."""
+        if not 0 <= height < len(self._frames):
+            return None
+        offset, length, payload_crc = self._frames[height]
+        payload = read_exactly(self._fd, length, offset + FRAME_HEADER_BYTES)
+        return payload if len(payload) == length and crc32(payload) == payload_crc else None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

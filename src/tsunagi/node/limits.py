@@ -98,3 +98,10 @@ client_request_timeout_s = 60.0
 # its first record arrived, whichever comes first.
 batcher_records_max = 4096
 batcher_wait_ms = 1.0
+
+# The background scrub a node runs over its committed blocks (tsunagi.ledger.damage.Scrub):
+# at most this many bytes read a second (about 2% of the disk's streaming rate here, and one
+# core's crc32 and SHA-256 for a fraction of a second each second), a new pass this long after
+# the last began. Damage is reported within about one pass plus this interval.
+scrub_rate_bytes_s = 64 << 20
+scrub_interval_s = 3600.0

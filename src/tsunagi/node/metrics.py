@@ -182,10 +182,27 @@ class NodeMetrics(NodeEvents):
                                  labels=["chain", "chain_id", "asset"])
         info.add_metric([config.name, str(config.chain_id), config.asset_code], 1)
         yield info
+        yield from _health(server.ledger.health())
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+def _health(health: dict):
+    """Damage and scrub progress (Ledger.health) as metric families."""
+    damage = health["damage"]
+    yield GaugeMetricFamily("tsunagi_damaged_block", "Height of a committed block known to be "
+                            "damaged (-1: none); while set the node takes no records",
+                            value=-1 if damage is None else damage["height"])
+    scrub = health["scrub"]
+    if scrub is not None:
+        yield CounterMetricFamily("tsunagi_scrub_passes", "Full passes of the background scrub",
+                                  value=scrub["passes"])
+        yield CounterMetricFamily("tsunagi_scrub_blocks", "Blocks the scrub has re-read",
+                                  value=scrub["blocks_checked"])
+        yield CounterMetricFamily("tsunagi_scrub_bytes", "Bytes the scrub has re-read",
+                                  value=scrub["bytes_checked"])
 
 
 def metrics_app(metrics: NodeMetrics):

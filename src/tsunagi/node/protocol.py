@@ -84,6 +84,7 @@ class ErrorCode(IntEnum):
     duplicate_request = 11  # the request id is already in flight on this connection
     too_many_subscriptions = 12  # above subscriptions_per_connection_max
     timeout = 13  # a frame, the hello or the silence took too long; the connection is closed
+    damaged = 14  # a committed block is damaged: reading it fails, and no record is taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +440,7 @@ class Status:
     queued_records: int  # records waiting for the group-commit writer
     groups_committed: int  # ledger.submit_batch calls made by the writer since the start
     records_committed: int  # records stored in blocks by those calls
+    damaged_height: int | None = None  # a committed block known to be damaged (no writes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,7 +488,7 @@ _TRANSACTION = struct.Struct("<128sQIBB2x32s")
 _HISTORY_QUERY = struct.Struct("<QIIQ")
 _HISTORY_HEAD = struct.Struct("<I4x")
 _HISTORY_ENTRY = struct.Struct("<128sQIB3x32s")
-_STATUS = struct.Struct("<IIQ32sIIQQ")
+_STATUS = struct.Struct("<IIQ32sIIQQQ")
 _NOTICE = struct.Struct("<Q32sI4x")
 
 _RESULT_MAX = max(Result)
@@ -903,13 +905,16 @@ _codec(History, MessageType.history)((_encode_history, _decode_history))
 
 def _decode_status(p, flags):
     _exact(p, _STATUS.size, "status")
-    chain_id, version, height, tip, connections, queued, groups, records = _STATUS.unpack(p)
-    return Status(chain_id, version, height, bytes(tip), connections, queued, groups, records)
+    chain_id, version, height, tip, connections, queued, groups, records, damaged = \
+        _STATUS.unpack(p)
+    return Status(chain_id, version, height, bytes(tip), connections, queued, groups, records,
+                  _u64_or_none(damaged))
 
 
 _codec(Status, MessageType.status)((lambda m: (_STATUS.pack(
     m.chain_id, m.version, m.height, m.tip_hash, m.connections, m.queued_records,
-    m.groups_committed, m.records_committed), 0), _decode_status))
+    m.groups_committed, m.records_committed, _none_u64(m.damaged_height)), 0),
+    _decode_status))
 
 
 def _decode_subscribe(p, flags):

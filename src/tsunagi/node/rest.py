@@ -15,7 +15,9 @@ Conventions, also on the OpenAPI page at ``/docs``:
   asset's decimals (``"12.50"``). Never floats.
 - A rejected record is a result code in a 200 answer, not an HTTP error. HTTP errors are
   ``{"error": {"code", "message"}}``: 400 malformed, 404 not_found, 413 too_large, 503
-  overloaded or shutting_down (with Retry-After), 500 internal.
+  overloaded or shutting_down (with Retry-After), 500 internal. A committed block found damaged
+  answers ``damaged`` (the message names its height and byte offset and what to do): 500 for a
+  read of that block, 503 for a submission, which the node refuses until it is repaired.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from tsunagi.core.address import encode_address
 from tsunagi.core.amounts import format_amount
 from tsunagi.core.block import decode_block
 from tsunagi.core.codes import UNSTORED, Result
-from tsunagi.errors import EncodingError, NotFoundError, ProtocolError
+from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, ProtocolError
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
 from tsunagi.node.service import RestSettings
@@ -243,6 +245,24 @@ class BlockOut(BaseModel):
     codes: list[int]
 
 
+class DamageOut(BaseModel):
+    height: int = Field(description="the damaged committed block")
+    offset: int | None = Field(description="byte offset of its frame in blocks.log")
+    reason: str
+    found_by: str = Field(description="open, read, scrub or verify")
+    found_at_s: float
+    message: str = Field(description="what the node does, and what to do")
+
+
+class ScrubOut(BaseModel):
+    passes: int = Field(description="full passes over the committed blocks since the start")
+    blocks_checked: int
+    bytes_checked: int
+    last_pass_s: float | None = Field(description="when the last pass ended (Unix time)")
+    rate_bytes_s: float
+    interval_s: float
+
+
 class StatusOut(BaseModel):
     chain: str
     chain_id: int
@@ -256,6 +276,9 @@ class StatusOut(BaseModel):
     queued_records: int
     groups_committed: int
     records_committed: int
+    damage: DamageOut | None = Field(description="a committed block known to be damaged: the "
+                                                 "node takes no records until it is repaired")
+    scrub: ScrubOut | None = Field(description="the background re-read of committed blocks")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -317,13 +340,13 @@ def _malformed(message: str) -> ApiError:
 
 _PROTOCOL_STATUS = {p.ErrorCode.overloaded: 503, p.ErrorCode.shutting_down: 503,
                     p.ErrorCode.malformed: 400, p.ErrorCode.too_large: 413,
-                    p.ErrorCode.not_found: 404}
+                    p.ErrorCode.not_found: 404, p.ErrorCode.damaged: 503}
 
 
 def _from_protocol(error: p.Error, retry_after_s: int) -> ApiError:
     status = _PROTOCOL_STATUS.get(error.code, 500)
-    return ApiError(status, error.code.name, error.message,
-                    retry_after_s if status == 503 else None)
+    retry = status == 503 and error.code is not p.ErrorCode.damaged
+    return ApiError(status, error.code.name, error.message, retry_after_s if retry else None)
 
 
 def _code_name(value: int) -> str:
@@ -498,6 +521,8 @@ class _Api:
             return await loop.run_in_executor(self.readers, function, *args)
         except NotFoundError as exc:
             raise ApiError(404, "not_found", str(exc)) from None
+        except CorruptLogError as exc:  # the ledger has logged and recorded it
+            raise ApiError(500, "damaged", str(exc)) from None
 
     async def submit(self, records: bytes, signatures: bytes, batches: bytes = b""):
         """Commits through the node's group-commit writer; refusals become ApiErrors."""
@@ -775,7 +800,7 @@ def _add_chain_routes(app: FastAPI, api: _Api) -> None:
                 "wire_connections": len(node.connections),
                 "queued_records": node.queued_records,
                 "groups_committed": node.groups_committed,
-                "records_committed": node.records_committed}
+                "records_committed": node.records_committed, **api.ledger.health()}
 
 
 def _add_event_route(app: FastAPI, api: _Api) -> None:

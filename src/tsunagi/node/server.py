@@ -31,7 +31,7 @@ import numpy as np
 from tsunagi import hashing
 from tsunagi.core.codes import UNSTORED
 from tsunagi.core.records import RECORD_BYTES, Flags
-from tsunagi.errors import ConfigError, EncodingError, ProtocolError
+from tsunagi.errors import ConfigError, CorruptLogError, EncodingError, ProtocolError
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
 
@@ -70,6 +70,9 @@ class NodeSettings:
     write_buffer_bytes_max: int = limits.write_buffer_bytes_max
     subscriptions_per_connection_max: int = limits.subscriptions_per_connection_max
     reader_threads: int = 2  # threads serving queries; the ledger allows reads from any thread
+    # The background scrub of committed blocks (ledger.damage.Scrub); 0 turns it off.
+    scrub_rate_bytes_s: int = limits.scrub_rate_bytes_s
+    scrub_interval_s: float = limits.scrub_interval_s
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -387,9 +390,10 @@ def _read_block(server, m: p.QueryBlock):
 
 def _status(server, tip, m) -> p.Status:
     height, tip_hash = tip
+    damage = server.ledger.damage
     return p.Status(server.chain_id, max(limits.protocol_versions), height, tip_hash,
                     len(server.connections), server.queued_records, server.groups_committed,
-                    server.records_committed)
+                    server.records_committed, None if damage is None else damage.height)
 
 
 def _on_subscribe(conn: _Connection, request_id: int, message: p.Subscribe) -> None:
@@ -498,6 +502,9 @@ class NodeServer:
         self.port = self._server.sockets[0].getsockname()[1]
         self._writer_task = loop.create_task(self._write_loop())
         self._watchdog_task = loop.create_task(self._watchdog())
+        if self.settings.scrub_rate_bytes_s and self.settings.scrub_interval_s:
+            self.ledger.start_scrub(self.settings.scrub_rate_bytes_s,
+                                    self.settings.scrub_interval_s)
         log.info("node serving chain %d on %s:%d", self.chain_id, self.host, self.port)
 
     async def serve_forever(self) -> None:
@@ -575,6 +582,8 @@ class NodeServer:
         try:
             value = await self._loop.run_in_executor(self._readers, read, self, message)
             answer = convert(self, value, message)
+        except CorruptLogError as exc:  # reported by the ledger (log, status, metrics) already
+            answer = p.Error(p.ErrorCode.damaged, str(exc))
         except (LookupError, EncodingError, ValueError) as exc:
             answer = p.Error(p.ErrorCode.not_found, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a query must never take the node down
@@ -633,6 +642,11 @@ class NodeServer:
         """Queues a submission for the writer, or answers why not at once."""
         if self.stopping:
             conn.send_error(request_id, p.ErrorCode.shutting_down, "the node is stopping")
+            return
+        damage = self.ledger.damage
+        if damage is not None:
+            conn.send_error(request_id, p.ErrorCode.damaged,
+                            damage.advice(self.ledger.directory))
             return
         if self.queued_records + count > self.settings.queue_records_max:
             conn.send_error(request_id, p.ErrorCode.overloaded,
@@ -738,9 +752,12 @@ class NodeServer:
         task.add_done_callback(self._finishing.discard)
 
     def _refuse(self, group: list[_Submission], exc: Exception) -> None:
+        damaged = isinstance(exc, CorruptLogError)  # the ledger logged it once, in full
         log.error("the ledger failed a group of %d records: %s: %s",
-                  sum(s.count for s in group), type(exc).__name__, exc, exc_info=exc)
-        code = p.ErrorCode.malformed if isinstance(exc, EncodingError) else p.ErrorCode.internal
+                  sum(s.count for s in group), type(exc).__name__, exc,
+                  exc_info=None if damaged else exc)
+        code = p.ErrorCode.damaged if isinstance(exc, CorruptLogError) \
+            else p.ErrorCode.malformed if isinstance(exc, EncodingError) else p.ErrorCode.internal
         for submission in group:
             if submission.request_id in submission.connection.inflight:
                 submission.connection.answer(submission.request_id,
