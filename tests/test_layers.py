@@ -12,7 +12,7 @@ import tsunagi
 SOURCE = Path(tsunagi.__file__).parent
 # Lower layers first; a module may import its own layer and any layer before it.
 LAYERS = ["errors", "limits", "_native", "hashing", "core", "ledger", "consensus", "contracts",
-          "connect", "privacy", "node", "demo", "cli"]
+          "connect", "privacy", "node", "loadgen", "demo", "cli"]
 
 
 def layer_of(module: str) -> str:

@@ -21,9 +21,9 @@ import pytest
 from tsunagi import hashing
 from tsunagi.core import keys
 from tsunagi.core.codes import Result
-from tsunagi.core.records import RECORD_DTYPE
+from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES
 from tsunagi.errors import ConfigError
-from tsunagi.node import loadgen as lg
+from tsunagi import loadgen as lg
 from tsunagi.node import protocol as p
 from tsunagi.node.client import AsyncClient, Client
 
@@ -178,7 +178,7 @@ def test_a_chain_without_the_load_accounts_is_refused(served):
 
 def test_command_line_prepares_drives_and_writes_json_and_png(tmp_path):
     stem = tmp_path / "out" / "run"
-    command = [sys.executable, "-m", "tsunagi.node.loadgen", "--prepare", str(tmp_path / "c"),
+    command = [sys.executable, "-m", "tsunagi.loadgen", "--prepare", str(tmp_path / "c"),
                "--spawn", str(tmp_path / "c"), "--accounts", "40", "--keys", "2",
                "--mode", "batched", "--count", "1200", "--batch-size", "300", "--clients", "2",
                "--out", str(stem), "--json", "--rss-every", "0.2"]
@@ -214,7 +214,7 @@ def test_prepared_traffic_beyond_the_memory_share_is_refused_before_any_is_built
     with open("/proc/meminfo") as meminfo:
         available = int(meminfo.read().split("MemAvailable:")[1].split()[0]) * 1024
     assert 0.6 * available < allowed < 0.8 * available
-    too_many = allowed // (lg.RECORD_BYTES + lg.SIGNATURE_BYTES) + 1
+    too_many = allowed // (RECORD_BYTES + SIGNATURE_BYTES) + 1
     spec = lg.LoadSpec(mode="batched", clients=1, count=too_many, batch_size=8000)
     with pytest.raises(ConfigError, match="lower --count, or use --live"):
         lg.run_load("127.0.0.1", node.port, plan, spec)

@@ -1,0 +1,257 @@
+"""``tsunagi loadgen``: prepare a chain, drive a node with prepared transfers, draw the result.
+
+Registering the command loads nothing heavy: the library modules load when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tsunagi.errors import ConfigError, TsunagiError
+from tsunagi.loadgen.limits import CHAIN_ID_DEFAULT, COUNT_DEFAULTS, MODES, SEED_DEFAULT
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tsunagi.loadgen.plan import Plan
+    from tsunagi.loadgen.traffic import LoadSpec
+
+__all__ = ["cmd_loadgen", "main", "register_commands"]
+
+
+def register_commands(commands) -> None:
+    """Adds ``loadgen`` to the ``tsunagi`` command's subparsers."""
+    parser = commands.add_parser(
+        "loadgen", help="drive a node with prepared transfers and draw the result",
+        description="Drive a running node (--target) or one started here on a prepared data "
+                    "directory (--spawn) with signed transfers prepared before the timed phase; "
+                    "print throughput and latency, write JSON and a PNG chart with --out.")
+    where = parser.add_argument_group("where")
+    where.add_argument("--target", metavar="HOST:PORT", help="a running node")
+    where.add_argument("--spawn", metavar="DIR",
+                       help="start a node on DIR (127.0.0.1) and drive it")
+    where.add_argument("--prepare", metavar="DIR",
+                       help="create a chain in DIR with the load accounts (then stop, unless "
+                            "--spawn or --target is given)")
+    where.add_argument("--setup", action="store_true",
+                       help="open and fund --accounts new accounts on the target first")
+    where.add_argument("--chain-id", type=int, default=CHAIN_ID_DEFAULT, help="for --prepare")
+    load = parser.add_argument_group("load")
+    load.add_argument("--mode", choices=MODES, default="batched")
+    load.add_argument("--clients", type=int, default=4, help="connections (default 4)")
+    load.add_argument("--processes", type=int, default=1, help="driving processes (default 1)")
+    load.add_argument("--batch-size", type=int, default=8000, help="records a request")
+    load.add_argument("--window", type=int, default=0,
+                      help="requests in flight a connection (default 1 baseline, 2 batched)")
+    load.add_argument("--accounts", type=int, default=10_000, help="load accounts")
+    load.add_argument("--keys", type=int, default=8, help="owner keys of the accounts")
+    load.add_argument("--skew", type=float, default=0.0,
+                      help="Zipf exponent of payers and payees (0 uniform, 1 classic Zipf)")
+    load.add_argument("--count", type=int, default=None,
+                      help="transfers to prepare (default by mode: " + ", ".join(
+                          f"{m} {n:,}" for m, n in COUNT_DEFAULTS.items()) + ")")
+    load.add_argument("--duration", type=float, default=0.0,
+                      help="stop sending after this many seconds (default: when all are sent)")
+    load.add_argument("--live", action="store_true",
+                      help="batch-authorized: build requests during the run (long runs)")
+    load.add_argument("--seed", type=int, default=SEED_DEFAULT, help="of keys and draws")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", metavar="STEM", help="write STEM.json and STEM.png")
+    out.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    out.add_argument("--rss-every", type=float, default=0.0, metavar="S",
+                     help="sample the node's resident memory every S seconds (needs --spawn "
+                          "or --node-pid)")
+    out.add_argument("--node-pid", type=int, default=None, help="the target node's process id")
+    parser.set_defaults(handler=cmd_loadgen)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--target is HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _spec_of(args: argparse.Namespace) -> LoadSpec:
+    from tsunagi.loadgen.traffic import LoadSpec
+
+    count = args.count if args.count is not None else COUNT_DEFAULTS[args.mode]
+    return LoadSpec(mode=args.mode, clients=args.clients, processes=args.processes,
+                    batch_size=args.batch_size, window=args.window, count=count,
+                    duration_s=args.duration, skew=args.skew, seed=args.seed, live=args.live)
+
+
+def cmd_loadgen(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tsunagi.loadgen.spawn import NodeProcess
+
+    console = Console(stderr=True, quiet=args.json)
+    if not (args.prepare or args.target or args.spawn):
+        raise ConfigError("give --target HOST:PORT, --spawn DIR or --prepare DIR")
+    if args.target and args.spawn:
+        raise ConfigError("--target and --spawn exclude each other")
+    if args.prepare:
+        _prepare_shown(args, console)
+        if not (args.target or args.spawn):
+            return 0
+    spec = _spec_of(args)
+    node = NodeProcess(args.spawn).start() if args.spawn else None
+    try:
+        host, port = (node.host, node.port) if node else _host_port(args.target)
+        plan = _plan_shown(args, host, port, console)
+        pid = node.pid if node else args.node_pid
+        if args.rss_every and pid is None:
+            raise ConfigError("--rss-every needs --spawn or --node-pid")
+        summary = _run_shown(host, port, plan, spec, console, pid, args.rss_every)
+    finally:
+        if node is not None:
+            stopping_s = time.perf_counter()
+            with console.status("stopping the node: it finishes indexing what it committed"):
+                node.stop()
+            stop_s = time.perf_counter() - stopping_s
+    summary["accounts"], summary["keys"] = len(plan.accounts), plan.key_count
+    if node is not None:
+        # What the node sustains: committed and indexed, not only committed and answered.
+        summary["node_stop_s"] = round(stop_s, 2)
+        summary["records_per_s_indexed"] = round(
+            summary["records_ok"] / (summary["elapsed_s"] + stop_s), 1)
+    _report(summary, args, console)
+    return 0
+
+
+def _prepare_shown(args, console) -> None:
+    from rich.progress import Progress
+
+    from tsunagi.loadgen.plan import prepare_chain
+
+    started = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("preparing", total=2 * args.accounts)
+
+        def show(what: str, done: int, total: int) -> None:
+            progress.update(task, description=f"{what} {done:,} of {total:,}",
+                            completed=done + (total if what == "funded" else 0))
+
+        prepare_chain(args.prepare, args.accounts, keys=args.keys, seed=args.seed,
+                      chain_id=args.chain_id, progress=show)
+    console.print(f"prepared {args.prepare}: chain {args.chain_id}, {args.accounts:,} funded "
+                  f"accounts (2..{args.accounts + 1}) of {args.keys} keys, seed {args.seed}, "
+                  f"in {time.perf_counter() - started:.1f} s")
+
+
+def _plan_shown(args, host: str, port: int, console) -> Plan:
+    from tsunagi.loadgen.plan import setup_accounts, target_plan
+    from tsunagi.loadgen.run import new_runner
+    from tsunagi.node.client import AsyncClient
+
+    async def plan() -> Plan:
+        async with AsyncClient(host, port, auto_batch=False) as client:
+            if args.setup:
+                return await setup_accounts(client, args.accounts, keys=args.keys,
+                                            seed=args.seed)
+            return await target_plan(client, args.accounts, keys=args.keys, seed=args.seed)
+
+    what = "opening and funding the accounts" if args.setup else "checking the load accounts"
+    with console.status(what), new_runner() as runner:
+        return runner.run(plan())
+
+
+def _run_shown(host, port, plan, spec, console, pid, rss_every_s) -> dict:
+    from rich.live import Live
+    from rich.text import Text
+
+    from tsunagi.loadgen.memory import RssSampler
+    from tsunagi.loadgen.run import run_load
+
+    state = {"phase": "starting", "last": (0.0, 0)}
+    # Memory is sampled from the start of the timed phase, not while the traffic is signed.
+    sampler = RssSampler(pid, rss_every_s) if rss_every_s else None
+    with Live(Text("starting"), console=console, transient=True, refresh_per_second=8) as live:
+
+        def phase(text: str) -> None:
+            state["phase"] = text
+            live.update(Text(text))
+            if text == "driving" and sampler is not None:
+                sampler.start()
+
+        def tick(elapsed_s: float, totals: np.ndarray) -> None:
+            _, ok, requests, failed = totals.tolist()
+            last_s, last_ok = state["last"]
+            now_rate = (ok - last_ok) / max(elapsed_s - last_s, 1e-9)
+            state["last"] = (elapsed_s, ok)
+            live.update(Text(f"{spec.mode}: {elapsed_s:6.1f} s  {ok:>12,} ok  "
+                             f"{now_rate:>12,.0f}/s now  {ok / max(elapsed_s, 1e-9):>12,.0f}/s "
+                             f"average  {requests:,} requests  {failed:,} failed"))
+
+        try:
+            result = run_load(host, port, plan, spec, tick=tick, phase=phase)
+        finally:
+            if sampler is not None:
+                sampler.stop()
+    if sampler is not None:
+        result.summary["node_rss"] = sampler.samples
+    return result.summary
+
+
+def _report(summary: dict, args, console) -> None:
+    if args.out:
+        stem = Path(args.out)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+        from tsunagi.loadgen.charts import draw_chart
+
+        draw_chart(summary, stem.with_suffix(".png"))
+    if args.json:
+        print(json.dumps(summary))
+        return
+    from rich.console import Console
+
+    out = Console()
+    latency = summary["latency_ms"]
+    before, after = summary.get("node_before"), summary.get("node_after")
+    out.print(f"[bold]{summary['records_per_s']:,.0f} transfers/s ok[/bold]  "
+              f"({summary['records_ok']:,} of {summary['records_sent']:,} sent, "
+              f"{summary['elapsed_s']:.2f} s, {summary['mode']}, {summary['clients']} clients, "
+              f"{summary['batch_size']:,} a request)")
+    if latency:
+        out.print(f"latency per request: p50 {latency['p50']:,.2f} ms  p99 {latency['p99']:,.2f}"
+                  f" ms  max {latency['max']:,.2f} ms")
+    out.print("codes: " + ", ".join(f"{k} {v:,}" for k, v in summary["codes"].items()))
+    for name in ("errors", "lost"):
+        if summary[name]:
+            out.print(f"[red]{name}: {summary[name]}[/red]")
+    if before and after and after["groups_committed"] > before["groups_committed"]:
+        groups = after["groups_committed"] - before["groups_committed"]
+        records = after["records_committed"] - before["records_committed"]
+        out.print(f"node: {groups:,} commit groups, {records / groups:,.0f} records each")
+    if "node_stop_s" in summary:
+        out.print(f"node stopped {summary['node_stop_s']:,.1f} s after the run (indexing what it "
+                  f"committed): {summary['records_per_s_indexed']:,.0f} transfers/s committed "
+                  "and indexed")
+    if summary.get("node_rss"):
+        kib = [sample[1] for sample in summary["node_rss"]]
+        out.print(f"node memory: {min(kib) / 1024:,.0f} .. {max(kib) / 1024:,.0f} MiB")
+    if args.out:
+        out.print(f"wrote {Path(args.out).with_suffix('.json')} and "
+                  f"{Path(args.out).with_suffix('.png')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tsunagi.loadgen ...``: the ``tsunagi loadgen`` command on its own."""
+    parser = argparse.ArgumentParser(prog="tsunagi")
+    register_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["loadgen", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.handler(args)
+    except TsunagiError as exc:
+        print(f"tsunagi loadgen: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tsunagi loadgen: interrupted", file=sys.stderr)
+        return 130
