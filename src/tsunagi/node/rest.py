@@ -47,7 +47,7 @@ from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.errors import EncodingError, NotFoundError, ProtocolError
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
-from tsunagi.node.service import RestSettings
+from tsunagi.node.settings import RestSettings
 
 __all__ = ["ApiError", "create_app"]
 
