@@ -11,8 +11,8 @@ import tsunagi
 
 SOURCE = Path(tsunagi.__file__).parent
 # Lower layers first; a module may import its own layer and any layer before it.
-LAYERS = ["errors", "limits", "_native", "hashing", "core", "ledger", "consensus", "contracts",
-          "connect", "privacy", "node", "loadgen", "demo", "cli"]
+LAYERS = ["errors", "extras", "limits", "_native", "hashing", "core", "ledger", "consensus",
+          "contracts", "connect", "privacy", "node", "loadgen", "demo", "cli"]
 
 
 def layer_of(module: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tsunagi.errors import ConfigError, TsunagiError
+from tsunagi.extras import require
 from tsunagi.loadgen.limits import CHAIN_ID_DEFAULT, COUNT_DEFAULTS, MODES, SEED_DEFAULT
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ def register_commands(commands) -> None:
                       help="batch-authorized: build requests during the run (long runs)")
     load.add_argument("--seed", type=int, default=SEED_DEFAULT, help="of keys and draws")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", metavar="STEM", help="write STEM.json and STEM.png")
+    out.add_argument("--out", metavar="STEM", help="write STEM.json and STEM.png (the chart "
+                     "needs the charts extra: pip install 'tsunagi[charts]')")
     out.add_argument("--json", action="store_true", help="print the result as one JSON object")
     out.add_argument("--rss-every", type=float, default=0.0, metavar="S",
                      help="sample the node's resident memory every S seconds (needs --spawn "
@@ -92,6 +94,8 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
     from tsunagi.loadgen.spawn import NodeProcess
 
     console = Console(stderr=True, quiet=args.json)
+    if args.out:  # before anything runs, not after a long run with nothing to draw it
+        require("charts", "loadgen --out")
     if not (args.prepare or args.target or args.spawn):
         raise ConfigError("give --target HOST:PORT, --spawn DIR or --prepare DIR")
     if args.target and args.spawn:

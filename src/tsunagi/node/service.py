@@ -340,10 +340,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help=f"binary protocol listener (default 127.0.0.1:{DEFAULT_PORT})")
     parser.add_argument("--http", metavar="HOST:PORT",
-                        help="REST API listener, OpenAPI page at /docs (default: none)")
+                        help="REST API listener, OpenAPI page at /docs (default: none; needs "
+                             "the http extra: pip install 'tsunagi[http]')")
     parser.add_argument("--metrics", nargs="?", const=True, default=None, metavar="HOST:PORT",
                         help="serve Prometheus /metrics: on the --http listener, or on "
-                             "HOST:PORT of its own")
+                             "HOST:PORT of its own (needs the http extra)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=None)
     _add_setting_flags(parser, "node", NodeSettings, "node settings (docs: node/limits.py)")
     _add_setting_flags(parser, "rest", RestSettings, "REST API settings")
@@ -376,7 +377,11 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    from tsunagi.extras import require
+
     config = config_from_args(args)
+    if config.http is not None or config.metrics:
+        require("http", "node --http" if config.http is not None else "node --metrics")
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
