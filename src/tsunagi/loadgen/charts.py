@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["chart_figure", "draw_chart"]
+from tsunagi.loadgen.limits import RUN_HOURS_FROM_S, RUN_MINUTES_FROM_S
+
+__all__ = ["chart_figure", "draw_chart", "time_unit"]
 
 
 def draw_chart(summary: dict, path) -> None:
@@ -22,25 +24,37 @@ def chart_figure(summary: dict):
     rss = summary.get("node_rss") or []
     fig = Figure(figsize=(15 if rss else 11, 4.2))
     axes = fig.subplots(1, 3 if rss else 2)
-    _throughput_panel(axes[0], summary)
+    unit = time_unit(max([summary["elapsed_s"], *(sample[0] for sample in rss)]))
+    _throughput_panel(axes[0], summary, unit)
     _latency_panel(axes[1], summary)
     if rss:
-        _rss_panel(axes[2], rss)
+        _rss_panel(axes[2], rss, unit)
     fig.tight_layout()
     return fig
 
 
-def _throughput_panel(axis, summary: dict) -> None:
+def time_unit(run_s: float) -> tuple[str, float]:
+    """(name, seconds in one) of the unit the time axes of a run this long count in."""
+    if run_s < RUN_MINUTES_FROM_S:
+        return "seconds", 1.0
+    return ("minutes", 60.0) if run_s < RUN_HOURS_FROM_S else ("hours", 3600.0)
+
+
+def _throughput_panel(axis, summary: dict, unit: tuple[str, float]) -> None:
+    from matplotlib.colors import to_rgba
+
+    name, scale = unit
     title = (f"{summary['mode']}, {summary['clients']} clients, "
              f"{summary['batch_size']:,} per request")
     series = summary["series"]
     rates = np.asarray(series["records_per_s"], np.float64)
-    times = (np.arange(len(rates)) + 0.5) * series["bin_s"]
-    axis.step(times, rates, where="mid", color="tab:blue")
-    axis.fill_between(times, rates, step="mid", alpha=0.25, color="tab:blue")
-    axis.axhline(summary["records_per_s"], color="tab:red", linestyle="--",
-                 label=f"run average {summary['records_per_s']:,.0f}/s")
-    axis.set(title=f"transfers ok per second\n{title}", xlabel="seconds into the run",
+    edges = np.arange(len(rates) + 1) * series["bin_s"] / scale  # the bars tile the run
+    axis.stairs(rates, edges, fill=True, facecolor=to_rgba("tab:blue", 0.25),
+                edgecolor="tab:blue", linewidth=1.5)
+    # The average over the run (records ok / its length) is the mean of the bars.
+    axis.hlines(summary["records_per_s"], 0, edges[-1], color="tab:red", linestyle="--",
+                label=f"run average {summary['records_per_s']:,.0f}/s")
+    axis.set(title=f"transfers ok per second\n{title}", xlabel=f"{name} into the run",
              ylabel="transfers / s")
     axis.legend(loc="lower center")
 
@@ -67,14 +81,15 @@ def _latency_panel(axis, summary: dict) -> None:
     axis.legend()
 
 
-def _rss_panel(axis, rss: list) -> None:
+def _rss_panel(axis, rss: list, unit: tuple[str, float]) -> None:
+    name, scale = unit
     samples = np.array(rss, dtype=np.float64)  # rows: seconds, resident, anonymous, file KiB
-    times, mib = samples[:, 0] / 60, samples[:, 1:] / 1024
+    times, mib = samples[:, 0] / scale, samples[:, 1:] / 1024
     axis.plot(times, mib[:, 0], color="tab:purple", label="resident")
     reference = float(np.median(mib[len(mib) // 10: max(2, len(mib) // 5), 0]))
     axis.axhspan(reference * 0.9, reference * 1.1, color="tab:purple", alpha=0.12,
                  label="resident within 10% of its median at 10-20% of the run")
-    axis.set(xlabel="minutes into the run", ylabel="resident MiB",
+    axis.set(xlabel=f"{name} into the run", ylabel="resident MiB",
              title=f"node memory: resident {mib[:, 0].min():,.0f} .. {mib[:, 0].max():,.0f} MiB"
                    + (f"\nanonymous {mib[:, 1].min():,.0f} .. {mib[:, 1].max():,.0f} MiB, "
                       "the rest file-backed (mapped files)" if mib.shape[1] > 1 else ""))

@@ -33,10 +33,16 @@ PREBUILD_BYTES_DEFAULT = 6 << 30
 
 PROGRESS_TICK_S = 0.1  # how often the live display (and a tick callback) sees the counters
 
-# Width of one bar of the throughput-over-time chart: the first of these that leaves at most
-# SERIES_BARS_MAX bars, so a long run is not drawn as a comb of single blocks.
+# Width of one bar of the throughput-over-time chart: about the first of these that leaves at
+# most SERIES_BARS_MAX bars, so a long run is not drawn as a comb of single blocks. The bars
+# are then widened a little so that a whole number of them spans the run exactly.
 SERIES_BIN_CHOICES_S = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 SERIES_BARS_MAX = 150
+
+# The chart's time axes count seconds for a run shorter than this, then minutes, then hours
+# from RUN_HOURS_FROM_S: a unit in which the run is a number a reader takes in at a glance.
+RUN_MINUTES_FROM_S = 120.0
+RUN_HOURS_FROM_S = 7200.0
 
 DRAIN_S = 60.0  # after the deadline, how long answers still in flight are waited for
 OVERLOADED_PAUSE_S = 0.005  # an `overloaded` request is sent again after this pause

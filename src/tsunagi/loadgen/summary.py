@@ -33,6 +33,20 @@ def _latency_histogram(latency_ms: np.ndarray, bins: int = 60) -> dict:
     return {"edges_ms": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
 
 
+def _series(answered_s: np.ndarray, ok: np.ndarray, elapsed_s: float) -> dict:
+    """Transfers ok per second in bars of equal width that cover the run exactly, from its
+    start to its last answer, so the mean of the bars is the run's average: a last bar that
+    held a sliver of the run but counted as a whole one would pull the bars below it."""
+    choice_s = next((b for b in SERIES_BIN_CHOICES_S if elapsed_s / b <= SERIES_BARS_MAX),
+                    SERIES_BIN_CHOICES_S[-1])
+    if not len(answered_s):
+        return {"bin_s": choice_s, "records_per_s": []}
+    bars = max(1, int(elapsed_s / choice_s))
+    bin_s = elapsed_s / bars
+    counts, _ = np.histogram(answered_s, np.linspace(0, elapsed_s, bars + 1), weights=ok)
+    return {"bin_s": bin_s, "records_per_s": (counts / bin_s).tolist()}
+
+
 def summarize(runs: list[ClientRun], spec: LoadSpec, start_s: float) -> dict:
     """The figures of a run as a JSON-ready dict (throughput counts records answered ok)."""
     sent = np.concatenate([r.sent_s for r in runs])
@@ -47,10 +61,6 @@ def summarize(runs: list[ClientRun], spec: LoadSpec, start_s: float) -> dict:
     for run in runs:
         for name, number in run.errors.items():
             errors[name] = errors.get(name, 0) + number
-    bin_s = next((b for b in SERIES_BIN_CHOICES_S if elapsed_s / b <= SERIES_BARS_MAX),
-                 SERIES_BIN_CHOICES_S[-1])
-    edges = np.arange(0, elapsed_s + bin_s, bin_s)
-    series, _ = np.histogram(answered[done] - start_s, edges, weights=ok[done])
     records_ok = int(ok.sum())
     return {
         "mode": spec.mode, "clients": spec.clients, "processes": spec.processes,
@@ -66,7 +76,7 @@ def summarize(runs: list[ClientRun], spec: LoadSpec, start_s: float) -> dict:
         "codes": {Result(int(c)).name: int(code_counts[c]) for c in np.flatnonzero(code_counts)},
         "errors": errors, "overloaded": sum(r.overloaded for r in runs),
         "lost": sorted({r.lost for r in runs if r.lost}),
-        "series": {"bin_s": bin_s, "records_per_s": (series / bin_s).tolist()},
+        "series": _series(answered[done] - start_s, ok[done], elapsed_s),
         "latency_histogram": _latency_histogram(latency_ms),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }

@@ -1,0 +1,84 @@
+"""What the load generator reports about a run is true to the run: the chart's bars, its run
+average and its time axes.
+
+Method: connections with known answer times (ClientRun, as the driver records them) go
+through ``summarize`` and ``chart_figure``, and the tests read the numbers the chart draws:
+the bars' heights and edges, the average line, the axes' labels and data. No node is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection
+from matplotlib.patches import StepPatch
+
+from tsunagi.loadgen import LoadSpec, chart_figure, summarize
+from tsunagi.loadgen.driver import ClientRun
+
+START_S = 1000.0  # time.monotonic() when the run started
+
+
+def answered_at(times_s, records: int = 8000) -> ClientRun:
+    """One connection whose requests of ``records`` transfers were answered ok at these times
+    (seconds into the run), each sent 10 ms before."""
+    answered = START_S + np.asarray(times_s, np.float64)
+    codes = np.zeros(256, np.int64)
+    codes[0] = records * len(answered)
+    full = np.full(len(answered), records, np.int64)
+    return ClientRun(answered - 0.01, answered, full, full.copy(), codes)
+
+
+def throughput_drawn(summary: dict) -> tuple[np.ndarray, np.ndarray, float, tuple]:
+    """The throughput panel as drawn: bar heights, bar edges, the average line's height and
+    the span it is drawn over."""
+    axis = chart_figure(summary).axes[0]
+    (bars,) = [patch for patch in axis.patches if isinstance(patch, StepPatch)]
+    heights, edges, _ = bars.get_data()
+    (average,) = [c for c in axis.collections if isinstance(c, LineCollection)]
+    (((x0, y0), (x1, y1)),) = average.get_segments()
+    assert y0 == y1
+    return np.asarray(heights), np.asarray(edges), y0, (x0, x1)
+
+
+def test_the_run_average_is_the_mean_of_the_bars_and_lies_among_them():
+    """A short run that starts slowly: before, its average line stood above every bar, as the
+    last bar held 40 ms of answers spread over a whole half second."""
+    times = np.concatenate([[0.1], np.arange(0.12, 0.541, 0.02)])
+    spec = LoadSpec(mode="batched", clients=1, count=8000 * len(times), batch_size=8000)
+    summary = summarize([answered_at(times)], spec, START_S)
+    rates, bin_s = np.asarray(summary["series"]["records_per_s"]), summary["series"]["bin_s"]
+    assert summary["elapsed_s"] == pytest.approx(0.54)
+    assert summary["records_per_s"] == pytest.approx(8000 * len(times) / 0.54, rel=1e-3)
+    assert rates.min() - 0.1 <= summary["records_per_s"] <= rates.max() + 0.1  # to 0.1/s
+    assert len(rates) * bin_s == pytest.approx(summary["elapsed_s"], abs=1e-3)  # the whole run
+    assert rates.mean() == pytest.approx(summary["records_per_s"], rel=1e-3)
+    heights, edges, average, span = throughput_drawn(summary)
+    assert np.allclose(heights, rates) and average == summary["records_per_s"]
+    assert edges[0] == 0 and edges[-1] == pytest.approx(0.54, abs=1e-3)
+    assert span == pytest.approx((0, 0.54), abs=1e-3)
+
+
+def test_long_runs_keep_bars_of_about_the_chosen_width_covering_the_run():
+    rng = np.random.default_rng(1)
+    times = np.sort(rng.uniform(0, 61.3, 3000))
+    spec = LoadSpec(mode="batched", clients=1, count=8000 * 3000, batch_size=8000)
+    summary = summarize([answered_at(times)], spec, START_S)
+    series = summary["series"]
+    assert 0.5 <= series["bin_s"] < 0.51 and len(series["records_per_s"]) == 122
+    assert sum(series["records_per_s"]) * series["bin_s"] == pytest.approx(8000 * 3000)
+    assert np.mean(series["records_per_s"]) == pytest.approx(summary["records_per_s"], rel=1e-3)
+
+
+@pytest.mark.parametrize("run_s, unit, scale", [
+    (3.0, "seconds", 1), (1800.0, "minutes", 60), (3 * 3600.0, "hours", 3600)])
+def test_every_time_axis_counts_in_a_unit_that_suits_the_run(run_s, unit, scale):
+    times = np.linspace(run_s / 100, run_s, 100)
+    spec = LoadSpec(mode="batched", clients=1, count=800_000, batch_size=8000)
+    summary = summarize([answered_at(times)], spec, START_S)
+    summary["node_rss"] = [[t, 90_000, 40_000, 50_000] for t in np.linspace(0, run_s, 50)]
+    throughput, _, memory = chart_figure(summary).axes[:3]
+    assert throughput.get_xlabel() == memory.get_xlabel() == f"{unit} into the run"
+    assert memory.lines[0].get_xdata().max() == pytest.approx(run_s / scale)
+    heights, edges, _, _ = throughput_drawn(summary)
+    assert edges[-1] == pytest.approx(run_s / scale, rel=1e-3)
