@@ -181,7 +181,7 @@ def test_command_line_prepares_drives_and_writes_json_and_png(tmp_path):
     command = [sys.executable, "-m", "tsunagi.loadgen", "--prepare", str(tmp_path / "c"),
                "--spawn", str(tmp_path / "c"), "--accounts", "40", "--keys", "2",
                "--mode", "batched", "--count", "1200", "--batch-size", "300", "--clients", "2",
-               "--out", str(stem), "--json", "--rss-every", "0.2"]
+               "--out", str(stem), "--json", "--rss-every", "0.2", "--duration", "3600"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -189,6 +189,10 @@ def test_command_line_prepares_drives_and_writes_json_and_png(tmp_path):
     assert printed["accounts"] == 40 and printed["node_rss"][0][1] > 10_000  # KiB
     assert printed["node_stop_s"] >= 0 and 0 < printed["records_per_s_indexed"]
     assert json.loads(stem.with_suffix(".json").read_text()) == printed
+    # 1,200 prepared transfers do not last an hour: the run says why it ended before it.
+    assert printed["ended_early"].startswith("the 1,200 prepared transfers ran out: the run "
+                                             "ended after ")
+    assert f"tsunagi loadgen: ended early: {printed['ended_early']}\n" in done.stderr
     png = stem.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     again = subprocess.run(command[:3] + ["--target", "127.0.0.1:1", "--accounts", "40"],

@@ -1,5 +1,5 @@
 """What the load generator reports about a run is true to the run: the chart's bars, its run
-average and its time axes.
+average and its time axes, and a run that ended before its --duration says so.
 
 Method: connections with known answer times (ClientRun, as the driver records them) go
 through ``summarize`` and ``chart_figure``, and the tests read the numbers the chart draws:
@@ -82,3 +82,20 @@ def test_every_time_axis_counts_in_a_unit_that_suits_the_run(run_s, unit, scale)
     assert memory.lines[0].get_xdata().max() == pytest.approx(run_s / scale)
     heights, edges, _, _ = throughput_drawn(summary)
     assert edges[-1] == pytest.approx(run_s / scale, rel=1e-3)
+
+
+def test_a_run_that_used_up_its_prepared_transfers_before_its_duration_says_so():
+    spec = LoadSpec(mode="batched", clients=1, count=8000 * 27, batch_size=8000, duration_s=5)
+    summary = summarize([answered_at(np.arange(1, 28) * 0.02)], spec, START_S)
+    assert summary["ended_early"] == (
+        "the 216,000 prepared transfers ran out: the run ended after 0.54 s of the 5 s asked "
+        "(--duration); prepare about 2,000,000 (--count 2000000) for 5 s at this rate")
+    authorized = LoadSpec(mode="batch-authorized", clients=1, count=8000 * 27,
+                          batch_size=8000, duration_s=5)
+    summary = summarize([answered_at(np.arange(1, 28) * 0.02)], authorized, START_S)
+    assert summary["ended_early"].endswith(", or build them during the run (--live)")
+    whole = summarize([answered_at(np.arange(1, 28) * 0.2)], spec, START_S)  # 5.4 s
+    assert whole["ended_early"] is None
+    unbounded = LoadSpec(mode="batched", clients=1, count=8000 * 27, batch_size=8000)
+    assert summarize([answered_at(np.arange(1, 28) * 0.02)], unbounded, START_S)[
+        "ended_early"] is None

@@ -57,7 +57,8 @@ def register_commands(commands) -> None:
                       help="transfers to prepare (default by mode: " + ", ".join(
                           f"{m} {n:,}" for m, n in COUNT_DEFAULTS.items()) + ")")
     load.add_argument("--duration", type=float, default=0.0,
-                      help="stop sending after this many seconds (default: when all are sent)")
+                      help="stop sending after this many seconds (default: when all are sent);"
+                           " a run whose prepared transfers run out sooner says so")
     load.add_argument("--live", action="store_true",
                       help="batch-authorized: build requests during the run (long runs)")
     load.add_argument("--seed", type=int, default=SEED_DEFAULT, help="of keys and draws")
@@ -204,6 +205,8 @@ def _run_shown(host, port, plan, spec, console, pid, rss_every_s) -> dict:
 
 
 def _report(summary: dict, args, console) -> None:
+    if summary["ended_early"]:  # on stderr with --json too: a short run is never silent
+        print(f"tsunagi loadgen: ended early: {summary['ended_early']}", file=sys.stderr)
     if args.out:
         stem = Path(args.out)
         stem.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,20 @@ def _series(answered_s: np.ndarray, ok: np.ndarray, elapsed_s: float) -> dict:
     return {"bin_s": bin_s, "records_per_s": (counts / bin_s).tolist()}
 
 
+def _ended_early(spec: LoadSpec, sent: int, records_ok: int, elapsed_s: float) -> str | None:
+    """Why a run with a --duration stopped before it, when every prepared transfer was sent."""
+    if not spec.duration_s or spec.live or sent < spec.count or elapsed_s >= spec.duration_s:
+        return None
+    needed = max(1, int(records_ok / max(elapsed_s, 1e-9) * spec.duration_s))
+    step = 10 ** max(0, len(str(needed)) - 2)  # two significant digits, rounded up
+    needed = -(-needed // step) * step
+    text = (f"the {spec.count:,} prepared transfers ran out: the run ended after "
+            f"{elapsed_s:.2f} s of the {spec.duration_s:g} s asked (--duration); prepare about "
+            f"{needed:,} (--count {needed}) for {spec.duration_s:g} s at this rate")
+    return text + (", or build them during the run (--live)"
+                   if spec.mode == "batch-authorized" else "")
+
+
 def summarize(runs: list[ClientRun], spec: LoadSpec, start_s: float) -> dict:
     """The figures of a run as a JSON-ready dict (throughput counts records answered ok)."""
     sent = np.concatenate([r.sent_s for r in runs])
@@ -77,6 +91,7 @@ def summarize(runs: list[ClientRun], spec: LoadSpec, start_s: float) -> dict:
         "errors": errors, "overloaded": sum(r.overloaded for r in runs),
         "lost": sorted({r.lost for r in runs if r.lost}),
         "series": _series(answered[done] - start_s, ok[done], elapsed_s),
+        "ended_early": _ended_early(spec, int(counts.sum()), records_ok, elapsed_s),
         "latency_histogram": _latency_histogram(latency_ms),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
