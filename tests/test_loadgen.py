@@ -200,6 +200,21 @@ def test_command_line_prepares_drives_and_writes_json_and_png(tmp_path):
     assert again.returncode == 1 and "cannot connect" in again.stderr
 
 
+def test_command_line_shows_its_progress_in_lines_where_stderr_is_not_a_terminal(tmp_path):
+    command = [sys.executable, "-m", "tsunagi.loadgen", "--prepare", str(tmp_path / "c"),
+               "--spawn", str(tmp_path / "c"), "--accounts", "40", "--keys", "2", "--mode",
+               "batched", "--count", "30000", "--batch-size", "1000", "--clients", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    for line in (f"preparing {tmp_path / 'c'}: opened 40 of 40 accounts",
+                 f"preparing {tmp_path / 'c'}: funded 40 of 40 accounts",
+                 "signing and encoding the traffic", "prepared 30,000 of 30,000 transfers",
+                 "driving"):
+        assert line in lines, done.stderr
+    assert "30,000 transfers/s ok" not in done.stdout and "(30,000 of 30,000 sent" in done.stdout
+
+
 def test_live_traffic_runs_for_the_duration_and_commits_all_it_sends(served):
     plan, node = served
     spec = lg.LoadSpec(mode="batch-authorized", clients=2, batch_size=2000, live=True,

@@ -1,19 +1,25 @@
 """What the load generator reports about a run is true to the run: the chart's bars, its run
-average and its time axes, and a run that ended before its --duration says so.
+average and its time axes, a run that ended before its --duration says so, and progress shows
+where stderr is not a terminal.
 
 Method: connections with known answer times (ClientRun, as the driver records them) go
 through ``summarize`` and ``chart_figure``, and the tests read the numbers the chart draws:
-the bars' heights and edges, the average line, the axes' labels and data. No node is needed.
+the bars' heights and edges, the average line, the axes' labels and data. Progress lines are
+read off a console writing to a string, with a made-up clock. No node is needed.
 """
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from rich.console import Console
 from matplotlib.collections import LineCollection
 from matplotlib.patches import StepPatch
 
 from tsunagi.loadgen import LoadSpec, chart_figure, summarize
+from tsunagi.loadgen.cli import _Display
 from tsunagi.loadgen.driver import ClientRun
 
 START_S = 1000.0  # time.monotonic() when the run started
@@ -99,3 +105,27 @@ def test_a_run_that_used_up_its_prepared_transfers_before_its_duration_says_so()
     unbounded = LoadSpec(mode="batched", clients=1, count=8000 * 27, batch_size=8000)
     assert summarize([answered_at(np.arange(1, 28) * 0.02)], unbounded, START_S)[
         "ended_early"] is None
+
+
+def test_progress_off_a_terminal_is_a_line_a_tenth_at_most_one_a_second_and_the_last():
+    out = io.StringIO()
+    clock = [0.0]
+    with _Display(Console(file=out, width=40), clock=lambda: clock[0]) as display:
+        display.say("signing and encoding the traffic")
+        for done in range(0, 400_001, 8192):  # 8,192 signatures a chunk, 0.25 s each
+            display.progress("prepared", done, 400_000, f"prepared {done:,} of 400,000")
+            clock[0] += 0.25
+        display.progress("prepared", 400_000, 400_000, "prepared 400,000 of 400,000")
+        display.progress("prepared", 400_000, 400_000, "prepared 400,000 of 400,000")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "signing and encoding the traffic"
+    counts = [int(line.split()[1].replace(",", "")) for line in lines[1:]]
+    assert counts[-1] == 400_000 and counts.count(400_000) == 1  # the last, once, unwrapped
+    assert len(counts) == 10 and all(b - a >= 40_000 for a, b in zip(counts, counts[1:-1]))
+    fast = io.StringIO()  # a step that races: at most a line a second, whatever its tenths
+    with _Display(Console(file=fast), clock=lambda: clock[0]) as display:
+        for done in range(0, 101, 5):
+            display.progress("opened", done, 100, f"opened {done}")
+            clock[0] += 0.3
+    assert fast.getvalue().splitlines() == [
+        "opened 10", "opened 30", "opened 50", "opened 70", "opened 90", "opened 100"]

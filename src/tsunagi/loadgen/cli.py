@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,18 @@ from typing import TYPE_CHECKING
 
 from tsunagi.errors import ConfigError, TsunagiError
 from tsunagi.extras import require
-from tsunagi.loadgen.limits import CHAIN_ID_DEFAULT, COUNT_DEFAULTS, MODES, SEED_DEFAULT
+from tsunagi.loadgen.limits import (
+    CHAIN_ID_DEFAULT,
+    COUNT_DEFAULTS,
+    MODES,
+    PROGRESS_LINE_S,
+    PROGRESS_LINE_SHARE,
+    SEED_DEFAULT,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from tsunagi.loadgen.plan import Plan
@@ -130,24 +140,68 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_shown(args, console) -> None:
-    from rich.progress import Progress
+class _Display:
+    """What the command is doing, on stderr: a live line on a terminal; elsewhere (a log, CI)
+    plain lines, a progress line each time another PROGRESS_LINE_SHARE of a step is done, at
+    most one every PROGRESS_LINE_S, and the step's last. Quiet with --json."""
 
+    def __init__(self, console, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console, self.clock = console, clock
+        self.live = None
+        self._shown: dict[str, tuple[float, float]] = {}  # step -> (done, time) of its line
+
+    def __enter__(self) -> _Display:
+        from rich.live import Live
+        from rich.text import Text
+
+        if self.console.is_terminal and not self.console.quiet:
+            self.live = Live(Text(""), console=self.console, transient=True,
+                             refresh_per_second=8).__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc_info)
+
+    def say(self, text: str) -> None:
+        """A new step: shown at once."""
+        if self.live is not None:
+            from rich.text import Text
+
+            self.live.update(Text(text))
+        else:
+            self.console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+    def progress(self, step: str, done: float, total: float, text) -> bool:
+        """``done`` of ``total`` of ``step``, described by ``text`` (a string, or a function
+        that makes it, called only when it is shown). Says whether it was shown."""
+        if self.live is None:
+            last_done, last_s = self._shown.get(step, (0.0, -math.inf))
+            now_s = self.clock()
+            if last_done >= total or done < total and (
+                    done - last_done < total * PROGRESS_LINE_SHARE
+                    or now_s - last_s < PROGRESS_LINE_S):
+                return False
+            self._shown[step] = (done, now_s)
+        self.say(text() if callable(text) else text)
+        return True
+
+
+def _prepare_shown(args, console) -> None:
     from tsunagi.loadgen.plan import prepare_chain
 
     started = time.perf_counter()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("preparing", total=2 * args.accounts)
+    with _Display(console) as display:
 
         def show(what: str, done: int, total: int) -> None:
-            progress.update(task, description=f"{what} {done:,} of {total:,}",
-                            completed=done + (total if what == "funded" else 0))
+            display.progress(what, done, total, f"preparing {args.prepare}: {what} {done:,} of "
+                                                f"{total:,} accounts")
 
         prepare_chain(args.prepare, args.accounts, keys=args.keys, seed=args.seed,
                       chain_id=args.chain_id, progress=show)
     console.print(f"prepared {args.prepare}: chain {args.chain_id}, {args.accounts:,} funded "
                   f"accounts (2..{args.accounts + 1}) of {args.keys} keys, seed {args.seed}, "
-                  f"in {time.perf_counter() - started:.1f} s")
+                  f"in {time.perf_counter() - started:.1f} s", soft_wrap=True)
 
 
 def _plan_shown(args, host: str, port: int, console) -> Plan:
@@ -155,47 +209,57 @@ def _plan_shown(args, host: str, port: int, console) -> Plan:
     from tsunagi.loadgen.run import new_runner
     from tsunagi.node.client import AsyncClient
 
-    async def plan() -> Plan:
-        async with AsyncClient(host, port, auto_batch=False) as client:
-            if args.setup:
-                return await setup_accounts(client, args.accounts, keys=args.keys,
-                                            seed=args.seed)
-            return await target_plan(client, args.accounts, keys=args.keys, seed=args.seed)
+    with _Display(console) as display, new_runner() as runner:
 
-    what = "opening and funding the accounts" if args.setup else "checking the load accounts"
-    with console.status(what), new_runner() as runner:
+        def show(what: str, done: int, total: int) -> None:
+            display.progress(what, done, total, f"setup on the target: {what} {done:,} of "
+                                                f"{total:,} accounts")
+
+        async def plan() -> Plan:
+            async with AsyncClient(host, port, auto_batch=False) as client:
+                if args.setup:
+                    return await setup_accounts(client, args.accounts, keys=args.keys,
+                                                seed=args.seed, progress=show)
+                return await target_plan(client, args.accounts, keys=args.keys,
+                                         seed=args.seed)
+
+        display.say("opening and funding the accounts" if args.setup
+                    else "checking the load accounts")
         return runner.run(plan())
 
 
 def _run_shown(host, port, plan, spec, console, pid, rss_every_s) -> dict:
-    from rich.live import Live
-    from rich.text import Text
-
     from tsunagi.loadgen.memory import RssSampler
     from tsunagi.loadgen.run import run_load
 
-    state = {"phase": "starting", "last": (0.0, 0)}
+    last = [0.0, 0]  # elapsed_s and records ok at the last tick
     # Memory is sampled from the start of the timed phase, not while the traffic is signed.
     sampler = RssSampler(pid, rss_every_s) if rss_every_s else None
-    with Live(Text("starting"), console=console, transient=True, refresh_per_second=8) as live:
+    with _Display(console) as display:
 
         def phase(text: str) -> None:
-            state["phase"] = text
-            live.update(Text(text))
+            display.say(text)
             if text == "driving" and sampler is not None:
                 sampler.start()
 
+        def prepared(done: int, total: int) -> None:
+            display.progress("prepared", done, total,
+                             f"prepared {done:,} of {total:,} transfers")
+
         def tick(elapsed_s: float, totals: np.ndarray) -> None:
-            _, ok, requests, failed = totals.tolist()
-            last_s, last_ok = state["last"]
-            now_rate = (ok - last_ok) / max(elapsed_s - last_s, 1e-9)
-            state["last"] = (elapsed_s, ok)
-            live.update(Text(f"{spec.mode}: {elapsed_s:6.1f} s  {ok:>12,} ok  "
-                             f"{now_rate:>12,.0f}/s now  {ok / max(elapsed_s, 1e-9):>12,.0f}/s "
-                             f"average  {requests:,} requests  {failed:,} failed"))
+            answered, ok, requests, failed = totals.tolist()
+            # "now" is the rate since the last line shown: a tick's on a terminal.
+            now_rate = (ok - last[1]) / max(elapsed_s - last[0], 1e-9)
+            done, total = (elapsed_s, spec.duration_s) if spec.duration_s \
+                else (answered, spec.count)
+            if display.progress("driving", done, total, lambda: (
+                    f"{spec.mode}: {elapsed_s:6.1f} s  {ok:>12,} ok  {now_rate:>12,.0f}/s now  "
+                    f"{ok / max(elapsed_s, 1e-9):>12,.0f}/s average  {requests:,} requests  "
+                    f"{failed:,} failed")):
+                last[:] = elapsed_s, ok
 
         try:
-            result = run_load(host, port, plan, spec, tick=tick, phase=phase)
+            result = run_load(host, port, plan, spec, tick=tick, phase=phase, progress=prepared)
         finally:
             if sampler is not None:
                 sampler.stop()
@@ -219,7 +283,7 @@ def _report(summary: dict, args, console) -> None:
         return
     from rich.console import Console
 
-    out = Console()
+    out = Console(soft_wrap=True)  # a log keeps each line whole
     latency = summary["latency_ms"]
     before, after = summary.get("node_before"), summary.get("node_after")
     out.print(f"[bold]{summary['records_per_s']:,.0f} transfers/s ok[/bold]  "

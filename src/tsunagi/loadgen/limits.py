@@ -32,6 +32,10 @@ PREBUILD_MEMORY_SHARE = 0.7
 PREBUILD_BYTES_DEFAULT = 6 << 30
 
 PROGRESS_TICK_S = 0.1  # how often the live display (and a tick callback) sees the counters
+# Where stderr is not a terminal (a log, CI), progress is a plain line each time another tenth
+# of a step is done, and at most one a second, so a log of a long step stays a dozen lines.
+PROGRESS_LINE_SHARE = 0.1
+PROGRESS_LINE_S = 1.0
 
 # Width of one bar of the throughput-over-time chart: about the first of these that leaves at
 # most SERIES_BARS_MAX bars, so a long run is not drawn as a comb of single blocks. The bars

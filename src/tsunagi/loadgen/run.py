@@ -46,9 +46,40 @@ def _clients_of(spec: LoadSpec, process: int) -> list[int]:
     return list(range(process, spec.clients, spec.processes))
 
 
-def _build_all(plan: Plan, spec: LoadSpec, clients: list[int]) -> list[Traffic]:
+def _build_all(plan: Plan, spec: LoadSpec, clients: list[int],
+               progress: Callable[[int], None] | None = None) -> list[Traffic]:
     base = _sequence_base()
-    return [build_traffic(plan, spec, client, base, _sign_workers(spec)) for client in clients]
+    return [build_traffic(plan, spec, client, base, _sign_workers(spec), progress)
+            for client in clients]
+
+
+def _counter(progress: Callable[[int, int], None] | None, total: int
+             ) -> Callable[[int], None] | None:
+    """A ``count(n)`` that adds up the transfers prepared and tells ``progress(done, total)``."""
+    if progress is None:
+        return None
+    done = [0]
+
+    def count(number: int) -> None:
+        done[0] += number
+        progress(done[0], total)
+
+    return count
+
+
+def _relay(messages, process: int) -> Callable[..., None]:
+    """A driving process's ``count(n)`` of transfers prepared: carried to the parent, at most
+    one message every PROGRESS_TICK_S; ``count(flush=True)`` sends what is left."""
+    pending = [0, time.monotonic()]
+
+    def count(number: int = 0, flush: bool = False) -> None:
+        pending[0] += number
+        now_s = time.monotonic()
+        if pending[0] and (flush or now_s - pending[1] >= PROGRESS_TICK_S):
+            messages.put(("built", process, pending[0]))
+            pending[:] = [0, now_s]
+
+    return count
 
 
 def new_runner() -> asyncio.Runner:
@@ -61,7 +92,9 @@ def _worker(host: str, port: int, plan: Plan, spec: LoadSpec, process: int, coun
             messages, go, start_value) -> None:
     """A driving process: builds its clients' traffic, connects, waits for go, drives."""
     try:
-        traffics = _build_all(plan, spec, _clients_of(spec, process))
+        relay = _relay(messages, process)
+        traffics = _build_all(plan, spec, _clients_of(spec, process), relay)
+        relay(flush=True)
 
         async def wait_for_go() -> float:
             messages.put(("ready", process, None))
@@ -118,11 +151,13 @@ def prebuild_bytes_max() -> int:
 
 def run_load(host: str, port: int, plan: Plan, spec: LoadSpec, *,
              tick: Callable[[float, np.ndarray], None] | None = None,
-             phase: Callable[[str], None] | None = None) -> LoadResult:
+             phase: Callable[[str], None] | None = None,
+             progress: Callable[[int, int], None] | None = None) -> LoadResult:
     """Prepares the traffic, drives the node at ``host:port`` and summarises the run.
 
     ``tick(elapsed_s, totals)`` sees the running totals (records answered, ok, requests,
-    failed records) a few times a second; ``phase(text)`` hears what is being done.
+    failed records) a few times a second; ``phase(text)`` hears what is being done;
+    ``progress(prepared, total)`` hears how many transfers are prepared, while they are.
     """
     if spec.prepared_bytes() > (allowed := prebuild_bytes_max()):
         raise ConfigError(f"{spec.count:,} prepared transfers need "
@@ -134,14 +169,15 @@ def run_load(host: str, port: int, plan: Plan, spec: LoadSpec, *,
     if spec.processes == 1:
         if phase:
             phase("signing and encoding the traffic")
-        traffics = _build_all(plan, spec, _clients_of(spec, 0))
+        traffics = _build_all(plan, spec, _clients_of(spec, 0), _counter(progress, spec.count))
         if phase:
             phase("driving")
         return drive_traffic(host, port, traffics, spec, tick=tick)
     counters = multiprocessing.RawArray("q", COUNTERS * spec.processes)
     status_before = _status(host, port)
     with _Ticker(counters, tick) as ticker:
-        start_s, runs = _run_processes(host, port, plan, spec, counters, ticker, phase)
+        start_s, runs = _run_processes(host, port, plan, spec, counters, ticker, phase,
+                                       _counter(progress, spec.count))
     return _result(host, port, spec, start_s, runs, status_before, [])
 
 
@@ -170,7 +206,7 @@ def _result(host, port, spec, start_s, runs, status_before, traffics) -> LoadRes
     return LoadResult(summary, runs, traffics)
 
 
-def _run_processes(host, port, plan, spec, counters, ticker, phase):
+def _run_processes(host, port, plan, spec, counters, ticker, phase, count_built):
     context = multiprocessing.get_context("spawn")
     messages, go = context.Queue(), context.Event()
     start_value = context.RawValue("d", 0.0)
@@ -182,7 +218,7 @@ def _run_processes(host, port, plan, spec, counters, ticker, phase):
     if phase:
         phase(f"signing and encoding the traffic in {spec.processes} processes")
     try:
-        _collect(messages, workers, "ready")
+        _collect(messages, workers, "ready", count_built)
         ticker.start_s = start_value.value = time.monotonic()
         go.set()
         if phase:
@@ -196,8 +232,9 @@ def _run_processes(host, port, plan, spec, counters, ticker, phase):
     return start_value.value, runs
 
 
-def _collect(messages, workers, kind: str) -> list:
-    """Waits for one ``kind`` message of every worker, in worker order; fails on a failure."""
+def _collect(messages, workers, kind: str, count_built=None) -> list:
+    """Waits for one ``kind`` message of every worker, in worker order; fails on a failure.
+    ``count_built(n)`` hears of the transfers the workers report prepared meanwhile."""
     import queue
 
     got: dict[int, object] = {}
@@ -211,6 +248,8 @@ def _collect(messages, workers, kind: str) -> list:
             continue
         if what == "failed":
             raise NodeError(f"load process {number}: {value}")
+        if what == "built" and count_built is not None:
+            count_built(value)
         if what == kind:
             got[number] = value
     return [got[n] for n in range(len(workers))]

@@ -79,21 +79,44 @@ def _pool_sign(txids: np.ndarray, owners: np.ndarray) -> bytes:
     return _pool_signer.sign(txids, owners)
 
 
+Progress = Callable[[int], None]  # hears of each count of signatures made
+Sign = Callable[[np.ndarray, np.ndarray, Progress | None], bytes]
+
+
 @contextlib.contextmanager
-def signing(plan: Plan, workers: int = 1) -> Iterator[Callable[[np.ndarray, np.ndarray], bytes]]:
-    """A ``sign(txids, owners) -> signature bytes`` of the plan's owner keys, on ``workers``
-    processes (spawned once, for every call in the ``with``) when ``workers > 1``."""
+def signing(plan: Plan, workers: int = 1) -> Iterator[Sign]:
+    """A ``sign(txids, owners, progress=None) -> signature bytes`` of the plan's owner keys,
+    on ``workers`` processes (spawned once, for every call in the ``with``) when ``workers > 1``.
+    It signs SIGN_CHUNK txids at a time, and ``progress(count)`` hears of each chunk done."""
     secrets = [key.to_bytes() for key in plan.owner_keys()]
     if workers <= 1:
-        yield _Signer(secrets).sign
+        signer = _Signer(secrets)
+
+        def sign_here(txids: np.ndarray, owners: np.ndarray,
+                      progress: Progress | None = None) -> bytes:
+            return _joined((signer.sign(txids[i:i + SIGN_CHUNK], owners[i:i + SIGN_CHUNK])
+                            for i in range(0, len(txids), SIGN_CHUNK)), progress)
+
+        yield sign_here
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, context, initializer=_pool_init,
                              initargs=(secrets,)) as pool:
 
-        def sign(txids: np.ndarray, owners: np.ndarray) -> bytes:
+        def sign(txids: np.ndarray, owners: np.ndarray, progress: Progress | None = None
+                 ) -> bytes:
             parts = [pool.submit(_pool_sign, txids[i:i + SIGN_CHUNK], owners[i:i + SIGN_CHUNK])
                      for i in range(0, len(txids), SIGN_CHUNK)]
-            return b"".join(part.result() for part in parts)
+            return _joined((part.result() for part in parts), progress)
 
         yield sign
+
+
+def _joined(parts: Iterator[bytes], progress: Progress | None) -> bytes:
+    """The signature bytes of ``parts`` in order, telling ``progress`` of each part."""
+    out = []
+    for part in parts:
+        out.append(part)
+        if progress is not None:
+            progress(len(part) // SIGNATURE_BYTES)
+    return b"".join(out)

@@ -27,7 +27,7 @@ from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Kind
 from tsunagi.errors import ConfigError
 from tsunagi.loadgen.limits import BUILD_CHUNK_RECORDS, MODES, SEED_DEFAULT, SIGN_POOL_MIN
 from tsunagi.loadgen.plan import Plan, _new_records, _sequence_base, _txids
-from tsunagi.loadgen.signing import signing
+from tsunagi.loadgen.signing import Progress, signing
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
 
@@ -170,8 +170,11 @@ def _auth_bytes(auth: BatchAuth) -> bytes:
 
 
 def build_traffic(plan: Plan, spec: LoadSpec, client: int, sequence_base: int | None = None,
-                  sign_workers: int = 1) -> Traffic:
-    """Client ``client``'s requests, signed and encoded (or, with ``spec.live``, a source)."""
+                  sign_workers: int = 1, progress: Progress | None = None) -> Traffic:
+    """Client ``client``'s requests, signed and encoded (or, with ``spec.live``, a source).
+
+    ``progress(count)`` hears of each count of transfers prepared, as they are.
+    """
     base = _sequence_base() if sequence_base is None else sequence_base
     rng = np.random.default_rng([spec.seed, client, base & 0xFFFFFFFF])
     payees = _Picker(0, len(plan.accounts), spec.skew, [spec.seed, 1 << 32])
@@ -179,17 +182,22 @@ def build_traffic(plan: Plan, spec: LoadSpec, client: int, sequence_base: int | 
         requests = _authorized_requests(plan, spec, client, base, rng, payees)
         if spec.live:
             return Traffic([], [], source=((frame, n) for frame, n, _, _ in requests))
-        built = list(requests)
+        built = []
+        for request in requests:
+            built.append(request)
+            if progress is not None:
+                progress(request[1])
         traffic = Traffic([b[0] for b in built], [b[1] for b in built])
         if spec.keep:
             traffic.records = np.concatenate([b[2] for b in built])
             traffic.txids = np.concatenate([b[3] for b in built])
         return traffic
-    return _signed_traffic(plan, spec, client, base, rng, payees, sign_workers)
+    return _signed_traffic(plan, spec, client, base, rng, payees, sign_workers, progress)
 
 
 def _signed_traffic(plan: Plan, spec: LoadSpec, client: int, base: int,
-                    rng: np.random.Generator, payees: _Picker, sign_workers: int) -> Traffic:
+                    rng: np.random.Generator, payees: _Picker, sign_workers: int,
+                    progress: Progress | None) -> Traffic:
     """Signed transfers built a chunk at a time, so only the frames stay in memory."""
     count = spec.client_count(client)
     payers = _Picker(*spec.client_range(client, len(plan.accounts)), spec.skew,
@@ -203,7 +211,7 @@ def _signed_traffic(plan: Plan, spec: LoadSpec, client: int, base: int,
             picks = payers.draw(rng, size)
             records = _transfers(plan, picks, payees.draw(rng, size), base + 1 + start, False)
             txids = _txids(records)
-            signatures = sign(txids, plan.owner_of(picks))
+            signatures = sign(txids, plan.owner_of(picks), progress)
             _signed_frames(records, signatures, spec.request_records, traffic)
             if spec.keep:
                 kept.append((records, txids))
