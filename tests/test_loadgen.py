@@ -165,15 +165,60 @@ def test_setup_opens_and_funds_new_accounts_and_two_processes_drive_them(tmp_pat
 def test_a_chain_without_the_load_accounts_is_refused(served):
     plan, node = served
 
-    async def check(accounts: int, seed: int):
+    async def check(accounts: int, seed: int, keys: int = KEYS):
         async with AsyncClient("127.0.0.1", node.port, auto_batch=False) as client:
-            return await lg.target_plan(client, accounts, keys=KEYS, seed=seed)
+            return await lg.target_plan(client, accounts, keys=keys, seed=seed)
 
     assert asyncio.run(check(ACCOUNTS, 1)).accounts.tolist() == plan.accounts.tolist()
-    with pytest.raises(ConfigError, match="--prepare"):
+    with pytest.raises(ConfigError, match="or pass --setup"):
         asyncio.run(check(ACCOUNTS + 1, 1))  # one account too many
-    with pytest.raises(ConfigError, match="not a load account of seed 2"):
+    with pytest.raises(ConfigError, match="account 15 of the target is not a load account"):
+        asyncio.run(check(ACCOUNTS, 1, keys=5))  # of 5 keys the second's block starts there
+    with pytest.raises(ConfigError, match="not made by `tsunagi loadgen --prepare` with --seed 2"):
         asyncio.run(check(ACCOUNTS, 2))
+
+
+def test_target_without_the_load_accounts_says_how_to_make_them(tmp_path):
+    """A node serving a chain made by `tsunagi init` holds no account whose key the load
+    generator knows, and it cannot fund any there: the command says how to get such a chain."""
+    subprocess.run([sys.executable, "-m", "tsunagi", "init", str(tmp_path / "plain")],
+                   check=True, capture_output=True, timeout=60)
+    with lg.NodeProcess(tmp_path / "plain") as node:
+        for extra in ([], ["--setup"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "tsunagi", "loadgen", "--target",
+                 f"127.0.0.1:{node.port}", "--mode", "baseline", *extra],
+                capture_output=True, text=True, timeout=60)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            *steps, message = done.stderr.strip().splitlines()  # steps: what it was doing
+            assert steps == ["opening and funding the accounts" if extra
+                             else "checking the load accounts"]
+            assert message.startswith(
+                "tsunagi: the target's chain was not made by `tsunagi loadgen --prepare`")
+            assert "`tsunagi loadgen --prepare DIR --accounts 10000`, then `tsunagi node " \
+                   "--data DIR`, then `tsunagi loadgen --target HOST:PORT ...`" in message
+
+
+def test_setup_from_the_command_line_opens_funds_and_drives_new_accounts(tmp_path):
+    lg.prepare_chain(tmp_path / "chain", 2, keys=1)
+    shown = subprocess.run([sys.executable, "-m", "tsunagi", "loadgen", "--help"],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "--setup" in shown and "whose issuer" in shown.replace("\n", " ")
+    with lg.NodeProcess(tmp_path / "chain", settings={"group_wait_ms": 1}) as node:
+        command = [sys.executable, "-m", "tsunagi", "loadgen", "--target",
+                   f"127.0.0.1:{node.port}", "--accounts", "30", "--keys", "3", "--mode",
+                   "batched", "--count", "600", "--batch-size", "100", "--clients", "2"]
+        done = subprocess.run([*command, "--setup", "--json"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        printed = json.loads(done.stdout)
+        assert printed["codes"] == {"ok": 600} and (printed["accounts"], printed["keys"]) == (30, 3)
+        assert balances(node.port, range(4, 34)).sum() == 30 * lg.FUNDING_UNITS
+        # Without --setup the same flags describe a prepared chain of accounts 2..31, which
+        # this one is not (its new accounts are 4..33): refused, not run with bad signatures.
+        again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1 and "not a load account of seed 1 with 3 keys" \
+            in again.stderr and "pass --setup" in again.stderr
 
 
 def test_command_line_prepares_drives_and_writes_json_and_png(tmp_path):

@@ -41,16 +41,24 @@ def register_commands(commands) -> None:
         "loadgen", help="drive a node with prepared transfers and draw the result",
         description="Drive a running node (--target) or one started here on a prepared data "
                     "directory (--spawn) with signed transfers prepared before the timed phase; "
-                    "print throughput and latency, write JSON and a PNG chart with --out.")
+                    "print throughput and latency, write JSON and a PNG chart with --out. The "
+                    "transfers are signed with keys made from --seed, so the chain must hold "
+                    "accounts of those keys: make it with `tsunagi loadgen --prepare DIR`, serve "
+                    "it with `tsunagi node --data DIR` and drive it with --target HOST:PORT (or "
+                    "--spawn DIR), or open new ones on such a chain with --setup.")
     where = parser.add_argument_group("where")
-    where.add_argument("--target", metavar="HOST:PORT", help="a running node")
+    where.add_argument("--target", metavar="HOST:PORT",
+                       help="a running node serving a chain made by --prepare (with the same "
+                            "--seed, --accounts and --keys), or give --setup")
     where.add_argument("--spawn", metavar="DIR",
                        help="start a node on DIR (127.0.0.1) and drive it")
     where.add_argument("--prepare", metavar="DIR",
                        help="create a chain in DIR with the load accounts (then stop, unless "
                             "--spawn or --target is given)")
     where.add_argument("--setup", action="store_true",
-                       help="open and fund --accounts new accounts on the target first")
+                       help="open and fund --accounts new accounts of --keys keys on the "
+                            "target first, and drive those: its chain must come from --prepare "
+                            "with the same --seed, whose issuer key funds them")
     where.add_argument("--chain-id", type=int, default=CHAIN_ID_DEFAULT, help="for --prepare")
     load = parser.add_argument_group("load")
     load.add_argument("--mode", choices=MODES, default="batched")

@@ -18,6 +18,9 @@ COUNT_DEFAULTS = {"baseline": 5_000, "batched": 400_000, "batch-authorized": 4_0
 FUNDING_UNITS = 10**12
 ACCOUNTS_MAX = 10_000_000
 KEYS_MAX = 4096  # owner keys; a batch-authorized request needs one entry per key it touches
+# Account queries in flight while a target's load accounts are checked (two a key, at most
+# 8,192): a few round trips, far below the node's limit of requests in flight a connection.
+TARGET_CHECKS_AT_ONCE = 256
 
 # Below this many signatures a pool of signing processes costs more to start than it saves.
 SIGN_POOL_MIN = 20_000

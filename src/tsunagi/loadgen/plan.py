@@ -5,11 +5,12 @@ owning a contiguous block of the accounts. :func:`prepare_chain` creates a chain
 that key, with accounts 2 .. N+1 opened and funded, for a node to serve; :func:`setup_accounts`
 opens and funds N new accounts on a running node instead (its chain must have the seed's issuer
 key as account 1, as a prepared chain has); :func:`target_plan` checks that a running node
-holds a prepared chain's accounts.
+holds a prepared chain's accounts, and says how to make such a chain when it does not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from tsunagi.loadgen.limits import (
     FUNDING_UNITS,
     KEYS_MAX,
     SEED_DEFAULT,
+    TARGET_CHECKS_AT_ONCE,
 )
 from tsunagi.node import limits as node_limits
 
@@ -178,7 +180,7 @@ async def setup_accounts(client, accounts: int, *, keys: int = 8, seed: int = SE
     _check_plan_sizes(accounts, keys)
     welcome = client.welcome or await client.connect()
     plan = Plan(welcome.chain_id, seed, keys, np.zeros(accounts, np.uint64))
-    await _check_issuer(client, seed)
+    await _check_issuer(client, seed, accounts)
     done = 0
     for records, auths in _open_requests(plan.owner_keys(), plan, SETUP_REMOTE_RECORDS):
         answer = await client.submit_batch(records.tobytes(), b"", auths)
@@ -198,26 +200,42 @@ async def setup_accounts(client, accounts: int, *, keys: int = 8, seed: int = SE
     return plan
 
 
-async def _check_issuer(client, seed: int) -> None:
+async def _check_issuer(client, seed: int, accounts: int) -> None:
+    """Refuses a target whose account 1 is not the seed's issuer key: the load generator then
+    holds no key of a funded account there, and cannot fund any either."""
     issuer = await client.account(ISSUER_ACCOUNT)
     if issuer is None or not issuer.issuer or issuer.owner_key != loadgen_key(seed, 0).public_key:
-        raise ConfigError(f"account {ISSUER_ACCOUNT} of the target is not the issuer key of "
-                          f"seed {seed}: serve a chain made by `tsunagi loadgen --prepare`")
+        raise ConfigError(
+            f"the target's chain was not made by `tsunagi loadgen --prepare` with --seed {seed} "
+            f"(its account {ISSUER_ACCOUNT} is not that seed's issuer key), so the load "
+            "generator knows the key of no funded account there and can fund none (--setup). "
+            f"Make such a chain and serve it: `tsunagi loadgen --prepare DIR --accounts "
+            f"{accounts}`, then `tsunagi node --data DIR`, then `tsunagi loadgen --target "
+            "HOST:PORT ...` (or `tsunagi loadgen --prepare DIR --spawn DIR ...` for all three)")
 
 
 async def target_plan(client, accounts: int, *, keys: int = 8, seed: int = SEED_DEFAULT
                       ) -> Plan:
-    """The plan of a prepared chain, after checking that the target holds its accounts."""
+    """The plan of a prepared chain, after checking that the target holds its accounts: the
+    seed's issuer is account 1, and the first and last account of each owner key's block are
+    that key's."""
     _check_plan_sizes(accounts, keys)
     welcome = client.welcome or await client.connect()
     plan = _prepared_plan(welcome.chain_id, seed, accounts, keys)
+    await _check_issuer(client, seed, accounts)
     owner_keys = plan.owner_keys()
-    for position in (0, accounts - 1):
-        info = await client.account(int(plan.accounts[position]))
-        expected = owner_keys[int(plan.owner_of(np.array([position]))[0])].public_key
-        if info is None or info.owner_key != expected:
-            raise ConfigError(
-                f"account {int(plan.accounts[position])} of the target is not a load account "
-                f"of seed {seed} with {keys} keys: prepare the chain with "
-                f"`--prepare DIR --accounts {accounts} --keys {keys}`, or pass --setup")
+    ends = sorted({end for start, stop, _ in plan.key_blocks(0, accounts)
+                   for end in (start, stop - 1)})
+    for first in range(0, len(ends), TARGET_CHECKS_AT_ONCE):
+        positions = ends[first:first + TARGET_CHECKS_AT_ONCE]
+        infos = await asyncio.gather(*(client.account(int(plan.accounts[position]))
+                                       for position in positions))
+        owners = plan.owner_of(np.array(positions))
+        for position, owner, info in zip(positions, owners.tolist(), infos):
+            if info is None or info.owner_key != owner_keys[owner].public_key:
+                raise ConfigError(
+                    f"account {int(plan.accounts[position])} of the target is not a load "
+                    f"account of seed {seed} with {keys} keys: give the --accounts and --keys "
+                    f"the chain was prepared with, or pass --setup to open and fund "
+                    f"{accounts:,} new accounts there")
     return plan
