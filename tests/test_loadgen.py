@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from tsunagi import hashing
+from tsunagi import loadgen as lg
 from tsunagi.core import keys
 from tsunagi.core.codes import Result
 from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES
 from tsunagi.errors import ConfigError
-from tsunagi import loadgen as lg
 from tsunagi.node import protocol as p
 from tsunagi.node.client import AsyncClient, Client
 

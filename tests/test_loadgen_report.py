@@ -14,9 +14,9 @@ import io
 
 import numpy as np
 import pytest
-from rich.console import Console
 from matplotlib.collections import LineCollection
 from matplotlib.patches import StepPatch
+from rich.console import Console
 
 from tsunagi.loadgen import LoadSpec, chart_figure, summarize
 from tsunagi.loadgen.cli import _Display

@@ -23,8 +23,8 @@ import textwrap
 import pytest
 
 from tsunagi import hashing
-from tsunagi.core.records import Kind, unpack
 from tsunagi import loadgen as lg
+from tsunagi.core.records import Kind, unpack
 
 ACCOUNTS = 30
 TRANSFERS = 2000
