@@ -277,8 +277,6 @@ def _run_shown(host, port, plan, spec, console, pid, rss_every_s) -> dict:
 
 
 def _report(summary: dict, args, console) -> None:
-    if summary["ended_early"]:  # on stderr with --json too: a short run is never silent
-        print(f"tsunagi loadgen: ended early: {summary['ended_early']}", file=sys.stderr)
     if args.out:
         stem = Path(args.out)
         stem.parent.mkdir(parents=True, exist_ok=True)
@@ -287,8 +285,14 @@ def _report(summary: dict, args, console) -> None:
 
         draw_chart(summary, stem.with_suffix(".png"))
     if args.json:
-        print(json.dumps(summary))
-        return
+        print(json.dumps(summary), flush=True)
+    else:
+        _print_summary(summary, args)
+    if summary["ended_early"]:  # on stderr with --json too: a short run is never silent
+        print(f"tsunagi loadgen: ended early: {summary['ended_early']}", file=sys.stderr)
+
+
+def _print_summary(summary: dict, args) -> None:
     from rich.console import Console
 
     out = Console(soft_wrap=True)  # a log keeps each line whole
