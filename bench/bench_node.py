@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from tsunagi.node import loadgen as lg
+from tsunagi import loadgen as lg
+from tsunagi.loadgen import plan as lg_plan
 
 SCALE = float(os.environ.get("TSUNAGI_BENCH_SCALE", "1"))
 ACCOUNTS = 10_000
@@ -99,7 +100,7 @@ def test_node_commit(benchmark, node, name):
     summaries = []
 
     def build():
-        base = lg._sequence_base()
+        base = lg_plan._sequence_base()
         sign_workers = os.cpu_count() or 1
         traffics = [lg.build_traffic(plan, spec, client, base, sign_workers)
                     for client in range(spec.clients)]

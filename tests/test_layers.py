@@ -11,8 +11,8 @@ import tsunagi
 
 SOURCE = Path(tsunagi.__file__).parent
 # Lower layers first; a module may import its own layer and any layer before it.
-LAYERS = ["errors", "limits", "_native", "hashing", "core", "ledger", "consensus", "contracts",
-          "connect", "privacy", "node", "demo", "cli"]
+LAYERS = ["errors", "extras", "limits", "_native", "hashing", "core", "ledger", "consensus",
+          "contracts", "connect", "privacy", "node", "loadgen", "demo", "cli"]
 
 
 def layer_of(module: str) -> str:
@@ -66,3 +66,47 @@ def test_import_tsunagi_stays_light():
            "if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The tsunagi modules ``path`` imports when it runs (at its top or in a function), by
+    full name: ``from tsunagi.node import protocol`` names tsunagi.node.protocol too. Imports
+    under ``if TYPE_CHECKING:`` never run, so they are left out."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(inner) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for statement in node.body for inner in ast.walk(statement)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("tsunagi.")}
+
+
+def test_no_modules_import_each_other():
+    """Within a layer too, imports form no cycle (a package's __init__, which re-exports its
+    modules, aside): a module that needs another's names at run time is below it."""
+    modules = {}
+    for path in SOURCE.rglob("*.py"):
+        if path.name != "__init__.py":
+            modules["tsunagi." + ".".join(path.relative_to(SOURCE).with_suffix("").parts)] = path
+    edges = {name: sorted(runtime_imports(path) & set(modules) - {name})
+             for name, path in modules.items()}
+    cycles, done = [], set()
+
+    def visit(name: str, path: list[str]) -> None:
+        for target in edges[name]:
+            if target in path:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in done:
+                visit(target, path + [target])
+        done.add(name)
+
+    for name in sorted(modules):
+        if name not in done:
+            visit(name, [name])
+    assert not cycles, "modules that import each other:\n" + "\n".join(cycles)

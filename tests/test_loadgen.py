@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from tsunagi import hashing
+from tsunagi import loadgen as lg
 from tsunagi.core import keys
 from tsunagi.core.codes import Result
-from tsunagi.core.records import RECORD_DTYPE
+from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES
 from tsunagi.errors import ConfigError
-from tsunagi.node import loadgen as lg
 from tsunagi.node import protocol as p
 from tsunagi.node.client import AsyncClient, Client
 
@@ -165,23 +165,68 @@ def test_setup_opens_and_funds_new_accounts_and_two_processes_drive_them(tmp_pat
 def test_a_chain_without_the_load_accounts_is_refused(served):
     plan, node = served
 
-    async def check(accounts: int, seed: int):
+    async def check(accounts: int, seed: int, keys: int = KEYS):
         async with AsyncClient("127.0.0.1", node.port, auto_batch=False) as client:
-            return await lg.target_plan(client, accounts, keys=KEYS, seed=seed)
+            return await lg.target_plan(client, accounts, keys=keys, seed=seed)
 
     assert asyncio.run(check(ACCOUNTS, 1)).accounts.tolist() == plan.accounts.tolist()
-    with pytest.raises(ConfigError, match="--prepare"):
+    with pytest.raises(ConfigError, match="or pass --setup"):
         asyncio.run(check(ACCOUNTS + 1, 1))  # one account too many
-    with pytest.raises(ConfigError, match="not a load account of seed 2"):
+    with pytest.raises(ConfigError, match="account 15 of the target is not a load account"):
+        asyncio.run(check(ACCOUNTS, 1, keys=5))  # of 5 keys the second's block starts there
+    with pytest.raises(ConfigError, match="not made by `tsunagi loadgen --prepare` with --seed 2"):
         asyncio.run(check(ACCOUNTS, 2))
+
+
+def test_target_without_the_load_accounts_says_how_to_make_them(tmp_path):
+    """A node serving a chain made by `tsunagi init` holds no account whose key the load
+    generator knows, and it cannot fund any there: the command says how to get such a chain."""
+    subprocess.run([sys.executable, "-m", "tsunagi", "init", str(tmp_path / "plain")],
+                   check=True, capture_output=True, timeout=60)
+    with lg.NodeProcess(tmp_path / "plain") as node:
+        for extra in ([], ["--setup"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "tsunagi", "loadgen", "--target",
+                 f"127.0.0.1:{node.port}", "--mode", "baseline", *extra],
+                capture_output=True, text=True, timeout=60)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            *steps, message = done.stderr.strip().splitlines()  # steps: what it was doing
+            assert steps == ["opening and funding the accounts" if extra
+                             else "checking the load accounts"]
+            assert message.startswith(
+                "tsunagi: the target's chain was not made by `tsunagi loadgen --prepare`")
+            assert "`tsunagi loadgen --prepare DIR --accounts 10000`, then `tsunagi node " \
+                   "--data DIR`, then `tsunagi loadgen --target HOST:PORT ...`" in message
+
+
+def test_setup_from_the_command_line_opens_funds_and_drives_new_accounts(tmp_path):
+    lg.prepare_chain(tmp_path / "chain", 2, keys=1)
+    shown = subprocess.run([sys.executable, "-m", "tsunagi", "loadgen", "--help"],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "--setup" in shown and "whose issuer" in shown.replace("\n", " ")
+    with lg.NodeProcess(tmp_path / "chain", settings={"group_wait_ms": 1}) as node:
+        command = [sys.executable, "-m", "tsunagi", "loadgen", "--target",
+                   f"127.0.0.1:{node.port}", "--accounts", "30", "--keys", "3", "--mode",
+                   "batched", "--count", "600", "--batch-size", "100", "--clients", "2"]
+        done = subprocess.run([*command, "--setup", "--json"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        printed = json.loads(done.stdout)
+        assert printed["codes"] == {"ok": 600} and (printed["accounts"], printed["keys"]) == (30, 3)
+        assert balances(node.port, range(4, 34)).sum() == 30 * lg.FUNDING_UNITS
+        # Without --setup the same flags describe a prepared chain of accounts 2..31, which
+        # this one is not (its new accounts are 4..33): refused, not run with bad signatures.
+        again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1 and "not a load account of seed 1 with 3 keys" \
+            in again.stderr and "pass --setup" in again.stderr
 
 
 def test_command_line_prepares_drives_and_writes_json_and_png(tmp_path):
     stem = tmp_path / "out" / "run"
-    command = [sys.executable, "-m", "tsunagi.node.loadgen", "--prepare", str(tmp_path / "c"),
+    command = [sys.executable, "-m", "tsunagi.loadgen", "--prepare", str(tmp_path / "c"),
                "--spawn", str(tmp_path / "c"), "--accounts", "40", "--keys", "2",
                "--mode", "batched", "--count", "1200", "--batch-size", "300", "--clients", "2",
-               "--out", str(stem), "--json", "--rss-every", "0.2"]
+               "--out", str(stem), "--json", "--rss-every", "0.2", "--duration", "3600"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -189,11 +234,30 @@ def test_command_line_prepares_drives_and_writes_json_and_png(tmp_path):
     assert printed["accounts"] == 40 and printed["node_rss"][0][1] > 10_000  # KiB
     assert printed["node_stop_s"] >= 0 and 0 < printed["records_per_s_indexed"]
     assert json.loads(stem.with_suffix(".json").read_text()) == printed
+    # 1,200 prepared transfers do not last an hour: the run says why it ended before it.
+    assert printed["ended_early"].startswith("the 1,200 prepared transfers ran out: the run "
+                                             "ended after ")
+    assert f"tsunagi loadgen: ended early: {printed['ended_early']}\n" in done.stderr
     png = stem.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     again = subprocess.run(command[:3] + ["--target", "127.0.0.1:1", "--accounts", "40"],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "cannot connect" in again.stderr
+
+
+def test_command_line_shows_its_progress_in_lines_where_stderr_is_not_a_terminal(tmp_path):
+    command = [sys.executable, "-m", "tsunagi.loadgen", "--prepare", str(tmp_path / "c"),
+               "--spawn", str(tmp_path / "c"), "--accounts", "40", "--keys", "2", "--mode",
+               "batched", "--count", "30000", "--batch-size", "1000", "--clients", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    for line in (f"preparing {tmp_path / 'c'}: opened 40 of 40 accounts",
+                 f"preparing {tmp_path / 'c'}: funded 40 of 40 accounts",
+                 "signing and encoding the traffic", "prepared 30,000 of 30,000 transfers",
+                 "driving"):
+        assert line in lines, done.stderr
+    assert "30,000 transfers/s ok" not in done.stdout and "(30,000 of 30,000 sent" in done.stdout
 
 
 def test_live_traffic_runs_for_the_duration_and_commits_all_it_sends(served):
@@ -214,7 +278,7 @@ def test_prepared_traffic_beyond_the_memory_share_is_refused_before_any_is_built
     with open("/proc/meminfo") as meminfo:
         available = int(meminfo.read().split("MemAvailable:")[1].split()[0]) * 1024
     assert 0.6 * available < allowed < 0.8 * available
-    too_many = allowed // (lg.RECORD_BYTES + lg.SIGNATURE_BYTES) + 1
+    too_many = allowed // (RECORD_BYTES + SIGNATURE_BYTES) + 1
     spec = lg.LoadSpec(mode="batched", clients=1, count=too_many, batch_size=8000)
     with pytest.raises(ConfigError, match="lower --count, or use --live"):
         lg.run_load("127.0.0.1", node.port, plan, spec)

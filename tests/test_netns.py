@@ -23,8 +23,8 @@ import textwrap
 import pytest
 
 from tsunagi import hashing
+from tsunagi import loadgen as lg
 from tsunagi.core.records import Kind, unpack
-from tsunagi.node import loadgen as lg
 
 ACCOUNTS = 30
 TRANSFERS = 2000
@@ -55,7 +55,7 @@ def drive_and_query(tmp_path, bind: str, connect: str, node_prefix=(), client_pr
     with lg.NodeProcess(tmp_path / "chain", bind, settings={"group_wait_ms": 1},
                         prefix=node_prefix) as node:
         loadgen = subprocess.run(
-            [*client_prefix, sys.executable, "-m", "tsunagi.node.loadgen",
+            [*client_prefix, sys.executable, "-m", "tsunagi.loadgen",
              "--target", f"{connect}:{node.port}", "--accounts", str(ACCOUNTS), "--keys", "2",
              "--mode", "batched", "--count", str(TRANSFERS), "--batch-size", "250",
              "--clients", "2", "--json"], capture_output=True, text=True, timeout=120)

@@ -18,10 +18,10 @@ import signal
 
 import numpy as np
 
+from tsunagi import loadgen as lg
 from tsunagi.core.block import decode_block
 from tsunagi.core.codes import Result
 from tsunagi.ledger import Ledger
-from tsunagi.node import loadgen as lg
 from tsunagi.node import protocol as p
 from tsunagi.node.client import Client
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import struct
 import subprocess
 import sys
 import threading
 import time
 from typing import Self
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -367,6 +369,32 @@ def test_openapi_page_lists_every_route(node):
     assert "BatchIn" in schema["components"]["schemas"]
     docs = node.http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def assets_of(page: str) -> list[str]:
+    """Every URL a docs page loads or links: src, href and spec-url attributes, and the
+    script's ``url: '...'`` (the OpenAPI document Swagger UI fetches)."""
+    return re.findall(r"""(?:\bsrc|\bhref|spec-url)=["']([^"']+)["']|\burl: *["']([^"']+)["']""",
+                      page)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_asset_from_the_node_itself(node, page):
+    """The API pages work offline: nothing they load comes from another host (no CDN, no web
+    fonts), and the node serves each asset they name."""
+    answer = node.http.get(page)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    assert not re.findall(r"(?:https?:)?//[\w.-]+\.\w+/", answer.text), "a URL to another host"
+    urls = [a or b for a, b in assets_of(answer.text)]
+    scripts = [url for url in urls if url.endswith(".js")]
+    assert scripts and "/openapi.json" in urls  # the page's code, and the API it shows
+    for url in urls:
+        assert not urlsplit(url).netloc, url
+        asset = node.http.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 0, url
+        if url.endswith(".css"):
+            assert not re.findall(r"@import|url\((?!['\"]?data:)", asset.text), url
+    assert max(len(node.http.get(url).content) for url in scripts) > 500_000  # the whole UI
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_spec(node, tmp_path):

@@ -495,10 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     pow_.set_defaults(handler=cmd_pow)
     _add_ledger_commands(commands)
     _add_repair_command(commands)
-    from tsunagi.node import loadgen, service
+    from tsunagi.loadgen.cli import register_commands as register_loadgen
+    from tsunagi.node import service
 
     service.register_commands(commands)
-    loadgen.register_commands(commands)
+    register_loadgen(commands)
     return parser
 
 

@@ -16,6 +16,7 @@ keeps working for callers that do not know tsunagi::
     ├── NodeError (ConnectionError)       a node could not be reached or answered badly
     │   ├── ProtocolError                 a frame that breaks the wire protocol
     │   └── OverloadedError               the node pushed back: retry later
+    ├── MissingExtraError (ImportError)   a feature's optional dependencies are not installed
     └── CancelledError                    a long native operation was cancelled
 """
 
@@ -67,6 +68,11 @@ class ProtocolError(NodeError):
 
 class OverloadedError(NodeError):
     """The node's queues are full; the request was not taken. Retry after a pause."""
+
+
+class MissingExtraError(TsunagiError, ImportError):
+    """A feature needs an extra of the package (``pip install 'tsunagi[http]'``) that is not
+    installed; the message names it (see :mod:`tsunagi.extras`)."""
 
 
 class CancelledError(TsunagiError):

@@ -37,6 +37,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -49,7 +50,7 @@ from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, ProtocolError
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
-from tsunagi.node.service import RestSettings
+from tsunagi.node.settings import RestSettings
 
 __all__ = ["ApiError", "create_app"]
 
@@ -57,6 +58,7 @@ U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 BATCHES_PATH = "/v1/batches"
 OCTET_STREAM = "application/octet-stream"
+DOCS_ASSETS_PATH = "/docs/assets"  # Swagger UI's and ReDoc's scripts and styles
 _HEAD = struct.Struct("<IIII")  # submit_batch payload: record, signature, batch counts, zero
 
 
@@ -559,9 +561,11 @@ def create_app(node, *, settings: RestSettings | None = None, metrics=None) -> F
     """
     settings = settings or RestSettings()
     api = _Api(node, settings, metrics)
-    app = FastAPI(title="tsunagi node", version=__version__,
-                  summary="Submit records, read accounts and blocks, prove transactions.",
-                  description=__doc__.split("\n\n", 1)[1])
+    # /docs (Swagger UI) and /redoc load their scripts and styles from the node itself
+    # (fastapi-offline ships them), so the pages work without reaching a CDN.
+    app = FastAPIOffline(title="tsunagi node", version=__version__,
+                         summary="Submit records, read accounts and blocks, prove transactions.",
+                         description=__doc__.split("\n\n", 1)[1], static_url=DOCS_ASSETS_PATH)
     app.state.api = api
     app.add_middleware(_BodyLimit, settings=settings,
                        frame_bytes_max=node.settings.frame_bytes_max)

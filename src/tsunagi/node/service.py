@@ -44,6 +44,7 @@ from pathlib import Path
 
 from tsunagi.errors import ConfigError, TsunagiError
 from tsunagi.node.server import DEFAULT_PORT, NodeServer, NodeSettings, new_event_loop
+from tsunagi.node.settings import RestSettings
 
 __all__ = ["RestSettings", "Service", "ServiceConfig", "load_config", "main",
            "register_commands", "run_service"]
@@ -55,31 +56,6 @@ EXIT_OK, EXIT_FAILED = 0, 1
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Pending connections the kernel keeps for each HTTP listener before accept().
 HTTP_BACKLOG = 512
-
-
-@dataclass(frozen=True)
-class RestSettings:
-    """Limits of the REST API (node/rest.py): each bounds what one client can make it hold."""
-
-    # A JSON batch spells each byte as two hex digits: 65,536 signed records are about 26 MB.
-    json_body_bytes_max: int = 32 * 1024 * 1024
-    # Every other request body is one small JSON object.
-    small_body_bytes_max: int = 64 * 1024
-    # Open server-sent event streams; each costs a task and a read of every new block.
-    event_streams_max: int = 256
-    # A comment line this often keeps proxies from closing a quiet event stream.
-    event_ping_s: float = 15.0
-    # What a 503 asks the client to wait before retrying.
-    retry_after_s: int = 1
-    # How long a stopping node lets HTTP requests in flight finish before cancelling them.
-    shutdown_grace_s: float = 5.0
-    # Open HTTP connections and requests; past it uvicorn answers 503 at once.
-    http_connections_max: int = 1024
-
-    def __post_init__(self) -> None:
-        for name, value in self.__dict__.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"rest setting {name} is a number > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -364,10 +340,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help=f"binary protocol listener (default 127.0.0.1:{DEFAULT_PORT})")
     parser.add_argument("--http", metavar="HOST:PORT",
-                        help="REST API listener, OpenAPI page at /docs (default: none)")
+                        help="REST API listener, OpenAPI page at /docs (default: none; needs "
+                             "the http extra: pip install 'tsunagi[http]')")
     parser.add_argument("--metrics", nargs="?", const=True, default=None, metavar="HOST:PORT",
                         help="serve Prometheus /metrics: on the --http listener, or on "
-                             "HOST:PORT of its own")
+                             "HOST:PORT of its own (needs the http extra)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=None)
     _add_setting_flags(parser, "node", NodeSettings, "node settings (docs: node/limits.py)")
     _add_setting_flags(parser, "rest", RestSettings, "REST API settings")
@@ -400,7 +377,11 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    from tsunagi.extras import require
+
     config = config_from_args(args)
+    if config.http is not None or config.metrics:
+        require("http", "node --http" if config.http is not None else "node --metrics")
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
