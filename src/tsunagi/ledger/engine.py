@@ -28,7 +28,13 @@ import numpy as np
 
 from tsunagi import hashing
 from tsunagi._native import commit, sigverify
-from tsunagi.core.block import BATCH_DTYPE, BatchAuth
+from tsunagi.core.block import (
+    BATCH_DTYPE,
+    BatchAuth,
+    BlockResult,
+    batch_fault_message,
+    check_batch_ranges,
+)
 from tsunagi.core.codes import Result
 from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Flags, Kind
 from tsunagi.errors import ConfigError, EncodingError
@@ -102,12 +108,9 @@ def _batch_table(batches, count: int) -> np.ndarray:
                 raise EncodingError(f"batch {i}: a signer key is 32 bytes, a signature 64")
             table[i] = (first, size, np.frombuffer(signer_key, np.uint8), np.zeros(8, np.uint8),
                         np.frombuffer(signature, np.uint8))
-    first = table["first"].astype(np.int64)
-    end = first + table["count"]
-    if (table["count"] == 0).any() or (end > count).any():
-        raise EncodingError("every batch holds at least one record and ends within the records")
-    if (first[1:] < end[:-1]).any():
-        raise EncodingError("batches must be in record order and must not overlap")
+    result = check_batch_ranges(table, count)
+    if result is not BlockResult.ok:
+        raise EncodingError(batch_fault_message(result, count))
     return table
 
 

@@ -18,6 +18,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from tsunagi.core.block import BlockResult, batch_fault_message, check_batch_layout
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
 from tsunagi.errors import ProtocolError
@@ -670,25 +671,9 @@ def check_submit_batch(records, signatures, batches, error=ProtocolError) -> Non
     entries = np.frombuffer(batches, dtype=BATCH_AUTH_DTYPE)
     if len(entries) > limits.request_batches_max:
         raise error(f"a request holds at most {limits.request_batches_max} batch entries")
-    _check_batch_ranges(entries, authorized, error)
-
-
-def _check_batch_ranges(entries: np.ndarray, authorized: np.ndarray, error) -> None:
-    count = len(authorized)
-    first = entries["first"].astype(np.int64)
-    end = first + entries["count"].astype(np.int64)
-    if entries["reserved"].any():
-        raise error("the reserved bytes of a batch entry must be zero")
-    if (entries["count"] == 0).any() or (end > count).any():
-        raise error(f"a batch entry covers 1 or more of the request's {count} records")
-    if (first[1:] < end[:-1]).any():
-        raise error("batch entries must be in record order and must not overlap")
-    steps = np.zeros(count + 1, dtype=np.int64)
-    np.add.at(steps, first, 1)
-    np.add.at(steps, end, -1)
-    covered = np.cumsum(steps[:-1]) > 0
-    if not np.array_equal(covered, authorized):
-        raise error("batch entries must cover exactly the records flagged batch_authorized")
+    result = check_batch_layout(entries, authorized)
+    if result is not BlockResult.ok:
+        raise error(batch_fault_message(result, count))
 
 
 _ORIGINAL_DTYPE = np.dtype([("index", "<u4"), ("code", "u1"), ("pad", "u1", (3,))])
