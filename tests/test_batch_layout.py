@@ -1,15 +1,20 @@
-"""The batch layout rule (entries non-empty, within the records, in record order, not
-overlapping, reserved bytes zero, covering exactly the batch_authorized records) is written once,
-in core, and every door that takes batches applies it alike: check_block answers its
-BlockResult, the wire protocol refuses with its sentence, the engine refuses bad ranges.
+"""Batch entries have one layout and one rule, both in core, and every door uses them alike.
 
-Method: hypothesis draws record flags and batch entries (a valid cover, often broken by one
-edit: an entry dropped, emptied, stretched, moved, doubled or given reserved bytes) and compares
-core.block.check_batch_layout with a plain-Python reading of docs/FORMAT.md, then each door with
-it on the same input.
+The layout (112 bytes: first, count, signer key, 8 reserved bytes, signature) is BATCH_DTYPE,
+made by pack_batches and read back by unpack_batches. The rule (entries non-empty, within the
+records, in record order, not overlapping, reserved bytes zero, covering exactly the
+batch_authorized records) is check_batch_layout: check_block answers its BlockResult, the wire
+protocol refuses with its sentence, the engine refuses bad ranges.
+
+Method: the packed bytes are compared with struct's reading of docs/FORMAT.md; hypothesis draws
+record flags and batch entries (a valid cover, often broken by one edit: an entry dropped,
+emptied, stretched, moved, doubled or given reserved bytes) and compares check_batch_layout with
+a plain-Python reading of docs/FORMAT.md, then each door with it on the same input.
 """
 
 from __future__ import annotations
+
+import struct
 
 import numpy as np
 import pytest
@@ -19,6 +24,7 @@ from hypothesis import strategies as st
 from tsunagi.core import records
 from tsunagi.core.block import (
     BATCH_DTYPE,
+    BatchAuth,
     BlockResult,
     batch_fault_message,
     check_batch_layout,
@@ -27,6 +33,8 @@ from tsunagi.core.block import (
     decode_block,
     encode_block,
     mine_header,
+    pack_batches,
+    unpack_batches,
 )
 from tsunagi.errors import EncodingError, ProtocolError
 from tsunagi.ledger.engine import Engine
@@ -37,6 +45,40 @@ CHAIN = 3
 PREV = bytes(range(32))
 TRIVIAL_BITS = 0x207FFFFF
 RANGE_FAULTS = (BlockResult.batch_empty, BlockResult.batch_out_of_range, BlockResult.batch_order)
+
+
+ENTRIES = [BatchAuth(0, 3, bytes(range(32)), bytes(range(64, 128))),
+           BatchAuth(7, 2**32 - 1, b"\xff" * 32, b"\x01" * 64)]
+
+
+def test_pack_batches_writes_the_format_md_layout_and_reads_back():
+    packed = pack_batches(ENTRIES)
+    assert packed.dtype is BATCH_DTYPE
+    assert packed.tobytes() == b"".join(struct.pack("<II32s8x64s", *entry) for entry in ENTRIES)
+    assert unpack_batches(packed) == ENTRIES
+    assert pack_batches(packed) is packed
+    view = pack_batches(memoryview(packed.tobytes()))
+    assert view.dtype is BATCH_DTYPE and unpack_batches(view) == ENTRIES
+    assert len(pack_batches(())) == 0 and len(pack_batches(b"")) == 0
+
+
+@pytest.mark.parametrize("batches, why", [
+    ([(0, 2**32, bytes(32), bytes(64))], "u32"),
+    ([(-1, 1, bytes(32), bytes(64))], "u32"),
+    ([(0, 1, bytes(31), bytes(64))], "signer key is 32 bytes"),
+    ([(0, 1, bytes(32), bytes(63))], "signature 64"),
+    (bytes(113), "whole 112-byte"),
+])
+def test_pack_batches_refuses_what_does_not_fit(batches, why):
+    with pytest.raises(EncodingError, match=why):
+        pack_batches(batches)
+
+
+def test_every_door_holds_batches_in_the_one_layout():
+    message = protocol.SubmitBatch(bytes(128), b"", pack_batches(ENTRIES).tobytes())
+    assert message.batch_entries().dtype is BATCH_DTYPE
+    assert unpack_batches(message.batch_entries()) == ENTRIES
+    assert not hasattr(protocol, "BATCH_AUTH_DTYPE") and not hasattr(protocol, "BATCH_AUTH_BYTES")
 
 
 def reference_layout(entries: list[tuple[int, int, bool]], flagged: list[bool]) -> BlockResult:

@@ -34,8 +34,8 @@ from tsunagi.errors import ConfigError, EncodingError
 __all__ = [
     "BATCH_DTYPE", "BLOCK_VERSION", "BatchAuth", "Block", "BlockResult", "batch_fault_message",
     "batch_proof", "batch_root", "check_batch_layout", "check_batch_ranges", "check_block",
-    "decode_block", "encode_block", "genesis_block", "mine_header", "record_txids",
-    "sign_batch", "verify_batch", "verify_record_in_batch",
+    "decode_block", "encode_block", "genesis_block", "mine_header", "pack_batches",
+    "record_txids", "sign_batch", "unpack_batches", "verify_batch", "verify_record_in_batch",
 ]
 
 BLOCK_VERSION = 1
@@ -49,6 +49,7 @@ BLOCK_BYTES_MIN = RECORDS_OFFSET + _U32.size  # header, counts, extension_length
 ZERO_HASH = bytes(32)
 U32_MAX = 2**32 - 1
 
+# One batch entry as blocks and the wire protocol's submit_batch lay it out (docs/FORMAT.md).
 BATCH_DTYPE = np.dtype([
     ("first", "<u4"),
     ("count", "<u4"),
@@ -151,7 +152,20 @@ def _merkle_leaves(txids: np.ndarray, body_digest: bytes) -> np.ndarray:
     return leaves
 
 
-def _pack_batches(batches) -> np.ndarray:
+def pack_batches(batches) -> np.ndarray:
+    """Batch entries as one BATCH_DTYPE array, laid out as a block and the wire protocol hold
+    them (docs/FORMAT.md): from BatchAuth-like (first, count, signer_key, signature) tuples
+    (reserved bytes zero), from their bytes (whole 112-byte entries, no copy), or a BATCH_DTYPE
+    array as it is. Fields that do not fit raise EncodingError; whether the ranges are valid is
+    check_batch_layout's question. One step a tuple, never one a record."""
+    if isinstance(batches, np.ndarray) and batches.dtype == BATCH_DTYPE:
+        return batches
+    if isinstance(batches, (bytes, bytearray, memoryview)):
+        view = _bytes_view(batches, "batches")
+        if view.nbytes % BATCH_BYTES:
+            raise EncodingError(f"batch entries are whole {BATCH_BYTES}-byte items, got "
+                                f"{view.nbytes} bytes")
+        return np.frombuffer(view, dtype=BATCH_DTYPE)
     packed = np.zeros(len(batches), dtype=BATCH_DTYPE)
     for index, batch in enumerate(batches):  # one step per batch, never per record
         first, count, signer_key, signature = batch
@@ -163,6 +177,12 @@ def _pack_batches(batches) -> np.ndarray:
         packed[index] = (first, count, np.frombuffer(bytes(signer_key), np.uint8), 0,
                          np.frombuffer(bytes(signature), np.uint8))
     return packed
+
+
+def unpack_batches(table: np.ndarray) -> list[BatchAuth]:
+    """The entries of a BATCH_DTYPE array as BatchAuth tuples (one Python object a batch)."""
+    return [BatchAuth(int(row["first"]), int(row["count"]), row["signer_key"].tobytes(),
+                      row["signature"].tobytes()) for row in table]
 
 
 def block_bytes(record_count: int, signature_bytes: int, batch_count: int,
@@ -188,7 +208,7 @@ def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, sign
 
     ``records`` is a buffer of N 128-byte records, ``codes`` N result codes (uint8),
     ``signatures`` 64 bytes for each record without the batch_authorized flag, in record order
-    (none in a genesis block), ``batches`` a sequence of BatchAuth. Sizes that disagree raise
+    (none in a genesis block), ``batches`` what pack_batches takes. Sizes that disagree raise
     EncodingError; whether the content is valid is check_block's question. ``txids`` (N x 32),
     when the caller already hashed these very records, saves hashing them again; so does
     ``txid_levels`` (hashing.merkle_levels of those txids) for the Merkle tree.
@@ -217,7 +237,7 @@ def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, sign
         raise EncodingError(
             f"{count} records ({'genesis' if genesis else 'not genesis'}) need {expected} "
             f"signatures of {SIGNATURE_BYTES} bytes, got {signature_view.nbytes} bytes")
-    packed = _pack_batches(batches)
+    packed = pack_batches(batches)
     if count > U32_MAX or len(packed) > U32_MAX or extension_view.nbytes > U32_MAX:
         raise EncodingError("record_count, batch_count and extension_length are u32")
     body_offset = RECORDS_OFFSET + record_view.nbytes
@@ -315,7 +335,7 @@ class Block:
     @property
     def batches(self) -> list[BatchAuth]:
         """The batch signatures as BatchAuth tuples (built on demand, one per batch)."""
-        return [_batch_auth(row) for row in self.batch_array]
+        return unpack_batches(self.batch_array)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -365,18 +385,13 @@ class Block:
         firsts = self.batch_array["first"]
         index = int(np.searchsorted(firsts, position, side="right")) - 1
         if index >= 0 and position < int(firsts[index]) + int(self.batch_array["count"][index]):
-            return _batch_auth(self.batch_array[index])
+            return unpack_batches(self.batch_array[index:index + 1])[0]
         return None
 
     def batch_txids(self, index: int) -> np.ndarray:
         """The txids of batch ``index``'s records (what its signature signs the root of)."""
         row = self.batch_array[index]
         return self.txids()[int(row["first"]):int(row["first"]) + int(row["count"])]
-
-
-def _batch_auth(row) -> BatchAuth:
-    return BatchAuth(int(row["first"]), int(row["count"]), row["signer_key"].tobytes(),
-                     row["signature"].tobytes())
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

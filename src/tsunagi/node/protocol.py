@@ -18,7 +18,13 @@ from enum import IntEnum
 
 import numpy as np
 
-from tsunagi.core.block import BlockResult, batch_fault_message, check_batch_layout
+from tsunagi.core.block import (
+    BATCH_BYTES,
+    BlockResult,
+    batch_fault_message,
+    check_batch_layout,
+    pack_batches,
+)
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
 from tsunagi.errors import ProtocolError
@@ -27,15 +33,10 @@ from tsunagi.node import limits
 MAGIC = b"TSNG"
 HELLO_VERSION = 1  # the hello frame always carries version 1 in its header: its layout is fixed
 NONE_U64 = 2**64 - 1  # "no value" in u64 fields (height of nothing stored, no `before`)
-BATCH_AUTH_BYTES = 112  # first u32, count u32, signer key 32, reserved 8, signature 64
 
 _PREFIX = struct.Struct("<IBBHQ")
 assert _PREFIX.size == limits.frame_prefix_bytes
 _HEADER_BYTES = _PREFIX.size - 4  # what the length counts besides the payload
-
-BATCH_AUTH_DTYPE = np.dtype([("first", "<u4"), ("count", "<u4"), ("signer_key", "u1", (32,)),
-                             ("reserved", "u1", (8,)), ("signature", "u1", (64,))])
-assert BATCH_AUTH_DTYPE.itemsize == BATCH_AUTH_BYTES
 
 
 class MessageType(IntEnum):
@@ -283,7 +284,7 @@ class SubmitBatch:
         return len(self.records) // RECORD_BYTES
 
     def batch_entries(self) -> np.ndarray:
-        return np.frombuffer(self.batches, dtype=BATCH_AUTH_DTYPE)
+        return pack_batches(self.batches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,7 +626,7 @@ def _encode_submit_batch(m: SubmitBatch):
     check_submit_batch(m.records, m.signatures, m.batches, error=ValueError)
     head = _SUBMIT_BATCH.pack(len(m.records) // RECORD_BYTES,
                               len(m.signatures) // SIGNATURE_BYTES,
-                              len(m.batches) // BATCH_AUTH_BYTES, 0)
+                              len(m.batches) // BATCH_BYTES, 0)
     return b"".join((head, m.records, m.signatures, m.batches)), 0
 
 
@@ -638,7 +639,7 @@ def _decode_submit_batch(p, flags):
         raise ProtocolError("the reserved field of a submit batch must be zero")
     records_end = _SUBMIT_BATCH.size + record_count * RECORD_BYTES
     signatures_end = records_end + signature_count * SIGNATURE_BYTES
-    _exact(p, signatures_end + batch_count * BATCH_AUTH_BYTES, "submit batch")
+    _exact(p, signatures_end + batch_count * BATCH_BYTES, "submit batch")
     batch = SubmitBatch(p[_SUBMIT_BATCH.size:records_end], p[records_end:signatures_end],
                         p[signatures_end:])
     check_submit_batch(batch.records, batch.signatures, batch.batches)
@@ -656,7 +657,7 @@ def check_submit_batch(records, signatures, batches, error=ProtocolError) -> Non
     is the ledger's business (it answers codes); a wrong structure is the sender's bug.
     """
     if len(records) % RECORD_BYTES or len(signatures) % SIGNATURE_BYTES \
-            or len(batches) % BATCH_AUTH_BYTES:
+            or len(batches) % BATCH_BYTES:
         raise error("records, signatures and batches are whole 128-, 64- and 112-byte items")
     count = len(records) // RECORD_BYTES
     if not 1 <= count <= limits.request_records_max:
@@ -668,7 +669,7 @@ def check_submit_batch(records, signatures, batches, error=ProtocolError) -> Non
     if len(signatures) // SIGNATURE_BYTES != signed:
         raise error(f"{signed} records need their own signature, got "
                     f"{len(signatures) // SIGNATURE_BYTES} signatures")
-    entries = np.frombuffer(batches, dtype=BATCH_AUTH_DTYPE)
+    entries = pack_batches(batches)
     if len(entries) > limits.request_batches_max:
         raise error(f"a request holds at most {limits.request_batches_max} batch entries")
     result = check_batch_layout(entries, authorized)

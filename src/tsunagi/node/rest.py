@@ -42,7 +42,7 @@ from tsunagi import __version__, hashing
 from tsunagi.core import records as rec
 from tsunagi.core.address import encode_address
 from tsunagi.core.amounts import format_amount
-from tsunagi.core.block import decode_block
+from tsunagi.core.block import decode_block, pack_batches
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.errors import EncodingError, NotFoundError, ProtocolError
 from tsunagi.node import limits
@@ -504,8 +504,7 @@ class _Api:
         if self.stopping.is_set():
             raise ApiError(503, "shutting_down", "the node is stopping; retry later or "
                            "elsewhere", self.settings.retry_after_s)
-        answer = await self.node.submit(records, signatures,
-                                        np.frombuffer(batches, dtype=p.BATCH_AUTH_DTYPE))
+        answer = await self.node.submit(records, signatures, pack_batches(batches))
         if isinstance(answer, p.Error):
             raise _from_protocol(answer, self.settings.retry_after_s)
         return answer
@@ -662,14 +661,10 @@ def _parse_json_batch(body: bytes) -> tuple[bytes, bytes, bytes]:
                                          f"records, got {len(batch.records)}: split it")
     records = _decode_items(batch.records, rec.RECORD_BYTES, "record")
     signatures = _decode_items(batch.signatures, rec.SIGNATURE_BYTES, "signature")
-    entries = np.zeros(len(batch.batches), dtype=p.BATCH_AUTH_DTYPE)
-    for row, entry in zip(entries, batch.batches):
-        row["first"], row["count"] = entry.first, entry.count
-        row["signer_key"] = np.frombuffer(_decode_item(entry.signer_key, 32, "signer_key"),
-                                          dtype=np.uint8)
-        row["signature"] = np.frombuffer(
-            _decode_item(entry.signature, rec.SIGNATURE_BYTES, "batch signature"),
-            dtype=np.uint8)
+    entries = pack_batches([
+        (entry.first, entry.count, _decode_item(entry.signer_key, 32, "signer_key"),
+         _decode_item(entry.signature, rec.SIGNATURE_BYTES, "batch signature"))
+        for entry in batch.batches])
     return records, signatures, entries.tobytes()
 
 
