@@ -45,7 +45,9 @@ _COUNTS = struct.Struct("<II")  # record_count, batch_count, right after the hea
 _U32 = struct.Struct("<I")
 COUNTS_OFFSET = HEADER_BYTES
 RECORDS_OFFSET = HEADER_BYTES + _COUNTS.size
-BLOCK_BYTES_MIN = RECORDS_OFFSET + _U32.size  # header, counts, extension_length
+# The smallest block (header, counts, extension_length: no records, no extension). The wire
+# protocol refuses shorter block payloads with this same number.
+BLOCK_BYTES_MIN = RECORDS_OFFSET + _U32.size
 ZERO_HASH = bytes(32)
 U32_MAX = 2**32 - 1
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from tsunagi.core.block import (
     BATCH_BYTES,
+    BLOCK_BYTES_MIN,
     BlockResult,
     batch_fault_message,
     check_batch_layout,
@@ -827,10 +828,6 @@ def _decode_query_block(p, flags):
 
 
 _codec(QueryBlock, MessageType.query_block)((_encode_query_block, _decode_query_block))
-
-# A block is at least its header, record count and batch count (docs/FORMAT.md).
-BLOCK_BYTES_MIN = 88
-
 
 def _decode_block(p, flags):
     if len(p) < BLOCK_BYTES_MIN:
