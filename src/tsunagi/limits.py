@@ -20,3 +20,9 @@ nonce_chunk = 1 << 16
 
 # Threads a native call may start; more than the machine's cores only adds switching.
 threads_max = 256
+
+# Largest values of the unsigned little-endian fields the formats use: u32 for counts, times,
+# chain ids, bits and batch ranges; u64 for accounts, amounts, sequences and heights. A value
+# past one does not fit its field, so encoders and validators refuse it.
+u32_max = 2**32 - 1
+u64_max = 2**64 - 1

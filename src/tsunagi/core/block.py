@@ -49,7 +49,6 @@ RECORDS_OFFSET = HEADER_BYTES + _COUNTS.size
 # protocol refuses shorter block payloads with this same number.
 BLOCK_BYTES_MIN = RECORDS_OFFSET + _U32.size
 ZERO_HASH = bytes(32)
-U32_MAX = 2**32 - 1
 
 # One batch entry as blocks and the wire protocol's submit_batch lay it out (docs/FORMAT.md).
 BATCH_DTYPE = np.dtype([
@@ -171,7 +170,7 @@ def pack_batches(batches) -> np.ndarray:
     packed = np.zeros(len(batches), dtype=BATCH_DTYPE)
     for index, batch in enumerate(batches):  # one step per batch, never per record
         first, count, signer_key, signature = batch
-        if not (0 <= first <= U32_MAX and 0 <= count <= U32_MAX):
+        if not (0 <= first <= limits.u32_max and 0 <= count <= limits.u32_max):
             raise EncodingError(f"batch {index}: first and count are u32, got {first}, {count}")
         if len(signer_key) != 32 or len(signature) != SIGNATURE_BYTES:
             raise EncodingError(f"batch {index}: a signer key is 32 bytes and a signature "
@@ -240,7 +239,7 @@ def encode_block(*, prev_hash: bytes, time: int, bits: int, records, codes, sign
             f"{count} records ({'genesis' if genesis else 'not genesis'}) need {expected} "
             f"signatures of {SIGNATURE_BYTES} bytes, got {signature_view.nbytes} bytes")
     packed = pack_batches(batches)
-    if count > U32_MAX or len(packed) > U32_MAX or extension_view.nbytes > U32_MAX:
+    if max(count, len(packed), extension_view.nbytes) > limits.u32_max:
         raise EncodingError("record_count, batch_count and extension_length are u32")
     body_offset = RECORDS_OFFSET + record_view.nbytes
     extension_length_offset = (body_offset + count + signature_view.nbytes
@@ -658,7 +657,7 @@ def mine_header(block: bytearray, threads: int | None = None, *,
             view[:HEADER_BYTES] = header
             return nonce
         time = _U32.unpack_from(header, 68)[0]
-        if time == U32_MAX:
+        if time == limits.u32_max:
             raise EncodingError("no nonce qualifies and the header time cannot move on")
         _U32.pack_into(header, 68, time + 1)
 

@@ -17,6 +17,7 @@ from tsunagi.core import records
 from tsunagi.core.address import ADDRESS_PREFIX_DEFAULT
 from tsunagi.core.keys import KEY_BYTES, is_public_key
 from tsunagi.errors import ConfigError, EncodingError
+from tsunagi.limits import u32_max, u64_max
 
 __all__ = ["BITS_DEVELOPMENT", "ChainConfig", "genesis_accounts", "genesis_records"]
 
@@ -24,8 +25,6 @@ CONFIG_FORMAT = 1  # the "format" field of the JSON; bump on an incompatible cha
 
 # Regtest's difficulty: about every second hash qualifies, so a block is "mined" at once.
 BITS_DEVELOPMENT = 0x207FFFFF
-U32_MAX = 2**32 - 1
-U64_MAX = 2**64 - 1
 NAME_CHARS_MAX = 64
 ASSET_CODE_PATTERN = re.compile(r"[A-Za-z0-9]{1,12}")
 # 31 characters keeps an address of a 32-byte key within bech32's 90 characters.
@@ -153,12 +152,12 @@ def _integer(config: ChainConfig, name: str, low: int, high: int) -> None:
 
 def _validate(config: ChainConfig) -> None:
     _validate_texts(config)
-    _integer(config, "chain_id", 0, U32_MAX)
+    _integer(config, "chain_id", 0, u32_max)
     _integer(config, "decimals", 0, DECIMALS_MAX)
-    _integer(config, "bits", 0, U32_MAX)
+    _integer(config, "bits", 0, u32_max)
     _integer(config, "block_records_max", 1, BLOCK_RECORDS_LIMIT)
     _integer(config, "block_wait_ms", 0, BLOCK_WAIT_MS_MAX)
-    _integer(config, "genesis_time_s", 0, U32_MAX)
+    _integer(config, "genesis_time_s", 0, u32_max)
     try:
         target = hashing.bits_to_target(config.bits)
     except EncodingError as exc:
@@ -192,11 +191,11 @@ def _validate_accounts(config: ChainConfig) -> None:
     if len(set(keys)) != len(keys):
         raise ConfigError("an allocation key is listed twice; merge its amounts into one")
     for key, amount in config.allocations:
-        if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= U64_MAX:
+        if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= u64_max:
             raise ConfigError(f"the allocation to {key.hex()} is an amount in "
                               f"[1, 2**64 - 1], got {amount!r}")
     total = sum(amount for _, amount in config.allocations)
-    if total > U64_MAX:
+    if total > u64_max:
         raise ConfigError(f"the allocations add up to {total}, more than 2**64 - 1 units: "
                           "the supply must fit an unsigned 64-bit amount")
     accounts = len(config.issuers) + len(config.allocations)

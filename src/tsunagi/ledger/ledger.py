@@ -49,6 +49,7 @@ from tsunagi.ledger.snapshot import (
     snapshot_block_hashes,
 )
 from tsunagi.ledger.state import State
+from tsunagi.limits import u32_max
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ INDEX_QUEUE_RECORDS_MAX = 1 << 19
 # Seconds the indexer waits with nothing to do before it hands the heap's free pages back to
 # the OS (index.release_free_memory): never under steady load, soon after it.
 INDEX_IDLE_RELEASE_S = 1.0
-U32_MAX = 2**32 - 1
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport"]
 
@@ -460,7 +460,7 @@ class Ledger:
         with self._write_lock:
             self._check_usable()
             block_time = max(int(time.time()) if now_s is None else int(now_s), self._tip_time)
-            if block_time > U32_MAX:
+            if block_time > u32_max:
                 raise EncodingError("block time passes the 32-bit header field (year 2106)")
             pre_codes = self._already_committed_opens(view)
             early = self._start_block(view, signatures, batches)

@@ -29,11 +29,12 @@ from tsunagi.core.block import (
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
 from tsunagi.errors import ProtocolError
+from tsunagi.limits import u64_max
 from tsunagi.node import limits
 
 MAGIC = b"TSNG"
 HELLO_VERSION = 1  # the hello frame always carries version 1 in its header: its layout is fixed
-NONE_U64 = 2**64 - 1  # "no value" in u64 fields (height of nothing stored, no `before`)
+NONE_U64 = u64_max  # "no value" in u64 fields (height of nothing stored, no `before`)
 
 _PREFIX = struct.Struct("<IBBHQ")
 assert _PREFIX.size == limits.frame_prefix_bytes

@@ -45,14 +45,13 @@ from tsunagi.core.amounts import format_amount
 from tsunagi.core.block import decode_block, pack_batches
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.errors import EncodingError, NotFoundError, ProtocolError
+from tsunagi.limits import u32_max, u64_max
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
 from tsunagi.node.service import RestSettings
 
 __all__ = ["ApiError", "create_app"]
 
-U32_MAX = 2**32 - 1
-U64_MAX = 2**64 - 1
 BATCHES_PATH = "/v1/batches"
 OCTET_STREAM = "application/octet-stream"
 _HEAD = struct.Struct("<IIII")  # submit_batch payload: record, signature, batch counts, zero
@@ -115,8 +114,8 @@ class SubmitOut(BaseModel):
 
 
 class BatchAuthIn(BaseModel):
-    first: int = Field(ge=0, le=U32_MAX, description="first record it covers, in this batch")
-    count: int = Field(ge=1, le=U32_MAX)
+    first: int = Field(ge=0, le=u32_max, description="first record it covers, in this batch")
+    count: int = Field(ge=1, le=u32_max)
     signer_key: KeyText
     signature: SignatureText = Field(description="signature over the batch root")
 
@@ -669,7 +668,7 @@ def _parse_json_batch(body: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def _add_account_routes(app: FastAPI, api: _Api) -> None:
-    account_path = PathParam(ge=1, le=U64_MAX, description="account number")
+    account_path = PathParam(ge=1, le=u64_max, description="account number")
 
     @app.get("/v1/accounts/{account}", response_model=AccountOut, responses=_ERRORS,
              tags=["accounts"], summary="An account: owner, balance, held, sequence")
@@ -705,8 +704,8 @@ def _add_account_routes(app: FastAPI, api: _Api) -> None:
              tags=["accounts"], summary="Records debiting or crediting the account, paged")
     async def history(account: int = account_path,
                       limit: int = Query(100, ge=1, le=limits.history_limit_max),
-                      before_height: int | None = Query(None, ge=0, le=U64_MAX),
-                      before_position: int = Query(0, ge=0, le=U32_MAX)) -> dict:
+                      before_height: int | None = Query(None, ge=0, le=u64_max),
+                      before_position: int = Query(0, ge=0, le=u32_max)) -> dict:
         """Newest first. ``next`` is the URL of the following older page."""
         await api.read(api.ledger.account, account)
         before = None if before_height is None else (before_height, before_position)
@@ -748,7 +747,7 @@ def _add_chain_routes(app: FastAPI, api: _Api) -> None:
                     format: str = Query("json", pattern="^(?:json|raw)$")):
         """``block_id`` is a height (digits) or a block hash (64 hex digits);
         ``format=raw`` answers the encoded block (docs/FORMAT.md) as octet-stream."""
-        if block_id.isdigit() and len(block_id) <= 20 and int(block_id) <= U64_MAX:
+        if block_id.isdigit() and len(block_id) <= 20 and int(block_id) <= u64_max:
             key: int | bytes = int(block_id)
         else:
             key = _decode_hash(block_id, "block hash or height")
@@ -780,7 +779,7 @@ def _add_event_route(app: FastAPI, api: _Api) -> None:
                               "description": "one `block` event per block, id = height"},
                         503: _ERRORS[503]})
     async def block_events(request: Request,
-                           from_height: int | None = Query(None, ge=0, le=U64_MAX)):
+                           from_height: int | None = Query(None, ge=0, le=u64_max)):
         """Blocks from ``from_height`` on (default: the next new block): those already
         there first, then each one as it is committed. A reconnecting EventSource resumes
         after its ``Last-Event-ID``. The stream ends when the node stops."""
