@@ -1,7 +1,13 @@
-"""The limits native code is compiled with agree with src/tsunagi/limits.py, where they are set.
+"""Every limit has one home and one name, and what native code is compiled with agrees with it.
 
-Method: ext/limits.pxd and the C headers are read as text (no build needed), every constant they
-declare is looked up in tsunagi.limits (or tsunagi.hashing.HeaderResult) and compared by value.
+A layer keeps its limits in one module (tsunagi.limits for the native core and core,
+tsunagi.ledger.limits, tsunagi.node.limits), each a lower-case name, units last, with a comment
+saying why; the native mirrors agree with those homes.
+
+Method: the source of every module is parsed (ast) for limits kept elsewhere and for u32/u64
+maxima spelled out; the limits modules are read line by line for their names and comments;
+ext/limits.pxd and the C headers are read as text (no build needed), every constant they declare
+is looked up in tsunagi.limits (or tsunagi.hashing.HeaderResult) and compared by value.
 """
 
 from __future__ import annotations
@@ -125,3 +131,58 @@ def test_field_maxima_are_spelled_once_in_limits_py():
             if lines:
                 spelled[name] = lines
     assert spelled == {}, "import u32_max / u64_max from tsunagi.limits instead"
+
+
+LIMITS_MODULES = {"limits.py", "ledger/limits.py", "node/limits.py"}
+# Names outside the limits modules that look like limits but are facts of a format or a system,
+# or tuning that bounds nothing; each says why it stays where it is.
+NOT_LIMITS = {
+    ("core/address.py", "_LENGTH_MAX"): "BIP173's string length, part of the address format",
+    ("core/block.py", "BLOCK_BYTES_MIN"): "the block format's smallest size, beside the format",
+    ("core/block.py", "_THREAD_RECORDS_MIN"): "when a second hashing thread pays: tuning",
+    ("core/records.py", "POLICY_RECIPIENTS_MAX"): "what fits in a record's extra field: format",
+    ("core/config.py", "BLOCK_RECORDS_LIMIT"): "the old name, for the modules moved elsewhere",
+    ("ledger/log.py", "_IOV_MAX"): "Linux's limit on buffers per writev",
+    ("ledger/state.py", "_ACCOUNTS_MIN"): "the smallest table, grown on demand: tuning",
+    ("ledger/state.py", "_HOLDS_MIN"): "the smallest table, grown on demand: tuning",
+    ("ledger/state.py", "_POLICIES_MIN"): "the smallest table, grown on demand: tuning",
+    ("node/protocol.py", "_RESULT_MAX"): "the highest Result code, derived from the enum",
+}
+
+
+def _module_names(tree: ast.Module):
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name):
+                yield target.id, node
+
+
+def test_each_layer_keeps_its_limits_in_one_module():
+    homes = {path.relative_to(SRC).as_posix() for path in SRC.rglob("limits.py")}
+    assert homes == LIMITS_MODULES
+    kept_elsewhere = []
+    for path in sorted(SRC.rglob("*.py")):
+        name = path.relative_to(SRC).as_posix()
+        if name in LIMITS_MODULES or name in ELSEWHERE:
+            continue
+        for found, _ in _module_names(ast.parse(path.read_text())):
+            if re.search(r"_(max|min|limit)(_default)?$", found, re.IGNORECASE) \
+                    and (name, found) not in NOT_LIMITS:
+                kept_elsewhere.append(f"{name}: {found}")
+    assert kept_elsewhere == [], "move these to the layer's limits module"
+
+
+@pytest.mark.parametrize("module", sorted(LIMITS_MODULES))
+def test_limits_are_lower_case_units_last_and_say_why(module):
+    path = SRC / module
+    lines = path.read_text().splitlines()
+    for found, node in _module_names(ast.parse(path.read_text())):
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", found), f"{module}: {found} is not lower-case"
+        assert not re.search(r"_(max|min)_(bytes|records|blocks|s|ms|chars|rows)$", found), \
+            f"{module}: {found} puts its unit after max/min"
+        above = node.lineno - 2  # the line before the assignment, or before its group
+        while above >= 0 and re.match(r"[a-z][a-z0-9_]* = ", lines[above]):
+            above -= 1
+        assert above >= 0 and lines[above].startswith("#"), f"{module}: {found} has no comment"

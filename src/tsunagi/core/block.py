@@ -19,7 +19,7 @@ import numpy as np
 
 from tsunagi import hashing, limits
 from tsunagi.core.codes import UNSTORED, Result
-from tsunagi.core.config import BLOCK_RECORDS_LIMIT, ChainConfig, genesis_records
+from tsunagi.core.config import ChainConfig, genesis_records
 from tsunagi.core.keys import PrivateKey, verify
 from tsunagi.core.records import (
     FLAGS_KNOWN,
@@ -89,7 +89,7 @@ class BlockResult(IntEnum):
     bad_bits = 2  # compact bits encode no usable target
     bad_pow = 3  # the header hash is above the target of its bits
     bad_merkle_root = 4  # the header's root is not that of the txids and body digest
-    too_many_records = 5  # more records than any chain allows (BLOCK_RECORDS_LIMIT)
+    too_many_records = 5  # more records than any chain allows (limits.block_records_max)
     malformed_record = 6  # a record with an unknown kind or unknown flag bits
     mixed_chain = 7  # records for more than one chain_id
     unknown_code = 8  # a result code that Result does not define
@@ -488,7 +488,7 @@ def _check_header_work(block: Block) -> BlockResult:
         return BlockResult.bad_bits
     if not hashing.check_pow(block.data[:HEADER_BYTES]):
         return BlockResult.bad_pow
-    if len(block.records) > BLOCK_RECORDS_LIMIT:
+    if len(block.records) > limits.block_records_max:
         return BlockResult.too_many_records
     return BlockResult.ok
 

@@ -39,7 +39,7 @@ from tsunagi.core.block import (
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig, genesis_records
 from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, StorageError
-from tsunagi.ledger import store_limits
+from tsunagi.ledger import limits
 from tsunagi.ledger.engine import Engine
 from tsunagi.ledger.index import BlockEntries, Index, release_free_memory
 from tsunagi.ledger.log import BlockLog, write_file_atomically
@@ -55,18 +55,6 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 SNAPSHOT_DIRECTORY = "snapshots"
-# A snapshot after this many committed records bounds replay on open to about a second or two
-# of work, at the cost of writing the state arrays (about 60 bytes an account) that often.
-SNAPSHOT_RECORDS_INTERVAL = 2_000_000
-# Blocks and records waiting for the indexer; a full queue makes the writer wait instead of using
-# memory. A queued block holds its bytes and txids, ~160 bytes a record: 2**19 records ~ 85 MB.
-# In a full-load node run 2**21 made resident memory swing by up to 340 MB; the indexer sets the
-# pace of a long run either way, so a deeper queue only absorbs bursts.
-INDEX_QUEUE_MAX = 256
-INDEX_QUEUE_RECORDS_MAX = 1 << 19
-# Seconds the indexer waits with nothing to do before it hands the heap's free pages back to
-# the OS (index.release_free_memory): never under steady load, soon after it.
-INDEX_IDLE_RELEASE_S = 1.0
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport"]
 
@@ -208,8 +196,8 @@ class _Indexer:
     def _full(self, count: int) -> bool:
         # An oversized block still goes into an empty queue: it must be indexed some time.
         return bool(self.queue) and (
-            len(self.queue) >= INDEX_QUEUE_MAX
-            or self.queued_records + count > INDEX_QUEUE_RECORDS_MAX)
+            len(self.queue) >= limits.index_queue_blocks_max
+            or self.queued_records + count > limits.index_queue_records_max)
 
     def index_now(self, items: list) -> None:
         """Indexes consecutive blocks and records how far the index got."""
@@ -223,7 +211,7 @@ class _Indexer:
         while True:
             with self.condition:
                 idle = not self.queue and not self.closing and \
-                    not self.condition.wait(INDEX_IDLE_RELEASE_S)
+                    not self.condition.wait(limits.index_idle_release_s)
                 if self.queue:
                     return self._take_group()
                 if self.closing:
@@ -234,8 +222,8 @@ class _Indexer:
 
     def _take_group(self) -> list:
         group, records = [], 0
-        while self.queue and len(group) < INDEX_QUEUE_MAX and (
-                not group or records + len(self.queue[0][1]) <= INDEX_QUEUE_RECORDS_MAX):
+        while self.queue and len(group) < limits.index_queue_blocks_max and (
+                not group or records + len(self.queue[0][1]) <= limits.index_queue_records_max):
             group.append(self.queue.popleft())
             records += len(group[-1][1])
         return group
@@ -406,8 +394,8 @@ class Ledger:
             next_number += int(mask.sum())
             group.append((height, block, opened))
             records += len(block)
-            if records >= INDEX_QUEUE_RECORDS_MAX or len(group) >= INDEX_QUEUE_MAX \
-                    or height == end - 1:
+            if records >= limits.index_queue_records_max \
+                    or len(group) >= limits.index_queue_blocks_max or height == end - 1:
                 self._indexer.index_now(group)
                 group, records = [], 0
 
@@ -508,7 +496,7 @@ class Ledger:
         this overlaps the two. A batch that stores fewer records builds its block afresh.
         """
         record_bytes = view.nbytes
-        if record_bytes < store_limits.log_direct_min_bytes or not self._log.writes_direct:
+        if record_bytes < limits.log_direct_bytes_min or not self._log.writes_direct:
             return None
         count = len(view)
         batch_count = len(batches)
@@ -545,7 +533,7 @@ class Ledger:
         answer.height, answer.block_hash = height, block.hash
         self._unsynced.append((height, block, outcome.opened[outcome.stored]))
         self._records_since_snapshot += len(block)
-        if self._records_since_snapshot >= SNAPSHOT_RECORDS_INTERVAL:
+        if self._records_since_snapshot >= limits.snapshot_interval_records:
             self._snapshot_now(background=True)
 
     def _check_usable(self) -> None:

@@ -27,7 +27,8 @@ import numpy as np
 
 from tsunagi.core.codes import Result
 from tsunagi.core.records import RECORD_BYTES, Flags, Kind, unpack
-from tsunagi.limits import u32_max, u64_max
+from tsunagi.ledger import limits
+from tsunagi.limits import u64_max
 
 ZERO_KEY = bytes(32)
 OPEN, POSTED, VOIDED, EXPIRED = 1, 2, 3, 4
@@ -49,7 +50,8 @@ class ReferenceState:
     """accounts: number -> [balance, sequence, owner key, flags]; holds: (payer, sequence) ->
     dict; policies: (account, slot) -> dict (a zero key is an empty slot)."""
 
-    def __init__(self, *, accounts_max: int = u32_max, holds_max: int = u32_max - 1) -> None:
+    def __init__(self, *, accounts_max: int = limits.accounts_max,
+                 holds_max: int = limits.holds_max) -> None:
         self.accounts: dict[int, list] = {}
         self.holds: dict[tuple[int, int], dict] = {}
         self.policies: dict[tuple[int, int], dict] = {}

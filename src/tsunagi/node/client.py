@@ -29,8 +29,6 @@ from tsunagi.node.server import DEFAULT_PORT, new_event_loop
 __all__ = ["AsyncClient", "Client"]
 
 _READ_BYTES = 256 * 1024
-_WRITE_BUFFER_BYTES = 1 << 20  # above this much unsent data a sender waits for the socket
-_STREAM_NOTICES_MAX = 4096  # block notices a subscription holds before it resubscribes later
 _RETRIED = (p.ErrorCode.overloaded, p.ErrorCode.shutting_down)
 
 
@@ -47,7 +45,7 @@ class _Stream:
         self.state: str | None = None  # None, "lost" or "overflow"
 
     def put(self, item) -> None:
-        if len(self.items) >= _STREAM_NOTICES_MAX:
+        if len(self.items) >= limits.client_stream_notices_max:
             self.state = "overflow"
         else:
             self.items.append(item)
@@ -87,7 +85,7 @@ class _Link:
 
     async def send(self, request_id: int, message) -> None:
         self.writer.write(p.encode(message, request_id, self.version))
-        if self.writer.transport.get_write_buffer_size() > _WRITE_BUFFER_BYTES:
+        if self.writer.transport.get_write_buffer_size() > limits.client_write_buffer_bytes_max:
             try:
                 await self.writer.drain()
             except OSError as exc:

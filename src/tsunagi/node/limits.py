@@ -94,6 +94,14 @@ client_retry_pause_s = 0.05
 # Client side: how long a request waits for its answer before it fails with NodeError.
 client_request_timeout_s = 60.0
 
+# Client side: past this much unsent data a sender waits for the socket to drain, so a client
+# that submits faster than the node reads holds at most this much in its write buffer.
+client_write_buffer_bytes_max = 1 << 20
+
+# Client side: block notices a subscription holds unread; past this it drops them and
+# subscribes again later from the height it reached, so a slow reader costs bounded memory.
+client_stream_notices_max = 4096
+
 # Auto-batcher: a pending batch is sent when it holds this many records or this long after
 # its first record arrived, whichever comes first.
 batcher_records_max = 4096
