@@ -5,9 +5,11 @@ tsunagi.ledger.limits, tsunagi.node.limits), each a lower-case name, units last,
 saying why; the native mirrors agree with those homes.
 
 Method: the source of every module is parsed (ast) for limits kept elsewhere and for u32/u64
-maxima spelled out; the limits modules are read line by line for their names and comments;
-ext/limits.pxd and the C headers are read as text (no build needed), every constant they declare
-is looked up in tsunagi.limits (or tsunagi.hashing.HeaderResult) and compared by value.
+maxima spelled out; the limits modules are read line by line for their names and comments.
+ext/limits.pxd and the C headers are read as text, and every constant they declare must have a
+Python home (tsunagi.limits, the record layout, the state's dtypes, the result enums) with its
+value; each native module also reports what it was compiled with (NATIVE_CONSTANTS), held
+against the same homes, so a stale build fails too.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ import operator
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tsunagi import limits
+from tsunagi._native import commit, indexing, sigverify
+from tsunagi._native import hashing as native_hashing
+from tsunagi.core import records
+from tsunagi.core.codes import Result
 from tsunagi.hashing import HeaderResult
+from tsunagi.ledger import limits as ledger_limits
+from tsunagi.ledger import state
+from tsunagi.node import protocol
 
 EXT = Path(__file__).resolve().parents[1] / "ext"
 SRC = Path(__file__).resolve().parents[1] / "src" / "tsunagi"
@@ -66,9 +76,47 @@ def pxd_constants(text: str) -> dict[str, int]:
     return found
 
 
-def c_defines(path: Path, prefix: str) -> dict[str, int]:
-    pattern = re.compile(rf"^#define\s+({prefix}\w*)\s+(-?(?:0x[0-9a-fA-F]+|\d+))\b", re.M)
-    return {name: int(value, 0) for name, value in pattern.findall(path.read_text())}
+def c_constants(text: str) -> dict[str, int]:
+    """``#define TS_NAME <integer>`` lines and ``TS_NAME = <integer>`` enum entries of a C header
+    (comments dropped, ``u`` suffixes read, UINT64_MAX as its value)."""
+    text = re.sub(r"/\*.*?\*/|//[^\n]*", "", text, flags=re.S)
+    found = {}
+    for name, value in re.findall(r"^#define[ \t]+(TS_\w+)[ \t]+(\w+)", text, re.M) \
+            + re.findall(r"\b(TS_\w+)\s*=\s*(\w+)", text):
+        found[name] = 2**64 - 1 if value == "UINT64_MAX" else int(value.rstrip("uUlL"), 0)
+    return found
+
+
+# Where Python sets each constant the native code is compiled with, by its native name: the
+# C headers' TS_ names, the pyx's own and the sizes of the kernel's structs. ext/limits.pxd
+# names are those of tsunagi.limits.
+NATIVE_HOMES = {
+    "TS_HEADER_BYTES": limits.header_bytes,
+    "TS_THREADS_MAX": limits.threads_max,
+    "TS_MERGE_RUNS_MAX": np.iinfo(np.uint16).max,  # the index numbers a merge's inputs in u16
+    "RECORD_SIZE": records.RECORD_BYTES,
+    "sizeof(ts_record)": records.RECORD_BYTES,
+    "sizeof(ts_hold)": state.HOLD_DTYPE.itemsize,
+    "sizeof(ts_policy)": state.POLICY_DTYPE.itemsize,
+    "TS_KEY_SLOTS": records.KEY_SLOTS,
+    "TS_FLAG_LINKED": records.Flags.linked,
+    "TS_FLAG_BATCH_AUTHORIZED": records.Flags.batch_authorized,
+    "TS_FLAGS_KNOWN": records.FLAGS_KNOWN,
+    "TS_ACCOUNT_ISSUER": state.ISSUER,
+    **{f"TS_KIND_{kind.name.upper()}": kind.value for kind in records.Kind},
+    **{f"TS_STATUS_{name.upper()}": value for value, name in state.HOLD_STATUS_NAMES.items()},
+    **{f"TS_{code.name.upper()}": code.value for code in Result},
+    **{f"TS_HEADER_{reason.name.upper()}": reason.value for reason in HeaderResult},
+}
+# Header constants Python never sees as numbers, and why.
+NATIVE_ONLY = {
+    "TS_BACKEND_PORTABLE": "which SHA-256 path runs; Python sees its name (hashing.backend())",
+    "TS_BACKEND_SHANI": "which SHA-256 path runs; Python sees its name (hashing.backend())",
+    "TS_X86": "whether the compiler targets x86: a fact of the build",
+    "TS_NOT_FOUND": "a miss in the commit kernel's hash maps, inside C",
+    "TS_NONCE_NONE": "no nonce found, None once it crosses into Python",
+}
+HEADERS = sorted(EXT.glob("*.h"))
 
 
 def test_pxd_parser_reads_enums_and_defs():
@@ -84,17 +132,35 @@ def test_every_pxd_limit_matches_limits_py():
         assert getattr(limits, name) == value, f"{name}: {value} in the pxd, not in limits.py"
 
 
-def test_c_headers_match_limits_py():
-    assert c_defines(EXT / "pow.h", "TS_HEADER_BYTES") == {"TS_HEADER_BYTES": limits.header_bytes}
-    assert c_defines(EXT / "parallel.h", "TS_THREADS_MAX") == {
-        "TS_THREADS_MAX": limits.threads_max}
+def test_c_header_parser_reads_defines_and_enums():
+    text = ("#ifndef TS_X_H\n#define TS_X_H\n#define TS_A 8u /* slots */\n"
+            "enum { TS_B = 1, TS_C = 2 };\n#define TS_D UINT64_MAX\n#define OTHER 3\n")
+    assert c_constants(text) == {"TS_A": 8, "TS_B": 1, "TS_C": 2, "TS_D": 2**64 - 1}
 
 
-def test_header_results_match_pow_h():
-    reasons = c_defines(EXT / "pow.h", "TS_HEADER_")
-    reasons.pop("TS_HEADER_BYTES")
-    assert {name.removeprefix("TS_HEADER_").lower(): value
-            for name, value in reasons.items()} == {r.name: r.value for r in HeaderResult}
+@pytest.mark.parametrize("header", HEADERS, ids=lambda path: path.name)
+def test_every_c_header_constant_has_its_python_value(header):
+    found = c_constants(header.read_text())
+    assert sorted(set(found) - set(NATIVE_HOMES) - set(NATIVE_ONLY)) == [], \
+        "give the new constant its Python home in NATIVE_HOMES (or a reason in NATIVE_ONLY)"
+    assert {name: value for name, value in found.items()
+            if name in NATIVE_HOMES and value != NATIVE_HOMES[name]} == {}
+
+
+@pytest.mark.parametrize("module", [commit, native_hashing, indexing, sigverify],
+                         ids=lambda module: module.__name__)
+def test_each_native_module_was_built_with_the_python_values(module):
+    compiled = module.NATIVE_CONSTANTS
+    assert compiled
+    expected = {name: NATIVE_HOMES[name] if name in NATIVE_HOMES else getattr(limits, name)
+                for name in compiled}
+    assert compiled == expected
+
+
+def test_python_copies_of_native_facts_agree():
+    assert commit.RECORD_BYTES == records.RECORD_BYTES
+    assert protocol.ACCOUNT_ISSUER == state.ISSUER  # the wire's account flag is the state's
+    assert ledger_limits.index_merge_fanout <= indexing.MERGE_RUNS_MAX
 
 
 @pytest.mark.parametrize("name", ["nonce_end", "nonce_chunk"])
