@@ -26,6 +26,7 @@ from tsunagi import hashing
 from tsunagi.core import records as rec
 from tsunagi.core.address import decode_address
 from tsunagi.core.block import (
+    HEADER_BYTES,
     RECORDS_OFFSET,
     BatchAuth,
     Block,
@@ -802,7 +803,7 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
             block = decode_block(raw)
         except (EncodingError, CorruptLogError) as exc:
             return VerifyReport(False, blocks, records, block_height, str(exc))
-        headers += raw[:80]
+        headers += raw[:HEADER_BYTES]
         reason = _chain_rules(block, config, previous_time, recorded_hashes, block_height)
         reason = reason or _verify_block(engine, block, block_height, config)
         if reason:

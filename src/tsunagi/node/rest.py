@@ -42,7 +42,7 @@ from tsunagi import __version__, hashing
 from tsunagi.core import records as rec
 from tsunagi.core.address import encode_address
 from tsunagi.core.amounts import format_amount
-from tsunagi.core.block import decode_block, pack_batches
+from tsunagi.core.block import COUNTS_OFFSET, HEADER_BYTES, decode_block, pack_batches
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.errors import EncodingError, NotFoundError, ProtocolError
 from tsunagi.limits import u32_max, u64_max
@@ -302,11 +302,14 @@ def _decode_hash(text: str, what: str) -> bytes:
         raise ApiError(400, "malformed", f"a {what} is 64 hex digits") from None
 
 
-def _check_structure(records: bytes, signatures: bytes, batches: bytes) -> None:
-    count = len(records) // rec.RECORD_BYTES
+def _check_record_count(count: int) -> None:
+    """More records than one request may hold is a 413 (split the batch), not a malformed body."""
     if count > limits.request_records_max:
         raise ApiError(413, "too_large", f"a batch holds at most {limits.request_records_max} "
                                          f"records, got {count}: split it")
+
+
+def _check_structure(records: bytes, signatures: bytes, batches: bytes) -> None:
     p.check_submit_batch(records, signatures, batches, error=_malformed)
 
 
@@ -410,8 +413,9 @@ def _block_event(height: int, data: bytes) -> bytes:
     """One server-sent event for a block: its id is the height, to resume from."""
     header = memoryview(data)
     (time_s,) = struct.unpack_from("<I", header, 68)
-    (record_count,) = struct.unpack_from("<I", header, 80)
-    payload = json.dumps({"height": height, "hash": _show(hashing.header_hash(header[:80])),
+    (record_count,) = struct.unpack_from("<I", header, COUNTS_OFFSET)
+    block_hash = hashing.header_hash(header[:HEADER_BYTES])
+    payload = json.dumps({"height": height, "hash": _show(block_hash),
                           "prev_hash": _show(header[4:36]), "time": time_s,
                           "record_count": record_count}, separators=(",", ":"))
     return f"id: {height}\nevent: block\ndata: {payload}\n\n".encode()
@@ -639,10 +643,7 @@ def _parse_raw_batch(body: bytes) -> tuple[bytes, bytes, bytes]:
     if len(body) < _HEAD.size:
         raise ApiError(400, "malformed", f"a raw batch starts with {_HEAD.size} bytes of "
                                          "counts (docs/PROTOCOL.md, submit_batch)")
-    count = _HEAD.unpack_from(body)[0]
-    if count > limits.request_records_max:
-        raise ApiError(413, "too_large", f"a batch holds at most {limits.request_records_max} "
-                                         f"records, got {count}: split it")
+    _check_record_count(_HEAD.unpack_from(body)[0])
     try:
         batch = p.decode(p.Frame(1, p.MessageType.submit_batch, 0, 0, memoryview(body)))
     except ProtocolError as exc:
@@ -655,9 +656,7 @@ def _parse_json_batch(body: bytes) -> tuple[bytes, bytes, bytes]:
         batch = BatchIn.model_validate_json(body)
     except ValidationError as exc:
         raise ApiError(400, "malformed", _validation_message(exc.errors())) from None
-    if len(batch.records) > limits.request_records_max:
-        raise ApiError(413, "too_large", f"a batch holds at most {limits.request_records_max} "
-                                         f"records, got {len(batch.records)}: split it")
+    _check_record_count(len(batch.records))
     records = _decode_items(batch.records, rec.RECORD_BYTES, "record")
     signatures = _decode_items(batch.signatures, rec.SIGNATURE_BYTES, "signature")
     entries = pack_batches([

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tsunagi import hashing
-from tsunagi.core.block import BATCH_DTYPE
+from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES
 from tsunagi.core.codes import UNSTORED
 from tsunagi.core.records import RECORD_BYTES, Flags
 from tsunagi.errors import ConfigError, EncodingError, ProtocolError
@@ -821,8 +821,8 @@ def _batch_table(group: list[_Submission]) -> np.ndarray:
 
 def _notice(height: int, block, with_blocks: bool) -> p.BlockNotice:
     view = memoryview(block)
-    (record_count,) = np.frombuffer(view[80:84], dtype="<u4")
-    return p.BlockNotice(height, hashing.header_hash(view[:80]), int(record_count),
+    (record_count,) = np.frombuffer(view[COUNTS_OFFSET:COUNTS_OFFSET + 4], dtype="<u4")
+    return p.BlockNotice(height, hashing.header_hash(view[:HEADER_BYTES]), int(record_count),
                          bytes(view) if with_blocks else None)
 
 
