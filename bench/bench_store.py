@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsunagi.ledger import store_limits
+from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.index import BlockEntries, Index
 from tsunagi.ledger.log import BlockLog
 from tsunagi.ledger.snapshot import load_newest_snapshot, save_snapshot
@@ -173,12 +173,13 @@ def index_workload(blocks: int, records: int, accounts: int, seed: int = 1) -> l
 
 def load_old_index(path: Path, fanout: int | None = None):
     """The Index class of an older index.py (the LMDB one: ``git show <commit>:src/tsunagi/
-    ledger/index.py``), with the store limits it read, which store_limits no longer has (an
-    LMDB one needs the lmdb package, which tsunagi itself no longer depends on). It reads its
-    own copy of store_limits, with index_merge_fanout set to ``fanout`` when given: the fan-out
-    that older index ran with, whatever this one's is."""
+    ledger/index.py``), with the store limits it read, which tsunagi.ledger.limits no longer has
+    (an LMDB one needs the lmdb package, which tsunagi itself no longer depends on). It reads
+    its own copy of tsunagi.ledger.limits (by the name store_limits, as it imports it), with
+    index_merge_fanout set to ``fanout`` when given: the fan-out that older index ran with,
+    whatever this one's is."""
     limits_spec = importlib.util.spec_from_file_location("tsunagi_old_store_limits",
-                                                         store_limits.__file__)
+                                                         ledger_limits.__file__)
     limits = importlib.util.module_from_spec(limits_spec)
     limits_spec.loader.exec_module(limits)
     for name, value in (("index_map_bytes_initial", 1 << 30), ("index_map_growth_factor", 2),

@@ -8,7 +8,7 @@ as a client signs before it sends.
 Two kinds of chain, both with accounts numbered 2 .. accounts + 1 (account 1 is the issuer):
 
 - :func:`genesis_chain`: every account has its own key and is funded at genesis (a config
-  allows at most ``GENESIS_ACCOUNTS_MAX`` accounts);
+  allows at most ``tsunagi.limits.genesis_accounts_max`` accounts);
 - :func:`owned_chain`: one key owns every account (a key may own many). The accounts are opened
   by batch-authorized ``open_account`` records and funded by batch-authorized mints of the
   issuer, ``SETUP_BATCH_RECORDS`` records and one signature a block: the fastest way the public
@@ -32,7 +32,8 @@ import numpy as np
 
 from tsunagi import hashing
 from tsunagi.core.block import BatchAuth
-from tsunagi.core.config import BLOCK_RECORDS_LIMIT, ChainConfig
+from tsunagi import limits
+from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Kind, pack_many
 from tsunagi.ledger.ledger import BatchAnswer, Ledger
@@ -44,10 +45,10 @@ FIRST_ACCOUNT = 2  # the issuer is account 1, the benchmark accounts follow it
 # transfer fails for funds and every record of a run is an applied transfer.
 FUNDING_UNITS = 10**12
 # Records of one opening or minting block on an owned chain: the most one block may hold.
-SETUP_BATCH_RECORDS = BLOCK_RECORDS_LIMIT
+SETUP_BATCH_RECORDS = limits.block_records_max
 # The chain lets a block hold as many records as any chain may, so that batches up to 2**20
 # records are accepted as they are.
-BLOCK_RECORDS_MAX = BLOCK_RECORDS_LIMIT
+BLOCK_RECORDS_MAX = limits.block_records_max
 # Keys come from fixed seeds, so two runs build the same chains and the same records.
 KEY_SEED = 20_240_601
 HASH_THREADS = 2  # client-side hashing of the workloads (not timed)

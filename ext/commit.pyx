@@ -57,6 +57,9 @@ cdef extern from "commit_kernel.h" nogil:
         size_t policy_length
     int TS_KIND_OPEN_ACCOUNT, TS_KIND_HOLD, TS_KIND_SET_POLICY_KEY
     int TS_JOURNAL_ACCOUNTS_PER_RECORD
+    int TS_KIND_TRANSFER, TS_KIND_MINT, TS_KIND_BURN, TS_KIND_POST, TS_KIND_VOID
+    int TS_FLAG_LINKED, TS_FLAG_BATCH_AUTHORIZED, TS_FLAGS_KNOWN, TS_KEY_SLOTS, TS_ACCOUNT_ISSUER
+    int TS_STATUS_OPEN, TS_STATUS_POSTED, TS_STATUS_VOIDED, TS_STATUS_EXPIRED
     void ts_map_rebuild(ts_map *map, uint64_t count)
     int ts_apply_batch(ts_state *state, const ts_record *records, size_t count,
                        const uint8_t *pre_codes, const uint8_t *join_next, uint64_t now_s,
@@ -71,6 +74,7 @@ cdef extern from "commit_kernel.h" nogil:
 cdef extern from *:
     """
     #include "commit_kernel.h"
+    static size_t ts_sizeof_record(void) { return sizeof(ts_record); }
     static size_t ts_sizeof_hold(void) { return sizeof(ts_hold); }
     static size_t ts_sizeof_policy(void) { return sizeof(ts_policy); }
     static void ts_set_u128(unsigned __int128 *out, uint64_t lo, uint64_t hi) {
@@ -79,6 +83,7 @@ cdef extern from *:
     static uint64_t ts_u128_lo(unsigned __int128 v) { return (uint64_t)v; }
     static uint64_t ts_u128_hi(unsigned __int128 v) { return (uint64_t)(v >> 64); }
     """
+    size_t ts_sizeof_record()
     size_t ts_sizeof_hold()
     size_t ts_sizeof_policy()
     void ts_set_u128(u128 *out, uint64_t lo, uint64_t hi)
@@ -91,6 +96,23 @@ cdef enum:
 RECORD_BYTES = RECORD_SIZE
 HOLD_BYTES = ts_sizeof_hold()
 POLICY_BYTES = ts_sizeof_policy()
+
+# The layout facts and codes the kernel was compiled with, by their names here and in
+# commit_kernel.h: tests/test_limits.py holds each against its Python home (tsunagi.core.records,
+# tsunagi.ledger.state).
+NATIVE_CONSTANTS = {
+    "RECORD_SIZE": RECORD_SIZE, "sizeof(ts_record)": ts_sizeof_record(),
+    "sizeof(ts_hold)": HOLD_BYTES, "sizeof(ts_policy)": POLICY_BYTES,
+    "TS_KEY_SLOTS": TS_KEY_SLOTS, "TS_FLAG_LINKED": TS_FLAG_LINKED,
+    "TS_FLAG_BATCH_AUTHORIZED": TS_FLAG_BATCH_AUTHORIZED, "TS_FLAGS_KNOWN": TS_FLAGS_KNOWN,
+    "TS_ACCOUNT_ISSUER": TS_ACCOUNT_ISSUER,
+    "TS_KIND_OPEN_ACCOUNT": TS_KIND_OPEN_ACCOUNT, "TS_KIND_TRANSFER": TS_KIND_TRANSFER,
+    "TS_KIND_MINT": TS_KIND_MINT, "TS_KIND_BURN": TS_KIND_BURN, "TS_KIND_HOLD": TS_KIND_HOLD,
+    "TS_KIND_POST": TS_KIND_POST, "TS_KIND_VOID": TS_KIND_VOID,
+    "TS_KIND_SET_POLICY_KEY": TS_KIND_SET_POLICY_KEY,
+    "TS_STATUS_OPEN": TS_STATUS_OPEN, "TS_STATUS_POSTED": TS_STATUS_POSTED,
+    "TS_STATUS_VOIDED": TS_STATUS_VOIDED, "TS_STATUS_EXPIRED": TS_STATUS_EXPIRED,
+}
 
 # Positions in State.counters, the scalars the kernel moves.
 cdef enum:

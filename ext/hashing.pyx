@@ -14,7 +14,7 @@ from tsunagi.errors import EncodingError, CancelledError
 cimport limits
 
 cdef extern from "sha256.h" nogil:
-    int TS_BACKEND_SHANI
+    int TS_BACKEND_PORTABLE, TS_BACKEND_SHANI
     int ts_sha256_select_backend()
     int ts_sha256_backend()
     void ts_sha256(const uint8_t *data, size_t length, uint8_t *out)
@@ -28,6 +28,7 @@ cdef extern from "pow.h" nogil:
     ctypedef struct ts_search:
         pass
     uint64_t TS_NONCE_NONE
+    int TS_HEADER_BYTES
     ts_search *ts_search_new(const uint8_t *header, uint64_t first, uint64_t count,
                              uint64_t chunk)
     void ts_search_free(ts_search *search)
@@ -42,11 +43,22 @@ cdef extern from "pow.h" nogil:
     void ts_merkle_parents_parallel(const uint8_t *src, size_t count, uint8_t *out,
                                     int threads)
 
+cdef extern from "parallel.h" nogil:
+    int TS_THREADS_MAX
+
 import numpy as np
 
 ts_sha256_select_backend()
 
-_BACKEND_NAMES = {0: "portable", 1: "shani"}
+_BACKEND_NAMES = {TS_BACKEND_PORTABLE: "portable", TS_BACKEND_SHANI: "shani"}
+
+# The sizes and limits this module was compiled with, by their names in ext/limits.pxd and the
+# C headers: tests/test_limits.py holds each against its Python home (tsunagi.limits).
+NATIVE_CONSTANTS = {
+    "header_bytes": limits.header_bytes, "hash_bytes": limits.hash_bytes,
+    "threads_max": limits.threads_max,
+    "TS_HEADER_BYTES": TS_HEADER_BYTES, "TS_THREADS_MAX": TS_THREADS_MAX,
+}
 
 
 def backend():

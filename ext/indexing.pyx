@@ -23,6 +23,9 @@ cdef extern from "index_kernel.h" nogil:
     void ts_bloom_add(uint64_t *words, unsigned shift, const uint64_t *keys, size_t count)
 
 MERGE_RUNS_MAX = TS_MERGE_RUNS_MAX
+# The limits this module was compiled with, by their names in the C header: tests/test_limits.py
+# holds each against what the Python side relies on.
+NATIVE_CONSTANTS = {"TS_MERGE_RUNS_MAX": TS_MERGE_RUNS_MAX}
 
 
 cdef object _u64(object array, str what):

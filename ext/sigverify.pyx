@@ -35,6 +35,13 @@ cdef extern from "bip340_batch.h" nogil:
                                   const uint8_t *signatures, size_t count, int threads,
                                   uint8_t *out)
 
+cdef extern from "parallel.h" nogil:
+    int TS_THREADS_MAX
+
+# The limits this module was compiled with, by their names in ext/limits.pxd and the C headers:
+# tests/test_limits.py holds each against its Python home (tsunagi.limits).
+NATIVE_CONSTANTS = {"threads_max": limits.threads_max, "TS_THREADS_MAX": TS_THREADS_MAX}
+
 cdef ts_secp _secp
 
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsunagi import hashing
+from tsunagi import hashing, limits
 from tsunagi.core import block as block_module
 from tsunagi.core import records
 from tsunagi.core.block import (
@@ -305,7 +305,7 @@ def test_batch_signatures_may_be_left_to_the_caller():
 
 
 def test_record_limit(monkeypatch):
-    monkeypatch.setattr(block_module, "BLOCK_RECORDS_LIMIT", 7)
+    monkeypatch.setattr(limits, "block_records_max", 7)
     assert check_block(decode_block(build())) == BlockResult.too_many_records
 
 

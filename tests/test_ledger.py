@@ -19,6 +19,7 @@ from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import EncodingError, NotFoundError, StorageError
 from tsunagi.ledger import ledger as ledger_module
+from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.ledger import Ledger
 
 CHAIN = 42
@@ -300,7 +301,7 @@ def test_a_slow_index_makes_writers_wait_at_a_bounded_queue_and_loses_nothing(ch
     """The indexer's queue is bounded by records: while the index is held up, a writer that
     gets ahead waits in submit instead of queueing every block, and all blocks are indexed, in
     order, once the index moves again."""
-    monkeypatch.setattr(ledger_module, "INDEX_QUEUE_RECORDS_MAX", 3)
+    monkeypatch.setattr(ledger_limits, "index_queue_records_max", 3)
     gate, peak = threading.Event(), []
     indexer = chain.ledger._indexer
     real_index_blocks = ledger_module._index_blocks
@@ -387,8 +388,7 @@ def test_blocks_begun_ahead_hold_exactly_what_was_stored(chain, monkeypatch):
     makes if every record is stored. When some are not (bad signatures here), that block is
     dropped for a smaller one; begun two at a time or one by one, every block must hold
     exactly the stored records, and the chain must verify before and after a reopen."""
-    from tsunagi.ledger import store_limits
-    monkeypatch.setattr(store_limits, "log_direct_min_bytes", 4096)  # 32 records begin ahead
+    monkeypatch.setattr(ledger_limits, "log_direct_bytes_min", 4096)  # 32 records begin ahead
     ledger = chain.ledger
 
     def batch(count: int, forged: set[int]) -> tuple[bytes, bytes, list[bytes]]:
@@ -433,9 +433,8 @@ def test_a_ledger_without_direct_writes_commits_large_batches_all_the_same(tmp_p
     and verify all the same."""
     import os
 
-    from tsunagi.ledger import store_limits
     monkeypatch.delattr(os, "O_DIRECT", raising=False)
-    monkeypatch.setattr(store_limits, "log_direct_min_bytes", 4096)
+    monkeypatch.setattr(ledger_limits, "log_direct_bytes_min", 4096)
     chain = Chain(tmp_path / "chain")
     try:
         assert not chain.ledger._log.writes_direct

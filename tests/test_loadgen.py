@@ -79,7 +79,7 @@ def test_each_mode_commits_every_transfer_and_moves_exactly_those_amounts(
     assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
     series = summary["series"]
     assert sum(series["records_per_s"]) * series["bin_s"] == pytest.approx(count)
-    moved = balances(node.port, plan.accounts) - lg.FUNDING_UNITS
+    moved = balances(node.port, plan.accounts) - lg.funding_units
     assert moved.any() and np.array_equal(moved, expected_moves(plan, traffics))
     with Client("127.0.0.1", node.port) as client:
         txid = traffics[1].txids[-1].tobytes()
@@ -153,13 +153,13 @@ def test_setup_opens_and_funds_new_accounts_and_two_processes_drive_them(tmp_pat
         owners = plan.owner_keys()
         assert [i.owner_key for i in infos] == [owners[0].public_key, owners[1].public_key,
                                                 owners[2].public_key]
-        assert [i.balance for i in infos] == [lg.FUNDING_UNITS] * 3
+        assert [i.balance for i in infos] == [lg.funding_units] * 3
         spec = lg.LoadSpec(mode="batched", clients=4, processes=2, count=4000,
                            batch_size=250)
         summary = lg.run_load("127.0.0.1", node.port, plan, spec).summary
         assert summary["codes"] == {"ok": 4000} and node_stored(summary) == 4000
         assert summary["requests_answered"] == 16
-        assert balances(node.port, plan.accounts).sum() == 300 * lg.FUNDING_UNITS
+        assert balances(node.port, plan.accounts).sum() == 300 * lg.funding_units
 
 
 def test_a_chain_without_the_load_accounts_is_refused(served):
@@ -213,7 +213,7 @@ def test_setup_from_the_command_line_opens_funds_and_drives_new_accounts(tmp_pat
         assert done.returncode == 0, done.stderr
         printed = json.loads(done.stdout)
         assert printed["codes"] == {"ok": 600} and (printed["accounts"], printed["keys"]) == (30, 3)
-        assert balances(node.port, range(4, 34)).sum() == 30 * lg.FUNDING_UNITS
+        assert balances(node.port, range(4, 34)).sum() == 30 * lg.funding_units
         # Without --setup the same flags describe a prepared chain of accounts 2..31, which
         # this one is not (its new accounts are 4..33): refused, not run with bad signatures.
         again = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -267,7 +267,7 @@ def test_live_traffic_runs_for_the_duration_and_commits_all_it_sends(served):
     summary = lg.run_load("127.0.0.1", node.port, plan, spec).summary
     assert summary["records_ok"] == summary["records_sent"] == node_stored(summary) > 0
     assert set(summary["codes"]) == {"ok"} and summary["elapsed_s"] >= 0.6
-    assert balances(node.port, plan.accounts).sum() == ACCOUNTS * lg.FUNDING_UNITS
+    assert balances(node.port, plan.accounts).sum() == ACCOUNTS * lg.funding_units
 
 
 def test_prepared_traffic_beyond_the_memory_share_is_refused_before_any_is_built(served):

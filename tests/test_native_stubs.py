@@ -1,7 +1,8 @@
 """The .pyi stubs beside tsunagi._native name exactly what each native module exports.
 
 Method: parse each stub with ast and compare its top-level names with the module's public
-attributes (imports excluded), so a reader or type checker is never told of a missing function.
+attributes (imports excluded), so a reader or type checker is never told of a missing function
+or constant.
 """
 
 import ast
@@ -25,6 +26,14 @@ def test_stub_matches_module(stub):
                 if not name.startswith("_") and callable(value)
                 and getattr(value, "__module__", module.__name__) == module.__name__}
     assert declared == exported
+
+
+@pytest.mark.parametrize("stub", STUBS, ids=lambda p: p.stem)
+def test_constants_a_stub_declares_are_there(stub):
+    module = importlib.import_module(f"tsunagi._native.{stub.stem}")
+    declared = [node.target.id for node in ast.parse(stub.read_text()).body
+                if isinstance(node, ast.AnnAssign)]
+    assert [name for name in declared if not hasattr(module, name)] == []
 
 
 def test_every_native_module_has_a_stub():

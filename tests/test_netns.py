@@ -73,8 +73,8 @@ def check_agreement(plan, summary: dict, seen: dict) -> None:
     assert after["records_committed"] - before["records_committed"] == TRANSFERS
     assert seen["records_committed"] == after["records_committed"]
     balances = seen["balances"]
-    assert sum(balances) == ACCOUNTS * lg.FUNDING_UNITS  # transfers only move money around
-    assert any(balance != lg.FUNDING_UNITS for balance in balances)
+    assert sum(balances) == ACCOUNTS * lg.funding_units  # transfers only move money around
+    assert any(balance != lg.funding_units for balance in balances)
     record = unpack(bytes.fromhex(seen["record"]))
     assert record["kind"] == Kind.transfer and record["amount"] == 1
     assert {record["debit_account"], record["credit_account"]} <= set(plan.accounts.tolist())

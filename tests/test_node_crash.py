@@ -106,7 +106,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
             np.add.at(moves, traffic.records["credit_account"].astype(np.int64) - 2, 1)
             np.add.at(moves, traffic.records["debit_account"].astype(np.int64) - 2, -1)
         balances = np.array([ledger.balance(int(a)) for a in plan.accounts], np.int64)
-        assert np.array_equal(balances - lg.FUNDING_UNITS, moves)
+        assert np.array_equal(balances - lg.funding_units, moves)
         assert ledger.verify().ok
 
 

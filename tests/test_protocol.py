@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsunagi.core import records as rec
+from tsunagi.core.block import BLOCK_BYTES_MIN, decode_block, encode_block
 from tsunagi.core.codes import Result
 from tsunagi.errors import ProtocolError
 from tsunagi.node import limits
@@ -88,14 +89,14 @@ messages = st.one_of(
     st.builds(p.Transaction, record, codes, u64, u32, hash32,
               st.lists(hash32, max_size=64).map(tuple)),
     st.builds(p.QueryBlock, height=u64), st.builds(p.QueryBlock, block_hash=hash32),
-    st.builds(p.Block, st.binary(min_size=p.BLOCK_BYTES_MIN, max_size=600)),
+    st.builds(p.Block, st.binary(min_size=BLOCK_BYTES_MIN, max_size=600)),
     st.builds(p.QueryHistory, u64, st.integers(1, limits.history_limit_max),
               st.none() | st.tuples(u64_real, u32)),
     st.builds(p.History, st.lists(history_entries, max_size=8).map(tuple)),
     st.builds(p.Status, u32, u32, u64, hash32, u32, u32, u64, u64),
     st.builds(p.Subscribe, u64, st.booleans()), st.builds(p.Subscribed, u64),
     st.builds(p.BlockNotice, u64, hash32, u32,
-              st.none() | st.binary(min_size=p.BLOCK_BYTES_MIN, max_size=400)),
+              st.none() | st.binary(min_size=BLOCK_BYTES_MIN, max_size=400)),
 )
 
 
@@ -212,6 +213,22 @@ def test_batch_structure_is_checked(records, signatures, batches, why):
         p.decode(p.Frame(1, p.MessageType.submit_batch, 0, 1, memoryview(payload)))
     with pytest.raises(ValueError, match=why):
         p.encode(p.SubmitBatch(records, signatures, batches), 1)
+
+
+def test_a_block_answer_is_at_least_the_smallest_block_core_decodes():
+    """The protocol and core agree on the smallest block: header, counts, extension length."""
+    smallest = encode_block(prev_hash=bytes(32), time=0, bits=0x207FFFFF, records=b"", codes=b"",
+                            signatures=b"")
+    assert len(smallest) == BLOCK_BYTES_MIN and len(decode_block(smallest)) == 0
+    _, back = p.decode_message(p.encode(p.Block(bytes(smallest)), 1))
+    assert back.data == bytes(smallest)
+    short = p.encode_frame(p.MessageType.block, 1, bytes(smallest)[:-1])
+    with pytest.raises(ProtocolError, match=f"at least {BLOCK_BYTES_MIN} bytes"):
+        p.decode_message(short)
+    notice = p.encode_frame(p.MessageType.block_notice, 1, bytes(48) + bytes(smallest)[:-1],
+                            flags=p.WITH_BLOCKS)
+    with pytest.raises(ProtocolError, match="at least the block header"):
+        p.decode_message(notice)
 
 
 def test_encoders_refuse_bad_fields():

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from tsunagi._native import indexing
 from tsunagi.errors import EncodingError
 from tsunagi.ledger import index as index_module
-from tsunagi.ledger import store_limits
+from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.index import (
     FOLDER,
     MANIFEST,
@@ -115,13 +115,13 @@ def small_settings(monkeypatch) -> None:
     entry every 4 keys and a top fence entry every 3 fence entries: a few hundred records go
     through many flushes, merges, chunks and stretches of the fence read from files. Files of 8
     KiB and more are written by O_DIRECT through an 8 KiB buffer (several pieces a column)."""
-    monkeypatch.setattr(store_limits, "index_run_bytes_min", 256)
-    monkeypatch.setattr(store_limits, "index_memory_bytes_max", 3_000)
-    monkeypatch.setattr(store_limits, "index_merge_chunk_rows", 5)
+    monkeypatch.setattr(ledger_limits, "index_run_bytes_min", 256)
+    monkeypatch.setattr(ledger_limits, "index_memory_bytes_max", 3_000)
+    monkeypatch.setattr(ledger_limits, "index_merge_chunk_rows", 5)
     monkeypatch.setattr(index_module, "_FENCE_ROWS", 4)
     monkeypatch.setattr(index_module, "_TOP_FENCE_STEP", 3)
-    monkeypatch.setattr(store_limits, "index_write_buffer_bytes", 8192)
-    monkeypatch.setattr(store_limits, "index_merge_fanout", 4)  # the run counts tests expect
+    monkeypatch.setattr(ledger_limits, "index_write_buffer_bytes", 8192)
+    monkeypatch.setattr(ledger_limits, "index_merge_fanout", 4)  # the run counts tests expect
 
 
 @pytest.fixture
@@ -200,8 +200,8 @@ def test_truncate_above_equals_never_having_indexed_the_dropped_blocks(tmp_path,
     if cut == "inside a merged run file":
         small_settings(monkeypatch)
     elif cut != "inside a run in memory":
-        monkeypatch.setattr(store_limits, "index_memory_bytes_max", 0)  # a file every add
-        monkeypatch.setattr(store_limits, "index_merge_fanout", 64)  # and no merge
+        monkeypatch.setattr(ledger_limits, "index_memory_bytes_max", 0)  # a file every add
+        monkeypatch.setattr(ledger_limits, "index_merge_fanout", 64)  # and no merge
     blocks = random_blocks(20, 50, seed=2)
     # Block 15 repeats a txid of block 4: the index keeps the first place, and dropping block 15
     # must not forget it.
@@ -234,7 +234,7 @@ def test_truncate_above_equals_never_having_indexed_the_dropped_blocks(tmp_path,
 def test_runs_in_memory_are_lost_in_a_crash_and_the_files_still_match(tmp_path, monkeypatch):
     """What a crash loses is the newest blocks only: reopening shows the blocks the files
     hold, exactly, and indexing the rest again gives everything."""
-    monkeypatch.setattr(store_limits, "index_memory_bytes_max", 20_000)
+    monkeypatch.setattr(ledger_limits, "index_memory_bytes_max", 20_000)
     blocks = random_blocks(30, 40, seed=9)
     index = Index.open(tmp_path)
     fill(index, blocks)
@@ -451,7 +451,7 @@ def test_a_run_file_keeps_the_same_few_kilobytes_in_memory_at_10k_and_1m_records
     """Memory must not grow with the records indexed: a run file's fence and Bloom filter stay
     on disk (read by pread), and only its top fence (8 bytes per 4,096 rows of a sorted section)
     is held. Before, a run kept its whole fence and filter: ~1.4 MB at a million records."""
-    monkeypatch.setattr(store_limits, "index_memory_bytes_max", 1 << 30)
+    monkeypatch.setattr(ledger_limits, "index_memory_bytes_max", 1 << 30)
     small, _, _ = held_bytes_of_a_run(tmp_path / "small", 10_000)
     big, run, block = held_bytes_of_a_run(tmp_path / "big", 1_000_000)
     # 3 million sorted rows make 733 top fence entries (5.9 KB) more: well under 0.01 bytes a
@@ -562,7 +562,7 @@ def test_merges_on_the_merger_thread_match_the_model_and_keep_tiers(tmp_path, sm
     while adds go on (0: every merge of files; 2,000: the larger ones only). Lookups during and
     after match the model; once the merger is idle the tiers are in order, merged inputs are
     deleted, and a reopen finds the same."""
-    monkeypatch.setattr(store_limits, "index_background_merge_bytes", merges_above)
+    monkeypatch.setattr(ledger_limits, "index_background_merge_bytes", merges_above)
     blocks = random_blocks(300, 6, seed=17)
     with Index.open(tmp_path) as index:
         for start in range(0, 300, 3):
@@ -584,7 +584,7 @@ def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_
     """A truncate that rewrites a merge's inputs makes the merger drop its result unnamed; a
     close abandons a merge under way. Either way the folder holds only what the manifest
     names and the index answers as if the merge had never started."""
-    monkeypatch.setattr(store_limits, "index_background_merge_bytes", 0)
+    monkeypatch.setattr(ledger_limits, "index_background_merge_bytes", 0)
     slow, opened = threading.Event(), []
     merge_sorted = index_module._merge_sorted
 

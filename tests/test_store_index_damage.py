@@ -22,7 +22,8 @@ from tsunagi.core import records
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import StorageError
-from tsunagi.ledger import Ledger, store_limits
+from tsunagi.ledger import Ledger
+from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.index import FOLDER, MANIFEST, Index
 
 GROUPS = [(0, 8), (8, 12), (12, 14), (14, 15)]  # four runs: heights [0, 8), [8, 12), ...
@@ -31,8 +32,8 @@ GROUPS = [(0, 8), (8, 12), (12, 14), (14, 15)]  # four runs: heights [0, 8), [8,
 @pytest.fixture
 def built(tmp_path, monkeypatch):
     """An index of 15 random blocks in four run files (no memory, a fan-out of 64: no merge)."""
-    monkeypatch.setattr(store_limits, "index_memory_bytes_max", 0)
-    monkeypatch.setattr(store_limits, "index_merge_fanout", 64)
+    monkeypatch.setattr(ledger_limits, "index_memory_bytes_max", 0)
+    monkeypatch.setattr(ledger_limits, "index_merge_fanout", 64)
     blocks = random_blocks(15, 40, seed=11)
     with Index.open(tmp_path) as index:
         for first, end in GROUPS:
@@ -116,7 +117,7 @@ def test_a_damaged_manifest_starts_the_index_over(built, caplog):
 
 def test_a_damaged_owner_run_falls_back_to_the_blocks_that_brought_its_accounts(tmp_path,
                                                                               monkeypatch):
-    monkeypatch.setattr(store_limits, "index_memory_bytes_max", 0)  # a file every add
+    monkeypatch.setattr(ledger_limits, "index_memory_bytes_max", 0)  # a file every add
     keys = [os.urandom(32) for _ in range(4)]
     blocks = random_blocks(9, 10, seed=12)
     with Index.open(tmp_path) as index:  # as the ledger does: accounts, then their blocks

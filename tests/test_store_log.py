@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsunagi.errors import CorruptLogError, EncodingError, LockedError, StorageError
-from tsunagi.ledger import store_limits
+from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.log import BlockLog, crc32_rows, write_with_writeback
 
 HEADER_BYTES = 32
@@ -129,7 +129,7 @@ def test_open_refuses_a_missing_log_unless_asked_to_create(tmp_path):
     with pytest.raises(StorageError, match="holds no block log"):
         BlockLog.open(tmp_path)
     with pytest.raises(EncodingError), BlockLog.open(tmp_path, create=True) as block_log:
-        block_log.append(bytes(store_limits.log_block_bytes_max + 1))
+        block_log.append(bytes(ledger_limits.log_block_bytes_max + 1))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -329,7 +329,7 @@ def test_a_damaged_offsets_file_or_checkpoint_is_rebuilt_from_the_log(tmp_path):
 
 
 def test_periodic_checkpoints_bound_the_checked_tail_and_survive_a_crash(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_limits, "log_checkpoint_interval_bytes", 1000)
+    monkeypatch.setattr(ledger_limits, "log_checkpoint_interval_bytes", 1000)
     blocks = make_blocks(40, seed=6)
     offsets = frame_offsets(blocks)
     block_log = BlockLog.open(tmp_path / "live", create=True)
@@ -373,7 +373,7 @@ def test_blocks_reserved_ahead_leave_the_size_alone_and_are_given_back_on_close(
     end = path.stat().st_size
     assert end == sum(32 + len(payload) for payload in payloads)
     reserved = path.stat().st_blocks * 512 - end
-    if reserved < store_limits.log_preallocate_bytes // 2:
+    if reserved < ledger_limits.log_preallocate_bytes // 2:
         pytest.skip("this file system does not reserve blocks (fallocate KEEP_SIZE)")
     log._release()  # a crash: the files stay as they are, reserved blocks and all
     assert path.stat().st_size == end and path.stat().st_blocks * 512 - end == reserved
@@ -404,12 +404,12 @@ def test_chunked_writes_with_early_writeback_land_every_byte_in_place(sizes, chu
 def small_direct_writes():
     """Flushes from 5,000 bytes by O_DIRECT, through an aligned buffer of three disk blocks:
     every path of the direct appender at sizes a test writes quickly."""
-    saved = store_limits.log_direct_min_bytes, store_limits.log_direct_chunk_bytes
-    store_limits.log_direct_min_bytes, store_limits.log_direct_chunk_bytes = 5000, 3 * 4096
+    saved = ledger_limits.log_direct_bytes_min, ledger_limits.log_direct_chunk_bytes
+    ledger_limits.log_direct_bytes_min, ledger_limits.log_direct_chunk_bytes = 5000, 3 * 4096
     try:
         yield
     finally:
-        store_limits.log_direct_min_bytes, store_limits.log_direct_chunk_bytes = saved
+        ledger_limits.log_direct_bytes_min, ledger_limits.log_direct_chunk_bytes = saved
 
 
 def assert_keeps_what_was_synced(crashed: Path, blocks: list[bytes], synced: int) -> None:
@@ -553,7 +553,7 @@ def test_a_file_system_refusing_the_direct_writes_falls_back_to_the_page_cache(
     EINVAL): the log warns, goes on through the page cache, and loses nothing."""
     from tsunagi.ledger import log as log_module
     monkeypatch.setattr(log_module, "_DIRECT_BLOCK", 1000)
-    monkeypatch.setattr(store_limits, "log_direct_min_bytes", 4096)
+    monkeypatch.setattr(ledger_limits, "log_direct_bytes_min", 4096)
     blocks = [random.Random(7).randbytes(size) for size in (300, 9000, 20_000, 50)]
     with BlockLog.open(tmp_path, create=True) as block_log:
         if block_log._direct is None:
@@ -587,8 +587,8 @@ def test_block_buffers_are_used_again_only_once_nothing_refers_to_them(tmp_path)
         assert block_log.read(0) == bytes([1]) * 100_000
         del again
         # Past the pool's bytes a buffer is handed out without being kept.
-        big = block_log.payload_buffer(store_limits.log_payload_pool_bytes + 1)
-        assert len(big) == store_limits.log_payload_pool_bytes + 1
+        big = block_log.payload_buffer(ledger_limits.log_payload_pool_bytes + 1)
+        assert len(big) == ledger_limits.log_payload_pool_bytes + 1
 
 
 def test_checksum_is_zlibs_crc32_through_zlib_ng():

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from tsunagi import __version__
+from tsunagi import __version__, limits
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -59,7 +59,8 @@ def cmd_pow(args: argparse.Namespace) -> int:
                 f"({share:.0%} of expected {expected:,}), {done / elapsed / 1e6:.2f} MH/s"
             ))
 
-        search = hashing.NonceSearch(header, args.start, min(args.count, 2**32 - args.start))
+        search = hashing.NonceSearch(header, args.start,
+                                     min(args.count, limits.nonce_end - args.start))
         nonce = _run_search(search, threads, show)
     elapsed = time.perf_counter() - started
     done = search.hashes_done
@@ -490,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "a few seconds on 2 cores)")
     pow_.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     pow_.add_argument("--start", type=_int, default=0, help="first nonce to try")
-    pow_.add_argument("--count", type=_int, default=2**32, help="nonces to try at most")
+    pow_.add_argument("--count", type=_int, default=limits.nonce_end, help="nonces to try at most")
     pow_.add_argument("--json", action="store_true", help="print one JSON object")
     pow_.set_defaults(handler=cmd_pow)
     _add_ledger_commands(commands)
@@ -511,16 +512,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if getattr(args, "header", None):
         try:
-            if len(bytes.fromhex(args.header)) != 80:
+            if len(bytes.fromhex(args.header)) != limits.header_bytes:
                 parser.error("--header must be 80 bytes (160 hex digits)")
         except ValueError:
             parser.error("--header must be hex")
     if getattr(args, "zero_bits", None) is not None and not 1 <= args.zero_bits <= 255:
         parser.error("--zero-bits must be between 1 and 255")
     if args.handler is cmd_pow:
-        if not 0 <= args.start < 2**32:
+        if not 0 <= args.start < limits.nonce_end:
             parser.error("--start must be a 32-bit nonce (0 to 4294967295)")
-        if not 1 <= args.count <= 2**32:
+        if not 1 <= args.count <= limits.nonce_end:
             parser.error("--count must be between 1 and 4294967296")
     from tsunagi.errors import TsunagiError
 

@@ -95,7 +95,7 @@ def validate_headers(headers, prev_hash: bytes | None = None,
 
 def bits_to_target(bits: int) -> int:
     """The target a compact "bits" value encodes; EncodingError if it is negative or overflows."""
-    if not 0 <= bits < 2**32:
+    if not 0 <= bits <= limits.u32_max:
         raise EncodingError(f"bits must be a 32-bit unsigned value, got {bits}")
     exponent, mantissa = bits >> 24, bits & 0x007FFFFF
     if bits & 0x00800000 and mantissa:

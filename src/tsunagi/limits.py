@@ -1,9 +1,16 @@
-"""Every limit of tsunagi, with why it is what it is and what it costs.
+"""Limits of the native core and of core (blocks, chain configs, key files): why each is what it
+is and what it costs.
 
-Native code that needs a limit gets it from ``ext/limits.pxd``; a test checks the two agree.
+Every limit is a lower-case module attribute named what it bounds, then its unit, then ``_max``
+or ``_min`` (``block_records_max``, ``config_json_bytes_max``). The layers above keep theirs in
+one module each: :mod:`tsunagi.ledger.limits` (the store and the ledger's queues) and
+:mod:`tsunagi.node.limits` (the wire protocol, server and client). Native code that needs a
+limit gets it from ``ext/limits.pxd``; a test checks the two agree.
 """
 
 from __future__ import annotations
+
+# --- the native core ------------------------------------------------------------------------------
 
 # Bitcoin's header layout: version, previous hash, Merkle root, time, bits, nonce.
 header_bytes = 80
@@ -20,3 +27,46 @@ nonce_chunk = 1 << 16
 
 # Threads a native call may start; more than the machine's cores only adds switching.
 threads_max = 256
+
+# Largest values of the unsigned little-endian fields the formats use: u32 for counts, times,
+# chain ids, bits and batch ranges; u64 for accounts, amounts, sequences and heights. A value
+# past one does not fit its field, so encoders and validators refuse it.
+u32_max = 2**32 - 1
+u64_max = 2**64 - 1
+
+# --- blocks and chain configs (tsunagi.core) ------------------------------------------------------
+
+# A block holds at most this many records whatever the config says: 2**20 records are about
+# 200 MB with their signatures, the most a node should hold in memory for one block. A chain's
+# own ChainConfig.block_records_max may be set lower, never higher.
+block_records_max = 2**20
+
+# A batch waits at most a minute for more records (ChainConfig.block_wait_ms).
+block_wait_ms_max = 60_000
+
+# Genesis accounts (issuers and allocations): each costs about 90 bytes of config JSON and
+# two genesis records; 100,000 keep the JSON under 10 MB and genesis quick to replay.
+genesis_accounts_max = 100_000
+
+# A chain config's JSON: comfortably above the largest valid config.
+config_json_bytes_max = 16 << 20
+
+# A chain's name, in characters: enough for a name, short enough to print on one line.
+chain_name_chars_max = 64
+
+# Display decimals of an asset: 10**19 units would leave fewer than two whole units below 2**64.
+decimals_max = 18
+
+# --- key files (tsunagi.core.keyfile) -------------------------------------------------------------
+
+# A key file is under 1 KiB; a larger file is refused unread, so a wrong path costs nothing.
+key_file_bytes_max = 64 * 1024
+
+# What a key file may ask scrypt for: a file asking for more memory or time than this was not
+# written by tsunagi, and obeying it would let a hostile file exhaust the machine. scrypt takes
+# 128 * r * N bytes.
+scrypt_n_min = 2**10
+scrypt_n_max = 2**20
+scrypt_r_max = 16
+scrypt_p_max = 4
+scrypt_memory_bytes_max = 1 << 30

@@ -15,13 +15,14 @@ import time
 from tsunagi.core import records
 from tsunagi.core.keyfile import load_key
 from tsunagi.hashing import sha256d
-from tsunagi.ledger import Ledger, store_limits
+from tsunagi.ledger import Ledger
+from tsunagi.ledger import limits as ledger_limits
 
 
 def main(directory: str, key_file: str, accounts: int, batch: int, in_flight: int,
          direct_min: int = 0) -> None:
     if direct_min:
-        store_limits.log_direct_min_bytes = direct_min
+        ledger_limits.log_direct_bytes_min = direct_min
     key = load_key(key_file, "crash")
     with Ledger.open(directory, threads=1) as ledger:
         chain_id = ledger.config.chain_id

@@ -4,6 +4,11 @@ from collections.abc import Buffer
 
 import numpy as np
 
+RECORD_BYTES: int
+HOLD_BYTES: int
+POLICY_BYTES: int
+NATIVE_CONSTANTS: dict[str, int]  # compiled-in sizes, limits and codes by native name
+
 def record_bytes(records: Buffer | np.ndarray) -> np.ndarray: ...  # flat uint8, N * 128
 def count_kinds(records: Buffer | np.ndarray) -> np.ndarray: ...
 def rebuild_maps(state: object) -> None: ...

@@ -4,6 +4,8 @@ from collections.abc import Buffer, Sequence
 
 import numpy as np
 
+NATIVE_CONSTANTS: dict[str, int]  # compiled-in sizes, limits and codes by native name
+
 def backend() -> str: ...  # "shani" or "portable"
 def select_backend() -> str: ...  # re-reads TSUNAGI_SHA256_PORTABLE and the CPU
 def sha256(data: Buffer) -> bytes: ...

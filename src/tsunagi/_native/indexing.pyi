@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 
 MERGE_RUNS_MAX: int
+NATIVE_CONSTANTS: dict[str, int]  # compiled-in sizes, limits and codes by native name
 
 def merge_sources(keys: Sequence[np.ndarray], seconds: Sequence[np.ndarray]
                   ) -> np.ndarray: ...  # uint16, the input of each merged row

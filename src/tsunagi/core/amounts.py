@@ -5,8 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from tsunagi.errors import EncodingError
-
-U64_MAX = 2**64 - 1
+from tsunagi.limits import u64_max
 
 
 def parse_amount(text: str, decimals: int) -> int:
@@ -22,8 +21,8 @@ def parse_amount(text: str, decimals: int) -> int:
         raise EncodingError(f"{text!r} has more than {decimals} decimals, the asset's smallest "
                             "unit")
     units = int(units)
-    if units > U64_MAX:
-        largest = format_amount(U64_MAX, decimals)
+    if units > u64_max:
+        largest = format_amount(u64_max, decimals)
         raise EncodingError(f"{text!r} is above the largest amount, {largest}")
     return units
 

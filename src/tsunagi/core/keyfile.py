@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from tsunagi import limits
 from tsunagi.core.address import ADDRESS_PREFIX_DEFAULT, decode_address, encode_address
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import EncodingError, KeyFileError
@@ -32,13 +33,6 @@ FORMAT_VERSION = 1
 SCRYPT_N_DEFAULT = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
-# What a file may ask for: a file asking for more memory or time than this was not written
-# by tsunagi, and obeying it would let a hostile file exhaust the machine.
-SCRYPT_N_RANGE = (2**10, 2**20)
-SCRYPT_R_MAX = 16
-SCRYPT_P_MAX = 4
-SCRYPT_MEMORY_MAX = 1 << 30  # 128 * r * N bytes
-KEY_FILE_BYTES_MAX = 64 * 1024  # a key file is under 1 KiB; refuse to read huge files
 SALT_BYTES = 16
 NONCE_BYTES = 12
 
@@ -122,15 +116,16 @@ def _write_atomic(target: Path, data: bytes, overwrite: bool) -> None:
 
 
 def _check_scrypt(n: int, r: int, p: int) -> None:
-    low, high = SCRYPT_N_RANGE
+    low, high = limits.scrypt_n_min, limits.scrypt_n_max
     if not (isinstance(n, int) and low <= n <= high and n & (n - 1) == 0):
         raise KeyFileError(f"scrypt n must be a power of two in [{low}, {high}], got {n!r}")
-    if not (isinstance(r, int) and 1 <= r <= SCRYPT_R_MAX):
-        raise KeyFileError(f"scrypt r must be in [1, {SCRYPT_R_MAX}], got {r!r}")
-    if not (isinstance(p, int) and 1 <= p <= SCRYPT_P_MAX):
-        raise KeyFileError(f"scrypt p must be in [1, {SCRYPT_P_MAX}], got {p!r}")
-    if 128 * r * n > SCRYPT_MEMORY_MAX:
-        raise KeyFileError("scrypt parameters ask for more than 1 GiB of memory")
+    if not (isinstance(r, int) and 1 <= r <= limits.scrypt_r_max):
+        raise KeyFileError(f"scrypt r must be in [1, {limits.scrypt_r_max}], got {r!r}")
+    if not (isinstance(p, int) and 1 <= p <= limits.scrypt_p_max):
+        raise KeyFileError(f"scrypt p must be in [1, {limits.scrypt_p_max}], got {p!r}")
+    if 128 * r * n > limits.scrypt_memory_bytes_max:
+        raise KeyFileError(f"scrypt parameters ask for more than "
+                           f"{limits.scrypt_memory_bytes_max >> 30} GiB of memory")
 
 
 def load_key(path: str | os.PathLike, passphrase: str | bytes) -> PrivateKey:
@@ -186,12 +181,12 @@ def _key_from_secret(secret: bytes, path) -> PrivateKey:
 def _read_document(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
-            data = handle.read(KEY_FILE_BYTES_MAX + 1)
+            data = handle.read(limits.key_file_bytes_max + 1)
     except FileNotFoundError as exc:
         raise KeyFileError(f"no key file at {path}: check the path") from exc
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
-    if len(data) > KEY_FILE_BYTES_MAX:
+    if len(data) > limits.key_file_bytes_max:
         raise KeyFileError(f"{path} is larger than any key file; is it the right path?")
     try:
         document = json.loads(data)

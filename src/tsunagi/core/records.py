@@ -57,8 +57,6 @@ assert RECORD_DTYPE.itemsize == RECORD_BYTES
 _LAYOUT = struct.Struct("<BBHIQQQQQ32sQ4QQ")
 assert _LAYOUT.size == RECORD_BYTES
 
-U64_MAX = 2**64 - 1
-
 
 def as_records(buffer) -> np.ndarray:
     """A read-only structured view of a buffer of whole 128-byte records (no copy)."""

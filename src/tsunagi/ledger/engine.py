@@ -28,7 +28,14 @@ import numpy as np
 
 from tsunagi import hashing
 from tsunagi._native import commit, sigverify
-from tsunagi.core.block import BATCH_DTYPE, BatchAuth
+from tsunagi.core.block import (
+    BatchAuth,
+    BlockResult,
+    batch_fault_message,
+    check_batch_ranges,
+    pack_batches,
+    unpack_batches,
+)
 from tsunagi.core.codes import Result
 from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Flags, Kind
 from tsunagi.errors import ConfigError, EncodingError
@@ -95,23 +102,10 @@ def _signature_rows(signatures, expected: int) -> np.ndarray:
 
 def _batch_table(batches, count: int) -> np.ndarray:
     """Batches as a BATCH_DTYPE array, checked: non-empty, in order, disjoint, in range."""
-    if isinstance(batches, np.ndarray) and batches.dtype == BATCH_DTYPE:
-        table = batches
-    elif isinstance(batches, (bytes, bytearray, memoryview)):
-        table = np.frombuffer(batches, dtype=BATCH_DTYPE)
-    else:
-        table = np.zeros(len(batches), dtype=BATCH_DTYPE)
-        for i, (first, size, signer_key, signature) in enumerate(batches):
-            if len(signer_key) != 32 or len(signature) != SIGNATURE_BYTES:
-                raise EncodingError(f"batch {i}: a signer key is 32 bytes, a signature 64")
-            table[i] = (first, size, np.frombuffer(signer_key, np.uint8), np.zeros(8, np.uint8),
-                        np.frombuffer(signature, np.uint8))
-    first = table["first"].astype(np.int64)
-    end = first + table["count"]
-    if (table["count"] == 0).any() or (end > count).any():
-        raise EncodingError("every batch holds at least one record and ends within the records")
-    if (first[1:] < end[:-1]).any():
-        raise EncodingError("batches must be in record order and must not overlap")
+    table = pack_batches(batches)
+    result = check_batch_ranges(table, count)
+    if result is not BlockResult.ok:
+        raise EncodingError(batch_fault_message(result, count))
     return table
 
 
@@ -151,9 +145,10 @@ class Engine:
         """Runs a batch through every stage; see the module docstring.
 
         ``signatures``: 64 bytes for each record without the batch_authorized flag, in record
-        order. ``batches``: BatchAuth tuples (first, count, signer_key, signature) or a
-        BATCH_DTYPE array. ``pre_codes`` (N uint8, optional): codes an outer layer already
-        knows (already_committed). Framing errors (sizes, batch ranges) raise EncodingError.
+        order. ``batches``: BatchAuth tuples (first, count, signer_key, signature), their bytes
+        or a BATCH_DTYPE array (core.block.pack_batches). ``pre_codes`` (N uint8, optional):
+        codes an outer layer already knows (already_committed). Framing errors (sizes, batch
+        ranges) raise EncodingError.
         ``track_changes`` fills ``outcome.changes`` (see tsunagi.ledger.view).
         """
         flat = commit.record_bytes(records)
@@ -322,13 +317,10 @@ class Engine:
 def _outcome(view, codes, stored, opened, txids, expired, own, signature_rows,
              table) -> BatchOutcome:
     stored_before = np.concatenate([[0], np.cumsum(stored, dtype=np.int64)])
-    stored_batches = []
-    for row in table:
-        first = int(row["first"])
-        if stored[first]:  # a batch is one storage unit: its first record speaks for all
-            stored_batches.append(BatchAuth(int(stored_before[first]), int(row["count"]),
-                                            row["signer_key"].tobytes(),
-                                            row["signature"].tobytes()))
+    # A batch is one storage unit: its first record speaks for all.
+    kept = table[stored[table["first"]]]
+    kept["first"] = stored_before[kept["first"]]
+    stored_batches = unpack_batches(kept)
     if stored.all():  # the common case: hand the records on without copying them
         stored_records, stored_codes, signatures = view, codes, signature_rows
     else:

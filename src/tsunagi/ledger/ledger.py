@@ -27,6 +27,7 @@ from tsunagi import hashing
 from tsunagi.core import records as rec
 from tsunagi.core.address import decode_address
 from tsunagi.core.block import (
+    HEADER_BYTES,
     RECORDS_OFFSET,
     BatchAuth,
     Block,
@@ -40,7 +41,7 @@ from tsunagi.core.block import (
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig, genesis_records
 from tsunagi.errors import CorruptLogError, EncodingError, StorageError
-from tsunagi.ledger import store_limits
+from tsunagi.ledger import limits
 from tsunagi.ledger.damage import (
     Damage,
     Scrub,
@@ -61,24 +62,12 @@ from tsunagi.ledger.snapshot import (
 )
 from tsunagi.ledger.state import State
 from tsunagi.ledger.view import AccountInfo, DurableView
+from tsunagi.limits import u32_max
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 SNAPSHOT_DIRECTORY = "snapshots"
-# A snapshot after this many committed records bounds replay on open to about a second or two
-# of work, at the cost of writing the state arrays (about 60 bytes an account) that often.
-SNAPSHOT_RECORDS_INTERVAL = 2_000_000
-# Blocks and records waiting for the indexer; a full queue makes the writer wait instead of using
-# memory. A queued block holds its bytes and txids, ~160 bytes a record: 2**19 records ~ 85 MB.
-# In a full-load node run 2**21 made resident memory swing by up to 340 MB; the indexer sets the
-# pace of a long run either way, so a deeper queue only absorbs bursts.
-INDEX_QUEUE_MAX = 256
-INDEX_QUEUE_RECORDS_MAX = 1 << 19
-# Seconds the indexer waits with nothing to do before it hands the heap's free pages back to
-# the OS (index.release_free_memory): never under steady load, soon after it.
-INDEX_IDLE_RELEASE_S = 1.0
-U32_MAX = 2**32 - 1
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport",
            "VerifyResult"]
@@ -240,8 +229,8 @@ class _Indexer:
     def _full(self, count: int) -> bool:
         # An oversized block still goes into an empty queue: it must be indexed some time.
         return bool(self.queue) and (
-            len(self.queue) >= INDEX_QUEUE_MAX
-            or self.queued_records + count > INDEX_QUEUE_RECORDS_MAX)
+            len(self.queue) >= limits.index_queue_blocks_max
+            or self.queued_records + count > limits.index_queue_records_max)
 
     def index_now(self, items: list) -> None:
         """Indexes consecutive blocks and records how far the index got."""
@@ -255,7 +244,7 @@ class _Indexer:
         while True:
             with self.condition:
                 idle = not self.queue and not self.closing and \
-                    not self.condition.wait(INDEX_IDLE_RELEASE_S)
+                    not self.condition.wait(limits.index_idle_release_s)
                 if self.queue:
                     return self._take_group()
                 if self.closing:
@@ -266,8 +255,8 @@ class _Indexer:
 
     def _take_group(self) -> list:
         group, records = [], 0
-        while self.queue and len(group) < INDEX_QUEUE_MAX and (
-                not group or records + len(self.queue[0][1]) <= INDEX_QUEUE_RECORDS_MAX):
+        while self.queue and len(group) < limits.index_queue_blocks_max and (
+                not group or records + len(self.queue[0][1]) <= limits.index_queue_records_max):
             group.append(self.queue.popleft())
             records += len(group[-1][1])
         return group
@@ -390,7 +379,7 @@ class Ledger:
     @classmethod
     def open(cls, path: str | os.PathLike, *, threads: int | None = None,
              progress: Callable[[int, int], None] | None = None,
-             check_blocks: int = store_limits.open_check_blocks) -> Ledger:
+             check_blocks: int = limits.open_check_blocks) -> Ledger:
         """Opens a data directory: newest valid snapshot, then the log replayed after it, then
         the newest ``check_blocks`` blocks checked fully (frame, ``check_block``, links).
 
@@ -477,8 +466,8 @@ class Ledger:
             self.report_damage(damage)
             raise error_for(self._damage or damage, self.directory) from None
 
-    def start_scrub(self, rate_bytes_s: float = store_limits.scrub_rate_bytes_s,
-                    interval_s: float = store_limits.scrub_interval_s) -> Scrub:
+    def start_scrub(self, rate_bytes_s: float = limits.scrub_rate_bytes_s,
+                    interval_s: float = limits.scrub_interval_s) -> Scrub:
         """Starts re-reading every committed block in the background (see ledger.damage):
         at most ``rate_bytes_s`` bytes a second, a new pass ``interval_s`` after the last
         began. Damage it finds is reported (``report_damage``). Stopped by close()."""
@@ -531,8 +520,8 @@ class Ledger:
             next_number += int(mask.sum())
             group.append((height, block, opened))
             records += len(block)
-            if records >= INDEX_QUEUE_RECORDS_MAX or len(group) >= INDEX_QUEUE_MAX \
-                    or height == end - 1:
+            if records >= limits.index_queue_records_max \
+                    or len(group) >= limits.index_queue_blocks_max or height == end - 1:
                 self._indexer.index_now(group)
                 group, records = [], 0
 
@@ -587,7 +576,7 @@ class Ledger:
         with self._write_lock:
             self._check_writable()
             block_time = max(int(time.time()) if now_s is None else int(now_s), self._tip_time)
-            if block_time > U32_MAX:
+            if block_time > u32_max:
                 raise EncodingError("block time passes the 32-bit header field (year 2106)")
             pre_codes = self._already_committed_opens(view)
             early = self._start_block(view, signatures, batches)
@@ -637,7 +626,7 @@ class Ledger:
         this overlaps the two. A batch that stores fewer records builds its block afresh.
         """
         record_bytes = view.nbytes
-        if record_bytes < store_limits.log_direct_min_bytes or not self._log.writes_direct:
+        if record_bytes < limits.log_direct_bytes_min or not self._log.writes_direct:
             return None
         count = len(view)
         batch_count = len(batches)
@@ -674,7 +663,7 @@ class Ledger:
         answer.height, answer.block_hash = height, block.hash
         self._unsynced.append((height, block, outcome.opened[outcome.stored], outcome.changes))
         self._records_since_snapshot += len(block)
-        if self._records_since_snapshot >= SNAPSHOT_RECORDS_INTERVAL:
+        if self._records_since_snapshot >= limits.snapshot_interval_records:
             self._snapshot_now(background=True)
 
     def _check_writable(self) -> None:
@@ -997,7 +986,7 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
         except EncodingError as exc:
             return VerifyReport(False, blocks, records, block_height,
                                 f"the block does not decode: {exc}", VerifyResult.undecodable)
-        headers += raw[:80]
+        headers += raw[:HEADER_BYTES]
         code, reason = _chain_rules(block, config, previous_time, recorded_hashes, block_height)
         if code is VerifyResult.ok:
             code, reason = _verify_block(engine, block, block_height, config)

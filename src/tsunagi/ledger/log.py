@@ -70,7 +70,7 @@ from typing import NamedTuple, Self
 import numpy as np
 
 from tsunagi.errors import CorruptLogError, EncodingError, LockedError, StorageError
-from tsunagi.ledger import store_limits
+from tsunagi.ledger import limits
 from tsunagi.ledger.checksum import crc32
 
 __all__ = ["BlockLog", "LogCopy", "fsync_directory", "read_exactly", "write_all",
@@ -389,7 +389,7 @@ class _DirectAppender:
         self.tail = b"".join(reversed(parts))
 
     def _scratch(self, size: int) -> mmap.mmap:
-        size = min(-(-size // _DIRECT_BLOCK) * _DIRECT_BLOCK, store_limits.log_direct_chunk_bytes)
+        size = min(-(-size // _DIRECT_BLOCK) * _DIRECT_BLOCK, limits.log_direct_chunk_bytes)
         if self.scratch is None or len(self.scratch) < size:
             self.scratch = mmap.mmap(-1, size)  # page-aligned, as O_DIRECT needs
         return self.scratch
@@ -546,7 +546,7 @@ def _header_problem(header: tuple, raw: bytes, height: int, seal: _Seal) -> str 
         return "frame header checksum mismatch"
     if found_height != height:
         return f"frame header says height {found_height}"
-    if length > store_limits.log_block_bytes_max or group_first > height:
+    if length > limits.log_block_bytes_max or group_first > height:
         return f"implausible frame header (length {length}, group_first {group_first})"
     return None
 
@@ -558,7 +558,7 @@ def _walk_frames(fd: int, offset: int, end: int, height: int, seal: _Seal,
     while offset < end:
         at = offset - chunk_start
         if at + FRAME_HEADER_BYTES > len(chunk):
-            chunk = os.pread(fd, min(store_limits.log_read_chunk_bytes, end - offset), offset)
+            chunk = os.pread(fd, min(limits.log_read_chunk_bytes, end - offset), offset)
             chunk_start, at = offset, 0
         if at + FRAME_HEADER_BYTES > len(chunk):
             raise _Damage(height, offset, f"frame cut short: {end - offset} bytes left")
@@ -573,7 +573,7 @@ def _walk_frames(fd: int, offset: int, end: int, height: int, seal: _Seal,
             raise _Damage(height, offset, f"frame cut short: {length} payload bytes declared, "
                                           f"{end - offset - FRAME_HEADER_BYTES} present")
         if at + FRAME_HEADER_BYTES + length > len(chunk):
-            size = max(store_limits.log_read_chunk_bytes, FRAME_HEADER_BYTES + length)
+            size = max(limits.log_read_chunk_bytes, FRAME_HEADER_BYTES + length)
             chunk = os.pread(fd, min(size, end - offset), offset)
             chunk_start, at = offset, 0
         payload = memoryview(chunk)[at + FRAME_HEADER_BYTES:at + FRAME_HEADER_BYTES + length]
@@ -694,7 +694,7 @@ class BlockLog:
         self._pending: list[tuple] = []  # (height, group_first, payload, source) not written
         self._pending_bytes = 0
         self._reserved_end = 0  # disk blocks are reserved up to here (see _preallocate)
-        self._payloads = _BufferPool(store_limits.log_payload_pool_bytes)
+        self._payloads = _BufferPool(limits.log_payload_pool_bytes)
         self._direct: _DirectAppender | None = None  # large flushes bypass the page cache
         self._seal = _LEGACY_SEAL  # read or made by _open_files
         self._synced_height = self._group_first = 0
@@ -758,15 +758,15 @@ class BlockLog:
         source = payload if isinstance(payload, np.ndarray) else None  # maybe a pool buffer
         if source is not None:
             payload = memoryview(payload).cast("B")  # len() in bytes, any dtype
-        if len(payload) > store_limits.log_block_bytes_max:
-            raise EncodingError(f"a block is at most {store_limits.log_block_bytes_max} bytes, "
+        if len(payload) > limits.log_block_bytes_max:
+            raise EncodingError(f"a block is at most {limits.log_block_bytes_max} bytes, "
                                 f"got {len(payload)}")
         with self._mutex:
             self._check_usable()
             # Frames appended earlier go to the OS first when they fill the buffer; this one
             # waits for the next flush, and so does its checksum (a 34 MB block's crc32 takes
             # ~6 ms, which the flush spends outside the writer's critical path).
-            flush = self._pending_bytes >= store_limits.log_write_buffer_bytes
+            flush = self._pending_bytes >= limits.log_write_buffer_bytes
             height = len(self._offsets)
             self._pending.append((height, self._group_first, payload, source))
             self._offsets.append(self._end)
@@ -832,7 +832,7 @@ class BlockLog:
                 self._synced_height = self._group_first = height
                 self._write_synced_mark(height, durable=False)
                 if self._flushed_end - self._checkpoint_end >= \
-                        store_limits.log_checkpoint_interval_bytes:
+                        limits.log_checkpoint_interval_bytes:
                     self._write_checkpoint(height)
             return height
 
@@ -1020,14 +1020,14 @@ class BlockLog:
         pieces = [piece for header, payload, _ in frames for piece in (header, payload)]
         try:
             self._reserve(end)
-            if self._direct is not None and pending_bytes >= store_limits.log_direct_min_bytes:
+            if self._direct is not None and pending_bytes >= limits.log_direct_bytes_min:
                 self._write_direct(frames, pieces, end)
             else:
                 if self._direct is not None:  # one started ahead there must land first
                     self._direct.finish_ahead(self._flushed_end, end)
-                if pending_bytes >= 2 * store_limits.log_writeback_chunk_bytes:
+                if pending_bytes >= 2 * limits.log_writeback_chunk_bytes:
                     write_with_writeback(self._fd, pieces, self._flushed_end,
-                                         store_limits.log_writeback_chunk_bytes)
+                                         limits.log_writeback_chunk_bytes)
                 else:
                     write_all(self._fd, pieces, self._flushed_end)
                 if self._direct is not None:
@@ -1058,7 +1058,7 @@ class BlockLog:
     def _reserve(self, end: int) -> None:
         if end <= self._reserved_end:
             return
-        step = store_limits.log_preallocate_bytes
+        step = limits.log_preallocate_bytes
         target = max(end, self._reserved_end) + step
         if step and _preallocate(self._fd, self._reserved_end, target - self._reserved_end):
             self._reserved_end = target

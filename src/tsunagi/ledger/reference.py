@@ -27,8 +27,9 @@ import numpy as np
 
 from tsunagi.core.codes import Result
 from tsunagi.core.records import RECORD_BYTES, Flags, Kind, unpack
+from tsunagi.ledger import limits
+from tsunagi.limits import u64_max
 
-U64_MAX = 2**64 - 1
 ZERO_KEY = bytes(32)
 OPEN, POSTED, VOIDED, EXPIRED = 1, 2, 3, 4
 
@@ -49,7 +50,8 @@ class ReferenceState:
     """accounts: number -> [balance, sequence, owner key, flags]; holds: (payer, sequence) ->
     dict; policies: (account, slot) -> dict (a zero key is an empty slot)."""
 
-    def __init__(self, *, accounts_max: int = 2**32 - 1, holds_max: int = 2**32 - 2) -> None:
+    def __init__(self, *, accounts_max: int = limits.accounts_max,
+                 holds_max: int = limits.holds_max) -> None:
         self.accounts: dict[int, list] = {}
         self.holds: dict[tuple[int, int], dict] = {}
         self.policies: dict[tuple[int, int], dict] = {}
@@ -339,7 +341,7 @@ def _transfer(batch: _Batch, r: dict) -> int:
             return code
     if accounts[debit][0] < amount:
         return Result.insufficient_funds
-    if accounts[credit][0] + amount > U64_MAX:
+    if accounts[credit][0] + amount > u64_max:
         return Result.amount_overflow
     if policy is not None and policy["allowance"]:
         policy["allowance_left"] -= amount
@@ -358,9 +360,9 @@ def _mint(batch: _Batch, r: dict) -> int:
         return Result.unknown_credit_account
     if amount == 0:
         return Result.amount_zero
-    if state.minted - state.burned + amount > U64_MAX:
+    if state.minted - state.burned + amount > u64_max:
         return Result.amount_overflow
-    if state.accounts[credit][0] + amount > U64_MAX:
+    if state.accounts[credit][0] + amount > u64_max:
         return Result.amount_overflow
     state.accounts[credit][0] += amount
     state.minted += amount
@@ -434,7 +436,7 @@ def _post(batch: _Batch, r: dict) -> int:
     if hold["hashlock"] != ZERO_KEY and hashlib.sha256(r["data"]).digest() != hold["hashlock"]:
         return Result.hashlock_mismatch
     rest = hold["amount"] - amount
-    if accounts[hold["payee"]][0] + amount > U64_MAX or accounts[payer][0] + rest > U64_MAX:
+    if accounts[hold["payee"]][0] + amount > u64_max or accounts[payer][0] + rest > u64_max:
         return Result.amount_overflow
     hold["status"] = POSTED
     accounts[hold["payee"]][0] += amount
@@ -448,7 +450,7 @@ def _void(batch: _Batch, r: dict) -> int:
     if code:
         return code
     payer = r["credit_account"]
-    if accounts[payer][0] + hold["amount"] > U64_MAX:
+    if accounts[payer][0] + hold["amount"] > u64_max:
         return Result.amount_overflow
     hold["status"] = VOIDED
     accounts[payer][0] += hold["amount"]

@@ -2,9 +2,9 @@
 
 A snapshot is labelled with a height and the hash of the block its state ends with; what the
 height counts is the ledger's convention (this module only orders snapshots by it, newest =
-highest). The newest :data:`store_limits.snapshots_kept` are kept, so a damaged newest one falls
-back to the one before it; ``accept`` lets the caller also pass over a snapshot whose block is
-no longer on its chain (after a reorg) without reading its arrays.
+highest). The newest :data:`tsunagi.ledger.limits.snapshots_kept` are kept, so a damaged
+newest one falls back to the one before it; ``accept`` lets the caller also pass over a
+snapshot whose block is no longer on its chain (after a reorg) without reading its arrays.
 
 File ``snapshot-<height, 12 digits>.tsnap`` (integers little-endian)::
 
@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tsunagi.errors import EncodingError
-from tsunagi.ledger import store_limits
+from tsunagi.ledger import limits
 from tsunagi.ledger.checksum import crc32
 from tsunagi.ledger.log import fsync_directory, read_exactly, write_all
 
@@ -81,7 +81,7 @@ def snapshot_heights(directory: str | os.PathLike) -> list[int]:
 
 
 def _aligned(offset: int) -> int:
-    alignment = store_limits.snapshot_alignment_bytes
+    alignment = limits.snapshot_alignment_bytes
     return -(-offset // alignment) * alignment
 
 
@@ -123,7 +123,7 @@ def _bytes_of(array: np.ndarray) -> np.ndarray:
 def save_snapshot(directory: str | os.PathLike, height: int, block_hash: bytes,
                   arrays: dict[str, np.ndarray], meta: dict) -> Path:
     """Writes a snapshot atomically (temporary file, fsync, rename, fsync of the directory),
-    then deletes all but the newest ``store_limits.snapshots_kept``. Returns its path."""
+    then deletes all but the newest ``limits.snapshots_kept``. Returns its path."""
     directory = Path(directory)
     if height < 0 or len(block_hash) != 32:
         raise EncodingError(f"a snapshot needs a height >= 0 and a 32-byte block hash, got "
@@ -155,7 +155,7 @@ def save_snapshot(directory: str | os.PathLike, height: int, block_hash: bytes,
 
 def _prune(directory: Path) -> None:
     doomed = [_path(directory, height)
-              for height in snapshot_heights(directory)[store_limits.snapshots_kept:]]
+              for height in snapshot_heights(directory)[limits.snapshots_kept:]]
     # A crash during an earlier save leaves its temporary file behind.
     doomed += list(directory.glob("snapshot-*.tsnap.tmp"))
     for path in doomed:
@@ -234,7 +234,7 @@ def _read_prefix_and_header(fd: int, size: int) -> dict:
     magic, length, header_crc = PREFIX.unpack(prefix)
     if magic != MAGIC:
         raise _Damaged(f"bad magic {magic!r}")
-    if length > store_limits.snapshot_header_bytes_max:
+    if length > limits.snapshot_header_bytes_max:
         raise _Damaged(f"header length {length} is beyond any snapshot's")
     header = read_exactly(fd, length, PREFIX.size)
     if len(header) != length or crc32(header) != header_crc:

@@ -18,14 +18,8 @@ import numpy as np
 
 from tsunagi._native import commit as _commit
 from tsunagi.errors import EncodingError
-
-# The kernel refuses to open accounts past this (accounts_full); 2**32 accounts cost 196 GiB,
-# so in practice memory is the limit, and the cap keeps account numbers inside a u32 if a
-# later format packs them.
-ACCOUNTS_MAX_DEFAULT = 2**32 - 1
-
-# Holds past this get holds_full. The maps store entry index + 1 in a u32.
-HOLDS_MAX_DEFAULT = 2**32 - 2
+from tsunagi.ledger import limits
+from tsunagi.limits import u32_max, u64_max
 
 # Smallest table sizes: a new chain should not pay for growth on its first few batches.
 _ACCOUNTS_MIN = 1024
@@ -78,9 +72,9 @@ class State:
     Account numbers start at 1; row 0 of each account array is unused.
     """
 
-    def __init__(self, *, accounts_max: int = ACCOUNTS_MAX_DEFAULT,
-                 holds_max: int = HOLDS_MAX_DEFAULT) -> None:
-        if not 0 <= accounts_max < 2**64 or not 0 <= holds_max <= HOLDS_MAX_DEFAULT:
+    def __init__(self, *, accounts_max: int = limits.accounts_max,
+                 holds_max: int = limits.holds_max) -> None:
+        if not 0 <= accounts_max <= u64_max or not 0 <= holds_max <= u32_max - 1:
             raise EncodingError("accounts_max must fit a u64 and holds_max a u32 index")
         self.accounts_max = accounts_max
         self.holds_max = holds_max
@@ -284,8 +278,8 @@ class State:
         state.policies[: len(arrays["policies"])] = arrays["policies"]
         minted, burned = int(meta["minted"]), int(meta["burned"])
         state.counters[:] = [count, len(arrays["holds"]), len(arrays["policies"]), 0,
-                             minted & (2**64 - 1), minted >> 64,
-                             burned & (2**64 - 1), burned >> 64]
+                             minted & u64_max, minted >> 64,
+                             burned & u64_max, burned >> 64]
         _commit.rebuild_maps(state)
         _commit.rebuild_heap(state)
         return state

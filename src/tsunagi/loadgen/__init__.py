@@ -29,7 +29,7 @@ from importlib import import_module as _import_module
 
 _EXPORTS = {
     "ClientRun": "driver",
-    "FUNDING_UNITS": "limits",
+    "funding_units": "limits",
     "LoadResult": "run",
     "LoadSpec": "traffic",
     "NodeProcess": "spawn",

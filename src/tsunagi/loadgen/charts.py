@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tsunagi.loadgen.limits import RUN_HOURS_FROM_S, RUN_MINUTES_FROM_S
+from tsunagi.loadgen.limits import run_hours_from_s, run_minutes_from_s
 
 __all__ = ["chart_figure", "draw_chart", "time_unit"]
 
@@ -35,9 +35,9 @@ def chart_figure(summary: dict):
 
 def time_unit(run_s: float) -> tuple[str, float]:
     """(name, seconds in one) of the unit the time axes of a run this long count in."""
-    if run_s < RUN_MINUTES_FROM_S:
+    if run_s < run_minutes_from_s:
         return "seconds", 1.0
-    return ("minutes", 60.0) if run_s < RUN_HOURS_FROM_S else ("hours", 3600.0)
+    return ("minutes", 60.0) if run_s < run_hours_from_s else ("hours", 3600.0)
 
 
 def _throughput_panel(axis, summary: dict, unit: tuple[str, float]) -> None:

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 from tsunagi.errors import ConfigError, TsunagiError
 from tsunagi.extras import require
 from tsunagi.loadgen.limits import (
-    CHAIN_ID_DEFAULT,
-    COUNT_DEFAULTS,
-    MODES,
-    PROGRESS_LINE_S,
-    PROGRESS_LINE_SHARE,
-    SEED_DEFAULT,
+    chain_id_default,
+    count_defaults,
+    modes,
+    progress_line_s,
+    progress_line_share,
+    seed_default,
 )
 
 if TYPE_CHECKING:
@@ -59,9 +59,9 @@ def register_commands(commands) -> None:
                        help="open and fund --accounts new accounts of --keys keys on the "
                             "target first, and drive those: its chain must come from --prepare "
                             "with the same --seed, whose issuer key funds them")
-    where.add_argument("--chain-id", type=int, default=CHAIN_ID_DEFAULT, help="for --prepare")
+    where.add_argument("--chain-id", type=int, default=chain_id_default, help="for --prepare")
     load = parser.add_argument_group("load")
-    load.add_argument("--mode", choices=MODES, default="batched")
+    load.add_argument("--mode", choices=modes, default="batched")
     load.add_argument("--clients", type=int, default=4, help="connections (default 4)")
     load.add_argument("--processes", type=int, default=1, help="driving processes (default 1)")
     load.add_argument("--batch-size", type=int, default=8000, help="records a request")
@@ -73,13 +73,13 @@ def register_commands(commands) -> None:
                       help="Zipf exponent of payers and payees (0 uniform, 1 classic Zipf)")
     load.add_argument("--count", type=int, default=None,
                       help="transfers to prepare (default by mode: " + ", ".join(
-                          f"{m} {n:,}" for m, n in COUNT_DEFAULTS.items()) + ")")
+                          f"{m} {n:,}" for m, n in count_defaults.items()) + ")")
     load.add_argument("--duration", type=float, default=0.0,
                       help="stop sending after this many seconds (default: when all are sent);"
                            " a run whose prepared transfers run out sooner says so")
     load.add_argument("--live", action="store_true",
                       help="batch-authorized: build requests during the run (long runs)")
-    load.add_argument("--seed", type=int, default=SEED_DEFAULT, help="of keys and draws")
+    load.add_argument("--seed", type=int, default=seed_default, help="of keys and draws")
     out = parser.add_argument_group("output")
     out.add_argument("--out", metavar="STEM", help="write STEM.json and STEM.png (the chart "
                      "needs the charts extra: pip install 'tsunagi[charts]')")
@@ -101,7 +101,7 @@ def _host_port(text: str) -> tuple[str, int]:
 def _spec_of(args: argparse.Namespace) -> LoadSpec:
     from tsunagi.loadgen.traffic import LoadSpec
 
-    count = args.count if args.count is not None else COUNT_DEFAULTS[args.mode]
+    count = args.count if args.count is not None else count_defaults[args.mode]
     return LoadSpec(mode=args.mode, clients=args.clients, processes=args.processes,
                     batch_size=args.batch_size, window=args.window, count=count,
                     duration_s=args.duration, skew=args.skew, seed=args.seed, live=args.live)
@@ -150,8 +150,8 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
 
 class _Display:
     """What the command is doing, on stderr: a live line on a terminal; elsewhere (a log, CI)
-    plain lines, a progress line each time another PROGRESS_LINE_SHARE of a step is done, at
-    most one every PROGRESS_LINE_S, and the step's last. Quiet with --json."""
+    plain lines, a progress line each time another progress_line_share of a step is done, at
+    most one every progress_line_s, and the step's last. Quiet with --json."""
 
     def __init__(self, console, clock: Callable[[], float] = time.monotonic) -> None:
         self.console, self.clock = console, clock
@@ -187,8 +187,8 @@ class _Display:
             last_done, last_s = self._shown.get(step, (0.0, -math.inf))
             now_s = self.clock()
             if last_done >= total or done < total and (
-                    done - last_done < total * PROGRESS_LINE_SHARE
-                    or now_s - last_s < PROGRESS_LINE_S):
+                    done - last_done < total * progress_line_share
+                    or now_s - last_s < progress_line_s):
                 return False
             self._shown[step] = (done, now_s)
         self.say(text() if callable(text) else text)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tsunagi.errors import NodeError
-from tsunagi.loadgen.limits import CONNECT_TIMEOUT_S, DRAIN_S, LIVE_AHEAD, OVERLOADED_PAUSE_S
+from tsunagi.loadgen.limits import connect_timeout_s, drain_s, live_ahead, overloaded_pause_s
 from tsunagi.loadgen.traffic import LoadSpec, Traffic
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
@@ -126,10 +126,10 @@ class _Driver(asyncio.Protocol):
             self.end(None)
 
     async def _build_ahead(self) -> None:
-        """Live traffic: keeps LIVE_AHEAD requests built beyond the window, on a thread."""
+        """Live traffic: keeps live_ahead requests built beyond the window, on a thread."""
         source = self.traffic.source
         while not self.finished.done() and time.monotonic() < self.deadline_s:
-            if len(self.ready) >= LIVE_AHEAD + self.window - len(self.inflight):
+            if len(self.ready) >= live_ahead + self.window - len(self.inflight):
                 self.room.clear()
                 await self.room.wait()
                 continue
@@ -155,7 +155,7 @@ class _Driver(asyncio.Protocol):
             return
         if isinstance(message, p.Error) and message.code is p.ErrorCode.overloaded:
             self.run.overloaded += 1
-            self.loop.call_later(OVERLOADED_PAUSE_S, self._resend, index)
+            self.loop.call_later(overloaded_pause_s, self._resend, index)
             return
         self.answered_s[index] = time.monotonic()
         count = self.counts[index]
@@ -213,8 +213,8 @@ async def _open_driver(host: str, port: int, traffic: Traffic, window: int, keep
     try:
         _, driver = await asyncio.wait_for(loop.create_connection(
             lambda: _Driver(traffic, window, keep, counters, slot), host, port),
-            CONNECT_TIMEOUT_S)
-        await asyncio.wait_for(driver.welcome, CONNECT_TIMEOUT_S)
+            connect_timeout_s)
+        await asyncio.wait_for(driver.welcome, connect_timeout_s)
     except (OSError, TimeoutError) as exc:
         raise NodeError(f"cannot connect to the node at {host}:{port}: {exc}") from None
     return driver
@@ -235,7 +235,7 @@ async def drive(host: str, port: int, traffics: list[Traffic], spec: LoadSpec, *
     for driver in drivers:
         driver.start(deadline_s)
     finished = [driver.finished for driver in drivers]
-    timeout_s = None if not spec.duration_s else max(0.0, deadline_s - time.monotonic()) + DRAIN_S
+    timeout_s = None if not spec.duration_s else max(0.0, deadline_s - time.monotonic()) + drain_s
     await asyncio.wait(finished, timeout=timeout_s)
     for driver in drivers:
         driver.end("no answer within the drain time after the deadline")

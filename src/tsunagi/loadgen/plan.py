@@ -26,12 +26,12 @@ from tsunagi.core.keys import PrivateKey
 from tsunagi.core.records import RECORD_BYTES, Kind, pack_many
 from tsunagi.errors import ConfigError
 from tsunagi.loadgen.limits import (
-    ACCOUNTS_MAX,
-    CHAIN_ID_DEFAULT,
-    FUNDING_UNITS,
-    KEYS_MAX,
-    SEED_DEFAULT,
-    TARGET_CHECKS_AT_ONCE,
+    accounts_max,
+    chain_id_default,
+    funding_units,
+    keys_max,
+    seed_default,
+    target_checks_at_once,
 )
 from tsunagi.node import limits as node_limits
 
@@ -75,10 +75,10 @@ class Plan:
 
 
 def _check_plan_sizes(accounts: int, keys: int) -> None:
-    if not 2 <= accounts <= ACCOUNTS_MAX:
-        raise ConfigError(f"--accounts is 2..{ACCOUNTS_MAX:,}, got {accounts:,}")
-    if not 1 <= keys <= min(KEYS_MAX, accounts):
-        raise ConfigError(f"--keys is 1..{min(KEYS_MAX, accounts)}, got {keys}")
+    if not 2 <= accounts <= accounts_max:
+        raise ConfigError(f"--accounts is 2..{accounts_max:,}, got {accounts:,}")
+    if not 1 <= keys <= min(keys_max, accounts):
+        raise ConfigError(f"--keys is 1..{min(keys_max, accounts)}, got {keys}")
 
 
 def _sequence_base() -> int:
@@ -127,7 +127,7 @@ def _mint_requests(plan: Plan, issuer: PrivateKey, chunk: int
         stop = min(total, first + chunk)
         records = _new_records(stop - first, Kind.mint, plan.chain_id,
                                base + np.arange(first, stop), ISSUER_ACCOUNT,
-                               plan.accounts[first:stop], FUNDING_UNITS, True)
+                               plan.accounts[first:stop], funding_units, True)
         yield records, _authorize(records, _txids(records), [(0, stop - first, 0)], [issuer])
 
 
@@ -144,8 +144,8 @@ def _prepared_plan(chain_id: int, seed: int, accounts: int, keys: int) -> Plan:
                 np.arange(FIRST_ACCOUNT, FIRST_ACCOUNT + accounts, dtype=np.uint64))
 
 
-def prepare_chain(path, accounts: int, *, keys: int = 8, seed: int = SEED_DEFAULT,
-                  chain_id: int = CHAIN_ID_DEFAULT,
+def prepare_chain(path, accounts: int, *, keys: int = 8, seed: int = seed_default,
+                  chain_id: int = chain_id_default,
                   progress: Callable[[str, int, int], None] | None = None) -> Plan:
     """Creates a chain in ``path`` with ``accounts`` funded load accounts (2 .. N+1)."""
     from tsunagi.ledger import Ledger
@@ -174,7 +174,7 @@ def prepare_chain(path, accounts: int, *, keys: int = 8, seed: int = SEED_DEFAUL
     return plan
 
 
-async def setup_accounts(client, accounts: int, *, keys: int = 8, seed: int = SEED_DEFAULT,
+async def setup_accounts(client, accounts: int, *, keys: int = 8, seed: int = seed_default,
                          progress: Callable[[str, int, int], None] | None = None) -> Plan:
     """Opens and funds ``accounts`` new load accounts on the node ``client`` talks to."""
     _check_plan_sizes(accounts, keys)
@@ -214,7 +214,7 @@ async def _check_issuer(client, seed: int, accounts: int) -> None:
             "HOST:PORT ...` (or `tsunagi loadgen --prepare DIR --spawn DIR ...` for all three)")
 
 
-async def target_plan(client, accounts: int, *, keys: int = 8, seed: int = SEED_DEFAULT
+async def target_plan(client, accounts: int, *, keys: int = 8, seed: int = seed_default
                       ) -> Plan:
     """The plan of a prepared chain, after checking that the target holds its accounts: the
     seed's issuer is account 1, and the first and last account of each owner key's block are
@@ -226,8 +226,8 @@ async def target_plan(client, accounts: int, *, keys: int = 8, seed: int = SEED_
     owner_keys = plan.owner_keys()
     ends = sorted({end for start, stop, _ in plan.key_blocks(0, accounts)
                    for end in (start, stop - 1)})
-    for first in range(0, len(ends), TARGET_CHECKS_AT_ONCE):
-        positions = ends[first:first + TARGET_CHECKS_AT_ONCE]
+    for first in range(0, len(ends), target_checks_at_once):
+        positions = ends[first:first + target_checks_at_once]
         infos = await asyncio.gather(*(client.account(int(plan.accounts[position]))
                                        for position in positions))
         owners = plan.owner_of(np.array(positions))

@@ -19,7 +19,7 @@ import numpy as np
 from tsunagi import hashing
 from tsunagi.errors import ConfigError, NodeError
 from tsunagi.loadgen.driver import COUNTERS, ClientRun, drive
-from tsunagi.loadgen.limits import PREBUILD_BYTES_DEFAULT, PREBUILD_MEMORY_SHARE, PROGRESS_TICK_S
+from tsunagi.loadgen.limits import prebuild_bytes_default, prebuild_memory_share, progress_tick_s
 from tsunagi.loadgen.plan import Plan, _sequence_base
 from tsunagi.loadgen.summary import summarize
 from tsunagi.loadgen.traffic import LoadSpec, Traffic, build_traffic
@@ -69,13 +69,13 @@ def _counter(progress: Callable[[int, int], None] | None, total: int
 
 def _relay(messages, process: int) -> Callable[..., None]:
     """A driving process's ``count(n)`` of transfers prepared: carried to the parent, at most
-    one message every PROGRESS_TICK_S; ``count(flush=True)`` sends what is left."""
+    one message every progress_tick_s; ``count(flush=True)`` sends what is left."""
     pending = [0, time.monotonic()]
 
     def count(number: int = 0, flush: bool = False) -> None:
         pending[0] += number
         now_s = time.monotonic()
-        if pending[0] and (flush or now_s - pending[1] >= PROGRESS_TICK_S):
+        if pending[0] and (flush or now_s - pending[1] >= progress_tick_s):
             messages.put(("built", process, pending[0]))
             pending[:] = [0, now_s]
 
@@ -110,7 +110,7 @@ def _worker(host: str, port: int, plan: Plan, spec: LoadSpec, process: int, coun
 
 
 class _Ticker:
-    """Calls ``tick(elapsed_s, totals)`` every PROGRESS_TICK_S on a thread while it runs."""
+    """Calls ``tick(elapsed_s, totals)`` every progress_tick_s on a thread while it runs."""
 
     def __init__(self, counters, tick: Callable[[float, np.ndarray], None] | None) -> None:
         self.counters, self.tick = counters, tick
@@ -132,7 +132,7 @@ class _Ticker:
             self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(PROGRESS_TICK_S):
+        while not self._stop.wait(progress_tick_s):
             if self.start_s is not None:
                 self.tick(time.monotonic() - self.start_s, self.totals())
 
@@ -143,10 +143,10 @@ def prebuild_bytes_max() -> int:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(int(line.split()[1]) * 1024 * PREBUILD_MEMORY_SHARE)
+                    return int(int(line.split()[1]) * 1024 * prebuild_memory_share)
     except (OSError, ValueError, IndexError):
         pass
-    return PREBUILD_BYTES_DEFAULT
+    return prebuild_bytes_default
 
 
 def run_load(host: str, port: int, plan: Plan, spec: LoadSpec, *,
@@ -162,7 +162,7 @@ def run_load(host: str, port: int, plan: Plan, spec: LoadSpec, *,
     if spec.prepared_bytes() > (allowed := prebuild_bytes_max()):
         raise ConfigError(f"{spec.count:,} prepared transfers need "
                           f"{spec.prepared_bytes() >> 20:,} MiB, more than the "
-                          f"{allowed >> 20:,} MiB allowed ({PREBUILD_MEMORY_SHARE:.0%} of the "
+                          f"{allowed >> 20:,} MiB allowed ({prebuild_memory_share:.0%} of the "
                           f"memory available): lower --count, or use --live")
     if spec.clients > len(plan.accounts):
         raise ConfigError("each client needs its own payer accounts: clients <= accounts")

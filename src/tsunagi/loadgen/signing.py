@@ -1,7 +1,7 @@
 """Signing the prepared traffic: BIP340 with each key's keypair computed once, on a pool.
 
 The pool's processes are started with multiprocessing's ``spawn``: a script that signs more
-than ``SIGN_POOL_MIN`` transfers with more than one worker must guard its entry point with
+than ``sign_pool_min`` transfers with more than one worker must guard its entry point with
 ``if __name__ == "__main__":``.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from tsunagi.core.keys import PrivateKey
 from tsunagi.core.records import SIGNATURE_BYTES
 from tsunagi.errors import ConfigError
-from tsunagi.loadgen.limits import SIGN_CHUNK
+from tsunagi.loadgen.limits import sign_chunk
 from tsunagi.loadgen.plan import Plan
 
 __all__ = ["signing"]
@@ -87,15 +87,15 @@ Sign = Callable[[np.ndarray, np.ndarray, Progress | None], bytes]
 def signing(plan: Plan, workers: int = 1) -> Iterator[Sign]:
     """A ``sign(txids, owners, progress=None) -> signature bytes`` of the plan's owner keys,
     on ``workers`` processes (spawned once, for every call in the ``with``) when ``workers > 1``.
-    It signs SIGN_CHUNK txids at a time, and ``progress(count)`` hears of each chunk done."""
+    It signs sign_chunk txids at a time, and ``progress(count)`` hears of each chunk done."""
     secrets = [key.to_bytes() for key in plan.owner_keys()]
     if workers <= 1:
         signer = _Signer(secrets)
 
         def sign_here(txids: np.ndarray, owners: np.ndarray,
                       progress: Progress | None = None) -> bytes:
-            return _joined((signer.sign(txids[i:i + SIGN_CHUNK], owners[i:i + SIGN_CHUNK])
-                            for i in range(0, len(txids), SIGN_CHUNK)), progress)
+            return _joined((signer.sign(txids[i:i + sign_chunk], owners[i:i + sign_chunk])
+                            for i in range(0, len(txids), sign_chunk)), progress)
 
         yield sign_here
         return
@@ -105,8 +105,8 @@ def signing(plan: Plan, workers: int = 1) -> Iterator[Sign]:
 
         def sign(txids: np.ndarray, owners: np.ndarray, progress: Progress | None = None
                  ) -> bytes:
-            parts = [pool.submit(_pool_sign, txids[i:i + SIGN_CHUNK], owners[i:i + SIGN_CHUNK])
-                     for i in range(0, len(txids), SIGN_CHUNK)]
+            parts = [pool.submit(_pool_sign, txids[i:i + sign_chunk], owners[i:i + sign_chunk])
+                     for i in range(0, len(txids), sign_chunk)]
             return _joined((part.result() for part in parts), progress)
 
         yield sign

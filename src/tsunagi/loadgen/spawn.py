@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tsunagi.errors import NodeError
-from tsunagi.loadgen.limits import NODE_START_TIMEOUT_S, NODE_STOP_TIMEOUT_S
+from tsunagi.loadgen.limits import node_start_timeout_s, node_stop_timeout_s
 from tsunagi.loadgen.memory import memory_kib
 
 __all__ = ["NodeProcess"]
@@ -40,7 +40,7 @@ class NodeProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def start(self, timeout_s: float = NODE_START_TIMEOUT_S) -> NodeProcess:
+    def start(self, timeout_s: float = node_start_timeout_s) -> NodeProcess:
         """Starts the node and waits until it listens; ``self.port`` is its port then."""
         command = [*self.prefix, sys.executable, "-c", _NODE_SCRIPT, str(self.data_dir),
                    self.host, str(self.port), json.dumps(self.settings)]
@@ -67,7 +67,7 @@ class NodeProcess:
         if self.process is not None:
             self.process.wait()
 
-    def stop(self, timeout_s: float = NODE_STOP_TIMEOUT_S) -> int | None:
+    def stop(self, timeout_s: float = node_stop_timeout_s) -> int | None:
         """SIGTERM, then waits; SIGKILL if it takes longer than ``timeout_s``."""
         if self.process is None:
             return None

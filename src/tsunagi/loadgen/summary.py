@@ -9,7 +9,7 @@ import numpy as np
 
 from tsunagi.core.codes import Result
 from tsunagi.loadgen.driver import ClientRun
-from tsunagi.loadgen.limits import SERIES_BARS_MAX, SERIES_BIN_CHOICES_S
+from tsunagi.loadgen.limits import series_bars_max, series_bin_choices_s
 from tsunagi.loadgen.traffic import LoadSpec
 
 __all__ = ["summarize"]
@@ -37,8 +37,8 @@ def _series(answered_s: np.ndarray, ok: np.ndarray, elapsed_s: float) -> dict:
     """Transfers ok per second in bars of equal width that cover the run exactly, from its
     start to its last answer, so the mean of the bars is the run's average: a last bar that
     held a sliver of the run but counted as a whole one would pull the bars below it."""
-    choice_s = next((b for b in SERIES_BIN_CHOICES_S if elapsed_s / b <= SERIES_BARS_MAX),
-                    SERIES_BIN_CHOICES_S[-1])
+    choice_s = next((b for b in series_bin_choices_s if elapsed_s / b <= series_bars_max),
+                    series_bin_choices_s[-1])
     if not len(answered_s):
         return {"bin_s": choice_s, "records_per_s": []}
     bars = max(1, int(elapsed_s / choice_s))

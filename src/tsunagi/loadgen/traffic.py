@@ -25,7 +25,7 @@ from tsunagi import hashing
 from tsunagi.core.block import BatchAuth
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Kind
 from tsunagi.errors import ConfigError
-from tsunagi.loadgen.limits import BUILD_CHUNK_RECORDS, MODES, SEED_DEFAULT, SIGN_POOL_MIN
+from tsunagi.loadgen.limits import build_chunk_records, modes, seed_default, sign_pool_min
 from tsunagi.loadgen.plan import Plan, _new_records, _sequence_base, _txids
 from tsunagi.loadgen.signing import Progress, signing
 from tsunagi.node import limits
@@ -49,14 +49,14 @@ class LoadSpec:
     count: int = 100_000  # transfers prepared over all clients
     duration_s: float = 0.0  # stop sending after this long; 0: when every request is sent
     skew: float = 0.0  # Zipf exponent of payers and payees; 0: uniform
-    seed: int = SEED_DEFAULT  # of the keys, and of the random draws
+    seed: int = seed_default  # of the keys, and of the random draws
     keep: bool = False  # keep records, txids and final codes per request, for checks after
     live: bool = False  # build batch-authorized requests while the run goes (long runs)
     sign_workers: int = 0  # processes signing the traffic; 0: all cores when processes is 1
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode is one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in modes:
+            raise ConfigError(f"mode is one of {', '.join(modes)}, got {self.mode!r}")
         if not 1 <= self.processes <= self.clients <= limits.connections_max:
             raise ConfigError(f"1 <= processes <= clients <= {limits.connections_max}")
         if not 1 <= self.batch_size <= limits.request_records_max:
@@ -202,9 +202,9 @@ def _signed_traffic(plan: Plan, spec: LoadSpec, client: int, base: int,
     count = spec.client_count(client)
     payers = _Picker(*spec.client_range(client, len(plan.accounts)), spec.skew,
                      [spec.seed, client])
-    chunk = max(1, BUILD_CHUNK_RECORDS // spec.request_records) * spec.request_records
+    chunk = max(1, build_chunk_records // spec.request_records) * spec.request_records
     traffic, kept = Traffic([], []), []
-    workers = sign_workers if count >= SIGN_POOL_MIN else 1
+    workers = sign_workers if count >= sign_pool_min else 1
     with signing(plan, workers) as sign:
         for start in range(0, count, chunk):
             size = min(chunk, count - start)

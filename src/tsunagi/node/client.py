@@ -18,6 +18,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 
+from tsunagi.core.block import pack_batches
 from tsunagi.core.records import Flags
 from tsunagi.errors import NodeError, OverloadedError, ProtocolError
 from tsunagi.node import limits
@@ -28,8 +29,6 @@ from tsunagi.node.server import DEFAULT_PORT, new_event_loop
 __all__ = ["AsyncClient", "Client"]
 
 _READ_BYTES = 256 * 1024
-_WRITE_BUFFER_BYTES = 1 << 20  # above this much unsent data a sender waits for the socket
-_STREAM_NOTICES_MAX = 4096  # block notices a subscription holds before it resubscribes later
 _RETRIED = (p.ErrorCode.overloaded, p.ErrorCode.shutting_down)
 
 
@@ -46,7 +45,7 @@ class _Stream:
         self.state: str | None = None  # None, "lost" or "overflow"
 
     def put(self, item) -> None:
-        if len(self.items) >= _STREAM_NOTICES_MAX:
+        if len(self.items) >= limits.client_stream_notices_max:
             self.state = "overflow"
         else:
             self.items.append(item)
@@ -86,7 +85,7 @@ class _Link:
 
     async def send(self, request_id: int, message) -> None:
         self.writer.write(p.encode(message, request_id, self.version))
-        if self.writer.transport.get_write_buffer_size() > _WRITE_BUFFER_BYTES:
+        if self.writer.transport.get_write_buffer_size() > limits.client_write_buffer_bytes_max:
             try:
                 await self.writer.drain()
             except OSError as exc:
@@ -147,19 +146,6 @@ def _error(answer: p.Error) -> NodeError:
                        p.ErrorCode.duplicate_request, p.ErrorCode.unsupported_version):
         return ProtocolError(text)
     return NodeError(text)
-
-
-def _batch_bytes(batches) -> bytes:
-    """Batch entries as their 112-byte wire form; accepts BatchAuth-like tuples or bytes."""
-    if isinstance(batches, (bytes, bytearray, memoryview)):
-        return bytes(batches)
-    parts = []
-    for first, count, signer_key, signature in batches:
-        if len(signer_key) != 32 or len(signature) != 64:
-            raise ValueError("a batch entry has a 32-byte signer key and a 64-byte signature")
-        parts.append(first.to_bytes(4, "little") + count.to_bytes(4, "little")
-                     + bytes(signer_key) + bytes(8) + bytes(signature))
-    return b"".join(parts)
 
 
 class AsyncClient:
@@ -313,7 +299,8 @@ class AsyncClient:
         batch_authorized, in order; ``batches`` BatchAuth-like (first, count, signer_key,
         signature) entries or their packed 112-byte form.
         """
-        message = p.SubmitBatch(bytes(records), bytes(signatures), _batch_bytes(batches))
+        message = p.SubmitBatch(bytes(records), bytes(signatures),
+                                pack_batches(batches).tobytes())
         p.check_submit_batch(message.records, message.signatures, message.batches, ValueError)
         return await self._request(message)
 

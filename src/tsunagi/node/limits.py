@@ -94,14 +94,15 @@ client_retry_pause_s = 0.05
 # Client side: how long a request waits for its answer before it fails with NodeError.
 client_request_timeout_s = 60.0
 
+# Client side: past this much unsent data a sender waits for the socket to drain, so a client
+# that submits faster than the node reads holds at most this much in its write buffer.
+client_write_buffer_bytes_max = 1 << 20
+
+# Client side: block notices a subscription holds unread; past this it drops them and
+# subscribes again later from the height it reached, so a slow reader costs bounded memory.
+client_stream_notices_max = 4096
+
 # Auto-batcher: a pending batch is sent when it holds this many records or this long after
 # its first record arrived, whichever comes first.
 batcher_records_max = 4096
 batcher_wait_ms = 1.0
-
-# The background scrub a node runs over its committed blocks (tsunagi.ledger.damage.Scrub):
-# at most this many bytes read a second (about 2% of the disk's streaming rate here, and one
-# core's crc32 and SHA-256 for a fraction of a second each second), a new pass this long after
-# the last began. Damage is reported within about one pass plus this interval.
-scrub_rate_bytes_s = 64 << 20
-scrub_interval_s = 3600.0

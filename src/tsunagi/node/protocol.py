@@ -18,23 +18,27 @@ from enum import IntEnum
 
 import numpy as np
 
+from tsunagi.core.block import (
+    BATCH_BYTES,
+    BLOCK_BYTES_MIN,
+    BlockResult,
+    batch_fault_message,
+    check_batch_layout,
+    pack_batches,
+)
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
 from tsunagi.errors import ProtocolError
+from tsunagi.limits import u64_max
 from tsunagi.node import limits
 
 MAGIC = b"TSNG"
 HELLO_VERSION = 1  # the hello frame always carries version 1 in its header: its layout is fixed
-NONE_U64 = 2**64 - 1  # "no value" in u64 fields (height of nothing stored, no `before`)
-BATCH_AUTH_BYTES = 112  # first u32, count u32, signer key 32, reserved 8, signature 64
+NONE_U64 = u64_max  # "no value" in u64 fields (height of nothing stored, no `before`)
 
 _PREFIX = struct.Struct("<IBBHQ")
 assert _PREFIX.size == limits.frame_prefix_bytes
 _HEADER_BYTES = _PREFIX.size - 4  # what the length counts besides the payload
-
-BATCH_AUTH_DTYPE = np.dtype([("first", "<u4"), ("count", "<u4"), ("signer_key", "u1", (32,)),
-                             ("reserved", "u1", (8,)), ("signature", "u1", (64,))])
-assert BATCH_AUTH_DTYPE.itemsize == BATCH_AUTH_BYTES
 
 
 class MessageType(IntEnum):
@@ -283,7 +287,7 @@ class SubmitBatch:
         return len(self.records) // RECORD_BYTES
 
     def batch_entries(self) -> np.ndarray:
-        return np.frombuffer(self.batches, dtype=BATCH_AUTH_DTYPE)
+        return pack_batches(self.batches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -626,7 +630,7 @@ def _encode_submit_batch(m: SubmitBatch):
     check_submit_batch(m.records, m.signatures, m.batches, error=ValueError)
     head = _SUBMIT_BATCH.pack(len(m.records) // RECORD_BYTES,
                               len(m.signatures) // SIGNATURE_BYTES,
-                              len(m.batches) // BATCH_AUTH_BYTES, 0)
+                              len(m.batches) // BATCH_BYTES, 0)
     return b"".join((head, m.records, m.signatures, m.batches)), 0
 
 
@@ -639,7 +643,7 @@ def _decode_submit_batch(p, flags):
         raise ProtocolError("the reserved field of a submit batch must be zero")
     records_end = _SUBMIT_BATCH.size + record_count * RECORD_BYTES
     signatures_end = records_end + signature_count * SIGNATURE_BYTES
-    _exact(p, signatures_end + batch_count * BATCH_AUTH_BYTES, "submit batch")
+    _exact(p, signatures_end + batch_count * BATCH_BYTES, "submit batch")
     batch = SubmitBatch(p[_SUBMIT_BATCH.size:records_end], p[records_end:signatures_end],
                         p[signatures_end:])
     check_submit_batch(batch.records, batch.signatures, batch.batches)
@@ -657,7 +661,7 @@ def check_submit_batch(records, signatures, batches, error=ProtocolError) -> Non
     is the ledger's business (it answers codes); a wrong structure is the sender's bug.
     """
     if len(records) % RECORD_BYTES or len(signatures) % SIGNATURE_BYTES \
-            or len(batches) % BATCH_AUTH_BYTES:
+            or len(batches) % BATCH_BYTES:
         raise error("records, signatures and batches are whole 128-, 64- and 112-byte items")
     count = len(records) // RECORD_BYTES
     if not 1 <= count <= limits.request_records_max:
@@ -669,28 +673,12 @@ def check_submit_batch(records, signatures, batches, error=ProtocolError) -> Non
     if len(signatures) // SIGNATURE_BYTES != signed:
         raise error(f"{signed} records need their own signature, got "
                     f"{len(signatures) // SIGNATURE_BYTES} signatures")
-    entries = np.frombuffer(batches, dtype=BATCH_AUTH_DTYPE)
+    entries = pack_batches(batches)
     if len(entries) > limits.request_batches_max:
         raise error(f"a request holds at most {limits.request_batches_max} batch entries")
-    _check_batch_ranges(entries, authorized, error)
-
-
-def _check_batch_ranges(entries: np.ndarray, authorized: np.ndarray, error) -> None:
-    count = len(authorized)
-    first = entries["first"].astype(np.int64)
-    end = first + entries["count"].astype(np.int64)
-    if entries["reserved"].any():
-        raise error("the reserved bytes of a batch entry must be zero")
-    if (entries["count"] == 0).any() or (end > count).any():
-        raise error(f"a batch entry covers 1 or more of the request's {count} records")
-    if (first[1:] < end[:-1]).any():
-        raise error("batch entries must be in record order and must not overlap")
-    steps = np.zeros(count + 1, dtype=np.int64)
-    np.add.at(steps, first, 1)
-    np.add.at(steps, end, -1)
-    covered = np.cumsum(steps[:-1]) > 0
-    if not np.array_equal(covered, authorized):
-        raise error("batch entries must cover exactly the records flagged batch_authorized")
+    result = check_batch_layout(entries, authorized)
+    if result is not BlockResult.ok:
+        raise error(batch_fault_message(result, count))
 
 
 _ORIGINAL_DTYPE = np.dtype([("index", "<u4"), ("code", "u1"), ("pad", "u1", (3,))])
@@ -843,10 +831,6 @@ def _decode_query_block(p, flags):
 
 
 _codec(QueryBlock, MessageType.query_block)((_encode_query_block, _decode_query_block))
-
-# A block is at least its header, record count and batch count (docs/FORMAT.md).
-BLOCK_BYTES_MIN = 88
-
 
 def _decode_block(p, flags):
     if len(p) < BLOCK_BYTES_MIN:

@@ -45,17 +45,16 @@ from tsunagi import __version__, hashing
 from tsunagi.core import records as rec
 from tsunagi.core.address import encode_address
 from tsunagi.core.amounts import format_amount
-from tsunagi.core.block import decode_block
+from tsunagi.core.block import COUNTS_OFFSET, HEADER_BYTES, decode_block, pack_batches
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, ProtocolError
+from tsunagi.limits import u32_max, u64_max
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
 from tsunagi.node.settings import RestSettings
 
 __all__ = ["ApiError", "create_app"]
 
-U32_MAX = 2**32 - 1
-U64_MAX = 2**64 - 1
 BATCHES_PATH = "/v1/batches"
 OCTET_STREAM = "application/octet-stream"
 DOCS_ASSETS_PATH = "/docs/assets"  # Swagger UI's and ReDoc's scripts and styles
@@ -119,8 +118,8 @@ class SubmitOut(BaseModel):
 
 
 class BatchAuthIn(BaseModel):
-    first: int = Field(ge=0, le=U32_MAX, description="first record it covers, in this batch")
-    count: int = Field(ge=1, le=U32_MAX)
+    first: int = Field(ge=0, le=u32_max, description="first record it covers, in this batch")
+    count: int = Field(ge=1, le=u32_max)
     signer_key: KeyText
     signature: SignatureText = Field(description="signature over the batch root")
 
@@ -328,11 +327,14 @@ def _decode_hash(text: str, what: str) -> bytes:
         raise ApiError(400, "malformed", f"a {what} is 64 hex digits") from None
 
 
-def _check_structure(records: bytes, signatures: bytes, batches: bytes) -> None:
-    count = len(records) // rec.RECORD_BYTES
+def _check_record_count(count: int) -> None:
+    """More records than one request may hold is a 413 (split the batch), not a malformed body."""
     if count > limits.request_records_max:
         raise ApiError(413, "too_large", f"a batch holds at most {limits.request_records_max} "
                                          f"records, got {count}: split it")
+
+
+def _check_structure(records: bytes, signatures: bytes, batches: bytes) -> None:
     p.check_submit_batch(records, signatures, batches, error=_malformed)
 
 
@@ -436,8 +438,9 @@ def _block_event(height: int, data: bytes) -> bytes:
     """One server-sent event for a block: its id is the height, to resume from."""
     header = memoryview(data)
     (time_s,) = struct.unpack_from("<I", header, 68)
-    (record_count,) = struct.unpack_from("<I", header, 80)
-    payload = json.dumps({"height": height, "hash": _show(hashing.header_hash(header[:80])),
+    (record_count,) = struct.unpack_from("<I", header, COUNTS_OFFSET)
+    block_hash = hashing.header_hash(header[:HEADER_BYTES])
+    payload = json.dumps({"height": height, "hash": _show(block_hash),
                           "prev_hash": _show(header[4:36]), "time": time_s,
                           "record_count": record_count}, separators=(",", ":"))
     return f"id: {height}\nevent: block\ndata: {payload}\n\n".encode()
@@ -531,8 +534,7 @@ class _Api:
         if self.stopping.is_set():
             raise ApiError(503, "shutting_down", "the node is stopping; retry later or "
                            "elsewhere", self.settings.retry_after_s)
-        answer = await self.node.submit(records, signatures,
-                                        np.frombuffer(batches, dtype=p.BATCH_AUTH_DTYPE))
+        answer = await self.node.submit(records, signatures, pack_batches(batches))
         if isinstance(answer, p.Error):
             raise _from_protocol(answer, self.settings.retry_after_s)
         return answer
@@ -670,10 +672,7 @@ def _parse_raw_batch(body: bytes) -> tuple[bytes, bytes, bytes]:
     if len(body) < _HEAD.size:
         raise ApiError(400, "malformed", f"a raw batch starts with {_HEAD.size} bytes of "
                                          "counts (docs/PROTOCOL.md, submit_batch)")
-    count = _HEAD.unpack_from(body)[0]
-    if count > limits.request_records_max:
-        raise ApiError(413, "too_large", f"a batch holds at most {limits.request_records_max} "
-                                         f"records, got {count}: split it")
+    _check_record_count(_HEAD.unpack_from(body)[0])
     try:
         batch = p.decode(p.Frame(1, p.MessageType.submit_batch, 0, 0, memoryview(body)))
     except ProtocolError as exc:
@@ -686,24 +685,18 @@ def _parse_json_batch(body: bytes) -> tuple[bytes, bytes, bytes]:
         batch = BatchIn.model_validate_json(body)
     except ValidationError as exc:
         raise ApiError(400, "malformed", _validation_message(exc.errors())) from None
-    if len(batch.records) > limits.request_records_max:
-        raise ApiError(413, "too_large", f"a batch holds at most {limits.request_records_max} "
-                                         f"records, got {len(batch.records)}: split it")
+    _check_record_count(len(batch.records))
     records = _decode_items(batch.records, rec.RECORD_BYTES, "record")
     signatures = _decode_items(batch.signatures, rec.SIGNATURE_BYTES, "signature")
-    entries = np.zeros(len(batch.batches), dtype=p.BATCH_AUTH_DTYPE)
-    for row, entry in zip(entries, batch.batches):
-        row["first"], row["count"] = entry.first, entry.count
-        row["signer_key"] = np.frombuffer(_decode_item(entry.signer_key, 32, "signer_key"),
-                                          dtype=np.uint8)
-        row["signature"] = np.frombuffer(
-            _decode_item(entry.signature, rec.SIGNATURE_BYTES, "batch signature"),
-            dtype=np.uint8)
+    entries = pack_batches([
+        (entry.first, entry.count, _decode_item(entry.signer_key, 32, "signer_key"),
+         _decode_item(entry.signature, rec.SIGNATURE_BYTES, "batch signature"))
+        for entry in batch.batches])
     return records, signatures, entries.tobytes()
 
 
 def _add_account_routes(app: FastAPI, api: _Api) -> None:
-    account_path = PathParam(ge=1, le=U64_MAX, description="account number")
+    account_path = PathParam(ge=1, le=u64_max, description="account number")
 
     @app.get("/v1/accounts/{account}", response_model=AccountOut, responses=_ERRORS,
              tags=["accounts"], summary="An account: owner, balance, held, sequence")
@@ -739,8 +732,8 @@ def _add_account_routes(app: FastAPI, api: _Api) -> None:
              tags=["accounts"], summary="Records debiting or crediting the account, paged")
     async def history(account: int = account_path,
                       limit: int = Query(100, ge=1, le=limits.history_limit_max),
-                      before_height: int | None = Query(None, ge=0, le=U64_MAX),
-                      before_position: int = Query(0, ge=0, le=U32_MAX)) -> dict:
+                      before_height: int | None = Query(None, ge=0, le=u64_max),
+                      before_position: int = Query(0, ge=0, le=u32_max)) -> dict:
         """Newest first. ``next`` is the URL of the following older page."""
         await api.read(api.ledger.account, account)
         before = None if before_height is None else (before_height, before_position)
@@ -782,7 +775,7 @@ def _add_chain_routes(app: FastAPI, api: _Api) -> None:
                     format: str = Query("json", pattern="^(?:json|raw)$")):
         """``block_id`` is a height (digits) or a block hash (64 hex digits);
         ``format=raw`` answers the encoded block (docs/FORMAT.md) as octet-stream."""
-        if block_id.isdigit() and len(block_id) <= 20 and int(block_id) <= U64_MAX:
+        if block_id.isdigit() and len(block_id) <= 20 and int(block_id) <= u64_max:
             key: int | bytes = int(block_id)
         else:
             key = _decode_hash(block_id, "block hash or height")
@@ -814,7 +807,7 @@ def _add_event_route(app: FastAPI, api: _Api) -> None:
                               "description": "one `block` event per block, id = height"},
                         503: _ERRORS[503]})
     async def block_events(request: Request,
-                           from_height: int | None = Query(None, ge=0, le=U64_MAX)):
+                           from_height: int | None = Query(None, ge=0, le=u64_max)):
         """Blocks from ``from_height`` on (default: the next new block): those already
         there first, then each one as it is committed. A reconnecting EventSource resumes
         after its ``Last-Event-ID``. The stream ends when the node stops."""

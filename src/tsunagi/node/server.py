@@ -29,9 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from tsunagi import hashing
+from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES
 from tsunagi.core.codes import UNSTORED
 from tsunagi.core.records import RECORD_BYTES, Flags
 from tsunagi.errors import ConfigError, CorruptLogError, EncodingError, ProtocolError
+from tsunagi.ledger import limits as ledger_limits
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
 
@@ -71,8 +73,8 @@ class NodeSettings:
     subscriptions_per_connection_max: int = limits.subscriptions_per_connection_max
     reader_threads: int = 2  # threads serving queries; the ledger allows reads from any thread
     # The background scrub of committed blocks (ledger.damage.Scrub); 0 turns it off.
-    scrub_rate_bytes_s: int = limits.scrub_rate_bytes_s
-    scrub_interval_s: float = limits.scrub_interval_s
+    scrub_rate_bytes_s: int = ledger_limits.scrub_rate_bytes_s
+    scrub_interval_s: float = ledger_limits.scrub_interval_s
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -112,7 +114,7 @@ class _Submission:
     request_id: int
     records: memoryview
     signatures: memoryview
-    batches: np.ndarray  # BATCH_AUTH_DTYPE entries, ranges relative to this request
+    batches: np.ndarray  # BATCH_DTYPE entries, ranges relative to this request
     count: int
     open_ended: bool  # the last record is linked: it must end its group, or it links onward
     arrived_s: float
@@ -340,7 +342,7 @@ class _Connection(asyncio.BufferedProtocol):
 
 # --- request handlers: (connection, request id, message) -----------------------------------------
 
-_NO_BATCHES = np.zeros(0, dtype=p.BATCH_AUTH_DTYPE)
+_NO_BATCHES = np.zeros(0, dtype=BATCH_DTYPE)
 
 
 def _on_submit(conn: _Connection, request_id: int, message: p.Submit) -> None:
@@ -734,7 +736,7 @@ class NodeServer:
         signatures = _joined([s.signatures for s in group])
         await self._in_flight.acquire()
         try:
-            batches = _batch_auths(group)
+            batches = _batch_table(group)
             started_s = time.perf_counter()
             pending = await self._loop.run_in_executor(
                 self._writer, self.ledger.begin_batch, records, signatures, batches)
@@ -825,25 +827,20 @@ def _bucket(ends: np.ndarray, pairs) -> dict[int, list[tuple[int, int]]]:
     return buckets
 
 
-def _batch_auths(group: list[_Submission]) -> list:
-    """The group's batch entries as the ledger's BatchAuth, ranges moved to group positions."""
+def _batch_table(group: list[_Submission]) -> np.ndarray:
+    """The group's batch entries in one BATCH_DTYPE array, ranges moved to group positions."""
     if not any(len(s.batches) for s in group):
-        return []
-    from tsunagi.core.block import BatchAuth
-
-    auths, offset = [], 0
-    for submission in group:
-        for entry in submission.batches:
-            auths.append(BatchAuth(int(entry["first"]) + offset, int(entry["count"]),
-                                   entry["signer_key"].tobytes(), entry["signature"].tobytes()))
-        offset += submission.count
-    return auths
+        return _NO_BATCHES
+    offsets = np.cumsum([0] + [s.count for s in group[:-1]], dtype=np.uint32)
+    table = np.concatenate([s.batches for s in group])
+    table["first"] += np.repeat(offsets, [len(s.batches) for s in group])
+    return table
 
 
 def _notice(height: int, block, with_blocks: bool) -> p.BlockNotice:
     view = memoryview(block)
-    (record_count,) = np.frombuffer(view[80:84], dtype="<u4")
-    return p.BlockNotice(height, hashing.header_hash(view[:80]), int(record_count),
+    (record_count,) = np.frombuffer(view[COUNTS_OFFSET:COUNTS_OFFSET + 4], dtype="<u4")
+    return p.BlockNotice(height, hashing.header_hash(view[:HEADER_BYTES]), int(record_count),
                          bytes(view) if with_blocks else None)
 
 
