@@ -595,7 +595,7 @@ def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_
     def held_merge(*args, **kwargs):
         # keeps the merge under way while the test truncates, or until the index closes
         deadline = time.monotonic() + 5
-        while not slow.is_set() and not opened[0]._closing and time.monotonic() < deadline:
+        while not slow.is_set() and not opened[0]._merger.closing and time.monotonic() < deadline:
             time.sleep(0.005)
         return merge_sorted(*args, **kwargs)
 
@@ -604,7 +604,7 @@ def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_
     with Index.open(tmp_path) as index:
         opened.append(index)
         fill(index, blocks[:100])
-        assert index._merging, "a background merge should be under way"
+        assert index._merger.inputs, "a background merge should be under way"
         index.truncate_above(40)
         slow.set()
         index.wait_merged()
@@ -612,7 +612,7 @@ def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_
         assert run_files(tmp_path) == files_named(index)
         slow.clear()
         fill(index, blocks[40:120])
-        assert index._merging
+        assert index._merger.inputs
     # The close interrupted the merge at its next chunk and deleted its file: the folder holds
     # exactly the files the manifest names.
     entries, _ = read_manifest(tmp_path / FOLDER)

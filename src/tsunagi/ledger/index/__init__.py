@@ -57,8 +57,9 @@ Modules, lower first (each imports only those above it):
 - ``write``: writing a run file in whole aligned blocks, with its checksum.
 - ``merge``: merging and filtering runs (the native linear merge), and the size tiers.
 - ``manifest``: the manifest, and open's checks and recovery.
+- ``background``: the merger thread and its handshake with the writer.
 - ``memory``: handing freed heap pages back to the OS when the indexer is idle.
-- ``index``: the Index: the writer, its flushes and merges, the merger thread, the snapshot.
+- ``index``: the Index: the one writer, its flushes and merges, the snapshot it publishes.
 """
 
 from tsunagi.ledger.index.build import BlockEntries

@@ -1,5 +1,5 @@
 """The Index: one writer thread adds runs in memory, flushes them to files and merges them as
-due (large merges on a merger thread of their own), and publishes a new snapshot once the
+due (large merges on the merger thread, background.py), and publishes a new snapshot once the
 manifest names its files; readers take the current snapshot without a lock and search it
 (lookup.py). The design is in the package's docstring.
 """
@@ -17,6 +17,7 @@ import numpy as np
 from tsunagi.errors import StorageError
 from tsunagi.ledger import store_limits
 from tsunagi.ledger.index import lookup, merge
+from tsunagi.ledger.index.background import Merger
 from tsunagi.ledger.index.build import BlockEntries, block_sections, checked_entries, owner_rows
 from tsunagi.ledger.index.lookup import TxLocation
 from tsunagi.ledger.index.manifest import FOLDER, recovered, write_manifest
@@ -40,13 +41,9 @@ class Index:
         self.folder = directory / FOLDER
         self._next_run = next_run
         self._write_mutex = threading.Lock()
-        # The background merge (see _merge_while_due): its inputs while it runs, the thread,
-        # and the error that stopped it, raised to the next writer.
-        self._merge_changed = threading.Condition(self._write_mutex)
-        self._merging: tuple[Run, ...] = ()
-        self._merger: threading.Thread | None = None
-        self._merge_error: BaseException | None = None
-        self._closing = False
+        # The background merge (see _merge_while_due), handed to it with the mutex held.
+        self._merger = Merger(self.folder, self._write_mutex, self._merged_entry,
+                              self._finish_background_merge)
         runs = [Run.on_file(self.folder, entry) for entry in entries]
         self._snapshot: Snapshot | None = snapshot_of(
             [run for run in runs if run.entry.kind == Kind.blocks],
@@ -77,12 +74,7 @@ class Index:
         """Writes the runs in memory to a file, then lets the runs go (a reader still inside a
         lookup keeps its own until it returns). A background merge under way is abandoned:
         its inputs stay, and the next open merges them again when due."""
-        with self._merge_changed:
-            self._closing = True
-            self._merge_changed.notify_all()
-            merger = self._merger
-        if merger is not None:
-            merger.join()
+        self._merger.close()
         with self._write_mutex:
             if self._snapshot is None:
                 return
@@ -93,9 +85,7 @@ class Index:
 
     def wait_merged(self) -> None:
         """Returns once no background merge is under way (or due)."""
-        with self._merge_changed:
-            while self._merging and self._merge_error is None and not self._closing:
-                self._merge_changed.wait()
+        self._merger.wait()
 
     @property
     def indexed_height(self) -> int:
@@ -128,7 +118,7 @@ class Index:
         if not checked:
             return
         with self._write_mutex:
-            self._raise_merge_error()
+            self._merger.raise_error()
             snapshot = self._current()
             expected = snapshot.indexed_height
             for offset, entries in enumerate(checked):
@@ -147,7 +137,7 @@ class Index:
         if not len(rows["key"]):
             return
         with self._write_mutex:
-            self._raise_merge_error()
+            self._merger.raise_error()
             snapshot = self._current()
             run = Run.in_memory(Kind.owners, snapshot.indexed_height,
                                 int(rows["account"].max()) + 1, {"owner": rows})
@@ -309,17 +299,17 @@ class Index:
             snapshot = self._current()
             runs = runs_of(snapshot, kind)
             part = [run for run in runs if run.on_disk != in_memory]
-            if not in_memory and self._merging and self._merging[-1] in part:
-                part = part[part.index(self._merging[-1]) + 1:]
+            merging = self._merger.inputs
+            if not in_memory and merging and merging[-1] in part:
+                part = part[part.index(merging[-1]) + 1:]
             window = merge.runs_to_merge([run.entry.size for run in part])
             if window is None:
                 return
             inputs = part[window[0]:window[0] + window[1]]
             if not in_memory and sum(run.entry.size for run in inputs) \
                     >= store_limits.index_background_merge_bytes:
-                if not self._merging and not self._closing:
-                    self._merging = tuple(inputs)
-                    self._start_merger()
+                if not merging and not self._merger.closing:
+                    self._merger.start(inputs)
                 return  # a large one waits for the merger: it looks again when done
             start = runs.index(inputs[0])
             merged = merge.merged(self.folder, inputs, self._merged_entry(inputs))
@@ -337,52 +327,21 @@ class Index:
         else:
             self._show(blocks, owners)
 
-    def _start_merger(self) -> None:
-        self._merge_changed.notify_all()
-        if self._merger is None or not self._merger.is_alive():
-            self._merger = threading.Thread(target=self._merge_in_background,
-                                            name="tsunagi-index-merge", daemon=True)
-            self._merger.start()
-
-    def _merge_in_background(self) -> None:
-        """The merger thread: merges self._merging without the write mutex, then swaps the
-        result in under it, unless the inputs changed meanwhile (a truncate or a drop
-        rewrote them), in which case the merged file is deleted unnamed."""
-        while True:
-            with self._merge_changed:
-                while not self._merging and not self._closing:
-                    self._merge_changed.wait()
-                if self._closing:
-                    self._merging = ()
-                    self._merge_changed.notify_all()
-                    return
-                inputs = list(self._merging)
-                entry = self._merged_entry(inputs)
-            merged, error = None, None
-            try:
-                merged = merge.merged(self.folder, inputs, entry, lambda: self._closing)
-            except merge.Interrupted:
-                pass
-            except Exception as exc:  # noqa: BLE001 - raised to the next add, not lost
-                error = exc
-            with self._merge_changed:
-                self._merging = ()
-                self._finish_background_merge(inputs, merged, error)
-                self._merge_changed.notify_all()
-
     def _finish_background_merge(self, inputs: list[Run], merged: Run | None,
                                  error: BaseException | None) -> None:
+        """What the merger thread's result does, under the mutex: swapped in where its inputs
+        still are, else deleted unnamed; an error kept for the next writer."""
         snapshot = self._snapshot
         kind = inputs[0].entry.kind
         runs = () if snapshot is None else runs_of(snapshot, kind)
         start = next((i for i, run in enumerate(runs) if run is inputs[0]), -1)
         still_there = start >= 0 and list(runs[start:start + len(inputs)]) == inputs
-        if merged is not None and (not still_there or self._closing):
+        if merged is not None and (not still_there or self._merger.closing):
             merged.path.unlink(missing_ok=True)  # never named by a manifest
             return
         if error is not None:
             if still_there:  # inputs a truncate deleted explain the error; no one else does
-                self._merge_error = error
+                self._merger.error = error
             return
         if merged is None:
             return
@@ -390,12 +349,7 @@ class Index:
             self._replace(kind, snapshot, start, inputs, merged, publish=True)
             self._merge_while_due(kind)
         except StorageError as exc:
-            self._merge_error = exc
-
-    def _raise_merge_error(self) -> None:
-        if self._merge_error is not None:
-            raise StorageError(f"a background merge of the index failed: "
-                               f"{self._merge_error}") from self._merge_error
+            self._merger.error = exc
 
     def _new_entry(self, kind: int, first: int, end: int, counts: tuple[int, ...]) -> Entry:
         name = f"{Kind(kind).name}-{self._next_run:010d}.run"
