@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -190,7 +191,12 @@ def load_old_index(path: Path, fanout: int | None = None):
         limits.index_merge_fanout = fanout
     spec = importlib.util.spec_from_file_location("tsunagi_old_index", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # It imports the limits by their old module name, which no longer exists.
+    sys.modules["tsunagi.ledger.store_limits"] = limits
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["tsunagi.ledger.store_limits"]
     module.store_limits = limits  # its functions look the name up when called
     return module.Index
 

@@ -95,11 +95,14 @@ PHASES = ("_block_sections", "in_memory", "_merged_sections", "_write_run", "_me
 
 
 def _phase(filename: str, function: str) -> str | None:
-    """The PHASES name of a cProfile function: one of index.py's, or a builtin (whose name is
-    "<built-in method ...>" or "<method '...' of ...>"; numpy's Python wrappers of the same
-    name are left out, so as not to count a call twice), or None."""
+    """The PHASES name of a cProfile function: one of the index's (an older index.py, or a
+    module of the package tsunagi/ledger/index/, where the names shared between its modules
+    lost their leading underscore), or a builtin (whose name is "<built-in method ...>" or
+    "<method '...' of ...>"; numpy's Python wrappers of the same name are left out, so as not
+    to count a call twice), or None."""
+    of_index = filename.endswith("index.py") or Path(filename).parent.name == "index"
     for phase in PHASES:
-        if (function == phase and filename.endswith("index.py")) or \
+        if (of_index and function.lstrip("_") == phase.lstrip("_")) or \
                 function == f"<built-in method {phase}>" or \
                 function.startswith(f"<method '{phase}'"):
             return phase

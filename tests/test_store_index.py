@@ -31,7 +31,6 @@ from hypothesis import strategies as st
 
 from tsunagi._native import indexing
 from tsunagi.errors import EncodingError
-from tsunagi.ledger import index as index_module
 from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.index import (
     FOLDER,
@@ -39,10 +38,15 @@ from tsunagi.ledger.index import (
     BlockEntries,
     Index,
     TxLocation,
-    _bloom_bits,
-    _Run,
-    _tier,
+    lookup,
+    merge,
+    runfile,
 )
+from tsunagi.ledger.index import run as run_module
+from tsunagi.ledger.index.manifest import read_manifest
+from tsunagi.ledger.index.merge import tier
+from tsunagi.ledger.index.run import Run
+from tsunagi.ledger.index.runfile import bloom_bits
 
 ACCOUNTS = 12
 
@@ -118,8 +122,8 @@ def small_settings(monkeypatch) -> None:
     monkeypatch.setattr(ledger_limits, "index_run_bytes_min", 256)
     monkeypatch.setattr(ledger_limits, "index_memory_bytes_max", 3_000)
     monkeypatch.setattr(ledger_limits, "index_merge_chunk_rows", 5)
-    monkeypatch.setattr(index_module, "_FENCE_ROWS", 4)
-    monkeypatch.setattr(index_module, "_TOP_FENCE_STEP", 3)
+    monkeypatch.setattr(runfile, "FENCE_ROWS", 4)
+    monkeypatch.setattr(run_module, "TOP_FENCE_STEP", 3)
     monkeypatch.setattr(ledger_limits, "index_write_buffer_bytes", 8192)
     monkeypatch.setattr(ledger_limits, "index_merge_fanout", 4)  # the run counts tests expect
 
@@ -182,7 +186,7 @@ def test_many_small_blocks_merge_into_few_runs_and_still_match(tmp_path, small_r
             index.add_block(*block)
             counts.append(index.run_count)
         index.add_blocks(blocks[300:])  # a run larger than the newest ones takes them in
-        tiers = [_tier(run.entry.size) for run in index._current().blocks if run.on_disk]
+        tiers = [tier(run.entry.size) for run in index._current().blocks if run.on_disk]
         assert tiers == sorted(tiers, reverse=True) and len(tiers) <= 6
         assert_matches(index, Model(blocks), blocks)
         # Merged inputs are deleted: the folder holds the runs the manifest names, no more.
@@ -410,7 +414,7 @@ def test_a_files_fences_find_the_rank_of_every_key_as_searchsorted_does(tmp_path
         (run,) = index._current().blocks
         assert run.on_disk and run.fence_step == 3 and run.bloom is None
         for section in ("tx", "history", "hash"):
-            keys = run.read(section, index_module._KEYS[section], 0, run.rows(section))
+            keys = run.read(section, runfile.KEYS[section], 0, run.rows(section))
             fence = keys[::4]
             assert len(run.fences[section]) == len(fence[::3]) > 2
             ends = np.array([0, 2**64 - 1], np.uint64)
@@ -419,11 +423,11 @@ def test_a_files_fences_find_the_rank_of_every_key_as_searchsorted_does(tmp_path
                 for side in ("left", "right"):
                     assert run.fence_rank(section, probe, side) == \
                         fence.searchsorted(np.uint64(probe), side)
-                    assert index_module._find(run, section, probe, side) == \
+                    assert lookup.find(run, section, probe, side) == \
                         keys.searchsorted(np.uint64(probe), side)
 
 
-def held_bytes_of_a_run(directory, records: int) -> tuple[int, _Run, BlockEntries]:
+def held_bytes_of_a_run(directory, records: int) -> tuple[int, Run, BlockEntries]:
     """Bytes that opening a file of one ``records``-record block keeps allocated (tracemalloc
     sees numpy's buffers and Python's objects; a map's pages are not allocations), and the run."""
     rng = np.random.default_rng(records)
@@ -438,7 +442,7 @@ def held_bytes_of_a_run(directory, records: int) -> tuple[int, _Run, BlockEntrie
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        run = _Run.on_file(directory / FOLDER, entry)
+        run = Run.on_file(directory / FOLDER, entry)
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
@@ -533,7 +537,7 @@ def test_native_bloom_filter_sets_the_bits_numpy_computes(keys, words_log2):
     indexing.bloom_add(words, keys)
     expected = np.zeros_like(words)
     np.bitwise_or.at(expected, (keys >> np.uint64(64 - words_log2)).astype(np.intp),
-                     _bloom_bits(keys))
+                     bloom_bits(keys))
     assert words.tolist() == expected.tolist()
 
 
@@ -545,7 +549,7 @@ def test_a_manifest_of_another_format_is_dropped_and_the_blocks_indexed_again(tm
     folder = tmp_path / FOLDER
     manifest = folder / MANIFEST
     _, _, body = manifest.read_bytes().partition(b"\n")
-    body = body.replace(b'"format":%d' % index_module._FORMAT_VERSION, b'"format":0')
+    body = body.replace(b'"format":%d' % runfile.FORMAT_VERSION, b'"format":0')
     assert b'"format":0' in body
     manifest.write_bytes(b"%08x\n" % zlib.crc32(body) + body)  # a valid manifest, old format
     with Index.open(tmp_path) as index:
@@ -570,7 +574,7 @@ def test_merges_on_the_merger_thread_match_the_model_and_keep_tiers(tmp_path, sm
             if start % 60 == 0:
                 assert_matches(index, Model(blocks[:start + 3]), blocks[:start + 3])
         index.wait_merged()
-        tiers = [_tier(run.entry.size) for run in index._current().blocks if run.on_disk]
+        tiers = [tier(run.entry.size) for run in index._current().blocks if run.on_disk]
         assert tiers == sorted(tiers, reverse=True) and len(tiers) <= 9
         assert_matches(index, Model(blocks), blocks)
         assert run_files(tmp_path) == files_named(index)
@@ -586,21 +590,21 @@ def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_
     names and the index answers as if the merge had never started."""
     monkeypatch.setattr(ledger_limits, "index_background_merge_bytes", 0)
     slow, opened = threading.Event(), []
-    merge_sorted = index_module._merge_sorted
+    merge_sorted = merge._merge_sorted
 
     def held_merge(*args, **kwargs):
         # keeps the merge under way while the test truncates, or until the index closes
         deadline = time.monotonic() + 5
-        while not slow.is_set() and not opened[0]._closing and time.monotonic() < deadline:
+        while not slow.is_set() and not opened[0]._merger.closing and time.monotonic() < deadline:
             time.sleep(0.005)
         return merge_sorted(*args, **kwargs)
 
-    monkeypatch.setattr(index_module, "_merge_sorted", held_merge)
+    monkeypatch.setattr(merge, "_merge_sorted", held_merge)
     blocks = random_blocks(120, 6, seed=23)
     with Index.open(tmp_path) as index:
         opened.append(index)
         fill(index, blocks[:100])
-        assert index._merging, "a background merge should be under way"
+        assert index._merger.inputs, "a background merge should be under way"
         index.truncate_above(40)
         slow.set()
         index.wait_merged()
@@ -608,10 +612,10 @@ def test_truncating_or_closing_during_a_background_merge_loses_nothing_kept(tmp_
         assert run_files(tmp_path) == files_named(index)
         slow.clear()
         fill(index, blocks[40:120])
-        assert index._merging
+        assert index._merger.inputs
     # The close interrupted the merge at its next chunk and deleted its file: the folder holds
     # exactly the files the manifest names.
-    entries, _ = index_module._read_manifest(tmp_path / FOLDER)
+    entries, _ = read_manifest(tmp_path / FOLDER)
     assert run_files(tmp_path) == {entry.name for entry in entries}
     with Index.open(tmp_path) as index:
         assert_matches(index, Model(blocks), blocks)

@@ -27,10 +27,6 @@ BITS_DEVELOPMENT = 0x207FFFFF
 ASSET_CODE_PATTERN = re.compile(r"[A-Za-z0-9]{1,12}")
 # 31 characters keeps an address of a 32-byte key within bech32's 90 characters.
 ADDRESS_PREFIX_PATTERN = re.compile(r"[a-z0-9]{1,31}")
-# The limits are tsunagi.limits'; this name stays for ledger/index.py and node/loadgen.py
-# until their owners, who are moving them, import tsunagi.limits.block_records_max.
-BLOCK_RECORDS_LIMIT = limits.block_records_max
-
 
 @dataclass(frozen=True)
 class ChainConfig:

@@ -21,10 +21,11 @@ import numpy as np
 from tsunagi import hashing
 from tsunagi.core.block import BatchAuth
 from tsunagi.core.codes import Result
-from tsunagi.core.config import BLOCK_RECORDS_LIMIT, ChainConfig
+from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
 from tsunagi.core.records import RECORD_BYTES, Kind, pack_many
 from tsunagi.errors import ConfigError
+from tsunagi.limits import block_records_max
 from tsunagi.loadgen.limits import (
     accounts_max,
     chain_id_default,
@@ -41,7 +42,7 @@ ISSUER_ACCOUNT = 1  # a config's first issuer is account 1
 FIRST_ACCOUNT = 2  # a prepared chain's load accounts follow the issuer
 # A remote setup request holds the most records a request may; a local one the most a block may.
 SETUP_REMOTE_RECORDS = node_limits.request_records_max
-SETUP_LOCAL_RECORDS = BLOCK_RECORDS_LIMIT
+SETUP_LOCAL_RECORDS = block_records_max
 
 
 def loadgen_key(seed: int, index: int) -> PrivateKey:
@@ -153,7 +154,7 @@ def prepare_chain(path, accounts: int, *, keys: int = 8, seed: int = seed_defaul
     _check_plan_sizes(accounts, keys)
     issuer = loadgen_key(seed, 0)
     config = ChainConfig(name="loadgen", chain_id=chain_id, asset_code="TSU",
-                         issuers=(issuer.public_key,), block_records_max=BLOCK_RECORDS_LIMIT)
+                         issuers=(issuer.public_key,), block_records_max=block_records_max)
     plan = _prepared_plan(chain_id, seed, accounts, keys)
     with Ledger.create(path, config) as ledger:
         done = 0
