@@ -16,9 +16,13 @@ import threading
 import pytest
 from test_node import CHAIN_ID, FUNDS, NodeThread, make_ledger
 
+import numpy as np
+
 from tsunagi import hashing
+from tsunagi.core import records as rec
+from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.codes import Result
-from tsunagi.core.keys import txid
+from tsunagi.core.keys import PrivateKey, txid
 from tsunagi.errors import NodeError
 from tsunagi.node import protocol as p
 from tsunagi.node.client import AsyncClient, Client
@@ -108,6 +112,31 @@ def test_sync_client_queries_match_the_ledger(node):
         assert (status.height, status.tip_hash) == (1, answer.block_hash)
 
 
+def test_client_answers_are_the_ledgers_answer_type(node):
+    """A Client's answer is the BatchAnswer a Ledger gives: numpy codes, txids, opened, and the
+    one-record helpers, through the auto-batcher and without it."""
+    wallet = node.wallet
+    record, signature = wallet.transfer(1, 10)
+    overdraft = wallet.transfer(2, FUNDS * 2)
+    newcomer = PrivateKey.generate()
+    opening = rec.open_account(CHAIN_ID, newcomer.public_key, sequence=1)
+    with Client("127.0.0.1", node.port) as client, \
+            Client("127.0.0.1", node.port, auto_batch=False) as direct:
+        one = client.submit(record, signature)
+        batch = direct.submit_batch(overdraft[0] + opening,
+                                    overdraft[1] + newcomer.sign_record(opening))
+    assert isinstance(one, BatchAnswer) and isinstance(batch, BatchAnswer)
+    assert one.codes.dtype == np.uint8 and one.code == Result.ok and one.account == 0
+    assert one.txids[0].tobytes() == txid(record) and one.height == 1
+    assert batch.failures == [(0, Result.insufficient_funds)]
+    assert batch.opened.dtype == np.uint64 and batch.opened.tolist() == [0, wallet.payee + 1]
+    assert [t.tobytes() for t in batch.txids] == [txid(overdraft[0]), txid(opening)]
+    assert batch.slice(1, 2).account == wallet.payee + 1
+    local = node.ledger.submit(record, signature)  # the same record, straight to the ledger
+    assert type(local) is type(one) and local.code == Result.already_committed
+    assert local.final_codes().tolist() == [Result.ok]
+
+
 def test_auto_batcher_coalesces_calls_from_threads(node):
     wallet, calls_per_thread = node.wallet, 25
     with Client("127.0.0.1", node.port, batch_wait_ms=5) as client:
@@ -156,7 +185,7 @@ def test_lost_answer_is_retried_and_answers_already_committed(node):
         record, signature = wallet.transfer(1, 500)
         answer = client.submit(record, signature)
         assert proxy.cuts == 1
-        assert answer.code == Result.already_committed and answer.originals == ((0, 0),)
+        assert answer.code == Result.already_committed and answer.originals == {0: 0}
         assert answer.final_codes().tolist() == [Result.ok]
         assert client.balance(wallet.payee) == 501  # the money moved once
     node.run(proxy.stop())
@@ -246,7 +275,7 @@ def test_batch_authorized_request_shares_a_group_with_another(tmp_path):
     with NodeThread(ledger, NodeSettings(group_wait_ms=100)) as running:
         first, second = asyncio.run(main(running.port))
         assert running.server.groups_committed == 1
-        assert first.codes_array().tolist() == [Result.ok] * 3
-        assert second.codes_array().tolist() == [Result.ok] * 4
+        assert first.codes.tolist() == [Result.ok] * 3
+        assert second.codes.tolist() == [Result.ok] * 4
         assert first.height == second.height == 1
         assert running.call(lambda: ledger.balance(wallet.payee)) == 1 + 3 + 400

@@ -17,13 +17,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tsunagi import hashing
 from tsunagi.core import records as rec
+from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.address import decode_address
 from tsunagi.core.block import (
     RECORDS_OFFSET,
@@ -69,27 +70,6 @@ INDEX_IDLE_RELEASE_S = 1.0
 U32_MAX = 2**32 - 1
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport"]
-
-
-@dataclass
-class BatchAnswer:
-    """The answer to one submit or submit_batch, in request order."""
-
-    codes: np.ndarray  # N uint8 Result codes
-    txids: np.ndarray  # N x 32
-    opened: np.ndarray  # N uint64: account opened by an open_account record, else 0
-    height: int | None = None  # block holding the stored records; None when none were stored
-    block_hash: bytes | None = None
-    originals: dict[int, int] = field(default_factory=dict)  # already_committed: original code
-    sync_s: float = 0.0  # seconds the block's fsync took (0 when nothing was stored)
-
-    @property
-    def failures(self) -> list[tuple[int, Result]]:
-        """(index, code) of every record that was not applied."""
-        return [(int(i), Result(int(self.codes[i]))) for i in np.flatnonzero(self.codes)]
-
-    def __len__(self) -> int:
-        return len(self.codes)
 
 
 class PendingBatch:

@@ -3,7 +3,9 @@
 One TCP connection carries many requests at once; answers come back in any order and are
 matched by request id. A lost connection is reopened and the requests on it are sent again:
 submissions are idempotent (a record the lost attempt committed answers ``already_committed``
-with its original code; :meth:`SubmitAnswer.final_codes` folds that back), queries are reads.
+with its original code; :meth:`BatchAnswer.final_codes` folds that back), queries are reads.
+Submissions answer a :class:`tsunagi.core.answer.BatchAnswer`, as a Ledger does: the wire's
+``submit_answer`` is turned into one here, with the txids of the records sent.
 ``overloaded`` and ``shutting_down`` answers are retried after a doubling pause as well.
 
 ``submit`` goes through an :class:`AutoBatcher` by default, so concurrent one-record submits
@@ -18,6 +20,9 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 
+import numpy as np
+
+from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.records import Flags
 from tsunagi.errors import NodeError, OverloadedError, ProtocolError
 from tsunagi.node import limits
@@ -147,6 +152,16 @@ def _error(answer: p.Error) -> NodeError:
                        p.ErrorCode.duplicate_request, p.ErrorCode.unsupported_version):
         return ProtocolError(text)
     return NodeError(text)
+
+
+def _answer(message: p.SubmitAnswer, records) -> BatchAnswer:
+    """The wire's answer to the records sent, as the ledger's answer type."""
+    codes = np.frombuffer(message.codes, dtype=np.uint8).copy()
+    opened = np.zeros(len(codes), dtype=np.uint64)
+    for index, account in message.opened:
+        opened[index] = account
+    return BatchAnswer(codes, None, opened, message.height, message.block_hash,
+                       dict(message.originals), records=records)
 
 
 def _batch_bytes(batches) -> bytes:
@@ -295,7 +310,7 @@ class AsyncClient:
 
     # -- the API --
 
-    async def submit(self, record, signature) -> p.SubmitAnswer:
+    async def submit(self, record, signature) -> BatchAnswer:
         """Submits one record; ``answer.code`` is its Result, ``answer.account`` what it opened.
 
         Concurrent calls are coalesced into batches by the auto-batcher; a linked record
@@ -303,10 +318,11 @@ class AsyncClient:
         """
         if self.batcher is not None and not record[1] & Flags.linked:
             return await self.batcher.submit(record, signature)
-        return await self._request(p.Submit(bytes(record), bytes(signature)))
+        record = bytes(record)
+        return _answer(await self._request(p.Submit(record, bytes(signature))), record)
 
     async def submit_batch(self, records, signatures=b"", batches: Sequence = ()
-                           ) -> p.SubmitAnswer:
+                           ) -> BatchAnswer:
         """Submits N records in one request: one block, one fsync on the node.
 
         ``records`` is N x 128 bytes; ``signatures`` 64 bytes for each record without
@@ -315,10 +331,10 @@ class AsyncClient:
         """
         message = p.SubmitBatch(bytes(records), bytes(signatures), _batch_bytes(batches))
         p.check_submit_batch(message.records, message.signatures, message.batches, ValueError)
-        return await self._request(message)
+        return _answer(await self._request(message), message.records)
 
-    async def _send_batch(self, records: bytes, signatures: bytes) -> p.SubmitAnswer:
-        return await self._request(p.SubmitBatch(records, signatures))
+    async def _send_batch(self, records: bytes, signatures: bytes) -> BatchAnswer:
+        return _answer(await self._request(p.SubmitBatch(records, signatures)), records)
 
     async def balance(self, account: int) -> int | None:
         answer = await self._request(p.QueryBalance(account), not_found_ok=True)
@@ -447,10 +463,10 @@ class Client:
         self._thread.join()
         self._loop.close()
 
-    def submit(self, record, signature) -> p.SubmitAnswer:
+    def submit(self, record, signature) -> BatchAnswer:
         return self._call(self._async.submit(record, signature))
 
-    def submit_batch(self, records, signatures=b"", batches: Sequence = ()) -> p.SubmitAnswer:
+    def submit_batch(self, records, signatures=b"", batches: Sequence = ()) -> BatchAnswer:
         return self._call(self._async.submit_batch(records, signatures, batches))
 
     def balance(self, account: int) -> int | None:
