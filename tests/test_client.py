@@ -24,6 +24,7 @@ from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.codes import Result
 from tsunagi.core.keys import PrivateKey, txid
 from tsunagi.errors import NodeError
+from tsunagi.node import limits
 from tsunagi.node import protocol as p
 from tsunagi.node.client import AsyncClient, Client
 from tsunagi.node.server import NodeSettings
@@ -279,3 +280,38 @@ def test_batch_authorized_request_shares_a_group_with_another(tmp_path):
         assert second.codes.tolist() == [Result.ok] * 4
         assert first.height == second.height == 1
         assert running.call(lambda: ledger.balance(wallet.payee)) == 1 + 3 + 400
+
+
+def test_accounts_holds_and_policy_queries_match_the_ledger(node, monkeypatch):
+    """The queries the CLI needs: accounts of a key (asked a page at a time), units held and
+    open holds, one hold by name, a policy slot; absent things answer None or nothing."""
+    monkeypatch.setattr(limits, "accounts_per_answer_max", 2)  # pages of two accounts
+    wallet, key = node.wallet, node.wallet.payer_keys[0]
+    spender = PrivateKey.generate()
+    expiry_s = 2**32 - 1
+    opens = [rec.open_account(CHAIN_ID, key.public_key, sequence=100 + n) for n in range(4)]
+    hold = rec.hold(CHAIN_ID, 7, 1, wallet.payee, 300, authority_account=wallet.payee,
+                    expiry_s=expiry_s, hashlock=bytes(range(32)))
+    policy = rec.set_policy_key(CHAIN_ID, 8, 1, 2, spender.public_key, amount_max=50,
+                                allowance=500, recipients=(wallet.payee,))
+    records = opens + [hold, policy]
+    with Client("127.0.0.1", node.port, auto_batch=False) as client:
+        answer = client.submit_batch(b"".join(records), b"".join(map(key.sign_record, records)))
+        assert answer.failures == []
+        assert client.accounts_of(key.public_key) == [1, 10, 11, 12, 13]
+        assert client.accounts_of(spender.public_key) == []
+        holds = client.holds(1)
+        assert (holds.held, holds.open_count, len(holds.holds)) == (300, 1, 1)
+        assert holds.holds[0] == client.hold(1, 7)
+        assert client.holds(wallet.payee).held == 0  # the payee is owed it, not holding it
+        found = client.hold(1, 7)
+        assert (found.payee, found.authority, found.amount, found.status_name) == (
+            wallet.payee, wallet.payee, 300, "open")
+        assert found.hashlock == bytes(range(32)) and found.expiry_s == expiry_s
+        slot = client.policy(1, 2)
+        assert (slot.policy_key, slot.amount_max, slot.allowance, slot.recipients) == (
+            spender.public_key, 50, 500, (wallet.payee,))
+        assert client.policy(1, 3) is None and client.hold(1, 8) is None
+        assert client.holds(10_000) is None
+    assert node.ledger.held(1) == 300 and node.ledger.hold(1, 7)["status"] == "open"
+    assert node.ledger.policy(1, 2)["key"] == spender.public_key

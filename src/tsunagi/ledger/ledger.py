@@ -635,6 +635,19 @@ class Ledger:
     def holds(self, account: int) -> list:
         return self._engine.state.holds_of(account)
 
+    def held(self, account: int) -> int:
+        """Units in the open holds the account pays: out of its balance until resolved."""
+        return sum(hold["amount"] for hold in self.holds(account)
+                   if hold["payer"] == account and hold["status"] == "open")
+
+    def hold(self, payer: int, sequence: int) -> dict | None:
+        """The hold named by its payer and its record's sequence, whatever its status."""
+        return self._engine.state.hold(payer, sequence)
+
+    def policy(self, account: int, slot: int) -> dict | None:
+        """The policy key in slot 1..7 of an account and its limits, or None if empty."""
+        return self._engine.state.policy(account, slot)
+
     def accounts_of(self, key_or_address: bytes | str) -> list[int]:
         """Account numbers owned by a key (32 bytes) or its address text."""
         if isinstance(key_or_address, str):

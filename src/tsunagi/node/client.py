@@ -364,6 +364,28 @@ class AsyncClient:
     async def status(self) -> p.Status:
         return await self._request(p.QueryStatus())
 
+    async def accounts_of(self, owner_key: bytes) -> list[int]:
+        """The accounts a 32-byte owner key owns, ascending (asked a page at a time)."""
+        found: list[int] = []
+        while True:
+            answer = await self._request(p.QueryAccounts(bytes(owner_key),
+                                                         found[-1] if found else 0))
+            found += answer.accounts
+            if len(answer.accounts) < limits.accounts_per_answer_max:
+                return found
+
+    async def holds(self, account: int) -> p.Holds | None:
+        """Units held in the account's open holds and the oldest of those; None: no account."""
+        return await self._request(p.QueryHolds(account), not_found_ok=True)
+
+    async def hold(self, payer: int, sequence: int) -> p.Hold | None:
+        """The hold named by its payer and its record's sequence, whatever its status."""
+        return await self._request(p.QueryHold(payer, sequence), not_found_ok=True)
+
+    async def policy(self, account: int, slot: int) -> p.Policy | None:
+        """The policy key in slot 1..7 of an account, or None if the slot is empty."""
+        return await self._request(p.QueryPolicy(account, slot), not_found_ok=True)
+
     async def ping(self) -> None:
         await self._request(p.Ping())
 
@@ -487,6 +509,18 @@ class Client:
 
     def status(self) -> p.Status:
         return self._call(self._async.status())
+
+    def accounts_of(self, owner_key: bytes) -> list[int]:
+        return self._call(self._async.accounts_of(owner_key))
+
+    def holds(self, account: int) -> p.Holds | None:
+        return self._call(self._async.holds(account))
+
+    def hold(self, payer: int, sequence: int) -> p.Hold | None:
+        return self._call(self._async.hold(payer, sequence))
+
+    def policy(self, account: int, slot: int) -> p.Policy | None:
+        return self._call(self._async.policy(account, slot))
 
     def ping(self) -> None:
         self._call(self._async.ping())
