@@ -324,8 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"batched / baseline: {result.batched_rate / result.baseline_rate:.1f}x; "
                   f"{result.blocks} blocks; verify: {'ok' if result.verified else 'FAILED'} "
                   f"in {result.verify_seconds:.2f} s")
-    console.print(f"chain kept in {result.directory / 'chain'}: try "
-                  f"`tsunagi blocks {result.directory / 'chain'}`")
+    console.print(f"chain kept in {result.directory}: try `tsunagi blocks {result.directory}`")
     return EXIT_OK if result.verified else EXIT_FAILED
 
 
@@ -389,7 +388,8 @@ def _add_ledger_commands(commands) -> None:
         description="Creates a chain on the embedded store (replacing an earlier demo's), "
                     "commits signed transfers one per block and in batches, prints both "
                     "rates and verifies the chain.")
-    demo.add_argument("--data", default="demo-chain", help="directory (default demo-chain)")
+    demo.add_argument("--data", default="demo-chain",
+                      help="the demo's chain directory (default demo-chain)")
     demo.add_argument("--accounts", type=int, default=1000)
     demo.add_argument("--transfers", type=int, default=48_000, help="batched transfers")
     demo.add_argument("--baseline", type=int, default=500, help="transfers one per block")
