@@ -791,6 +791,9 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
                ) -> VerifyReport:
     """Re-executes a log from genesis in a fresh engine and compares every stored fact.
 
+    ``log`` needs only ``height`` (blocks) and ``read(height)`` (a block's bytes, asked in
+    height order): a BlockLog, or blocks downloaded from a node (tsunagi.node.access).
+
     Per block: it decodes, passes check_block, follows the chain's rules (its bits, time never
     going back), re-verifies every signature and replays to the stored codes; all headers then
     link and meet their targets (one native call). ``recorded_hashes(height)`` gives hashes
