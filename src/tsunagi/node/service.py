@@ -24,6 +24,9 @@ override it. Relative paths in the file are taken from the file's folder::
     event_streams_max = 256
 
 Every field of both tables is also a flag (``--group-wait-ms 1.5``).
+
+While it serves, the node keeps ``node.json`` in the data directory: its pid and the address
+clients reach it on, so a command that finds the directory in use can name that address.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -55,6 +59,24 @@ EXIT_OK, EXIT_FAILED = 0, 1
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Pending connections the kernel keeps for each HTTP listener before accept().
 HTTP_BACKLOG = 512
+# In the data directory while a node serves it: its pid and the address to reach it on.
+NODE_FILE = "node.json"
+
+
+def connect_address(host: str, port: int) -> str:
+    """HOST:PORT a client on this machine reaches a listener on (0.0.0.0 and :: as loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def running_node_address(data: str | Path) -> str | None:
+    """HOST:PORT of the running node that serves the data directory ``data``, or None."""
+    try:
+        document = json.loads((Path(data) / NODE_FILE).read_text())
+        os.kill(int(document["pid"]), 0)  # a node killed without stopping left its file
+        return str(document["node"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -258,6 +280,20 @@ class Service:
                                                      config.metrics, "metrics")
         if self.metrics is not None:
             self.metrics.attach(self.node, self._http_connections)
+        self._write_node_file()
+
+    def _write_node_file(self) -> None:
+        path = self.config.data / NODE_FILE
+        temporary = path.with_name(f".{NODE_FILE}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"pid": os.getpid(), "node": connect_address(
+            self.node.host, self.node.port)}) + "\n")
+        os.replace(temporary, path)
+
+    def _remove_node_file(self) -> None:
+        path = self.config.data / NODE_FILE
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(path.read_text())["pid"] == os.getpid():
+                path.unlink()
 
     def _http_connections(self) -> int:
         return sum(len(server.server_state.connections) for server, _ in self._http)
@@ -292,6 +328,7 @@ class Service:
             await loop.run_in_executor(None, self.app.state.api.close)
             self.app = None
         if self.node is not None:
+            self._remove_node_file()
             await self.node.stop()  # closes the ledger too
         elif self._ledger is not None:
             await loop.run_in_executor(None, self._ledger.close)
