@@ -154,8 +154,9 @@ NODE_ENV = "TSUNAGI_NODE"
 
 def _chain(args: argparse.Namespace):
     """The chain the command names: its data directory, or --node (or $TSUNAGI_NODE)."""
-    from tsunagi.errors import LockedError
+    from tsunagi.errors import LockedError, StorageError
     from tsunagi.node.access import LedgerAccess
+    from tsunagi.node.service import no_chain_hint
 
     if args.data is not None:
         if args.node is not None:
@@ -165,6 +166,9 @@ def _chain(args: argparse.Namespace):
             return LedgerAccess(args.data)
         except LockedError as exc:
             raise _Reworded(_in_use(args, exc)) from exc
+        except StorageError as exc:
+            hint = no_chain_hint(args.data)
+            raise _Reworded(f"{exc}: {hint}" if hint else str(exc)) from exc
     node = args.node or os.environ.get(NODE_ENV)
     if not node:
         raise _UsageError(f"name the chain: a data directory ({args.command_parser.prog} DIR "
@@ -235,19 +239,29 @@ def _config_from_args(args: argparse.Namespace):
     from tsunagi.errors import EncodingError
 
     if args.config:
-        with open(args.config, "rb") as handle:
-            return ChainConfig.from_json(handle.read())
-    allocations = []
+        try:
+            with open(args.config, "rb") as handle:
+                return ChainConfig.from_json(handle.read())
+        except OSError as exc:
+            raise _Reworded(f"cannot read --config {args.config}: {exc.strerror}") from exc
+    allocations, issuers = [], []
     for item in args.alloc:
         address, _, amount = item.partition("=")
         if not amount:
-            raise EncodingError(f"--alloc takes ADDRESS=AMOUNT, got {item!r}")
-        allocations.append((decode_address(address, args.prefix),
-                            parse_amount(amount, args.decimals)))
+            raise _UsageError(f"--alloc takes ADDRESS=AMOUNT, got {item!r}")
+        try:
+            allocations.append((decode_address(address, args.prefix),
+                                parse_amount(amount, args.decimals)))
+        except EncodingError as exc:
+            raise _Reworded(f"--alloc {item}: {exc}") from exc
+    for address in args.issuer:
+        try:
+            issuers.append(decode_address(address, args.prefix))
+        except EncodingError as exc:
+            raise _Reworded(f"--issuer {address}: {exc}") from exc
     return ChainConfig(
         name=args.name, chain_id=args.chain_id, asset_code=args.asset, decimals=args.decimals,
-        issuers=tuple(decode_address(text, args.prefix) for text in args.issuer),
-        allocations=tuple(allocations), address_prefix=args.prefix,
+        issuers=tuple(issuers), allocations=tuple(allocations), address_prefix=args.prefix,
         genesis_time_s=int(time.time()), **({"bits": args.bits} if args.bits else {}))
 
 
@@ -256,6 +270,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     from tsunagi.core.config import genesis_accounts
     from tsunagi.ledger.ledger import Ledger
 
+    if not (args.config or args.alloc or args.issuer):
+        raise _UsageError("a chain needs accounts at genesis: pass --alloc ADDRESS=AMOUNT "
+                          "(funds for an address), --issuer ADDRESS (may mint), or --config "
+                          "FILE (a chain config); make an address with `tsunagi keygen`")
     config = _config_from_args(args)
     with Ledger.create(args.data, config) as ledger:
         accounts = {number: encode_address(key, config.address_prefix)
@@ -440,6 +458,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- the command line ---------------------------------------------------------------------------
+
+def _positive(text: str) -> int:
+    value = _int_argument(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def _height(text: str) -> int:
+    value = _int_argument(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a height is 0 or more, got {text}")
+    return value
+
 
 def _int_argument(text: str) -> int:
     try:
@@ -670,8 +702,9 @@ def _add_reading_commands(commands) -> None:
     verify.set_defaults(handler=cmd_verify)
 
     blocks = _with_chain(commands.add_parser("blocks", help="list the newest blocks"))
-    blocks.add_argument("--last", type=int, default=None, help="newest height to show")
-    blocks.add_argument("--count", type=int, default=20, help="how many blocks (default 20)")
+    blocks.add_argument("--last", type=_height, default=None, help="newest height to show")
+    blocks.add_argument("--count", type=_positive, default=20,
+                        help="how many blocks (default 20)")
     blocks.set_defaults(handler=cmd_blocks)
 
 
@@ -687,10 +720,11 @@ def _add_ledger_commands(commands) -> None:
                     "rates and verifies the chain.")
     demo.add_argument("--data", default="demo-chain",
                       help="the demo's chain directory (default demo-chain)")
-    demo.add_argument("--accounts", type=int, default=1000)
-    demo.add_argument("--transfers", type=int, default=48_000, help="batched transfers")
-    demo.add_argument("--baseline", type=int, default=500, help="transfers one per block")
-    demo.add_argument("--batch", type=int, default=8000, help="transfers per batch")
+    demo.add_argument("--accounts", type=_positive, default=1000)
+    demo.add_argument("--transfers", type=_positive, default=48_000, help="batched transfers")
+    demo.add_argument("--baseline", type=_positive, default=500,
+                      help="transfers one per block")
+    demo.add_argument("--batch", type=_positive, default=8000, help="transfers per batch")
     demo.set_defaults(handler=cmd_demo)
 
 

@@ -307,8 +307,7 @@ class Ledger:
         """A new data directory holding the genesis block of ``config``."""
         directory = Path(path)
         if directory.exists() and any(directory.iterdir()):
-            raise StorageError(f"{directory} is not empty: pick a new directory for a new chain "
-                               "or open the existing one with Ledger.open")
+            raise StorageError(f"{directory} is not empty: pick a new directory for a new chain")
         directory.mkdir(parents=True, exist_ok=True)
         write_file_atomically(directory / CONFIG_FILE, config.to_json().encode())
         threads = threads or hashing.cpu_count()
@@ -339,8 +338,8 @@ class Ledger:
         directory = Path(path)
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
-            raise StorageError(f"{directory} holds no tsunagi chain (no {CONFIG_FILE}): create "
-                               "one with `tsunagi init` or Ledger.create")
+            raise StorageError(f"{directory} holds no tsunagi chain (no {CONFIG_FILE}): check "
+                               "the path, or create a chain there first")
         config = ChainConfig.from_json(config_path.read_bytes())
         threads = threads or hashing.cpu_count()
         log = BlockLog.open(directory)
