@@ -394,9 +394,12 @@ def cmd_holds(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.progress import Progress
 
-    with _chain(args) as chain, Progress(transient=True) as progress:
+    # Progress goes to stderr, so the report is all that stdout carries.
+    with _chain(args) as chain, \
+            Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("verifying blocks", total=chain.height)
         report = chain.verify(lambda done, total: progress.update(task, completed=done))
     print(report)
