@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import numpy as np
 import pytest
 from test_node import CHAIN_ID, FUNDS, NodeThread, make_ledger
-
-import numpy as np
 
 from tsunagi import hashing
 from tsunagi.core import records as rec
