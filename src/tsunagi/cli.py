@@ -552,7 +552,7 @@ def _with_chain(parser, *rest):
     parser.add_argument("data", nargs="?", metavar="DATA",
                         help="data directory of the chain (leave it out with --node)")
     for name, help_text in rest:
-        parser.add_argument(name, help=help_text)
+        parser.add_argument(name, metavar=name.upper(), help=help_text)
     parser.add_argument("--node", metavar="HOST:PORT",
                         help="talk to a running `tsunagi node` instead of opening DATA "
                              f"(default ${NODE_ENV} when no DATA is given)")
@@ -570,7 +570,7 @@ def _signing(commands, name: str, help_text: str, handler, debit_flag: str | Non
 
 
 def _user_data(parser) -> None:
-    parser.add_argument("--user-data", type=_int, default=0,
+    parser.add_argument("--user-data", type=_int, default=0, metavar="N",
                         help="a number stored with the record, e.g. an invoice number")
 
 
@@ -607,28 +607,33 @@ def _add_signing_commands(commands) -> None:
              key_help="key file of the new account's owner")
 
     send = _signing(commands, "send", "sign and commit a transfer", cmd_send)
-    send.add_argument("--from", dest="from_", required=True, help="debit account or address")
-    send.add_argument("--to", required=True, help="credit account or address")
+    send.add_argument("--from", dest="from_", required=True, metavar="ACCOUNT",
+                      help="debit account or address")
+    send.add_argument("--to", required=True, metavar="ACCOUNT", help="credit account or address")
     send.add_argument("--amount", required=True, help="amount in the asset's units, e.g. 12.50")
-    send.add_argument("--key-slot", type=_key_slot, default=0,
+    send.add_argument("--key-slot", type=_key_slot, default=0, metavar="SLOT",
                       help="0: the owner key signs (default); 1..7: the policy key of that slot")
     _user_data(send)
 
     mint = _signing(commands, "mint", "make new units for an account (issuer key)", cmd_mint)
-    mint.add_argument("--from", dest="from_", required=True, help="the issuer's account")
-    mint.add_argument("--to", required=True, help="account or address that gets the units")
+    mint.add_argument("--from", dest="from_", required=True, metavar="ACCOUNT",
+                      help="the issuer's account")
+    mint.add_argument("--to", required=True, metavar="ACCOUNT",
+                      help="account or address that gets the units")
     mint.add_argument("--amount", required=True, help="amount in the asset's units")
     _user_data(mint)
 
     burn = _signing(commands, "burn", "destroy units of an issuer's own balance", cmd_burn)
-    burn.add_argument("--from", dest="from_", required=True, help="the issuer's account")
+    burn.add_argument("--from", dest="from_", required=True, metavar="ACCOUNT",
+                      help="the issuer's account")
     burn.add_argument("--amount", required=True, help="amount in the asset's units")
     _user_data(burn)
 
     hold = _signing(commands, "hold", "put an amount on hold for a payee until posted, "
                     "voided or expired", cmd_hold)
-    hold.add_argument("--from", dest="from_", required=True, help="payer account or address")
-    hold.add_argument("--to", required=True, help="payee account or address")
+    hold.add_argument("--from", dest="from_", required=True, metavar="ACCOUNT",
+                      help="payer account or address")
+    hold.add_argument("--to", required=True, metavar="ACCOUNT", help="payee account or address")
     hold.add_argument("--amount", required=True, help="amount in the asset's units")
     hold.add_argument("--expires-in", type=_duration_s, required=True, metavar="DURATION",
                       help="seconds or a duration (90s, 30m, 1h, 2d): then it returns to the "
@@ -705,8 +710,9 @@ def _add_reading_commands(commands) -> None:
     verify.set_defaults(handler=cmd_verify)
 
     blocks = _with_chain(commands.add_parser("blocks", help="list the newest blocks"))
-    blocks.add_argument("--last", type=_height, default=None, help="newest height to show")
-    blocks.add_argument("--count", type=_positive, default=20,
+    blocks.add_argument("--last", type=_height, default=None, metavar="HEIGHT",
+                        help="newest height to show (default: the tip)")
+    blocks.add_argument("--count", type=_positive, default=20, metavar="N",
                         help="how many blocks (default 20)")
     blocks.set_defaults(handler=cmd_blocks)
 
