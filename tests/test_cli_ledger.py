@@ -58,10 +58,10 @@ def test_mistakes_get_a_message_not_a_traceback(tmp_path, env):
     done = tsunagi("balance", tmp_path / "nothing", "1", check=False)
     assert done.returncode == 1 and "tsunagi init" in done.stderr
     assert "Traceback" not in done.stderr
-    tsunagi("keygen", tmp_path / "k.key", env=env)
+    address = json.loads(tsunagi("keygen", tmp_path / "k.key", env=env).stdout)["address"]
     wrong = {**env, "TSUNAGI_PASSPHRASE": "wrong"}
     data = tmp_path / "chain"
-    tsunagi("init", data, env=env)
+    tsunagi("init", data, "--alloc", f"{address}=1", env=env)
     done = tsunagi("open-account", data, "--key", tmp_path / "k.key", env=wrong, check=False)
     assert done.returncode == 1 and "passphrase" in done.stderr.lower()
     assert "Traceback" not in done.stderr

@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import numpy as np
 import pytest
 from test_node import CHAIN_ID, FUNDS, NodeThread, make_ledger
 
 from tsunagi import hashing
+from tsunagi.core import records as rec
+from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.codes import Result
-from tsunagi.core.keys import txid
+from tsunagi.core.keys import PrivateKey, txid
 from tsunagi.errors import NodeError
+from tsunagi.node import limits
 from tsunagi.node import protocol as p
 from tsunagi.node.client import AsyncClient, Client
 from tsunagi.node.server import NodeSettings
@@ -108,6 +112,31 @@ def test_sync_client_queries_match_the_ledger(node):
         assert (status.height, status.tip_hash) == (1, answer.block_hash)
 
 
+def test_client_answers_are_the_ledgers_answer_type(node):
+    """A Client's answer is the BatchAnswer a Ledger gives: numpy codes, txids, opened, and the
+    one-record helpers, through the auto-batcher and without it."""
+    wallet = node.wallet
+    record, signature = wallet.transfer(1, 10)
+    overdraft = wallet.transfer(2, FUNDS * 2)
+    newcomer = PrivateKey.generate()
+    opening = rec.open_account(CHAIN_ID, newcomer.public_key, sequence=1)
+    with Client("127.0.0.1", node.port) as client, \
+            Client("127.0.0.1", node.port, auto_batch=False) as direct:
+        one = client.submit(record, signature)
+        batch = direct.submit_batch(overdraft[0] + opening,
+                                    overdraft[1] + newcomer.sign_record(opening))
+    assert isinstance(one, BatchAnswer) and isinstance(batch, BatchAnswer)
+    assert one.codes.dtype == np.uint8 and one.code == Result.ok and one.account == 0
+    assert one.txids[0].tobytes() == txid(record) and one.height == 1
+    assert batch.failures == [(0, Result.insufficient_funds)]
+    assert batch.opened.dtype == np.uint64 and batch.opened.tolist() == [0, wallet.payee + 1]
+    assert [t.tobytes() for t in batch.txids] == [txid(overdraft[0]), txid(opening)]
+    assert batch.slice(1, 2).account == wallet.payee + 1
+    local = node.ledger.submit(record, signature)  # the same record, straight to the ledger
+    assert type(local) is type(one) and local.code == Result.already_committed
+    assert local.final_codes().tolist() == [Result.ok]
+
+
 def test_auto_batcher_coalesces_calls_from_threads(node):
     wallet, calls_per_thread = node.wallet, 25
     with Client("127.0.0.1", node.port, batch_wait_ms=5) as client:
@@ -156,7 +185,7 @@ def test_lost_answer_is_retried_and_answers_already_committed(node):
         record, signature = wallet.transfer(1, 500)
         answer = client.submit(record, signature)
         assert proxy.cuts == 1
-        assert answer.code == Result.already_committed and answer.originals == ((0, 0),)
+        assert answer.code == Result.already_committed and answer.originals == {0: 0}
         assert answer.final_codes().tolist() == [Result.ok]
         assert client.balance(wallet.payee) == 501  # the money moved once
     node.run(proxy.stop())
@@ -246,7 +275,42 @@ def test_batch_authorized_request_shares_a_group_with_another(tmp_path):
     with NodeThread(ledger, NodeSettings(group_wait_ms=100)) as running:
         first, second = asyncio.run(main(running.port))
         assert running.server.groups_committed == 1
-        assert first.codes_array().tolist() == [Result.ok] * 3
-        assert second.codes_array().tolist() == [Result.ok] * 4
+        assert first.codes.tolist() == [Result.ok] * 3
+        assert second.codes.tolist() == [Result.ok] * 4
         assert first.height == second.height == 1
         assert running.call(lambda: ledger.balance(wallet.payee)) == 1 + 3 + 400
+
+
+def test_accounts_holds_and_policy_queries_match_the_ledger(node, monkeypatch):
+    """The queries the CLI needs: accounts of a key (asked a page at a time), units held and
+    open holds, one hold by name, a policy slot; absent things answer None or nothing."""
+    monkeypatch.setattr(limits, "accounts_per_answer_max", 2)  # pages of two accounts
+    wallet, key = node.wallet, node.wallet.payer_keys[0]
+    spender = PrivateKey.generate()
+    expiry_s = 2**32 - 1
+    opens = [rec.open_account(CHAIN_ID, key.public_key, sequence=100 + n) for n in range(4)]
+    hold = rec.hold(CHAIN_ID, 7, 1, wallet.payee, 300, authority_account=wallet.payee,
+                    expiry_s=expiry_s, hashlock=bytes(range(32)))
+    policy = rec.set_policy_key(CHAIN_ID, 8, 1, 2, spender.public_key, amount_max=50,
+                                allowance=500, recipients=(wallet.payee,))
+    records = opens + [hold, policy]
+    with Client("127.0.0.1", node.port, auto_batch=False) as client:
+        answer = client.submit_batch(b"".join(records), b"".join(map(key.sign_record, records)))
+        assert answer.failures == []
+        assert client.accounts_of(key.public_key) == [1, 10, 11, 12, 13]
+        assert client.accounts_of(spender.public_key) == []
+        holds = client.holds(1)
+        assert (holds.held, holds.open_count, len(holds.holds)) == (300, 1, 1)
+        assert holds.holds[0] == client.hold(1, 7)
+        assert client.holds(wallet.payee).held == 0  # the payee is owed it, not holding it
+        found = client.hold(1, 7)
+        assert (found.payee, found.authority, found.amount, found.status_name) == (
+            wallet.payee, wallet.payee, 300, "open")
+        assert found.hashlock == bytes(range(32)) and found.expiry_s == expiry_s
+        slot = client.policy(1, 2)
+        assert (slot.policy_key, slot.amount_max, slot.allowance, slot.recipients) == (
+            spender.public_key, 50, 500, (wallet.payee,))
+        assert client.policy(1, 3) is None and client.hold(1, 8) is None
+        assert client.holds(10_000) is None
+    assert node.ledger.held(1) == 300 and node.ledger.hold(1, 7)["status"] == "open"
+    assert node.ledger.policy(1, 2)["key"] == spender.public_key

@@ -19,7 +19,7 @@ def test_demo_commits_baseline_and_batches_and_verifies(tmp_path):
                       batch_size=100)
     assert result.verified and result.batched_rate > 0 and result.baseline_rate > 0
     assert result.blocks == 1 + 10 + 3  # genesis, one block per baseline transfer, 3 batches
-    with Ledger.open(tmp_path / "d" / "chain") as ledger:
+    with Ledger.open(tmp_path / "d") as ledger:  # the chain is where the demo says it is
         assert ledger.state.balance_total() == 12 * 10**9  # transfers move, never make money
         assert sum(1 for _ in ledger.history(1, limit=1000)) > 0
     again = run_demo(tmp_path / "d", accounts=5, transfers=50, baseline_transfers=5,
@@ -48,3 +48,9 @@ def test_demo_command_runs(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "batched / baseline" in done.stdout and "verify: ok" in done.stdout
+    hint = f"tsunagi blocks {tmp_path / 'd'}"
+    assert hint in " ".join(done.stdout.split())  # rich may wrap the line
+    listed = subprocess.run([sys.executable, "-m", "tsunagi", *hint.split()[1:]],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert "records" in listed.stdout and "Traceback" not in listed.stderr

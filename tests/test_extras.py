@@ -91,8 +91,11 @@ print(json.dumps({{"failed": sorted(failed), "exit": code}}))
 @pytest.fixture
 def chain(tmp_path) -> str:
     from tsunagi.cli import main
+    from tsunagi.core.address import encode_address
+    from tsunagi.core.keys import PrivateKey
 
-    assert main(["init", str(tmp_path / "chain")]) == 0
+    holder = encode_address(PrivateKey.generate().public_key)
+    assert main(["init", str(tmp_path / "chain"), "--alloc", f"{holder}=1"]) == 0
     return str(tmp_path / "chain")
 
 

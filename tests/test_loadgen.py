@@ -21,7 +21,9 @@ import pytest
 from tsunagi import hashing
 from tsunagi import loadgen as lg
 from tsunagi.core import keys
+from tsunagi.core.address import encode_address
 from tsunagi.core.codes import Result
+from tsunagi.core.keys import PrivateKey
 from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES
 from tsunagi.errors import ConfigError
 from tsunagi.node import protocol as p
@@ -181,7 +183,9 @@ def test_a_chain_without_the_load_accounts_is_refused(served):
 def test_target_without_the_load_accounts_says_how_to_make_them(tmp_path):
     """A node serving a chain made by `tsunagi init` holds no account whose key the load
     generator knows, and it cannot fund any there: the command says how to get such a chain."""
-    subprocess.run([sys.executable, "-m", "tsunagi", "init", str(tmp_path / "plain")],
+    holder = encode_address(PrivateKey.generate().public_key)
+    subprocess.run([sys.executable, "-m", "tsunagi", "init", str(tmp_path / "plain"),
+                    "--alloc", f"{holder}=1"],
                    check=True, capture_output=True, timeout=60)
     with lg.NodeProcess(tmp_path / "plain") as node:
         for extra in ([], ["--setup"]):

@@ -390,7 +390,7 @@ def test_clients_vanishing_mid_frame_and_mid_batch(chain):
                 time.sleep(0.01)
             assert client.balance(wallet.payee) == 51
             retry = client.submit_batch(frame_records(batch), frame_signatures(batch))
-            assert retry.codes_array().tolist() == [Result.already_committed] * 5
+            assert retry.codes.tolist() == [Result.already_committed] * 5
             assert retry.final_codes().tolist() == [Result.ok] * 5
             assert client.status().connections == 1
 

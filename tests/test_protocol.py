@@ -99,6 +99,22 @@ messages = st.one_of(
               st.none() | st.binary(min_size=BLOCK_BYTES_MIN, max_size=400)),
 )
 
+holds = st.builds(p.Hold, u64, u64, u64, u64, u64, u64, hash32,
+                  st.sampled_from(sorted(p.HOLD_STATUS_NAMES)))
+open_holds = st.builds(p.Hold, u64, u64, u64, u64, u64, u64, hash32, st.just(p.HOLD_OPEN))
+messages = st.one_of(
+    messages,
+    st.builds(p.QueryAccounts, hash32, u64),
+    st.builds(p.Accounts, st.sets(u64, max_size=limits.accounts_per_answer_max)
+              .map(lambda found: tuple(sorted(found)))),
+    st.builds(p.QueryHolds, u64), holds, st.builds(p.QueryHold, u64, u64),
+    st.lists(open_holds, max_size=6).flatmap(lambda listed: st.builds(
+        p.Holds, u64, st.integers(len(listed), 2**32 - 1), st.just(tuple(listed)))),
+    st.builds(p.QueryPolicy, u64, st.sampled_from(p.POLICY_SLOTS)),
+    st.builds(p.Policy, u64, st.sampled_from(p.POLICY_SLOTS), hash32, u64, u64, u64, u64,
+              st.lists(st.integers(1, 2**64 - 1), max_size=4).map(tuple)),
+)
+
 
 @given(messages, request_ids)
 @settings(max_examples=600, deadline=None)
@@ -255,3 +271,49 @@ def test_codes_decode_as_numpy_without_copy_semantics():
     assert back.codes_array().dtype == np.uint8
     assert back.codes_array().tolist() == [3, 0, 9]
     assert back.height is None and back.block_hash is None
+
+
+def _frame(kind: p.MessageType, payload: bytes) -> p.Frame:
+    return p.Frame(1, kind, 0, 1, memoryview(payload))
+
+
+HOLD_BYTES = struct.pack("<6Q", 1, 2, 3, 4, 5, 6) + bytes(32) + bytes([1]) + bytes(7)
+
+
+@pytest.mark.parametrize("kind, payload, why", [
+    (p.MessageType.query_accounts, bytes(39), "40 bytes"),
+    (p.MessageType.accounts, struct.pack("<I4x", 2) + struct.pack("<QQ", 5, 5), "rise"),
+    (p.MessageType.accounts, struct.pack("<I4x", 1001) + bytes(8008), "at most 1000"),
+    (p.MessageType.accounts, struct.pack("<I4x", 2) + bytes(8), "24 bytes"),
+    (p.MessageType.hold, HOLD_BYTES[:-8] + bytes([9]) + bytes(7), "unknown hold status"),
+    (p.MessageType.hold, HOLD_BYTES[:-1] + b"\x01", "padding"),
+    (p.MessageType.holds, struct.pack("<QII", 5, 0, 1) + HOLD_BYTES, "open count"),
+    (p.MessageType.holds, struct.pack("<QII", 5, 1, 1) + HOLD_BYTES[:-8] + bytes([2])
+     + bytes(7), "open holds only"),
+    (p.MessageType.query_hold, bytes(15), "16 bytes"),
+    (p.MessageType.query_policy, struct.pack("<QB7x", 1, 0), "slot is 1..7"),
+    (p.MessageType.query_policy, struct.pack("<QB", 1, 1) + b"\x01" + bytes(6), "padding"),
+    (p.MessageType.policy, struct.pack("<QB7x32sQQQQ4Q", 1, 8, bytes(32), 0, 0, 0, 0, 0, 0, 0,
+                                       0), "slot is 1..7"),
+])
+def test_malformed_account_hold_and_policy_messages_get_protocol_error(kind, payload, why):
+    with pytest.raises(ProtocolError, match=why):
+        p.decode(_frame(kind, payload))
+
+
+def test_hold_and_policy_layouts():
+    """Field offsets a peer in another language relies on, against hand-packed bytes."""
+    hold = p.Hold(1, 2, 3, 4, 5, 6, bytes(range(32)), p.HOLD_OPEN)
+    assert p.encode(hold, 1)[16:] == struct.pack("<6Q", 1, 2, 3, 4, 5, 6) + bytes(range(32)) \
+        + bytes([1]) + bytes(7)
+    listed = p.encode(p.Holds(700, 3, (hold,)), 1)[16:]
+    assert listed[:16] == struct.pack("<QII", 700, 3, 1) and len(listed) == 16 + 88
+    policy = p.Policy(9, 3, bytes(range(32)), 10, 20, 15, 99, (4, 5))
+    assert p.encode(policy, 1)[16:] == struct.pack("<QB7x", 9, 3) + bytes(range(32)) \
+        + struct.pack("<8Q", 10, 20, 15, 99, 4, 5, 0, 0)
+    assert p.encode(p.QueryAccounts(bytes(range(32)), 7), 1)[16:] == bytes(range(32)) \
+        + struct.pack("<Q", 7)
+    with pytest.raises(ValueError):
+        p.encode(p.QueryPolicy(1, 0), 1)
+    with pytest.raises(ValueError):
+        p.encode(p.Holds(0, 0, (hold,)), 1)

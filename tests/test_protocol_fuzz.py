@@ -52,6 +52,10 @@ def corpus() -> list[bytes]:
         p.QueryStatus(), p.Status(7, 1, 3, bytes(32), 2, 0, 5, 9),
         p.Subscribe(0, True), p.Subscribed(3), p.BlockNotice(1, bytes(32), 2, block),
         p.BlockNotice(1, bytes(32), 2), p.Unsubscribe(), p.SubscriptionEnd(),
+        p.QueryAccounts(bytes(range(32)), 3), p.Accounts((4, 9, 12)), p.QueryHolds(2),
+        p.Holds(40, 2, (p.Hold(2, 5, 3, 3, 40, 99, bytes(32), p.HOLD_OPEN),)),
+        p.QueryHold(2, 5), p.Hold(2, 5, 3, 3, 40, 99, bytes(range(32)), 2),
+        p.QueryPolicy(2, 1), p.Policy(2, 1, bytes(range(32)), 10, 100, 90, 0, (3,)),
     ]
     return [p.encode(message, 1000 + i) for i, message in enumerate(samples)]
 

@@ -119,18 +119,107 @@ def _passphrase(args: argparse.Namespace, confirm: bool = False) -> str:
     return value
 
 
-def _account_number(ledger, text: str) -> int:
-    """An account given as its number, or as an address owning exactly one account."""
-    from tsunagi.errors import EncodingError
+def _key(args: argparse.Namespace):
+    from tsunagi.core.keyfile import load_key
 
-    if text.isdigit():
-        return int(text)
-    accounts = ledger.accounts_of(text)
-    if len(accounts) != 1:
-        raise EncodingError(f"address {text} owns {len(accounts)} accounts "
-                            f"({', '.join(map(str, accounts)) or 'none'}): give the number")
-    return accounts[0]
+    return load_key(args.key, _passphrase(args))
 
+
+def _emit(args: argparse.Namespace, value) -> None:
+    """Prints the answer as one JSON line, or with --print FIELD that field of it as text."""
+    field = getattr(args, "print_field", None)
+    if field is None:
+        print(json.dumps(value))
+        return
+    for row in value if isinstance(value, list) else [value]:
+        if field not in row:  # the work is done: show all of the answer, then say why
+            print(json.dumps(value))
+            raise _Reworded(f"--print {field}: the answer has no such field (it has "
+                            f"{', '.join(row)})")
+        item = row[field]
+        print(item if isinstance(item, str) else json.dumps(item))
+
+
+class _UsageError(Exception):
+    """A command line that cannot work as given: exit 2 with the message."""
+
+
+class _Reworded(Exception):
+    """A library error in the words of the command line: exit 1 with the message."""
+
+
+# --- where the chain is: a data directory or a node ---------------------------------------------
+
+NODE_ENV = "TSUNAGI_NODE"
+
+
+def _chain(args: argparse.Namespace):
+    """The chain the command names: its data directory, or --node (or $TSUNAGI_NODE)."""
+    from tsunagi.errors import LockedError, StorageError
+    from tsunagi.node.access import LedgerAccess
+    from tsunagi.node.service import no_chain_hint
+
+    if args.data is not None:
+        if args.node is not None:
+            raise _UsageError("name the chain once: a data directory or --node HOST:PORT, "
+                              "not both")
+        try:
+            return LedgerAccess(args.data)
+        except LockedError as exc:
+            raise _Reworded(_in_use(args, exc)) from exc
+        except StorageError as exc:
+            hint = no_chain_hint(args.data)
+            raise _Reworded(f"{exc}: {hint}" if hint else str(exc)) from exc
+    node = args.node or os.environ.get(NODE_ENV)
+    if not node:
+        raise _UsageError(f"name the chain: a data directory ({args.command_parser.prog} DIR "
+                          f"...) or a running node (--node HOST:PORT, or set {NODE_ENV})")
+    return _node_access(node)
+
+
+def _node_access(node: str):
+    from tsunagi.errors import NodeError
+    from tsunagi.node.access import NodeAccess
+    from tsunagi.node.service import parse_address
+
+    host, port = parse_address(node, "--node")
+    try:
+        return NodeAccess(host, port, retries=2)
+    except NodeError as exc:
+        source = "--node" if node != os.environ.get(NODE_ENV) else NODE_ENV
+        raise _Reworded(f"cannot reach a node at {host}:{port} ({exc}): start one with "
+                        f"`tsunagi node --data DIR --listen {host}:{port}`, or check {source}"
+                        ) from exc
+
+
+def _in_use(args: argparse.Namespace, exc) -> str:
+    from tsunagi.node.service import running_node_address
+
+    address = running_node_address(args.data)
+    if address is None:
+        return (f"{exc} If it is a `tsunagi node`, add --node HOST:PORT (the address it "
+                "listens on) instead of the data directory.")
+    return (f"the data directory {args.data} is in use by a running node: add --node "
+            f"{address} instead of the directory ({args.command_parser.prog} --node {address} "
+            "...)")
+
+
+def _not_owner(args: argparse.Namespace, exc) -> str:
+    """KeyNotOwnerError in the words of the command line: which flag to change."""
+    flag = getattr(args, "debit_flag", None)
+    said = f"{args.key} ({exc.key_address}) {exc.what()}; {exc.owns()}"
+    if exc.slot:
+        return f"{said}: sign with the key that slot holds (--key), or pick another --key-slot"
+    if flag is None:  # post and void debit the hold's authority
+        return f"{said}: sign with the key of account {exc.account}, the hold's authority (--key)"
+    if len(exc.owned) == 1:
+        return f"{said}: use {flag} {exc.owned[0]}"
+    if exc.owned:
+        return f"{said}: use {flag} with one of them"
+    return f"{said}: sign with the owner's key file (--key)"
+
+
+# --- keys and chains ----------------------------------------------------------------------------
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     from tsunagi.core.address import encode_address
@@ -139,8 +228,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
     key = PrivateKey.generate()
     save_key(args.out, key, _passphrase(args, confirm=True), address_prefix=args.prefix)
-    print(json.dumps({"key_file": str(args.out), "public_key": key.public_key.hex(),
-                      "address": encode_address(key.public_key, args.prefix)}))
+    _emit(args, {"key_file": str(args.out), "public_key": key.public_key.hex(),
+                 "address": encode_address(key.public_key, args.prefix)})
     return EXIT_OK
 
 
@@ -151,19 +240,29 @@ def _config_from_args(args: argparse.Namespace):
     from tsunagi.errors import EncodingError
 
     if args.config:
-        with open(args.config, "rb") as handle:
-            return ChainConfig.from_json(handle.read())
-    allocations = []
+        try:
+            with open(args.config, "rb") as handle:
+                return ChainConfig.from_json(handle.read())
+        except OSError as exc:
+            raise _Reworded(f"cannot read --config {args.config}: {exc.strerror}") from exc
+    allocations, issuers = [], []
     for item in args.alloc:
         address, _, amount = item.partition("=")
         if not amount:
-            raise EncodingError(f"--alloc takes ADDRESS=AMOUNT, got {item!r}")
-        allocations.append((decode_address(address, args.prefix),
-                            parse_amount(amount, args.decimals)))
+            raise _UsageError(f"--alloc takes ADDRESS=AMOUNT, got {item!r}")
+        try:
+            allocations.append((decode_address(address, args.prefix),
+                                parse_amount(amount, args.decimals)))
+        except EncodingError as exc:
+            raise _Reworded(f"--alloc {item}: {exc}") from exc
+    for address in args.issuer:
+        try:
+            issuers.append(decode_address(address, args.prefix))
+        except EncodingError as exc:
+            raise _Reworded(f"--issuer {address}: {exc}") from exc
     return ChainConfig(
         name=args.name, chain_id=args.chain_id, asset_code=args.asset, decimals=args.decimals,
-        issuers=tuple(decode_address(text, args.prefix) for text in args.issuer),
-        allocations=tuple(allocations), address_prefix=args.prefix,
+        issuers=tuple(issuers), allocations=tuple(allocations), address_prefix=args.prefix,
         genesis_time_s=int(time.time()), **({"bits": args.bits} if args.bits else {}))
 
 
@@ -172,104 +271,140 @@ def cmd_init(args: argparse.Namespace) -> int:
     from tsunagi.core.config import genesis_accounts
     from tsunagi.ledger.ledger import Ledger
 
+    if not (args.config or args.alloc or args.issuer):
+        raise _UsageError("a chain needs accounts at genesis: pass --alloc ADDRESS=AMOUNT "
+                          "(funds for an address), --issuer ADDRESS (may mint), or --config "
+                          "FILE (a chain config); make an address with `tsunagi keygen`")
     config = _config_from_args(args)
     with Ledger.create(args.data, config) as ledger:
         accounts = {number: encode_address(key, config.address_prefix)
                     for number, key in enumerate(genesis_accounts(config), start=1)}
-        print(json.dumps({"data": str(args.data), "chain": config.name,
-                          "chain_id": config.chain_id,
-                          "genesis_hash": ledger.tip_hash[::-1].hex(), "accounts": accounts}))
+        _emit(args, {"data": str(args.data), "chain": config.name, "chain_id": config.chain_id,
+                     "genesis_hash": ledger.tip_hash[::-1].hex(), "accounts": accounts})
     return EXIT_OK
 
 
-def _submit_one(ledger, record: bytes, key) -> dict:
+# --- commands that sign -------------------------------------------------------------------------
+
+def _signed_out(signed, hold: bool = False) -> dict:
+    """What a signing command prints: the record's code, txid, block, and what it made."""
     from tsunagi.core.codes import Result
 
-    answer = ledger.submit(record, key.sign_record(record))
-    code = Result(int(answer.codes[0]))
-    result = {"code": code.name, "txid": answer.txids[0].tobytes()[::-1].hex(),
+    answer = signed.answer
+    result = {"code": answer.code.name, "txid": answer.txids[0].tobytes()[::-1].hex(),
               "height": answer.height}
     if 0 in answer.originals:
         result["original_code"] = Result(answer.originals[0]).name
-    if int(answer.opened[0]):
-        result["account"] = int(answer.opened[0])
+    if answer.account:
+        result["account"] = answer.account
+    if hold and answer.code == Result.ok:
+        fields = signed.fields
+        result["hold"] = f"{fields['debit_account']}:{fields['sequence']}"
     return result
 
 
-def _next_sequence(ledger, account: int) -> int:
-    # Microseconds since the epoch: above any earlier sequence of this account, even from
-    # another client, without asking the ledger for the last one first.
-    return max(ledger.account(account).sequence + 1, time.time_ns() // 1000)
+def _sign(args: argparse.Namespace, operation, hold: bool = False) -> int:
+    """Runs ``operation(chain, key)`` (one signed record) and prints its answer."""
+    with _chain(args) as chain:
+        signed = operation(chain, _key(args))
+    _emit(args, _signed_out(signed, hold))
+    return EXIT_OK if signed.answer.code == 0 else EXIT_FAILED
 
 
 def cmd_open_account(args: argparse.Namespace) -> int:
-    from tsunagi.core import records
-    from tsunagi.core.keyfile import load_key
-    from tsunagi.ledger.ledger import Ledger
-
-    key = load_key(args.key, _passphrase(args))
-    with Ledger.open(args.data) as ledger:
-        record = records.open_account(ledger.config.chain_id, key.public_key,
-                                      sequence=time.time_ns() // 1000)
-        result = _submit_one(ledger, record, key)
-    print(json.dumps(result))
-    return EXIT_OK if result["code"] == "ok" else EXIT_FAILED
+    return _sign(args, lambda chain, key: chain.open_account(key))
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from tsunagi.core import records
-    from tsunagi.core.amounts import parse_amount
-    from tsunagi.core.keyfile import load_key
-    from tsunagi.ledger.ledger import Ledger
+    return _sign(args, lambda chain, key: chain.transfer(
+        key, args.from_, args.to, args.amount, key_slot=args.key_slot,
+        user_data=args.user_data))
 
-    key = load_key(args.key, _passphrase(args))
-    with Ledger.open(args.data) as ledger:
-        config = ledger.config
-        debit = _account_number(ledger, args.from_)
-        credit = _account_number(ledger, args.to)
-        record = records.transfer(config.chain_id, _next_sequence(ledger, debit), debit, credit,
-                                  parse_amount(args.amount, config.decimals),
-                                  key_slot=args.key_slot, user_data=args.user_data)
-        result = _submit_one(ledger, record, key)
-    print(json.dumps(result))
-    return EXIT_OK if result["code"] == "ok" else EXIT_FAILED
 
+def cmd_mint(args: argparse.Namespace) -> int:
+    return _sign(args, lambda chain, key: chain.mint(
+        key, args.from_, args.to, args.amount, user_data=args.user_data))
+
+
+def cmd_burn(args: argparse.Namespace) -> int:
+    return _sign(args, lambda chain, key: chain.burn(
+        key, args.from_, args.amount, user_data=args.user_data))
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    return _sign(args, lambda chain, key: chain.hold(
+        key, args.from_, args.to, args.amount, expiry_s=int(time.time()) + args.expires_in,
+        authority=args.authority, hashlock=args.hashlock or b"", user_data=args.user_data),
+        hold=True)
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    return _sign(args, lambda chain, key: chain.post(
+        key, *args.hold, args.amount, preimage=args.preimage or b""))
+
+
+def cmd_void(args: argparse.Namespace) -> int:
+    return _sign(args, lambda chain, key: chain.void(key, *args.hold))
+
+
+def cmd_policy_set(args: argparse.Namespace) -> int:
+    expiry_s = 0 if args.expires_in is None else int(time.time()) + args.expires_in
+    return _sign(args, lambda chain, key: chain.set_policy(
+        key, args.account, args.slot, args.policy_key, amount_max=args.amount_max or 0,
+        allowance=args.allowance or 0, expiry_s=expiry_s, recipients=tuple(args.recipient)))
+
+
+def cmd_policy_revoke(args: argparse.Namespace) -> int:
+    return _sign(args, lambda chain, key: chain.revoke_policy(key, args.account, args.slot))
+
+
+# --- commands that read -------------------------------------------------------------------------
 
 def cmd_balance(args: argparse.Namespace) -> int:
-    from tsunagi.core.address import encode_address
     from tsunagi.core.amounts import format_amount
-    from tsunagi.ledger.ledger import Ledger
 
-    with Ledger.open(args.data) as ledger:
-        config = ledger.config
-        numbers = ([int(args.account)] if args.account.isdigit()
-                   else ledger.accounts_of(args.account))
-        rows = []
-        for number in numbers:
-            info = ledger.account(number)
-            held = sum(hold["amount"] for hold in ledger.holds(number)
-                       if hold.get("status") == "open" and hold.get("payer") == number)
-            rows.append({"account": number,
-                         "address": encode_address(info.owner_key, config.address_prefix),
-                         "balance": format_amount(info.balance, config.decimals),
-                         "held": format_amount(held, config.decimals),
-                         "asset": config.asset_code, "sequence": info.sequence})
-    print(json.dumps(rows if len(rows) != 1 else rows[0]))
-    return EXIT_OK if rows else EXIT_FAILED
+    with _chain(args) as chain:
+        config = chain.config
+        rows = [{"account": row.account, "address": chain.address(row.owner_key),
+                 "balance": format_amount(row.balance, config.decimals),
+                 "held": format_amount(row.held, config.decimals),
+                 "asset": config.asset_code, "sequence": row.sequence}
+                for row in chain.balances(args.account)]
+    if not rows:
+        raise _Reworded(f"address {args.account} owns no account on chain {config.name!r}: "
+                        "open one with `tsunagi open-account`")
+    _emit(args, rows if len(rows) != 1 else rows[0])
+    return EXIT_OK
+
+
+def cmd_holds(args: argparse.Namespace) -> int:
+    from tsunagi.core.amounts import format_amount
+
+    with _chain(args) as chain:
+        decimals = chain.config.decimals
+        number = chain.account_number(args.account)
+        found = chain.open_holds(number)
+    holds = [{"hold": f"{h['payer']}:{h['sequence']}", "payer": h["payer"],
+              "payee": h["payee"], "authority": h["authority"],
+              "amount": format_amount(h["amount"], decimals), "expiry_s": h["expiry_s"],
+              "hashlock": bytes(h["hashlock"]).hex() if any(h["hashlock"]) else None}
+             for h in found.holds]
+    _emit(args, {"account": number, "held": format_amount(found.held, decimals),
+                 "open_holds": found.open_count, "holds": holds})
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from tsunagi.ledger.ledger import Ledger
-
-    # Progress goes to stderr, so what verify prints on stdout is its report alone.
-    with Ledger.open(args.data) as ledger, \
+    # Progress goes to stderr, so the report is all that stdout carries.
+    with _chain(args) as chain, \
             Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("verifying blocks", total=ledger.height)
-        report = ledger.verify(lambda done, total: progress.update(task, completed=done))
-        damage = ledger.damage
+        task = progress.add_task("verifying blocks", total=chain.height)
+        report = chain.verify(lambda done, total: progress.update(task, completed=done))
+        ledger = getattr(chain, "ledger", None)  # a data directory's: it records damage found
+        damage = None if ledger is None else ledger.damage
     print(report)
     if damage is not None:
         print(f"tsunagi: {damage.advice(ledger.directory)}", file=sys.stderr)
@@ -349,19 +484,14 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tsunagi.core.block import decode_block
-    from tsunagi.ledger.ledger import Ledger
-
-    with Ledger.open(args.data) as ledger:
-        last = ledger.height - 1 if args.last is None else min(args.last, ledger.height - 1)
-        first = max(0, last - args.count + 1)
-        table = Table("height", "hash", "time", "records", "failed", "batches")
-        for height in range(last, first - 1, -1):
-            block = decode_block(ledger.block(height))
-            table.add_row(str(height), block.hash[::-1].hex()[:24] + "…",
-                          time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(block.time)),
-                          str(len(block)), str(int((block.codes != 0).sum())),
-                          str(len(block.batches)))
+    with _chain(args) as chain:
+        found = chain.blocks(args.last, args.count)
+    table = Table("height", "hash", "time", "records", "failed", "batches")
+    for height, block in found:
+        table.add_row(str(height), block.hash[::-1].hex()[:24] + "…",
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(block.time)),
+                      str(len(block)), str(int((block.codes != 0).sum())),
+                      str(len(block.batches)))
     Console().print(table)
     return EXIT_OK
 
@@ -400,76 +530,284 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"batched / baseline: {result.batched_rate / result.baseline_rate:.1f}x; "
                   f"{result.blocks} blocks; verify: {'ok' if result.verified else 'FAILED'} "
                   f"in {result.verify_seconds:.2f} s")
-    console.print(f"chain kept in {result.directory / 'chain'}: try "
-                  f"`tsunagi blocks {result.directory / 'chain'}`")
+    console.print(f"chain kept in {result.directory}: try `tsunagi blocks {result.directory}`")
     return EXIT_OK if result.verified else EXIT_FAILED
 
 
-def _add_ledger_commands(commands) -> None:
-    def with_passphrase(parser):
-        parser.add_argument("--passphrase-env", default="TSUNAGI_PASSPHRASE",
-                            help="environment variable holding the key file passphrase "
-                                 "(default TSUNAGI_PASSPHRASE; asked on the terminal if unset)")
-        return parser
+# --- the command line ---------------------------------------------------------------------------
 
-    keygen = with_passphrase(commands.add_parser("keygen", help="make a key file"))
+def _positive(text: str) -> int:
+    value = _int_argument(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def _height(text: str) -> int:
+    value = _int_argument(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a height is 0 or more, got {text}")
+    return value
+
+
+def _int_argument(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration_s(text: str) -> int:
+    """Seconds, as a number (3600) or a duration (90s, 30m, 1h, 2d, 1w, 1h30m)."""
+    import re
+
+    text = text.strip().lower()
+    if text.isdigit():
+        return int(text)
+    parts = re.fullmatch(r"(?:\d+[smhdw])+", text) and re.findall(r"(\d+)([smhdw])", text)
+    if not parts:
+        raise argparse.ArgumentTypeError(
+            f"a duration is seconds (3600) or a number with s, m, h, d or w (90s, 1h30m, 2d), "
+            f"got {text!r}")
+    return sum(int(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def _hex32(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise argparse.ArgumentTypeError(f"32 bytes as 64 hex digits, got {text!r}")
+    return value
+
+
+def _hold_name(text: str) -> tuple[int, int]:
+    payer, _, sequence = text.partition(":")
+    if not (payer.isdigit() and sequence.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"a hold is PAYER:SEQUENCE, as `tsunagi hold` prints it, got {text!r}")
+    return int(payer), int(sequence)
+
+
+def _slot(text: str) -> int:
+    value = _int_argument(text)
+    if not 1 <= value <= 7:
+        raise argparse.ArgumentTypeError(f"a policy key slot is 1..7, got {text}")
+    return value
+
+
+def _key_slot(text: str) -> int:
+    value = _int_argument(text)
+    if not 0 <= value <= 7:
+        raise argparse.ArgumentTypeError(f"a key slot is 0 (the owner key) or 1..7, got {text}")
+    return value
+
+
+def _with_passphrase(parser):
+    parser.add_argument("--passphrase-env", default="TSUNAGI_PASSPHRASE",
+                        help="environment variable holding the key file passphrase "
+                             "(default TSUNAGI_PASSPHRASE; asked on the terminal if unset)")
+    return parser
+
+
+def _with_print(parser):
+    parser.add_argument("--print", dest="print_field", metavar="FIELD",
+                        help="print only FIELD of the JSON answer, as text (for scripts: "
+                             "ALICE=$(tsunagi keygen alice.key --print address))")
+    return parser
+
+
+def _with_chain(parser, *rest):
+    """DATA (the chain's directory), or --node HOST:PORT / $TSUNAGI_NODE; then ``rest``."""
+    parser.add_argument("data", nargs="?", metavar="DATA",
+                        help="data directory of the chain (leave it out with --node)")
+    for name, help_text in rest:
+        parser.add_argument(name, metavar=name.upper(), help=help_text)
+    parser.add_argument("--node", metavar="HOST:PORT",
+                        help="talk to a running `tsunagi node` instead of opening DATA "
+                             f"(default ${NODE_ENV} when no DATA is given)")
+    parser.set_defaults(command_parser=parser)
+    return parser
+
+
+def _signing(commands, name: str, help_text: str, handler, debit_flag: str | None = "--from",
+             key_help: str = "key file that signs"):
+    parser = _with_print(_with_passphrase(_with_chain(commands.add_parser(
+        name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."))))
+    parser.add_argument("--key", required=True, help=key_help)
+    parser.set_defaults(handler=handler, debit_flag=debit_flag)
+    return parser
+
+
+def _user_data(parser) -> None:
+    parser.add_argument("--user-data", type=_int, default=0, metavar="N",
+                        help="a number stored with the record, e.g. an invoice number")
+
+
+def _add_keys_and_chains(commands) -> None:
+    keygen = _with_print(_with_passphrase(commands.add_parser(
+        "keygen", help="make a key file", description="Make a new key and save it encrypted "
+                                                      "under a passphrase; print its address.")))
     keygen.add_argument("out", help="key file to write (refuses to overwrite)")
     keygen.add_argument("--prefix", default="tsu", help="address prefix of the chain")
-    keygen.set_defaults(handler=cmd_keygen)
+    keygen.set_defaults(handler=cmd_keygen, command_parser=keygen)
 
-    init = commands.add_parser("init", help="create a chain in a new data directory")
+    init = _with_print(commands.add_parser(
+        "init", help="create a chain in a new data directory",
+        description="Create a chain: its genesis block funds --alloc addresses and names "
+                    "--issuer addresses (or a --config file says all of it)."))
     init.add_argument("data", help="data directory (must not exist or be empty)")
     init.add_argument("--config", help="chain config JSON file (instead of the flags below)")
-    init.add_argument("--name", default="dev")
-    init.add_argument("--chain-id", type=_int, default=1)
-    init.add_argument("--asset", default="TSU")
-    init.add_argument("--decimals", type=int, default=2)
-    init.add_argument("--issuer", action="append", default=[], help="issuer address")
-    init.add_argument("--alloc", action="append", default=[], help="ADDRESS=AMOUNT at genesis")
+    init.add_argument("--name", default="dev", help="the chain's name (default dev)")
+    init.add_argument("--chain-id", type=_int, default=1, help="chain id (default 1)")
+    init.add_argument("--asset", default="TSU", help="asset code (default TSU)")
+    init.add_argument("--decimals", type=int, default=2,
+                      help="decimals of the asset's amounts (default 2: 12.50)")
+    init.add_argument("--issuer", action="append", default=[], metavar="ADDRESS",
+                      help="an issuer: its account may mint and burn (repeat for more)")
+    init.add_argument("--alloc", action="append", default=[], metavar="ADDRESS=AMOUNT",
+                      help="an account funded at genesis (repeat for more)")
     init.add_argument("--bits", type=_int, default=None, help="proof-of-work bits")
-    init.add_argument("--prefix", default="tsu", help="address prefix")
-    init.set_defaults(handler=cmd_init)
+    init.add_argument("--prefix", default="tsu", help="address prefix (default tsu)")
+    init.set_defaults(handler=cmd_init, command_parser=init)
 
-    opener = with_passphrase(commands.add_parser("open-account", help="open an account"))
-    opener.add_argument("data")
-    opener.add_argument("--key", required=True, help="key file of the new account's owner")
-    opener.set_defaults(handler=cmd_open_account)
 
-    send = with_passphrase(commands.add_parser("send", help="sign and commit a transfer"))
-    send.add_argument("data")
-    send.add_argument("--key", required=True, help="key file that signs")
-    send.add_argument("--from", dest="from_", required=True, help="debit account or address")
-    send.add_argument("--to", required=True, help="credit account or address")
+def _add_signing_commands(commands) -> None:
+    _signing(commands, "open-account", "open an account owned by a key", cmd_open_account,
+             key_help="key file of the new account's owner")
+
+    send = _signing(commands, "send", "sign and commit a transfer", cmd_send)
+    send.add_argument("--from", dest="from_", required=True, metavar="ACCOUNT",
+                      help="debit account or address")
+    send.add_argument("--to", required=True, metavar="ACCOUNT", help="credit account or address")
     send.add_argument("--amount", required=True, help="amount in the asset's units, e.g. 12.50")
-    send.add_argument("--key-slot", type=int, default=0, help="policy key slot (0: owner)")
-    send.add_argument("--user-data", type=_int, default=0, help="a number for the payee")
-    send.set_defaults(handler=cmd_send)
+    send.add_argument("--key-slot", type=_key_slot, default=0, metavar="SLOT",
+                      help="0: the owner key signs (default); 1..7: the policy key of that slot")
+    _user_data(send)
 
-    balance = commands.add_parser("balance", help="balance of an account or address")
-    balance.add_argument("data")
-    balance.add_argument("account", help="account number or address")
+    mint = _signing(commands, "mint", "make new units for an account (issuer key)", cmd_mint)
+    mint.add_argument("--from", dest="from_", required=True, metavar="ACCOUNT",
+                      help="the issuer's account")
+    mint.add_argument("--to", required=True, metavar="ACCOUNT",
+                      help="account or address that gets the units")
+    mint.add_argument("--amount", required=True, help="amount in the asset's units")
+    _user_data(mint)
+
+    burn = _signing(commands, "burn", "destroy units of an issuer's own balance", cmd_burn)
+    burn.add_argument("--from", dest="from_", required=True, metavar="ACCOUNT",
+                      help="the issuer's account")
+    burn.add_argument("--amount", required=True, help="amount in the asset's units")
+    _user_data(burn)
+
+    hold = _signing(commands, "hold", "put an amount on hold for a payee until posted, "
+                    "voided or expired", cmd_hold)
+    hold.add_argument("--from", dest="from_", required=True, metavar="ACCOUNT",
+                      help="payer account or address")
+    hold.add_argument("--to", required=True, metavar="ACCOUNT", help="payee account or address")
+    hold.add_argument("--amount", required=True, help="amount in the asset's units")
+    hold.add_argument("--expires-in", type=_duration_s, required=True, metavar="DURATION",
+                      help="seconds or a duration (90s, 30m, 1h, 2d): then it returns to the "
+                           "payer")
+    hold.add_argument("--authority", metavar="ACCOUNT",
+                      help="the account whose key posts or voids it (default: the payee)")
+    hold.add_argument("--hashlock", type=_hex32, metavar="HEX",
+                      help="SHA-256 of a 32-byte preimage (64 hex digits): posting then needs "
+                           "the preimage")
+    _user_data(hold)
+
+    post = _signing(commands, "post", "pay a hold (or part of it) to its payee", cmd_post,
+                    debit_flag=None, key_help="key file of the hold's authority")
+    post.add_argument("--hold", type=_hold_name, required=True, metavar="PAYER:SEQUENCE",
+                      help="the hold, as `tsunagi hold` prints it")
+    post.add_argument("--amount", help="amount to pay (default: all of it); the rest returns "
+                                       "to the payer")
+    post.add_argument("--preimage", type=_hex32, metavar="HEX",
+                      help="the 32-byte preimage of a hashlocked hold (64 hex digits)")
+
+    void = _signing(commands, "void", "return a hold to its payer", cmd_void,
+                    debit_flag=None, key_help="key file of the hold's authority")
+    void.add_argument("--hold", type=_hold_name, required=True, metavar="PAYER:SEQUENCE",
+                      help="the hold, as `tsunagi hold` prints it")
+    _add_policy_commands(commands)
+
+
+def _add_policy_commands(commands) -> None:
+    policy = commands.add_parser(
+        "policy", help="set or revoke a policy key: another key that may send from an account",
+        description="A policy key in slot 1..7 of an account may sign transfers from it "
+                    "(send --key-slot N), within the limits set here.")
+    actions = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
+    owner_help = "key file of the account's owner"
+    put = _signing(actions, "set", "let a key send from an account, within limits",
+                   cmd_policy_set, debit_flag="--account", key_help=owner_help)
+    put.add_argument("--account", required=True, help="the account (number or address)")
+    put.add_argument("--slot", type=_slot, required=True, help="policy key slot 1..7")
+    put.add_argument("--policy-key", required=True, metavar="ADDRESS",
+                     help="address of the key that may sign")
+    put.add_argument("--amount-max", metavar="AMOUNT",
+                     help="largest amount per transfer (default: no limit)")
+    put.add_argument("--allowance", metavar="AMOUNT",
+                     help="total it may send (default: no limit)")
+    put.add_argument("--expires-in", type=_duration_s, metavar="DURATION",
+                     help="seconds or a duration (30m, 1h, 7d) (default: never)")
+    put.add_argument("--recipient", action="append", default=[], metavar="ACCOUNT",
+                     help="an account it may pay (repeat, up to 4; default: any)")
+    revoke = _signing(actions, "revoke", "empty a policy key slot", cmd_policy_revoke,
+                      debit_flag="--account", key_help=owner_help)
+    revoke.add_argument("--account", required=True, help="the account (number or address)")
+    revoke.add_argument("--slot", type=_slot, required=True, help="policy key slot 1..7")
+
+
+def _add_reading_commands(commands) -> None:
+    balance = _with_print(_with_chain(
+        commands.add_parser("balance", help="balance and held amount of an account or address",
+                            description="Balance, held amount and sequence of an account, or "
+                                        "of every account an address owns."),
+        ("account", "account number or address")))
     balance.set_defaults(handler=cmd_balance)
 
-    verify = commands.add_parser("verify", help="re-check a whole chain")
-    verify.add_argument("data")
+    holds = _with_print(_with_chain(
+        commands.add_parser("holds", help="open holds an account pays, receives or resolves",
+                            description="The open holds naming an account, oldest first."),
+        ("account", "account number or address")))
+    holds.set_defaults(handler=cmd_holds)
+
+    verify = _with_chain(commands.add_parser(
+        "verify", help="re-check a whole chain",
+        description="Re-execute the chain from genesis: hashes, links, work, Merkle roots, "
+                    "signatures and result codes. With --node the blocks are downloaded and "
+                    "checked here, trusting nothing the node says."))
     verify.set_defaults(handler=cmd_verify)
 
-    blocks = commands.add_parser("blocks", help="list the newest blocks")
-    blocks.add_argument("data")
-    blocks.add_argument("--last", type=int, default=None, help="newest height to show")
-    blocks.add_argument("--count", type=int, default=20)
+    blocks = _with_chain(commands.add_parser("blocks", help="list the newest blocks"))
+    blocks.add_argument("--last", type=_height, default=None, metavar="HEIGHT",
+                        help="newest height to show (default: the tip)")
+    blocks.add_argument("--count", type=_positive, default=20, metavar="N",
+                        help="how many blocks (default 20)")
     blocks.set_defaults(handler=cmd_blocks)
+
+
+def _add_ledger_commands(commands) -> None:
+    _add_keys_and_chains(commands)
+    _add_signing_commands(commands)
+    _add_reading_commands(commands)
 
     demo = commands.add_parser(
         "demo", help="make a chain and commit batched and baseline transfers",
         description="Creates a chain on the embedded store (replacing an earlier demo's), "
                     "commits signed transfers one per block and in batches, prints both "
                     "rates and verifies the chain.")
-    demo.add_argument("--data", default="demo-chain", help="directory (default demo-chain)")
-    demo.add_argument("--accounts", type=int, default=1000)
-    demo.add_argument("--transfers", type=int, default=48_000, help="batched transfers")
-    demo.add_argument("--baseline", type=int, default=500, help="transfers one per block")
-    demo.add_argument("--batch", type=int, default=8000, help="transfers per batch")
+    demo.add_argument("--data", default="demo-chain",
+                      help="the demo's chain directory (default demo-chain)")
+    demo.add_argument("--accounts", type=_positive, default=1000)
+    demo.add_argument("--transfers", type=_positive, default=48_000, help="batched transfers")
+    demo.add_argument("--baseline", type=_positive, default=500,
+                      help="transfers one per block")
+    demo.add_argument("--batch", type=_positive, default=8000, help="transfers per batch")
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -523,11 +861,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--start must be a 32-bit nonce (0 to 4294967295)")
         if not 1 <= args.count <= limits.nonce_end:
             parser.error("--count must be between 1 and 4294967296")
-    from tsunagi.errors import TsunagiError
+    from tsunagi.errors import KeyNotOwnerError, TsunagiError
 
     try:
         return args.handler(args)
-    except TsunagiError as exc:
+    except _UsageError as exc:
+        getattr(args, "command_parser", parser).error(str(exc))
+    except KeyNotOwnerError as exc:
+        print(f"tsunagi: {_not_owner(args, exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except (TsunagiError, _Reworded) as exc:
         print(f"tsunagi: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -51,12 +51,12 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def _fresh_directory(directory: Path) -> None:
+    """Removes an earlier demo's chain; the new one is created in its place."""
     if directory.exists():
         if not (directory / MARKER).exists():
             raise StorageError(f"{directory} exists and was not made by `tsunagi demo`: pass "
                                "another --data directory")
         shutil.rmtree(directory)
-    directory.mkdir(parents=True)
 
 
 def _signed_transfers(keys: list[PrivateKey], count: int, rng: random.Random,
@@ -82,16 +82,16 @@ def _signed_transfers(keys: list[PrivateKey], count: int, rng: random.Random,
 def run_demo(directory: str | Path, *, accounts: int = 1000, transfers: int = 48_000,
              baseline_transfers: int = 500, batch_size: int = 8000, seed: int = 1,
              progress: Progress = lambda stage, done, total: None) -> DemoResult:
-    """Runs the demo in ``directory`` (replaced if an earlier demo made it)."""
+    """Makes the demo's chain in ``directory`` (replaced if an earlier demo made it)."""
     directory = Path(directory)
     _fresh_directory(directory)
     rng = random.Random(seed)
     keys = [PrivateKey.generate() for _ in range(accounts)]
     config = ChainConfig(name="demo", chain_id=CHAIN_ID, asset_code="DEMO", decimals=2,
                          allocations=tuple((key.public_key, 10**9) for key in keys))
-    chain = directory / "chain"
     bodies, signatures = _signed_transfers(keys, baseline_transfers + transfers, rng, progress)
-    with Ledger.create(chain, config) as ledger:
+    # The chain is the directory itself, so `tsunagi blocks DIRECTORY` reads what it made.
+    with Ledger.create(directory, config) as ledger:
         (directory / MARKER).write_text("made by `tsunagi demo`; safe to delete\n")
         started = time.perf_counter()
         for index in range(baseline_transfers):

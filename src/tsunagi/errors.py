@@ -9,6 +9,7 @@ keeps working for callers that do not know tsunagi::
     ├── EncodingError (ValueError)        bytes of the wrong size, shape or layout
     ├── ConfigError (ValueError)          a setting out of range or inconsistent
     ├── KeyFileError (ValueError)         a key file that cannot be read or decrypted
+    ├── KeyNotOwnerError (ValueError)     a key that may not sign for the account it would debit
     ├── NotFoundError (KeyError)          no such account, transaction or block
     ├── StorageError (OSError)            the data directory cannot be used
     │   ├── CorruptLogError               committed data is damaged: the node refuses to start
@@ -37,6 +38,38 @@ class ConfigError(TsunagiError, ValueError):
 
 class KeyFileError(TsunagiError, ValueError):
     """A key file cannot be read, or its passphrase is wrong."""
+
+
+class KeyNotOwnerError(TsunagiError, ValueError):
+    """A key may not sign for the account a record debits: it neither owns the account nor
+    holds its policy key in the slot named. Caught before signing, so nothing is sent.
+
+    ``key_address`` is the key's address; ``signer_address`` the address of the key that may
+    sign (the owner's, or the policy key's in ``slot``; None when that slot is empty);
+    ``owned`` the accounts the key does own.
+    """
+
+    def __init__(self, key_address: str, account: int, slot: int, signer_address: str | None,
+                 owned: list[int]) -> None:
+        self.key_address, self.account, self.slot = key_address, account, slot
+        self.signer_address, self.owned = signer_address, list(owned)
+        super().__init__(f"key {key_address} {self.what()}; {self.owns()}")
+
+    def what(self) -> str:
+        """What is wrong, without naming the key: 'does not own account 1 (owned by ...)'."""
+        if not self.slot:
+            return f"does not own account {self.account} (owned by {self.signer_address})"
+        if self.signer_address is None:
+            return f"cannot sign for account {self.account}: its policy slot {self.slot} is empty"
+        return (f"is not the policy key in slot {self.slot} of account {self.account} "
+                f"(that is {self.signer_address})")
+
+    def owns(self) -> str:
+        """'it owns account 2', 'it owns accounts 2, 5' or 'it owns no account'."""
+        if not self.owned:
+            return "it owns no account"
+        plural = "s" if len(self.owned) > 1 else ""
+        return f"it owns account{plural} {', '.join(map(str, self.owned))}"
 
 
 class NotFoundError(TsunagiError, KeyError):

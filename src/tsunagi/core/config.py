@@ -84,9 +84,16 @@ class ChainConfig:
                                _list(document.get("issuers", []), "issuers")]
         document["allocations"] = [(_hex_key(pair[0], "allocation"), pair[1])
                                    for pair in _pairs(document.get("allocations", []))]
+        required = [field.name for field in dataclasses.fields(cls)
+                    if field.default is dataclasses.MISSING
+                    and field.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in document]
+        if missing:
+            raise ConfigError(f"a chain config needs the fields {', '.join(required)}; "
+                              f"this one lacks {', '.join(missing)}")
         try:
             return cls(**document)
-        except TypeError as exc:  # a required field is missing
+        except TypeError as exc:  # a field of the wrong type
             raise ConfigError(f"chain config: {exc}") from exc
 
     def is_canonical(self, text: str | bytes) -> bool:

@@ -90,7 +90,14 @@ def save_key(path: str | os.PathLike, private_key: PrivateKey, passphrase: str |
 
 def _write_atomic(target: Path, data: bytes, overwrite: bool) -> None:
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError as exc:
+        raise KeyFileError(f"cannot write {target}: there is no folder {target.parent}; "
+                           "create it first, or choose another path") from exc
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {target}: {exc.strerror}; choose another path"
+                           ) from exc
     try:
         os.fchmod(descriptor, 0o600)  # whatever the umask
         os.write(descriptor, data)
@@ -103,8 +110,8 @@ def _write_atomic(target: Path, data: bytes, overwrite: bool) -> None:
         else:
             os.link(temporary, target)  # atomic, and fails if the target exists
     except FileExistsError as exc:
-        raise KeyFileError(f"{target} exists; choose another path, or pass overwrite=True "
-                           "after making sure the key in it is backed up") from exc
+        raise KeyFileError(f"{target} exists: choose another path (replacing a key file "
+                           "loses the key in it unless it is backed up)") from exc
     finally:
         if temporary.exists():
             temporary.unlink()

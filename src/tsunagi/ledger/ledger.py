@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import numpy as np
 from tsunagi import hashing
 from tsunagi.core import records as rec
 from tsunagi.core.address import decode_address
+from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.block import (
     HEADER_BYTES,
     RECORDS_OFFSET,
@@ -71,27 +72,6 @@ SNAPSHOT_DIRECTORY = "snapshots"
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport",
            "VerifyResult"]
-
-
-@dataclass
-class BatchAnswer:
-    """The answer to one submit or submit_batch, in request order."""
-
-    codes: np.ndarray  # N uint8 Result codes
-    txids: np.ndarray  # N x 32
-    opened: np.ndarray  # N uint64: account opened by an open_account record, else 0
-    height: int | None = None  # block holding the stored records; None when none were stored
-    block_hash: bytes | None = None
-    originals: dict[int, int] = field(default_factory=dict)  # already_committed: original code
-    sync_s: float = 0.0  # seconds the block's fsync took (0 when nothing was stored)
-
-    @property
-    def failures(self) -> list[tuple[int, Result]]:
-        """(index, code) of every record that was not applied."""
-        return [(int(i), Result(int(self.codes[i]))) for i in np.flatnonzero(self.codes)]
-
-    def __len__(self) -> int:
-        return len(self.codes)
 
 
 class PendingBatch:
@@ -355,8 +335,7 @@ class Ledger:
         """A new data directory holding the genesis block of ``config``."""
         directory = Path(path)
         if directory.exists() and any(directory.iterdir()):
-            raise StorageError(f"{directory} is not empty: pick a new directory for a new chain "
-                               "or open the existing one with Ledger.open")
+            raise StorageError(f"{directory} is not empty: pick a new directory for a new chain")
         directory.mkdir(parents=True, exist_ok=True)
         write_file_atomically(directory / CONFIG_FILE, config.to_json().encode())
         threads = threads or hashing.cpu_count()
@@ -391,8 +370,8 @@ class Ledger:
         directory = Path(path)
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
-            raise StorageError(f"{directory} holds no tsunagi chain (no {CONFIG_FILE}): create "
-                               "one with `tsunagi init` or Ledger.create")
+            raise StorageError(f"{directory} holds no tsunagi chain (no {CONFIG_FILE}): check "
+                               "the path, or create a chain there first")
         config = ChainConfig.from_json(config_path.read_bytes())
         threads = threads or hashing.cpu_count()
         log = BlockLog.open(directory)
@@ -788,12 +767,16 @@ class Ledger:
         return self._view.holds(account)
 
     def hold(self, payer: int, sequence: int) -> dict | None:
-        """The hold named by (payer account, hold sequence), or None."""
+        """The hold named by its payer and its record's sequence, whatever its status."""
         return self._view.hold(payer, sequence)
 
     def policy(self, account: int, slot: int) -> dict | None:
-        """The live policy key of (account, key slot 1..7), or None."""
+        """The policy key in slot 1..7 of an account and its limits, or None if empty."""
         return self._view.policy(account, slot)
+
+    def held(self, account: int) -> int:
+        """Units in the open holds the account pays: out of its balance until resolved."""
+        return self.account(account).held
 
     def accounts_of(self, key_or_address: bytes | str) -> list[int]:
         """Account numbers owned by a key (32 bytes) or its address text."""
@@ -964,6 +947,9 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
                recorded_hashes: Callable[[int], list[tuple[str, bytes]]] | None = None,
                ) -> VerifyReport:
     """Re-executes a log from genesis in a fresh engine and compares every stored fact.
+
+    ``log`` needs only ``height`` (blocks) and ``read(height)`` (a block's bytes, asked in
+    height order): a BlockLog, or blocks downloaded from a node (tsunagi.node.access).
 
     Per block: it decodes, passes check_block, follows the chain's rules (its bits, time never
     going back), re-verifies every signature and replays to the stored codes; all headers then

@@ -185,16 +185,15 @@ async def setup_accounts(client, accounts: int, *, keys: int = 8, seed: int = se
     done = 0
     for records, auths in _open_requests(plan.owner_keys(), plan, SETUP_REMOTE_RECORDS):
         answer = await client.submit_batch(records.tobytes(), b"", auths)
-        _expect_ok(answer.codes_array(), "open_account")
-        opened = dict(answer.opened)
-        plan.accounts[done:done + len(records)] = [opened[i] for i in range(len(records))]
+        _expect_ok(answer.codes, "open_account")
+        plan.accounts[done:done + len(records)] = answer.opened
         done += len(records)
         if progress:
             progress("opened", done, accounts)
     done = 0
     for records, auths in _mint_requests(plan, loadgen_key(seed, 0), SETUP_REMOTE_RECORDS):
         answer = await client.submit_batch(records.tobytes(), b"", auths)
-        _expect_ok(answer.codes_array(), "mint")
+        _expect_ok(answer.codes, "mint")
         done += len(records)
         if progress:
             progress("funded", done, accounts)

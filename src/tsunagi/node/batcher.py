@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
 from tsunagi.node import limits
-from tsunagi.node.protocol import SubmitAnswer
 
 __all__ = ["AutoBatcher"]
 
-SendBatch = Callable[[bytes, bytes], Awaitable[SubmitAnswer]]
+SendBatch = Callable[[bytes, bytes], Awaitable[BatchAnswer]]
 
 
 class AutoBatcher:
@@ -45,7 +45,7 @@ class AutoBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
 
-    async def submit(self, record, signature) -> SubmitAnswer:
+    async def submit(self, record, signature) -> BatchAnswer:
         """Sends one record in the next batch and returns its own one-record answer."""
         record, signature = bytes(record), bytes(signature)
         if len(record) != RECORD_BYTES or len(signature) != SIGNATURE_BYTES:

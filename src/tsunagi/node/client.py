@@ -3,7 +3,9 @@
 One TCP connection carries many requests at once; answers come back in any order and are
 matched by request id. A lost connection is reopened and the requests on it are sent again:
 submissions are idempotent (a record the lost attempt committed answers ``already_committed``
-with its original code; :meth:`SubmitAnswer.final_codes` folds that back), queries are reads.
+with its original code; :meth:`BatchAnswer.final_codes` folds that back), queries are reads.
+Submissions answer a :class:`tsunagi.core.answer.BatchAnswer`, as a Ledger does: the wire's
+``submit_answer`` is turned into one here, with the txids of the records sent.
 ``overloaded`` and ``shutting_down`` answers are retried after a doubling pause as well.
 
 ``submit`` goes through an :class:`AutoBatcher` by default, so concurrent one-record submits
@@ -18,6 +20,9 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 
+import numpy as np
+
+from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.block import pack_batches
 from tsunagi.core.records import Flags
 from tsunagi.errors import NodeError, OverloadedError, ProtocolError
@@ -146,6 +151,16 @@ def _error(answer: p.Error) -> NodeError:
                        p.ErrorCode.duplicate_request, p.ErrorCode.unsupported_version):
         return ProtocolError(text)
     return NodeError(text)
+
+
+def _answer(message: p.SubmitAnswer, records) -> BatchAnswer:
+    """The wire's answer to the records sent, as the ledger's answer type."""
+    codes = np.frombuffer(message.codes, dtype=np.uint8).copy()
+    opened = np.zeros(len(codes), dtype=np.uint64)
+    for index, account in message.opened:
+        opened[index] = account
+    return BatchAnswer(codes, None, opened, message.height, message.block_hash,
+                       dict(message.originals), records=records)
 
 
 class AsyncClient:
@@ -281,7 +296,7 @@ class AsyncClient:
 
     # -- the API --
 
-    async def submit(self, record, signature) -> p.SubmitAnswer:
+    async def submit(self, record, signature) -> BatchAnswer:
         """Submits one record; ``answer.code`` is its Result, ``answer.account`` what it opened.
 
         Concurrent calls are coalesced into batches by the auto-batcher; a linked record
@@ -289,10 +304,11 @@ class AsyncClient:
         """
         if self.batcher is not None and not record[1] & Flags.linked:
             return await self.batcher.submit(record, signature)
-        return await self._request(p.Submit(bytes(record), bytes(signature)))
+        record = bytes(record)
+        return _answer(await self._request(p.Submit(record, bytes(signature))), record)
 
     async def submit_batch(self, records, signatures=b"", batches: Sequence = ()
-                           ) -> p.SubmitAnswer:
+                           ) -> BatchAnswer:
         """Submits N records in one request: one block, one fsync on the node.
 
         ``records`` is N x 128 bytes; ``signatures`` 64 bytes for each record without
@@ -302,10 +318,10 @@ class AsyncClient:
         message = p.SubmitBatch(bytes(records), bytes(signatures),
                                 pack_batches(batches).tobytes())
         p.check_submit_batch(message.records, message.signatures, message.batches, ValueError)
-        return await self._request(message)
+        return _answer(await self._request(message), message.records)
 
-    async def _send_batch(self, records: bytes, signatures: bytes) -> p.SubmitAnswer:
-        return await self._request(p.SubmitBatch(records, signatures))
+    async def _send_batch(self, records: bytes, signatures: bytes) -> BatchAnswer:
+        return _answer(await self._request(p.SubmitBatch(records, signatures)), records)
 
     async def balance(self, account: int) -> int | None:
         answer = await self._request(p.QueryBalance(account), not_found_ok=True)
@@ -334,6 +350,28 @@ class AsyncClient:
 
     async def status(self) -> p.Status:
         return await self._request(p.QueryStatus())
+
+    async def accounts_of(self, owner_key: bytes) -> list[int]:
+        """The accounts a 32-byte owner key owns, ascending (asked a page at a time)."""
+        found: list[int] = []
+        while True:
+            answer = await self._request(p.QueryAccounts(bytes(owner_key),
+                                                         found[-1] if found else 0))
+            found += answer.accounts
+            if len(answer.accounts) < limits.accounts_per_answer_max:
+                return found
+
+    async def holds(self, account: int) -> p.Holds | None:
+        """Units held in the account's open holds and the oldest of those; None: no account."""
+        return await self._request(p.QueryHolds(account), not_found_ok=True)
+
+    async def hold(self, payer: int, sequence: int) -> p.Hold | None:
+        """The hold named by its payer and its record's sequence, whatever its status."""
+        return await self._request(p.QueryHold(payer, sequence), not_found_ok=True)
+
+    async def policy(self, account: int, slot: int) -> p.Policy | None:
+        """The policy key in slot 1..7 of an account, or None if the slot is empty."""
+        return await self._request(p.QueryPolicy(account, slot), not_found_ok=True)
 
     async def ping(self) -> None:
         await self._request(p.Ping())
@@ -434,10 +472,10 @@ class Client:
         self._thread.join()
         self._loop.close()
 
-    def submit(self, record, signature) -> p.SubmitAnswer:
+    def submit(self, record, signature) -> BatchAnswer:
         return self._call(self._async.submit(record, signature))
 
-    def submit_batch(self, records, signatures=b"", batches: Sequence = ()) -> p.SubmitAnswer:
+    def submit_batch(self, records, signatures=b"", batches: Sequence = ()) -> BatchAnswer:
         return self._call(self._async.submit_batch(records, signatures, batches))
 
     def balance(self, account: int) -> int | None:
@@ -458,6 +496,18 @@ class Client:
 
     def status(self) -> p.Status:
         return self._call(self._async.status())
+
+    def accounts_of(self, owner_key: bytes) -> list[int]:
+        return self._call(self._async.accounts_of(owner_key))
+
+    def holds(self, account: int) -> p.Holds | None:
+        return self._call(self._async.holds(account))
+
+    def hold(self, payer: int, sequence: int) -> p.Hold | None:
+        return self._call(self._async.hold(payer, sequence))
+
+    def policy(self, account: int, slot: int) -> p.Policy | None:
+        return self._call(self._async.policy(account, slot))
 
     def ping(self) -> None:
         self._call(self._async.ping())

@@ -76,6 +76,12 @@ subscriptions_per_connection_max = 16
 # Entries in one history answer: 1000 entries are 176 KB, small next to the frame limit.
 history_limit_max = 1000
 
+# Accounts in one accounts answer (8 KB) and holds in one holds answer (88 KB): a key owning
+# more accounts is asked again from the last one; past this many open holds an answer lists
+# the oldest and counts the rest.
+accounts_per_answer_max = 1000
+holds_per_answer_max = 1000
+
 # Hashes in a Merkle proof: a block of 2**64 records needs 64, so more is never valid.
 proof_hashes_max = 64
 

@@ -67,6 +67,14 @@ class MessageType(IntEnum):
     block_notice = 0x32
     unsubscribe = 0x33  # its request id names the subscription
     subscription_end = 0x34  # the last frame of a subscription
+    query_accounts = 0x2C  # the accounts a key owns, a page at a time
+    accounts = 0x2D
+    query_holds = 0x2E  # units held and the open holds of an account
+    holds = 0x2F
+    query_hold = 0x36  # one hold by payer and sequence, whatever its status
+    hold = 0x37
+    query_policy = 0x38  # the policy key in one slot of an account
+    policy = 0x39
 
 
 # Frame flag bits; their meaning depends on the message type.
@@ -372,6 +380,8 @@ class Account:
     balance: int
     sequence: int  # the last sequence used
     flags: int  # ACCOUNT_ISSUER
+    held: int = 0  # units in the open holds the account pays
+    height: int = 0  # durable blocks the answer was read at (the newest is height - 1)
 
     @property
     def issuer(self) -> bool:
@@ -487,7 +497,7 @@ _ORIGINAL = struct.Struct("<IB3x")
 _OPENED = struct.Struct("<I4xQ")
 _U64 = struct.Struct("<Q")
 _BALANCE = struct.Struct("<QQ")
-_ACCOUNT = struct.Struct("<Q32sQQB7x")
+_ACCOUNT = struct.Struct("<Q32sQQB7xQQ")
 _TRANSACTION = struct.Struct("<128sQIBB2x32s")
 _HISTORY_QUERY = struct.Struct("<QIIQ")
 _HISTORY_HEAD = struct.Struct("<I4x")
@@ -765,12 +775,13 @@ _codec(Balance, MessageType.balance)(
 
 def _decode_account(p, flags):
     _exact(p, _ACCOUNT.size, "account")
-    account, key, balance, sequence, account_flags = _ACCOUNT.unpack(p)
-    return Account(account, bytes(key), balance, sequence, account_flags)
+    account, key, balance, sequence, account_flags, held, height = _ACCOUNT.unpack(p)
+    return Account(account, bytes(key), balance, sequence, account_flags, held, height)
 
 
 _codec(Account, MessageType.account)((lambda m: (_ACCOUNT.pack(
-    m.account, m.owner_key, m.balance, m.sequence, m.flags), 0), _decode_account))
+    m.account, m.owner_key, m.balance, m.sequence, m.flags, m.held, m.height), 0),
+    _decode_account))
 
 
 def _decode_query_transaction(p, flags):
@@ -932,6 +943,223 @@ def _decode_notice(p, flags):
 
 _codec(BlockNotice, MessageType.block_notice)((_encode_notice, _decode_notice))
 
+
+# --- accounts of a key, holds, policy keys -------------------------------------------------------
+
+HOLD_STATUS_NAMES = {1: "open", 2: "posted", 3: "voided", 4: "expired"}  # Hold.status values
+HOLD_OPEN = 1
+POLICY_SLOTS = range(1, 8)  # slot 0 is the owner key, which query_account answers
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAccounts:
+    owner_key: bytes
+    after_account: int = 0  # accounts above this one; 0: from the first
+
+
+@dataclass(frozen=True, slots=True)
+class Accounts:
+    accounts: tuple[int, ...]  # ascending; fewer than accounts_per_answer_max: the last page
+
+
+@dataclass(frozen=True, slots=True)
+class QueryHolds:
+    account: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    payer: int
+    sequence: int  # the hold record's sequence: with payer, the hold's name
+    payee: int
+    authority: int  # the account whose key may post or void it
+    amount: int
+    expiry_s: int
+    hashlock: bytes  # 32 bytes; zeros: none
+    status: int  # HOLD_STATUS_NAMES
+
+    @property
+    def status_name(self) -> str:
+        return HOLD_STATUS_NAMES[self.status]
+
+
+@dataclass(frozen=True, slots=True)
+class Holds:
+    held: int  # units in open holds the account pays
+    open_count: int  # open holds naming the account; more than listed past holds_per_answer_max
+    holds: tuple[Hold, ...]  # the oldest open holds naming the account
+
+
+@dataclass(frozen=True, slots=True)
+class QueryHold:
+    payer: int
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPolicy:
+    account: int
+    slot: int  # 1..7
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    account: int
+    slot: int
+    policy_key: bytes
+    amount_max: int  # largest amount per transfer; 0: no limit
+    allowance: int  # total it may spend; 0: no limit
+    allowance_left: int
+    expiry_s: int  # 0: none
+    recipients: tuple[int, ...] = ()  # up to four accounts it may pay; none: any
+
+
+_QUERY_ACCOUNTS = struct.Struct("<32sQ")
+_COUNT_HEAD = struct.Struct("<I4x")
+_HOLD = struct.Struct("<QQQQQQ32sB7x")
+_HOLDS_HEAD = struct.Struct("<QII")
+_QUERY_HOLD = struct.Struct("<QQ")
+_QUERY_POLICY = struct.Struct("<QB7x")
+_POLICY = struct.Struct("<QB7x32sQQQQ4Q")
+
+
+def _decode_query_accounts(p, flags):
+    _exact(p, _QUERY_ACCOUNTS.size, "accounts query")
+    key, after = _QUERY_ACCOUNTS.unpack(p)
+    return QueryAccounts(bytes(key), after)
+
+
+_codec(QueryAccounts, MessageType.query_accounts)((lambda m: (_QUERY_ACCOUNTS.pack(
+    _hash32(m.owner_key), m.after_account), 0), _decode_query_accounts))
+
+
+def _encode_accounts(m: Accounts):
+    if len(m.accounts) > limits.accounts_per_answer_max:
+        raise ValueError(f"an accounts answer holds at most {limits.accounts_per_answer_max}")
+    return _COUNT_HEAD.pack(len(m.accounts)) + struct.pack(f"<{len(m.accounts)}Q",
+                                                           *m.accounts), 0
+
+
+def _decode_accounts(p, flags):
+    if len(p) < _COUNT_HEAD.size:
+        raise ProtocolError(f"an accounts answer is at least {_COUNT_HEAD.size} bytes, "
+                            f"got {len(p)}")
+    (count,) = _COUNT_HEAD.unpack_from(p)
+    if count > limits.accounts_per_answer_max:
+        raise ProtocolError(f"an accounts answer holds at most {limits.accounts_per_answer_max}")
+    _exact(p, _COUNT_HEAD.size + 8 * count, "accounts")
+    accounts = struct.unpack_from(f"<{count}Q", p, _COUNT_HEAD.size)
+    if any(b <= a for a, b in zip(accounts, accounts[1:])):
+        raise ProtocolError("the accounts of an answer rise strictly")
+    return Accounts(accounts)
+
+
+_codec(Accounts, MessageType.accounts)((_encode_accounts, _decode_accounts))
+_codec(QueryHolds, MessageType.query_holds)(_u64_codec(QueryHolds, "account", "holds query"))
+
+
+def _pack_hold(h: Hold) -> bytes:
+    if h.status not in HOLD_STATUS_NAMES:
+        raise ValueError(f"a hold status is one of {sorted(HOLD_STATUS_NAMES)}, got {h.status}")
+    return _HOLD.pack(h.payer, h.sequence, h.payee, h.authority, h.amount, h.expiry_s,
+                      _hash32(h.hashlock), h.status)
+
+
+def _unpack_hold(p, offset: int = 0) -> Hold:
+    *numbers, hashlock, status = _HOLD.unpack_from(p, offset)
+    if status not in HOLD_STATUS_NAMES:
+        raise ProtocolError(f"unknown hold status {status}")
+    if any(bytes(p[offset + _HOLD.size - 7:offset + _HOLD.size])):
+        raise ProtocolError("the padding of a hold must be zero")
+    return Hold(*numbers, bytes(hashlock), status)
+
+
+def _decode_hold(p, flags):
+    _exact(p, _HOLD.size, "hold")
+    return _unpack_hold(p)
+
+
+_codec(Hold, MessageType.hold)((lambda m: (_pack_hold(m), 0), _decode_hold))
+
+
+def _encode_holds(m: Holds):
+    if len(m.holds) > limits.holds_per_answer_max or m.open_count < len(m.holds):
+        raise ValueError(f"a holds answer lists at most {limits.holds_per_answer_max} holds, "
+                         "and no more than its open count")
+    return _HOLDS_HEAD.pack(m.held, m.open_count, len(m.holds)) + b"".join(
+        _pack_hold(h) for h in m.holds), 0
+
+
+def _decode_holds(p, flags):
+    if len(p) < _HOLDS_HEAD.size:
+        raise ProtocolError(f"a holds answer is at least {_HOLDS_HEAD.size} bytes, got {len(p)}")
+    held, open_count, count = _HOLDS_HEAD.unpack_from(p)
+    if count > limits.holds_per_answer_max or count > open_count:
+        raise ProtocolError(f"a holds answer lists at most {limits.holds_per_answer_max} holds, "
+                            "and no more than its open count")
+    _exact(p, _HOLDS_HEAD.size + count * _HOLD.size, "holds")
+    holds = tuple(_unpack_hold(p, offset)
+                  for offset in range(_HOLDS_HEAD.size, len(p), _HOLD.size))
+    if any(h.status != HOLD_OPEN for h in holds):
+        raise ProtocolError("a holds answer lists open holds only")
+    return Holds(held, open_count, holds)
+
+
+_codec(Holds, MessageType.holds)((_encode_holds, _decode_holds))
+
+
+def _decode_query_hold(p, flags):
+    _exact(p, _QUERY_HOLD.size, "hold query")
+    return QueryHold(*_QUERY_HOLD.unpack(p))
+
+
+_codec(QueryHold, MessageType.query_hold)((lambda m: (_QUERY_HOLD.pack(
+    m.payer, m.sequence), 0), _decode_query_hold))
+
+
+def _check_slot(slot: int, error) -> None:
+    if slot not in POLICY_SLOTS:
+        raise error(f"a policy key slot is 1..7, got {slot}")
+
+
+def _encode_query_policy(m: QueryPolicy):
+    _check_slot(m.slot, ValueError)
+    return _QUERY_POLICY.pack(m.account, m.slot), 0
+
+
+def _decode_query_policy(p, flags):
+    _exact(p, _QUERY_POLICY.size, "policy query")
+    if any(bytes(p[9:])):
+        raise ProtocolError("the padding of a policy query must be zero")
+    query = QueryPolicy(*_QUERY_POLICY.unpack(p))
+    _check_slot(query.slot, ProtocolError)
+    return query
+
+
+_codec(QueryPolicy, MessageType.query_policy)((_encode_query_policy, _decode_query_policy))
+
+
+def _encode_policy(m: Policy):
+    _check_slot(m.slot, ValueError)
+    if len(m.recipients) > 4 or 0 in m.recipients:
+        raise ValueError("a policy names up to four recipient accounts, none of them 0")
+    recipients = tuple(m.recipients) + (0,) * (4 - len(m.recipients))
+    return _POLICY.pack(m.account, m.slot, _hash32(m.policy_key), m.amount_max, m.allowance,
+                        m.allowance_left, m.expiry_s, *recipients), 0
+
+
+def _decode_policy(p, flags):
+    _exact(p, _POLICY.size, "policy")
+    if any(bytes(p[9:16])):
+        raise ProtocolError("the padding of a policy must be zero")
+    account, slot, key, amount_max, allowance, left, expiry_s, *recipients = _POLICY.unpack(p)
+    _check_slot(slot, ProtocolError)
+    return Policy(account, slot, bytes(key), amount_max, allowance, left, expiry_s,
+                  tuple(r for r in recipients if r))
+
+
+_codec(Policy, MessageType.policy)((_encode_policy, _decode_policy))
+
 # Frame flags each message type may carry; any other bit is a protocol error.
 _FLAGS_ALLOWED = {MessageType.subscribe: WITH_BLOCKS,
                   MessageType.block_notice: WITH_BLOCKS,
@@ -941,6 +1169,8 @@ Message = (Hello | Welcome | Error | Ping | Pong | Submit | SubmitBatch | Submit
            | QueryBalance | Balance | QueryAccount | Account | QueryTransaction | Transaction
            | QueryBlock | Block | QueryHistory | History | QueryStatus | Status | Subscribe
            | Subscribed | BlockNotice | Unsubscribe | SubscriptionEnd)
+Message = (Message | QueryAccounts | Accounts | QueryHolds | Holds | QueryHold | Hold
+           | QueryPolicy | Policy)
 
 
 # --- the two entry points ----------------------------------------------------------------------

@@ -371,7 +371,7 @@ def _account(server, info, m) -> p.Account | None:
     if info is None:
         return None
     return p.Account(info.account, bytes(info.owner_key), info.balance, info.sequence,
-                     p.ACCOUNT_ISSUER if info.issuer else 0)
+                     p.ACCOUNT_ISSUER if info.issuer else 0, info.held, info.height)
 
 
 def _transaction(server, info, m) -> p.Transaction | None:
@@ -435,6 +435,51 @@ _HANDLERS: dict[type, Callable] = {
     p.Subscribe: _on_subscribe,
     p.Unsubscribe: _on_unsubscribe,
 }
+
+
+def _accounts(server, owned, m: p.QueryAccounts) -> p.Accounts:
+    above = [account for account in owned if account > m.after_account]
+    return p.Accounts(tuple(above[:limits.accounts_per_answer_max]))
+
+
+_HOLD_STATUS = {name: number for number, name in p.HOLD_STATUS_NAMES.items()}
+
+
+def _wire_hold(hold: dict) -> p.Hold:
+    return p.Hold(hold["payer"], hold["sequence"], hold["payee"], hold["authority"],
+                  hold["amount"], hold["expiry_s"], bytes(hold["hashlock"]),
+                  _HOLD_STATUS[hold["status"]])
+
+
+def _read_holds(server, m: p.QueryHolds) -> tuple[int, list[dict]]:
+    ledger = server.ledger
+    ledger.account(m.account)  # NotFoundError (not_found) for an unknown account
+    return ledger.held(m.account), ledger.holds(m.account)
+
+
+def _holds(server, found: tuple[int, list[dict]], m: p.QueryHolds) -> p.Holds:
+    held, holds = found
+    open_holds = [hold for hold in holds if hold["status"] == "open"]
+    return p.Holds(held, len(open_holds), tuple(
+        _wire_hold(hold) for hold in open_holds[:limits.holds_per_answer_max]))
+
+
+def _policy(server, policy: dict | None, m: p.QueryPolicy) -> p.Policy | None:
+    if policy is None:
+        return None
+    return p.Policy(m.account, m.slot, policy["key"], policy["amount_max"],
+                    policy["allowance"], policy["allowance_left"], policy["expiry_s"],
+                    tuple(policy["recipients"]))
+
+
+_HANDLERS.update({
+    p.QueryAccounts: _query(lambda server, m: server.ledger.accounts_of(m.owner_key),
+                            _accounts),
+    p.QueryHolds: _query(_read_holds, _holds),
+    p.QueryHold: _query(lambda server, m: server.ledger.hold(m.payer, m.sequence),
+                        lambda server, hold, m: None if hold is None else _wire_hold(hold)),
+    p.QueryPolicy: _query(lambda server, m: server.ledger.policy(m.account, m.slot), _policy),
+})
 
 
 class _LocalCaller:

@@ -24,6 +24,9 @@ override it. Relative paths in the file are taken from the file's folder::
     event_streams_max = 256
 
 Every field of both tables is also a flag (``--group-wait-ms 1.5``).
+
+While it serves, the node keeps ``node.json`` in the data directory: its pid and the address
+clients reach it on, so a command that finds the directory in use can name that address.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -42,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsunagi.errors import ConfigError, TsunagiError
+from tsunagi.errors import ConfigError, StorageError, TsunagiError
 from tsunagi.node.server import DEFAULT_PORT, NodeServer, NodeSettings, new_event_loop
 from tsunagi.node.settings import RestSettings
 
@@ -56,6 +60,33 @@ EXIT_OK, EXIT_FAILED = 0, 1
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Pending connections the kernel keeps for each HTTP listener before accept().
 HTTP_BACKLOG = 512
+# In the data directory while a node serves it: its pid and the address to reach it on.
+NODE_FILE = "node.json"
+
+
+def connect_address(host: str, port: int) -> str:
+    """HOST:PORT a client on this machine reaches a listener on (0.0.0.0 and :: as loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def no_chain_hint(data: str | Path) -> str | None:
+    """For a data directory without a chain: the command that makes one (else None)."""
+    from tsunagi.ledger.ledger import CONFIG_FILE
+
+    if (Path(data) / CONFIG_FILE).is_file():
+        return None
+    return f"`tsunagi init {data} --alloc ADDRESS=AMOUNT` makes one"
+
+
+def running_node_address(data: str | Path) -> str | None:
+    """HOST:PORT of the running node that serves the data directory ``data``, or None."""
+    try:
+        document = json.loads((Path(data) / NODE_FILE).read_text())
+        os.kill(int(document["pid"]), 0)  # a node killed without stopping left its file
+        return str(document["node"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -234,6 +265,20 @@ class Service:
                                                      config.metrics, "metrics")
         if self.metrics is not None:
             self.metrics.attach(self.node, self._http_connections)
+        self._write_node_file()
+
+    def _write_node_file(self) -> None:
+        path = self.config.data / NODE_FILE
+        temporary = path.with_name(f".{NODE_FILE}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"pid": os.getpid(), "node": connect_address(
+            self.node.host, self.node.port)}) + "\n")
+        os.replace(temporary, path)
+
+    def _remove_node_file(self) -> None:
+        path = self.config.data / NODE_FILE
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(path.read_text())["pid"] == os.getpid():
+                path.unlink()
 
     def _http_connections(self) -> int:
         return sum(len(server.server_state.connections) for server, _ in self._http)
@@ -268,6 +313,7 @@ class Service:
             await loop.run_in_executor(None, self.app.state.api.close)
             self.app = None
         if self.node is not None:
+            self._remove_node_file()
             await self.node.stop()  # closes the ledger too
         elif self._ledger is not None:
             await loop.run_in_executor(None, self._ledger.close)
@@ -324,13 +370,43 @@ DESCRIPTION = ("Serve the chain in --data over the binary protocol, and optional
 _SETTING_PREFIX = {"node": "node__", "rest": "rest__"}
 
 
+# What each setting flag does, for `tsunagi node --help` (a test checks every field has one).
+SETTING_HELP = {
+    "group_records_max": "records in one commit group: one block, one fsync",
+    "group_wait_ms": "how long a group waits for more after its first submission",
+    "groups_in_flight": "groups begun and not yet durable: the next is built while one syncs",
+    "queue_records_max": "records waiting for the writer; past half of it reading pauses, "
+                         "past all of it submissions are answered overloaded",
+    "connections_max": "open client connections",
+    "inflight_per_connection_max": "unanswered requests per connection before it is paused",
+    "frame_bytes_max": "largest frame either side accepts, in bytes",
+    "frame_timeout_s": "seconds a started frame may take to arrive whole",
+    "handshake_timeout_s": "seconds a new connection has to send its hello",
+    "idle_timeout_s": "seconds a connection may stay silent with nothing in flight",
+    "write_buffer_bytes_max": "unread answer bytes past which a client is dropped",
+    "subscriptions_per_connection_max": "block subscriptions per connection",
+    "reader_threads": "threads that serve queries",
+    "scrub_rate_bytes_s": "bytes a second the background scrub re-reads committed blocks at "
+                          "(0: no scrub)",
+    "scrub_interval_s": "seconds from the start of one scrub pass to the next (0: no scrub)",
+    "json_body_bytes_max": "largest JSON batch body, in bytes",
+    "small_body_bytes_max": "largest other request body, in bytes",
+    "event_streams_max": "open server-sent event streams",
+    "event_ping_s": "seconds between keep-alive comments on a quiet event stream",
+    "retry_after_s": "seconds a 503 answer asks the client to wait",
+    "shutdown_grace_s": "seconds a stopping node lets HTTP requests finish",
+    "http_connections_max": "open HTTP connections and requests; past it: 503",
+}
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser, table: str, cls, title: str) -> None:
     group = parser.add_argument_group(title)
     for item in dataclasses.fields(cls):
         kind = float if isinstance(item.default, float) else int
         group.add_argument("--" + item.name.replace("_", "-"), type=kind, metavar="N",
                            dest=_SETTING_PREFIX[table] + item.name, default=None,
-                           help=f"default {item.default}")
+                           help=f"{SETTING_HELP.get(item.name, item.name)} "
+                                f"(default {item.default})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,8 +422,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve Prometheus /metrics: on the --http listener, or on "
                              "HOST:PORT of its own (needs the http extra)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=None)
-    _add_setting_flags(parser, "node", NodeSettings, "node settings (docs: node/limits.py)")
-    _add_setting_flags(parser, "rest", RestSettings, "REST API settings")
+    _add_setting_flags(parser, "node", NodeSettings,
+                       "node settings (also in the config file's [node] table)")
+    _add_setting_flags(parser, "rest", RestSettings,
+                       "REST API settings (also in the config file's [rest] table)")
     parser.set_defaults(handler=cmd_node)
 
 
@@ -389,7 +467,13 @@ def cmd_node(args: argparse.Namespace) -> int:
         # One JSON line on stdout: scripts (and tests) read the bound ports from it.
         print(json.dumps(service.addresses()), flush=True)
 
-    counts = run_service(config, on_ready=ready)
+    try:
+        counts = run_service(config, on_ready=ready)
+    except StorageError as exc:
+        hint = no_chain_hint(config.data)
+        if hint is None:
+            raise
+        raise StorageError(f"{exc}: {hint}") from exc
     print(f"tsunagi node: stopped cleanly after {counts['groups']} groups, "
           f"{counts['records']} records stored", file=sys.stderr, flush=True)
     return EXIT_OK
