@@ -702,8 +702,7 @@ def _add_account_routes(app: FastAPI, api: _Api) -> None:
              tags=["accounts"], summary="An account: owner, balance, held, sequence")
     async def account_info(account: int = account_path) -> dict:
         info = await api.read(api.ledger.account, account)
-        holds = await api.read(api.ledger.holds, account)
-        held = sum(h["amount"] for h in holds if h["payer"] == account and h["status"] == "open")
+        held = info.held  # read with the balance, at the same durable height
         return {"account": account, "asset": api.config.asset_code,
                 "balance_units": info.balance, "balance": api.amount(info.balance),
                 "address": encode_address(bytes(info.owner_key), api.config.address_prefix),
