@@ -5,7 +5,8 @@ temporary directory, in order, as a reader would. Python blocks are doctest sess
 checked line by line against the output they show (``...`` stands for what differs per run:
 keys, hashes, times). Shell blocks are sessions too: a line ``$ command`` runs in one bash
 session that keeps its variables, and the lines under it are its expected output (``...`` again
-matches anything, a whole line of it any number of lines). A shell block the README says to run
+matches anything, a whole line of it any number of lines; a last line ``[N]`` is the exit status
+when it is not 0, as in cram). A shell block the README says to run
 "in another terminal" (an HTML comment ``<!-- tour: background -->`` before it) starts in the
 background, and the tour goes on once its first output line is there, as a reader waits for the
 node's ready line. The README's test command must be the one .ci/run runs.
@@ -107,7 +108,7 @@ def _session(body: str) -> list[tuple[str, list[str]]]:
             command = line[2:]
             while command.endswith("\\") and i + 1 < len(lines):
                 i += 1
-                command = command[:-1] + "\n" + lines[i]
+                command += "\n" + lines[i].removeprefix("> ")  # bash reads on past "\\"
             steps.append((command, []))
         elif steps:
             steps[-1][1].append(line)
@@ -121,6 +122,7 @@ def _run_python(body: str, globs: dict, name: str) -> None:
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     out: list[str] = []
     runner.run(test, out=out.append, clear_globs=False)
+    globs.update(test.globs)  # a DocTest works on a copy: the next block goes on from here
     assert runner.failures == 0, "".join(out)
 
 
@@ -131,7 +133,10 @@ def _run_shell(shell: Shell, body: str, background: bool) -> None:
             assert _matches(expected[:1], [first]), f"$ {command}\nfirst line: {first}"
             continue
         status, got = shell.run(command)
-        assert status == 0 and _matches(expected, got), \
+        wanted = 0
+        if expected and re.fullmatch(r"\[\d+\]", expected[-1].strip()):  # cram's exit status
+            wanted, expected = int(expected[-1].strip()[1:-1]), expected[:-1]
+        assert status == wanted and _matches(expected, got), \
             f"$ {command}\nexit {status}, printed:\n" + "\n".join(got) + \
             "\nthe README shows:\n" + "\n".join(expected)
 

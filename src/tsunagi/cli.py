@@ -394,13 +394,21 @@ def cmd_holds(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def _progress():
+    """A progress bar on stderr where stderr is a terminal; none in a log or a pipe (a rich
+    bar there leaves a stray empty line)."""
     from rich.console import Console
     from rich.progress import Progress
 
+    console = Console(stderr=True)
+    return Progress(console=console, transient=True, disable=not console.is_terminal)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+
     # Progress goes to stderr, so the report is all that stdout carries.
     with _chain(args) as chain, \
-            Progress(console=Console(stderr=True), transient=True) as progress:
+            _progress() as progress:
         task = progress.add_task("verifying blocks", total=chain.height)
         report = chain.verify(lambda done, total: progress.update(task, completed=done))
         ledger = getattr(chain, "ledger", None)  # a data directory's: it records damage found
@@ -412,14 +420,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import Progress
 
     from tsunagi.ledger.repair import repair_blocks
 
     source = _copy_source(args.source)
     try:
-        with Progress(console=Console(stderr=True), transient=True) as progress:
+        with _progress() as progress:
             task = progress.add_task("checking blocks", total=None)
             report = repair_blocks(args.data, source.read,
                                    lambda done, total: progress.update(task, completed=done,
