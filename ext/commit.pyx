@@ -56,7 +56,7 @@ cdef extern from "commit_kernel.h" nogil:
         uint64_t *policies
         size_t policy_length
     int TS_KIND_OPEN_ACCOUNT, TS_KIND_HOLD, TS_KIND_SET_POLICY_KEY
-    int TS_JOURNAL_ACCOUNTS_PER_RECORD
+    int TS_JOURNAL_ROWS_PER_RECORD
     int TS_KIND_TRANSFER, TS_KIND_MINT, TS_KIND_BURN, TS_KIND_POST, TS_KIND_VOID
     int TS_FLAG_LINKED, TS_FLAG_BATCH_AUTHORIZED, TS_FLAGS_KNOWN, TS_KEY_SLOTS, TS_ACCOUNT_ISSUER
     int TS_STATUS_OPEN, TS_STATUS_POSTED, TS_STATUS_VOIDED, TS_STATUS_EXPIRED
@@ -81,6 +81,7 @@ cdef extern from *:
         *out = (unsigned __int128)hi << 64 | lo;
     }
     static uint64_t ts_u128_lo(unsigned __int128 v) { return (uint64_t)v; }
+    static inline void ts_prefetch_write(void *p) { __builtin_prefetch(p, 1, 1); }
     static uint64_t ts_u128_hi(unsigned __int128 v) { return (uint64_t)(v >> 64); }
     """
     size_t ts_sizeof_record()
@@ -88,6 +89,7 @@ cdef extern from *:
     size_t ts_sizeof_policy()
     void ts_set_u128(u128 *out, uint64_t lo, uint64_t hi)
     uint64_t ts_u128_lo(u128 v)
+    void ts_prefetch_write(void *p) nogil
     uint64_t ts_u128_hi(u128 v)
 
 cdef enum:
@@ -238,8 +240,10 @@ cdef const uint8_t[::1] _codes_view(object codes, size_t count, str what) except
 
 
 class Journal:
-    """What one apply_batch changed: indices of accounts, holds and policies (uint64 arrays;
-    an index may repeat, and a change that was rolled back is still listed)."""
+    """What one apply_batch changed: ``accounts``, uint64 rows of (account, balance, sequence)
+    in the order the kernel wrote them (each an account's values right after a change; laid
+    over a copy of the state in order they bring it to the batch's end, see place_accounts);
+    ``holds`` and ``policies``, indices of the entries changed (uint64; may repeat)."""
 
     __slots__ = ("accounts", "holds", "policies")
 
@@ -247,10 +251,16 @@ class Journal:
         self.accounts, self.holds, self.policies = accounts, holds, policies
 
 
+def journal_words(size_t count):
+    """The uint64 words of room apply_batch's journal needs for ``count`` records."""
+    return (3 * TS_JOURNAL_ROWS_PER_RECORD + 2) * count
+
+
 def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=False,
-                join_next=None, bint journal=False):
+                join_next=None, journal=None):
     """Applies a batch in one native pass; returns (codes, opened, stored), and a fourth
-    item, a Journal of what changed, when ``journal`` is true.
+    item, the Journal of what changed, when ``journal`` is given: True, or a uint64 array of
+    at least journal_words(N) words to write it into (the Journal's arrays are views of it).
 
     codes: N uint8 result codes; opened: N uint64, the number an open_account got (else 0);
     stored: N bool, whether the record goes in the block. pre_codes (nonzero: rejected by an
@@ -267,9 +277,10 @@ def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=F
     codes = np.zeros(count, dtype=np.uint8)
     opened = np.zeros(count, dtype=np.uint64)
     stored = np.zeros(count, dtype=np.bool_)
+    tracking = journal is not None and journal is not False
     if count == 0:
-        return (codes, opened, stored, Journal(_NO_INDICES, _NO_INDICES, _NO_INDICES)) \
-            if journal else (codes, opened, stored)
+        return (codes, opened, stored, Journal(_NO_ROWS, _NO_INDICES, _NO_INDICES)) \
+            if tracking else (codes, opened, stored)
     cdef const uint8_t[::1] view = flat
     cdef uint8_t[::1] codes_out = codes
     cdef uint64_t[::1] opened_out = opened
@@ -280,14 +291,18 @@ def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=F
     cdef int status
     cdef ts_journal changes
     cdef ts_journal *changes_pointer = NULL
-    cdef uint64_t[::1] account_room, hold_room, policy_room
-    if journal:
-        accounts = np.empty(TS_JOURNAL_ACCOUNTS_PER_RECORD * count, dtype=np.uint64)
-        holds = np.empty(count, dtype=np.uint64)
-        policies = np.empty(count, dtype=np.uint64)
-        account_room, hold_room, policy_room = accounts, holds, policies
-        changes.accounts, changes.holds = &account_room[0], &hold_room[0]
-        changes.policies = &policy_room[0]
+    cdef uint64_t[::1] room
+    cdef size_t rows_words = 3 * TS_JOURNAL_ROWS_PER_RECORD * count
+    if tracking:
+        if journal is True:
+            journal = np.empty(journal_words(count), dtype=np.uint64)
+        room = journal
+        if <size_t>room.shape[0] < journal_words(count):
+            raise EncodingError(f"the journal needs {journal_words(count)} words of room, "
+                                f"got {room.shape[0]}")
+        changes.accounts = &room[0]
+        changes.holds = &room[rows_words]
+        changes.policies = &room[rows_words + count]
         changes.account_length = changes.hold_length = changes.policy_length = 0
         changes_pointer = &changes
     _load(state, &s)
@@ -298,13 +313,15 @@ def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=F
     _store(state, &s)
     if status < 0:
         raise MemoryError("the commit kernel ran out of memory for its undo log")
-    if journal:
-        return codes, opened, stored, Journal(accounts[:changes.account_length],
-                                              holds[:changes.hold_length],
-                                              policies[:changes.policy_length])
+    if tracking:
+        rows = journal[:3 * changes.account_length].reshape(-1, 3)
+        holds = journal[rows_words:rows_words + changes.hold_length]
+        policies = journal[rows_words + count:rows_words + count + changes.policy_length]
+        return codes, opened, stored, Journal(rows, holds, policies)
     return codes, opened, stored
 
 
+_NO_ROWS = np.zeros((0, 3), dtype=np.uint64)
 _NO_INDICES = np.zeros(0, dtype=np.uint64)
 
 
@@ -332,22 +349,25 @@ def capture_accounts(state, indices):
 
 
 def place_accounts(state, rows):
-    """Writes (account, balance, sequence) rows from capture_accounts into a state's
-    accounts array (grown by the caller to hold every account named)."""
+    """Lays (account, balance, sequence) rows (a Journal's, or capture_accounts') over a
+    state's accounts array in order; rows of accounts past the state's account count are left
+    out. The caller grows the array to hold every account the count covers."""
     cdef const uint64_t[:, ::1] given = np.ascontiguousarray(rows, dtype=np.uint64)
     cdef uint64_t[:, ::1] accounts = state.accounts
     cdef size_t count = given.shape[0], i
-    cdef uint64_t n, capacity = accounts.shape[0]
+    cdef uint64_t n, limit = state.counters[C_ACCOUNT_COUNT]
     if count and given.shape[1] != 3:
         raise EncodingError("account rows are (account, balance, sequence)")
+    if limit >= <uint64_t>accounts.shape[0]:
+        raise EncodingError(f"{limit} accounts do not fit the state's {accounts.shape[0]} rows")
     with nogil:
         for i in range(count):
+            if i + 16 < count and given[i + 16, 0] <= limit:
+                ts_prefetch_write(&accounts[given[i + 16, 0], 0])
             n = given[i, 0]
-            if n >= capacity:
-                with gil:
-                    raise EncodingError(f"account {n} is past the state's {capacity} rows")
-            accounts[n, 0] = given[i, 1]
-            accounts[n, 1] = given[i, 2]
+            if n <= limit:
+                accounts[n, 0] = given[i, 1]
+                accounts[n, 1] = given[i, 2]
 
 
 def expire_holds(state, uint64_t now_s):

@@ -314,7 +314,8 @@ typedef struct {
     uint64_t *opened;
     uint8_t *stored;
     ts_journal *journal;      /* may be NULL */
-    uint64_t journaled_debit; /* the debit account authorize() listed last */
+    uint64_t journaled_debit; /* the debit account authorize() listed last, or 0 */
+    size_t debit_row;         /* ... and its row in the journal, kept up to date in place */
 } kernel;
 
 /* Most log entries one record can write: sequence, allowance and two balances. */
@@ -346,12 +347,19 @@ static inline void log_change(kernel *k, uint64_t type, uint64_t index, uint64_t
     k->undo[k->undo_length++] = (undo_entry){type, index, value};
 }
 
-/* The journal of what changed (see ts_journal). A record's own debit account is listed once,
- * by authorize(), not again by each change of its balance. */
+/* The journal of what changed (see ts_journal), called after each change of an account: a row
+ * of its balance and sequence as they are now, written while its cache line is at hand. The
+ * record that authorize() has just listed keeps its debit account's row up to date in place
+ * instead of adding one for each change of that balance. */
 static inline void journal_account(kernel *k, uint64_t account) {
-    if (k->journal && account != k->journaled_debit) {
-        k->journal->accounts[k->journal->account_length++] = account;
-    }
+    ts_journal *j = k->journal;
+    if (!j) return;
+    size_t row = account == k->journaled_debit ? k->debit_row : j->account_length++;
+    const ts_account *a = &k->state->accounts[account];
+    uint64_t *out = j->accounts + 3 * row;
+    out[0] = account;
+    out[1] = a->balance;
+    out[2] = a->sequence;
 }
 
 static inline void journal_hold(kernel *k, uint64_t index) {
@@ -378,8 +386,10 @@ static mark take_mark(const kernel *k) {
 static void undo_one(kernel *k, const undo_entry *e) {
     ts_state *s = k->state;
     switch (e->type) {
-    case UNDO_BALANCE: s->accounts[e->index].balance = e->value; break;
-    case UNDO_SEQUENCE: s->accounts[e->index].sequence = e->value; break;
+    case UNDO_BALANCE: s->accounts[e->index].balance = e->value; journal_account(k, e->index);
+        break;
+    case UNDO_SEQUENCE: s->accounts[e->index].sequence = e->value; journal_account(k, e->index);
+        break;
     case UNDO_HOLD_STATUS: s->holds[e->index].status = (uint8_t)e->value; break;
     case UNDO_ALLOWANCE: s->policies[e->index].allowance_left = e->value; break;
     case UNDO_POLICY: s->policies[e->index] = k->saved[e->value]; break;
@@ -388,6 +398,7 @@ static void undo_one(kernel *k, const undo_entry *e) {
 
 static void rollback(kernel *k, const mark *m) {
     ts_state *s = k->state;
+    k->journaled_debit = 0; /* the rows of what it restores come after that row */
     while (k->undo_length > m->undo_length) undo_one(k, &k->undo[--k->undo_length]);
     k->saved_length = m->saved_length;
     /* Entries made since the mark are the newest: drop them from their maps, newest first. */
@@ -416,17 +427,17 @@ static inline int account_exists(const ts_state *s, uint64_t account) {
 }
 
 static inline void set_balance(kernel *k, uint64_t account, uint64_t balance) {
-    journal_account(k, account);
     log_change(k, UNDO_BALANCE, account, k->state->accounts[account].balance);
     k->state->accounts[account].balance = balance;
+    journal_account(k, account);
 }
 
 static uint8_t apply_open(kernel *k, const ts_record *r, size_t i) {
     ts_state *s = k->state;
     if (s->account_count >= s->accounts_max) return TS_ACCOUNTS_FULL;
     uint64_t n = ++s->account_count;
-    journal_account(k, n);
     s->accounts[n] = (ts_account){0, 0};
+    journal_account(k, n);
     memcpy(s->owner_keys + 32 * n, r->data, 32);
     s->account_flags[n] = 0;
     k->opened[i] = n;
@@ -670,11 +681,14 @@ static uint8_t authorize(kernel *k, const ts_record *r) {
     uint64_t debit = r->debit_account;
     if (k->genesis && debit == 0) return TS_OK;
     ts_account *account = &k->state->accounts[debit];
-    k->journaled_debit = 0;
-    journal_account(k, debit);
-    k->journaled_debit = debit;
     log_change(k, UNDO_SEQUENCE, debit, account->sequence);
     account->sequence = r->sequence;
+    if (k->journal) {
+        k->journaled_debit = 0;
+        journal_account(k, debit);
+        k->journaled_debit = debit;
+        k->debit_row = k->journal->account_length - 1;
+    }
     return TS_OK;
 }
 

@@ -157,12 +157,14 @@ typedef struct {
     unsigned __int128 burned;
 } ts_state;
 
-/* Which entries of the state a batch changed, so that a copy of the state (the readers'
- * durable view) can be brought up to date with the batch's block alone. An index may be listed
- * more than once, and a change a rollback undid is still listed (the entry then holds its old
- * value again): the copy takes each listed entry's value after the batch. The caller gives room
- * for TS_JOURNAL_ACCOUNTS_PER_RECORD account indices and one hold and one policy index per
- * record. */
+/* What a batch changed, so that a copy of the state (the readers' durable view) can be brought
+ * up to date with the batch's block alone. accounts holds rows of (account, balance, sequence)
+ * in the order the kernel wrote them, each the account's values right after a change (a
+ * rollback's restorations included): laid over a copy in that order, they leave it as the
+ * batch left the state; rows of accounts past the final count (opens a rollback took back) are
+ * left out then. holds and policies list the indices of the entries the batch changed (an index
+ * may repeat): the copy takes those entries' values after the batch. The caller gives room for
+ * TS_JOURNAL_ROWS_PER_RECORD rows and one hold and one policy index per record. */
 typedef struct {
     uint64_t *accounts;
     size_t account_length;
@@ -172,8 +174,10 @@ typedef struct {
     size_t policy_length;
 } ts_journal;
 
-/* A post moves a hold's payee and payer and uses its authority's sequence. */
-#define TS_JOURNAL_ACCOUNTS_PER_RECORD 3
+/* Rows one record can add: its debit's (kept up to date in place), a post's payee and payer,
+ * an open's new account; and, when its unit rolls back, one for each of the (at most 4) undo
+ * entries it logged. */
+#define TS_JOURNAL_ROWS_PER_RECORD 8
 
 /* Applies count records. genesis lets mint records come from account 0 (genesis itself, no
  * issuer flag, no sequence). pre_codes (may be NULL) marks records rejected by an earlier stage;

@@ -291,3 +291,27 @@ def test_hold_map_survives_a_large_rollback():
     assert not apply_both(native, ref, posts, now_s=100)[0].any()
     assert native.canonical() == ref.canonical()
     assert native.open_hold_total() == 200
+
+
+@SETTINGS
+@given(scenarios())
+def test_the_journal_brings_a_copy_to_the_state_after_each_batch(scenario):
+    """The readers' durable view (ledger/view.py) moves by the kernel's journal alone: laid
+    over a copy taken before a batch, in order, its rows and entries give the state after it,
+    whatever rolled back (linked groups, joined batches, rejected units) in between."""
+    from tsunagi.ledger.view import DurableView, capture_changes
+
+    batches, _, limits = scenario
+    native, _ = genesis_pair(**limits)
+    view = DurableView(native, 1)
+    for height, (data, pre, join, now_s) in enumerate(batches, start=2):
+        expired = commit.expire_holds(native, now_s)
+        payers = native.holds["payer"][expired]
+        room = np.empty(commit.journal_words(len(data) // 128), dtype=np.uint64)
+        *_, journal = commit.apply_batch(native, data, pre, now_s, join_next=join,
+                                         journal=room)
+        rows = (commit.capture_accounts(native, payers), journal.accounts)
+        changes = capture_changes(native, rows, np.concatenate([expired, journal.holds]),
+                                  journal.policies)
+        view.advance(changes, height)
+        assert view.canonical() == native.canonical()

@@ -115,7 +115,7 @@ NATIVE_ONLY = {
     "TS_X86": "whether the compiler targets x86: a fact of the build",
     "TS_NOT_FOUND": "a miss in the commit kernel's hash maps, inside C",
     "TS_NONCE_NONE": "no nonce found, None once it crosses into Python",
-    "TS_JOURNAL_ACCOUNTS_PER_RECORD": "room commit.pyx gives the kernel's journal, inside native",
+    "TS_JOURNAL_ROWS_PER_RECORD": "room commit.pyx gives the kernel's journal, inside native",
 }
 HEADERS = sorted(EXT.glob("*.h"))
 

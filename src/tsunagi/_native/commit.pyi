@@ -14,7 +14,7 @@ def count_kinds(records: Buffer | np.ndarray) -> np.ndarray: ...
 def rebuild_maps(state: object) -> None: ...
 def rebuild_heap(state: object) -> None: ...
 class Journal:
-    """Indices (uint64) of the accounts, holds and policies one apply_batch changed."""
+    """What one apply_batch changed: account rows (N x 3 uint64), hold and policy indices."""
 
     accounts: np.ndarray
     holds: np.ndarray
@@ -22,8 +22,10 @@ class Journal:
 
 def apply_batch(state: object, records: Buffer | np.ndarray, pre_codes: np.ndarray | None = None,
                 now_s: int = 0, genesis: bool = False,
-                join_next: np.ndarray | None = None, journal: bool = False
-                ) -> tuple: ...  # codes, opened, stored (and a Journal with journal=True)
+                join_next: np.ndarray | None = None,
+                journal: bool | np.ndarray | None = None
+                ) -> tuple: ...  # codes, opened, stored (and a Journal when journal is given)
+def journal_words(count: int) -> int: ...
 def capture_accounts(state: object, indices: np.ndarray) -> np.ndarray: ...  # N x 3 u64
 def place_accounts(state: object, rows: np.ndarray) -> None: ...
 def expire_holds(state: object, now_s: int) -> np.ndarray: ...

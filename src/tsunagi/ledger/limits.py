@@ -144,6 +144,15 @@ snapshot_alignment_bytes = 4096
 # A snapshot header (array names, dtypes, shapes, meta as JSON) larger than this is damage.
 snapshot_header_bytes_max = 16 << 20
 
+# --- the readers' durable view -------------------------------------------------------------------
+
+# The engine keeps this much room (address space; only what the kernel writes is ever faulted
+# in: ~48 bytes a transfer) for the kernel's journals (ledger/view.py) and uses it again once a
+# batch's changes reached the durable view: two batches of 262,144 records in flight fit, a
+# batch of a million records takes room of its own. Fresh room for every batch of 65,536
+# records cost ~1 ms of page faults.
+journal_pool_bytes_max = 128 << 20
+
 # --- damage ---------------------------------------------------------------------------------------
 
 # Blocks Ledger.open checks fully (frame checksum, check_block, links) before it opens, as
