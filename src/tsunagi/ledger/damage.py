@@ -139,13 +139,17 @@ class Scrub:
 
     ``chain()`` gives (durable height, read function, report function). A pass checks every
     block below the height with :func:`check_stored_block`, reading at most ``rate_bytes_s``
-    bytes a second, then waits until ``interval_s`` after the pass began before the next.
-    Damage goes to ``report(damage)``; the scrub goes on with the next block.
+    bytes a second on average and spending at most ``cpu_share`` of one core (it sleeps in
+    between: a chain of many small blocks costs more CPU per byte than one of large blocks),
+    then waits until ``interval_s`` after the pass began before the next. Damage goes to
+    ``report(damage)``; the scrub goes on with the next block.
     """
 
-    def __init__(self, chain: Callable, rate_bytes_s: float, interval_s: float) -> None:
+    def __init__(self, chain: Callable, rate_bytes_s: float, interval_s: float,
+                 cpu_share: float = 1.0) -> None:
         self._chain = chain
         self.rate_bytes_s, self.interval_s = rate_bytes_s, interval_s
+        self.cpu_share = cpu_share
         self.passes = 0
         self.blocks_checked = 0
         self.bytes_checked = 0
@@ -165,7 +169,8 @@ class Scrub:
     def status(self) -> dict:
         return {"passes": self.passes, "blocks_checked": self.blocks_checked,
                 "bytes_checked": self.bytes_checked, "last_pass_s": self.last_pass_s,
-                "rate_bytes_s": self.rate_bytes_s, "interval_s": self.interval_s}
+                "rate_bytes_s": self.rate_bytes_s, "interval_s": self.interval_s,
+                "cpu_share": self.cpu_share}
 
     def _run(self) -> None:
         try:
@@ -184,12 +189,14 @@ class Scrub:
         height, read, report = self._chain()
         if height is None:
             return False
-        started, done_bytes = time.monotonic(), 0
+        started, done_bytes, busy_s = time.monotonic(), 0, 0.0
         next_prev: bytes | None = None
         for block_height in range(height - 1, -1, -1):
             if self._stop.is_set():
                 return False
+            checking_s = time.perf_counter()  # wall time: it counts native threads too
             found = check_stored_block(read, block_height, next_prev)
+            busy_s += time.perf_counter() - checking_s
             if found.reason is not None and block_height not in self.damaged:
                 self.damaged.add(block_height)
                 report(Damage(block_height, found.offset, found.reason, "scrub", time.time()))
@@ -198,8 +205,10 @@ class Scrub:
             self.blocks_checked += 1
             self.bytes_checked += found.size
             done_bytes += found.size
-            # Pace the reads: never more than rate_bytes_s on average since the pass began.
-            ahead = done_bytes / self.rate_bytes_s - (time.monotonic() - started)
+            # Pace the pass: on average since it began, no more than rate_bytes_s read and no
+            # more than cpu_share of a core spent.
+            elapsed = time.monotonic() - started
+            ahead = max(done_bytes / self.rate_bytes_s, busy_s / self.cpu_share) - elapsed
             if ahead > 0 and self._stop.wait(ahead):
                 return False
         return True

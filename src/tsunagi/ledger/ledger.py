@@ -446,17 +446,19 @@ class Ledger:
             raise error_for(self._damage or damage, self.directory) from None
 
     def start_scrub(self, rate_bytes_s: float = limits.scrub_rate_bytes_s,
-                    interval_s: float = limits.scrub_interval_s) -> Scrub:
+                    interval_s: float = limits.scrub_interval_s,
+                    cpu_share: float = limits.scrub_cpu_share) -> Scrub:
         """Starts re-reading every committed block in the background (see ledger.damage):
-        at most ``rate_bytes_s`` bytes a second, a new pass ``interval_s`` after the last
-        began. Damage it finds is reported (``report_damage``). Stopped by close()."""
+        at most ``rate_bytes_s`` bytes a second and ``cpu_share`` of a core, a new pass
+        ``interval_s`` after the last began. Damage it finds is reported (``report_damage``).
+        Stopped by close()."""
         if self._scrub is None:
             def chain():
                 if self._log is None:
                     return None, None, None
                 return self.height, self._read_for_scrub, self.report_damage
 
-            self._scrub = Scrub(chain, rate_bytes_s, interval_s)
+            self._scrub = Scrub(chain, rate_bytes_s, interval_s, cpu_share)
             self._scrub.start()
         return self._scrub
 

@@ -74,6 +74,7 @@ class NodeSettings:
     reader_threads: int = 2  # threads serving queries; the ledger allows reads from any thread
     # The background scrub of committed blocks (ledger.damage.Scrub); 0 turns it off.
     scrub_rate_bytes_s: int = ledger_limits.scrub_rate_bytes_s
+    scrub_cpu_share: float = ledger_limits.scrub_cpu_share
     scrub_interval_s: float = ledger_limits.scrub_interval_s
 
     def __post_init__(self) -> None:
@@ -549,9 +550,10 @@ class NodeServer:
         self.port = self._server.sockets[0].getsockname()[1]
         self._writer_task = loop.create_task(self._write_loop())
         self._watchdog_task = loop.create_task(self._watchdog())
-        if self.settings.scrub_rate_bytes_s and self.settings.scrub_interval_s:
-            self.ledger.start_scrub(self.settings.scrub_rate_bytes_s,
-                                    self.settings.scrub_interval_s)
+        scrub = (self.settings.scrub_rate_bytes_s, self.settings.scrub_interval_s,
+                 self.settings.scrub_cpu_share)
+        if all(scrub):
+            self.ledger.start_scrub(*scrub)
         log.info("node serving chain %d on %s:%d", self.chain_id, self.host, self.port)
 
     async def serve_forever(self) -> None:

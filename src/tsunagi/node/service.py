@@ -389,6 +389,7 @@ SETTING_HELP = {
     "scrub_rate_bytes_s": "bytes a second the background scrub re-reads committed blocks at "
                           "(0: no scrub)",
     "scrub_interval_s": "seconds from the start of one scrub pass to the next (0: no scrub)",
+    "scrub_cpu_share": "share of one core the scrub may spend, e.g. 0.02 (0: no scrub)",
     "json_body_bytes_max": "largest JSON batch body, in bytes",
     "small_body_bytes_max": "largest other request body, in bytes",
     "event_streams_max": "open server-sent event streams",
