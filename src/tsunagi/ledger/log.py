@@ -71,6 +71,7 @@ import numpy as np
 
 from tsunagi.errors import CorruptLogError, EncodingError, LockedError, StorageError
 from tsunagi.ledger import limits
+from tsunagi.ledger.buffers import BufferPool
 from tsunagi.ledger.checksum import crc32
 
 __all__ = ["BlockLog", "LogCopy", "fsync_directory", "read_exactly", "write_all",
@@ -405,36 +406,16 @@ class _DirectAppender:
 
 
 class _BufferPool:
-    """Payload buffers, each used again once nothing refers to it any more, and each placed
-    as the direct appender wants it: ``lead`` bytes past a page boundary of its owner.
-
-    A fresh 34 MB buffer costs its page faults on every block: above glibc's 32 MiB mmap
-    threshold each allocation maps new pages. Batches of 262,144 records committed at 1.06 M/s
-    with fresh block buffers and 2.55 M/s when glibc was told to keep them (MALLOC_MMAP_THRESHOLD_,
-    /tmp/prof_ba262.py of session 5); this pool keeps them without changing malloc for the
-    whole process.
-    """
+    """Payload buffers (a BufferPool), each placed as the direct appender wants it: ``lead``
+    bytes past a page boundary of its owner."""
 
     def __init__(self, limit_bytes: int):
-        self._owners: list[np.ndarray] = []
-        self._limit = limit_bytes
+        self._pool = BufferPool(limit_bytes)
 
     def take(self, size: int, lead: int = 0) -> np.ndarray:
         """``size`` bytes starting ``lead`` bytes past a page boundary of the buffer, whose
         bytes before them (from that boundary) are free for the log to fill."""
-        need = lead + size
-        for index in range(len(self._owners)):  # no name may hold an owner while _idle counts
-            if _room(self._owners[index]) >= need and self._idle(index):
-                return _placed_view(self._owners[index], lead, size)
-        owner = np.empty(need + _DIRECT_BLOCK, np.uint8)
-        kept = sum(buffer.nbytes for buffer in self._owners)
-        for index in reversed(range(len(self._owners))):  # idle ones make room for it
-            if kept + owner.nbytes <= self._limit:
-                break
-            if self._idle(index):
-                kept -= self._owners.pop(index).nbytes
-        if kept + owner.nbytes <= self._limit:
-            self._owners.append(owner)
+        owner = self._pool.take(lead + size, _room, _DIRECT_BLOCK)
         return _placed_view(owner, lead, size)
 
     def placement(self, payload) -> tuple[np.ndarray, int, int] | None:
@@ -448,13 +429,6 @@ class _BufferPool:
         if lead < 0 or lead + payload.nbytes > _room(owner):
             return None
         return owner, lead, base
-
-    def _idle(self, index: int) -> bool:
-        # Held by the pool's list and getrefcount's argument alone. Whatever uses the buffer
-        # (the block decoded from it, the log's frame waiting to be written, the indexer's
-        # block) holds one more: numpy points every view at the array that owns the memory,
-        # and a memoryview holds the view it was made from.
-        return sys.getrefcount(self._owners[index]) == 2
 
 
 def _payload_lead(frame_offset: int) -> int:
