@@ -24,16 +24,17 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsunagi.core.block import BlockResult, check_block, decode_block
 from tsunagi.errors import CorruptLogError, EncodingError
-from tsunagi.ledger.log import write_file_atomically
+from tsunagi.ledger.log import LOG_NAME, write_file_atomically
 
-__all__ = ["DAMAGE_FILE", "Damage", "Scrub", "StoredCheck", "check_stored_block", "error_for",
-           "from_error", "read_marker", "remove_marker", "write_marker"]
+__all__ = ["DAMAGE_FILE", "Damage", "Scrub", "StoredCheck", "check_newest_first",
+           "check_stored_block", "error_for", "from_error", "read_marker", "remove_marker",
+           "write_marker"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Damage:
     def describe(self, directory: Path) -> str:
         where = f" at the frame starting at byte offset {self.offset}" if self.offset is not None \
             else ""
-        return (f"committed block {self.height} of {directory / 'blocks.log'} is damaged{where} "
+        return (f"committed block {self.height} of {directory / LOG_NAME} is damaged{where} "
                 f"({self.reason}; found by the {self.found_by} check)")
 
     def advice(self, directory: Path) -> str:
@@ -134,6 +135,21 @@ def check_stored_block(read: Callable[[int], bytes], height: int,
     return StoredCheck(None, block.prev_hash, len(raw))
 
 
+def check_newest_first(read: Callable[[int], bytes], height: int, first: int = 0,
+                       known_hash: Callable[[int], bytes | None] = lambda height: None,
+                       ) -> Iterator[tuple[int, StoredCheck, bytes | None]]:
+    """Checks blocks ``height - 1`` down to ``first`` with :func:`check_stored_block`, each
+    against the hash the block after it links to; yields (height, check, that hash). A damaged
+    block's word on its predecessor is not evidence against it: the one below it is checked
+    against ``known_hash(height)`` instead (a hash recorded elsewhere, or None), as the tip is.
+    """
+    expected = known_hash(height - 1)
+    for block_height in range(height - 1, first - 1, -1):
+        found = check_stored_block(read, block_height, expected)
+        yield block_height, found, expected
+        expected = found.prev_hash if found.reason is None else known_hash(block_height - 1)
+
+
 class Scrub:
     """Re-reads committed blocks in the background, newest first each pass, at a bounded rate.
 
@@ -190,18 +206,12 @@ class Scrub:
         if height is None:
             return False
         started, done_bytes, busy_s = time.monotonic(), 0, 0.0
-        next_prev: bytes | None = None
-        for block_height in range(height - 1, -1, -1):
-            if self._stop.is_set():
-                return False
-            checking_s = time.perf_counter()  # wall time: it counts native threads too
-            found = check_stored_block(read, block_height, next_prev)
+        checking_s = time.perf_counter()  # wall time: it counts native threads too
+        for block_height, found, _ in check_newest_first(read, height):
             busy_s += time.perf_counter() - checking_s
             if found.reason is not None and block_height not in self.damaged:
                 self.damaged.add(block_height)
                 report(Damage(block_height, found.offset, found.reason, "scrub", time.time()))
-            # A damaged block's word on its predecessor is not evidence against it.
-            next_prev = found.prev_hash if found.reason is None else None
             self.blocks_checked += 1
             self.bytes_checked += found.size
             done_bytes += found.size
@@ -209,6 +219,8 @@ class Scrub:
             # more than cpu_share of a core spent.
             elapsed = time.monotonic() - started
             ahead = max(done_bytes / self.rate_bytes_s, busy_s / self.cpu_share) - elapsed
-            if ahead > 0 and self._stop.wait(ahead):
+            stopped = self._stop.wait(ahead) if ahead > 0 else self._stop.is_set()
+            if stopped:
                 return False
+            checking_s = time.perf_counter()
         return True

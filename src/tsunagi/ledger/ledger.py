@@ -11,6 +11,7 @@ log when it lags.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -46,7 +47,7 @@ from tsunagi.ledger import limits
 from tsunagi.ledger.damage import (
     Damage,
     Scrub,
-    check_stored_block,
+    check_newest_first,
     error_for,
     from_error,
     read_marker,
@@ -398,14 +399,14 @@ class Ledger:
         recorded = read_marker(self.directory)
         if recorded is None:
             return
-        heights = [recorded.height] if 0 <= recorded.height < self._log.height \
-            else range(self._log.height)
-        for height in heights:
-            after = self._log.read(height + 1)[4:36] if height + 1 < self._log.height else None
-            found = check_stored_block(self._log.read, height, after)
+        log = self._log
+        # The recorded block against its successor's link, or every block when unknown.
+        known = 0 <= recorded.height < log.height
+        top = min(recorded.height + 2, log.height) if known else log.height
+        for height, found, _ in check_newest_first(log.read, top, recorded.height if known else 0):
             if found.reason is not None:
-                self._damage = Damage(height, found.offset or self._log.frame_offset(height),
-                                      found.reason, recorded.found_by, recorded.found_at_s)
+                self._damage = _located(Damage(height, found.offset, found.reason,
+                                               recorded.found_by, recorded.found_at_s), log)
                 logger.error("%s", self._damage.advice(self.directory))
                 return
         remove_marker(self.directory)
@@ -423,9 +424,7 @@ class Ledger:
     def report_damage(self, damage: Damage) -> None:
         """Records damage found by a read, the scrub or verify: logged once, written to
         damage.json (a restart remembers it), and from now on writes are refused."""
-        if damage.offset is None and 0 <= damage.height < self._log.height:
-            damage = Damage(damage.height, self._log.frame_offset(damage.height),
-                            damage.reason, damage.found_by, damage.found_at_s)
+        damage = _located(damage, self._log)
         with self._damage_lock:
             if self._damage is not None and self._damage.height <= damage.height:
                 return  # the oldest damage is the one to repair first
@@ -860,8 +859,7 @@ class Ledger:
             report = verify_log(self._log, self.config, self._threads, progress,
                                 recorded_hashes)
         if report.damaged:
-            offset = getattr(report, "offset", None)
-            self.report_damage(Damage(report.bad_height, offset, report.reason, "verify",
+            self.report_damage(Damage(report.bad_height, None, report.reason, "verify",
                                       time.time()))
         return report
 
@@ -924,19 +922,24 @@ def _replay(engine: Engine, log: BlockLog, first: int,
 def _check_newest(log: BlockLog, count: int) -> None:
     """The newest ``count`` blocks, checked fully before the ledger opens (Bitcoin Core's
     -checkblocks): damage there stops the open, as a torn tail that was acknowledged would."""
-    next_prev = None
-    for height in range(log.height - 1, max(-1, log.height - 1 - count), -1):
-        found = check_stored_block(log.read, height, next_prev)
+    for height, found, _ in check_newest_first(log.read, log.height,
+                                               max(0, log.height - count)):
         if found.reason is not None:
-            offset = found.offset if found.offset is not None else log.frame_offset(height)
+            damage = _located(Damage(height, found.offset, found.reason, "open", time.time()),
+                              log)
             error = CorruptLogError(
-                f"committed block {height} in {log.path} is damaged at the frame starting at "
-                f"byte offset {offset} ({found.reason}). The ledger does not open on damage "
-                f"in its newest {count} blocks: restore the data directory from a backup or "
-                "copy it from another node of this chain")
-            error.height, error.offset, error.reason = height, offset, found.reason
+                f"{damage.describe(log.directory)}. The ledger does not open on damage in its "
+                f"newest {count} blocks: restore the data directory from a backup or copy it "
+                "from another node of this chain")
+            error.height, error.offset, error.reason = height, damage.offset, found.reason
             raise error
-        next_prev = found.prev_hash
+
+
+def _located(damage: Damage, log: BlockLog) -> Damage:
+    """The damage with its frame's byte offset, where the check did not name one."""
+    if damage.offset is not None or not 0 <= damage.height < log.height:
+        return damage
+    return dataclasses.replace(damage, offset=log.frame_offset(damage.height))
 
 
 def _opens_mask(block: Block) -> np.ndarray:
@@ -957,7 +960,7 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
     going back), re-verifies every signature and replays to the stored codes; all headers then
     link and meet their targets (one native call). ``recorded_hashes(height)`` gives hashes
     recorded elsewhere (index, snapshots) that the block's hash must equal: they catch a
-    changed tip, which no later block links to. ``log`` needs only ``height`` and ``read``.
+    changed tip, which no later block links to.
     """
     height = log.height
     headers = bytearray()
@@ -1030,14 +1033,3 @@ def _verify_block(engine: Engine, block: Block, height: int,
             f"record {first} replays to {Result(int(outcome.codes[first])).name}, "
             f"the block says {Result(int(block.codes[first])).name}")
     return VerifyResult.ok, ""
-    outcome = engine.process(block.records, block.signatures.tobytes(), block.batches,
-                             block.time, 1)
-    if not outcome.stored.all():
-        first = int(np.flatnonzero(~outcome.stored)[0])
-        return (f"record {first} does not authenticate "
-                f"({Result(int(outcome.codes[first])).name})")
-    if not np.array_equal(outcome.codes, block.codes):
-        first = int(np.flatnonzero(outcome.codes != block.codes)[0])
-        return (f"record {first} replays to {Result(int(outcome.codes[first])).name}, "
-                f"the block says {Result(int(block.codes[first])).name}")
-    return ""

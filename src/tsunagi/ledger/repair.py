@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tsunagi.core.block import BlockResult, check_block, decode_block
 from tsunagi.errors import EncodingError, StorageError
-from tsunagi.ledger.damage import check_stored_block, remove_marker
+from tsunagi.ledger.damage import check_newest_first, remove_marker
 from tsunagi.ledger.index import Index
 from tsunagi.ledger.log import BlockLog
 from tsunagi.ledger.snapshot import snapshot_block_hashes
@@ -48,15 +48,12 @@ def repair_blocks(directory: str | Path, copy: Callable[[int], bytes | None],
     recorded = _Recorded(directory)
     try:
         report = RepairReport(log.height)
-        expected: dict[int, bytes | None] = {}
-        next_prev = recorded.get(log.height - 1)
-        for height in range(log.height - 1, -1, -1):
-            found = check_stored_block(log.read, height, next_prev)
+        expected: dict[int, bytes | None] = {}  # the hash the chain names for each damaged one
+        for height, found, named in check_newest_first(log.read, log.height,
+                                                       known_hash=recorded.get):
             if found.reason is not None:
                 report.damaged.append(height)
-                expected[height] = next_prev if height < log.height - 1 \
-                    else recorded.get(height)
-            next_prev = found.prev_hash if found.reason is None else recorded.get(height - 1)
+                expected[height] = named
             if progress is not None:
                 progress(log.height - height, log.height)
         for height in sorted(report.damaged):
