@@ -52,14 +52,15 @@ assert POLICY_DTYPE.itemsize == _commit.POLICY_BYTES
 _C = _commit  # counter positions live in the native module, beside the code that uses them
 
 
-def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
+def grown(array: np.ndarray, capacity: int) -> np.ndarray:
     """A zeroed array of the new capacity (first axis) with the old rows copied in."""
     bigger = np.zeros((capacity,) + array.shape[1:], dtype=array.dtype)
     bigger[: array.shape[0]] = array
     return bigger
 
 
-def _capacity_for(current: int, needed: int, minimum: int) -> int:
+def capacity_for(current: int, needed: int, minimum: int) -> int:
+    """``current`` doubled (from ``minimum`` at least) until it holds ``needed``."""
     capacity = max(current, minimum)
     while capacity < needed:
         capacity *= 2
@@ -107,23 +108,23 @@ class State:
         """Grows the tables (by doubling) so that many more entries fit without a resize."""
         need = min(self.account_count + accounts, self.accounts_max) + 1
         if need > self.account_flags.shape[0]:
-            capacity = _capacity_for(self.account_flags.shape[0], need, _ACCOUNTS_MIN)
-            self.accounts = _grown(self.accounts, capacity)
-            self.owner_keys = _grown(self.owner_keys, capacity)
-            self.account_flags = _grown(self.account_flags, capacity)
+            capacity = capacity_for(self.account_flags.shape[0], need, _ACCOUNTS_MIN)
+            self.accounts = grown(self.accounts, capacity)
+            self.owner_keys = grown(self.owner_keys, capacity)
+            self.account_flags = grown(self.account_flags, capacity)
         remap = False
         need = min(self.hold_count + holds, self.holds_max)
         if need > self.holds.shape[0]:
-            capacity = _capacity_for(self.holds.shape[0], need, _HOLDS_MIN)
-            self.holds = _grown(self.holds, capacity)
-            self.expiry_heap = _grown(self.expiry_heap, capacity)
+            capacity = capacity_for(self.holds.shape[0], need, _HOLDS_MIN)
+            self.holds = grown(self.holds, capacity)
+            self.expiry_heap = grown(self.expiry_heap, capacity)
             # Load at most one half keeps linear probes short.
             self.hold_slots = np.zeros(2 * capacity, dtype=np.uint32)
             remap = True
         need = self.policy_count + policies
         if need > self.policies.shape[0]:
-            capacity = _capacity_for(self.policies.shape[0], need, _POLICIES_MIN)
-            self.policies = _grown(self.policies, capacity)
+            capacity = capacity_for(self.policies.shape[0], need, _POLICIES_MIN)
+            self.policies = grown(self.policies, capacity)
             self.policy_slots = np.zeros(2 * capacity, dtype=np.uint32)
             remap = True
         if remap:
@@ -189,6 +190,12 @@ class State:
 
     def balance_total(self) -> int:
         return int(self.accounts[1: self.account_count + 1, 0].sum(dtype=object))
+
+    def held(self, account: int) -> int:
+        """Units in the open holds the account pays: out of its balance until resolved."""
+        table = self.holds[: self.hold_count]
+        return int(table["amount"][(table["payer"] == account)
+                                   & (table["status"] == HOLD_OPEN)].sum(dtype=np.uint64))
 
     def holds_of(self, account: int) -> list[dict]:
         """Every hold the account pays, receives or resolves, oldest first."""

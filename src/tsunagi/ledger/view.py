@@ -29,7 +29,7 @@ import numpy as np
 
 from tsunagi._native import commit
 from tsunagi.errors import NotFoundError
-from tsunagi.ledger.state import HOLD_OPEN, State
+from tsunagi.ledger.state import State, capacity_for, grown
 
 __all__ = ["AccountInfo", "DurableView", "StateChanges", "capture_changes"]
 
@@ -117,11 +117,9 @@ class DurableView:
         if not 1 <= account <= count:
             raise NotFoundError(f"no account {account} on chain {chain_name!r}: "
                                 f"accounts are 1..{count}")
-        table = view.holds[: view.hold_count]
-        held = int(table["amount"][(table["payer"] == account)
-                                   & (table["status"] == HOLD_OPEN)].sum(dtype=np.uint64))
         return AccountInfo(account, view.owner_key(account), view.balance(account),
-                           view.sequence(account), view.is_issuer(account), held, self._height)
+                           view.sequence(account), view.is_issuer(account), view.held(account),
+                           self._height)
 
     def balances(self, accounts) -> tuple[int, np.ndarray]:
         """(height, balances) of several accounts read at one durable height."""
@@ -149,13 +147,6 @@ class DurableView:
         with self._lock:
             return self._state.canonical()
 
-    def totals(self) -> dict:
-        """Supply, minted and burned as of the durable tip."""
-        with self._lock:
-            view = self._state
-            return {"minted": view.minted, "burned": view.burned, "supply": view.supply,
-                    "accounts": view.account_count, "height": self._height}
-
 
 def _copy_tables(live: State) -> State:
     """A State holding copies of what blocks change, sharing the immutable rows."""
@@ -171,19 +162,7 @@ def _copy_tables(live: State) -> State:
 
 def _reserve(view: State, accounts: int, holds: int, policies: int) -> None:
     """Grows the view's own tables (by doubling) to hold the given counts."""
-    if accounts + 1 > len(view.accounts):
-        view.accounts = _grown(view.accounts, accounts + 1)
-    if holds > len(view.holds):
-        view.holds = _grown(view.holds, holds)
-    if policies > len(view.policies):
-        view.policies = _grown(view.policies, policies)
-
-
-def _grown(array: np.ndarray, needed: int) -> np.ndarray:
-    capacity = max(len(array), 16)
-    while capacity < needed:
-        capacity *= 2
-    bigger = np.zeros((capacity,) + array.shape[1:], dtype=array.dtype)
-    bigger[: len(array)] = array
-    return bigger
-
+    for name, needed in (("accounts", accounts + 1), ("holds", holds), ("policies", policies)):
+        table = getattr(view, name)
+        if needed > len(table):
+            setattr(view, name, grown(table, capacity_for(len(table), needed, 16)))
