@@ -420,7 +420,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-
     from tsunagi.ledger.repair import repair_blocks
 
     source = _copy_source(args.source)
@@ -447,19 +446,21 @@ def _copy_source(text: str):
     """--from: a data directory (a backup, or another node's), or HOST:PORT of a node."""
     from pathlib import Path
 
-    from tsunagi.errors import ConfigError, StorageError
+    from tsunagi.errors import ConfigError
     from tsunagi.ledger.log import LogCopy
 
     if Path(text).is_dir():
         return LogCopy(text)
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise StorageError(f"--from {text}: no such directory, and not HOST:PORT of a node")
+    if ":" not in text:
+        raise ConfigError(f"--from {text}: no such directory, and not HOST:PORT of a node")
     from tsunagi.node.client import Client
+    from tsunagi.node.service import parse_address
+
+    host, port = parse_address(text, "--from")
 
     class _NodeCopy:
         def __init__(self) -> None:
-            self.client = Client(host.strip("[]"), int(port))
+            self.client = Client(host, port)
 
         def read(self, height: int) -> bytes | None:
             return self.client.block(height)
