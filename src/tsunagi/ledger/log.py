@@ -431,6 +431,23 @@ class _BufferPool:
         return owner, lead, base
 
 
+def _read_seal(directory: Path) -> _Seal:
+    """The seal of the log in ``directory`` (blocks.seal); the legacy seal where a log made
+    before seals has none. A damaged seal file is CorruptLogError."""
+    path = directory / SEAL_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return _LEGACY_SEAL
+    if len(raw) != SEAL.size or crc32(raw[:16]) != SEAL.unpack(raw)[2]:
+        raise CorruptLogError(
+            f"{path} is damaged ({len(raw)} bytes): without it the frames of "
+            f"{directory / LOG_NAME} cannot be checked. Restore the file from a backup of this "
+            "data directory (it never changes after the log is made).")
+    magic, key, _ = SEAL.unpack(raw)
+    return _Seal(magic, crc32(key))
+
+
 def _payload_lead(frame_offset: int) -> int:
     """Where the payload of a frame at ``frame_offset`` lies past the start of the disk block
     the frame starts in: the room a placed buffer leaves in front of it."""
@@ -1081,23 +1098,13 @@ class BlockLog:
         """The log's seal from blocks.seal; a new one for an empty log without one; the
         legacy seal for a log written before seals existed."""
         path = self.directory / SEAL_NAME
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            if not empty:
-                return _LEGACY_SEAL
+        if path.exists() or not empty:
+            return _read_seal(self.directory)
+        made = os.urandom(16)
+        while made[:4] == bytes(4):  # unwritten disk blocks read as zeros
             made = os.urandom(16)
-            while made[:4] == bytes(4):  # unwritten disk blocks read as zeros
-                made = os.urandom(16)
-            write_file_atomically(path, SEAL.pack(made[:4], made[4:], crc32(made)))
-            return _Seal(made[:4], crc32(made[4:]))
-        if len(raw) != SEAL.size or crc32(raw[:16]) != SEAL.unpack(raw)[2]:
-            raise CorruptLogError(
-                f"{path} is damaged ({len(raw)} bytes): without it the frames of {self.path} "
-                "cannot be checked. Restore the file from a backup of this data directory "
-                "(it never changes after the log is made).")
-        magic, key, _ = SEAL.unpack(raw)
-        return _Seal(magic, crc32(key))
+        write_file_atomically(path, SEAL.pack(made[:4], made[4:], crc32(made)))
+        return _Seal(made[:4], crc32(made[4:]))
 
     def _recover(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -1228,7 +1235,7 @@ class LogCopy:
         except OSError as exc:
             raise StorageError(f"cannot read the block log {self.path}: {exc.strerror}") from exc
         try:
-            self._seal = self._read_seal()
+            self._seal = _read_seal(self.directory)
             self._frames: list[tuple[int, int, int]] = []  # offset, length, payload crc
             try:
                 for _, offset, payload in _walk_frames(self._fd, 0, os.fstat(self._fd).st_size,
@@ -1239,17 +1246,6 @@ class LogCopy:
         except BaseException:
             os.close(self._fd)
             raise
-
-    def _read_seal(self) -> _Seal:
-        try:
-            raw = (self.directory / SEAL_NAME).read_bytes()
-        except FileNotFoundError:
-            return _LEGACY_SEAL
-        if len(raw) != SEAL.size or crc32(raw[:16]) != SEAL.unpack(raw)[2]:
-            raise CorruptLogError(f"{self.directory / SEAL_NAME} is damaged: the frames of "
-                                  f"{self.path} cannot be checked")
-        magic, key, _ = SEAL.unpack(raw)
-        return _Seal(magic, crc32(key))
 
     @property
     def height(self) -> int:
