@@ -55,6 +55,10 @@ cdef extern from "commit_kernel.h" nogil:
         size_t hold_length
         uint64_t *policies
         size_t policy_length
+        ts_policy *policies_before
+    int TS_JOURNAL_ROW_WORDS
+    void ts_truncate(ts_state *state, uint64_t account_count, uint64_t hold_count,
+                     uint64_t policy_count)
     int TS_KIND_OPEN_ACCOUNT, TS_KIND_HOLD, TS_KIND_SET_POLICY_KEY
     int TS_JOURNAL_ROWS_PER_RECORD
     int TS_KIND_TRANSFER, TS_KIND_MINT, TS_KIND_BURN, TS_KIND_POST, TS_KIND_VOID
@@ -240,27 +244,51 @@ cdef const uint8_t[::1] _codes_view(object codes, size_t count, str what) except
 
 
 class Journal:
-    """What one apply_batch changed: ``accounts``, uint64 rows of (account, balance, sequence)
-    in the order the kernel wrote them (each an account's values right after a change; laid
-    over a copy of the state in order they bring it to the batch's end, see place_accounts);
-    ``holds`` and ``policies``, indices of the entries changed (uint64; may repeat)."""
+    """What one apply_batch changed: ``accounts``, uint64 rows of (account, balance, sequence,
+    balance before, sequence before) in the order the kernel wrote them (each an account's
+    values right after and right before a change: laid over a copy of the state in order, the
+    first three columns bring it to the batch's end, see place_accounts; laid in reverse order,
+    the account and the last two take it back to the batch's start); ``holds`` and
+    ``policies``, indices of the entries changed (uint64; may repeat); ``policies_before``, the
+    POLICY_BYTES entries at ``policies`` as they were right before each change (when
+    apply_batch was given room for them)."""
 
-    __slots__ = ("accounts", "holds", "policies")
+    __slots__ = ("accounts", "holds", "policies", "policies_before")
 
-    def __init__(self, accounts, holds, policies):
+    def __init__(self, accounts, holds, policies, policies_before=None):
         self.accounts, self.holds, self.policies = accounts, holds, policies
+        self.policies_before = policies_before
 
 
-def journal_words(size_t count):
-    """The uint64 words of room apply_batch's journal needs for ``count`` records."""
-    return (3 * TS_JOURNAL_ROWS_PER_RECORD + 2) * count
+JOURNAL_ROW_WORDS = TS_JOURNAL_ROW_WORDS
+_POLICY_WORDS = POLICY_BYTES // 8
+
+
+def journal_words(size_t count, size_t policy_touches=0):
+    """The uint64 words of room apply_batch's journal needs for ``count`` records, of which
+    ``policy_touches`` can touch a policy (set_policy_key, or a key slot): room for their
+    policies' entries as they were before (for undo) is given only when that is nonzero."""
+    return (TS_JOURNAL_ROW_WORDS * TS_JOURNAL_ROWS_PER_RECORD + 2) * count \
+        + _POLICY_WORDS * policy_touches
+
+
+def policy_touches(records):
+    """How many records can change a policy: set_policy_key records and key-slot records."""
+    view = record_bytes(records).view(RECORD_DTYPE_FOR_COUNT)
+    return int(np.count_nonzero((view["kind"] == TS_KIND_SET_POLICY_KEY) | (view["slot"] != 0)))
+
+
+RECORD_DTYPE_FOR_COUNT = np.dtype({"names": ["kind", "slot"], "formats": ["u1", "<u2"],
+                                   "offsets": [0, 2], "itemsize": RECORD_BYTES})
 
 
 def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=False,
-                join_next=None, journal=None):
+                join_next=None, journal=None, size_t policy_touches=0):
     """Applies a batch in one native pass; returns (codes, opened, stored), and a fourth
     item, the Journal of what changed, when ``journal`` is given: True, or a uint64 array of
-    at least journal_words(N) words to write it into (the Journal's arrays are views of it).
+    at least journal_words(N, policy_touches) words to write it into (the Journal's arrays
+    are views of it). ``policy_touches`` (see the function of that name; an upper bound is
+    fine) gives room for the policies' entries before the batch, for undo.
 
     codes: N uint8 result codes; opened: N uint64, the number an open_account got (else 0);
     stored: N bool, whether the record goes in the block. pre_codes (nonzero: rejected by an
@@ -279,7 +307,8 @@ def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=F
     stored = np.zeros(count, dtype=np.bool_)
     tracking = journal is not None and journal is not False
     if count == 0:
-        return (codes, opened, stored, Journal(_NO_ROWS, _NO_INDICES, _NO_INDICES)) \
+        return (codes, opened, stored, Journal(_NO_ROWS, _NO_INDICES, _NO_INDICES,
+                                               _NO_POLICIES)) \
             if tracking else (codes, opened, stored)
     cdef const uint8_t[::1] view = flat
     cdef uint8_t[::1] codes_out = codes
@@ -292,17 +321,22 @@ def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=F
     cdef ts_journal changes
     cdef ts_journal *changes_pointer = NULL
     cdef uint64_t[::1] room
-    cdef size_t rows_words = 3 * TS_JOURNAL_ROWS_PER_RECORD * count
+    cdef size_t rows_words = TS_JOURNAL_ROW_WORDS * TS_JOURNAL_ROWS_PER_RECORD * count
+    cdef size_t before_at = rows_words + 2 * count
+    if policy_touches > count:
+        policy_touches = count
     if tracking:
+        needed = journal_words(count, policy_touches)
         if journal is True:
-            journal = np.empty(journal_words(count), dtype=np.uint64)
+            journal = np.empty(needed, dtype=np.uint64)
         room = journal
-        if <size_t>room.shape[0] < journal_words(count):
-            raise EncodingError(f"the journal needs {journal_words(count)} words of room, "
+        if <size_t>room.shape[0] < needed:
+            raise EncodingError(f"the journal needs {needed} words of room, "
                                 f"got {room.shape[0]}")
         changes.accounts = &room[0]
         changes.holds = &room[rows_words]
         changes.policies = &room[rows_words + count]
+        changes.policies_before = <ts_policy *>&room[before_at] if policy_touches else NULL
         changes.account_length = changes.hold_length = changes.policy_length = 0
         changes_pointer = &changes
     _load(state, &s)
@@ -314,15 +348,29 @@ def apply_batch(state, records, pre_codes=None, uint64_t now_s=0, bint genesis=F
     if status < 0:
         raise MemoryError("the commit kernel ran out of memory for its undo log")
     if tracking:
-        rows = journal[:3 * changes.account_length].reshape(-1, 3)
+        rows = journal[:TS_JOURNAL_ROW_WORDS * changes.account_length].reshape(
+            -1, TS_JOURNAL_ROW_WORDS)
         holds = journal[rows_words:rows_words + changes.hold_length]
         policies = journal[rows_words + count:rows_words + count + changes.policy_length]
-        return codes, opened, stored, Journal(rows, holds, policies)
+        before = None
+        if policy_touches:
+            before = journal[before_at:before_at + _POLICY_WORDS * changes.policy_length]
+        return codes, opened, stored, Journal(rows, holds, policies, before)
     return codes, opened, stored
 
 
-_NO_ROWS = np.zeros((0, 3), dtype=np.uint64)
+_NO_ROWS = np.zeros((0, TS_JOURNAL_ROW_WORDS), dtype=np.uint64)
 _NO_INDICES = np.zeros(0, dtype=np.uint64)
+_NO_POLICIES = np.zeros(0, dtype=np.uint64)
+
+
+def truncate(state, uint64_t account_count, uint64_t hold_count, uint64_t policy_count):
+    """Takes back the newest accounts, holds and policies, down to these counts: they leave
+    their maps (newest first) and their rows are zeroed. Counts above the state's are kept."""
+    cdef ts_state s
+    _load(state, &s)
+    ts_truncate(&s, account_count, hold_count, policy_count)
+    _store(state, &s)
 
 
 def capture_accounts(state, indices):
@@ -349,15 +397,16 @@ def capture_accounts(state, indices):
 
 
 def place_accounts(state, rows):
-    """Lays (account, balance, sequence) rows (a Journal's, or capture_accounts') over a
-    state's accounts array in order; rows of accounts past the state's account count are left
-    out. The caller grows the array to hold every account the count covers."""
+    """Lays (account, balance, sequence) rows (a Journal's, whose further columns are left
+    alone, or capture_accounts') over a state's accounts array in order; rows of accounts past
+    the state's account count are left out. The caller grows the array to hold every account
+    the count covers."""
     cdef const uint64_t[:, ::1] given = np.ascontiguousarray(rows, dtype=np.uint64)
     cdef uint64_t[:, ::1] accounts = state.accounts
     cdef size_t count = given.shape[0], i
     cdef uint64_t n, limit = state.counters[C_ACCOUNT_COUNT]
-    if count and given.shape[1] != 3:
-        raise EncodingError("account rows are (account, balance, sequence)")
+    if count and given.shape[1] < 3:
+        raise EncodingError("account rows start (account, balance, sequence)")
     if limit >= <uint64_t>accounts.shape[0]:
         raise EncodingError(f"{limit} accounts do not fit the state's {accounts.shape[0]} rows")
     with nogil:

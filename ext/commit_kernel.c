@@ -276,6 +276,26 @@ int ts_resolve_signers(const ts_state *s, const ts_record *records, size_t count
     return 0;
 }
 
+/* Entries past the counts are the newest: drop them from their maps, newest first, and zero
+ * their rows, so the tables are as they were before those entries were made. */
+void ts_truncate(ts_state *s, uint64_t account_count, uint64_t hold_count,
+                 uint64_t policy_count) {
+    while (s->hold_count > hold_count) {
+        ts_map_delete(&s->hold_map, --s->hold_count);
+        memset(&s->holds[s->hold_count], 0, sizeof(ts_hold));
+    }
+    while (s->policy_count > policy_count) {
+        ts_map_delete(&s->policy_map, --s->policy_count);
+        memset(&s->policies[s->policy_count], 0, sizeof(ts_policy));
+    }
+    for (; s->account_count > account_count; s->account_count--) {
+        uint64_t n = s->account_count;
+        s->accounts[n] = (ts_account){0, 0};
+        memset(s->owner_keys + 32 * n, 0, 32);
+        s->account_flags[n] = 0;
+    }
+}
+
 /* ---------------------------------------------------------------- undo log */
 
 enum { UNDO_BALANCE = 1, UNDO_SEQUENCE, UNDO_HOLD_STATUS, UNDO_ALLOWANCE, UNDO_POLICY };
@@ -351,12 +371,18 @@ static inline void log_change(kernel *k, uint64_t type, uint64_t index, uint64_t
  * of its balance and sequence as they are now, written while its cache line is at hand. The
  * record that authorize() has just listed keeps its debit account's row up to date in place
  * instead of adding one for each change of that balance. */
-static inline void journal_account(kernel *k, uint64_t account) {
+static inline void journal_account(kernel *k, uint64_t account, ts_account before) {
     ts_journal *j = k->journal;
     if (!j) return;
-    size_t row = account == k->journaled_debit ? k->debit_row : j->account_length++;
+    uint64_t *out;
+    if (account == k->journaled_debit) {
+        out = j->accounts + TS_JOURNAL_ROW_WORDS * k->debit_row; /* keeps its first before */
+    } else {
+        out = j->accounts + TS_JOURNAL_ROW_WORDS * j->account_length++;
+        out[3] = before.balance;
+        out[4] = before.sequence;
+    }
     const ts_account *a = &k->state->accounts[account];
-    uint64_t *out = j->accounts + 3 * row;
     out[0] = account;
     out[1] = a->balance;
     out[2] = a->sequence;
@@ -366,8 +392,12 @@ static inline void journal_hold(kernel *k, uint64_t index) {
     if (k->journal) k->journal->holds[k->journal->hold_length++] = index;
 }
 
+/* Called before the policy at index changes: its index, and the entry as it is now. */
 static inline void journal_policy(kernel *k, uint64_t index) {
-    if (k->journal) k->journal->policies[k->journal->policy_length++] = index;
+    ts_journal *j = k->journal;
+    if (!j) return;
+    if (j->policies_before) j->policies_before[j->policy_length] = k->state->policies[index];
+    j->policies[j->policy_length++] = index;
 }
 
 static void save_policy(kernel *k, uint64_t index) {
@@ -386,10 +416,18 @@ static mark take_mark(const kernel *k) {
 static void undo_one(kernel *k, const undo_entry *e) {
     ts_state *s = k->state;
     switch (e->type) {
-    case UNDO_BALANCE: s->accounts[e->index].balance = e->value; journal_account(k, e->index);
+    case UNDO_BALANCE: {
+        ts_account before = s->accounts[e->index];
+        s->accounts[e->index].balance = e->value;
+        journal_account(k, e->index, before);
         break;
-    case UNDO_SEQUENCE: s->accounts[e->index].sequence = e->value; journal_account(k, e->index);
+    }
+    case UNDO_SEQUENCE: {
+        ts_account before = s->accounts[e->index];
+        s->accounts[e->index].sequence = e->value;
+        journal_account(k, e->index, before);
         break;
+    }
     case UNDO_HOLD_STATUS: s->holds[e->index].status = (uint8_t)e->value; break;
     case UNDO_ALLOWANCE: s->policies[e->index].allowance_left = e->value; break;
     case UNDO_POLICY: s->policies[e->index] = k->saved[e->value]; break;
@@ -401,21 +439,7 @@ static void rollback(kernel *k, const mark *m) {
     k->journaled_debit = 0; /* the rows of what it restores come after that row */
     while (k->undo_length > m->undo_length) undo_one(k, &k->undo[--k->undo_length]);
     k->saved_length = m->saved_length;
-    /* Entries made since the mark are the newest: drop them from their maps, newest first. */
-    while (s->hold_count > m->hold_count) {
-        ts_map_delete(&s->hold_map, --s->hold_count);
-        memset(&s->holds[s->hold_count], 0, sizeof(ts_hold));
-    }
-    while (s->policy_count > m->policy_count) {
-        ts_map_delete(&s->policy_map, --s->policy_count);
-        memset(&s->policies[s->policy_count], 0, sizeof(ts_policy));
-    }
-    for (; s->account_count > m->account_count; s->account_count--) {
-        uint64_t n = s->account_count;
-        s->accounts[n] = (ts_account){0, 0};
-        memset(s->owner_keys + 32 * n, 0, 32);
-        s->account_flags[n] = 0;
-    }
+    ts_truncate(s, m->account_count, m->hold_count, m->policy_count);
     s->minted = m->minted;
     s->burned = m->burned;
 }
@@ -427,9 +451,10 @@ static inline int account_exists(const ts_state *s, uint64_t account) {
 }
 
 static inline void set_balance(kernel *k, uint64_t account, uint64_t balance) {
-    log_change(k, UNDO_BALANCE, account, k->state->accounts[account].balance);
+    ts_account before = k->state->accounts[account];
+    log_change(k, UNDO_BALANCE, account, before.balance);
     k->state->accounts[account].balance = balance;
-    journal_account(k, account);
+    journal_account(k, account, before);
 }
 
 static uint8_t apply_open(kernel *k, const ts_record *r, size_t i) {
@@ -437,7 +462,7 @@ static uint8_t apply_open(kernel *k, const ts_record *r, size_t i) {
     if (s->account_count >= s->accounts_max) return TS_ACCOUNTS_FULL;
     uint64_t n = ++s->account_count;
     s->accounts[n] = (ts_account){0, 0};
-    journal_account(k, n);
+    journal_account(k, n, (ts_account){0, 0});
     memcpy(s->owner_keys + 32 * n, r->data, 32);
     s->account_flags[n] = 0;
     k->opened[i] = n;
@@ -680,12 +705,12 @@ static uint8_t authorize(kernel *k, const ts_record *r) {
     if (code || r->kind == TS_KIND_OPEN_ACCOUNT) return code;
     uint64_t debit = r->debit_account;
     if (k->genesis && debit == 0) return TS_OK;
-    ts_account *account = &k->state->accounts[debit];
+    ts_account *account = &k->state->accounts[debit], before = *account;
     log_change(k, UNDO_SEQUENCE, debit, account->sequence);
     account->sequence = r->sequence;
     if (k->journal) {
         k->journaled_debit = 0;
-        journal_account(k, debit);
+        journal_account(k, debit, before);
         k->journaled_debit = debit;
         k->debit_row = k->journal->account_length - 1;
     }

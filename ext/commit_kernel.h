@@ -158,13 +158,22 @@ typedef struct {
 } ts_state;
 
 /* What a batch changed, so that a copy of the state (the readers' durable view) can be brought
- * up to date with the batch's block alone. accounts holds rows of (account, balance, sequence)
- * in the order the kernel wrote them, each the account's values right after a change (a
- * rollback's restorations included): laid over a copy in that order, they leave it as the
- * batch left the state; rows of accounts past the final count (opens a rollback took back) are
- * left out then. holds and policies list the indices of the entries the batch changed (an index
- * may repeat): the copy takes those entries' values after the batch. The caller gives room for
- * TS_JOURNAL_ROWS_PER_RECORD rows and one hold and one policy index per record. */
+ * up to date with the batch's block alone, and so that the block can be undone.
+ *
+ * accounts holds rows of TS_JOURNAL_ROW_WORDS words, (account, balance, sequence, balance
+ * before, sequence before), in the order the kernel wrote them, each with the account's values
+ * right after a change (a rollback's restorations included) and right before it: laid over a
+ * copy in that order, the first three leave it as the batch left the state (rows of accounts
+ * past the final count, opens a rollback took back, are left out then); laid in reverse order,
+ * the account and the last two give every account back its values from before the batch.
+ * holds and policies list the indices of the entries the batch changed (an index may repeat):
+ * the copy takes those entries' values after the batch. policies_before (may be NULL) gets, for
+ * each policy index listed, the entry as it was right before that change. A hold listed that
+ * existed before the batch was open then (only open holds change).
+ *
+ * The caller gives room for TS_JOURNAL_ROWS_PER_RECORD rows, one hold and one policy index per
+ * record, and one policies_before entry per record that can touch a policy (a set_policy_key,
+ * or a record with a key slot). */
 typedef struct {
     uint64_t *accounts;
     size_t account_length;
@@ -172,7 +181,10 @@ typedef struct {
     size_t hold_length;
     uint64_t *policies;
     size_t policy_length;
+    ts_policy *policies_before;
 } ts_journal;
+
+#define TS_JOURNAL_ROW_WORDS 5
 
 /* Rows one record can add: its debit's (kept up to date in place), a post's payee and payer,
  * an open's new account; and, when its unit rolls back, one for each of the (at most 4) undo
@@ -195,6 +207,11 @@ int ts_apply_batch(ts_state *state, const ts_record *records, size_t count,
  * amount to its payer. Writes up to capacity hold indices to out; returns how many. Call again
  * while it returns capacity. */
 size_t ts_expire_holds(ts_state *state, uint64_t now_s, uint64_t *out, size_t capacity);
+
+/* Takes back the newest entries: accounts, holds and policies past the given counts leave their
+ * maps (newest first) and their rows are zeroed. */
+void ts_truncate(ts_state *state, uint64_t account_count, uint64_t hold_count,
+                 uint64_t policy_count);
 
 /* Pushes every open hold onto the expiry heap (after the tables were loaded). */
 void ts_rebuild_heap(ts_state *state);

@@ -116,6 +116,7 @@ NATIVE_ONLY = {
     "TS_NOT_FOUND": "a miss in the commit kernel's hash maps, inside C",
     "TS_NONCE_NONE": "no nonce found, None once it crosses into Python",
     "TS_JOURNAL_ROWS_PER_RECORD": "room commit.pyx gives the kernel's journal, inside native",
+    "TS_JOURNAL_ROW_WORDS": "words of a journal row; Python reads it as commit.JOURNAL_ROW_WORDS",
 }
 HEADERS = sorted(EXT.glob("*.h"))
 

@@ -41,7 +41,8 @@ from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Fl
 from tsunagi.errors import ConfigError, EncodingError
 from tsunagi.ledger import limits
 from tsunagi.ledger.buffers import BufferPool
-from tsunagi.ledger.state import EXPIRED_DTYPE, State
+from tsunagi.ledger.state import EXPIRED_DTYPE, HOLD_OPEN, State
+from tsunagi.ledger.undo import BlockUndo, apply_undo, make_undo
 from tsunagi.ledger.view import StateChanges, capture_changes
 
 __all__ = ["BatchOutcome", "Engine", "ReplayOutcome"]
@@ -66,6 +67,8 @@ class BatchOutcome:
     # With track_changes: what the state's entries are after this batch, for the readers'
     # durable view (None when the batch stored nothing: its changes go with the next block).
     changes: StateChanges | None = None
+    # With track_changes, when the batch stored records: what its block overwrote.
+    undo: BlockUndo | None = None
 
     @property
     def stored_count(self) -> int:
@@ -85,6 +88,7 @@ class ReplayOutcome:
     opened: np.ndarray
     expired: np.ndarray
     first_mismatch: int | None  # the first record whose code differs or that would not store
+    undo: BlockUndo | None = None  # with track_undo: what the block overwrote
 
     def __bool__(self) -> bool:
         return self.matches
@@ -140,6 +144,8 @@ class Engine:
         # Entries changed by batches that stored nothing (hold expiry): they reach readers
         # with the next block.
         self._unblocked: list[tuple[np.ndarray, np.ndarray]] = []
+        # Holds expired by batches that stored nothing: the next block's undo opens them again.
+        self._expired_unblocked: list[np.ndarray] = []
         self._journal_pool = BufferPool(limits.journal_pool_bytes_max)
 
     def process(self, records, signatures=b"", batches: Sequence = (), now_s: int = 0,
@@ -169,19 +175,54 @@ class Engine:
         txids = hashing.sha256d_records(flat, RECORD_BYTES, threads)
         levels = hashing.merkle_levels(txids, threads) if len(table) else None
         self._verify(view, txids, keys, own, signature_rows, table, codes, threads, levels)
+        counters_before = self.state.counters.copy()
         expired, expired_holds = self._expire(now_s)
+        touches = commit.policy_touches(flat) if track_changes else 0
         applied = commit.apply_batch(self.state, flat, codes, now_s, join_next=_join_next(ids),
-                                     journal=self._journal_room(len(view)) if track_changes
-                                     else None)
+                                     journal=self._journal_room(len(view), touches)
+                                     if track_changes else None, policy_touches=touches)
         codes, opened, stored = applied[:3]
         outcome = _outcome(view, codes, stored, opened, txids, expired, own, signature_rows,
                            table)
         if levels is not None and outcome.stored_count == len(view):
             outcome.stored_txid_levels = levels
         if track_changes:
-            outcome.changes = self._changes(applied[3], expired, expired_holds,
-                                            outcome.stored_count > 0)
+            block = outcome.stored_count > 0
+            outcome.undo = self._undo_of(counters_before, applied[3], expired_holds, block)
+            outcome.changes = self._changes(applied[3], expired, expired_holds, block)
         return outcome
+
+    def _undo_of(self, counters_before: np.ndarray, journal, expired_holds: np.ndarray,
+                 block: bool) -> BlockUndo | None:
+        """The undo of this batch's block, which also opens again the holds that batches
+        storing nothing expired since the last block (None when there is no block)."""
+        if not block:
+            if expired_holds.size:
+                self._expired_unblocked.append(expired_holds)
+            return None
+        expired = np.concatenate(self._expired_unblocked + [expired_holds]) \
+            if self._expired_unblocked else expired_holds
+        self._expired_unblocked.clear()
+        return make_undo(counters_before, journal, expired)
+
+    def undo(self, undo: BlockUndo) -> StateChanges:
+        """Takes the newest block back (tsunagi.ledger.undo); returns what the readers' view
+        needs to move back with it. Holds that batches storing nothing expired after the block
+        open again first: a replay of the chain without the block would not have expired
+        them yet."""
+        state = self.state
+        if self._expired_unblocked:
+            pending = np.concatenate(self._expired_unblocked)
+            np.subtract.at(state.accounts[:, 0], state.holds["payer"][pending].astype(np.intp),
+                           state.holds["amount"][pending])
+            state.holds["status"][pending] = HOLD_OPEN
+            self._expired_unblocked.clear()
+            self._unblocked.clear()
+            commit.rebuild_heap(state)
+        apply_undo(state, undo)
+        holds = np.concatenate([undo.reopened, undo.expired])
+        return capture_changes(state, (np.ascontiguousarray(undo.accounts[::-1]),), holds,
+                               undo.policy_indices)
 
     def _changes(self, journal, expired: np.ndarray, expired_holds: np.ndarray,
                  block: bool) -> StateChanges | None:
@@ -198,10 +239,10 @@ class Engine:
             self._unblocked.clear()
         return capture_changes(self.state, rows, holds, journal.policies)
 
-    def _journal_room(self, count: int) -> np.ndarray:
+    def _journal_room(self, count: int, policy_touches: int = 0) -> np.ndarray:
         """Room for the kernel's journal of ``count`` records, from a pool: a buffer is used
         again once its changes have reached the durable view and nothing refers to them."""
-        words = commit.journal_words(count)
+        words = commit.journal_words(count, policy_touches)
         return self._journal_pool.take(8 * words)[:8 * words].view(np.uint64)
 
     def _verify(self, view, txids, keys, own, signature_rows, table, codes, threads,
@@ -276,22 +317,30 @@ class Engine:
         indices = commit.expire_holds(self.state, now_s)
         return self.state.expired_rows(indices), indices
 
-    def replay(self, records, codes, now_s: int, batches: Sequence = ()) -> ReplayOutcome:
+    def replay(self, records, codes, now_s: int, batches: Sequence = (),
+               track_undo: bool = False) -> ReplayOutcome:
         """Re-applies a stored block without checking signatures (they were checked when it
         was made, and the block's hash chain covers them). Truthy when every record stores
         again with the code the block holds. On a mismatch the state has moved on: the block
-        is not this chain's, and the caller must discard this engine."""
+        is not this chain's, and the caller must discard this engine. ``track_undo`` makes the
+        block's undo data on the way (``outcome.undo``)."""
         flat = commit.record_bytes(records)
         expected = np.asarray(codes, dtype=np.uint8)
         if expected.shape != (len(flat) // RECORD_BYTES,):
             raise EncodingError("replay needs one code per record")
         ids = _batch_ids(_batch_table(batches, len(expected)), len(expected))
-        expired, _ = self._expire(now_s)
-        computed, opened, stored = commit.apply_batch(self.state, flat, None, now_s,
-                                                      join_next=_join_next(ids))
+        counters_before = self.state.counters.copy()
+        expired, expired_holds = self._expire(now_s)
+        touches = commit.policy_touches(flat) if track_undo else 0
+        applied = commit.apply_batch(self.state, flat, None, now_s, join_next=_join_next(ids),
+                                     journal=True if track_undo else None,
+                                     policy_touches=touches)
+        computed, opened, stored = applied[:3]
         wrong = np.flatnonzero((computed != expected) | ~stored)
         first = int(wrong[0]) if wrong.size else None
-        return ReplayOutcome(first is None, computed, opened, expired, first)
+        undo = self._undo_of(counters_before, applied[3], expired_holds, True) \
+            if track_undo else None
+        return ReplayOutcome(first is None, computed, opened, expired, first, undo)
 
     def apply_genesis(self, records, issuer_count: int | None = None) -> BatchOutcome:
         """Applies the genesis block's records (docs/FORMAT.md, Genesis) to an empty state.
