@@ -105,6 +105,15 @@ class BlockResult(IntEnum):
     genesis_batches = 18  # the genesis block carries batches
     genesis_config_invalid = 19  # the genesis extension is not a valid canonical config
     genesis_mismatch = 20  # genesis records, codes, bits or time differ from its config's
+    # Against the chain (Ledger.connect_block), each a reason the block does not connect:
+    undecodable = 21  # the bytes are not a block (sizes disagree)
+    not_tip_child = 22  # its prev_hash is not the tip: the chain layer connects branches
+    wrong_bits = 23  # bits other than the chain's rules give at its height
+    time_before_parent = 24  # its time is before its parent's
+    time_too_far_ahead = 25  # its time is past the node's clock + time_future_s (may pass later)
+    not_authenticated = 26  # a record's signature, signer or sequence does not hold here
+    codes_differ = 27  # a record applies to another result code than the block stores
+    replayed_open = 28  # an open_account already committed on this chain
 
 
 def _bytes_view(data, what: str) -> memoryview:

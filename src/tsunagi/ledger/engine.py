@@ -47,6 +47,8 @@ from tsunagi.ledger.view import StateChanges, capture_changes
 
 __all__ = ["BatchOutcome", "Engine", "ReplayOutcome"]
 
+_NO_HOLDS = np.zeros(0, dtype=np.uint64)
+
 
 @dataclass
 class BatchOutcome:
@@ -150,7 +152,7 @@ class Engine:
 
     def process(self, records, signatures=b"", batches: Sequence = (), now_s: int = 0,
                 threads: int = 1, pre_codes: np.ndarray | None = None,
-                track_changes: bool = False) -> BatchOutcome:
+                track_changes: bool = False, as_block: bool = False) -> BatchOutcome:
         """Runs a batch through every stage; see the module docstring.
 
         ``signatures``: 64 bytes for each record without the batch_authorized flag, in record
@@ -158,7 +160,9 @@ class Engine:
         or a BATCH_DTYPE array (core.block.pack_batches). ``pre_codes`` (N uint8, optional):
         codes an outer layer already knows (already_committed). Framing errors (sizes, batch
         ranges) raise EncodingError.
-        ``track_changes`` fills ``outcome.changes`` (see tsunagi.ledger.view).
+        ``track_changes`` fills ``outcome.changes`` (see tsunagi.ledger.view) and
+        ``outcome.undo`` (tsunagi.ledger.undo). ``as_block``: the batch is a block even when it
+        stores nothing (a block made elsewhere may be empty), so it has changes and undo.
         """
         flat = commit.record_bytes(records)
         view = flat.view(RECORD_DTYPE)
@@ -187,7 +191,7 @@ class Engine:
         if levels is not None and outcome.stored_count == len(view):
             outcome.stored_txid_levels = levels
         if track_changes:
-            block = outcome.stored_count > 0
+            block = outcome.stored_count > 0 or as_block
             outcome.undo = self._undo_of(counters_before, applied[3], expired_holds, block)
             outcome.changes = self._changes(applied[3], expired, expired_holds, block)
         return outcome
@@ -211,6 +215,7 @@ class Engine:
         open again first: a replay of the chain without the block would not have expired
         them yet."""
         state = self.state
+        pending = _NO_HOLDS
         if self._expired_unblocked:
             pending = np.concatenate(self._expired_unblocked)
             np.subtract.at(state.accounts[:, 0], state.holds["payer"][pending].astype(np.intp),
@@ -220,9 +225,11 @@ class Engine:
             self._unblocked.clear()
             commit.rebuild_heap(state)
         apply_undo(state, undo)
-        holds = np.concatenate([undo.reopened, undo.expired])
-        return capture_changes(state, (np.ascontiguousarray(undo.accounts[::-1]),), holds,
-                               undo.policy_indices)
+        holds = np.concatenate([undo.reopened, undo.expired, pending])
+        # The payers of holds opened again last: their balances moved after the rows' values.
+        payers = state.holds["payer"][np.concatenate([undo.expired, pending])]
+        rows = (np.ascontiguousarray(undo.accounts[::-1]), commit.capture_accounts(state, payers))
+        return capture_changes(state, rows, holds, undo.policy_indices)
 
     def _changes(self, journal, expired: np.ndarray, expired_holds: np.ndarray,
                  block: bool) -> StateChanges | None:

@@ -42,7 +42,7 @@ from tsunagi.core.block import (
 )
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig, genesis_records
-from tsunagi.errors import CorruptLogError, EncodingError, StorageError
+from tsunagi.errors import CancelledError, CorruptLogError, EncodingError, StorageError
 from tsunagi.ledger import limits
 from tsunagi.ledger.damage import (
     Damage,
@@ -58,11 +58,13 @@ from tsunagi.ledger.engine import Engine
 from tsunagi.ledger.index import BlockEntries, Index, release_free_memory
 from tsunagi.ledger.log import BlockLog, write_file_atomically
 from tsunagi.ledger.snapshot import (
+    drop_snapshots_above,
     load_newest_snapshot,
     save_snapshot,
     snapshot_block_hashes,
 )
 from tsunagi.ledger.state import State
+from tsunagi.ledger.undo import decode_undo, encode_undo
 from tsunagi.ledger.view import AccountInfo, DurableView
 from tsunagi.limits import u32_max
 
@@ -70,9 +72,19 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 SNAPSHOT_DIRECTORY = "snapshots"
+# Undo data of every block, one frame per height beside blocks.log's (tsunagi.ledger.undo). It
+# is appended with each block and synced before each snapshot, not at each block's fsync: a
+# crash may lose its tail, which the open makes again while it replays the blocks after the
+# newest snapshot (a snapshot is written only once the undo of its blocks is on disk).
+UNDO_DIRECTORY = "undo"
+_GENESIS_UNDO = b"genesis: nothing to undo"
 
 __all__ = ["AccountInfo", "BatchAnswer", "Ledger", "PendingBatch", "TxInfo", "VerifyReport",
            "VerifyResult"]
+
+
+class SealStopped(CancelledError):
+    """A miner's seal search was stopped (a better tip arrived): the batch was taken back."""
 
 
 class PendingBatch:
@@ -266,6 +278,11 @@ class _Indexer:
         if self.error is not None:
             raise self._failure() from self.error
 
+    def rewind(self, height: int) -> None:
+        """After the index was cut to ``height`` (a disconnect, with nothing queued)."""
+        with self.condition:
+            self.indexed = min(self.indexed, height)
+
     def _failure(self) -> StorageError:
         if isinstance(self.error, CorruptLogError):  # a damaged block it read: name it as such
             return CorruptLogError(str(self.error))
@@ -300,10 +317,11 @@ class Ledger:
     """One chain's ledger in one data directory. See docs/LEDGER_API.md."""
 
     def __init__(self, directory: Path, config: ChainConfig, log: BlockLog, index: Index,
-                 engine: Engine, threads: int):
+                 engine: Engine, threads: int, undo_log: BlockLog):
         self.directory = directory
         self.config = config
         self._log = log
+        self._undo_log = undo_log
         self._index = index
         self._engine = engine
         self._threads = threads
@@ -341,18 +359,24 @@ class Ledger:
         write_file_atomically(directory / CONFIG_FILE, config.to_json().encode())
         threads = threads or hashing.cpu_count()
         log = BlockLog.open(directory, create=True)
+        undo_log = None
         try:
+            undo_log = BlockLog.open(directory / UNDO_DIRECTORY, create=True)
             genesis = _genesis_block(config)
             engine = Engine(State(), config.chain_id)
             block = decode_block(genesis)
             engine.apply_genesis(block.records.tobytes(), len(config.issuers))
             log.append(bytes(genesis))
             log.sync()
+            undo_log.append(_GENESIS_UNDO)
+            undo_log.sync()
             index = Index.open(directory)
         except BaseException:
             log.close()
+            if undo_log is not None:
+                undo_log.close()
             raise
-        ledger = cls(directory, config, log, index, engine, threads)
+        ledger = cls(directory, config, log, index, engine, threads, undo_log)
         ledger._start_indexer()
         return ledger
 
@@ -376,20 +400,24 @@ class Ledger:
         config = ChainConfig.from_json(config_path.read_bytes())
         threads = threads or hashing.cpu_count()
         log = BlockLog.open(directory)
+        undo_log = None
         try:
             if log.height == 0:
                 raise CorruptLogError(f"{directory}: the block log is empty, not even genesis: "
                                       "restore the directory from a backup or a peer")
-            engine, first = _restore_state(directory, config, log)
-            _replay(engine, log, first, progress)
+            undo_log = _open_undo_log(directory, log.height)
+            engine, first = _restore_state(directory, config, log, undo_log.height)
+            _replay(engine, log, first, progress, undo_log)
             _check_newest(log, check_blocks)
             index = Index.open(directory)
         except BaseException:
             log.close()
+            if undo_log is not None:
+                undo_log.close()
             raise
         if index.indexed_height > log.height:  # the index saw blocks a reorg took back
             index.truncate_above(log.height)
-        ledger = cls(directory, config, log, index, engine, threads)
+        ledger = cls(directory, config, log, index, engine, threads, undo_log)
         ledger._recall_damage()
         ledger._start_indexer()
         return ledger
@@ -522,6 +550,7 @@ class Ledger:
             finally:
                 self._index.close()
                 self._log.close()
+                self._undo_log.close()
                 self._log = None
 
     def __enter__(self) -> Ledger:
@@ -544,13 +573,19 @@ class Ledger:
         return self.begin_batch(records, signatures, batches, now_s).wait()
 
     def begin_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
-                    now_s: int | None = None) -> PendingBatch:
+                    now_s: int | None = None, *, bits: int | None = None,
+                    seal: Callable[[np.ndarray], bool] | None = None) -> PendingBatch:
         """``submit_batch`` up to the fsync: checks, applies and writes the block, and returns
         a PendingBatch whose ``wait()`` gives the answer once the block is durable.
 
         The caller may begin its next batch before waiting for this one: the CPU work of the
         next overlaps this one's disk wait, and one fsync covers both. Later batches see the
         state this one left (a crash before its fsync takes both back, unanswered).
+
+        ``bits`` (the consensus layer's difficulty for the next block; the config's by
+        default) and ``seal`` (writes the block's seal into its buffer and returns True, or
+        False when told to stop; the development nonce search by default) are for miners.
+        A stopped seal takes the batch back and raises SealStopped.
         """
         view = rec.as_records(records)
         with self._write_lock:
@@ -567,7 +602,10 @@ class Ledger:
                                  opened=outcome.opened)
             if outcome.stored_count:
                 try:
-                    self._write_block(outcome, block_time, answer, early)
+                    self._write_block(outcome, block_time, answer, early, bits, seal)
+                except SealStopped:
+                    self._engine.undo(outcome.undo)
+                    raise
                 except BaseException as exc:
                     self._broken = exc  # state is ahead of the log: refuse further writes
                     raise
@@ -618,7 +656,8 @@ class Ledger:
         return buffer
 
     def _write_block(self, outcome, block_time: int, answer: BatchAnswer,
-                     early: np.ndarray | None = None) -> None:
+                     early: np.ndarray | None = None, bits: int | None = None,
+                     seal: Callable[[np.ndarray], bool] | None = None) -> None:
         signatures = outcome.stored_signatures if len(outcome.stored_signatures) else b""
         # The engine hashed every record already; the block and the index reuse those txids.
         txids = outcome.txids if outcome.stored.all() else outcome.txids[outcome.stored]
@@ -630,21 +669,145 @@ class Ledger:
             def allocate(size: int) -> np.ndarray:
                 return early if size == len(early) else self._log.payload_buffer(size)
         data = encode_block(
-            prev_hash=self._tip_hash, time=block_time, bits=self.config.bits,
+            prev_hash=self._tip_hash, time=block_time,
+            bits=self.config.bits if bits is None else bits,
             records=records, codes=outcome.stored_codes,
             signatures=signatures, batches=outcome.stored_batches,
             threads=self._threads, txids=txids, txid_levels=outcome.stored_txid_levels,
             as_array=True, allocate=allocate)
-        mine_header(data, threads=self._threads)
+        if seal is None:
+            mine_header(data, threads=self._threads)
+        elif not seal(data):
+            raise SealStopped("the block's seal was stopped before it was found")
         # Nothing changes the block after mining: the log may keep this very buffer.
+        block = self._append(data, outcome, txids=txids)
+        answer.height, answer.block_hash = self._log.height - 1, block.hash
+
+    def _append(self, data, outcome, txids: np.ndarray | None = None) -> Block:
+        """Appends a block the engine has applied, with its undo data; the tip moves to it."""
         height = self._log.append(data, copy=False)
+        self._undo_log.append(encode_undo(outcome.undo))
         block = decode_block(data, txids=txids)
         self._tip_hash, self._tip_time = block.hash, block.time
-        answer.height, answer.block_hash = height, block.hash
         self._unsynced.append((height, block, outcome.opened[outcome.stored], outcome.changes))
         self._records_since_snapshot += len(block)
         if self._records_since_snapshot >= limits.snapshot_interval_records:
             self._snapshot_now(background=True)
+        return block
+
+    # ------------------------------------------------------------- blocks made elsewhere
+
+    def connect_block(self, data, *, expected_bits: int | None = None,
+                      now_s: int | None = None, wait: bool = True) -> BlockResult:
+        """Checks a block made anywhere and, when it holds, applies it on the tip and stores it
+        with its undo data (Bitcoin Core's CheckBlock, then ConnectBlock).
+
+        Checked alone (``check_block``: proof of work, Merkle root, layout, batch signatures),
+        then against the chain: it links to the tip, its bits are ``expected_bits`` (the
+        consensus layer's difficulty rule; by default the config's fixed bits), its time is not
+        before its parent's nor past ``now_s`` + the config's time_future_s, no open_account is
+        a replay, every record signature verifies against this chain's keys and every record
+        applies to the result code the block stores. Any failure is a BlockResult code and
+        changes nothing. ``wait`` returns once the block is durable; without it the caller
+        makes it durable later (``sync``), and readers see it then.
+        """
+        try:
+            block = decode_block(data)
+        except EncodingError:
+            return BlockResult.undecodable
+        result = check_block(block)
+        if result is not BlockResult.ok:
+            return result
+        if block.is_genesis:
+            return BlockResult.not_tip_child
+        with self._write_lock:
+            self._check_writable()
+            result = self._check_context(block, expected_bits, now_s)
+            if result is not BlockResult.ok:
+                return result
+            pre_codes = self._already_committed_opens(block.records)
+            if pre_codes is not None and pre_codes.any():
+                return BlockResult.replayed_open
+            outcome = self._engine.process(block.records, block.signatures, block.batches,
+                                           block.time, self._threads, track_changes=True,
+                                           as_block=True)
+            if not outcome.stored.all() or not np.array_equal(outcome.codes, block.codes):
+                self._engine.undo(outcome.undo)
+                return BlockResult.not_authenticated if not outcome.stored.all() \
+                    else BlockResult.codes_differ
+            try:
+                self._append(np.frombuffer(block.data, dtype=np.uint8), outcome,
+                             txids=outcome.txids)
+            except BaseException as exc:
+                self._broken = exc
+                raise
+            end = self._log.height
+        if wait:
+            self._make_durable(end)
+        return BlockResult.ok
+
+    def _check_context(self, block: Block, expected_bits: int | None,
+                       now_s: int | None) -> BlockResult:
+        if block.prev_hash != self._tip_hash:
+            return BlockResult.not_tip_child
+        if block.bits != (self.config.bits if expected_bits is None else expected_bits):
+            return BlockResult.wrong_bits
+        if block.time < self._tip_time:
+            return BlockResult.time_before_parent
+        clock = int(time.time()) if now_s is None else int(now_s)
+        if block.time > clock + getattr(self.config, "time_future_s", limits.time_future_s):
+            return BlockResult.time_too_far_ahead
+        return BlockResult.ok
+
+    def sync(self) -> tuple[int, bytes]:
+        """Makes every block written so far durable; returns (height, tip_hash)."""
+        self._make_durable(self._log.height)
+        return self.tip
+
+    def disconnect_block(self) -> bytes:
+        """Takes the tip block back from its undo data and returns its bytes."""
+        return self.disconnect_blocks(1)[0]
+
+    def disconnect_blocks(self, count: int) -> list[bytes]:
+        """Takes the newest ``count`` blocks back, newest first, exactly (balances, sequences,
+        holds made, posted, voided or expired in them, policy allowances, accounts opened),
+        and returns their bytes, newest first. The log, the undo log and the index are cut once
+        at the end; snapshots above the new tip are dropped first. Genesis stays."""
+        with self._write_lock:
+            self._check_writable()
+            end = self._log.height
+            if not 0 <= count < end:
+                raise StorageError(f"cannot disconnect {count} blocks: the chain has {end - 1} "
+                                   "above genesis")
+            if count == 0:
+                return []
+            self._make_durable(end)
+            self._indexer.wait(end)
+            self._join_snapshot()
+            if self._undo_log.height < end:
+                raise CorruptLogError(f"{self.directory / UNDO_DIRECTORY} lacks the undo data of "
+                                      f"blocks {self._undo_log.height}..{end - 1}: reopen the "
+                                      "ledger, which makes it again")
+            new_end = end - count
+            taken = []
+            for height in range(end - 1, new_end - 1, -1):
+                taken.append(self._read(height))
+                changes = self._engine.undo(decode_undo(self._undo_log.read(height)))
+                self._view.advance(changes, height)
+            try:
+                drop_snapshots_above(self.directory / SNAPSHOT_DIRECTORY, new_end - 1)
+                self._index.truncate_above(new_end)
+                self._indexer.rewind(new_end)
+                self._undo_log.truncate(new_end)
+                self._log.truncate(new_end)
+            except BaseException as exc:
+                self._broken = exc  # the state is behind the log: reopen to recover
+                raise
+            tip = _read_block(self._log, new_end - 1)
+            self._tip_hash, self._tip_time = tip.hash, tip.time
+            self._durable = (new_end, tip.hash)
+            self._records_since_snapshot = 0
+            return taken
 
     def _check_writable(self) -> None:
         self._check_usable()
@@ -705,6 +868,7 @@ class Ledger:
             # A snapshot must not get ahead of the log on disk: reopening starts from it.
             try:
                 self._make_durable(height + 1)
+                self._undo_log.sync()  # the open makes undo again only above a snapshot
             except StorageError:
                 logger.warning("no snapshot at height %d: its blocks did not reach the disk",
                                height)
@@ -890,10 +1054,24 @@ def _genesis_block(config: ChainConfig) -> bytearray:
     return block
 
 
-def _restore_state(directory: Path, config: ChainConfig, log: BlockLog) -> tuple[Engine, int]:
-    """The engine at the newest usable snapshot (or genesis) and the next height to replay."""
+def _open_undo_log(directory: Path, height: int) -> BlockLog:
+    """The undo log, cut to the block log's height (a crash between their cuts) and begun
+    with genesis' frame in a directory made before undo data existed."""
+    path = directory / UNDO_DIRECTORY
+    undo_log = BlockLog.open(path, create=not path.exists())
+    if undo_log.height > height:
+        undo_log.truncate(height)
+    if undo_log.height == 0:
+        undo_log.append(_GENESIS_UNDO)
+    return undo_log
+
+
+def _restore_state(directory: Path, config: ChainConfig, log: BlockLog,
+                   undo_height: int) -> tuple[Engine, int]:
+    """The engine at the newest usable snapshot (or genesis) and the next height to replay:
+    the replay must pass every block whose undo data is missing (from ``undo_height`` on)."""
     snapshot = load_newest_snapshot(directory / SNAPSHOT_DIRECTORY)
-    if snapshot is not None and snapshot.height < log.height:
+    if snapshot is not None and snapshot.height < min(log.height, undo_height):
         block = _read_block(log, snapshot.height)
         if block.hash == snapshot.block_hash:
             state = State.from_arrays(snapshot.arrays, snapshot.meta)
@@ -908,10 +1086,15 @@ def _restore_state(directory: Path, config: ChainConfig, log: BlockLog) -> tuple
 
 
 def _replay(engine: Engine, log: BlockLog, first: int,
-            progress: Callable[[int, int], None] | None) -> None:
+            progress: Callable[[int, int], None] | None, undo_log: BlockLog) -> None:
     for height in range(first, log.height):
         block = _read_block(log, height)
-        if not engine.replay(block.records, block.codes, block.time, block.batches):
+        missing = height >= undo_log.height
+        outcome = engine.replay(block.records, block.codes, block.time, block.batches,
+                                track_undo=missing)
+        if missing and outcome:
+            undo_log.append(encode_undo(outcome.undo))
+        if not outcome:
             raise CorruptLogError(
                 f"block {height} does not replay to the result codes it stores: the log was "
                 "changed after it was written; run `tsunagi verify` and restore from a peer")
