@@ -34,7 +34,8 @@ def test_every_error_code_is_documented_with_its_number():
 
 def test_every_message_type_is_documented_with_its_number():
     documented = {}
-    for row in _table_rows("## Requests and answers") + _table_rows("## Handshake"):
+    for row in _table_rows("## Requests and answers") + _table_rows("## Handshake") \
+            + _table_rows("## Peers"):
         documented[row[1]] = int(row[0], 16)
         for name, number in re.findall(r"([a-z_]+) \((0x[0-9A-Fa-f]{2})", " | ".join(row[2:])):
             documented[name] = int(number, 16)

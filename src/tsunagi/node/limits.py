@@ -6,6 +6,8 @@ ones from :class:`tsunagi.node.server.NodeSettings`, whose defaults come from he
 
 from __future__ import annotations
 
+from tsunagi.ledger.limits import log_block_bytes_max
+
 # The wire protocol versions this code speaks, oldest first. A hello names the versions the
 # client speaks; the server picks the highest one both know.
 protocol_versions = (1,)
@@ -85,7 +87,7 @@ holds_per_answer_max = 1000
 # Hashes in a Merkle proof: a block of 2**64 records needs 64, so more is never valid.
 proof_hashes_max = 64
 
-# Versions one hello may name.
+# Versions one hello or peer_hello may name.
 hello_versions_max = 16
 
 # Bytes of UTF-8 text in an error answer; longer messages are cut.
@@ -112,3 +114,34 @@ client_stream_notices_max = 4096
 # its first record arrived, whichever comes first.
 batcher_records_max = 4096
 batcher_wait_ms = 1.0
+
+# --- peer connections (docs/PROTOCOL.md, "Peers") ---------------------------------------------
+
+# Largest frame on a peer connection, which carries whole blocks (block_data): the largest block
+# the block log stores (tsunagi.ledger.limits.log_block_bytes_max, 256 MiB) and the frame's
+# prefix, since a node could not keep a larger block anyway. Client frames stay at
+# frame_bytes_max: a connection gets this limit only once its first frame, a peer_hello read
+# under frame_bytes_max, made it a peer's. It costs that one peer can make the node hold up to
+# 256 MiB for a frame it is sending (reserved with numpy.empty: only the bytes that arrive
+# touch memory), so the peer manager bounds peers and blocks in flight.
+peer_frame_bytes_max = frame_prefix_bytes + log_block_bytes_max
+
+# Headers in one headers message: 16,384 are 1.3 MB, one frame per round trip of headers-first
+# sync. Encoding, decoding and validating them (hashing.validate_headers) took 1.7 ms on one
+# core here, so a loopback sync makes well over a million headers a second; more per message
+# would only delay the first header checked.
+headers_per_message_max = 16_384
+
+# Hashes in a block locator: the newest ten one by one, then doubling steps back, reach the
+# genesis of a chain of 2**50 blocks in about 60 hashes, so more is never needed.
+locator_hashes_max = 64
+
+# Block hashes in one get_blocks (and not_found): the blocks one request asks of one peer. The
+# peer manager's download window decides how many requests are in flight; this bounds what one
+# request costs to check and to answer.
+blocks_per_request_max = 64
+
+# Addresses in one peers answer (Bitcoin's addr holds as many), and bytes of one host: a DNS
+# name is at most 253, and the length is a u8.
+peers_per_answer_max = 1000
+peer_host_bytes_max = 255

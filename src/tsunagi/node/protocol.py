@@ -6,7 +6,9 @@ nothing else: lengths are checked before any field is read, and a last guard tur
 builtin decoding error into ProtocolError too.
 
 A submit batch stays one contiguous record buffer from the socket to the ledger: decoding it
-makes memoryview slices and checks them with numpy, never one Python object per record.
+makes memoryview slices and checks them with numpy, never one Python object per record. Peers
+(other nodes) use the same frames with messages of their own (0x40..0x4F); a headers message
+likewise decodes to one view of its 80-byte headers, never one object per header.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import numpy as np
 from tsunagi.core.block import (
     BATCH_BYTES,
     BLOCK_BYTES_MIN,
+    ZERO_HASH,
     BlockResult,
     batch_fault_message,
     check_batch_layout,
     pack_batches,
 )
+from tsunagi.core.block import HEADER_BYTES as BLOCK_HEADER_BYTES
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
 from tsunagi.errors import ProtocolError
+from tsunagi.ledger.limits import log_block_bytes_max
 from tsunagi.limits import u64_max
 from tsunagi.node import limits
 
@@ -75,6 +80,17 @@ class MessageType(IntEnum):
     hold = 0x37
     query_policy = 0x38  # the policy key in one slot of an account
     policy = 0x39
+    # Peer connections (docs/PROTOCOL.md, "Peers"): node to node, either side may ask.
+    peer_hello = 0x40  # first frame both ways: versions, genesis hash, best chain, node nonce
+    get_headers = 0x41  # headers after the newest block of a locator that the node has
+    headers = 0x42  # contiguous 80-byte headers, oldest first
+    get_blocks = 0x43  # blocks by hash: one block_data each, then a not_found for the rest
+    block_data = 0x44  # one block's bytes
+    not_found = 0x45  # the hashes of a get_blocks the node does not have
+    announce = 0x46  # a new best block's header and height; not answered
+    relay = 0x47  # signed records for the mempool, laid out as submit_batch; not answered
+    get_peers = 0x48
+    peers = 0x49  # addresses of other peers
 
 
 # Frame flag bits; their meaning depends on the message type.
@@ -97,6 +113,20 @@ class ErrorCode(IntEnum):
     too_many_subscriptions = 12  # above subscriptions_per_connection_max
     timeout = 13  # a frame, the hello or the silence took too long; the connection is closed
     damaged = 14  # a committed block is damaged: reading it fails, and no record is taken
+    wrong_genesis = 15  # the peer's chain starts from another genesis block; closed
+    self_connection = 16  # the peer_hello carries this node's own nonce: it dialed itself
+    banned = 17  # the node refuses this peer for a while (it misbehaved); closed
+    misbehaving = 18  # the peer broke the peer protocol (a bad header or block); closed, banned
+
+
+# The message types of a peer connection, which begins with a peer_hello; a connection that
+# begins with a hello is a client's and serves the other types. error, ping and pong serve both.
+PEER_TYPES = frozenset({
+    MessageType.error, MessageType.ping, MessageType.pong, MessageType.get_headers,
+    MessageType.headers, MessageType.get_blocks, MessageType.block_data, MessageType.not_found,
+    MessageType.announce, MessageType.relay, MessageType.get_peers, MessageType.peers})
+# The two first frames: their layout is fixed and their frame header always says HELLO_VERSION.
+HANDSHAKE_TYPES = (MessageType.hello, MessageType.peer_hello)
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,23 +565,31 @@ def _codec(cls, message_type: MessageType):
     return register
 
 
+def _check_versions(count: int, what: str, error) -> None:
+    if not 1 <= count <= limits.hello_versions_max:
+        raise error(f"a {what} names 1..{limits.hello_versions_max} versions, got {count}")
+
+
 def _encode_hello(m: Hello):
-    if not 1 <= len(m.versions) <= limits.hello_versions_max:
-        raise ValueError(f"a hello names 1..{limits.hello_versions_max} versions")
+    _check_versions(len(m.versions), "hello", ValueError)
     return _HELLO.pack(MAGIC, m.chain_id, len(m.versions)) + bytes(m.versions), 0
 
 
-def _decode_hello(p, flags):
-    if len(p) < _HELLO.size:
-        raise ProtocolError(f"a hello is at least {_HELLO.size} bytes, got {len(p)}")
-    magic, chain_id, count = _HELLO.unpack_from(p)
+def _hello_head(p, layout: struct.Struct, what: str) -> tuple:
+    """The fixed fields of a hello or peer_hello, checked: magic first, versions count last."""
+    if len(p) < layout.size:
+        raise ProtocolError(f"a {what} is at least {layout.size} bytes, got {len(p)}")
+    magic, *fields, count = layout.unpack_from(p)
     if magic != MAGIC:
-        raise ProtocolError(f"a hello starts with {MAGIC!r}, got {bytes(magic)!r}")
-    if not 1 <= count <= limits.hello_versions_max:
-        raise ProtocolError(f"a hello names 1..{limits.hello_versions_max} versions, "
-                            f"got {count}")
-    _exact(p, _HELLO.size + count, "hello")
-    return Hello(tuple(p[_HELLO.size:]), chain_id)
+        raise ProtocolError(f"a {what} starts with {MAGIC!r}, got {bytes(magic)!r}")
+    _check_versions(count, what, ProtocolError)
+    _exact(p, layout.size + count, what)
+    return tuple(p[layout.size:]), *fields
+
+
+def _decode_hello(p, flags):
+    versions, chain_id = _hello_head(p, _HELLO, "hello")
+    return Hello(versions, chain_id)
 
 
 _codec(Hello, MessageType.hello)((_encode_hello, _decode_hello))
@@ -636,31 +674,33 @@ def _decode_submit(p, flags):
 _codec(Submit, MessageType.submit)((_encode_submit, _decode_submit))
 
 
-def _encode_submit_batch(m: SubmitBatch):
-    check_submit_batch(m.records, m.signatures, m.batches, error=ValueError)
-    head = _SUBMIT_BATCH.pack(len(m.records) // RECORD_BYTES,
-                              len(m.signatures) // SIGNATURE_BYTES,
-                              len(m.batches) // BATCH_BYTES, 0)
-    return b"".join((head, m.records, m.signatures, m.batches)), 0
+def _batch_codec(cls, what: str):
+    """Encoder and decoder of a submit batch's layout, for submit_batch and relay."""
+    def encode(m):
+        check_submit_batch(m.records, m.signatures, m.batches, error=ValueError)
+        head = _SUBMIT_BATCH.pack(len(m.records) // RECORD_BYTES,
+                                  len(m.signatures) // SIGNATURE_BYTES,
+                                  len(m.batches) // BATCH_BYTES, 0)
+        return b"".join((head, m.records, m.signatures, m.batches)), 0
+
+    def decode(p, flags):
+        if len(p) < _SUBMIT_BATCH.size:
+            raise ProtocolError(f"a {what} is at least {_SUBMIT_BATCH.size} bytes, "
+                                f"got {len(p)}")
+        record_count, signature_count, batch_count, reserved = _SUBMIT_BATCH.unpack_from(p)
+        if reserved:
+            raise ProtocolError(f"the reserved field of a {what} must be zero")
+        records_end = _SUBMIT_BATCH.size + record_count * RECORD_BYTES
+        signatures_end = records_end + signature_count * SIGNATURE_BYTES
+        _exact(p, signatures_end + batch_count * BATCH_BYTES, what)
+        batch = cls(p[_SUBMIT_BATCH.size:records_end], p[records_end:signatures_end],
+                    p[signatures_end:])
+        check_submit_batch(batch.records, batch.signatures, batch.batches)
+        return batch
+    return encode, decode
 
 
-def _decode_submit_batch(p, flags):
-    if len(p) < _SUBMIT_BATCH.size:
-        raise ProtocolError(f"a submit batch is at least {_SUBMIT_BATCH.size} bytes, "
-                            f"got {len(p)}")
-    record_count, signature_count, batch_count, reserved = _SUBMIT_BATCH.unpack_from(p)
-    if reserved:
-        raise ProtocolError("the reserved field of a submit batch must be zero")
-    records_end = _SUBMIT_BATCH.size + record_count * RECORD_BYTES
-    signatures_end = records_end + signature_count * SIGNATURE_BYTES
-    _exact(p, signatures_end + batch_count * BATCH_BYTES, "submit batch")
-    batch = SubmitBatch(p[_SUBMIT_BATCH.size:records_end], p[records_end:signatures_end],
-                        p[signatures_end:])
-    check_submit_batch(batch.records, batch.signatures, batch.batches)
-    return batch
-
-
-_codec(SubmitBatch, MessageType.submit_batch)((_encode_submit_batch, _decode_submit_batch))
+_codec(SubmitBatch, MessageType.submit_batch)(_batch_codec(SubmitBatch, "submit batch"))
 
 
 def check_submit_batch(records, signatures, batches, error=ProtocolError) -> None:
@@ -1160,6 +1200,303 @@ def _decode_policy(p, flags):
 
 _codec(Policy, MessageType.policy)((_encode_policy, _decode_policy))
 
+
+# --- peers ------------------------------------------------------------------------------------
+
+SERVICE_MINES = 1  # PeerHello.services bit: the node mines blocks
+SERVICES_KNOWN = SERVICE_MINES
+_HOST_CHARACTERS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHello:
+    """The first frame of a peer connection: the connecting side's, then the other side's own.
+
+    ``node_nonce`` is random per process, so a node that receives its own has dialed itself.
+    """
+
+    versions: tuple[int, ...]
+    genesis_hash: bytes
+    best_height: int
+    best_work: int  # cumulative proof of work of the best chain, 0 .. 2**256 - 1
+    listen_port: int = 0  # where the node accepts peers; 0: it does not
+    node_nonce: int = 0
+    services: int = 0  # SERVICE_MINES
+
+    @property
+    def mines(self) -> bool:
+        return bool(self.services & SERVICE_MINES)
+
+
+@dataclass(frozen=True, slots=True)
+class GetHeaders:
+    """Headers of the asked node's best chain after the newest block of ``locator`` it has.
+
+    ``locator`` is newest first, Bitcoin style: the asker's tip, its parents, then ever larger
+    steps back, its genesis hash last.
+    """
+
+    locator: tuple[bytes, ...]
+    max_count: int = limits.headers_per_message_max
+    stop_hash: bytes = ZERO_HASH  # the last header wanted; zeros: none
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """Contiguous 80-byte block headers, oldest first; none: the asker has the best chain.
+
+    Decoded, ``headers`` is one view of the received frame, which hashing.validate_headers
+    checks as it is.
+    """
+
+    headers: bytes  # count x 80 bytes
+
+    @property
+    def count(self) -> int:
+        return memoryview(self.headers).nbytes // BLOCK_HEADER_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class GetBlocks:
+    hashes: tuple[bytes, ...]  # distinct block hashes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockData:
+    """One encoded block (docs/FORMAT.md); decoded, a view of the received frame."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    hashes: tuple[bytes, ...]  # the blocks of a get_blocks the node does not have
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """A new best block: a peer that does not know its parent asks for headers."""
+
+    height: int
+    header: bytes  # 80 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Relay(SubmitBatch):
+    """Signed records for the mempool, passed from peer to peer: a submit batch's fields,
+    layout and checks, under its own type. Not answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetPeers:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    host: str  # a DNS name or an IP address: 1..255 ASCII letters, digits, '.', '-', ':'
+    port: int  # 1..65535
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    addresses: tuple[PeerAddress, ...]
+
+
+_PEER_HELLO = struct.Struct("<4s32s32sQQIHB")
+_GET_HEADERS = struct.Struct("<II32s")
+_COUNT = struct.Struct("<I")
+_ANNOUNCE = struct.Struct("<Q80s")
+_ADDRESS = struct.Struct("<HB")
+
+
+def _encode_peer_hello(m: PeerHello):
+    _check_versions(len(m.versions), "peer hello", ValueError)
+    if not 0 <= m.best_work < 1 << 256:
+        raise ValueError(f"best_work is a 256-bit unsigned integer, got {m.best_work}")
+    if m.services & ~SERVICES_KNOWN:
+        raise ValueError(f"service flags 0x{m.services:x} are not defined")
+    return _PEER_HELLO.pack(MAGIC, _hash32(m.genesis_hash), m.best_work.to_bytes(32, "big"),
+                            m.best_height, m.node_nonce, m.services, m.listen_port,
+                            len(m.versions)) + bytes(m.versions), 0
+
+
+def _decode_peer_hello(p, flags):
+    versions, genesis, work, height, nonce, services, port = \
+        _hello_head(p, _PEER_HELLO, "peer hello")
+    if services & ~SERVICES_KNOWN:
+        raise ProtocolError(f"service flags 0x{services:x} are not defined")
+    return PeerHello(versions, bytes(genesis), height, int.from_bytes(work, "big"), port,
+                     nonce, services)
+
+
+_codec(PeerHello, MessageType.peer_hello)((_encode_peer_hello, _decode_peer_hello))
+
+
+def _check_count(count: int, first: int, last: int, what: str, error) -> None:
+    if not first <= count <= last:
+        raise error(f"a {what} is {first}..{last}, got {count}")
+
+
+def _hashes(p, offset: int) -> tuple[bytes, ...]:
+    """The 32-byte hashes from ``offset`` to the end (a length already checked)."""
+    return tuple(bytes(p[at:at + 32]) for at in range(offset, len(p), 32))
+
+
+def _encode_get_headers(m: GetHeaders):
+    _check_count(len(m.locator), 1, limits.locator_hashes_max, "locator's hash count",
+                 ValueError)
+    _check_count(m.max_count, 1, limits.headers_per_message_max, "get_headers max count",
+                 ValueError)
+    head = _GET_HEADERS.pack(len(m.locator), m.max_count, _hash32(m.stop_hash))
+    return head + b"".join(_hash32(h) for h in m.locator), 0
+
+
+def _decode_get_headers(p, flags):
+    if len(p) < _GET_HEADERS.size:
+        raise ProtocolError(f"a get_headers is at least {_GET_HEADERS.size} bytes, "
+                            f"got {len(p)}")
+    locator_count, max_count, stop_hash = _GET_HEADERS.unpack_from(p)
+    _check_count(locator_count, 1, limits.locator_hashes_max, "locator's hash count",
+                 ProtocolError)
+    _check_count(max_count, 1, limits.headers_per_message_max, "get_headers max count",
+                 ProtocolError)
+    _exact(p, _GET_HEADERS.size + 32 * locator_count, "get_headers")
+    return GetHeaders(_hashes(p, _GET_HEADERS.size), max_count, bytes(stop_hash))
+
+
+_codec(GetHeaders, MessageType.get_headers)((_encode_get_headers, _decode_get_headers))
+
+
+def _encode_headers(m: Headers):
+    data = bytes(m.headers)
+    if len(data) % BLOCK_HEADER_BYTES:
+        raise ValueError(f"headers are whole {BLOCK_HEADER_BYTES}-byte items, got {len(data)} "
+                         "bytes")
+    count = len(data) // BLOCK_HEADER_BYTES
+    _check_count(count, 0, limits.headers_per_message_max, "headers count", ValueError)
+    return _COUNT.pack(count) + data, 0
+
+
+def _decode_headers(p, flags):
+    if len(p) < _COUNT.size:
+        raise ProtocolError(f"a headers message is at least {_COUNT.size} bytes, got {len(p)}")
+    (count,) = _COUNT.unpack_from(p)
+    _check_count(count, 0, limits.headers_per_message_max, "headers count", ProtocolError)
+    _exact(p, _COUNT.size + count * BLOCK_HEADER_BYTES, "headers")
+    return Headers(p[_COUNT.size:])
+
+
+_codec(Headers, MessageType.headers)((_encode_headers, _decode_headers))
+
+
+def _block_hashes_codec(cls, what: str):
+    """Encoder and decoder of a count and that many distinct block hashes (1..64)."""
+    def check(hashes, error) -> None:
+        _check_count(len(hashes), 1, limits.blocks_per_request_max, f"{what}'s hash count",
+                     error)
+        if len(set(hashes)) != len(hashes):
+            raise error(f"a {what} names each block hash once")
+
+    def encode(m):
+        packed = tuple(_hash32(h) for h in m.hashes)
+        check(packed, ValueError)
+        return _COUNT.pack(len(packed)) + b"".join(packed), 0
+
+    def decode(p, flags):
+        if len(p) < _COUNT.size:
+            raise ProtocolError(f"a {what} is at least {_COUNT.size} bytes, got {len(p)}")
+        (count,) = _COUNT.unpack_from(p)
+        _check_count(count, 1, limits.blocks_per_request_max, f"{what}'s hash count",
+                     ProtocolError)
+        _exact(p, _COUNT.size + 32 * count, what)
+        hashes = _hashes(p, _COUNT.size)
+        check(hashes, ProtocolError)
+        return cls(hashes)
+    return encode, decode
+
+
+_codec(GetBlocks, MessageType.get_blocks)(_block_hashes_codec(GetBlocks, "get_blocks"))
+_codec(NotFound, MessageType.not_found)(_block_hashes_codec(NotFound, "not_found"))
+
+
+def _check_block_size(size: int, error) -> None:
+    if not BLOCK_BYTES_MIN <= size <= log_block_bytes_max:
+        raise error(f"a block is {BLOCK_BYTES_MIN}..{log_block_bytes_max} bytes, got {size}")
+
+
+def _encode_block_data(m: BlockData):
+    data = bytes(m.data)
+    _check_block_size(len(data), ValueError)
+    return data, 0
+
+
+def _decode_block_data(p, flags):
+    _check_block_size(len(p), ProtocolError)
+    return BlockData(p)
+
+
+_codec(BlockData, MessageType.block_data)((_encode_block_data, _decode_block_data))
+
+
+def _encode_announce(m: Announce):
+    if len(m.header) != BLOCK_HEADER_BYTES:
+        raise ValueError(f"a block header is {BLOCK_HEADER_BYTES} bytes, got {len(m.header)}")
+    return _ANNOUNCE.pack(m.height, m.header), 0
+
+
+def _decode_announce(p, flags):
+    _exact(p, _ANNOUNCE.size, "announce")
+    height, header = _ANNOUNCE.unpack(p)
+    return Announce(height, bytes(header))
+
+
+_codec(Announce, MessageType.announce)((_encode_announce, _decode_announce))
+_codec(Relay, MessageType.relay)(_batch_codec(Relay, "relay"))
+_codec(GetPeers, MessageType.get_peers)(_empty(GetPeers, "get_peers"))
+
+
+def _check_address(host: bytes, port: int, error) -> None:
+    if not 1 <= len(host) <= limits.peer_host_bytes_max or not _HOST_CHARACTERS.issuperset(host):
+        raise error(f"a peer host is 1..{limits.peer_host_bytes_max} ASCII letters, digits, "
+                    f"'.', '-' or ':', got {bytes(host)[:limits.peer_host_bytes_max]!r}")
+    if not 1 <= port <= 0xFFFF:
+        raise error(f"a peer port is 1..65535, got {port}")
+
+
+def _encode_peers(m: Peers):
+    _check_count(len(m.addresses), 0, limits.peers_per_answer_max, "peers count", ValueError)
+    parts = [_COUNT.pack(len(m.addresses))]
+    for address in m.addresses:
+        host = address.host.encode("utf-8")
+        _check_address(host, address.port, ValueError)
+        parts += [_ADDRESS.pack(address.port, len(host)), host]
+    return b"".join(parts), 0
+
+
+def _decode_peers(p, flags):
+    if len(p) < _COUNT.size:
+        raise ProtocolError(f"a peers message is at least {_COUNT.size} bytes, got {len(p)}")
+    (count,) = _COUNT.unpack_from(p)
+    _check_count(count, 0, limits.peers_per_answer_max, "peers count", ProtocolError)
+    addresses, offset = [], _COUNT.size
+    for _ in range(count):
+        if len(p) < offset + _ADDRESS.size:
+            raise ProtocolError(f"peer address {len(addresses)} is cut off at byte {offset}")
+        port, size = _ADDRESS.unpack_from(p, offset)
+        host = bytes(p[offset + _ADDRESS.size:offset + _ADDRESS.size + size])
+        if len(host) != size:
+            raise ProtocolError(f"peer address {len(addresses)} is cut off at byte {offset}")
+        _check_address(host, port, ProtocolError)
+        addresses.append(PeerAddress(host.decode("ascii"), port))
+        offset += _ADDRESS.size + size
+    _exact(p, offset, "peers")
+    return Peers(tuple(addresses))
+
+
+_codec(Peers, MessageType.peers)((_encode_peers, _decode_peers))
+
+
 # Frame flags each message type may carry; any other bit is a protocol error.
 _FLAGS_ALLOWED = {MessageType.subscribe: WITH_BLOCKS,
                   MessageType.block_notice: WITH_BLOCKS,
@@ -1171,6 +1508,8 @@ Message = (Hello | Welcome | Error | Ping | Pong | Submit | SubmitBatch | Submit
            | Subscribed | BlockNotice | Unsubscribe | SubscriptionEnd)
 Message = (Message | QueryAccounts | Accounts | QueryHolds | Holds | QueryHold | Hold
            | QueryPolicy | Policy)
+Message = (Message | PeerHello | GetHeaders | Headers | GetBlocks | BlockData | NotFound
+           | Announce | Relay | GetPeers | Peers)
 
 
 # --- the two entry points ----------------------------------------------------------------------
@@ -1189,7 +1528,7 @@ def encode(message, request_id: int, version: int = limits.protocol_versions[-1]
         payload, flags = encoder(message)
     except struct.error as exc:
         raise ValueError(f"a {type(message).__name__} field is out of range: {exc}") from None
-    if kind is MessageType.hello:
+    if kind in HANDSHAKE_TYPES:
         version = HELLO_VERSION
     return encode_frame(kind, request_id, payload, int(flags), version)
 
@@ -1210,7 +1549,8 @@ def decode(frame: Frame):
         raise ProtocolError(f"malformed {MessageType(frame.type).name}: {exc}") from None
 
 
-def decode_message(data, versions=limits.protocol_versions):
+def decode_message(data, versions=limits.protocol_versions,
+                   frame_bytes_max: int = limits.frame_bytes_max):
     """decode(decode_frame(data)): the request id and the message of one whole frame."""
-    frame = decode_frame(data, versions)
+    frame = decode_frame(data, versions, frame_bytes_max)
     return frame.request_id, decode(frame)
