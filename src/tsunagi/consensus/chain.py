@@ -47,7 +47,7 @@ from tsunagi.consensus.tree import (
     header_time,
 )
 
-__all__ = ["Accepted", "Chain", "ChainEvent", "HeadersVerdict"]
+__all__ = ["Accepted", "Chain", "ChainEvent", "HeadersVerdict", "NotAtTip"]
 
 log = logging.getLogger("tsunagi.chain")
 
@@ -244,9 +244,9 @@ class Chain:
         with self.lock:
             height = self.headers.find(block_hash)
             if height is not None and height < self.base:
-                return self.ledger.block(height)
+                return self.ledger.block(height, durable=False)
             if block_hash in self.ledger_branch:
-                return self.ledger.block(self.side[block_hash].height)
+                return self.ledger.block(self.side[block_hash].height, durable=False)
             return self.pending.get(block_hash) or self.store.get(block_hash)
 
     def has_block(self, block_hash: bytes) -> bool:
@@ -657,28 +657,29 @@ class Chain:
             height = self.headers.tip_height + 1
             return self.bits_rule(height, self.headers.bits(height - 1), self.headers.time)
 
-    def mine(self, records, signatures=b"", batches=(), *, seal=None, now_s=None):
-        """A block of these records on the tip, sealed (``seal(buffer) -> bool``; None uses
-        the development search), connected and announced to listeners. Returns the
-        BatchAnswer, or None when the tip is not the best header chain's (still syncing) or
-        the seal was stopped (a better block arrived): the records were then not applied."""
-        from tsunagi.ledger.ledger import SealStopped
-
+    def begin_mined(self, records, signatures=b"", batches=(), *, seal=None, now_s=None):
+        """Begins a block of these records on the tip (``Ledger.begin_batch`` with the next
+        bits and ``seal``: writes the seal, False when stopped), adds it to the best chain and
+        tells the listeners, and returns the PendingBatch (``wait()`` answers once it is
+        durable). Raises NotAtTip while the best header chain is ahead of the ledger (the node
+        is syncing: mining there makes blocks nobody builds on), and SealStopped when the seal
+        stopped for a better block (the records were taken back)."""
         with self.lock:
             if self.ledger_branch or self.base != self.headers.length:
-                return None
+                raise NotAtTip(f"the node is {self.headers.length - self.base} blocks behind "
+                               "the best chain it knows: it mines once it has caught up")
             self.mining_stop.clear()
-            bits = self.next_bits()
-            try:
-                pending = self.ledger.begin_batch(records, signatures, batches, now_s,
-                                                  bits=bits, seal=seal)
-            except SealStopped:
-                return None
-            answer = pending.wait()
-            if answer.height is not None:
-                data = self.ledger.block(answer.height)
+            pending = self.ledger.begin_batch(records, signatures, batches, now_s,
+                                              bits=self.next_bits(), seal=seal)
+            height = pending.height
+            if height is not None and height == self.base:
+                data = self.ledger.block(height, durable=False)
                 self.headers.extend(np.frombuffer(data[:HEADER_BYTES], dtype=np.uint8)
                                     .reshape(1, HEADER_BYTES))
                 self.base += 1
-                self._notify("connect", answer.height, data, False)
-            return answer
+                self._notify("connect", height, data, False)
+            return pending
+
+
+class NotAtTip(Exception):
+    """The ledger is not on the best header chain's tip (the node is syncing)."""

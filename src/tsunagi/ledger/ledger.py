@@ -965,15 +965,16 @@ class Ledger:
         height = self._index.block_height(bytes(block_hash))
         return height if height is not None and height < self.height else None
 
-    def block(self, height_or_hash: int | bytes) -> bytes | None:
-        """An encoded block by height or by hash, or None."""
+    def block(self, height_or_hash: int | bytes, *, durable: bool = True) -> bytes | None:
+        """An encoded block by height or by hash, or None. ``durable=False`` (by height) also
+        gives blocks written and not yet fsynced (a miner relays its block meanwhile)."""
         if isinstance(height_or_hash, int):
             height = height_or_hash
         else:
             height = self.block_height(height_or_hash)
             if height is None:
                 return None
-        if not 0 <= height < self.height:
+        if not 0 <= height < (self.height if durable else self._log.height):
             return None
         return self._read(height)
 

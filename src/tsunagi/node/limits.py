@@ -145,3 +145,25 @@ blocks_per_request_max = 64
 # name is at most 253, and the length is a u8.
 peers_per_answer_max = 1000
 peer_host_bytes_max = 255
+
+# --- the peer manager (tsunagi.node.peers) ------------------------------------------------------
+
+# Peers one node keeps, both directions: Bitcoin Core keeps 8 outbound and up to 125 in all; a
+# consortium or test network has a handful. Each costs a connection and its frames in flight.
+peers_max = 32
+# Blocks asked for and not yet received, over all peers and per peer, and per get_blocks: a
+# 10,000-block sync keeps every peer busy (a round trip on loopback is ~0.1 ms, a block of a
+# few records ~1 ms to check) while a slow peer holds at most its share.
+blocks_in_flight_max = 1024
+blocks_in_flight_per_peer_max = 256
+blocks_per_request = 16
+# A block asked for and not received within this goes to another peer (the first is marked as
+# lacking it), so a silent peer stalls a sync by at most this long.
+block_request_timeout_s = 10.0
+# How long a peer that misbehaved is refused (Bitcoin Core: 24 hours), and how long a node
+# waits before dialing a configured peer again (with jitter of +-50%).
+peer_ban_s = 3600.0
+peer_redial_s = 1.0
+# A record a node that does not mine relays to its peers is answered once a connected block
+# holds it; if none does within this, the client is told to look for it by txid later.
+relay_confirm_timeout_s = 60.0

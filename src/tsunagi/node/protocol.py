@@ -238,6 +238,13 @@ class FrameReader:
             raise ValueError(f"received {count} bytes into {len(self._buffer) - self._end}")
         self._end += count
 
+    def take_pending(self) -> bytes:
+        """The bytes received and not yet taken out as frames, which leave the reader (for a
+        connection that another reader takes over)."""
+        data = bytes(self._buffer[self._offset:self._end])
+        self._offset = self._end
+        return data
+
     def feed(self, data) -> None:
         size = len(data)
         if size:

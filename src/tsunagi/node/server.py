@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -32,7 +33,9 @@ from tsunagi import hashing
 from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES
 from tsunagi.core.codes import UNSTORED
 from tsunagi.core.records import RECORD_BYTES, Flags
+from tsunagi.consensus.chain import NotAtTip
 from tsunagi.errors import ConfigError, CorruptLogError, EncodingError, ProtocolError
+from tsunagi.ledger.ledger import SealStopped
 from tsunagi.ledger import limits as ledger_limits
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
@@ -119,6 +122,11 @@ class _Submission:
     count: int
     open_ended: bool  # the last record is linked: it must end its group, or it links onward
     arrived_s: float
+    # Relayed by a node that does not mine: codes found so far in connected blocks.
+    codes: np.ndarray | None = None
+    left: int = 0
+    height: int | None = None
+    block_hash: bytes | None = None
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -238,6 +246,12 @@ class _Connection(asyncio.BufferedProtocol):
         handler(self, frame.request_id, message)
 
     def handshake(self, frame: p.Frame) -> None:
+        if frame.type == p.MessageType.peer_hello and self.server.network is not None:
+            # A peer: the peer manager reads this connection from now on.
+            self.closed = True
+            self.server.connections.discard(self)
+            self.server.network.take_inbound(self.transport, frame, self.reader.take_pending())
+            return
         if frame.type != p.MessageType.hello:
             self.send_error(frame.request_id, p.ErrorCode.handshake_required,
                             "the first frame on a connection must be a hello")
@@ -509,8 +523,21 @@ class NodeServer:
 
     def __init__(self, ledger, host: str = "127.0.0.1", port: int = 0,
                  settings: NodeSettings | None = None, *, close_ledger: bool = True,
-                 events: NodeEvents | None = None) -> None:
+                 events: NodeEvents | None = None, chain=None, peers=None,
+                 seal=None) -> None:
+        """``chain`` (a tsunagi.consensus.Chain over ``ledger``) and ``peers`` (PeerSettings)
+        make the node one of a network: it takes peers on its port and dials ``peers.peers``;
+        with ``peers.mines`` its blocks go through the chain (``seal`` seals them), else the
+        records submitted to it are relayed to its peers and answered once a block holds
+        them."""
         self.ledger = ledger
+        self.chain = chain
+        self.peer_settings = peers
+        self.seal = seal
+        self.network = None
+        # Relayed submissions waiting for a block: txid -> (submission, index in it).
+        self._awaiting: dict[bytes, tuple] = {}
+        self.relay_dropped = 0
         self.events = events
         self._local = _LocalCaller()
         self.host, self.port = host, port
@@ -550,6 +577,14 @@ class NodeServer:
         self.port = self._server.sockets[0].getsockname()[1]
         self._writer_task = loop.create_task(self._write_loop())
         self._watchdog_task = loop.create_task(self._watchdog())
+        if self.chain is not None:
+            from tsunagi.node.peers import PeerNetwork, PeerSettings
+
+            self.peer_settings = self.peer_settings or PeerSettings(mines=True)
+            self.network = PeerNetwork(self.chain, self.peer_settings, listen_port=self.port,
+                                       submit=self._relayed)
+            self.chain.add_listener(self._on_chain_event)
+            await self.network.start()
         scrub = (self.settings.scrub_rate_bytes_s, self.settings.scrub_interval_s,
                  self.settings.scrub_cpu_share)
         if all(scrub):
@@ -573,6 +608,8 @@ class NodeServer:
             return
         self.stopping = True
         self._server.close()
+        if self.network is not None:
+            await self.network.stop()
         self._queue_signal.set()
         self._group_full.set()
         await self._writer_task
@@ -613,6 +650,8 @@ class NodeServer:
             now_s = time.monotonic()
             for conn in list(self.connections):
                 conn.check_deadlines(now_s)
+            if self._awaiting:
+                self._expire_awaiting(now_s)
 
     def block_signal(self) -> asyncio.Event:
         """An event set when this server next commits a block. Take it before reading the
@@ -781,12 +820,27 @@ class NodeServer:
         """Begins the group's block in the writer thread; a task answers after its fsync."""
         records = _joined([s.records for s in group])
         signatures = _joined([s.signatures for s in group])
+        if self.chain is not None and not self.peer_settings.mines:
+            self._relay_group(group, records, signatures)
+            return
         await self._in_flight.acquire()
         try:
             batches = _batch_table(group)
             started_s = time.perf_counter()
+            if self.chain is None:
+                begin = self.ledger.begin_batch
+            else:
+                begin = functools.partial(self.chain.begin_mined, seal=self.seal)
             pending = await self._loop.run_in_executor(
-                self._writer, self.ledger.begin_batch, records, signatures, batches)
+                self._writer, begin, records, signatures, batches)
+        except (NotAtTip, SealStopped) as exc:
+            # Not applied: the group waits for the node to catch up (or for the new tip).
+            self._in_flight.release()
+            log.info("a group of %d records waits: %s", sum(s.count for s in group), exc)
+            self._queue.extendleft(reversed(group))
+            self.queued_records += sum(s.count for s in group)
+            await asyncio.sleep(0.05)
+            return
         except Exception as exc:
             self._in_flight.release()
             if len(group) > 1 and not isinstance(exc, OSError):
@@ -855,6 +909,117 @@ class NodeServer:
                 tuple((i - start, int(c)) for i, c in original_at.get(number, ())),
                 tuple((i - start, int(a)) for i, a in opened_at.get(number, ()))))
             start = end
+
+
+    # -- a node of a network --
+
+    async def _relayed(self, records, signatures, batches, source) -> None:
+        """Records a peer relayed: a miner queues them for its next block (dropped when the
+        queue is full: relay is best effort, the client's own node retries); a node that
+        does not mine passes them on."""
+        count = len(records) // RECORD_BYTES
+        if not self.peer_settings.mines:
+            self.network.relay_records(records, signatures, batches, source)
+            return
+        if self.stopping or self.queued_records + count > self.settings.queue_records_max:
+            self.relay_dropped += count
+            return
+        table = np.frombuffer(bytes(batches), dtype=BATCH_DTYPE).copy() if len(batches) \
+            else _NO_BATCHES
+        caller = _RelayCaller()
+        request = caller.next()
+        caller.inflight.add(request)
+        self._queue.append(_Submission(caller, request, memoryview(bytes(records)),
+                                       memoryview(bytes(signatures)), table, count,
+                                       False, time.monotonic()))
+        self.queued_records += count
+        self._queue_signal.set()
+        if self.queued_records >= self.settings.group_records_max:
+            self._group_full.set()
+
+    def _relay_group(self, group: list[_Submission], records, signatures) -> None:
+        """A node that does not mine: the group goes to the peers, and each submission is
+        answered once connected blocks hold all of its records."""
+        txids = hashing.sha256d_records(records, RECORD_BYTES)
+        start = 0
+        for submission in group:
+            submission.codes = np.zeros(submission.count, dtype=np.uint8)
+            submission.left = submission.count
+            submission.height = None
+            submission.block_hash = None
+            for index in range(submission.count):
+                self._awaiting[txids[start + index].tobytes()] = (submission, index)
+            start += submission.count
+        self.network.relay_records(records, signatures, _batch_table(group).tobytes())
+
+    def _on_chain_event(self, event) -> None:
+        """On the chain thread: blocks connected answer relayed submissions; blocks a reorg
+        took off give their records back to the queue (a miner) or to the peers."""
+        if self.stopping:
+            return
+        self._loop.call_soon_threadsafe(self._chain_event, event)
+
+    def _chain_event(self, event) -> None:
+        from tsunagi.core.block import decode_block
+
+        block = decode_block(event.block)
+        if event.kind == "connect":
+            self._new_block.set()
+            self._new_block = asyncio.Event()
+            if self._awaiting:
+                self._resolve_awaiting(event.height, block)
+            return
+        if not len(block.records):
+            return
+        records = block.records.tobytes()
+        if self.peer_settings.mines:
+            self._loop.create_task(self._relayed(records, block.signatures.tobytes(),
+                                                 block.batch_array.tobytes(), None))
+        else:
+            self.network.relay_records(records, block.signatures.tobytes(),
+                                       block.batch_array.tobytes())
+
+    def _resolve_awaiting(self, height: int, block) -> None:
+        block_hash = block.hash
+        for position, txid in enumerate(block.txids()):
+            found = self._awaiting.pop(txid.tobytes(), None)
+            if found is None:
+                continue
+            submission, index = found
+            submission.codes[index] = block.codes[position]
+            submission.height, submission.block_hash = height, block_hash
+            submission.left -= 1
+            if submission.left == 0 and submission.request_id in submission.connection.inflight:
+                submission.connection.answer(submission.request_id, p.SubmitAnswer(
+                    submission.height, submission.block_hash, submission.codes.tobytes()))
+
+    def _expire_awaiting(self, now_s: float) -> None:
+        timeout_s = limits.relay_confirm_timeout_s
+        late = {id(s): s for s, _ in self._awaiting.values() if now_s - s.arrived_s > timeout_s}
+        if not late:
+            return
+        self._awaiting = {txid: (s, i) for txid, (s, i) in self._awaiting.items()
+                          if id(s) not in late}
+        for submission in late.values():
+            if submission.request_id in submission.connection.inflight:
+                submission.connection.answer(submission.request_id, p.Error(
+                    p.ErrorCode.timeout, f"no block of the best chain held these records "
+                    f"within {timeout_s:.0f} s; query their txids later: they may still be "
+                    "included"))
+
+
+class _RelayCaller(_LocalCaller):
+    """The connection of records a peer relayed: nobody waits for their answers."""
+
+    def next(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def answer(self, request_id: int, message) -> None:
+        self.inflight.discard(request_id)
+
+    def send_error(self, request_id: int, code: p.ErrorCode, message: str) -> None:
+        self.inflight.discard(request_id)
 
 
 def _joined(parts: list) -> memoryview | bytes:

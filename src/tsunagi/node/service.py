@@ -100,6 +100,16 @@ class ServiceConfig:
     node: NodeSettings = field(default_factory=NodeSettings)
     rest: RestSettings = field(default_factory=RestSettings)
     log_level: str = "warning"
+    # Other nodes of the chain to dial and keep dialing (HOST:PORT each).
+    peers: tuple[tuple[str, int], ...] = ()
+    # Whether this node makes blocks: None mines when no peers are given (a node of its own),
+    # and not when they are (a network has its miners, named with --mine).
+    mine: bool | None = None
+    mine_threads: int = 0  # nonce search threads; 0: every core
+
+    @property
+    def mines(self) -> bool:
+        return not self.peers if self.mine is None else self.mine
 
     def __post_init__(self) -> None:
         if self.metrics is True and self.http is None:
@@ -177,7 +187,31 @@ def build_config(document: dict) -> ServiceConfig:
         metrics=metrics,
         node=_settings(NodeSettings, document.get("node"), "node"),
         rest=_settings(RestSettings, document.get("rest"), "rest"),
-        log_level=str(document.get("log_level", "warning")).lower())
+        log_level=str(document.get("log_level", "warning")).lower(),
+        peers=tuple(parse_address(peer, "peer") for peer in _peer_list(document)),
+        mine=_optional_bool(document.get("mine"), "mine"),
+        mine_threads=_count(document.get("mine_threads", 0), "mine_threads"))
+
+
+def _peer_list(document: dict) -> list:
+    peers = document.get("peers", [])
+    if isinstance(peers, str):
+        peers = [peers]
+    if not isinstance(peers, (list, tuple)):
+        raise ConfigError("peers is a list of HOST:PORT addresses")
+    return list(peers)
+
+
+def _optional_bool(value, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(f"{what} is true or false, got {value!r}")
+
+
+def _count(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{what} is a whole number >= 0, got {value!r}")
+    return value
 
 
 # --- running it ----------------------------------------------------------------------------------
@@ -245,7 +279,16 @@ class Service:
             from tsunagi.node.metrics import NodeMetrics
 
             self.metrics = NodeMetrics()
-        self.node = NodeServer(self._ledger, *config.listen, config.node, events=self.metrics)
+        from tsunagi.consensus.chain import Chain
+        from tsunagi.node.peers import PeerSettings
+
+        loop = asyncio.get_running_loop()
+        chain = await loop.run_in_executor(None, Chain, self._ledger)
+        threads = config.mine_threads or None
+        self.node = NodeServer(self._ledger, *config.listen, config.node, events=self.metrics,
+                               chain=chain, peers=PeerSettings(peers=config.peers,
+                                                               mines=config.mines),
+                               seal=_seal(chain, threads))
         try:
             await self.node.start()
         except OSError as exc:
@@ -332,6 +375,17 @@ class Service:
         if self.metrics_address is not None:
             found["metrics"] = f"{_url(self.metrics_address)}/metrics"
         return found
+
+
+def _seal(chain, threads: int | None):
+    """The miner's seal: the nonce search on ``threads`` threads, stopped when a block
+    arrives that may beat the one being sealed."""
+    from tsunagi.core.block import mine_header
+
+    def seal(block) -> bool:
+        mine_header(block, threads=threads)
+        return True
+    return seal
 
 
 def _url(address: tuple[str, int]) -> str:
@@ -423,6 +477,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve Prometheus /metrics: on the --http listener, or on "
                              "HOST:PORT of its own (needs the http extra)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=None)
+    parser.add_argument("--peer", action="append", metavar="HOST:PORT", dest="peers",
+                        default=None, help="another node of the chain to connect to and keep "
+                                           "in sync with (repeat for several; config: peers)")
+    parser.add_argument("--mine", action=argparse.BooleanOptionalAction, default=None,
+                        help="make blocks from the records this node and its peers receive "
+                             "(default: on without --peer, off with it)")
+    parser.add_argument("--mine-threads", type=int, metavar="N", default=None,
+                        help="threads searching nonces (default: every core)")
     _add_setting_flags(parser, "node", NodeSettings,
                        "node settings (also in the config file's [node] table)")
     _add_setting_flags(parser, "rest", RestSettings,
@@ -441,7 +503,8 @@ def register_commands(subparsers) -> None:
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """The config file (if any) with every flag given on the command line laid over it."""
     document = load_config(args.config) if args.config else {}
-    for key in ("data", "listen", "http", "metrics", "log_level"):
+    for key in ("data", "listen", "http", "metrics", "log_level", "peers", "mine",
+                "mine_threads"):
         if getattr(args, key) is not None:
             document[key] = getattr(args, key)
     for table, prefix in _SETTING_PREFIX.items():

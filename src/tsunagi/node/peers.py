@@ -1,0 +1,523 @@
+"""Peers: nodes of one chain connect, sync headers first, download blocks in parallel, relay.
+
+A peer connection begins with a ``peer_hello`` each way (docs/PROTOCOL.md, "Peers"): both
+sides must have the same genesis block and a protocol version in common, and a hello carrying
+this node's own nonce means it dialed itself. Then, per peer:
+
+- headers first: ``get_headers`` with this node's locator; each ``headers`` answer goes to
+  ``Chain.accept_headers`` (one native check of links and work per message) and, when full,
+  the next request follows at once;
+- blocks: the best header chain's missing blocks (``Chain.missing``) are asked of every peer
+  with room, a few per ``get_blocks``, within a bounded window overall and per peer: a sync
+  downloads from all peers at once, and a slow or silent peer holds only its share, which goes
+  to the others when it times out;
+- relay: every block the ledger connects is announced (its header) to every peer; a peer that
+  lacks it asks for it. Signed records submitted to a node that does not mine are relayed to
+  the peers, so they reach the miners.
+
+Misbehaviour costs points (invalid headers or blocks 100, a low-work header branch or an
+unrequested block 20, an unknown parent 5); at 100 the peer is disconnected and its address
+refused for ``ban_s``. A frame that does not decode or is too large closes the connection and
+bans too. Every peer is handled on the event loop, and every chain operation on one chain
+thread, so a peer that floods or stalls costs only its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tsunagi import hashing
+from tsunagi.consensus.chain import Accepted, Chain, ChainEvent, HeadersVerdict
+from tsunagi.core.block import HEADER_BYTES
+from tsunagi.errors import ProtocolError
+from tsunagi.node import limits
+from tsunagi.node import protocol as p
+
+__all__ = ["PeerNetwork", "PeerSettings"]
+
+log = logging.getLogger("tsunagi.peers")
+
+BAN_POINTS = 100
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """Limits of the peer manager (defaults in node/limits.py, with their reasons)."""
+
+    peers: tuple[tuple[str, int], ...] = ()  # addresses to dial and keep dialing
+    peers_max: int = limits.peers_max
+    blocks_in_flight_max: int = limits.blocks_in_flight_max
+    blocks_in_flight_per_peer_max: int = limits.blocks_in_flight_per_peer_max
+    blocks_per_request: int = limits.blocks_per_request
+    block_request_timeout_s: float = limits.block_request_timeout_s
+    ban_s: float = limits.peer_ban_s
+    redial_s: float = limits.peer_redial_s
+    mines: bool = False
+
+
+@dataclass(eq=False)
+class _Link:
+    """One peer connection, either direction."""
+
+    network: PeerNetwork
+    inbound: bool
+    address: tuple[str, int]
+    transport: asyncio.Transport | None = None
+    reader: p.FrameReader = field(default_factory=lambda: p.FrameReader(
+        (p.HELLO_VERSION,), limits.peer_frame_bytes_max))
+    hello: p.PeerHello | None = None  # the peer's
+    hello_sent: bool = False
+    ready: bool = False
+    closed: bool = False
+    points: int = 0
+    next_id: int = 0
+    headers_asked: bool = False
+    blocks: dict = field(default_factory=dict)  # hash -> asked at (monotonic)
+    lacks: set = field(default_factory=set)  # hashes it answered not_found for
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    task: asyncio.Task | None = None
+    best_height: int = 0
+
+    def name(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+
+class _PeerProtocol(asyncio.BufferedProtocol):
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+
+    def connection_made(self, transport) -> None:
+        self.link.transport = transport
+        self.link.network._connected(self.link)
+
+    def connection_lost(self, exc) -> None:
+        self.link.network._lost(self.link)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.link.reader.receive_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        link = self.link
+        link.reader.received(nbytes)
+        while not link.closed:
+            try:
+                frame = link.reader.next_frame()
+            except ProtocolError as exc:
+                link.network.punish(link, BAN_POINTS, f"a frame that cannot be cut: {exc}")
+                return
+            if frame is None:
+                return
+            link.queue.put_nowait(frame)
+
+    def eof_received(self) -> bool:
+        return False
+
+
+class PeerNetwork:
+    """The peer side of one node: dials its peers, takes inbound ones, keeps them in sync."""
+
+    def __init__(self, chain: Chain, settings: PeerSettings, *, listen_port: int = 0,
+                 submit=None) -> None:
+        self.chain = chain
+        self.settings = settings
+        self.listen_port = listen_port
+        self.submit = submit  # async (records, signatures, batches) for relayed records
+        self.nonce = random.getrandbits(63)
+        self.links: set[_Link] = set()
+        self.banned: dict[str, float] = {}
+        self.genesis_hash = chain.headers.hash(0)
+        self.stopping = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tsunagi-chain")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._asked: OrderedDict[bytes, _Link] = OrderedDict()  # block hash -> link asked
+        self.announced_s: dict[bytes, float] = {}  # for propagation figures (bounded)
+        self.blocks_received = 0
+        self.bans = 0
+        chain.add_listener(self._on_chain_event)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for address in self.settings.peers:
+            self._spawn(self._dial_forever(address))
+        self._spawn(self._tick())
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for link in list(self.links):
+            self._close(link)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _dial_forever(self, address: tuple[str, int]) -> None:
+        """Keeps one outbound connection to ``address``, dialing again after it drops."""
+        while not self.stopping:
+            link = _Link(self, False, address)
+            if not self._is_banned(address[0]) and len(self.links) < self.settings.peers_max:
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(self._loop.create_connection(
+                        lambda: _PeerProtocol(link), *address), 5.0)
+                if link.task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await link.task
+            await asyncio.sleep(self.settings.redial_s * (0.5 + random.random()))
+
+    def take_inbound(self, transport, first: p.Frame, rest: bytes) -> None:
+        """A connection to the node's port whose first frame is a peer_hello: from now on
+        this manager reads it (its protocol changes to the peer one)."""
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        link = _Link(self, True, (str(peer[0]), int(peer[1])))
+        if self._is_banned(link.address[0]):
+            transport.write(p.encode(p.Error(p.ErrorCode.banned, "this node refuses you for "
+                                             "a while: you misbehaved"), 0, p.HELLO_VERSION))
+            transport.close()
+            return
+        if len(self.links) >= self.settings.peers_max:
+            transport.write(p.encode(p.Error(p.ErrorCode.overloaded, "no room for more peers"),
+                                     0, p.HELLO_VERSION))
+            transport.close()
+            return
+        protocol = _PeerProtocol(link)
+        transport.set_protocol(protocol)
+        link.transport = transport
+        self._connected(link)
+        link.queue.put_nowait(first)
+        if rest:
+            link.reader.feed(rest)
+            protocol.buffer_updated(0)
+
+    def _connected(self, link: _Link) -> None:
+        self.links.add(link)
+        link.task = self._spawn(self._serve(link))
+        if not link.inbound:
+            self._send_hello(link)
+
+    def _lost(self, link: _Link) -> None:
+        link.closed = True
+        self.links.discard(link)
+        for block_hash in list(link.blocks):
+            self._asked.pop(block_hash, None)
+        link.blocks.clear()
+        if link.task is not None:
+            link.task.cancel()
+        if not self.stopping and self._loop is not None:
+            self._loop.call_soon(self._schedule)
+
+    def _close(self, link: _Link) -> None:
+        if not link.closed:
+            link.closed = True
+            if link.transport is not None:
+                link.transport.close()
+
+    def _is_banned(self, host: str) -> bool:
+        until = self.banned.get(host)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            del self.banned[host]
+            return False
+        return True
+
+    def punish(self, link: _Link, points: int, reason: str) -> None:
+        """Misbehaviour: points; at BAN_POINTS the peer is disconnected and banned."""
+        link.points += points
+        log.warning("peer %s: %s (%d points)", link.name(), reason, link.points)
+        if link.points >= BAN_POINTS and not link.closed:
+            self.banned[link.address[0]] = time.monotonic() + self.settings.ban_s
+            self.bans += 1
+            self._send(link, p.Error(p.ErrorCode.misbehaving, f"banned: {reason}"))
+            self._close(link)
+
+    # ------------------------------------------------------------------ frames
+
+    def _send(self, link: _Link, message, request_id: int = 0) -> None:
+        if link.closed or link.transport is None:
+            return
+        link.transport.write(p.encode(message, request_id, p.HELLO_VERSION))
+
+    def _request(self, link: _Link, message) -> None:
+        link.next_id = (link.next_id + 1) % (1 << 63)
+        self._send(link, message, link.next_id + 1)
+
+    def _send_hello(self, link: _Link) -> None:
+        height, _, work = self.chain.tip
+        self._send(link, p.PeerHello(limits.protocol_versions, self.genesis_hash, height, work,
+                                     self.listen_port, self.nonce,
+                                     p.SERVICE_MINES if self.settings.mines else 0))
+        link.hello_sent = True
+
+    async def _serve(self, link: _Link) -> None:
+        """Handles one peer's frames in order."""
+        try:
+            while not link.closed:
+                frame = await link.queue.get()
+                await self._handle(link, frame)
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a bug must cost this peer, not the node
+            log.exception("peer %s: handling failed", link.name())
+            self._close(link)
+
+    async def _chain(self, function, *args):
+        return await self._loop.run_in_executor(self._executor, function, *args)
+
+    async def _handle(self, link: _Link, frame: p.Frame) -> None:
+        if frame.type not in p.PEER_TYPES and not (frame.type == p.MessageType.peer_hello
+                                                   and link.hello is None):
+            self.punish(link, BAN_POINTS, f"message type {frame.type} on a peer connection")
+            return
+        try:
+            message = p.decode(frame)
+        except ProtocolError as exc:
+            self.punish(link, BAN_POINTS, f"a frame that does not decode: {exc}")
+            return
+        if isinstance(message, p.PeerHello):
+            self._on_hello(link, message)
+            return
+        if not link.ready:
+            self.punish(link, BAN_POINTS, "a message before the peer_hello")
+            return
+        handler = _HANDLERS.get(type(message))
+        if handler is not None:
+            await handler(self, link, frame.request_id, message)
+
+    def _on_hello(self, link: _Link, hello: p.PeerHello) -> None:
+        if hello.node_nonce == self.nonce:
+            self._send(link, p.Error(p.ErrorCode.self_connection, "this is the node itself"))
+            self._close(link)
+            return
+        if hello.genesis_hash != self.genesis_hash:
+            self._send(link, p.Error(p.ErrorCode.wrong_genesis,
+                                     "this node's chain starts from another genesis block"))
+            self._close(link)
+            return
+        if not set(hello.versions) & set(limits.protocol_versions):
+            self._send(link, p.Error(p.ErrorCode.unsupported_version,
+                                     f"this node speaks {limits.protocol_versions}"))
+            self._close(link)
+            return
+        link.hello = hello
+        link.best_height = hello.best_height
+        if link.inbound and hello.listen_port:
+            link.address = (link.address[0], hello.listen_port)
+        if not link.hello_sent:
+            self._send_hello(link)
+        link.ready = True
+        log.info("peer %s: connected (height %d)", link.name(), hello.best_height)
+        self._ask_headers(link)
+
+    def _ask_headers(self, link: _Link) -> None:
+        if link.headers_asked or link.closed:
+            return
+        link.headers_asked = True
+        self._request(link, p.GetHeaders(tuple(self.chain.locator()[: limits.locator_hashes_max])))
+
+    # ------------------------------------------------------------------ block download
+
+    def _schedule(self) -> None:
+        """Asks peers for the best header chain's missing blocks, within the windows."""
+        if self.stopping:
+            return
+        self._spawn(self._schedule_async())
+
+    async def _schedule_async(self) -> None:
+        room = self.settings.blocks_in_flight_max - len(self._asked)
+        if room <= 0:
+            return
+        wanted = await self._chain(self.chain.missing, self.settings.blocks_in_flight_max)
+        wanted = [h for h in wanted if h not in self._asked][:room]
+        if not wanted:
+            return
+        links = [link for link in self.links if link.ready and not link.closed]
+        random.shuffle(links)
+        per = self.settings.blocks_per_request
+        for link in links:
+            space = self.settings.blocks_in_flight_per_peer_max - len(link.blocks)
+            mine = [h for h in wanted if h not in link.lacks][: max(0, space)]
+            if not mine:
+                continue
+            wanted = [h for h in wanted if h not in mine]
+            now = time.monotonic()
+            for block_hash in mine:
+                link.blocks[block_hash] = now
+                self._asked[block_hash] = link
+            for start in range(0, len(mine), per):
+                self._request(link, p.GetBlocks(tuple(mine[start:start + per])))
+            if not wanted:
+                break
+
+    async def _tick(self) -> None:
+        """Requests that took too long go to other peers; headers are asked again now and
+        then (a peer's new blocks are announced, so this only mends lost announcements)."""
+        while not self.stopping:
+            await asyncio.sleep(min(1.0, self.settings.block_request_timeout_s / 2))
+            now = time.monotonic()
+            for link in list(self.links):
+                late = [h for h, at in link.blocks.items()
+                        if now - at > self.settings.block_request_timeout_s]
+                for block_hash in late:
+                    del link.blocks[block_hash]
+                    self._asked.pop(block_hash, None)
+                    link.lacks.add(block_hash)
+            self._schedule()
+
+    # ------------------------------------------------------------------ chain events
+
+    def _on_chain_event(self, event: ChainEvent) -> None:
+        """On the chain thread: relay connected blocks (announce their header)."""
+        if event.kind != "connect" or self._loop is None or self.stopping:
+            return
+        header = bytes(event.block[:HEADER_BYTES])
+        self._loop.call_soon_threadsafe(self._announce, event.height, header)
+
+    def _announce(self, height: int, header: bytes) -> None:
+        message = p.Announce(height, header)
+        for link in list(self.links):
+            if link.ready and height > link.best_height - 1:
+                self._send(link, message)
+
+    def relay_records(self, records, signatures, batches, source: _Link | None = None) -> None:
+        message = p.Relay(bytes(records), bytes(signatures), bytes(batches))
+        for link in list(self.links):
+            if link.ready and link is not source and (link.hello.mines or not self.settings.mines):
+                self._send(link, message)
+
+    def status(self) -> dict:
+        return {"peers": len([link for link in self.links if link.ready]),
+                "peer_addresses": sorted(link.name() for link in self.links if link.ready),
+                "banned": len(self.banned), "bans": self.bans,
+                "blocks_in_flight": len(self._asked), "blocks_received": self.blocks_received}
+
+
+# ---------------------------------------------------------------------- handlers
+
+async def _on_get_headers(net: PeerNetwork, link: _Link, request_id: int,
+                          m: p.GetHeaders) -> None:
+    data = await net._chain(net.chain.headers_after, list(m.locator), m.stop_hash,
+                            min(m.max_count, limits.headers_per_message_max))
+    net._send(link, p.Headers(data), request_id)
+
+
+async def _on_headers(net: PeerNetwork, link: _Link, request_id: int, m: p.Headers) -> None:
+    link.headers_asked = False
+    if not m.count:
+        return
+    answer = await net._chain(net.chain.accept_headers, m.headers)
+    if answer.verdict is HeadersVerdict.invalid:
+        net.punish(link, BAN_POINTS, f"invalid header at {answer.index} of its headers")
+        return
+    if answer.verdict is HeadersVerdict.low_work:
+        net.punish(link, 20, "a header branch with no more work than this node's best")
+        return
+    if answer.verdict is HeadersVerdict.unknown_parent:
+        net.punish(link, 5, "headers that link to nothing this node knows")
+        return
+    if m.count >= limits.headers_per_message_max:  # a full answer: there may be more
+        net._ask_headers(link)
+    net._schedule()
+
+
+async def _on_get_blocks(net: PeerNetwork, link: _Link, request_id: int,
+                         m: p.GetBlocks) -> None:
+    missing = []
+    for block_hash in m.hashes:
+        data = await net._chain(net.chain.block, block_hash)
+        if data is None:
+            missing.append(block_hash)
+        else:
+            net._send(link, p.BlockData(data), request_id)
+    if missing:
+        net._send(link, p.NotFound(tuple(missing)), request_id)
+
+
+async def _on_block_data(net: PeerNetwork, link: _Link, request_id: int,
+                         m: p.BlockData) -> None:
+    data = bytes(m.data)
+    block_hash = hashing.header_hash(data[:HEADER_BYTES]) if len(data) >= HEADER_BYTES \
+        else b""
+    asked = link.blocks.pop(block_hash, None)
+    net._asked.pop(block_hash, None)
+    if asked is None:
+        net.punish(link, 20, "a block this node did not ask for")
+        if link.closed:
+            return
+    answer = await net._chain(net.chain.accept_block, data)
+    net.blocks_received += 1
+    if answer.accepted is Accepted.invalid:
+        net.punish(link, BAN_POINTS, f"an invalid block ({answer.code.name})")
+        return
+    if answer.accepted is Accepted.orphan:
+        net._ask_headers(link)
+    net._schedule()
+
+
+async def _on_not_found(net: PeerNetwork, link: _Link, request_id: int, m: p.NotFound) -> None:
+    for block_hash in m.hashes:
+        if link.blocks.pop(block_hash, None) is not None:
+            net._asked.pop(block_hash, None)
+        link.lacks.add(block_hash)
+    net._schedule()
+
+
+async def _on_announce(net: PeerNetwork, link: _Link, request_id: int, m: p.Announce) -> None:
+    link.best_height = max(link.best_height, m.height)
+    answer = await net._chain(net.chain.accept_headers, bytes(m.header))
+    if answer.verdict is HeadersVerdict.invalid:
+        net.punish(link, BAN_POINTS, "an announced header that breaks the rules")
+        return
+    if answer.verdict in (HeadersVerdict.unknown_parent, HeadersVerdict.low_work):
+        net._ask_headers(link)
+        return
+    net._schedule()
+
+
+async def _on_relay(net: PeerNetwork, link: _Link, request_id: int, m: p.Relay) -> None:
+    if net.submit is not None:
+        await net.submit(m.records, m.signatures, m.batches, link)
+
+
+async def _on_get_peers(net: PeerNetwork, link: _Link, request_id: int, m: p.GetPeers) -> None:
+    addresses = tuple(p.PeerAddress(other.address[0], other.address[1])
+                      for other in net.links if other.ready and other is not link
+                      and other.address[1])[: limits.peers_per_answer_max]
+    net._send(link, p.Peers(addresses), request_id)
+
+
+async def _on_ping(net: PeerNetwork, link: _Link, request_id: int, m) -> None:
+    net._send(link, p.Pong(), request_id)
+
+
+async def _ignore(net: PeerNetwork, link: _Link, request_id: int, m) -> None:
+    return
+
+
+async def _on_error(net: PeerNetwork, link: _Link, request_id: int, m: p.Error) -> None:
+    log.info("peer %s: error %s: %s", link.name(), m.code.name, m.message)
+    if m.code in (p.ErrorCode.wrong_genesis, p.ErrorCode.self_connection, p.ErrorCode.banned,
+                  p.ErrorCode.misbehaving):
+        net._close(link)
+
+
+_HANDLERS = {
+    p.GetHeaders: _on_get_headers, p.Headers: _on_headers, p.GetBlocks: _on_get_blocks,
+    p.BlockData: _on_block_data, p.NotFound: _on_not_found, p.Announce: _on_announce,
+    p.Relay: _on_relay, p.GetPeers: _on_get_peers, p.Peers: _ignore, p.Ping: _on_ping,
+    p.Pong: _ignore, p.Error: _on_error,
+}
