@@ -49,6 +49,15 @@ block_records_max = 2**20
 # A batch waits at most a minute for more records (ChainConfig.block_wait_ms).
 block_wait_ms_max = 60_000
 
+# Proof-of-work chain configs (tsunagi.consensus.pow). A retarget window of 2**20 blocks is
+# 20 years of 10-minute blocks: a longer one would never adjust within a chain's life.
+retarget_blocks_max = 2**20
+# A block a day is the slowest pace worth a retarget: a chain that slow has no miners racing.
+block_interval_s_max = 86_400
+# How far ahead of a node's clock a block may be dated. Bitcoin allows 2 hours; a day at most,
+# because every second allowed is one a miner may claim ahead to ease the next retarget.
+time_future_s_max = 86_400
+
 # Genesis accounts (issuers and allocations): each costs about 90 bytes of config JSON and
 # two genesis records; 100,000 keep the JSON under 10 MB and genesis quick to replay.
 genesis_accounts_max = 100_000
