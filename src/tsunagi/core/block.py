@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import NamedTuple
@@ -43,6 +44,8 @@ HEADER_BYTES = limits.header_bytes
 _HEADER = struct.Struct("<I32s32sIII")
 _COUNTS = struct.Struct("<II")  # record_count, batch_count, right after the header
 _U32 = struct.Struct("<I")
+# Where the header keeps the fields that mining and sealing rewrite.
+TIME_OFFSET, BITS_OFFSET, NONCE_OFFSET = 68, 72, 76
 COUNTS_OFFSET = HEADER_BYTES
 RECORDS_OFFSET = HEADER_BYTES + _COUNTS.size
 # The smallest block (header, counts, extension_length: no records, no extension). The wire
@@ -319,9 +322,9 @@ class Block:
         return _U32.unpack_from(self.data, offset)[0]
 
     version = property(lambda self: self._field(0))
-    time = property(lambda self: self._field(68))
-    bits = property(lambda self: self._field(72))
-    nonce = property(lambda self: self._field(76))
+    time = property(lambda self: self._field(TIME_OFFSET))
+    bits = property(lambda self: self._field(BITS_OFFSET))
+    nonce = property(lambda self: self._field(NONCE_OFFSET))
     prev_hash = property(lambda self: self.data[4:36].tobytes())
     merkle_root = property(lambda self: self.data[36:68].tobytes())
 
@@ -635,40 +638,51 @@ _QUICK_NONCES = 4096  # about 0.1 ms of hashing on one core
 
 
 def mine_header(block: bytearray, threads: int | None = None, *,
-                nonce_count: int = limits.nonce_end, progress=None) -> int:
+                nonce_count: int = limits.nonce_end,
+                progress: Callable[[int], None] | None = None,
+                stop: threading.Event | None = None) -> int | None:
     """Finds the lowest nonce that meets the header's bits and writes it into ``block``.
 
     When no nonce of the first ``nonce_count`` qualifies (all 2**32 by default), the header's
-    time moves one second on and the search starts again, as miners do. Returns the nonce.
+    time moves one second on and the search starts again, as miners do. Returns the nonce, or
+    None once ``stop`` is set: the search looks at it after every stretch of
+    ``limits.seal_thread_nonces`` nonces a thread (tens of milliseconds) and then leaves the
+    buffer as it was. ``progress``, when given, gets the hashes done so far after each stretch.
     """
     view = memoryview(block)
     if view.readonly or view.nbytes < HEADER_BYTES:
         raise EncodingError("mine_header writes into a writable block buffer (a bytearray)")
     header = bytearray(view[:HEADER_BYTES])
     try:
-        if hashing.bits_to_target(_U32.unpack_from(header, 72)[0]) == 0:
+        if hashing.bits_to_target(_U32.unpack_from(header, BITS_OFFSET)[0]) == 0:
             raise EncodingError("bits encode a zero target: no nonce can meet it")
     except EncodingError as exc:
         raise EncodingError(f"cannot mine this header: {exc}") from exc
-    # Development difficulty needs a couple of tries: a short search on this thread costs
-    # microseconds, where starting worker threads for every block costs milliseconds. The
-    # lowest nonce of [0, QUICK) is the lowest of all, so the answer does not change.
-    quick = hashing.NonceSearch(bytes(header), 0, min(_QUICK_NONCES, nonce_count)).run(1)
-    if quick is not None:
-        _U32.pack_into(header, 76, quick)
-        view[:HEADER_BYTES] = header
-        return quick
+    hashes = 0
     while True:
-        nonce = hashing.search_nonce(bytes(header), count=nonce_count, threads=threads,
-                                     progress=progress)
-        if nonce is not None:
-            _U32.pack_into(header, 76, nonce)
-            view[:HEADER_BYTES] = header
-            return nonce
-        time = _U32.unpack_from(header, 68)[0]
+        first = 0
+        while first < nonce_count:
+            if stop is not None and stop.is_set():
+                return None
+            # Development difficulty needs a couple of tries: a short first stretch on this
+            # thread costs microseconds, where starting worker threads costs more. Stretches
+            # go up from nonce 0, so the first nonce found is the lowest of all.
+            workers = 1 if first == 0 else threads or hashing.cpu_count()
+            count = _QUICK_NONCES if first == 0 else workers * limits.seal_thread_nonces
+            search = hashing.NonceSearch(bytes(header), first, min(count, nonce_count - first))
+            nonce = search.run(workers)
+            hashes += search.hashes_done
+            if progress is not None:
+                progress(hashes)
+            if nonce is not None:
+                _U32.pack_into(header, NONCE_OFFSET, nonce)
+                view[:HEADER_BYTES] = header
+                return nonce
+            first += search.count
+        time = _U32.unpack_from(header, TIME_OFFSET)[0]
         if time == limits.u32_max:
             raise EncodingError("no nonce qualifies and the header time cannot move on")
-        _U32.pack_into(header, 68, time + 1)
+        _U32.pack_into(header, TIME_OFFSET, time + 1)
 
 
 def batch_root(txids) -> bytes:

@@ -27,6 +27,9 @@ BITS_DEVELOPMENT = 0x207FFFFF
 ASSET_CODE_PATTERN = re.compile(r"[A-Za-z0-9]{1,12}")
 # 31 characters keeps an address of a 32-byte key within bech32's 90 characters.
 ADDRESS_PREFIX_PATTERN = re.compile(r"[a-z0-9]{1,31}")
+# Fields added after format 1 was first written: to_json leaves each out while it holds its
+# default, so a config that does not use them keeps its JSON, and its genesis block its bytes.
+FIELDS_OMITTED_AT_DEFAULT = ("retarget_blocks", "block_interval_s", "time_future_s")
 
 @dataclass(frozen=True)
 class ChainConfig:
@@ -47,6 +50,12 @@ class ChainConfig:
     block_wait_ms: int = 100  # how long a block waits to fill before it is cut
     address_prefix: str = ADDRESS_PREFIX_DEFAULT
     genesis_time_s: int = 0  # the genesis header's time: same config, same genesis block
+    # Proof of work (docs/FORMAT.md, "Difficulty and time"): blocks between retargets, 0 for
+    # never (the bits stay config.bits: development mode); the pace a retarget aims for; how
+    # far ahead of a node's clock a block's time may be.
+    retarget_blocks: int = 0
+    block_interval_s: int = 600
+    time_future_s: int = 7200
 
     def __post_init__(self) -> None:
         # Accept lists and bytes-like values, but store tuples of bytes: frozen and hashable.
@@ -58,6 +67,9 @@ class ChainConfig:
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no spaces, hex keys. Equal configs give equal text."""
         document = dataclasses.asdict(self)
+        for field in dataclasses.fields(self):
+            if field.name in FIELDS_OMITTED_AT_DEFAULT and document[field.name] == field.default:
+                del document[field.name]
         document["issuers"] = [key.hex() for key in self.issuers]
         document["allocations"] = [[key.hex(), amount] for key, amount in self.allocations]
         document["format"] = CONFIG_FORMAT
@@ -153,6 +165,7 @@ def _validate(config: ChainConfig) -> None:
     _integer(config, "block_records_max", 1, limits.block_records_max)
     _integer(config, "block_wait_ms", 0, limits.block_wait_ms_max)
     _integer(config, "genesis_time_s", 0, limits.u32_max)
+    _validate_retarget(config)
     try:
         target = hashing.bits_to_target(config.bits)
     except EncodingError as exc:
@@ -161,6 +174,19 @@ def _validate(config: ChainConfig) -> None:
         raise ConfigError(f"bits 0x{config.bits:08x} encode a zero target: no block could "
                           "ever be mined")
     _validate_accounts(config)
+
+
+def _validate_retarget(config: ChainConfig) -> None:
+    _integer(config, "retarget_blocks", 0, limits.retarget_blocks_max)
+    _integer(config, "block_interval_s", 1, limits.block_interval_s_max)
+    _integer(config, "time_future_s", 0, limits.time_future_s_max)
+    if config.retarget_blocks == 1:
+        raise ConfigError("retarget_blocks is 0 (never retarget) or at least 2: a retarget "
+                          "measures the time between the first and last block of its window")
+    timespan = config.retarget_blocks * config.block_interval_s
+    if config.retarget_blocks and timespan < 4:
+        raise ConfigError(f"retarget_blocks * block_interval_s is the retarget's timespan, at "
+                          f"least 4 s so that its quarter is a whole second; got {timespan}")
 
 
 def _validate_texts(config: ChainConfig) -> None:
