@@ -108,15 +108,17 @@ class NetNode:
             return client.status()
 
 
-def wait_until(condition, what: str, timeout_s: float = 120.0, step_s: float = 0.05):
-    """Polls ``condition`` (a hang guard, not a timing assertion: it only bounds a failure)."""
+def wait_until(condition, what, timeout_s: float = 120.0, step_s: float = 0.05):
+    """Polls ``condition`` (a hang guard, not a timing assertion: it only bounds a failure).
+    ``what`` is a text or a function giving one (called only on failure)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout_s:.0f} s")
+            text = what() if callable(what) else what
+            raise AssertionError(f"gave up waiting for {text} after {timeout_s:.0f} s")
         time.sleep(step_s)
 
 
@@ -126,13 +128,14 @@ class Payments:
     def __init__(self) -> None:
         self.sequence = {n: 0 for n in range(1, PAYERS + 1)}
 
-    def batch(self, count: int, payer: int | None = None) -> tuple[bytes, bytes]:
+    def batch(self, count: int, payer: int | None = None,
+              amount: int | None = None) -> tuple[bytes, bytes]:
         records, signatures = [], []
         for i in range(count):
             account = payer or 1 + (i % PAYERS)
             self.sequence[account] += 1
             record = r.transfer(CHAIN_ID, self.sequence[account], account,
-                                PAYERS + 1, 1 + i % 7)
+                                PAYERS + 1, amount or 1 + i % 7)
             records.append(record)
             signatures.append(KEYS[account - 1].sign_record(record))
         return b"".join(records), b"".join(signatures)
@@ -148,4 +151,76 @@ def tips(nodes: list[NetNode]) -> list[tuple[int, bytes]]:
 
 def balances(node: NetNode, accounts) -> np.ndarray:
     with node.client() as client:
+        if hasattr(client, "many"):  # a client that runs elsewhere: one trip for all
+            return np.array(client.many([("balance", (a,)) for a in accounts]), dtype=object)
         return np.array([client.balance(a) for a in accounts], dtype=object)
+
+
+class Switch:
+    """TCP relays between nodes, in a thread of the test process, that a test can cut (every
+    relayed connection closed, new ones refused) and mend: a partition on loopback."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self._asyncio = asyncio
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.cut = False
+        self._pairs: set = set()
+        self._servers = []
+
+    def relay(self, target_port: int) -> int:
+        """A port that relays to 127.0.0.1:target_port while the switch is not cut."""
+        async def start():
+            server = await self._asyncio.start_server(
+                lambda r, w: self._handle(r, w, target_port), "127.0.0.1", 0)
+            self._servers.append(server)
+            return server.sockets[0].getsockname()[1]
+        return self._asyncio.run_coroutine_threadsafe(start(), self.loop).result()
+
+    async def _handle(self, reader, writer, target_port: int) -> None:
+        asyncio = self._asyncio
+        if self.cut:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            writer.close()
+            return
+        pair = (writer, up_writer)
+        self._pairs.add(pair)
+
+        async def pump(source, sink):
+            try:
+                while data := await source.read(1 << 16):
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                sink.close()
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        self._pairs.discard(pair)
+
+    def set_cut(self, cut: bool) -> None:
+        def apply():
+            self.cut = cut
+            if cut:
+                for down, up in list(self._pairs):
+                    down.transport.abort()
+                    up.transport.abort()
+                self._pairs.clear()
+        self.loop.call_soon_threadsafe(apply)
+
+    def close(self) -> None:
+        def stop():
+            for server in self._servers:
+                server.close()
+            self.set_cut(True)
+            self.loop.stop()
+        self.loop.call_soon_threadsafe(stop)
+        self.thread.join(10)

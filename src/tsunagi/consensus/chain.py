@@ -38,6 +38,8 @@ import numpy as np
 from tsunagi import hashing
 from tsunagi.core.block import HEADER_BYTES, BlockResult, check_block, decode_block
 from tsunagi.errors import EncodingError
+from tsunagi.consensus import limits
+from tsunagi.consensus.pow import expected_bits
 from tsunagi.consensus.tree import (
     HeaderChain,
     SideHeader,
@@ -52,9 +54,6 @@ __all__ = ["Accepted", "Chain", "ChainEvent", "HeadersVerdict", "NotAtTip"]
 log = logging.getLogger("tsunagi.chain")
 
 SIDE_DIRECTORY = "side"  # under the ledger's directory, in chain/
-PENDING_BLOCKS_MAX = 4096  # bodies ahead of the ledger's tip held in memory
-ORPHANS_MAX = 256  # blocks whose parent is unknown, kept until their parent arrives
-REORG_DEPTH_MAX = 10_000  # the deepest reorg a node follows (deeper needs a resync)
 
 
 class Accepted(IntEnum):
@@ -103,9 +102,11 @@ class HeadersAnswer:
     index: int = 0  # of the first header refused
 
 
-def fixed_bits(config) -> Callable[[int, int, Callable[[int], int]], int]:
-    """The development rule: every block has the config's bits."""
-    return lambda height, parent_bits, time_at: config.bits
+def chain_bits(config) -> Callable[[int, int, Callable[[int], int]], int]:
+    """The config's difficulty rule (tsunagi.consensus.pow.expected_bits): fixed bits in
+    development mode, Bitcoin's retarget when the config sets retarget_blocks."""
+    return lambda height, parent_bits, time_at: expected_bits(config, height, parent_bits,
+                                                              time_at)
 
 
 class Chain:
@@ -115,7 +116,7 @@ class Chain:
                  clock: Callable[[], float] = time.time, threads: int | None = None) -> None:
         self.ledger = ledger
         self.config = ledger.config
-        self.bits_rule = bits_rule or fixed_bits(self.config)
+        self.bits_rule = bits_rule or chain_bits(self.config)
         self.clock = clock
         self.threads = threads or hashing.cpu_count()
         self.lock = threading.RLock()
@@ -269,7 +270,7 @@ class Chain:
                 if not self._has_body(block_hash):
                     found.append(block_hash)
                 height += 1
-                if height - self.base > PENDING_BLOCKS_MAX:
+                if height - self.base > limits.pending_blocks_max:
                     break
             return found
 
@@ -357,8 +358,7 @@ class Chain:
         return first_bad
 
     def _future_s(self) -> int:
-        from tsunagi.ledger import limits as ledger_limits
-        return getattr(self.config, "time_future_s", ledger_limits.time_future_s)
+        return self.config.time_future_s
 
     def _time_of(self, block_hash: bytes, height: int) -> int:
         if self.headers.find(block_hash) == height:
@@ -404,7 +404,7 @@ class Chain:
 
     def _prune_side(self) -> None:
         """Side headers too deep to matter, and their bodies, go."""
-        floor = self.headers.tip_height - REORG_DEPTH_MAX
+        floor = self.headers.tip_height - limits.reorg_depth_max
         doomed = [h for h, e in self.side.items() if e.height < floor and not e.in_ledger]
         for block_hash in doomed:
             del self.side[block_hash]
@@ -507,7 +507,7 @@ class Chain:
         height = self.headers.find(block_hash)
         if height is not None and height >= self.base and not self.ledger_branch:
             self.pending[block_hash] = data
-            while len(self.pending) > PENDING_BLOCKS_MAX:
+            while len(self.pending) > limits.pending_blocks_max:
                 self.pending.popitem(last=False)
             return
         entry = self.side.get(block_hash)
@@ -518,7 +518,7 @@ class Chain:
 
     def _keep_orphan(self, parent: bytes, data: bytes) -> None:
         self.orphans[parent + hashing.sha256d(data[:HEADER_BYTES])] = data
-        while len(self.orphans) > ORPHANS_MAX:
+        while len(self.orphans) > limits.orphans_max:
             self.orphans.popitem(last=False)
 
     def _adopt_orphans(self, parent: bytes) -> None:
@@ -588,9 +588,9 @@ class Chain:
         if height == self.base or self.headers.work(height - 1) <= self._ledger_tip()[2]:
             return False
         depth = len(self.ledger_branch)
-        if depth > REORG_DEPTH_MAX:
+        if depth > limits.reorg_depth_max:
             log.error("a reorg of %d blocks is deeper than this node follows (%d): resync "
-                      "the node from its peers", depth, REORG_DEPTH_MAX)
+                      "the node from its peers", depth, limits.reorg_depth_max)
             return False
         # Both branches on disk before the ledger moves: a crash in between finds them.
         for h in range(self.base, height):

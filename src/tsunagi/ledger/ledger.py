@@ -755,7 +755,7 @@ class Ledger:
         if block.time < self._tip_time:
             return BlockResult.time_before_parent
         clock = int(time.time()) if now_s is None else int(now_s)
-        if block.time > clock + getattr(self.config, "time_future_s", limits.time_future_s):
+        if block.time > clock + self.config.time_future_s:
             return BlockResult.time_too_far_ahead
         return BlockResult.ok
 

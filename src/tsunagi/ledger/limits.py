@@ -161,10 +161,6 @@ journal_pool_bytes_max = 128 << 20
 # recent checkpoint, and the scrub covers the rest. A block of 65,536 records costs ~10 ms of
 # hashing here.
 open_check_blocks = 6
-# How far past the node's clock a block's time may be (Bitcoin's two hours): clocks of honest
-# nodes differ by seconds; a block further ahead is refused now and may connect later. A
-# chain's config may set its own (time_future_s).
-time_future_s = 7200
 
 # The background scrub (Ledger.start_scrub; every node runs one) re-reads committed blocks at
 # most this fast (about 2% of the disk's streaming rate here), spends at most this share of

@@ -167,3 +167,9 @@ peer_redial_s = 1.0
 # A record a node that does not mine relays to its peers is answered once a connected block
 # holds it; if none does within this, the client is told to look for it by txid later.
 relay_confirm_timeout_s = 60.0
+# Records a reorg took off and that did not go into a block again, remembered (txid and
+# why) so that a client asking for one learns why; ~50 bytes each.
+reorg_dropped_max = 100_000
+# A node that does not mine relays what still waits for a block again every this many seconds
+# (and whenever a peer connects): a miner may have dropped it (a full queue) or been away.
+relay_again_ticks = 5

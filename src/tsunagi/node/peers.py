@@ -124,11 +124,12 @@ class PeerNetwork:
     """The peer side of one node: dials its peers, takes inbound ones, keeps them in sync."""
 
     def __init__(self, chain: Chain, settings: PeerSettings, *, listen_port: int = 0,
-                 submit=None) -> None:
+                 submit=None, on_peer=None) -> None:
         self.chain = chain
         self.settings = settings
         self.listen_port = listen_port
-        self.submit = submit  # async (records, signatures, batches) for relayed records
+        self.submit = submit  # async (records, signatures, batches, link) for relayed records
+        self.on_peer = on_peer  # called when a peer is ready, and every few seconds
         self.nonce = random.getrandbits(63)
         self.links: set[_Link] = set()
         self.banned: dict[str, float] = {}
@@ -322,6 +323,8 @@ class PeerNetwork:
         link.ready = True
         log.info("peer %s: connected (height %d)", link.name(), hello.best_height)
         self._ask_headers(link)
+        if self.on_peer is not None:
+            self.on_peer()
 
     def _ask_headers(self, link: _Link) -> None:
         if link.headers_asked or link.closed:
@@ -360,14 +363,19 @@ class PeerNetwork:
                 self._asked[block_hash] = link
             for start in range(0, len(mine), per):
                 self._request(link, p.GetBlocks(tuple(mine[start:start + per])))
+            log.debug("peer %s: asked for %d blocks", link.name(), len(mine))
             if not wanted:
                 break
 
     async def _tick(self) -> None:
         """Requests that took too long go to other peers; headers are asked again now and
         then (a peer's new blocks are announced, so this only mends lost announcements)."""
+        ticks = 0
         while not self.stopping:
             await asyncio.sleep(min(1.0, self.settings.block_request_timeout_s / 2))
+            ticks += 1
+            if self.on_peer is not None and ticks % limits.relay_again_ticks == 0:
+                self.on_peer()
             now = time.monotonic()
             for link in list(self.links):
                 late = [h for h, at in link.blocks.items()
@@ -420,6 +428,8 @@ async def _on_headers(net: PeerNetwork, link: _Link, request_id: int, m: p.Heade
     if not m.count:
         return
     answer = await net._chain(net.chain.accept_headers, m.headers)
+    log.debug("peer %s: %d headers: %s (%d new)", link.name(), m.count, answer.verdict.name,
+              answer.taken)
     if answer.verdict is HeadersVerdict.invalid:
         net.punish(link, BAN_POINTS, f"invalid header at {answer.index} of its headers")
         return
@@ -460,6 +470,8 @@ async def _on_block_data(net: PeerNetwork, link: _Link, request_id: int,
             return
     answer = await net._chain(net.chain.accept_block, data)
     net.blocks_received += 1
+    log.debug("peer %s: block %s: %s", link.name(), block_hash[::-1].hex()[:16],
+              answer.accepted.name)
     if answer.accepted is Accepted.invalid:
         net.punish(link, BAN_POINTS, f"an invalid block ({answer.code.name})")
         return

@@ -117,6 +117,7 @@ class ErrorCode(IntEnum):
     self_connection = 16  # the peer_hello carries this node's own nonce: it dialed itself
     banned = 17  # the node refuses this peer for a while (it misbehaved); closed
     misbehaving = 18  # the peer broke the peer protocol (a bad header or block); closed, banned
+    reorged_out = 19  # the transaction was in a block a reorg took off, and is not again: why
 
 
 # The message types of a peer connection, which begins with a peer_hello; a connection that

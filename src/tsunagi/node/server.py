@@ -22,7 +22,7 @@ import functools
 import logging
 import signal
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ import numpy as np
 
 from tsunagi import hashing
 from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES
-from tsunagi.core.codes import UNSTORED
+from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, Flags
 from tsunagi.consensus.chain import NotAtTip
 from tsunagi.errors import ConfigError, CorruptLogError, EncodingError, ProtocolError
@@ -389,8 +389,14 @@ def _account(server, info, m) -> p.Account | None:
                      p.ACCOUNT_ISSUER if info.issuer else 0, info.held, info.height)
 
 
-def _transaction(server, info, m) -> p.Transaction | None:
+def _transaction(server, info, m) -> p.Transaction | p.Error | None:
     if info is None:
+        dropped = server.reorg_dropped.get(bytes(m.txid))
+        if dropped is not None:
+            height, code = dropped
+            return p.Error(p.ErrorCode.reorged_out, (
+                f"the transaction was in block {height} of a branch a reorg took off, and was "
+                f"not included again: {Result(code).name}"))
         return None
     return p.Transaction(bytes(info.record), int(info.code), info.height, info.position,
                          bytes(info.block_hash), tuple(bytes(h) for h in info.proof))
@@ -538,6 +544,11 @@ class NodeServer:
         # Relayed submissions waiting for a block: txid -> (submission, index in it).
         self._awaiting: dict[bytes, tuple] = {}
         self.relay_dropped = 0
+        # Records a reorg took off that did not go into a block again: txid -> (height of the
+        # block they were in, the code they got when tried again). Bounded, oldest out.
+        self.reorg_dropped: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
+        self._relays: list[tuple] = []  # relayed groups still waiting for their block
+        self._reorged: list[tuple] = []  # blocks a reorg took off, to relay once it is done
         self.events = events
         self._local = _LocalCaller()
         self.host, self.port = host, port
@@ -582,7 +593,7 @@ class NodeServer:
 
             self.peer_settings = self.peer_settings or PeerSettings(mines=True)
             self.network = PeerNetwork(self.chain, self.peer_settings, listen_port=self.port,
-                                       submit=self._relayed)
+                                       submit=self._relayed, on_peer=self.relay_again)
             self.chain.add_listener(self._on_chain_event)
             await self.network.start()
         scrub = (self.settings.scrub_rate_bytes_s, self.settings.scrub_interval_s,
@@ -917,21 +928,31 @@ class NodeServer:
         """Records a peer relayed: a miner queues them for its next block (dropped when the
         queue is full: relay is best effort, the client's own node retries); a node that
         does not mine passes them on."""
-        count = len(records) // RECORD_BYTES
         if not self.peer_settings.mines:
             self.network.relay_records(records, signatures, batches, source)
             return
+        self._relayed_now(records, signatures, batches)
+
+    def _relayed_now(self, records, signatures, batches,
+                     reorged_from: int | None = None) -> None:
+        count = len(records) // RECORD_BYTES
         if self.stopping or self.queued_records + count > self.settings.queue_records_max:
             self.relay_dropped += count
             return
         table = np.frombuffer(bytes(batches), dtype=BATCH_DTYPE).copy() if len(batches) \
             else _NO_BATCHES
-        caller = _RelayCaller()
+        caller = _RelayCaller(self, reorged_from, records)
         request = caller.next()
         caller.inflight.add(request)
-        self._queue.append(_Submission(caller, request, memoryview(bytes(records)),
-                                       memoryview(bytes(signatures)), table, count,
-                                       False, time.monotonic()))
+        submission = _Submission(caller, request, memoryview(bytes(records)),
+                                 memoryview(bytes(signatures)), table, count, False,
+                                 time.monotonic())
+        if reorged_from is None:
+            self._queue.append(submission)
+        else:
+            # A reorg gives blocks back newest first: each goes in front of the last, so the
+            # oldest block's records (an account's lower sequences) are tried first.
+            self._queue.appendleft(submission)
         self.queued_records += count
         self._queue_signal.set()
         if self.queued_records >= self.settings.group_records_max:
@@ -950,7 +971,17 @@ class NodeServer:
             for index in range(submission.count):
                 self._awaiting[txids[start + index].tobytes()] = (submission, index)
             start += submission.count
-        self.network.relay_records(records, signatures, _batch_table(group).tobytes())
+        batches = _batch_table(group).tobytes()
+        self._relays.append((group, bytes(records), bytes(signatures), batches))
+        self.network.relay_records(records, signatures, batches)
+
+    def relay_again(self) -> None:
+        """Relays once more what is still waiting for a block (a peer connected, or time
+        passed: a relay sent while no miner was connected reached nobody)."""
+        self._relays = [relay for relay in self._relays
+                        if any(s.request_id in s.connection.inflight for s in relay[0])]
+        for _, records, signatures, batches in self._relays:
+            self.network.relay_records(records, signatures, batches)
 
     def _on_chain_event(self, event) -> None:
         """On the chain thread: blocks connected answer relayed submissions; blocks a reorg
@@ -964,6 +995,7 @@ class NodeServer:
 
         block = decode_block(event.block)
         if event.kind == "connect":
+            self._relay_reorged()
             self._new_block.set()
             self._new_block = asyncio.Event()
             if self._awaiting:
@@ -973,11 +1005,18 @@ class NodeServer:
             return
         records = block.records.tobytes()
         if self.peer_settings.mines:
-            self._loop.create_task(self._relayed(records, block.signatures.tobytes(),
-                                                 block.batch_array.tobytes(), None))
+            # Queued at once, in the order the events come (a task could run out of order).
+            self._relayed_now(records, block.signatures.tobytes(), block.batch_array.tobytes(),
+                              reorged_from=event.height)
         else:
-            self.network.relay_records(records, block.signatures.tobytes(),
-                                       block.batch_array.tobytes())
+            self._reorged.append((records, block.signatures.tobytes(),
+                                  block.batch_array.tobytes()))
+
+    def _relay_reorged(self) -> None:
+        """Blocks a reorg took off (given newest first) go to the peers oldest first, so a
+        miner meets an account's lower sequences first."""
+        while self._reorged:
+            self.network.relay_records(*self._reorged.pop())
 
     def _resolve_awaiting(self, height: int, block) -> None:
         block_hash = block.hash
@@ -1009,7 +1048,12 @@ class NodeServer:
 
 
 class _RelayCaller(_LocalCaller):
-    """The connection of records a peer relayed: nobody waits for their answers."""
+    """The connection of records a peer relayed, or a reorg gave back: nobody waits for their
+    answers; those of a reorg that are not stored again are remembered with their code."""
+
+    def __init__(self, server: NodeServer, reorged_from: int | None, records) -> None:
+        super().__init__()
+        self.server, self.reorged_from, self.records = server, reorged_from, records
 
     def next(self) -> int:
         self.next_id += 1
@@ -1017,6 +1061,19 @@ class _RelayCaller(_LocalCaller):
 
     def answer(self, request_id: int, message) -> None:
         self.inflight.discard(request_id)
+        if self.reorged_from is None or not isinstance(message, p.SubmitAnswer):
+            return
+        codes = message.codes_array()
+        # already_committed: the same record is in the new chain too; not dropped.
+        unstored = np.flatnonzero(~_STORED[codes] & (codes != Result.already_committed))
+        if not unstored.size:
+            return
+        txids = hashing.sha256d_records(self.records, RECORD_BYTES)
+        dropped = self.server.reorg_dropped
+        for index in unstored:
+            dropped[txids[index].tobytes()] = (self.reorged_from, int(codes[index]))
+        while len(dropped) > limits.reorg_dropped_max:
+            dropped.popitem(last=False)
 
     def send_error(self, request_id: int, code: p.ErrorCode, message: str) -> None:
         self.inflight.discard(request_id)

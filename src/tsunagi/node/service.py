@@ -380,11 +380,14 @@ class Service:
 def _seal(chain, threads: int | None):
     """The miner's seal: the nonce search on ``threads`` threads, stopped when a block
     arrives that may beat the one being sealed."""
-    from tsunagi.core.block import mine_header
+    from tsunagi.consensus.pow import ProofOfWork
+    from tsunagi.core.block import BITS_OFFSET
+
+    sealer = ProofOfWork()
 
     def seal(block) -> bool:
-        mine_header(block, threads=threads)
-        return True
+        bits = int.from_bytes(bytes(block[BITS_OFFSET:BITS_OFFSET + 4]), "little")
+        return sealer.seal(block, bits, stop=chain.mining_stop, threads=threads)
     return seal
 
 

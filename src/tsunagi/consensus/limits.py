@@ -1,0 +1,14 @@
+"""Limits of the consensus layer, each with the reason for its value."""
+
+from __future__ import annotations
+
+# Bodies of the best header chain's blocks ahead of the ledger's tip, held in memory until the
+# blocks before them arrive: the peer manager asks for at most node.limits.blocks_in_flight_max
+# at once, so this holds a full window several times over (blocks of a few records are a few
+# KB; a window of large blocks is bounded by the peers' frame limit times the window).
+pending_blocks_max = 4096
+# Blocks whose parent is unknown, kept until it arrives (Bitcoin Core keeps 100 orphans).
+orphans_max = 256
+# The deepest reorg a node follows, and the depth below the best header below which side
+# branches are forgotten: a branch forking deeper than this needs a resync from peers.
+reorg_depth_max = 10_000

@@ -1,0 +1,234 @@
+"""Many nodes, one chain: real `tsunagi node` processes over TCP agree on the most-work chain.
+
+Method: four node processes of one chain on loopback, two of them mining; the links between
+the two halves {0, 2} and {1, 3} go through relays in the test process (tests/net_helpers.py,
+Switch) that the test cuts (a partition: connections dropped, new ones refused) and mends.
+Clients submit signed transfers to every node; during the partition each half extends its own
+branch, one half more than the other. After the heal all four must reach the same tip, the
+most-work one, with the same balances; every transfer a client saw confirmed on the losing
+branch must be on the winning chain again, or its node must say why not (a conflicting
+transfer of the same payer and sequence on the winning branch). The network-namespace
+variant splits the halves across two namespaces joined by a veth pair and partitions them by
+taking the link down. Waits poll with a generous hang guard; nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tsunagi.core.block import decode_block
+from tsunagi.errors import NodeError
+
+from net_helpers import (
+    PAYERS,
+    NetNode,
+    Payments,
+    Switch,
+    balances,
+    data_dirs,
+    free_ports,
+    tips,
+    wait_until,
+)
+
+ACCOUNTS = range(1, PAYERS + 2)
+
+
+def _submit(node: NetNode, payments: Payments, batches: int, payer: int,
+            amount: int | None = None) -> list[bytes]:
+    """Submits ``batches`` single transfers of ``payer`` to ``node``; the txids confirmed."""
+    from tsunagi import hashing
+
+    confirmed = []
+    with node.client() as client:
+        for _ in range(batches):
+            records, signatures = payments.batch(1, payer=payer, amount=amount)
+            answer = client.submit_batch(records, signatures)
+            assert answer.height is not None and not answer.codes.any(), answer
+            confirmed.append(hashing.sha256d_records(records, 128)[0].tobytes())
+    return confirmed
+
+
+def _converged(nodes: list[NetNode]):
+    found = tips(nodes)
+    return found[0] if len(set(found)) == 1 else None
+
+
+def _run_partition(nodes: list[NetNode], cut, mend) -> None:
+    half_a, half_b = [nodes[0], nodes[2]], [nodes[1], nodes[3]]
+    payments = Payments()
+    # Everyone in touch: records reach the miners from every node.
+    _submit(nodes[2], payments, 2, payer=1)
+    _submit(nodes[3], payments, 2, payer=5)
+    wait_until(lambda: _converged(nodes), "the four nodes to agree before the partition")
+    start_height = _converged(nodes)[0]
+
+    cut()
+    # Each half extends its own branch; half b by more blocks (more work).
+    seen_on_a = _submit(nodes[2], payments, 2, payer=2) + _submit(nodes[0], payments, 1, payer=3)
+    conflict = Payments()
+    conflict.sequence = dict(payments.sequence)
+    seen_on_a += _submit(nodes[0], payments, 1, payer=4)  # payer 4 uses its next sequence here
+    # ... and the same sequence, another amount, on the other side: the two conflict.
+    _submit(nodes[1], conflict, 1, payer=4, amount=99)
+    _submit(nodes[3], payments, 4, payer=6)
+    _submit(nodes[1], payments, 1, payer=7)
+    a_tip = wait_until(lambda: _converged(half_a), "half a to agree")
+    b_tip = wait_until(lambda: _converged(half_b), "half b to agree")
+    assert a_tip != b_tip and b_tip[0] > a_tip[0] > start_height
+
+    mend()
+    final = wait_until(lambda: _converged(nodes) if _converged(nodes) and
+                       _converged(nodes)[0] >= b_tip[0] else None,
+                       "the four nodes to agree after the heal")
+    # The most-work tip: half b's, or a chain built on it (half a's records mined again).
+    with nodes[0].client() as client:
+        assert decode_block(client.block(b_tip[0])).hash == b_tip[1]
+    first = balances(nodes[0], ACCOUNTS)
+    for node in nodes[1:]:
+        assert (balances(node, ACCOUNTS) == first).all()
+
+    # Transfers confirmed on the losing branch: on the winning chain again, or told why not.
+    def included_again():
+        with nodes[0].client() as client:
+            for txid in seen_on_a:
+                try:
+                    if client.transaction(txid) is None:
+                        return False
+                except NodeError:
+                    pass  # answered with why not
+            return True
+    wait_until(included_again, lambda: "half a's transfers to be mined on the winning chain "
+               f"(statuses {[node.status() for node in nodes]})")
+    with nodes[0].client() as client:
+        reasons = []
+        for txid in seen_on_a:
+            try:
+                assert client.transaction(txid) is not None
+            except NodeError as exc:
+                reasons.append(f"{seen_on_a.index(txid)}: {exc}")
+    assert len(reasons) == 1 and "sequence_used" in reasons[0], "\n".join(reasons)
+    assert final[0] >= b_tip[0]
+
+
+def test_four_nodes_partition_and_heal_on_loopback(tmp_path):
+    dirs = data_dirs(tmp_path, 4)
+    ports = free_ports(4)
+    switch = Switch()
+    direct = {(0, 2), (1, 3)}
+
+    def address(src: int, dst: int) -> str:
+        if (min(src, dst), max(src, dst)) in direct:
+            return f"127.0.0.1:{ports[dst]}"
+        return f"127.0.0.1:{switch.relay(ports[dst])}"
+    nodes = [NetNode(dirs[n], ports[n], [address(n, m) for m in range(n + 1, 4)],
+                     mine=n in (0, 1)) for n in range(4)]
+    try:
+        for node in nodes:
+            node.start()
+        _run_partition(nodes, lambda: switch.set_cut(True), lambda: switch.set_cut(False))
+    finally:
+        for node in nodes:
+            node.stop()
+        switch.close()
+
+
+def test_four_nodes_partition_and_heal_across_two_network_namespaces(tmp_path):
+    from test_netns import _ip, namespaces_unavailable, two_namespaces
+
+    reason = namespaces_unavailable()
+    if reason:
+        pytest.skip(reason)
+    dirs = data_dirs(tmp_path, 4)
+    port = free_ports(1)[0]
+    with two_namespaces() as (ns_a, ns_b, address_a):
+        address_b = address_a.rsplit(".", 1)[0] + ".2"
+        link_a = f"tsg{__import__('os').getpid() % 100_000}a"
+        hosts = {0: (ns_a, address_a), 2: (ns_a, address_a), 1: (ns_b, address_b),
+                 3: (ns_b, address_b)}
+        ports = {0: port, 2: port + 1, 1: port, 3: port + 1}
+        nodes = []
+        for n in range(4):
+            namespace = hosts[n][0]
+            # Within a namespace over its loopback, across over the veth pair.
+            peers = [f"{'127.0.0.1' if hosts[m][0] == namespace else hosts[m][1]}:{ports[m]}"
+                     for m in range(n + 1, 4)]
+            nodes.append(NetNode(dirs[n], ports[n], peers, mine=n in (0, 1), netns=namespace,
+                                 host="0.0.0.0"))
+        try:
+            for node in nodes:
+                node.start()
+            _run_partition(
+                [_Namespaced(node) for node in nodes],
+                lambda: _ip("-n", ns_a, "link", "set", link_a, "down"),
+                lambda: _ip("-n", ns_a, "link", "set", link_a, "up"))
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+class _Namespaced:
+    """A node in a namespace, queried from inside it (the test process is outside)."""
+
+    def __init__(self, node: NetNode) -> None:
+        self.node = node
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+    def client(self):
+        return _NamespaceClient(self.node)
+
+    def status(self):
+        with self.client() as client:
+            return client.status()
+
+
+class _NamespaceClient:
+    """The client calls a test makes, run by a python process inside the node's namespace."""
+
+    def __init__(self, node: NetNode) -> None:
+        self.node = node
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+    def many(self, calls: list[tuple[str, tuple]]) -> list:
+        """Several client calls in one python process inside the namespace; errors come back
+        as NodeError values in the list."""
+        import base64
+        import pickle
+        import subprocess
+        import sys
+
+        code = ("import base64, pickle, sys\n"
+                "from tsunagi.node.client import Client\n"
+                "host, port, calls = pickle.loads(base64.b64decode(sys.argv[1]))\n"
+                "out = []\n"
+                "with Client(host, port) as c:\n"
+                "    for method, args in calls:\n"
+                "        try:\n"
+                "            out.append(('ok', getattr(c, method)(*args)))\n"
+                "        except Exception as exc:\n"
+                "            out.append(('error', f'{type(exc).__name__}: {exc}'))\n"
+                "print(base64.b64encode(pickle.dumps(out)).decode())\n")
+        packed = base64.b64encode(pickle.dumps(("127.0.0.1", self.node.port, calls)))
+        done = subprocess.run(["ip", "netns", "exec", self.node.netns, sys.executable, "-c",
+                               code, packed.decode()], capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode:
+            raise AssertionError(done.stderr)
+        return [NodeError(value) if kind == "error" else value
+                for kind, value in pickle.loads(base64.b64decode(done.stdout))]
+
+    def _call(self, method: str, *args):
+        (value,) = self.many([(method, args)])
+        if isinstance(value, NodeError):
+            raise value
+        return value
+
+    def __getattr__(self, method):
+        return lambda *args: self._call(method, *args)
