@@ -25,12 +25,12 @@ writes them to bench/results/node.json.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from pathlib import Path
 
 import pytest
+from summary import module_summary
 
 from tsunagi import loadgen as lg
 from tsunagi.loadgen import plan as lg_plan
@@ -67,20 +67,7 @@ def node(tmp_path_factory):
         yield plan, process
 
 
-@pytest.fixture(scope="module", autouse=True)
-def summary(request):
-    yield
-    if not _rates:
-        return
-    plugins = request.config.pluginmanager
-    # Teardown output is captured like a test's: suspend capturing to print to the terminal.
-    with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
-        _print_summary(plugins.get_plugin("terminalreporter").write_line)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(_rates, indent=1) + "\n")
-
-
-def _print_summary(write) -> None:
+def _print_summary(write) -> dict:
     write("")
     write("node-commit: transfers answered ok per second, median of the rounds")
     for name, row in _rates.items():
@@ -91,6 +78,10 @@ def _print_summary(write) -> None:
         write(f"batched / baseline: {ratio:,.0f}x (target at least 20x: "
               f"{'met' if ratio >= 20 else 'NOT met'})")
         _rates["batched_over_baseline"] = {"ratio": ratio}
+    return _rates
+
+
+summary = module_summary(_rates, _print_summary, RESULTS)
 
 
 @pytest.mark.parametrize("name", list(CASES))

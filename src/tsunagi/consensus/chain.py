@@ -549,12 +549,13 @@ class Chain:
         """Connects the header chain's next blocks while their bodies are here. None when one
         failed (the header chain then changed)."""
         any_connected = False
+        from_store: list[bytes] = []  # stored bodies now on the ledger, removed once durable
         try:
             while self.base < self.headers.length:
                 height = self.base
                 block_hash = self.headers.hash(height)
                 data = self.pending.pop(block_hash, None)
-                from_store = data is None
+                stored = data is None
                 if data is None:
                     data = self.store.get(block_hash)
                 if data is None:
@@ -571,12 +572,15 @@ class Chain:
                     return None
                 self.base += 1
                 any_connected = True
-                if from_store:
-                    self.store.remove([block_hash])
+                if stored:
+                    from_store.append(block_hash)
                 self._notify("connect", height, data, self._in_reorg)
         finally:
             if any_connected:
                 self.ledger.sync()
+                # Only now: a crash before the sync loses these blocks from the ledger, and
+                # the store is then where the open finds them again (a reorg's new branch).
+                self.store.remove(from_store)
         return any_connected
 
     def _reorg(self) -> bool:
