@@ -574,6 +574,10 @@ class Chain:
                 any_connected = True
                 if stored:
                     from_store.append(block_hash)
+                if (height + 1) % limits.connect_sync_blocks == 0:
+                    self.ledger.sync()
+                    self.store.remove(from_store)
+                    from_store = []
                 self._notify("connect", height, data, self._in_reorg)
         finally:
             if any_connected:

@@ -12,3 +12,6 @@ orphans_max = 256
 # The deepest reorg a node follows, and the depth below the best header below which side
 # branches are forgotten: a branch forking deeper than this needs a resync from peers.
 reorg_depth_max = 10_000
+# Blocks connected in a row (a sync) are made durable together, one fsync for this many: each
+# block waiting for its fsync holds a buffer of the log's pool, which a block's write searches.
+connect_sync_blocks = 64
