@@ -224,3 +224,114 @@ class Switch:
             self.loop.stop()
         self.loop.call_soon_threadsafe(stop)
         self.thread.join(10)
+
+
+def build_chain(data: Path, blocks: int, payments: Payments, first_time_s: int = 1_700_000_000
+                ) -> None:
+    """Adds ``blocks`` one-transfer blocks to the chain in ``data`` (in this process)."""
+    ledger = Ledger.open(data, threads=1)
+    try:
+        pending = None
+        start = ledger.height
+        for i in range(blocks):
+            records, signatures = payments.batch(1)
+            pending = ledger.begin_batch(records, signatures,
+                                         now_s=first_time_s + (start + i) // 100)
+            if i % 64 == 63:
+                pending.wait()
+        if pending is not None:
+            pending.wait()
+    finally:
+        ledger.close()
+
+
+class LyingPeer:
+    """A peer in the test process that dials a node, shakes hands properly, and then lies:
+    ``serve="bad_blocks"`` answers get_headers with the honest headers it was given and
+    get_blocks with those blocks' bodies changed (the header kept, so the hash is the one
+    asked for, but the Merkle root no longer holds); ``serve="low_work"`` sends, unasked, a
+    branch of valid-work headers off genesis with less work than the node's chain, again and
+    again. It records the error the node sent when it closed the connection."""
+
+    def __init__(self, target: tuple[str, int], genesis_hash: bytes, headers: bytes,
+                 blocks: dict[bytes, bytes], serve: str, listen_port: int = 1) -> None:
+        import asyncio
+        import threading
+
+        self.asyncio = asyncio
+        self.target, self.genesis_hash = target, genesis_hash
+        self.headers, self.blocks, self.serve = headers, blocks, serve
+        self.listen_port = listen_port
+        self.errors: list = []
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+
+    async def _run(self) -> None:
+        from tsunagi import hashing
+        from tsunagi.core.block import genesis_block
+        from tsunagi.node import protocol as p
+
+        asyncio = self.asyncio
+        try:
+            reader, writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            self.closed.set()
+            return
+        writer.write(p.encode(p.PeerHello((1,), self.genesis_hash, 0, 0, self.listen_port,
+                                          12345 + self.listen_port), 0, 1))
+        frames = p.FrameReader((1,), 1 << 28)
+        spam = 0
+        try:
+            while True:
+                if self.serve == "low_work" and spam < 50:
+                    spam += 1
+                    writer.write(p.encode(p.Headers(self.headers), 0, 1))
+                try:
+                    data = await asyncio.wait_for(reader.read(1 << 16), 0.05)
+                except asyncio.TimeoutError:
+                    continue
+                if not data:
+                    break
+                frames.feed(data)
+                while (frame := frames.next_frame()) is not None:
+                    message = p.decode(frame)
+                    if isinstance(message, p.Error):
+                        self.errors.append(message.code)
+                    elif isinstance(message, p.GetHeaders) and self.serve == "bad_blocks":
+                        writer.write(p.encode(p.Headers(self.headers), frame.request_id, 1))
+                    elif isinstance(message, p.GetBlocks) and self.serve == "bad_blocks":
+                        lacking = []
+                        for block_hash in message.hashes:
+                            if block_hash not in self.blocks:
+                                lacking.append(block_hash)
+                                continue
+                            raw = bytearray(self.blocks[block_hash])
+                            raw[-10] ^= 0xFF  # inside the body: a signature byte
+                            writer.write(p.encode(p.BlockData(bytes(raw)), frame.request_id, 1))
+                        if lacking:
+                            writer.write(p.encode(p.NotFound(tuple(lacking)), frame.request_id,
+                                                  1))
+                await writer.drain()
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            del hashing, genesis_block
+            self.closed.set()
+
+
+def fork_headers(parent_header: bytes, count: int) -> bytes:
+    """``count`` headers with valid work on top of ``parent_header`` (no bodies behind them)."""
+    from tsunagi import hashing
+    from tsunagi.core.block import mine_header
+
+    out, parent = [], parent_header
+    for n in range(count):
+        header = bytearray(hashing.make_header(
+            1, hashing.header_hash(parent), bytes([n + 1]) * 32,
+            int.from_bytes(parent[68:72], "little"), int.from_bytes(parent[72:76], "little"),
+            0))
+        mine_header(header)
+        out.append(bytes(header))
+        parent = bytes(header)
+    return b"".join(out)

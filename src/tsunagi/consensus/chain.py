@@ -267,7 +267,9 @@ class Chain:
             found, height = [], self.base
             while height < self.headers.length and len(found) < limit:
                 block_hash = self.headers.hash(height)
-                if not self._has_body(block_hash):
+                # Above base the ledger has none of the header chain's blocks.
+                if block_hash not in self.pending and block_hash not in self.store \
+                        and block_hash not in self.ledger_branch:
                     found.append(block_hash)
                 height += 1
                 if height - self.base > limits.pending_blocks_max:
@@ -591,7 +593,8 @@ class Chain:
         """When the header chain's bodies from the fork on beat the ledger's chain: switch.
         Returns whether the ledger moved."""
         height = self.base
-        while height < self.headers.length and self._has_body(self.headers.hash(height)):
+        while height < self.headers.length and (self.headers.hash(height) in self.pending
+                                                or self.headers.hash(height) in self.store):
             height += 1
         if height == self.base or self.headers.work(height - 1) <= self._ledger_tip()[2]:
             return False

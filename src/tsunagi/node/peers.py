@@ -171,7 +171,8 @@ class PeerNetwork:
         """Keeps one outbound connection to ``address``, dialing again after it drops."""
         while not self.stopping:
             link = _Link(self, False, address)
-            if not self._is_banned(address[0]) and len(self.links) < self.settings.peers_max:
+            if not self._is_banned(_ban_key(*address)) \
+                    and len(self.links) < self.settings.peers_max:
                 with contextlib.suppress(OSError, asyncio.TimeoutError):
                     await asyncio.wait_for(self._loop.create_connection(
                         lambda: _PeerProtocol(link), *address), 5.0)
@@ -185,7 +186,7 @@ class PeerNetwork:
         this manager reads it (its protocol changes to the peer one)."""
         peer = transport.get_extra_info("peername") or ("?", 0)
         link = _Link(self, True, (str(peer[0]), int(peer[1])))
-        if self._is_banned(link.address[0]):
+        if not _loopback(link.address[0]) and self._is_banned(link.address[0]):
             transport.write(p.encode(p.Error(p.ErrorCode.banned, "this node refuses you for "
                                              "a while: you misbehaved"), 0, p.HELLO_VERSION))
             transport.close()
@@ -227,6 +228,11 @@ class PeerNetwork:
             if link.transport is not None:
                 link.transport.close()
 
+    def _key(self, link: _Link) -> str:
+        port = link.hello.listen_port if link.inbound and link.hello is not None \
+            else link.address[1]
+        return _ban_key(link.address[0], port)
+
     def _is_banned(self, host: str) -> bool:
         until = self.banned.get(host)
         if until is None:
@@ -241,7 +247,7 @@ class PeerNetwork:
         link.points += points
         log.warning("peer %s: %s (%d points)", link.name(), reason, link.points)
         if link.points >= BAN_POINTS and not link.closed:
-            self.banned[link.address[0]] = time.monotonic() + self.settings.ban_s
+            self.banned[self._key(link)] = time.monotonic() + self.settings.ban_s
             self.bans += 1
             self._send(link, p.Error(p.ErrorCode.misbehaving, f"banned: {reason}"))
             self._close(link)
@@ -315,6 +321,11 @@ class PeerNetwork:
             self._close(link)
             return
         link.hello = hello
+        if self._is_banned(self._key(link)):
+            self._send(link, p.Error(p.ErrorCode.banned, "this node refuses you for a while: "
+                                     "you misbehaved"))
+            self._close(link)
+            return
         link.best_height = hello.best_height
         if link.inbound and hello.listen_port:
             link.address = (link.address[0], hello.listen_port)
@@ -414,6 +425,16 @@ class PeerNetwork:
                 "blocks_in_flight": len(self._asked), "blocks_received": self.blocks_received}
 
 
+def _loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("::1", "localhost")
+
+
+def _ban_key(host: str, port: int) -> str:
+    """Who a ban names: the address, or on loopback (every node of a test network shares
+    127.0.0.1) the address and the port the peer says it listens on."""
+    return f"{host}:{port}" if _loopback(host) else host
+
+
 # ---------------------------------------------------------------------- handlers
 
 async def _on_get_headers(net: PeerNetwork, link: _Link, request_id: int,
@@ -477,7 +498,10 @@ async def _on_block_data(net: PeerNetwork, link: _Link, request_id: int,
         return
     if answer.accepted is Accepted.orphan:
         net._ask_headers(link)
-    net._schedule()
+    # Ask for more once the window is half empty (or this peer's share is), not per block.
+    if len(net._asked) <= net.settings.blocks_in_flight_max // 2 \
+            or len(link.blocks) <= net.settings.blocks_in_flight_per_peer_max // 2:
+        net._schedule()
 
 
 async def _on_not_found(net: PeerNetwork, link: _Link, request_id: int, m: p.NotFound) -> None:
