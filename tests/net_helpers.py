@@ -82,7 +82,7 @@ class NetNode:
         line = self.process.stdout.readline()
         if not line:
             raise AssertionError(f"node {self.data.name} did not start: {self.log.read_text()}")
-        json.loads(line)
+        self.ready = json.loads(line)
         return self
 
     def stop(self, kill: bool = False) -> None:

@@ -87,6 +87,16 @@ def _run_partition(nodes: list[NetNode], cut, mend) -> None:
     first = balances(nodes[0], ACCOUNTS)
     for node in nodes[1:]:
         assert (balances(node, ACCOUNTS) == first).all()
+    networks = []
+    for node in nodes:
+        with node.client() as client:
+            networks.append(client.network())
+    assert len({(n.height, n.work) for n in networks}) == 1
+    assert [n.mines for n in networks] == [True, True, False, False]
+    assert all(n.peers >= 1 for n in networks)
+    # Half a's nodes followed half b's branch: a reorg each, as deep as their own branch.
+    assert all(n.reorgs >= 1 and n.reorg_depth_max >= a_tip[0] - start_height
+               for n in networks[0::2])
 
     # Transfers confirmed on the losing branch: on the winning chain again, or told why not.
     def included_again():

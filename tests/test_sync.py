@@ -13,7 +13,9 @@ a hang guard only.
 
 from __future__ import annotations
 
+import json
 import shutil
+import urllib.request
 
 import pytest
 
@@ -66,7 +68,7 @@ def test_offline_node_catches_up_new_node_syncs_and_liars_are_cut_off(chains):
     a = NetNode(a_dir, ports[0], [], mine=True)
     b = NetNode(b_dir, ports[1], [f"127.0.0.1:{ports[0]}"], mine=False)
     c = NetNode(c_dir, ports[2], [f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"],
-                mine=False)
+                mine=False, extra=("--http", "127.0.0.1:0", "--metrics"))
     liars = []
     try:
         a.start()
@@ -91,6 +93,14 @@ def test_offline_node_catches_up_new_node_syncs_and_liars_are_cut_off(chains):
         for liar in liars:
             assert liar.closed.wait(60)
             assert p.ErrorCode.misbehaving in liar.errors, liar.errors
+        # The REST status and the metrics show the network side.
+        status = json.loads(urllib.request.urlopen(c.ready["http"] + "/v1/status").read())
+        network = status["network"]
+        assert network["peers"] == 2 and network["best_header_height"] == BLOCKS
+        assert network["bans"] == 2 and network["invalid"] == 0 and not network["mines"]
+        assert int(network["work"]) == 2 * (BLOCKS + 1)  # 2 per block at the dev bits
+        metrics = urllib.request.urlopen(c.ready["metrics"]).read().decode()
+        assert "tsunagi_peers 2.0" in metrics and "tsunagi_bans_total 2.0" in metrics
     finally:
         for node in (a, b, c):
             node.stop()

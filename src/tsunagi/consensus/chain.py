@@ -121,7 +121,7 @@ class Chain:
         self.threads = threads or hashing.cpu_count()
         self.lock = threading.RLock()
         self.mining_stop = threading.Event()  # set when a block arrives that may beat the tip
-        self.headers = HeaderChain(ledger.block(0)[:HEADER_BYTES])
+        self.headers = HeaderChain(ledger.headers(0, 1))
         self._load_ledger_headers()
         self.base = self.headers.length  # heights the ledger shares with the header chain
         self.ledger_branch: list[bytes] = []  # the ledger's blocks above them (side headers)
@@ -147,8 +147,7 @@ class Chain:
         height = self.ledger.height
         step = 4096
         for first in range(1, height, step):
-            end = min(height, first + step)
-            buffer = b"".join(self.ledger.block(h)[:HEADER_BYTES] for h in range(first, end))
+            buffer = self.ledger.headers(first, min(height, first + step))
             self.headers.extend(np.frombuffer(buffer, dtype=np.uint8).reshape(-1, HEADER_BYTES))
 
     def _load_side_store(self) -> None:

@@ -965,6 +965,11 @@ class Ledger:
         height = self._index.block_height(bytes(block_hash))
         return height if height is not None and height < self.height else None
 
+    def headers(self, first: int, end: int) -> bytes:
+        """The 80-byte headers of blocks ``first..end-1`` back to back, read without checking
+        the blocks' bodies (a damaged body does not stop a node from knowing its chain)."""
+        return b"".join(self._log.read_prefix(h, HEADER_BYTES) for h in range(first, end))
+
     def block(self, height_or_hash: int | bytes, *, durable: bool = True) -> bytes | None:
         """An encoded block by height or by hash, or None. ``durable=False`` (by height) also
         gives blocks written and not yet fsynced (a miner relays its block meanwhile)."""

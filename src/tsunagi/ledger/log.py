@@ -857,6 +857,19 @@ class BlockLog:
             raise _corrupt(self.path, damage) from None
         return raw[FRAME_HEADER_BYTES:]
 
+    def read_prefix(self, height: int, size: int) -> bytes:
+        """The first ``size`` bytes of the block at ``height`` (a block header), read without
+        checking the payload's checksum: for a caller that checks them itself (headers are
+        hash-chained), and that must go on where a block's body is damaged."""
+        count = len(self._offsets)
+        if not 0 <= height < count:
+            raise IndexError(f"no block at height {height}: the log holds {count} blocks")
+        if height >= self._flushed_height:
+            with self._sync_mutex:
+                self._flush()
+        start = self._offsets[height]
+        return read_exactly(self._fd, size, start + FRAME_HEADER_BYTES)
+
     def iter_blocks(self, first_height: int = 0) -> Iterator[bytes]:
         """Blocks from ``first_height`` to the current height, read in large chunks, checked."""
         count = len(self._offsets)

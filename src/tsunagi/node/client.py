@@ -351,6 +351,10 @@ class AsyncClient:
     async def status(self) -> p.Status:
         return await self._request(p.QueryStatus())
 
+    async def network(self) -> p.Network:
+        """Peers, best chain, reorgs and mempool of a node of a network."""
+        return await self._request(p.QueryNetwork())
+
     async def accounts_of(self, owner_key: bytes) -> list[int]:
         """The accounts a 32-byte owner key owns, ascending (asked a page at a time)."""
         found: list[int] = []
@@ -496,6 +500,9 @@ class Client:
 
     def status(self) -> p.Status:
         return self._call(self._async.status())
+
+    def network(self) -> p.Network:
+        return self._call(self._async.network())
 
     def accounts_of(self, owner_key: bytes) -> list[int]:
         return self._call(self._async.accounts_of(owner_key))

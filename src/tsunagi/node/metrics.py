@@ -183,6 +183,9 @@ class NodeMetrics(NodeEvents):
         info.add_metric([config.name, str(config.chain_id), config.asset_code], 1)
         yield info
         yield from _health(server.ledger.health())
+        network = server.network_status()
+        if network is not None:
+            yield from _network(network)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -203,6 +206,27 @@ def _health(health: dict):
                                   value=scrub["blocks_checked"])
         yield CounterMetricFamily("tsunagi_scrub_bytes", "Bytes the scrub has re-read",
                                   value=scrub["bytes_checked"])
+
+
+def _network(status: dict):
+    """Peers, best chain and mempool (NodeServer.network_status) as metric families."""
+    gauges = (("peers", "Peer connections past the handshake"),
+              ("best_header_height", "Height of the best header known"),
+              ("reorg_depth_last", "Blocks the last reorg took off"),
+              ("reorg_depth_max", "Blocks the deepest reorg since the start took off"),
+              ("side_blocks", "Blocks of other branches kept on disk"),
+              ("blocks_in_flight", "Blocks asked of peers and not yet received"),
+              ("mempool_records", "Records waiting for a block"),
+              ("mempool_bytes", "Bytes of the records waiting for a block"),
+              ("banned", "Peer addresses refused right now"))
+    for key, text in gauges:
+        yield GaugeMetricFamily(f"tsunagi_{key}", text, value=status[key])
+    yield GaugeMetricFamily("tsunagi_chain_work", "Cumulative proof of work of the best chain "
+                            "(a float: compare, do not add)", value=float(status["work"]))
+    for key, text in (("reorgs", "Reorgs since the start"),
+                      ("bans", "Peers banned since the start"),
+                      ("blocks_received", "Blocks received from peers")):
+        yield CounterMetricFamily(f"tsunagi_{key}", text, value=status[key])
 
 
 def metrics_app(metrics: NodeMetrics):

@@ -80,6 +80,8 @@ class MessageType(IntEnum):
     hold = 0x37
     query_policy = 0x38  # the policy key in one slot of an account
     policy = 0x39
+    query_network = 0x3A  # peers, best chain, reorgs and mempool of a node of a network
+    network = 0x3B
     # Peer connections (docs/PROTOCOL.md, "Peers"): node to node, either side may ask.
     peer_hello = 0x40  # first frame both ways: versions, genesis hash, best chain, node nonce
     get_headers = 0x41  # headers after the newest block of a locator that the node has
@@ -1505,6 +1507,55 @@ def _decode_peers(p, flags):
 _codec(Peers, MessageType.peers)((_encode_peers, _decode_peers))
 
 
+@dataclass(frozen=True, slots=True)
+class QueryNetwork:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A node of a network: its peers, best chain, reorgs and records waiting for a block."""
+
+    mines: bool
+    peers: int
+    height: int  # of the ledger's best block
+    best_header_height: int
+    work: int  # cumulative proof of work of the best chain, 0 .. 2**256 - 1
+    reorgs: int
+    reorg_depth_last: int
+    reorg_depth_max: int
+    side_blocks: int
+    mempool_records: int
+    mempool_bytes: int
+    bans: int
+
+
+_NETWORK = struct.Struct("<BIQQ32sQQQQQQQ")
+
+
+def _encode_network(m: Network):
+    if not 0 <= m.work < 1 << 256:
+        raise ValueError(f"work is a 256-bit unsigned integer, got {m.work}")
+    return _NETWORK.pack(int(m.mines), m.peers, m.height, m.best_header_height,
+                         m.work.to_bytes(32, "big"), m.reorgs, m.reorg_depth_last,
+                         m.reorg_depth_max, m.side_blocks, m.mempool_records, m.mempool_bytes,
+                         m.bans), 0
+
+
+def _decode_network(p, flags):
+    _exact(p, _NETWORK.size, "network")
+    fields = list(_NETWORK.unpack(p))
+    if fields[0] > 1:
+        raise ProtocolError("network: mines is 0 or 1")
+    fields[0] = bool(fields[0])
+    fields[4] = int.from_bytes(fields[4], "big")
+    return Network(*fields)
+
+
+_codec(QueryNetwork, MessageType.query_network)(_empty(QueryNetwork, "network query"))
+_codec(Network, MessageType.network)((_encode_network, _decode_network))
+
+
 # Frame flags each message type may carry; any other bit is a protocol error.
 _FLAGS_ALLOWED = {MessageType.subscribe: WITH_BLOCKS,
                   MessageType.block_notice: WITH_BLOCKS,
@@ -1517,7 +1568,7 @@ Message = (Hello | Welcome | Error | Ping | Pong | Submit | SubmitBatch | Submit
 Message = (Message | QueryAccounts | Accounts | QueryHolds | Holds | QueryHold | Hold
            | QueryPolicy | Policy)
 Message = (Message | PeerHello | GetHeaders | Headers | GetBlocks | BlockData | NotFound
-           | Announce | Relay | GetPeers | Peers)
+           | Announce | Relay | GetPeers | Peers | QueryNetwork | Network)
 
 
 # --- the two entry points ----------------------------------------------------------------------

@@ -264,6 +264,30 @@ class ScrubOut(BaseModel):
     interval_s: float
 
 
+class NetworkOut(BaseModel):
+    mines: bool = Field(description="whether this node makes blocks")
+    peers: int = Field(description="peer connections past the handshake")
+    peer_addresses: list[str]
+    tip: str = Field(description="hash of the ledger's best block (display order)")
+    work: str = Field(description="cumulative proof of work of the best chain (decimal)")
+    best_header_height: int = Field(description="height of the best header known (ahead of "
+                                                "height while blocks download)")
+    reorgs: int = Field(description="reorgs since the node started")
+    reorg_depth_last: int
+    reorg_depth_max: int
+    side_blocks: int = Field(description="blocks of other branches kept on disk")
+    pending_blocks: int
+    orphans: int
+    invalid: int = Field(description="blocks found invalid (their senders were banned)")
+    banned: int = Field(description="peer addresses refused right now")
+    bans: int
+    blocks_in_flight: int
+    blocks_received: int
+    mempool_records: int = Field(description="records waiting for a block")
+    mempool_bytes: int
+    relay_dropped: int = Field(description="relayed records dropped for a full queue")
+
+
 class StatusOut(BaseModel):
     chain: str
     chain_id: int
@@ -280,9 +304,19 @@ class StatusOut(BaseModel):
     damage: DamageOut | None = Field(description="a committed block known to be damaged: the "
                                                  "node takes no records until it is repaired")
     scrub: ScrubOut | None = Field(description="the background re-read of committed blocks")
+    network: NetworkOut | None = Field(None, description="peers, best chain and mempool of a "
+                                                         "node of a network")
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+def _network_out(node) -> dict | None:
+    found = node.network_status()
+    if found is None:
+        return None
+    return {**{key: value for key, value in found.items() if key not in ("height",)},
+            "work": str(found["work"])}
+
 
 def _show(hash_bytes) -> str:
     """A hash in display order."""
@@ -796,7 +830,8 @@ def _add_chain_routes(app: FastAPI, api: _Api) -> None:
                 "wire_connections": len(node.connections),
                 "queued_records": node.queued_records,
                 "groups_committed": node.groups_committed,
-                "records_committed": node.records_committed, **api.ledger.health()}
+                "records_committed": node.records_committed, **api.ledger.health(),
+                "network": _network_out(node)}
 
 
 def _add_event_route(app: FastAPI, api: _Api) -> None:

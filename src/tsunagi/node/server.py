@@ -411,6 +411,17 @@ def _read_block(server, m: p.QueryBlock):
     return server.ledger.block(m.height if m.block_hash is None else m.block_hash)
 
 
+def _network(server, found, m) -> p.Network | p.Error:
+    if found is None:
+        return p.Error(p.ErrorCode.not_found, "this node serves its chain alone: it has no "
+                                              "peers (start it with --peer or --mine)")
+    return p.Network(found["mines"], found["peers"], found["height"],
+                     found["best_header_height"], found["work"], found["reorgs"],
+                     found["reorg_depth_last"], found["reorg_depth_max"],
+                     found["side_blocks"], found["mempool_records"], found["mempool_bytes"],
+                     found["bans"])
+
+
 def _status(server, tip, m) -> p.Status:
     height, tip_hash = tip
     damage = server.ledger.damage
@@ -453,6 +464,7 @@ _HANDLERS: dict[type, Callable] = {
         lambda server, m: server.ledger.history(m.account, limit=m.limit, before=m.before),
         _history),
     p.QueryStatus: _query(lambda server, m: server.tip(), _status),
+    p.QueryNetwork: _query(lambda server, m: server.network_status(), _network),
     p.Subscribe: _on_subscribe,
     p.Unsubscribe: _on_unsubscribe,
 }
@@ -923,6 +935,23 @@ class NodeServer:
 
 
     # -- a node of a network --
+
+    def network_status(self) -> dict | None:
+        """Peers, best tip and work, reorgs and the records waiting for a block (the
+        mempool: a miner's queue, or what a node that does not mine relayed and waits for);
+        None for a node of its own (no chain layer)."""
+        if self.chain is None:
+            return None
+        chain = self.chain.status()
+        network = self.network.status() if self.network is not None else {}
+        waiting = [s for relay in self._relays for s in relay[0]
+                   if s.request_id in s.connection.inflight]
+        mempool_records = self.queued_records + sum(s.count for s in waiting)
+        mempool_bytes = sum(len(s.records) + len(s.signatures) for s in self._queue) \
+            + sum(len(s.records) + len(s.signatures) for s in waiting)
+        return {**chain, **network, "mines": bool(self.peer_settings.mines),
+                "mempool_records": mempool_records, "mempool_bytes": mempool_bytes,
+                "relay_dropped": self.relay_dropped}
 
     async def _relayed(self, records, signatures, batches, source) -> None:
         """Records a peer relayed: a miner queues them for its next block (dropped when the
