@@ -14,6 +14,9 @@ taking the link down. Waits poll with a generous hang guard; nothing asserts on 
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import pytest
 
 from tsunagi.core.block import decode_block
@@ -143,102 +146,70 @@ def test_four_nodes_partition_and_heal_on_loopback(tmp_path):
         switch.close()
 
 
+@contextlib.contextmanager
+def _two_namespaces_with_control():
+    """Namespaces a and b joined by a veth pair (the link the test takes down), and each also
+    joined to this process's namespace by a veth pair of its own (the test's clients use those,
+    so they reach both halves during the partition). Yields (ns_a, ns_b, the a end of the a-b
+    link, {ns: (address on the a-b link, control address)}); everything is removed after."""
+    from test_netns import _ip
+
+    tag = os.getpid() % 100_000
+    ns_a, ns_b = f"tsg{tag}p", f"tsg{tag}q"
+    net = tag % 200 + 20
+    links = [(f"tsg{tag}ab", f"tsg{tag}ba", None, ns_a, ns_b, f"10.{net}.0"),
+             (f"tsg{tag}ra", f"tsg{tag}ar", None, None, ns_a, f"10.{net}.1"),
+             (f"tsg{tag}rb", f"tsg{tag}br", None, None, ns_b, f"10.{net}.2")]
+    try:
+        _ip("netns", "add", ns_a)
+        _ip("netns", "add", ns_b)
+        for namespace in (ns_a, ns_b):
+            _ip("-n", namespace, "link", "set", "lo", "up")
+        for one, two, _, ns_one, ns_two, subnet in links:
+            _ip("link", "add", one, "type", "veth", "peer", "name", two)
+            for link, namespace, host in ((one, ns_one, 1), (two, ns_two, 2)):
+                prefix = ["-n", namespace] if namespace else []
+                if namespace:
+                    _ip("link", "set", link, "netns", namespace)
+                _ip(*prefix, "addr", "add", f"{subnet}.{host}/24", "dev", link)
+                _ip(*prefix, "link", "set", link, "up")
+        yield ns_a, ns_b, links[0][0], {ns_a: (f"10.{net}.0.1", f"10.{net}.1.2"),
+                                         ns_b: (f"10.{net}.0.2", f"10.{net}.2.2")}
+    finally:
+        _ip("netns", "del", ns_a, check=False)
+        _ip("netns", "del", ns_b, check=False)
+        for one, *_ in links:
+            _ip("link", "del", one, check=False)
+
+
 def test_four_nodes_partition_and_heal_across_two_network_namespaces(tmp_path):
-    from test_netns import _ip, namespaces_unavailable, two_namespaces
+    from test_netns import _ip, namespaces_unavailable
 
     reason = namespaces_unavailable()
     if reason:
         pytest.skip(reason)
     dirs = data_dirs(tmp_path, 4)
     port = free_ports(1)[0]
-    with two_namespaces() as (ns_a, ns_b, address_a):
-        address_b = address_a.rsplit(".", 1)[0] + ".2"
-        link_a = f"tsg{__import__('os').getpid() % 100_000}a"
-        hosts = {0: (ns_a, address_a), 2: (ns_a, address_a), 1: (ns_b, address_b),
-                 3: (ns_b, address_b)}
+    with _two_namespaces_with_control() as (ns_a, ns_b, link_ab, addresses):
+        namespace = {0: ns_a, 2: ns_a, 1: ns_b, 3: ns_b}
         ports = {0: port, 2: port + 1, 1: port, 3: port + 1}
         nodes = []
         for n in range(4):
-            namespace = hosts[n][0]
-            # Within a namespace over its loopback, across over the veth pair.
-            peers = [f"{'127.0.0.1' if hosts[m][0] == namespace else hosts[m][1]}:{ports[m]}"
-                     for m in range(n + 1, 4)]
-            nodes.append(NetNode(dirs[n], ports[n], peers, mine=n in (0, 1), netns=namespace,
-                                 host="0.0.0.0"))
+            mine = namespace[n]
+            # Within a namespace over its loopback, across over the a-b link.
+            peers = [f"{'127.0.0.1' if namespace[m] == mine else addresses[namespace[m]][0]}:"
+                     f"{ports[m]}" for m in range(n + 1, 4)]
+            node = NetNode(dirs[n], ports[n], peers, mine=n in (0, 1), netns=mine,
+                           host="0.0.0.0")
+            nodes.append(node)
         try:
             for node in nodes:
                 node.start()
-            _run_partition(
-                [_Namespaced(node) for node in nodes],
-                lambda: _ip("-n", ns_a, "link", "set", link_a, "down"),
-                lambda: _ip("-n", ns_a, "link", "set", link_a, "up"))
+                node.host = addresses[node.netns][1]  # this process reaches it here
+            _run_partition(nodes, lambda: _ip("-n", ns_a, "link", "set", link_ab, "down"),
+                           lambda: _ip("-n", ns_a, "link", "set", link_ab, "up"))
         finally:
             for node in nodes:
                 node.stop()
-
-
-class _Namespaced:
-    """A node in a namespace, queried from inside it (the test process is outside)."""
-
-    def __init__(self, node: NetNode) -> None:
-        self.node = node
-
-    def __getattr__(self, name):
-        return getattr(self.node, name)
-
-    def client(self):
-        return _NamespaceClient(self.node)
-
-    def status(self):
-        with self.client() as client:
-            return client.status()
-
-
-class _NamespaceClient:
-    """The client calls a test makes, run by a python process inside the node's namespace."""
-
-    def __init__(self, node: NetNode) -> None:
-        self.node = node
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return None
-
-    def many(self, calls: list[tuple[str, tuple]]) -> list:
-        """Several client calls in one python process inside the namespace; errors come back
-        as NodeError values in the list."""
-        import base64
-        import pickle
-        import subprocess
-        import sys
-
-        code = ("import base64, pickle, sys\n"
-                "from tsunagi.node.client import Client\n"
-                "host, port, calls = pickle.loads(base64.b64decode(sys.argv[1]))\n"
-                "out = []\n"
-                "with Client(host, port) as c:\n"
-                "    for method, args in calls:\n"
-                "        try:\n"
-                "            out.append(('ok', getattr(c, method)(*args)))\n"
-                "        except Exception as exc:\n"
-                "            out.append(('error', f'{type(exc).__name__}: {exc}'))\n"
-                "print(base64.b64encode(pickle.dumps(out)).decode())\n")
-        packed = base64.b64encode(pickle.dumps(("127.0.0.1", self.node.port, calls)))
-        done = subprocess.run(["ip", "netns", "exec", self.node.netns, sys.executable, "-c",
-                               code, packed.decode()], capture_output=True, text=True,
-                              timeout=120)
-        if done.returncode:
-            raise AssertionError(done.stderr)
-        return [NodeError(value) if kind == "error" else value
-                for kind, value in pickle.loads(base64.b64decode(done.stdout))]
-
-    def _call(self, method: str, *args):
-        (value,) = self.many([(method, args)])
-        if isinstance(value, NodeError):
-            raise value
-        return value
-
-    def __getattr__(self, method):
-        return lambda *args: self._call(method, *args)
+    listed = _ip("netns", "list").stdout
+    assert ns_a not in listed and ns_b not in listed
