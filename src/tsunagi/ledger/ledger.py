@@ -686,7 +686,7 @@ class Ledger:
     def _append(self, data, outcome, txids: np.ndarray | None = None) -> Block:
         """Appends a block the engine has applied, with its undo data; the tip moves to it."""
         height = self._log.append(data, copy=False)
-        self._undo_log.append(encode_undo(outcome.undo))
+        self._undo_log.append(encode_undo(outcome.undo), copy=False)  # written once, kept
         block = decode_block(data, txids=txids)
         self._tip_hash, self._tip_time = block.hash, block.time
         self._unsynced.append((height, block, outcome.opened[outcome.stored], outcome.changes))

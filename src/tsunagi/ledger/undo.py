@@ -57,36 +57,69 @@ class BlockUndo:
     expired: np.ndarray  # uint64 indices of holds that expired at the block's time
     policy_indices: np.ndarray  # uint64, each once
     policies: np.ndarray  # POLICY_DTYPE entries at policy_indices before the block
+    raw: np.ndarray | None = None  # the encoded bytes the arrays are views of, if they are
 
     @property
     def nbytes(self) -> int:
-        return (_HEAD.size + _COUNTERS_BYTES + self.accounts.nbytes + self.reopened.nbytes
-                + self.expired.nbytes + self.policy_indices.nbytes + self.policies.nbytes)
+        return _size(len(self.accounts), len(self.reopened), len(self.expired),
+                     len(self.policy_indices))
 
 
 def make_undo(counters_before: np.ndarray, journal, expired: np.ndarray) -> BlockUndo:
     """The undo of one block from the kernel's journal of it (``commit.Journal``, made with
-    room for policies before), the holds expired at its time and the counters before."""
+    room for policies before), the holds expired at its time and the counters before.
+
+    It is laid out in its encoded form at once (one buffer, written once: the journal's rows
+    go column by column into place), and the arrays of the BlockUndo are views of it, so
+    storing it costs no further copy (``encode_undo`` gives that buffer)."""
     hold_count = int(counters_before[commit.HOLD_COUNT])
     policy_count = int(counters_before[commit.POLICY_COUNT])
     rows = journal.accounts
-    accounts = np.ascontiguousarray(rows[:, [0, 3, 4]]) if rows.size else \
-        np.zeros((0, 3), dtype=np.uint64)
     holds = journal.holds
     reopened = np.unique(holds[holds < hold_count]) if holds.size else _NO_INDICES
+    expired = np.asarray(expired, dtype=np.uint64)
     policy_indices, policies = _NO_INDICES, np.zeros(0, dtype=POLICY_DTYPE)
     if journal.policies.size:
         if journal.policies_before is None:
             raise EncodingError("the block changed policies but its journal kept no room for "
                                 "their entries before: pass policy_touches to apply_batch")
         before = journal.policies_before.view(POLICY_DTYPE)
-        touched = journal.policies
         # The first change of each entry holds its value before the block.
-        unique, first = np.unique(touched, return_index=True)
+        unique, first = np.unique(journal.policies, return_index=True)
         kept = unique < policy_count
-        policy_indices, policies = unique[kept], before[first[kept]].copy()
-    return BlockUndo(counters_before.copy(), accounts, reopened,
-                     np.asarray(expired, dtype=np.uint64), policy_indices, policies)
+        policy_indices, policies = unique[kept], before[first[kept]]
+    counts = (len(rows), len(reopened), len(expired), len(policy_indices))
+    raw = np.empty(_size(*counts), dtype=np.uint8)
+    _HEAD.pack_into(raw, 0, _MAGIC, *counts)
+    undo = _views(raw, *counts)
+    undo.counters[:] = counters_before
+    for column, source in enumerate((0, 3, 4)):  # account, balance before, sequence before
+        undo.accounts[:, column] = rows[:, source]
+    undo.reopened[:] = reopened
+    undo.expired[:] = expired
+    undo.policy_indices[:] = policy_indices
+    undo.policies[:] = policies
+    return undo
+
+
+def _size(accounts: int, reopened: int, expired: int, policies: int) -> int:
+    return (_HEAD.size + _COUNTERS_BYTES + 24 * accounts + 8 * (reopened + expired + policies)
+            + POLICY_DTYPE.itemsize * policies)
+
+
+def _views(raw: np.ndarray, accounts: int, reopened: int, expired: int,
+           policies: int) -> BlockUndo:
+    """A BlockUndo whose arrays are views of its encoded bytes ``raw`` (uint8)."""
+    words = raw[_HEAD.size:_HEAD.size + _COUNTERS_BYTES + 8 * (3 * accounts + reopened + expired
+                                                                 + policies)].view("<u8")
+    at = 8
+    parts = []
+    for size in (3 * accounts, reopened, expired, policies):
+        parts.append(words[at:at + size])
+        at += size
+    entries = raw[raw.size - POLICY_DTYPE.itemsize * policies:].view(POLICY_DTYPE)
+    return BlockUndo(words[:8], parts[0].reshape(-1, 3), parts[1], parts[2], parts[3], entries,
+                     raw)
 
 
 def apply_undo(state: State, undo: BlockUndo) -> None:
@@ -113,39 +146,30 @@ def apply_undo(state: State, undo: BlockUndo) -> None:
         commit.rebuild_heap(state)
 
 
-def encode_undo(undo: BlockUndo) -> bytes:
-    parts = [_HEAD.pack(_MAGIC, len(undo.accounts), len(undo.reopened), len(undo.expired),
-                        len(undo.policy_indices)),
-             undo.counters.astype("<u8").tobytes(), undo.accounts.astype("<u8").tobytes(),
-             undo.reopened.astype("<u8").tobytes(), undo.expired.astype("<u8").tobytes(),
-             undo.policy_indices.astype("<u8").tobytes(), undo.policies.tobytes()]
-    return b"".join(parts)
+def encode_undo(undo: BlockUndo) -> np.ndarray:
+    """The undo's bytes (uint8): the buffer make_undo laid it out in, or a new one."""
+    if undo.raw is not None:
+        return undo.raw
+    counts = (len(undo.accounts), len(undo.reopened), len(undo.expired),
+              len(undo.policy_indices))
+    raw = np.empty(_size(*counts), dtype=np.uint8)
+    _HEAD.pack_into(raw, 0, _MAGIC, *counts)
+    copy = _views(raw, *counts)
+    for name in ("counters", "accounts", "reopened", "expired", "policy_indices", "policies"):
+        getattr(copy, name)[...] = getattr(undo, name)
+    return raw
 
 
 def decode_undo(data) -> BlockUndo:
-    """An undo from its bytes; sizes that disagree raise EncodingError."""
+    """An undo from its bytes (its arrays are views of a copy); sizes that disagree raise
+    EncodingError."""
     view = memoryview(data).cast("B")
     if view.nbytes < _HEAD.size + _COUNTERS_BYTES:
         raise EncodingError(f"undo data is at least {_HEAD.size + _COUNTERS_BYTES} bytes")
-    magic, accounts, reopened, expired, policies = _HEAD.unpack_from(view)
+    magic, *counts = _HEAD.unpack_from(view)
     if magic != _MAGIC:
         raise EncodingError("undo data does not start with TSU1")
-    expected = (_HEAD.size + _COUNTERS_BYTES + 24 * accounts + 8 * (reopened + expired + policies)
-                + POLICY_DTYPE.itemsize * policies)
+    expected = _size(*counts)
     if view.nbytes != expected:
         raise EncodingError(f"undo data of these counts is {expected} bytes, got {view.nbytes}")
-    words = np.frombuffer(view, dtype="<u8", count=(expected - _HEAD.size) // 8
-                          - POLICY_DTYPE.itemsize * policies // 8, offset=_HEAD.size)
-    at = 8
-    counters = words[:8].astype(np.uint64)
-    account_rows = words[at:at + 3 * accounts].astype(np.uint64).reshape(-1, 3)
-    at += 3 * accounts
-    reopened_indices = words[at:at + reopened].astype(np.uint64)
-    at += reopened
-    expired_indices = words[at:at + expired].astype(np.uint64)
-    at += expired
-    policy_indices = words[at:at + policies].astype(np.uint64)
-    entries = np.frombuffer(view, dtype=POLICY_DTYPE, count=policies,
-                            offset=expected - POLICY_DTYPE.itemsize * policies).copy()
-    return BlockUndo(counters, account_rows, reopened_indices, expired_indices, policy_indices,
-                     entries)
+    return _views(np.frombuffer(view, dtype=np.uint8).copy(), *counts)
