@@ -122,6 +122,14 @@ def _run_partition(nodes: list[NetNode], cut, mend) -> None:
                 reasons.append(f"{seen_on_a.index(txid)}: {exc}")
     assert len(reasons) == 1 and "sequence_used" in reasons[0], "\n".join(reasons)
     assert final[0] >= b_tip[0]
+    # A client waits for confirmations: two more blocks on top of a transfer's.
+    (txid,) = _submit(nodes[3], payments, 1, payer=8)
+    with nodes[2].client() as client:
+        found = client.wait_confirmed(txid, 1, timeout_s=120)
+        _submit(nodes[0], payments, 2, payer=1)
+        deeper = client.wait_confirmed(txid, 3, timeout_s=120)
+        assert deeper.height == found.height
+        assert client.confirmations(txid)[0] >= 3
 
 
 def test_four_nodes_partition_and_heal_on_loopback(tmp_path):

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 import numpy as np
 
+from tsunagi import hashing
 from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.block import pack_batches
 from tsunagi.core.records import Flags
@@ -334,6 +336,37 @@ class AsyncClient:
         """The stored record with its code, height, position and Merkle proof, or None."""
         return await self._request(p.QueryTransaction(bytes(txid)), not_found_ok=True)
 
+    async def confirmations(self, txid: bytes) -> tuple[int, p.Transaction | None]:
+        """How many blocks of the node's best chain hold the transaction or build on the one
+        that does (0 while it is in none), and the transaction."""
+        found = await self.transaction(txid)
+        if found is None:
+            return 0, None
+        status = await self.status()
+        block = await self.block(found.height)
+        if block is None or hashing.header_hash(memoryview(block)[:80]) != found.block_hash:
+            return 0, None  # a reorg moved it between the two answers: ask again
+        return status.height - found.height + 1, found
+
+    async def wait_confirmed(self, txid: bytes, confirmations: int = 1,
+                             timeout_s: float = 600.0,
+                             poll_s: float = limits.confirm_poll_s) -> p.Transaction:
+        """Waits until ``confirmations`` blocks of the best chain hold the transaction or
+        build on its block (a reorg that takes it off starts the count again), and returns
+        it; NodeError ``reorged_out`` if the node says it will not be included again,
+        TimeoutError after ``timeout_s``."""
+        if confirmations < 1:
+            raise ValueError("confirmations is at least 1")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            count, found = await self.confirmations(txid)
+            if count >= confirmations:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transaction {bytes(txid)[::-1].hex()} has {count} of "
+                                   f"{confirmations} confirmations after {timeout_s:.0f} s")
+            await asyncio.sleep(poll_s)
+
     async def block(self, height_or_hash: int | bytes) -> bytes | None:
         """The encoded block at a height, or with a 32-byte hash; None if there is none."""
         if isinstance(height_or_hash, int):
@@ -490,6 +523,14 @@ class Client:
 
     def transaction(self, txid: bytes) -> p.Transaction | None:
         return self._call(self._async.transaction(txid))
+
+    def confirmations(self, txid: bytes) -> tuple[int, p.Transaction | None]:
+        return self._call(self._async.confirmations(txid))
+
+    def wait_confirmed(self, txid: bytes, confirmations: int = 1, timeout_s: float = 600.0,
+                       **options) -> p.Transaction:
+        return self._call(self._async.wait_confirmed(txid, confirmations, timeout_s,
+                                                     **options))
 
     def block(self, height_or_hash: int | bytes) -> bytes | None:
         return self._call(self._async.block(height_or_hash))

@@ -173,3 +173,6 @@ reorg_dropped_max = 100_000
 # A node that does not mine relays what still waits for a block again every this many seconds
 # (and whenever a peer connects): a miner may have dropped it (a full queue) or been away.
 relay_again_ticks = 5
+# How often Client.wait_confirmed asks a node again: a block takes ~1 ms at the development
+# difficulty and minutes on a real one; three small queries a poll cost the node microseconds.
+confirm_poll_s = 0.05
