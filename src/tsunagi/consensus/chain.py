@@ -20,7 +20,9 @@ Ties keep what came first: the header chain and the ledger switch only for stric
 work. The ledger's chain is where a restart begins, so the first-seen tip stays across one.
 
 Listeners (``add_listener``) hear every block the ledger connects or disconnects, in order,
-on the thread that caused it (the node's mempool, confirmations and relay follow them).
+on the thread that caused it (the node's mempool, confirmations and relay follow them), and
+``durable`` once the blocks connected so far are on disk (a node's block subscriptions send
+durable blocks only, and a connect is heard before its sync).
 """
 
 from __future__ import annotations
@@ -79,9 +81,9 @@ class HeadersVerdict(IntEnum):
 
 @dataclass(frozen=True)
 class ChainEvent:
-    kind: str  # "connect" or "disconnect"
+    kind: str  # "connect", "disconnect", or "durable" (the ledger's tip; no block)
     height: int
-    block: bytes
+    block: bytes  # b"" for "durable"
     reorg: bool  # part of a reorg (disconnects, and the connects that follow them)
 
 
@@ -575,17 +577,21 @@ class Chain:
                 any_connected = True
                 if stored:
                     from_store.append(block_hash)
-                if (height + 1) % limits.connect_sync_blocks == 0:
+                synced = (height + 1) % limits.connect_sync_blocks == 0
+                if synced:
                     self.ledger.sync()
                     self.store.remove(from_store)
                     from_store = []
                 self._notify("connect", height, data, self._in_reorg)
+                if synced:
+                    self._notify("durable", height, b"", self._in_reorg)
         finally:
             if any_connected:
                 self.ledger.sync()
                 # Only now: a crash before the sync loses these blocks from the ledger, and
                 # the store is then where the open finds them again (a reorg's new branch).
                 self.store.remove(from_store)
+                self._notify("durable", self.ledger.height - 1, b"", self._in_reorg)
         return any_connected
 
     def _reorg(self) -> bool:

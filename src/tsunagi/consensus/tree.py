@@ -4,7 +4,7 @@ the bodies of blocks that are not on the ledger's chain.
 Shapes, after Bitcoin Core's block index:
 
 - :class:`HeaderChain`: the best header chain from genesis, in arrays (80-byte headers, hashes,
-  an 8-byte prefix of each hash to find one by a vectorized compare). Headers-first sync
+  a hash table of heights by hash prefix: finding a hash is a probe or two). Headers-first sync
   appends thousands at a time after one native check of links and proof of work
   (``hashing.validate_headers``): no Python object per header, which is what lets a node take
   more than a million headers a second. Cumulative work is kept per run of equal bits (bits
@@ -19,6 +19,7 @@ Shapes, after Bitcoin Core's block index:
 from __future__ import annotations
 
 import os
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ class HeaderChain:
     def __init__(self, genesis_header: bytes) -> None:
         self._headers = np.zeros((1024, HEADER_BYTES), dtype=np.uint8)
         self._hashes = np.zeros((1024, 32), dtype=np.uint8)
-        self._prefixes = np.zeros(1024, dtype=np.uint64)
+        self._index = _HeightIndex()
         self.length = 0
         # Runs of equal bits: (first height, bits, cumulative work before the run).
         self._runs: list[tuple[int, int, int]] = []
@@ -94,10 +95,9 @@ class HeaderChain:
         """The height of a hash on this chain, or None."""
         if len(block_hash) != 32:
             return None
-        prefix = np.frombuffer(block_hash[:8], dtype=np.uint64)[0]
-        for height in np.flatnonzero(self._prefixes[: self.length] == prefix):
-            if self._hashes[height].tobytes() == block_hash:
-                return int(height)
+        for height in self._index.candidates(int.from_bytes(block_hash[:8], "little")):
+            if height < self.length and self._hashes[height].tobytes() == block_hash:
+                return height
         return None
 
     def work(self, height: int) -> int:
@@ -137,10 +137,9 @@ class HeaderChain:
             capacity = max(end, 2 * len(self._headers))
             self._headers = _grown(self._headers, capacity)
             self._hashes = _grown(self._hashes, capacity)
-            self._prefixes = _grown(self._prefixes, capacity)
         self._headers[self.length:end] = headers
         self._hashes[self.length:end] = hashes
-        self._prefixes[self.length:end] = np.ascontiguousarray(hashes[:, :8]).view(np.uint64)[:, 0]
+        self._index.add(_prefixes(self._hashes[self.length:end]), self.length, self._all_prefixes)
         bits = headers[:, 72:76].copy().view("<u4")[:, 0]
         changes = np.flatnonzero(bits[1:] != bits[:-1]) + 1
         for start in np.concatenate([[0], changes]):
@@ -152,11 +151,85 @@ class HeaderChain:
             self._runs.append((height, value, before))
         self.length = end
 
+    def _all_prefixes(self) -> np.ndarray:
+        return _prefixes(self._hashes[: self.length])
+
     def truncate(self, length: int) -> None:
-        """Keeps heights 0..length-1."""
+        """Keeps heights 0..length-1 (their slots in the index stay until it is rebuilt;
+        ``find`` skips heights past the end)."""
         self.length = length
         while self._runs and self._runs[-1][0] >= length:
             self._runs.pop()
+
+
+def _prefixes(hashes: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each hash (N x 32) as little-endian u64."""
+    return np.ascontiguousarray(hashes[:, :8]).view("<u8")[:, 0]
+
+
+class _HeightIndex:
+    """Heights by the first 8 bytes of their hash: an open-addressing table (linear probing)
+    in one numpy array of height + 1 (0: empty). A scan of every height's prefix took ~1 ms at
+    a million headers, and a sync asks for thousands of hashes (locators, get_blocks, each run
+    of headers); a probe or two costs microseconds. Slots are never emptied: after a truncate
+    the ones naming heights past the end stay (``HeaderChain.find`` compares the hash at the
+    height, so a stale slot never answers wrongly) until the table is rebuilt, which happens
+    once it is half full, from the chain's live heights. A random odd multiplier mixes the
+    prefix into the slot number, so nobody can choose hashes that crowd one run of slots.
+    Heights are u32: four billion headers, 320 GB of them, before this needs a wider type."""
+
+    def __init__(self) -> None:
+        self._multiplier = random.getrandbits(64) | 1
+        self._slots = np.zeros(1 << 12, dtype=np.uint32)
+        self._used = 0
+
+    def _home(self, prefixes):
+        """The first slot to try for each prefix (u64 array or int)."""
+        shift = 64 - (len(self._slots).bit_length() - 1)
+        if isinstance(prefixes, int):
+            return ((prefixes * self._multiplier) & 0xFFFF_FFFF_FFFF_FFFF) >> shift
+        return (prefixes * np.uint64(self._multiplier)) >> np.uint64(shift)
+
+    def candidates(self, prefix: int):
+        """Heights whose slot run holds ``prefix``'s: every height with that prefix is among
+        them (and some others, which the caller tells apart by the whole hash)."""
+        slots, mask = self._slots, len(self._slots) - 1
+        slot = self._home(prefix)
+        while value := int(slots[slot]):
+            yield value - 1
+            slot = (slot + 1) & mask
+
+    def add(self, prefixes: np.ndarray, first_height: int, all_prefixes) -> None:
+        """Heights first_height.. of ``prefixes``; ``all_prefixes()`` gives those of every live
+        height (0..) when the table must grow and is rebuilt."""
+        if 2 * (self._used + len(prefixes)) > len(self._slots):
+            live = all_prefixes()  # heights 0 .. first_height-1
+            size = 1 << max(12, (3 * (len(live) + len(prefixes))).bit_length())
+            self._slots = np.zeros(size, dtype=np.uint32)
+            self._used = 0
+            self._place(live, 0)
+        self._place(prefixes, first_height)
+
+    def _place(self, prefixes: np.ndarray, first_height: int) -> None:
+        """Vectorized linear probing: each round, the entries whose slot is free are written
+        to it; where several want one slot, one write stays, and the others (and those whose
+        slot was taken) try the next slot. The last few go one by one (a round costs more
+        than a numpy call's overhead only while many entries are left)."""
+        table, mask = self._slots, np.uint64(len(self._slots) - 1)
+        values = np.arange(first_height + 1, first_height + 1 + len(prefixes), dtype=np.uint32)
+        slots = self._home(prefixes)
+        self._used += len(values)
+        while len(values) > 64:
+            current = table[slots]
+            free = np.flatnonzero(current == 0)
+            table[slots[free]] = values[free]
+            left = current != 0
+            left[free[table[slots[free]] != values[free]]] = True
+            values, slots = values[left], (slots[left] + np.uint64(1)) & mask
+        for value, slot in zip(values.tolist(), slots.tolist()):
+            while table[slot]:
+                slot = (slot + 1) & int(mask)
+            table[slot] = value
 
 
 def _grown(array: np.ndarray, capacity: int) -> np.ndarray:

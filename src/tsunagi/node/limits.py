@@ -164,6 +164,11 @@ block_request_timeout_s = 10.0
 # waits before dialing a configured peer again (with jitter of +-50%).
 peer_ban_s = 3600.0
 peer_redial_s = 1.0
+# Blocks this node connected most recently, kept in memory by the peer manager to answer
+# get_blocks without the chain's lock: a miner holds that lock while it builds and checks its
+# next block (a block of 8,192 signed transfers takes ~0.1-0.3 s), and every peer asks for the
+# new block right after its announce. 16 blocks of at most 8,192 signed records are ~25 MiB.
+recent_blocks_max = 16
 # A record a node that does not mine relays to its peers is answered once a connected block
 # holds it; if none does within this, the client is told to look for it by txid later.
 relay_confirm_timeout_s = 60.0

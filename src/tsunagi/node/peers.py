@@ -6,7 +6,8 @@ this node's own nonce means it dialed itself. Then, per peer:
 
 - headers first: ``get_headers`` with this node's locator; each ``headers`` answer goes to
   ``Chain.accept_headers`` (one native check of links and work per message) and, when full,
-  the next request follows at once;
+  the next request (after its last header) goes out before it is checked, so the peer reads
+  and sends the next run meanwhile;
 - blocks: the best header chain's missing blocks (``Chain.missing``) are asked of every peer
   with room, a few per ``get_blocks``, within a bounded window overall and per peer: a sync
   downloads from all peers at once, and a slow or silent peer holds only its share, which goes
@@ -140,6 +141,8 @@ class PeerNetwork:
         self._tasks: set[asyncio.Task] = set()
         self._asked: OrderedDict[bytes, _Link] = OrderedDict()  # block hash -> link asked
         self.announced_s: dict[bytes, float] = {}  # for propagation figures (bounded)
+        # The newest connected blocks by hash (limits.recent_blocks_max), served from here.
+        self.recent: OrderedDict[bytes, bytes] = OrderedDict()
         self.blocks_received = 0
         self.bans = 0
         chain.add_listener(self._on_chain_event)
@@ -337,11 +340,15 @@ class PeerNetwork:
         if self.on_peer is not None:
             self.on_peer()
 
-    def _ask_headers(self, link: _Link) -> None:
+    def _ask_headers(self, link: _Link, after: bytes | None = None) -> None:
+        """Asks the peer for headers after this node's best chain (its locator), or after
+        ``after`` first: the last header of a full answer, asked for before that answer is
+        checked, so the peer reads and sends the next run meanwhile."""
         if link.headers_asked or link.closed:
             return
         link.headers_asked = True
-        self._request(link, p.GetHeaders(tuple(self.chain.locator()[: limits.locator_hashes_max])))
+        locator = ([after] if after is not None else []) + self.chain.locator()
+        self._request(link, p.GetHeaders(tuple(locator[: limits.locator_hashes_max])))
 
     # ------------------------------------------------------------------ block download
 
@@ -367,7 +374,8 @@ class PeerNetwork:
             mine = [h for h in wanted if h not in link.lacks][: max(0, space)]
             if not mine:
                 continue
-            wanted = [h for h in wanted if h not in mine]
+            given = set(mine)
+            wanted = [h for h in wanted if h not in given]
             now = time.monotonic()
             for block_hash in mine:
                 link.blocks[block_hash] = now
@@ -404,9 +412,14 @@ class PeerNetwork:
         if event.kind != "connect" or self._loop is None or self.stopping:
             return
         header = bytes(event.block[:HEADER_BYTES])
-        self._loop.call_soon_threadsafe(self._announce, event.height, header)
+        self._loop.call_soon_threadsafe(self._announce, event.height, header,
+                                        bytes(event.block))
 
-    def _announce(self, height: int, header: bytes) -> None:
+    def _announce(self, height: int, header: bytes, block: bytes) -> None:
+        self.recent[hashing.header_hash(header)] = block
+        while len(self.recent) > limits.recent_blocks_max:
+            self.recent.popitem(last=False)
+
         message = p.Announce(height, header)
         for link in list(self.links):
             if link.ready and height > link.best_height - 1:
@@ -448,6 +461,8 @@ async def _on_headers(net: PeerNetwork, link: _Link, request_id: int, m: p.Heade
     link.headers_asked = False
     if not m.count:
         return
+    if m.count >= limits.headers_per_message_max:  # a full answer: there may be more
+        net._ask_headers(link, after=hashing.header_hash(m.headers[-HEADER_BYTES:]))
     answer = await net._chain(net.chain.accept_headers, m.headers)
     log.debug("peer %s: %d headers: %s (%d new)", link.name(), m.count, answer.verdict.name,
               answer.taken)
@@ -460,22 +475,28 @@ async def _on_headers(net: PeerNetwork, link: _Link, request_id: int, m: p.Heade
     if answer.verdict is HeadersVerdict.unknown_parent:
         net.punish(link, 5, "headers that link to nothing this node knows")
         return
-    if m.count >= limits.headers_per_message_max:  # a full answer: there may be more
-        net._ask_headers(link)
     net._schedule()
 
 
 async def _on_get_blocks(net: PeerNetwork, link: _Link, request_id: int,
                          m: p.GetBlocks) -> None:
     missing = []
-    for block_hash in m.hashes:
-        data = await net._chain(net.chain.block, block_hash)
+    # New blocks from memory (a miner's chain lock may be held while it builds the next);
+    # the rest in one trip to the chain thread, not one a hash.
+    found = [net.recent.get(block_hash) for block_hash in m.hashes]
+    if None in found:
+        found = await net._chain(_blocks, net.chain, m.hashes)
+    for block_hash, data in zip(m.hashes, found):
         if data is None:
             missing.append(block_hash)
         else:
             net._send(link, p.BlockData(data), request_id)
     if missing:
         net._send(link, p.NotFound(tuple(missing)), request_id)
+
+
+def _blocks(chain: Chain, hashes) -> list[bytes | None]:
+    return [chain.block(block_hash) for block_hash in hashes]
 
 
 async def _on_block_data(net: PeerNetwork, link: _Link, request_id: int,

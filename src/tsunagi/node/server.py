@@ -1022,6 +1022,11 @@ class NodeServer:
     def _chain_event(self, event) -> None:
         from tsunagi.core.block import decode_block
 
+        if event.kind == "durable":
+            # Subscriptions send durable blocks only: the connects before woke them too soon.
+            self._new_block.set()
+            self._new_block = asyncio.Event()
+            return
         block = decode_block(event.block)
         if event.kind == "connect":
             self._relay_reorged()
