@@ -181,3 +181,6 @@ relay_again_ticks = 5
 # How often Client.wait_confirmed asks a node again: a block takes ~1 ms at the development
 # difficulty and minutes on a real one; three small queries a poll cost the node microseconds.
 confirm_poll_s = 0.05
+# Relays a node remembers having passed on (16 bytes each), so that records do not go round a
+# mesh of nodes that do not mine; a relay older than this many others may pass once more.
+relays_remembered_max = 65_536

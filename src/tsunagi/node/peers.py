@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
@@ -140,6 +141,7 @@ class PeerNetwork:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
         self._asked: OrderedDict[bytes, _Link] = OrderedDict()  # block hash -> link asked
+        self._relayed: OrderedDict[bytes, None] = OrderedDict()  # see first_time
         self.announced_s: dict[bytes, float] = {}  # for propagation figures (bounded)
         # The newest connected blocks by hash (limits.recent_blocks_max), served from here.
         self.recent: OrderedDict[bytes, bytes] = OrderedDict()
@@ -425,7 +427,25 @@ class PeerNetwork:
             if link.ready and height > link.best_height - 1:
                 self._send(link, message)
 
-    def relay_records(self, records, signatures, batches, source: _Link | None = None) -> None:
+    def first_time(self, records) -> bool:
+        """Whether these records were not relayed through this node lately (and marks them):
+        a relay seen before is dropped, so records do not go round a mesh of nodes that do
+        not mine. Bounded: the oldest marks are forgotten first."""
+        key = hashlib.blake2b(memoryview(records), digest_size=16).digest()
+        if key in self._relayed:
+            self._relayed.move_to_end(key)
+            return False
+        self._relayed[key] = None
+        while len(self._relayed) > limits.relays_remembered_max:
+            self._relayed.popitem(last=False)
+        return True
+
+    def relay_records(self, records, signatures, batches, source: _Link | None = None,
+                      again: bool = False) -> None:
+        """Sends records to the peers (those that mine, when this node mines); once, unless
+        ``again`` (the node's own records still waiting for a block)."""
+        if not self.first_time(records) and not again:
+            return
         message = p.Relay(bytes(records), bytes(signatures), bytes(batches))
         for link in list(self.links):
             if link.ready and link is not source and (link.hello.mines or not self.settings.mines):
@@ -546,7 +566,7 @@ async def _on_announce(net: PeerNetwork, link: _Link, request_id: int, m: p.Anno
 
 
 async def _on_relay(net: PeerNetwork, link: _Link, request_id: int, m: p.Relay) -> None:
-    if net.submit is not None:
+    if net.submit is not None and net.first_time(m.records):
         await net.submit(m.records, m.signatures, m.batches, link)
 
 

@@ -561,6 +561,9 @@ class NodeServer:
         self.reorg_dropped: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
         self._relays: list[tuple] = []  # relayed groups still waiting for their block
         self._reorged: list[tuple] = []  # blocks a reorg took off, to relay once it is done
+        # Relayed submissions whose records are all in connected blocks, answered once the
+        # blocks are durable here (the chain's "durable" event).
+        self._answer_when_durable: list[_Submission] = []
         self.events = events
         self._local = _LocalCaller()
         self.host, self.port = host, port
@@ -957,8 +960,8 @@ class NodeServer:
         """Records a peer relayed: a miner queues them for its next block (dropped when the
         queue is full: relay is best effort, the client's own node retries); a node that
         does not mine passes them on."""
-        if not self.peer_settings.mines:
-            self.network.relay_records(records, signatures, batches, source)
+        if not self.peer_settings.mines:  # the peer manager saw them first: pass them on
+            self.network.relay_records(records, signatures, batches, source, again=True)
             return
         self._relayed_now(records, signatures, batches)
 
@@ -1010,7 +1013,7 @@ class NodeServer:
         self._relays = [relay for relay in self._relays
                         if any(s.request_id in s.connection.inflight for s in relay[0])]
         for _, records, signatures, batches in self._relays:
-            self.network.relay_records(records, signatures, batches)
+            self.network.relay_records(records, signatures, batches, again=True)
 
     def _on_chain_event(self, event) -> None:
         """On the chain thread: blocks connected answer relayed submissions; blocks a reorg
@@ -1026,6 +1029,8 @@ class NodeServer:
             # Subscriptions send durable blocks only: the connects before woke them too soon.
             self._new_block.set()
             self._new_block = asyncio.Event()
+            if self._answer_when_durable:
+                self._answer_durable(event.height)
             return
         block = decode_block(event.block)
         if event.kind == "connect":
@@ -1049,8 +1054,8 @@ class NodeServer:
     def _relay_reorged(self) -> None:
         """Blocks a reorg took off (given newest first) go to the peers oldest first, so a
         miner meets an account's lower sequences first."""
-        while self._reorged:
-            self.network.relay_records(*self._reorged.pop())
+        while self._reorged:  # relayed before, when they were new: again now
+            self.network.relay_records(*self._reorged.pop(), again=True)
 
     def _resolve_awaiting(self, height: int, block) -> None:
         block_hash = block.hash
@@ -1062,9 +1067,19 @@ class NodeServer:
             submission.codes[index] = block.codes[position]
             submission.height, submission.block_hash = height, block_hash
             submission.left -= 1
-            if submission.left == 0 and submission.request_id in submission.connection.inflight:
+            if submission.left == 0:
+                self._answer_when_durable.append(submission)
+
+    def _answer_durable(self, height: int) -> None:
+        """Relayed submissions whose blocks are now on this node's disk are answered."""
+        waiting = []
+        for submission in self._answer_when_durable:
+            if submission.height > height:
+                waiting.append(submission)
+            elif submission.request_id in submission.connection.inflight:
                 submission.connection.answer(submission.request_id, p.SubmitAnswer(
                     submission.height, submission.block_hash, submission.codes.tobytes()))
+        self._answer_when_durable = waiting
 
     def _expire_awaiting(self, now_s: float) -> None:
         timeout_s = limits.relay_confirm_timeout_s
