@@ -221,3 +221,25 @@ def test_four_nodes_partition_and_heal_across_two_network_namespaces(tmp_path):
                 node.stop()
     listed = _ip("netns", "list").stdout
     assert ns_a not in listed and ns_b not in listed
+
+
+def test_a_relay_passes_through_a_node_once(tmp_path):
+    """Records relayed to a node that does not mine go on to its peers once: a mesh of such
+    nodes does not pass them round for ever (PeerNetwork.first_time)."""
+    from tsunagi.consensus.chain import Chain
+    from tsunagi.ledger.ledger import Ledger
+    from tsunagi.node import limits
+    from tsunagi.node.peers import PeerNetwork, PeerSettings
+
+    (data,) = data_dirs(tmp_path, 1)
+    ledger = Ledger.open(data, threads=1)
+    try:
+        network = PeerNetwork(Chain(ledger), PeerSettings())
+        records = [Payments().batch(1, payer=n)[0] for n in range(1, 4)]
+        assert [network.first_time(r) for r in records] == [True, True, True]
+        assert [network.first_time(r) for r in records] == [False, False, False]
+        for n in range(limits.relays_remembered_max):  # the memory is bounded: oldest out
+            network.first_time(n.to_bytes(8, "little"))
+        assert network.first_time(records[0])
+    finally:
+        ledger.close()
