@@ -50,3 +50,38 @@ def test_a_node_that_is_not_there_gets_a_message_naming_the_flag(tmp_path):
     assert "TSUNAGI_NODE" in done.stderr
     done = tsunagi("balance", tmp_path, "1", "--node", "127.0.0.1:1", check=False)
     assert done.returncode == 2 and "not both" in done.stderr
+
+
+
+def test_send_waits_for_confirmations_against_a_node(tmp_path):
+    """`send --confirmations 2` answers once a second block builds on the transfer's; on a
+    data directory it is a usage error (its blocks are final)."""
+    import json
+    import subprocess
+    import sys
+
+    from net_helpers import wait_until
+
+    alice, bob = make_key(tmp_path / "alice.key"), make_key(tmp_path / "bob.key")
+    data = tmp_path / "chain"
+    answer("init", data, "--alloc", f"{alice}=100.00", "--alloc", f"{bob}=100.00")
+    with NodeProcess(data) as node:
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "tsunagi", "send", "--node", node.address, "--key",
+             str(tmp_path / "alice.key"), "--from", alice, "--to", bob, "--amount", "1",
+             "--confirmations", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        # Once alice's transfer is in a block (her balance moved), bob's goes in the next.
+        wait_until(lambda: answer("balance", "--node", node.address, alice)["balance"]
+                   == "99.00", "alice's transfer to be committed")
+        assert waiting.poll() is None  # one block holds it: not yet two
+        second = answer("send", "--node", node.address, "--key", tmp_path / "bob.key",
+                        "--from", bob, "--to", alice, "--amount", "2")
+        out, err = waiting.communicate(timeout=120)
+        assert waiting.returncode == 0 and "Traceback" not in err, err
+        confirmed = json.loads(out)
+        assert confirmed["code"] == "ok" and confirmed["height"] == second["height"] - 1
+    refused = tsunagi("send", data, "--key", tmp_path / "alice.key", "--from", alice, "--to",
+                      bob, "--amount", "1", "--confirmations", "2", check=False)
+    assert refused.returncode == 2 and "--node HOST:PORT" in refused.stderr
+    assert answer("balance", data, alice)["balance"] == "101.00"  # nothing was sent

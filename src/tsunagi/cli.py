@@ -17,6 +17,13 @@ def _int(text: str) -> int:
     return int(text, 0)
 
 
+def _positive(text: str) -> int:
+    value = int(text, 0)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, got {text}")
+    return value
+
+
 def _fresh_header(bits: int) -> bytes:
     from tsunagi import hashing
 
@@ -304,9 +311,23 @@ def _signed_out(signed, hold: bool = False) -> dict:
 
 
 def _sign(args: argparse.Namespace, operation, hold: bool = False) -> int:
-    """Runs ``operation(chain, key)`` (one signed record) and prints its answer."""
+    """Runs ``operation(chain, key)`` (one signed record) and prints its answer; with
+    ``--confirmations N`` (against a node) once N blocks of its best chain hold it."""
     with _chain(args) as chain:
+        wanted = getattr(args, "confirmations", 1)
+        client = getattr(chain, "client", None)
+        if wanted > 1 and client is None:  # said before anything is signed or sent
+            raise _UsageError("--confirmations above 1 needs a node of a network "
+                              "(--node HOST:PORT): a data directory's blocks are final")
         signed = operation(chain, _key(args))
+        if wanted > 1 and signed.answer.height is not None:
+            txid = bytes(signed.answer.txids[0])
+            try:
+                found = client.wait_confirmed(txid, wanted, timeout_s=args.confirm_timeout_s)
+            except TimeoutError as exc:
+                raise _Reworded(f"{exc}: it is committed (txid {txid[::-1].hex()}); wait "
+                                "longer with --confirm-timeout-s, or ask later") from None
+            signed.answer.height, signed.answer.block_hash = found.height, found.block_hash
     _emit(args, _signed_out(signed, hold))
     return EXIT_OK if signed.answer.code == 0 else EXIT_FAILED
 
@@ -694,6 +715,11 @@ def _add_signing_commands(commands) -> None:
     send.add_argument("--amount", required=True, help="amount in the asset's units, e.g. 12.50")
     send.add_argument("--key-slot", type=_key_slot, default=0, metavar="SLOT",
                       help="0: the owner key signs (default); 1..7: the policy key of that slot")
+    send.add_argument("--confirmations", type=_positive, default=1, metavar="N",
+                      help="answer once N blocks of the node's best chain hold the transfer or "
+                           "build on its block (default 1: once it is in one)")
+    send.add_argument("--confirm-timeout-s", type=float, default=600.0, metavar="S",
+                      help="give up waiting for --confirmations after S seconds (default 600)")
     _user_data(send)
 
     mint = _signing(commands, "mint", "make new units for an account (issuer key)", cmd_mint)
