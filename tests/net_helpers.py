@@ -151,8 +151,6 @@ def tips(nodes: list[NetNode]) -> list[tuple[int, bytes]]:
 
 def balances(node: NetNode, accounts) -> np.ndarray:
     with node.client() as client:
-        if hasattr(client, "many"):  # a client that runs elsewhere: one trip for all
-            return np.array(client.many([("balance", (a,)) for a in accounts]), dtype=object)
         return np.array([client.balance(a) for a in accounts], dtype=object)
 
 

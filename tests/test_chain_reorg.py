@@ -182,3 +182,48 @@ def test_an_invalid_block_on_the_best_branch_sends_the_node_back_to_the_best_val
     assert chain.tip[1] == decode_block(trunk[-1]).hash and chain.reorg_count == 2
     assert node.state.canonical() == _replayed(tmp_path / "replay", trunk[1:])
     assert chain.accept_block(blocks[-1]).accepted is Accepted.invalid
+
+
+def test_headers_follow_the_retarget_rule(tmp_path):
+    """On a chain that retargets every 4 blocks, headers carrying the bits the rule gives are
+    taken; a header with other bits, at a boundary or between two, is refused at its index."""
+    from tsunagi import hashing
+    from tsunagi.consensus.chain import HeadersVerdict
+    from tsunagi.consensus.pow import expected_bits
+    from tsunagi.core.block import mine_header
+
+    config = CONFIG.__class__(**{**CONFIG.__dict__, "retarget_blocks": 4,
+                                 "block_interval_s": 600})
+    node = Ledger.create(tmp_path / "node", config, threads=1)
+    try:
+        chain = Chain(node, clock=lambda: T0 + 10**6)
+        headers = [node.headers(0, 1)]
+        times = [config.genesis_time_s]
+        bits = [config.bits]
+        for height in range(1, 10):
+            times.append(times[-1] + 1)  # fast blocks: each retarget makes work harder
+            bits.append(expected_bits(config, height, bits[-1], times.__getitem__))
+            header = bytearray(hashing.make_header(1, hashing.header_hash(headers[-1]),
+                                                   bytes([height]) * 32, times[-1], bits[-1],
+                                                   0))
+            mine_header(header)
+            headers.append(bytes(header))
+        assert bits[4] != bits[3] and bits[8] != bits[7]  # the rule did retarget
+
+        def run(changed_at: int | None) -> bytes:
+            """Headers 1..9, or 1..changed_at with the last one's bits changed: at a boundary
+            the parent's (not retargeted), between two a slightly harder target."""
+            if changed_at is None:
+                return b"".join(headers[1:])
+            header = bytearray(headers[changed_at])
+            wrong = bits[changed_at - 1] if changed_at % 4 == 0 else bits[changed_at] - 1
+            header[72:76] = wrong.to_bytes(4, "little")
+            mine_header(header)  # its own work holds: only the rule is broken
+            return b"".join(headers[1:changed_at]) + bytes(header)
+        for changed_at in (4, 6):
+            answer = chain.accept_headers(run(changed_at))
+            assert (answer.verdict, answer.index) == (HeadersVerdict.invalid, changed_at - 1)
+        assert chain.accept_headers(run(None)).verdict is HeadersVerdict.ok
+        assert chain.best_header[0] == 9
+    finally:
+        node.close()

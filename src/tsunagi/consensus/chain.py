@@ -112,7 +112,12 @@ def chain_bits(config) -> Callable[[int, int, Callable[[int], int]], int]:
 
 
 class Chain:
-    """One node's view of the block tree, driving its ledger. Thread-safe (one lock)."""
+    """One node's view of the block tree, driving its ledger. Thread-safe (one lock).
+
+    ``bits_rule(height, parent_bits, time_at)`` gives the bits a block must carry (the
+    config's rule, tsunagi.consensus.pow.expected_bits, by default); like that rule it may
+    change the bits only at multiples of the config's retarget_blocks.
+    """
 
     def __init__(self, ledger, *, bits_rule: Callable | None = None,
                  clock: Callable[[], float] = time.time, threads: int | None = None) -> None:
@@ -344,20 +349,19 @@ class Chain:
         first_bad = int(late[0]) if late.size else None
         parent_bits = self._bits_of(prev, parent_height)
         time_at = self._time_lookup(prev, parent_height, times)
-        # The rule can change bits only at its boundaries; check each header where it could.
-        for i in range(len(headers) if first_bad is None else first_bad):
+        # The rule changes bits only at multiples of retarget_blocks (never when it is 0): one
+        # call for each stretch between two of them, then one compare over the stretch.
+        limit = len(headers) if first_bad is None else first_bad
+        period = self.config.retarget_blocks
+        i = 0
+        while i < limit:
             height = parent_height + 1 + i
             expected = self.bits_rule(height, parent_bits, time_at)
-            if int(bits[i]) != expected:
-                return i
-            parent_bits = expected
-            if i > 64 and getattr(self.config, "retarget_blocks", 0) == 0:
-                # Fixed bits: the rest must all equal them.
-                rest = np.flatnonzero(bits[i:] != expected)
-                limit = len(headers) if first_bad is None else first_bad
-                if rest.size and i + int(rest[0]) < limit:
-                    return i + int(rest[0])
-                break
+            end = limit if not period else min(limit, i + period - height % period)
+            wrong = np.flatnonzero(bits[i:end] != expected)
+            if wrong.size:
+                return i + int(wrong[0])
+            parent_bits, i = expected, end
         return first_bad
 
     def _future_s(self) -> int:

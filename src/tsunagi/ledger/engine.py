@@ -41,8 +41,8 @@ from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Fl
 from tsunagi.errors import ConfigError, EncodingError
 from tsunagi.ledger import limits
 from tsunagi.ledger.buffers import BufferPool
-from tsunagi.ledger.state import EXPIRED_DTYPE, HOLD_OPEN, State
-from tsunagi.ledger.undo import BlockUndo, apply_undo, make_undo
+from tsunagi.ledger.state import EXPIRED_DTYPE, State
+from tsunagi.ledger.undo import BlockUndo, apply_undo, make_undo, reopen_expired
 from tsunagi.ledger.view import StateChanges, capture_changes
 
 __all__ = ["BatchOutcome", "Engine", "ReplayOutcome"]
@@ -218,9 +218,7 @@ class Engine:
         pending = _NO_HOLDS
         if self._expired_unblocked:
             pending = np.concatenate(self._expired_unblocked)
-            np.subtract.at(state.accounts[:, 0], state.holds["payer"][pending].astype(np.intp),
-                           state.holds["amount"][pending])
-            state.holds["status"][pending] = HOLD_OPEN
+            reopen_expired(state, pending)
             self._expired_unblocked.clear()
             self._unblocked.clear()
             commit.rebuild_heap(state)

@@ -833,13 +833,7 @@ class BlockLog:
 
     def read(self, height: int) -> bytes:
         """The block at ``height``; CorruptLogError if its frame fails a check."""
-        count = len(self._offsets)
-        if not 0 <= height < count:
-            raise IndexError(f"no block at height {height}: the log holds {count} blocks")
-        if height >= self._flushed_height:
-            with self._sync_mutex:
-                self._flush()
-        start = self._offsets[height]
+        start = self._frame_start(height)
         end = self._offsets[height + 1] if height + 1 < len(self._offsets) else self._end
         raw = read_exactly(self._fd, end - start, start)
         try:
@@ -861,14 +855,17 @@ class BlockLog:
         """The first ``size`` bytes of the block at ``height`` (a block header), read without
         checking the payload's checksum: for a caller that checks them itself (headers are
         hash-chained), and that must go on where a block's body is damaged."""
+        return read_exactly(self._fd, size, self._frame_start(height) + FRAME_HEADER_BYTES)
+
+    def _frame_start(self, height: int) -> int:
+        """Where block ``height``'s frame starts, its bytes written out to the file first."""
         count = len(self._offsets)
         if not 0 <= height < count:
             raise IndexError(f"no block at height {height}: the log holds {count} blocks")
         if height >= self._flushed_height:
             with self._sync_mutex:
                 self._flush()
-        start = self._offsets[height]
-        return read_exactly(self._fd, size, start + FRAME_HEADER_BYTES)
+        return self._offsets[height]
 
     def iter_blocks(self, first_height: int = 0) -> Iterator[bytes]:
         """Blocks from ``first_height`` to the current height, read in large chunks, checked."""

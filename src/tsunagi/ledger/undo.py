@@ -39,7 +39,8 @@ from tsunagi._native import commit
 from tsunagi.errors import EncodingError
 from tsunagi.ledger.state import HOLD_OPEN, POLICY_DTYPE, State
 
-__all__ = ["BlockUndo", "apply_undo", "decode_undo", "encode_undo", "make_undo"]
+__all__ = ["BlockUndo", "apply_undo", "decode_undo", "encode_undo", "make_undo",
+           "reopen_expired"]
 
 _MAGIC = b"TSU1"
 _HEAD = struct.Struct("<4sIIII")
@@ -57,7 +58,7 @@ class BlockUndo:
     expired: np.ndarray  # uint64 indices of holds that expired at the block's time
     policy_indices: np.ndarray  # uint64, each once
     policies: np.ndarray  # POLICY_DTYPE entries at policy_indices before the block
-    raw: np.ndarray | None = None  # the encoded bytes the arrays are views of, if they are
+    raw: np.ndarray  # the encoded bytes (uint8) the arrays are views of
 
     @property
     def nbytes(self) -> int:
@@ -127,14 +128,9 @@ def apply_undo(state: State, undo: BlockUndo) -> None:
     counters = undo.counters
     if undo.accounts.size:
         commit.place_accounts(state, np.ascontiguousarray(undo.accounts[::-1]))
-    holds = state.holds
-    if undo.expired.size:
-        balances = state.accounts[:, 0]
-        np.subtract.at(balances, holds["payer"][undo.expired].astype(np.intp),
-                       holds["amount"][undo.expired])
-        holds["status"][undo.expired] = HOLD_OPEN
+    reopen_expired(state, undo.expired)
     if undo.reopened.size:
-        holds["status"][undo.reopened] = HOLD_OPEN
+        state.holds["status"][undo.reopened] = HOLD_OPEN
     if undo.policy_indices.size:
         state.policies[undo.policy_indices] = undo.policies
     hold_change = (undo.expired.size or undo.reopened.size
@@ -146,18 +142,20 @@ def apply_undo(state: State, undo: BlockUndo) -> None:
         commit.rebuild_heap(state)
 
 
+def reopen_expired(state: State, indices: np.ndarray) -> None:
+    """Holds that expired open again: their amounts leave their payers' balances again (the
+    heap is the caller's to rebuild)."""
+    if not indices.size:
+        return
+    holds = state.holds
+    np.subtract.at(state.accounts[:, 0], holds["payer"][indices].astype(np.intp),
+                   holds["amount"][indices])
+    holds["status"][indices] = HOLD_OPEN
+
+
 def encode_undo(undo: BlockUndo) -> np.ndarray:
-    """The undo's bytes (uint8): the buffer make_undo laid it out in, or a new one."""
-    if undo.raw is not None:
-        return undo.raw
-    counts = (len(undo.accounts), len(undo.reopened), len(undo.expired),
-              len(undo.policy_indices))
-    raw = np.empty(_size(*counts), dtype=np.uint8)
-    _HEAD.pack_into(raw, 0, _MAGIC, *counts)
-    copy = _views(raw, *counts)
-    for name in ("counters", "accounts", "reopened", "expired", "policy_indices", "policies"):
-        getattr(copy, name)[...] = getattr(undo, name)
-    return raw
+    """The undo's bytes (uint8): the buffer its arrays are views of."""
+    return undo.raw
 
 
 def decode_undo(data) -> BlockUndo:

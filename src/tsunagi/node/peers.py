@@ -142,7 +142,6 @@ class PeerNetwork:
         self._tasks: set[asyncio.Task] = set()
         self._asked: OrderedDict[bytes, _Link] = OrderedDict()  # block hash -> link asked
         self._relayed: OrderedDict[bytes, None] = OrderedDict()  # see first_time
-        self.announced_s: dict[bytes, float] = {}  # for propagation figures (bounded)
         # The newest connected blocks by hash (limits.recent_blocks_max), served from here.
         self.recent: OrderedDict[bytes, bytes] = OrderedDict()
         self.blocks_received = 0

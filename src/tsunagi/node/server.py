@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tsunagi import hashing
-from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES
+from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES, decode_block
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, Flags
 from tsunagi.consensus.chain import NotAtTip
@@ -766,10 +766,20 @@ class NodeServer:
             conn.send_error(request_id, p.ErrorCode.overloaded,
                             f"{self.queued_records} records are waiting; retry after a pause")
             return
+        self._queue_up(conn, request_id, records, signatures, batches, count)
+
+    def _queue_up(self, conn, request_id: int, records, signatures, batches: np.ndarray,
+                  count: int, front: bool = False) -> None:
+        """Puts a submission in the writer's queue (at its back, or its front) and wakes the
+        writer."""
         open_ended = bool(records[len(records) - RECORD_BYTES + 1] & Flags.linked)
         conn.inflight.add(request_id)
-        self._queue.append(_Submission(conn, request_id, records, signatures, batches, count,
-                                       open_ended, time.monotonic()))
+        submission = _Submission(conn, request_id, records, signatures, batches, count,
+                                 open_ended, time.monotonic())
+        if front:
+            self._queue.appendleft(submission)
+        else:
+            self._queue.append(submission)
         self.queued_records += count
         self._queue_signal.set()
         if self.queued_records >= self.settings.group_records_max:
@@ -974,21 +984,11 @@ class NodeServer:
         table = np.frombuffer(bytes(batches), dtype=BATCH_DTYPE).copy() if len(batches) \
             else _NO_BATCHES
         caller = _RelayCaller(self, reorged_from, records)
-        request = caller.next()
-        caller.inflight.add(request)
-        submission = _Submission(caller, request, memoryview(bytes(records)),
-                                 memoryview(bytes(signatures)), table, count, False,
-                                 time.monotonic())
-        if reorged_from is None:
-            self._queue.append(submission)
-        else:
-            # A reorg gives blocks back newest first: each goes in front of the last, so the
-            # oldest block's records (an account's lower sequences) are tried first.
-            self._queue.appendleft(submission)
-        self.queued_records += count
-        self._queue_signal.set()
-        if self.queued_records >= self.settings.group_records_max:
-            self._group_full.set()
+        # A reorg gives blocks back newest first: each goes in front of the last, so the
+        # oldest block's records (an account's lower sequences) are tried first.
+        self._queue_up(caller, caller.next(), memoryview(bytes(records)),
+                       memoryview(bytes(signatures)), table, count,
+                       front=reorged_from is not None)
 
     def _relay_group(self, group: list[_Submission], records, signatures) -> None:
         """A node that does not mine: the group goes to the peers, and each submission is
@@ -1023,8 +1023,6 @@ class NodeServer:
         self._loop.call_soon_threadsafe(self._chain_event, event)
 
     def _chain_event(self, event) -> None:
-        from tsunagi.core.block import decode_block
-
         if event.kind == "durable":
             # Subscriptions send durable blocks only: the connects before woke them too soon.
             self._new_block.set()
