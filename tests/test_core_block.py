@@ -267,7 +267,7 @@ def _resign(arguments: dict) -> dict:
 
 
 BAD_BLOCKS = {
-    BlockResult.bad_version: lambda: build(version=2),
+    BlockResult.bad_version: lambda: build(version=3),
     BlockResult.bad_bits: lambda: build(mine=False, bits=0x04800001),
     BlockResult.bad_pow: lambda: build(mine=False, bits=0x1D00FFFF),
     BlockResult.bad_merkle_root: _merkle_damaged,

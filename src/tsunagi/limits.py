@@ -58,6 +58,23 @@ block_interval_s_max = 86_400
 # because every second allowed is one a miner may claim ahead to ease the next retarget.
 time_future_s_max = 86_400
 
+# Consortium chains (ChainConfig.validators, tsunagi.consensus.certificate). A certificate
+# names its signers by u16 index and holds a 64-byte signature for each: 1,024 validators make
+# a certificate of at most ~67 KB plus a next set of ~41 KB, and every block carries one.
+# Tendermint-style chains run with tens to a few hundred validators.
+validators_max = 1024
+# A validator's weight (voting power): u32, so the total of validators_max weights stays far
+# inside u64 and 3 * weight sums are exact integers anywhere.
+validator_weight_max = 2**32 - 1
+# A round timeout (ChainConfig.timeout_*_ms): ten minutes; a longer one only stalls a round
+# whose proposer is down.
+timeout_ms_max = 600_000
+# A version 2 block's seal (its commit certificate): the largest certificate of
+# validators_max signers with a next set of validators_max fits with room to spare.
+seal_bytes_max = 1 << 18
+# Consortium entries (validator updates, evidence) in one version 2 block's extension.
+consortium_entries_max = 1024
+
 # Genesis accounts (issuers and allocations): each costs about 90 bytes of config JSON and
 # two genesis records; 100,000 keep the JSON under 10 MB and genesis quick to replay.
 genesis_accounts_max = 100_000

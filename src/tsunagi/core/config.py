@@ -29,7 +29,9 @@ ASSET_CODE_PATTERN = re.compile(r"[A-Za-z0-9]{1,12}")
 ADDRESS_PREFIX_PATTERN = re.compile(r"[a-z0-9]{1,31}")
 # Fields added after format 1 was first written: to_json leaves each out while it holds its
 # default, so a config that does not use them keeps its JSON, and its genesis block its bytes.
-FIELDS_OMITTED_AT_DEFAULT = ("retarget_blocks", "block_interval_s", "time_future_s")
+FIELDS_OMITTED_AT_DEFAULT = ("retarget_blocks", "block_interval_s", "time_future_s",
+                             "validators", "timeout_propose_ms", "timeout_prevote_ms",
+                             "timeout_precommit_ms", "timeout_delta_ms")
 
 @dataclass(frozen=True)
 class ChainConfig:
@@ -56,13 +58,30 @@ class ChainConfig:
     retarget_blocks: int = 0
     block_interval_s: int = 600
     time_future_s: int = 7200
+    # A consortium chain (docs/FORMAT.md, "Consortium chains"): its genesis validators as
+    # (x-only key, weight) pairs, empty for a proof-of-work chain; and the round timeouts of
+    # its BFT consensus (Tendermint's timeoutPropose/Prevote/Precommit, each growing by
+    # timeout_delta_ms a round).
+    validators: tuple[tuple[bytes, int], ...] = ()
+    timeout_propose_ms: int = 3000
+    timeout_prevote_ms: int = 1000
+    timeout_precommit_ms: int = 1000
+    timeout_delta_ms: int = 500
 
     def __post_init__(self) -> None:
         # Accept lists and bytes-like values, but store tuples of bytes: frozen and hashable.
         object.__setattr__(self, "issuers", tuple(_key(key, "issuer") for key in self.issuers))
         object.__setattr__(self, "allocations", tuple(
             (_key(pair[0], "allocation"), pair[1]) for pair in _pairs(self.allocations)))
+        object.__setattr__(self, "validators", tuple(
+            (_key(pair[0], "validator"), pair[1])
+            for pair in _pairs(self.validators, "validators")))
         _validate(self)
+
+    @property
+    def is_consortium(self) -> bool:
+        """True for a chain whose blocks validators sign (BFT) instead of miners' work."""
+        return bool(self.validators)
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no spaces, hex keys. Equal configs give equal text."""
@@ -72,6 +91,8 @@ class ChainConfig:
                 del document[field.name]
         document["issuers"] = [key.hex() for key in self.issuers]
         document["allocations"] = [[key.hex(), amount] for key, amount in self.allocations]
+        if "validators" in document:
+            document["validators"] = [[key.hex(), weight] for key, weight in self.validators]
         document["format"] = CONFIG_FORMAT
         return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
@@ -96,6 +117,9 @@ class ChainConfig:
                                _list(document.get("issuers", []), "issuers")]
         document["allocations"] = [(_hex_key(pair[0], "allocation"), pair[1])
                                    for pair in _pairs(document.get("allocations", []))]
+        if "validators" in document:
+            document["validators"] = [(_hex_key(pair[0], "validator"), pair[1])
+                                      for pair in _pairs(document["validators"], "validators")]
         required = [field.name for field in dataclasses.fields(cls)
                     if field.default is dataclasses.MISSING
                     and field.default_factory is dataclasses.MISSING]
@@ -121,11 +145,13 @@ def _list(value, what: str) -> list:
     return list(value)
 
 
-def _pairs(value) -> list:
-    pairs = _list(value, "allocations")
+def _pairs(value, what: str = "allocations") -> list:
+    pairs = _list(value, what)
+    second = "amount" if what == "allocations" else "weight"
     for index, pair in enumerate(pairs):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise ConfigError(f"allocation {index} is a (key, amount) pair, got {pair!r:.80}")
+            raise ConfigError(f"{what[:-1]} {index} is a (key, {second}) pair, "
+                              f"got {pair!r:.80}")
     return pairs
 
 
@@ -166,6 +192,7 @@ def _validate(config: ChainConfig) -> None:
     _integer(config, "block_wait_ms", 0, limits.block_wait_ms_max)
     _integer(config, "genesis_time_s", 0, limits.u32_max)
     _validate_retarget(config)
+    _validate_consortium(config)
     try:
         target = hashing.bits_to_target(config.bits)
     except EncodingError as exc:
@@ -187,6 +214,27 @@ def _validate_retarget(config: ChainConfig) -> None:
     if config.retarget_blocks and timespan < 4:
         raise ConfigError(f"retarget_blocks * block_interval_s is the retarget's timespan, at "
                           f"least 4 s so that its quarter is a whole second; got {timespan}")
+
+
+def _validate_consortium(config: ChainConfig) -> None:
+    _integer(config, "timeout_propose_ms", 1, limits.timeout_ms_max)
+    _integer(config, "timeout_prevote_ms", 1, limits.timeout_ms_max)
+    _integer(config, "timeout_precommit_ms", 1, limits.timeout_ms_max)
+    _integer(config, "timeout_delta_ms", 0, limits.timeout_ms_max)
+    validators = config.validators
+    if len(validators) > limits.validators_max:
+        raise ConfigError(f"{len(validators)} validators; at most {limits.validators_max}")
+    keys = [key for key, _ in validators]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("a validator key is listed twice; list each validator once")
+    for key, weight in validators:
+        if not isinstance(weight, int) or isinstance(weight, bool) \
+                or not 1 <= weight <= limits.validator_weight_max:
+            raise ConfigError(f"the weight of validator {key.hex()} is an integer in "
+                              f"[1, {limits.validator_weight_max}], got {weight!r}")
+    if validators and config.retarget_blocks:
+        raise ConfigError("a consortium chain (validators) has no proof of work to retarget: "
+                          "leave retarget_blocks at 0")
 
 
 def _validate_texts(config: ChainConfig) -> None:

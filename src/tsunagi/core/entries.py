@@ -1,0 +1,165 @@
+"""Consortium entries: the byte layout of what a version 2 block's extension holds.
+
+A consortium chain records two kinds of entry on chain (docs/FORMAT.md, "Consortium entries"):
+a validator update (a key's new weight from a stated height, approved by the current set) and
+equivocation evidence (two conflicting signed votes of one validator). This module knows their
+bytes only, so that check_block can judge an extension alone; whether the signatures hold and
+the set approves is :mod:`tsunagi.consensus.validators`' question, with the chain's context.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from tsunagi import limits
+from tsunagi.errors import EncodingError
+
+__all__ = ["ENTRY_EVIDENCE", "ENTRY_VALIDATOR_UPDATE", "Evidence", "SignedVote",
+           "ValidatorUpdate", "check_entries", "decode_entries", "encode_entries"]
+
+ENTRY_VALIDATOR_UPDATE = 1
+ENTRY_EVIDENCE = 2
+VOTE_KINDS = (1, 2)  # prevote, precommit (tsunagi.consensus.tendermint.VoteKind)
+
+_ENTRY_HEAD = struct.Struct("<BI")  # type, body length
+_UPDATE_HEAD = struct.Struct("<32sQQH")  # key, weight, effective_height, approval_count
+_APPROVAL = struct.Struct("<H64s")  # signer index in the current set, BIP340 signature
+# kind, height, round, has_value, value (zeros for nil), next validators hash, signature
+_SIGNED_VOTE = struct.Struct("<BQIB32s32s64s")
+_EVIDENCE_BYTES = 32 + 2 * _SIGNED_VOTE.size
+ZERO_HASH = bytes(32)
+
+
+@dataclass(frozen=True)
+class SignedVote:
+    """A vote as its voter signed it (tsunagi.consensus.certificate.vote_message)."""
+
+    kind: int  # 1 prevote, 2 precommit
+    height: int
+    round: int
+    value: bytes | None  # the 32-byte block hash voted for; None for nil
+    next_validators: bytes  # the 32-byte hash of the set the voter signed as next
+    signature: bytes  # 64-byte BIP340
+
+
+@dataclass(frozen=True)
+class ValidatorUpdate:
+    """``key`` holds ``weight`` (0: leaves the set) from ``effective_height`` on."""
+
+    key: bytes  # 32-byte x-only key
+    weight: int
+    effective_height: int
+    approvals: tuple[tuple[int, bytes], ...]  # (index in the current set, signature), ascending
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Two votes of validator ``key`` at one (kind, height, round) for different values."""
+
+    key: bytes
+    first: SignedVote
+    second: SignedVote
+
+
+def _pack_vote(vote: SignedVote) -> bytes:
+    value = ZERO_HASH if vote.value is None else vote.value
+    return _SIGNED_VOTE.pack(vote.kind, vote.height, vote.round, vote.value is not None,
+                             value, vote.next_validators, vote.signature)
+
+
+def _pack_body(entry: ValidatorUpdate | Evidence) -> tuple[int, bytes]:
+    if isinstance(entry, ValidatorUpdate):
+        head = _UPDATE_HEAD.pack(entry.key, entry.weight, entry.effective_height,
+                                 len(entry.approvals))
+        return ENTRY_VALIDATOR_UPDATE, head + b"".join(
+            _APPROVAL.pack(index, signature) for index, signature in entry.approvals)
+    if isinstance(entry, Evidence):
+        return ENTRY_EVIDENCE, entry.key + _pack_vote(entry.first) + _pack_vote(entry.second)
+    raise EncodingError(f"a consortium entry is a ValidatorUpdate or Evidence, "
+                        f"not {type(entry).__name__}")
+
+
+def encode_entries(entries) -> bytes:
+    """The extension bytes of a list of entries (empty: no entries); EncodingError when a
+    field does not fit. decode_entries(encode_entries(e)) == e for entries it accepts."""
+    parts = []
+    for entry in entries:
+        try:
+            kind, body = _pack_body(entry)
+        except struct.error as exc:
+            raise EncodingError(f"a consortium entry field is out of range: {exc}") from exc
+        parts.append(_ENTRY_HEAD.pack(kind, len(body)) + body)
+    data = b"".join(parts)
+    decode_entries(data)  # the same rules on both sides: never write what a reader refuses
+    return data
+
+
+def _unpack_vote(body, offset: int) -> SignedVote:
+    kind, height, round_, has_value, value, next_hash, signature = \
+        _SIGNED_VOTE.unpack_from(body, offset)
+    if kind not in VOTE_KINDS:
+        raise EncodingError(f"a vote's kind is 1 (prevote) or 2 (precommit), got {kind}")
+    if has_value > 1 or (not has_value and value != ZERO_HASH):
+        raise EncodingError("a nil vote has has_value 0 and a zero value; others has_value 1")
+    return SignedVote(kind, height, round_, value if has_value else None, next_hash,
+                      signature)
+
+
+def _unpack_update(body: bytes) -> ValidatorUpdate:
+    if len(body) < _UPDATE_HEAD.size:
+        raise EncodingError(f"a validator update is at least {_UPDATE_HEAD.size} bytes")
+    key, weight, effective_height, count = _UPDATE_HEAD.unpack_from(body)
+    if len(body) != _UPDATE_HEAD.size + count * _APPROVAL.size:
+        raise EncodingError(f"a validator update with {count} approvals is "
+                            f"{_UPDATE_HEAD.size + count * _APPROVAL.size} bytes, "
+                            f"got {len(body)}")
+    if weight > limits.validator_weight_max:
+        raise EncodingError(f"a validator weight is at most {limits.validator_weight_max}")
+    approvals = tuple(_APPROVAL.iter_unpack(body[_UPDATE_HEAD.size:]))
+    indices = [index for index, _ in approvals]
+    if any(later <= earlier for earlier, later in zip(indices, indices[1:])):
+        raise EncodingError("approvals come in ascending signer order, each signer once")
+    return ValidatorUpdate(key, weight, effective_height, approvals)
+
+
+def decode_entries(data) -> list[ValidatorUpdate | Evidence]:
+    """The entries of a version 2 extension, in order; EncodingError saying what is wrong."""
+    data = memoryview(data).tobytes()
+    entries: list[ValidatorUpdate | Evidence] = []
+    offset = 0
+    while offset < len(data):
+        if len(entries) == limits.consortium_entries_max:
+            raise EncodingError(f"at most {limits.consortium_entries_max} consortium entries "
+                                "a block")
+        if offset + _ENTRY_HEAD.size > len(data):
+            raise EncodingError(f"a consortium entry at offset {offset} is cut short")
+        kind, length = _ENTRY_HEAD.unpack_from(data, offset)
+        offset += _ENTRY_HEAD.size
+        body = data[offset:offset + length]
+        if len(body) != length:
+            raise EncodingError(f"entry body of {length} bytes at offset {offset} runs past "
+                                f"the {len(data)}-byte extension")
+        offset += length
+        if kind == ENTRY_VALIDATOR_UPDATE:
+            entries.append(_unpack_update(body))
+        elif kind == ENTRY_EVIDENCE:
+            if length != _EVIDENCE_BYTES:
+                raise EncodingError(f"evidence is {_EVIDENCE_BYTES} bytes, got {length}")
+            entries.append(Evidence(body[:32], _unpack_vote(body, 32),
+                                    _unpack_vote(body, 32 + _SIGNED_VOTE.size)))
+        else:
+            raise EncodingError(f"unknown consortium entry type {kind} at offset "
+                                f"{offset - length - _ENTRY_HEAD.size}")
+    return entries
+
+
+def check_entries(data) -> bool:
+    """True when ``data`` (bytes-like) decodes as a list of consortium entries (empty too)."""
+    if not len(data):
+        return True
+    try:
+        decode_entries(data)
+    except (EncodingError, struct.error):
+        return False
+    return True
