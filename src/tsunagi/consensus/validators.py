@@ -44,7 +44,7 @@ __all__ = ["UPDATE_TAG", "EntryResult", "Evidence", "SignedVote", "ValidatorSche
 UPDATE_TAG = b"tsunagi/validator-update/1"
 _UPDATE = struct.Struct(f"<{len(UPDATE_TAG)}s32s32sQQ")
 # The first height an update in the block at height h may change: h + 2 (module docstring).
-EFFECTIVE_DELAY_MIN = 2
+UPDATE_DELAY_BLOCKS = 2
 
 
 class EntryResult(IntEnum):
@@ -185,7 +185,7 @@ class ValidatorSchedule:
 
     def _check_update(self, update: ValidatorUpdate, height: int, current: ValidatorSet,
                       updates: list, position: int, signed: list) -> EntryResult:
-        if update.effective_height < height + EFFECTIVE_DELAY_MIN:
+        if update.effective_height < height + UPDATE_DELAY_BLOCKS:
             return EntryResult.effective_too_soon
         if not is_public_key(update.key):
             return EntryResult.update_key_invalid
