@@ -172,3 +172,51 @@ def test_an_issuer_may_also_hold_an_allocation_in_a_second_account():
 
 def test_empty_chain_has_no_genesis_records():
     assert genesis_records(ChainConfig("empty", 0, "E")) == b""
+
+
+def test_a_consortium_config_round_trips_and_names_its_validators():
+    config = sample(validators=[(KEYS[4], 3), (KEYS[0], 1)], timeout_propose_ms=2000,
+                    timeout_delta_ms=0)
+    assert config.is_consortium and not sample().is_consortium
+    assert config.validators == ((KEYS[4], 3), (KEYS[0], 1))  # order kept: it is the index
+    document = json.loads(config.to_json())
+    assert document["validators"] == [[KEYS[4].hex(), 3], [KEYS[0].hex(), 1]]
+    assert document["timeout_propose_ms"] == 2000 and document["timeout_delta_ms"] == 0
+    assert "timeout_prevote_ms" not in document
+    assert ChainConfig.from_json(config.to_json()) == config
+
+
+def test_consortium_fields_at_their_defaults_leave_the_json_as_it_was():
+    text = sample().to_json()
+    for name in ("validators", "timeout_propose_ms", "timeout_prevote_ms",
+                 "timeout_precommit_ms", "timeout_delta_ms"):
+        assert name not in text
+    spelled = json.loads(text) | {"validators": [], "timeout_prevote_ms": 1000}
+    assert ChainConfig.from_json(json.dumps(spelled)) == sample()
+    assert not sample().is_canonical(json.dumps(spelled, sort_keys=True, separators=(",", ":")))
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"validators": [(KEYS[0], 1), (KEYS[0], 2)]}, "validator key is listed twice"),
+    ({"validators": [(KEYS[0], 0)]}, "weight of validator"),
+    ({"validators": [(KEYS[0], 2**32)]}, "weight of validator"),
+    ({"validators": [(KEYS[0], True)]}, "weight of validator"),
+    ({"validators": [(OFF_CURVE, 1)]}, "not a valid x-only"),
+    ({"validators": [(KEYS[0][:31], 1)]}, "validator key is 32 bytes"),
+    ({"validators": [KEYS[0]]}, r"validator 0 is a \(key, weight\) pair"),
+    ({"validators": [(KEYS[0], 1)], "retarget_blocks": 10}, "no proof of work"),
+    ({"timeout_propose_ms": 0}, "timeout_propose_ms"),
+    ({"timeout_prevote_ms": 600_001}, "timeout_prevote_ms"),
+    ({"timeout_precommit_ms": "1000"}, "timeout_precommit_ms"),
+    ({"timeout_delta_ms": -1}, "timeout_delta_ms"),
+])
+def test_bad_consortium_settings_are_refused_with_a_clear_message(changes, reason):
+    with pytest.raises(ConfigError, match=reason):
+        sample(**changes)
+
+
+def test_too_many_validators_are_refused(monkeypatch):
+    from tsunagi import limits
+    monkeypatch.setattr(limits, "validators_max", 1)
+    with pytest.raises(ConfigError, match="at most 1"):
+        sample(validators=[(KEYS[0], 1), (KEYS[1], 1)])
