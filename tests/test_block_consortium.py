@@ -131,7 +131,7 @@ def test_every_single_bit_flip_outside_the_seal_and_time_is_caught():
     data = bytes(v2(seal=b""))
     # prev_hash and time are outside the Merkle root: they make another block (the chain and
     # the certificate judge that); bits and nonce must stay 0.
-    offsets = list(range(0, 4)) + list(range(36, 68)) + list(range(72, len(data)))
+    offsets = list(range(4)) + list(range(36, 68)) + list(range(72, len(data)))
     for offset in offsets:
         for mask in (0x01, 0x80):
             damaged = bytearray(data)

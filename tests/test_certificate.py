@@ -79,9 +79,9 @@ def test_vote_and_proposal_digests_are_the_documented_bytes():
     proposal = hashlib.sha256(b"tsunagi/proposal/1" + CHAIN_ID + struct.pack("<QI", 7, 3)
                               + BLOCK + struct.pack("<q", -1)).digest()
     assert proposal_message(CHAIN_ID, 7, 3, BLOCK, -1) == proposal
-    for bad in (dict(kind=3), dict(value=b"short"), dict(round=2**32), dict(chain_id=b"")):
-        arguments = dict(chain_id=CHAIN_ID, kind=PREVOTE, height=1, round=0, value=None,
-                         next_validators=next_hash) | bad
+    for bad in ({"kind": 3}, {"value": b"short"}, {"round": 2**32}, {"chain_id": b""}):
+        arguments = {"chain_id": CHAIN_ID, "kind": PREVOTE, "height": 1, "round": 0, "value": None,
+                         "next_validators": next_hash} | bad
         with pytest.raises(EncodingError):
             vote_message(**arguments)
 
@@ -117,8 +117,8 @@ def test_quorum_is_more_than_two_thirds_of_the_weight():
 
 def _respoiled(seal: bytes, **changes) -> bytes:
     parsed = Certificate.decode(seal)
-    fields = dict(round=parsed.round, signers=parsed.signers, signatures=parsed.signatures,
-                  next_validators=parsed.next_validators) | changes
+    fields = {"round": parsed.round, "signers": parsed.signers, "signatures": parsed.signatures,
+                  "next_validators": parsed.next_validators} | changes
     return Certificate(**fields).encode()
 
 

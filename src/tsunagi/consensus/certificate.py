@@ -70,7 +70,7 @@ class Validator:
 class ValidatorSet:
     """An ordered set of validators: a signer is named by its index. Immutable."""
 
-    __slots__ = ("validators", "total", "weights", "keys", "_index", "_hash", "_weight_array")
+    __slots__ = ("_hash", "_index", "_weight_array", "keys", "total", "validators", "weights")
 
     def __init__(self, validators: Iterable[Validator | tuple[bytes, int]]) -> None:
         members = tuple(item if isinstance(item, Validator) else Validator(bytes(item[0]),

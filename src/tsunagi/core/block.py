@@ -34,8 +34,8 @@ from tsunagi.core.records import (
 from tsunagi.errors import ConfigError, EncodingError
 
 __all__ = [
-    "BATCH_DTYPE", "BLOCK_VERSION", "BLOCK_VERSION_CONSORTIUM", "BatchAuth", "Block", "BlockResult", "batch_fault_message",
-    "batch_proof", "batch_root", "check_batch_layout", "check_batch_ranges", "check_block",
+    "BATCH_DTYPE", "BLOCK_VERSION", "BLOCK_VERSION_CONSORTIUM", "BatchAuth", "Block",
+    "BlockResult", "batch_fault_message", "batch_proof", "batch_root", "check_batch_layout", "check_batch_ranges", "check_block",
     "decode_block", "encode_block", "genesis_block", "mine_header", "pack_batches",
     "record_txids", "sign_batch", "unpack_batches", "verify_batch", "verify_record_in_batch",
     "with_seal",

@@ -9,6 +9,7 @@ the set approves is :mod:`tsunagi.consensus.validators`' question, with the chai
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 
@@ -118,7 +119,7 @@ def _unpack_update(body: bytes) -> ValidatorUpdate:
         raise EncodingError(f"a validator weight is at most {limits.validator_weight_max}")
     approvals = tuple(_APPROVAL.iter_unpack(body[_UPDATE_HEAD.size:]))
     indices = [index for index, _ in approvals]
-    if any(later <= earlier for earlier, later in zip(indices, indices[1:])):
+    if any(later <= earlier for earlier, later in itertools.pairwise(indices)):
         raise EncodingError("approvals come in ascending signer order, each signer once")
     return ValidatorUpdate(key, weight, effective_height, approvals)
 
