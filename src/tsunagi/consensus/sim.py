@@ -48,6 +48,7 @@ from tsunagi.consensus.tendermint import (
     Tendermint,
     Timeouts,
     Vote,
+    proposer_of,
 )
 
 __all__ = ["BEHAVIOURS", "LockIgnoringTendermint", "Scenario", "SimResult", "make_scenario",
@@ -86,6 +87,13 @@ class Scenario:
     byzantine: dict[int, str]  # validator -> behaviour
     gst_ms: float
     loss: float  # before GST
+    precommit_loss: float  # before GST, more loss of precommits: locks without decisions
+    # Before GST, at one height's round 0: f outsiders (the first the proposer of a later
+    # round) miss the proposal and the decider's prevote, the decider's precommit reaches no
+    # one else, and once it decides the decider is cut off for isolate_ms. The others go on
+    # to later rounds, locked on the value decided, and an outsider proposes another: what a
+    # lock is for. (height, decider, outsiders, isolate_ms), or None.
+    nemesis: tuple[int, int, tuple[int, ...], float] | None
     delay_ms: float  # the longest delay before GST
     delta_ms: float  # the longest delay after GST
     duplicate: float
@@ -101,8 +109,8 @@ class Scenario:
     def describe(self) -> str:
         byz = ", ".join(f"{v}:{b}" for v, b in sorted(self.byzantine.items())) or "none"
         return (f"n={self.n} weights={list(self.weights)} byzantine={byz} "
-                f"gst={self.gst_ms:.0f}ms loss={self.loss:.2f} delay<={self.delay_ms:.0f}ms "
-                f"dup={self.duplicate:.2f} partitions={len(self.partitions)} "
+                f"gst={self.gst_ms:.0f}ms loss={self.loss:.2f}+{self.precommit_loss:.2f} delay<={self.delay_ms:.0f}ms "
+                f"nemesis={self.nemesis} dup={self.duplicate:.2f} partitions={len(self.partitions)} "
                 f"crashes={len(self.crashes)} heights={self.heights}"
                 + (" PLANTED-BUG" if self.planted_bug else "")
                 + ("" if self.log_received else " own-messages-only-WAL"))
@@ -134,12 +142,23 @@ def make_scenario(rng: random.Random, n: int, byzantine: int | Sequence[str] | N
     assert len(chosen) == len(behaviours), "too much Byzantine weight for these validators"
     gst = rng.choice((0.0, 2000.0, 6000.0, 12000.0)) * rng.random()
     delay = rng.choice((20.0, 300.0, 1500.0, 4000.0))
-    partitions = []
-    for _ in range(rng.choice((0, 0, 1, 3))):
+    partitions, loss = [], rng.choice((0.0, 0.1, 0.3, 0.5))
+    precommit_loss = rng.choice((0.0, 0.3, 0.6))
+    for _ in range(rng.choice((0, 2, 6, 12))):
         start = rng.random() * gst
         partitions.append((start, start + rng.random() * 4000.0,
                            tuple(rng.randint(0, 1) for _ in range(n))))
     honest = [v for v in range(n) if v not in chosen]
+    nemesis = None
+    if rng.random() < 0.3:
+        gst, delay = 6000.0 + 6000.0 * rng.random(), rng.choice((20.0, 300.0))
+        partitions, loss, precommit_loss = [], 0.0, 0.0
+        decider = rng.choice(honest)
+        outsiders = [proposer_of(weights, 0, r) for r in range(1, sum(weights))]
+        outsiders = [v for v in outsiders if v in honest and v != decider]
+        outsiders = list(dict.fromkeys(outsiders))[:max(1, f)]
+        if outsiders:
+            nemesis = (0, decider, tuple(outsiders), 2000.0 + 4000.0 * rng.random())
     crashes = []
     for node in honest:
         if rng.random() < 0.2 and gst > 0:
@@ -149,11 +168,17 @@ def make_scenario(rng: random.Random, n: int, byzantine: int | Sequence[str] | N
                                           rng.randint(1, max(1, n - 2)))))
                for v, b in chosen.items() if b == "selective"}
     nodes = n + sum(1 for b in chosen.values() if b == "twins")
+    # Timer rates spread over 0.8 to 1.25: with a wider spread the lag between the nodes'
+    # rounds grows with the round as fast as the timeouts do (both scale with the timeout),
+    # and a fast node's propose timeout runs out before a slow proposer has proposed, every
+    # round (4x made seeds that never decided again).
     return Scenario(
         n=n, weights=weights, byzantine=chosen, gst_ms=gst,
-        loss=rng.choice((0.0, 0.1, 0.3, 0.5)), delay_ms=delay, delta_ms=100.0,
+        loss=loss, precommit_loss=precommit_loss,
+        nemesis=nemesis,
+        delay_ms=delay, delta_ms=100.0,
         duplicate=rng.choice((0.0, 0.05, 0.2)), partitions=tuple(partitions),
-        crashes=tuple(crashes), skew=tuple(0.5 + 1.5 * rng.random() for _ in range(nodes)),
+        crashes=tuple(crashes), skew=tuple(0.8 + 0.45 * rng.random() for _ in range(nodes)),
         selective_targets=targets, heights=heights, planted_bug=planted_bug)
 
 
@@ -222,6 +247,7 @@ class _Sim:
         self.honest = [node for node in self.nodes if node.behaviour is None]
         self.byzantine_keys = frozenset(scenario.byzantine)
         self.group = [0] * len(self.nodes)
+        self.isolated_until = [0.0] * len(self.nodes)  # cut off from every other node
         self.stable = False  # GST has come
         self.target: int | None = None  # the heights every honest node must decide
         self.done = False
@@ -355,6 +381,11 @@ class _Sim:
                                                 decision.height, decision.round)
                            + decision.value)
         self._retire(node)
+        nemesis = self.scenario.nemesis
+        if nemesis is not None and not self.stable and nemesis[:2] == (decision.height,
+                                                                        node.index):
+            # The decider is cut off before its decision spreads.
+            self.isolated_until[node.index] = self.now + nemesis[3]
         node.height += 1
         node.received, node.received_durable = [], 0
         self._boot(node)
@@ -510,15 +541,34 @@ class _Sim:
         if self.stable:
             delay = rng.random() * s.delta_ms
         else:
-            if self.group[sender] != self.group[receiver] or rng.random() < s.loss:
+            if self.group[sender] != self.group[receiver] or rng.random() < s.loss \
+                    or self.isolated_until[sender] > self.now \
+                    or self.isolated_until[receiver] > self.now \
+                    or self._nemesis_drops(message, sender, receiver):
                 self.counts["dropped"] += 1
                 return
-            delay = rng.random() ** 3 * s.delay_ms  # mostly short, sometimes long
+            delay = rng.random() * s.delay_ms
         self._push(self.now + delay, _DELIVER, receiver, (sender, message))
         if s.duplicate and rng.random() < s.duplicate:
             self.counts["duplicated"] += 1
             self._push(self.now + rng.random() * max(s.delay_ms, s.delta_ms), _DELIVER,
                        receiver, (sender, message))
+
+    def _nemesis_drops(self, message: Proposal | Vote, sender: int, receiver: int) -> bool:
+        s = self.scenario
+        vote = type(message) is Vote
+        if vote and s.precommit_loss and message.kind == 2 \
+                and self.rng.random() < s.precommit_loss:
+            return True
+        nemesis = s.nemesis
+        if nemesis is None or message.height != nemesis[0] or message.round != 0:
+            return False
+        _, decider, outsiders, _ = nemesis
+        if not vote:
+            return receiver in outsiders
+        if message.kind == 1:
+            return receiver in outsiders and sender == decider
+        return sender == decider
 
     def _byzantine_broadcast(self, node: _Node, message: Proposal | Vote) -> None:
         """What a Byzantine node sends in place of an honest node's broadcast. It signs as
@@ -535,11 +585,11 @@ class _Sim:
             return
         other: Proposal | Vote | None = None
         if behaviour == "equivocate_proposals" and type(message) is Proposal:
-            other = Proposal(message.height, message.round, rng.randbytes(32),
-                             message.valid_round, node.key)
-        elif behaviour == "equivocate_votes" and type(message) is Vote:
-            other = Vote(message.kind, message.height, message.round,
-                         self._conflicting(message), node.key)
+            # A fresh value with no valid round: only a lock keeps an honest node from it.
+            other = Proposal(message.height, message.round, rng.randbytes(32), -1, node.key)
+        elif behaviour.startswith("equivocate") and type(message) is Vote:
+            self._equivocate_vote(node, message)
+            return
         elif behaviour == "invalid" and (type(message) is Proposal or rng.random() < 0.7):
             message = self._invalidated(message, node.key)
         self._signed(node, message)
@@ -551,15 +601,41 @@ class _Sim:
                 chosen = other if other is not None and rng.random() < 0.5 else message
                 self._send(index, receiver, chosen)
 
-    def _conflicting(self, vote: Vote) -> bytes | None:
-        """Another value for an equivocating vote: another proposal of the round, nil, or a
-        value no one proposed."""
-        rng = self.rng
-        others = [v for v in self.proposed_at.get((vote.height, vote.round), ())
-                  if v != vote.value]
-        if others and rng.random() < 0.6:
-            return rng.choice(others)
-        return None if vote.value is not None else rng.randbytes(32)
+    def _equivocate_vote(self, node: _Node, vote: Vote) -> None:
+        """Send each node the vote it would like: for the value it voted for or was proposed
+        (the adversary sees every node's state), so that each side of a split finds its
+        quorum: the attack that a lock must withstand."""
+        made: dict[bytes | None, Vote] = {vote.value: vote}
+        self._signed(node, vote)
+        for receiver in self.nodes:
+            if receiver is node:
+                continue
+            value = self._liked(receiver, vote) if self.rng.random() < 0.8 else vote.value
+            chosen = made.get(value)
+            if chosen is None:
+                chosen = made[value] = Vote(vote.kind, vote.height, vote.round, value, node.key)
+                self._signed(node, chosen)
+                self.counts["equivocations"] += 1
+            self._send(node.index, receiver.index, chosen)
+
+    def _liked(self, receiver: _Node, vote: Vote) -> bytes | None:
+        """The value of the receiver's own vote of this kind at this round, else of its
+        prevote there, else of the proposal it has there, else the vote's own."""
+        machine = receiver.machine
+        if machine is None or receiver.height != vote.height:
+            return vote.value
+        prevote = None
+        for message in reversed(receiver.wal.get(vote.height, ())):
+            if type(message) is Vote and message.round == vote.round:
+                if message.kind == vote.kind:
+                    return message.value
+                prevote = message
+        if prevote is not None:
+            return prevote.value
+        for message in machine.messages(vote.round):
+            if type(message) is Proposal:
+                return message.value
+        return vote.value
 
     def _invalidated(self, message: Proposal | Vote, key: int) -> Proposal | Vote:
         """The message with an invalid value: a block that honest validation rejects."""
