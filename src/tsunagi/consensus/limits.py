@@ -15,3 +15,11 @@ reorg_depth_max = 10_000
 # Blocks connected in a row (a sync) are made durable together, one fsync for this many: each
 # block waiting for its fsync holds a buffer of the log's pool, which a block's write searches.
 connect_sync_blocks = 64
+# Messages of heights after a validator's own, held until it gets there (a BFT driver's buffer,
+# and the simulator's): a validator one height behind gets at most a few votes a validator a
+# round; beyond this the newest are dropped, and the catch-up of decided heights brings it on.
+future_messages_max = 4096
+# Events one simulated run may take before it stops (a bound on a run that goes astray, far
+# above the ~10,000 of a run of 7 validators that decides its heights; what is not decided by
+# then is reported as a liveness violation).
+sim_events_max = 2_000_000
