@@ -61,6 +61,7 @@ class NetNode:
                  host: str = "127.0.0.1") -> None:
         self.data, self.port, self.peers, self.mine = data, port, peers, mine
         self.extra, self.netns, self.host = extra, netns, host
+        self.listen_host = host  # stays when a test reaches the node at another address
         self.process: subprocess.Popen | None = None
         self.log = data.parent / f"{data.name}.log"
 
@@ -70,7 +71,7 @@ class NetNode:
 
     def start(self) -> NetNode:
         command = [sys.executable, "-m", "tsunagi", "node", "--data", str(self.data),
-                   "--listen", f"{self.host}:{self.port}", "--log-level", "info",
+                   "--listen", f"{self.listen_host}:{self.port}", "--log-level", "info",
                    "--mine" if self.mine else "--no-mine", *self.extra]
         for peer in self.peers:
             command += ["--peer", peer]

@@ -267,10 +267,23 @@ def _config_from_args(args: argparse.Namespace):
             issuers.append(decode_address(address, args.prefix))
         except EncodingError as exc:
             raise _Reworded(f"--issuer {address}: {exc}") from exc
+    validators = []
+    for item in (part for group in args.validators for part in group.split(",") if part):
+        address, _, weight = item.partition("=")
+        try:
+            validators.append((decode_address(address, args.prefix),
+                               int(weight) if weight else 1))
+        except (EncodingError, ValueError) as exc:
+            raise _Reworded(f"--validators {item}: {exc} (give ADDRESS or ADDRESS=WEIGHT, "
+                            "the address of a `tsunagi keygen` key)") from exc
+    consortium = {"validators": tuple(validators)} if validators else {}
+    if args.block_wait_ms is not None:
+        consortium["block_wait_ms"] = args.block_wait_ms
     return ChainConfig(
         name=args.name, chain_id=args.chain_id, asset_code=args.asset, decimals=args.decimals,
         issuers=tuple(issuers), allocations=tuple(allocations), address_prefix=args.prefix,
-        genesis_time_s=int(time.time()), **({"bits": args.bits} if args.bits else {}))
+        genesis_time_s=int(time.time()), **({"bits": args.bits} if args.bits else {}),
+        **consortium)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -700,6 +713,14 @@ def _add_keys_and_chains(commands) -> None:
     init.add_argument("--alloc", action="append", default=[], metavar="ADDRESS=AMOUNT",
                       help="an account funded at genesis (repeat for more)")
     init.add_argument("--bits", type=_int, default=None, help="proof-of-work bits")
+    init.add_argument("--validators", action="append", default=[],
+                      metavar="ADDRESS[=WEIGHT],...",
+                      help="make a consortium chain: these keys' validators agree on every "
+                           "block (BFT, final at once; weight 1 unless given; one validator "
+                           "is the development mode). Run each with `tsunagi node "
+                           "--validator-key FILE`")
+    init.add_argument("--block-wait-ms", type=int, default=None, metavar="MS",
+                      help="how long a block waits to fill before it is cut (default 100)")
     init.add_argument("--prefix", default="tsu", help="address prefix (default tsu)")
     init.set_defaults(handler=cmd_init, command_parser=init)
 

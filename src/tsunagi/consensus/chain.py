@@ -233,18 +233,7 @@ class Chain:
         """Headers of the best chain after the newest locator hash it shares (Bitcoin's
         getheaders), up to ``count`` or the ``stop`` hash."""
         with self.lock:
-            start = 0
-            for block_hash in locator:
-                height = self.headers.find(block_hash)
-                if height is not None:
-                    start = height + 1
-                    break
-            end = min(self.headers.length, start + count)
-            if stop != bytes(32):
-                at = self.headers.find(stop)
-                if at is not None and start <= at < end:
-                    end = at + 1
-            return self.headers.headers_bytes(start, end)
+            return headers_after(self.headers, self.headers.length, locator, stop, count)
 
     def block(self, block_hash: bytes) -> bytes | None:
         """A block's bytes by hash, from the ledger's chain, memory or the side store."""
@@ -699,6 +688,24 @@ class Chain:
                 self.base += 1
                 self._notify("connect", height, data, False)
             return pending
+
+
+def headers_after(headers: HeaderChain, length: int, locator: list[bytes], stop: bytes,
+                  count: int) -> bytes:
+    """Bitcoin's getheaders over the first ``length`` headers of ``headers``: those after the
+    newest locator hash among them, up to ``count`` or the ``stop`` hash."""
+    start = 0
+    for block_hash in locator:
+        height = headers.find(block_hash)
+        if height is not None and height < length:
+            start = height + 1
+            break
+    end = min(length, start + count)
+    if stop != bytes(32):
+        at = headers.find(stop)
+        if at is not None and start <= at < end:
+            end = at + 1
+    return headers.headers_bytes(start, end)
 
 
 class NotAtTip(Exception):

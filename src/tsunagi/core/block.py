@@ -128,6 +128,9 @@ class BlockResult(IntEnum):
     consortium_genesis = 30  # a version 2 block with a zero prev_hash: genesis is version 1
     consortium_entries = 31  # a version 2 extension that is no valid list of consortium entries
     seal_too_large = 32  # a seal longer than limits.seal_bytes_max
+    # Against a consortium chain (tsunagi.consensus.consortium):
+    bad_certificate = 33  # the seal is no commit certificate of the height's validators
+    entries_refused = 34  # a consortium entry does not hold on the chain (EntryResult says why)
 
 
 def _bytes_view(data, what: str) -> memoryview:

@@ -29,6 +29,7 @@ from tsunagi.core import records as rec
 from tsunagi.core.address import decode_address
 from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.block import (
+    BLOCK_VERSION_CONSORTIUM,
     HEADER_BYTES,
     RECORDS_OFFSET,
     BatchAuth,
@@ -39,6 +40,7 @@ from tsunagi.core.block import (
     decode_block,
     encode_block,
     mine_header,
+    with_seal,
 )
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig, genesis_records
@@ -117,6 +119,17 @@ class PendingBatch:
             self._ledger._refine_duplicates(self._answer)
             self._waited = True
         return self._answer
+
+
+@dataclass
+class StagedBlock:
+    """A block applied to the state and waiting for its certificate (Ledger.stage_batch)."""
+
+    block_hash: bytes
+    data: np.ndarray  # the block's bytes, without a seal
+    outcome: object  # the engine's, with the undo data that unstage uses
+    answer: BatchAnswer | None  # the proposer's answer to its clients; None for a proposal
+    txids: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -345,6 +358,7 @@ class Ledger:
         self._damage: Damage | None = None
         self._damage_lock = threading.Lock()
         self._scrub: Scrub | None = None
+        self._staged: StagedBlock | None = None
 
     # ----------------------------------------------------------------- opening and closing
 
@@ -589,10 +603,11 @@ class Ledger:
         """
         view = rec.as_records(records)
         with self._write_lock:
-            self._check_writable()
-            block_time = max(int(time.time()) if now_s is None else int(now_s), self._tip_time)
-            if block_time > u32_max:
-                raise EncodingError("block time passes the 32-bit header field (year 2106)")
+            if self.config.is_consortium:
+                raise StorageError("a block of a consortium chain is final only with its "
+                                   "validators' certificate: submit to a validator (`tsunagi "
+                                   "node --validator-key FILE`), or use ConsortiumChain")
+            block_time = self._next_block_time(now_s)
             pre_codes = self._already_committed_opens(view)
             early = self._start_block(view, signatures, batches)
             outcome = self._engine.process(view, signatures, batches, block_time,
@@ -612,6 +627,16 @@ class Ledger:
             # Even a batch that stored nothing waits for the blocks before it: its codes
             # (insufficient funds, say) follow from their state.
             return PendingBatch(self, answer, self._log.height)
+
+    def _next_block_time(self, now_s: int | None) -> int:
+        """The time of the next block made here (never before the tip's), once the ledger
+        takes writes."""
+        self._check_writable()
+        self._check_unstaged()
+        block_time = max(int(time.time()) if now_s is None else int(now_s), self._tip_time)
+        if block_time > u32_max:
+            raise EncodingError("block time passes the 32-bit header field (year 2106)")
+        return block_time
 
     def _make_durable(self, end: int, answer: BatchAnswer | None = None) -> None:
         """Returns once blocks below ``end`` are on disk and handed to the indexer."""
@@ -711,30 +736,15 @@ class Ledger:
         changes nothing. ``wait`` returns once the block is durable; without it the caller
         makes it durable later (``sync``), and readers see it then.
         """
-        try:
-            block = decode_block(data)
-        except EncodingError:
-            return BlockResult.undecodable
-        result = check_block(block)
+        block, result = self._decoded_block(data)
         if result is not BlockResult.ok:
             return result
-        if block.is_genesis:
-            return BlockResult.not_tip_child
         with self._write_lock:
             self._check_writable()
-            result = self._check_context(block, expected_bits, now_s)
+            self._check_unstaged()
+            result, outcome = self._apply_block(block, expected_bits, now_s)
             if result is not BlockResult.ok:
                 return result
-            pre_codes = self._already_committed_opens(block.records)
-            if pre_codes is not None and pre_codes.any():
-                return BlockResult.replayed_open
-            outcome = self._engine.process(block.records, block.signatures, block.batches,
-                                           block.time, self._threads, track_changes=True,
-                                           as_block=True)
-            if not outcome.stored.all() or not np.array_equal(outcome.codes, block.codes):
-                self._engine.undo(outcome.undo)
-                return BlockResult.not_authenticated if not outcome.stored.all() \
-                    else BlockResult.codes_differ
             try:
                 self._append(np.frombuffer(block.data, dtype=np.uint8), outcome,
                              txids=outcome.txids)
@@ -746,11 +756,148 @@ class Ledger:
             self._make_durable(end)
         return BlockResult.ok
 
+    @staticmethod
+    def _decoded_block(data) -> tuple[Block | None, BlockResult]:
+        try:
+            block = decode_block(data)
+        except EncodingError:
+            return None, BlockResult.undecodable
+        result = check_block(block)
+        if result is BlockResult.ok and block.is_genesis:
+            result = BlockResult.not_tip_child
+        return block, result
+
+    def _apply_block(self, block: Block, expected_bits: int | None, now_s: int | None):
+        """Checks a decoded block against the tip and applies it (under the write lock);
+        (code, outcome), and on any failure nothing changed."""
+        result = self._check_context(block, expected_bits, now_s)
+        if result is not BlockResult.ok:
+            return result, None
+        pre_codes = self._already_committed_opens(block.records)
+        if pre_codes is not None and pre_codes.any():
+            return BlockResult.replayed_open, None
+        outcome = self._engine.process(block.records, block.signatures, block.batches,
+                                       block.time, self._threads, track_changes=True,
+                                       as_block=True)
+        if not outcome.stored.all() or not np.array_equal(outcome.codes, block.codes):
+            self._engine.undo(outcome.undo)
+            return (BlockResult.not_authenticated if not outcome.stored.all()
+                    else BlockResult.codes_differ), None
+        return BlockResult.ok, outcome
+
+    # ------------------------------------------------------- staged blocks (consortium)
+
+    def stage_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
+                    now_s: int | None = None, *, extension=b"") -> StagedBlock:
+        """A consortium proposer's block: checks and applies the batch as ``begin_batch``
+        does and builds its version-2 block (no seal yet, ``extension`` in it), but neither
+        stores nor answers it. The validators vote on it; ``commit_staged`` stores it with
+        its commit certificate, ``unstage`` takes it back. While a block is staged the ledger
+        takes no other write. Records that are not stored (a bad signature, say) keep their
+        codes in the answer and stay out of the block; a batch may store nothing, and the
+        block is then empty (a height must still be decided)."""
+        view = rec.as_records(records)
+        with self._write_lock:
+            block_time = self._next_block_time(now_s)
+            pre_codes = self._already_committed_opens(view)
+            outcome = self._engine.process(view, signatures, batches, block_time,
+                                           self._threads, pre_codes=pre_codes,
+                                           track_changes=True, as_block=True)
+            answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
+                                 opened=outcome.opened)
+            stored_txids = outcome.txids if outcome.stored.all() \
+                else outcome.txids[outcome.stored]
+            try:
+                data = encode_block(
+                    prev_hash=self._tip_hash, time=block_time, bits=0,
+                    records=outcome.stored_records, codes=outcome.stored_codes,
+                    signatures=outcome.stored_signatures if len(outcome.stored_signatures)
+                    else b"", batches=outcome.stored_batches, extension=extension,
+                    version=BLOCK_VERSION_CONSORTIUM, threads=self._threads,
+                    txids=stored_txids, txid_levels=outcome.stored_txid_levels,
+                    as_array=True)
+            except BaseException:
+                self._engine.undo(outcome.undo)
+                raise
+            block = decode_block(data, txids=stored_txids)
+            self._staged = StagedBlock(block.hash, data, outcome, answer, stored_txids)
+            return self._staged
+
+    def stage_block(self, data, *, now_s: int | None = None) -> BlockResult:
+        """A version-2 block proposed by another validator, checked as ``connect_block``
+        checks (every signature, every code) and applied, but not stored: it waits for its
+        certificate (``commit_staged``) or goes back (``unstage``). A staged block is
+        unstaged first. Any failure is a BlockResult code and changes nothing."""
+        block, result = self._decoded_block(data)
+        if result is not BlockResult.ok:
+            return result
+        with self._write_lock:
+            self._check_writable()
+            self._unstage_locked()
+            result, outcome = self._apply_block(block, 0, now_s)
+            if result is BlockResult.ok:
+                self._staged = StagedBlock(block.hash, np.frombuffer(block.data, np.uint8),
+                                           outcome, None, outcome.txids)
+            return result
+
+    @property
+    def staged(self) -> StagedBlock | None:
+        """The block applied and waiting for its certificate, or None."""
+        return self._staged
+
+    def unstage(self) -> StagedBlock | None:
+        """Takes the staged block's changes back (it was not decided); returns it."""
+        with self._write_lock:
+            return self._unstage_locked()
+
+    def _unstage_locked(self) -> StagedBlock | None:
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            self._engine.undo(staged.outcome.undo)
+        return staged
+
+    def commit_staged(self, seal, *, wait: bool = True) -> StagedBlock:
+        """Stores the staged block with ``seal`` (its commit certificate) after its
+        extension, and returns it once durable (``wait``). The seal is not part of the
+        block's hash; the caller has checked it."""
+        with self._write_lock:
+            self._check_writable()
+            staged = self._staged
+            if staged is None:
+                raise StorageError("no block is staged: stage_batch or stage_block first")
+            data = with_seal(staged.data, seal)
+            try:
+                self._append(np.frombuffer(data, dtype=np.uint8), staged.outcome,
+                             txids=staged.txids)
+            except BaseException as exc:
+                self._broken = exc
+                raise
+            self._staged = None
+            end = self._log.height
+            if staged.answer is not None:
+                staged.answer.height = end - 1
+                staged.answer.block_hash = staged.block_hash
+        if wait:
+            self._make_durable(end, staged.answer)
+            if staged.answer is not None:
+                self._refine_duplicates(staged.answer)
+        return staged
+
+    def _check_unstaged(self) -> None:
+        if self._staged is not None:
+            raise StorageError("a staged block waits for its certificate: commit_staged or "
+                               "unstage it first")
+
     def _check_context(self, block: Block, expected_bits: int | None,
                        now_s: int | None) -> BlockResult:
         if block.prev_hash != self._tip_hash:
             return BlockResult.not_tip_child
-        if block.bits != (self.config.bits if expected_bits is None else expected_bits):
+        consortium = self.config.is_consortium
+        if (block.version == BLOCK_VERSION_CONSORTIUM) != consortium:
+            return BlockResult.bad_version  # each chain takes its own kind of block only
+        if expected_bits is None:
+            expected_bits = 0 if consortium else self.config.bits
+        if block.bits != expected_bits:
             return BlockResult.wrong_bits
         if block.time < self._tip_time:
             return BlockResult.time_before_parent
@@ -775,6 +922,7 @@ class Ledger:
         at the end; snapshots above the new tip are dropped first. Genesis stays."""
         with self._write_lock:
             self._check_writable()
+            self._check_unstaged()
             end = self._log.height
             if not 0 <= count < end:
                 raise StorageError(f"cannot disconnect {count} blocks: the chain has {end - 1} "
@@ -1177,18 +1325,34 @@ def verify_log(log: BlockLog, config: ChainConfig, threads: int,
         records += len(block)
         if progress is not None:
             progress(block_height + 1, height)
-    index, result = hashing.validate_headers(bytes(headers), bytes(32), threads)
+    if config.is_consortium:  # links only: the seals are checked by tsunagi.consensus
+        index, result = _check_links(bytes(headers))
+    else:
+        index, result = hashing.validate_headers(bytes(headers), bytes(32), threads)
     if index < height:
         return VerifyReport(False, blocks, records, index, f"header check: {result.name}",
                             VerifyResult.header_chain)
     return VerifyReport(True, blocks, records)
 
 
+def _check_links(headers: bytes) -> tuple[int, hashing.HeaderResult]:
+    """validate_headers without the proof of work, for a consortium chain: the index of the
+    first header that does not name its parent's hash (or the count, and ok)."""
+    count = len(headers) // HEADER_BYTES
+    hashes = hashing.sha256d_records(headers, HEADER_BYTES)
+    rows = np.frombuffer(headers, np.uint8).reshape(count, HEADER_BYTES)
+    links = np.vstack([np.zeros((1, 32), np.uint8), hashes[:-1]]) if count else hashes
+    bad = np.flatnonzero((rows[:, 4:36] != links).any(axis=1))
+    return (int(bad[0]), hashing.HeaderResult.bad_link) if bad.size \
+        else (count, hashing.HeaderResult.ok)
+
+
 def _chain_rules(block: Block, config: ChainConfig, previous_time: int,
                  recorded_hashes, height: int) -> tuple[VerifyResult, str]:
-    if block.bits != config.bits:
+    bits = 0 if config.is_consortium and height else config.bits  # consortium: no work
+    if block.bits != bits:
         return VerifyResult.wrong_bits, (f"bits 0x{block.bits:08x}, the chain's are "
-                                         f"0x{config.bits:08x}")
+                                         f"0x{bits:08x}")
     if block.time < previous_time:
         return VerifyResult.time_backwards, (f"time {block.time} is before the previous "
                                              f"block's {previous_time}")

@@ -146,6 +146,8 @@ class PeerNetwork:
         self.recent: OrderedDict[bytes, bytes] = OrderedDict()
         self.blocks_received = 0
         self.bans = 0
+        # Proposals and votes of a consortium chain go to its Validator (node/validator.py).
+        self.on_consensus = None
         chain.add_listener(self._on_chain_event)
 
     # ------------------------------------------------------------------ life cycle
@@ -262,6 +264,19 @@ class PeerNetwork:
         if link.closed or link.transport is None:
             return
         link.transport.write(p.encode(message, request_id, p.HELLO_VERSION))
+
+    def send(self, link: _Link, message) -> None:
+        self._send(link, message)
+
+    def ready_links(self) -> list[_Link]:
+        return [link for link in self.links if link.ready]
+
+    def broadcast(self, message) -> None:
+        """Sends one message to every ready peer, encoded once."""
+        frame = p.encode(message, 0, p.HELLO_VERSION)
+        for link in list(self.links):
+            if link.ready and not link.closed and link.transport is not None:
+                link.transport.write(frame)
 
     def _request(self, link: _Link, message) -> None:
         link.next_id = (link.next_id + 1) % (1 << 63)
@@ -580,6 +595,13 @@ async def _on_ping(net: PeerNetwork, link: _Link, request_id: int, m) -> None:
     net._send(link, p.Pong(), request_id)
 
 
+async def _on_consensus(net: PeerNetwork, link: _Link, request_id: int, m) -> None:
+    if net.on_consensus is None:
+        net.punish(link, 20, "consensus messages to a node of a proof-of-work chain")
+        return
+    net.on_consensus(link, m)
+
+
 async def _ignore(net: PeerNetwork, link: _Link, request_id: int, m) -> None:
     return
 
@@ -595,5 +617,6 @@ _HANDLERS = {
     p.GetHeaders: _on_get_headers, p.Headers: _on_headers, p.GetBlocks: _on_get_blocks,
     p.BlockData: _on_block_data, p.NotFound: _on_not_found, p.Announce: _on_announce,
     p.Relay: _on_relay, p.GetPeers: _on_get_peers, p.Peers: _ignore, p.Ping: _on_ping,
-    p.Pong: _ignore, p.Error: _on_error,
+    p.Pong: _ignore, p.Error: _on_error, p.ProposalMessage: _on_consensus,
+    p.VoteMessage: _on_consensus,
 }

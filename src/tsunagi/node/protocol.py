@@ -93,6 +93,9 @@ class MessageType(IntEnum):
     relay = 0x47  # signed records for the mempool, laid out as submit_batch; not answered
     get_peers = 0x48
     peers = 0x49  # addresses of other peers
+    # Consensus of a consortium chain (docs/PROTOCOL.md, "Consensus"): validator to peers.
+    proposal = 0x4A  # a signed Tendermint proposal and the block it proposes; not answered
+    vote = 0x4B  # a signed prevote or precommit; not answered
 
 
 # Frame flag bits; their meaning depends on the message type.
@@ -127,7 +130,8 @@ class ErrorCode(IntEnum):
 PEER_TYPES = frozenset({
     MessageType.error, MessageType.ping, MessageType.pong, MessageType.get_headers,
     MessageType.headers, MessageType.get_blocks, MessageType.block_data, MessageType.not_found,
-    MessageType.announce, MessageType.relay, MessageType.get_peers, MessageType.peers})
+    MessageType.announce, MessageType.relay, MessageType.get_peers, MessageType.peers,
+    MessageType.proposal, MessageType.vote})
 # The two first frames: their layout is fixed and their frame header always says HELLO_VERSION.
 HANDSHAKE_TYPES = (MessageType.hello, MessageType.peer_hello)
 
@@ -1298,6 +1302,31 @@ class Relay(SubmitBatch):
 
 
 @dataclass(frozen=True, slots=True)
+class ProposalMessage:
+    """A validator's signed proposal for (height, round) with the block it proposes
+    (tsunagi.consensus.tendermint.Proposal; the value is the block's hash)."""
+
+    height: int
+    round: int
+    valid_round: int  # -1: none
+    proposer: int  # the proposer's index in the height's validator set
+    signature: bytes  # 64-byte BIP340 over certificate.proposal_message
+    block: bytes  # the block, version 2, no seal
+
+
+@dataclass(frozen=True, slots=True)
+class VoteMessage:
+    """A validator's signed prevote (1) or precommit (2) for a block hash, or nil (None)."""
+
+    kind: int
+    height: int
+    round: int
+    voter: int
+    value: bytes | None
+    signature: bytes  # 64-byte BIP340 over certificate.vote_message
+
+
+@dataclass(frozen=True, slots=True)
 class GetPeers:
     pass
 
@@ -1462,6 +1491,49 @@ def _decode_announce(p, flags):
 
 
 _codec(Announce, MessageType.announce)((_encode_announce, _decode_announce))
+_PROPOSAL_HEAD = struct.Struct("<QIiH64s")
+_VOTE = struct.Struct("<BQIH?32s64s")
+
+
+def _encode_proposal(m: ProposalMessage):
+    block = bytes(m.block)
+    _check_block_size(len(block), ValueError)
+    return _PROPOSAL_HEAD.pack(m.height, m.round, m.valid_round, m.proposer,
+                               m.signature) + block, 0
+
+
+def _decode_proposal(p, flags):
+    if len(p) < _PROPOSAL_HEAD.size:
+        raise ProtocolError(f"a proposal payload is at least {_PROPOSAL_HEAD.size} bytes, "
+                            f"got {len(p)}")
+    height, round_, valid_round, proposer, signature = _PROPOSAL_HEAD.unpack_from(p)
+    if not -1 <= valid_round < round_:
+        raise ProtocolError(f"valid_round {valid_round} is not in -1..round-1 ({round_ - 1})")
+    block = p[_PROPOSAL_HEAD.size:]
+    _check_block_size(len(block), ProtocolError)
+    return ProposalMessage(height, round_, valid_round, proposer, bytes(signature), block)
+
+
+def _encode_vote(m: VoteMessage):
+    if m.value is not None and len(m.value) != 32:
+        raise ValueError(f"a vote's value is a 32-byte block hash, got {len(m.value)} bytes")
+    return _VOTE.pack(m.kind, m.height, m.round, m.voter, m.value is not None,
+                      m.value or bytes(32), m.signature), 0
+
+
+def _decode_vote(p, flags):
+    _exact(p, _VOTE.size, "vote")
+    kind, height, round_, voter, has_value, value, signature = _VOTE.unpack(p)
+    if kind not in (1, 2):
+        raise ProtocolError(f"a vote's kind is 1 (prevote) or 2 (precommit), got {kind}")
+    if not has_value and value != bytes(32):
+        raise ProtocolError("a nil vote carries 32 zero bytes for its value")
+    return VoteMessage(kind, height, round_, voter, bytes(value) if has_value else None,
+                       bytes(signature))
+
+
+_codec(ProposalMessage, MessageType.proposal)((_encode_proposal, _decode_proposal))
+_codec(VoteMessage, MessageType.vote)((_encode_vote, _decode_vote))
 _codec(Relay, MessageType.relay)(_batch_codec(Relay, "relay"))
 _codec(GetPeers, MessageType.get_peers)(_empty(GetPeers, "get_peers"))
 
@@ -1568,7 +1640,8 @@ Message = (Hello | Welcome | Error | Ping | Pong | Submit | SubmitBatch | Submit
 Message = (Message | QueryAccounts | Accounts | QueryHolds | Holds | QueryHold | Hold
            | QueryPolicy | Policy)
 Message = (Message | PeerHello | GetHeaders | Headers | GetBlocks | BlockData | NotFound
-           | Announce | Relay | GetPeers | Peers | QueryNetwork | Network)
+           | Announce | Relay | GetPeers | Peers | QueryNetwork | Network
+           | ProposalMessage | VoteMessage)
 
 
 # --- the two entry points ----------------------------------------------------------------------

@@ -542,14 +542,20 @@ class NodeServer:
     def __init__(self, ledger, host: str = "127.0.0.1", port: int = 0,
                  settings: NodeSettings | None = None, *, close_ledger: bool = True,
                  events: NodeEvents | None = None, chain=None, peers=None,
-                 seal=None) -> None:
+                 seal=None, validator_key=None, byzantine: str | None = None) -> None:
         """``chain`` (a tsunagi.consensus.Chain over ``ledger``) and ``peers`` (PeerSettings)
         make the node one of a network: it takes peers on its port and dials ``peers.peers``;
         with ``peers.mines`` its blocks go through the chain (``seal`` seals them), else the
         records submitted to it are relayed to its peers and answered once a block holds
-        them."""
+        them. On a consortium chain (``chain`` a ConsortiumChain) ``validator_key`` makes
+        the node a validator (tsunagi.node.validator): its queue goes into the blocks it
+        proposes and clients are answered when a block is final; without a key it follows
+        and relays. ``byzantine`` is the validator's test mode (Validator's docstring)."""
         self.ledger = ledger
         self.chain = chain
+        self.validator_key = validator_key
+        self.byzantine = byzantine
+        self.validator = None
         self.peer_settings = peers
         self.seal = seal
         self.network = None
@@ -611,6 +617,14 @@ class NodeServer:
                                        submit=self._relayed, on_peer=self.relay_again)
             self.chain.add_listener(self._on_chain_event)
             await self.network.start()
+            if self.consortium:
+                from tsunagi.node.validator import Validator
+
+                self.validator = Validator(
+                    self, self.chain, self.validator_key,
+                    wal_directory=self.ledger.directory / "consensus",
+                    byzantine=self.byzantine)
+                await self.validator.start(self.network)
         scrub = (self.settings.scrub_rate_bytes_s, self.settings.scrub_interval_s,
                  self.settings.scrub_cpu_share)
         if all(scrub):
@@ -634,6 +648,8 @@ class NodeServer:
             return
         self.stopping = True
         self._server.close()
+        if self.validator is not None:
+            await self.validator.stop()
         if self.network is not None:
             await self.network.stop()
         self._queue_signal.set()
@@ -785,8 +801,17 @@ class NodeServer:
         if self.queued_records >= self.settings.group_records_max:
             self._group_full.set()
 
+    @property
+    def consortium(self) -> bool:
+        return self.chain is not None and self.ledger.config.is_consortium
+
     async def _write_loop(self) -> None:
-        """The single writer: one group at a time, each one ledger call and one fsync."""
+        """The single writer: one group at a time, each one ledger call and one fsync. A
+        validator's queue is drained by the blocks it proposes instead."""
+        if self.consortium and self.validator_key is not None:
+            await self._stopped_signal()
+            self._reject_queued()
+            return
         while True:
             if not self._queue:
                 if self.stopping:
@@ -889,6 +914,26 @@ class NodeServer:
         task = self._loop.create_task(self._finish(group, pending, started_s))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
+
+    async def _stopped_signal(self) -> None:
+        while not self.stopping:
+            self._queue_signal.clear()
+            await self._queue_signal.wait()
+
+    def _answer_final(self, group: list[_Submission], answer) -> None:
+        """A validator's block holding these groups is final and durable: answer them."""
+        self.groups_committed += 1
+        self._answer_group(group, answer)
+        if self.events is not None:
+            self.events.group_committed([s.count for s in group], [s.arrived_s for s in group],
+                                        answer.codes, answer.height is not None, 0.0,
+                                        answer.sync_s)
+
+    def _requeue(self, group: list[_Submission]) -> None:
+        """Groups of a block that was not decided go back to the front, in order."""
+        self._queue.extendleft(reversed(group))
+        self.queued_records += sum(s.count for s in group)
+        self._queue_signal.set()
 
     def _refuse(self, group: list[_Submission], exc: Exception) -> None:
         damaged = isinstance(exc, CorruptLogError)  # the ledger logged it once, in full

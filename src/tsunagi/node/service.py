@@ -106,6 +106,11 @@ class ServiceConfig:
     # and not when they are (a network has its miners, named with --mine).
     mine: bool | None = None
     mine_threads: int = 0  # nonce search threads; 0: every core
+    # A consortium chain's validator: its key file (passphrase in the environment variable
+    # named by validator_passphrase_env); no key: the node follows the validators.
+    validator_key: Path | None = None
+    validator_passphrase_env: str = "TSUNAGI_PASSPHRASE"
+    byzantine: str | None = None  # a test mode of the validator ("equivocate")
 
     @property
     def mines(self) -> bool:
@@ -190,7 +195,20 @@ def build_config(document: dict) -> ServiceConfig:
         log_level=str(document.get("log_level", "warning")).lower(),
         peers=tuple(parse_address(peer, "peer") for peer in _peer_list(document)),
         mine=_optional_bool(document.get("mine"), "mine"),
-        mine_threads=_count(document.get("mine_threads", 0), "mine_threads"))
+        mine_threads=_count(document.get("mine_threads", 0), "mine_threads"),
+        validator_key=Path(document["validator_key"]) if document.get("validator_key")
+        else None,
+        validator_passphrase_env=str(document.get("validator_passphrase_env",
+                                                  "TSUNAGI_PASSPHRASE")),
+        byzantine=_byzantine(document.get("byzantine")))
+
+
+def _byzantine(value) -> str | None:
+    if value in (None, "", False):
+        return None
+    if value != "equivocate":
+        raise ConfigError(f"byzantine is a test mode: equivocate, got {value!r}")
+    return "equivocate"
 
 
 def _peer_list(document: dict) -> list:
@@ -273,6 +291,23 @@ class Service:
             await self.stop()
             raise
 
+    def _consortium_node(self) -> NodeServer:
+        from tsunagi.consensus.consortium import ConsortiumChain
+        from tsunagi.node.peers import PeerSettings
+
+        config = self.config
+        chain = ConsortiumChain(self._ledger)
+        key = None
+        if config.validator_key is not None:
+            key = _validator_key(config, chain.validators_at(chain.base))
+        elif config.mine:
+            raise ConfigError("--mine: blocks of a consortium chain are made by its "
+                              "validators; give --validator-key FILE instead")
+        return NodeServer(self._ledger, *config.listen, config.node, events=self.metrics,
+                          chain=chain, peers=PeerSettings(peers=config.peers,
+                                                          mines=key is not None),
+                          validator_key=key, byzantine=config.byzantine)
+
     async def _start_servers(self) -> None:
         config = self.config
         if config.metrics:
@@ -283,12 +318,15 @@ class Service:
         from tsunagi.node.peers import PeerSettings
 
         loop = asyncio.get_running_loop()
-        chain = await loop.run_in_executor(None, Chain, self._ledger)
-        threads = config.mine_threads or None
-        self.node = NodeServer(self._ledger, *config.listen, config.node, events=self.metrics,
-                               chain=chain, peers=PeerSettings(peers=config.peers,
-                                                               mines=config.mines),
-                               seal=_seal(chain, threads))
+        if self._ledger.config.is_consortium:
+            self.node = await loop.run_in_executor(None, self._consortium_node)
+        else:
+            chain = await loop.run_in_executor(None, Chain, self._ledger)
+            threads = config.mine_threads or None
+            self.node = NodeServer(self._ledger, *config.listen, config.node,
+                                   events=self.metrics, chain=chain,
+                                   peers=PeerSettings(peers=config.peers, mines=config.mines),
+                                   seal=_seal(chain, threads))
         try:
             await self.node.start()
         except OSError as exc:
@@ -375,6 +413,22 @@ class Service:
         if self.metrics_address is not None:
             found["metrics"] = f"{_url(self.metrics_address)}/metrics"
         return found
+
+
+def _validator_key(config: ServiceConfig, validators):
+    """The validator's key from its file, checked to be one of the chain's validators."""
+    from tsunagi.core.keyfile import load_key
+
+    passphrase = os.environ.get(config.validator_passphrase_env)
+    if passphrase is None:
+        raise ConfigError(f"--validator-key {config.validator_key}: set the passphrase in "
+                          f"${config.validator_passphrase_env} (the node asks no terminal)")
+    key = load_key(config.validator_key, passphrase)
+    if validators.index_of(key.public_key) is None:
+        raise ConfigError(f"--validator-key {config.validator_key}: this key is not one of "
+                          "the chain's validators (see `tsunagi init --validators`); leave "
+                          "the flag out to follow the chain")
+    return key
 
 
 def _seal(chain, threads: int | None):
@@ -488,6 +542,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: on without --peer, off with it)")
     parser.add_argument("--mine-threads", type=int, metavar="N", default=None,
                         help="threads searching nonces (default: every core)")
+    parser.add_argument("--validator-key", metavar="FILE", default=None,
+                        help="run as a validator of a consortium chain with this key file "
+                             "(`tsunagi keygen`; its passphrase in $TSUNAGI_PASSPHRASE, or "
+                             "the variable --validator-passphrase-env names)")
+    parser.add_argument("--validator-passphrase-env", metavar="NAME", default=None,
+                        help="environment variable holding the validator key's passphrase")
+    parser.add_argument("--byzantine", choices=("equivocate",), default=None,
+                        help=argparse.SUPPRESS)  # a test mode: a validator that equivocates
     _add_setting_flags(parser, "node", NodeSettings,
                        "node settings (also in the config file's [node] table)")
     _add_setting_flags(parser, "rest", RestSettings,
@@ -507,7 +569,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """The config file (if any) with every flag given on the command line laid over it."""
     document = load_config(args.config) if args.config else {}
     for key in ("data", "listen", "http", "metrics", "log_level", "peers", "mine",
-                "mine_threads"):
+                "mine_threads", "validator_key", "validator_passphrase_env", "byzantine"):
         if getattr(args, key) is not None:
             document[key] = getattr(args, key)
     for table, prefix in _SETTING_PREFIX.items():

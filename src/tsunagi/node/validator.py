@@ -1,0 +1,505 @@
+"""A node's consensus side on a consortium chain: runs Tendermint over the peer network.
+
+One ``Validator`` per node. With a key it votes (a validator); without one it follows, taking
+final blocks with their certificates through the chain (tsunagi.consensus.consortium). Its
+parts, in the order a height goes through them:
+
+- a Tendermint state machine per height (tsunagi.consensus.tendermint), fed the proposals and
+  votes that arrive, with their signatures checked first (BIP340, over
+  tsunagi.consensus.certificate's digests); messages of later heights wait in a bounded buffer;
+- the proposer's value is a whole block: the node's queue of client groups goes in at once,
+  checked and applied by the same native code as a single node's (``Ledger.stage_batch``),
+  and the block is sent with the proposal; the other validators check and apply it the same
+  way (``Ledger.stage_block``) before they prevote for it;
+- every proposal and vote this node signs goes to its write-ahead log (tsunagi.consensus.wal)
+  and is on disk before it is sent, so a restarted validator never signs a different one;
+- on a decision the precommits become the block's commit certificate and the block is stored
+  with it (``ConsortiumChain.commit_decided``); only then are its clients answered: an answer
+  is final. The next height starts after ``block_wait_ms`` (Tendermint's timeout_commit);
+- conflicting votes seen from one validator become evidence in the next block this node
+  proposes (docs/FORMAT.md, "Consortium extension").
+
+The ledger work (staging, commits) runs on the peer manager's chain thread, one at a time,
+with the blocks peers send; the state machine and the messages run on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from tsunagi import hashing
+from tsunagi.consensus import certificate as cert
+from tsunagi.consensus import validators as vset
+from tsunagi.consensus.tendermint import (
+    Broadcast,
+    Decide,
+    Proposal,
+    Schedule,
+    Tendermint,
+    Timeouts,
+    Vote,
+    VoteKind,
+    proposer_of,
+)
+from tsunagi.consensus.wal import SignedMessage, VoteLog
+from tsunagi.core import entries
+from tsunagi.core.block import HEADER_BYTES, BlockResult, decode_block
+from tsunagi.core.keys import verify
+from tsunagi.core.records import RECORD_BYTES
+from tsunagi.node import protocol as p
+
+__all__ = ["Validator"]
+
+log = logging.getLogger("tsunagi.validator")
+
+FUTURE_MESSAGES_MAX = 4096  # buffered messages of later heights
+BLOCKS_PER_HEIGHT_MAX = 16  # proposed blocks kept per height (a Byzantine proposer may spam)
+RESEND_S = 1.0  # own messages of the current height go out again this often
+
+
+class Validator:
+    """Runs one node's part of a consortium chain's consensus (see the module docstring).
+
+    ``byzantine`` is a test mode: "equivocate" signs two different proposals and two
+    different votes for every slot (one to each half of the peers, then both to all), as a
+    faulty validator would; the others must keep safety and liveness and record evidence.
+    """
+
+    def __init__(self, server, chain, key=None, *, wal_directory=None,
+                 byzantine: str | None = None) -> None:
+        self.server = server
+        self.chain = chain
+        self.ledger = chain.ledger
+        self.config = chain.config
+        self.key = key
+        self.byzantine = byzantine
+        self.timeouts = Timeouts(self.config.timeout_propose_ms, self.config.timeout_prevote_ms,
+                                 self.config.timeout_precommit_ms, self.config.timeout_delta_ms)
+        self.wal = VoteLog(wal_directory) if key is not None else None
+        self.network = None
+        self.height = 0
+        self.machine: Tendermint | None = None
+        self.me: int | None = None
+        self.validators = None
+        self.next_hash = b""
+        self.blocks: dict[bytes, bytes] = {}  # proposed blocks of this height by hash
+        self.verdict: dict[bytes, bool] = {}  # their validity
+        self.signatures: dict[tuple, bytes] = {}  # (kind, round, voter, value) -> signature
+        self.own: dict[bytes, tuple] = {}  # own proposed block -> (group, answer)
+        self.future: deque = deque(maxlen=FUTURE_MESSAGES_MAX)
+        self.evidence: dict[tuple, entries.Evidence] = {}  # (key, height, round, kind) ->
+        self.prepared: tuple[int, bytes] | None = None
+        self.decided_heights = 0
+        self.rounds_above_zero = 0
+        self.started_s = time.monotonic()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self, network) -> None:
+        self.network = network
+        self.loop = asyncio.get_running_loop()
+        network.on_consensus = self._on_message
+        self.chain.add_listener(self._on_chain_event)
+        self._spawn(self._resend_forever())
+        await self._begin_height(self.chain.tip[0] + 1)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for timer in self._timers:
+            timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.wal is not None:
+            self.wal.close()
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = self.loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def status(self) -> dict:
+        return {"height": self.height, "round": self.machine.round if self.machine else 0,
+                "validator_index": self.me, "decided": self.decided_heights,
+                "rounds_above_zero": self.rounds_above_zero,
+                "evidence_waiting": len(self.evidence), "byzantine": self.byzantine}
+
+    # ------------------------------------------------------------------ heights
+
+    async def _begin_height(self, height: int) -> None:
+        """Starts the state machine of ``height`` (the chain's tip is height - 1)."""
+        if self._stopping:
+            return
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.height = height
+        self.validators = self.chain.validators_at(height)
+        self.next_hash = self.chain.validators_at(height + 1).hash()
+        self.me = self.validators.index_of(self.key.public_key) if self.key else None
+        self.blocks, self.verdict, self.signatures = {}, {}, {}
+        self.prepared = None
+        weights = self.validators.weights
+        if self.me is not None and proposer_of(weights, height, 0) == self.me:
+            await self._prepare(height)
+        if self.height != height:
+            return  # a block of this height came from a peer meanwhile
+        restored = [entry.message for entry in self.wal.at(height)] if self.wal else []
+        self.machine = Tendermint(height, weights, self.me, get_value=self._get_value,
+                                  valid=self._valid, timeouts=self.timeouts,
+                                  restored=restored)
+        self._perform(self.machine.start())
+        waiting, self.future = list(self.future), deque(maxlen=FUTURE_MESSAGES_MAX)
+        for message in waiting:
+            if message.height >= height:
+                self._on_message(None, message)
+
+    async def _prepare(self, height: int) -> None:
+        """The proposer's block for round 0, built off the event loop: it waits up to half
+        the propose timeout for records when the queue is empty (no empty block at once),
+        then takes every group queued."""
+        server = self.server
+        deadline = time.monotonic() + self.timeouts.propose_ms / 2000
+        while not server._queue and time.monotonic() < deadline and not self._stopping:
+            server._queue_signal.clear()
+            try:
+                await asyncio.wait_for(server._queue_signal.wait(),
+                                       max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        if self.height != height or self._stopping:
+            return
+        value = await self.network._chain(self._build, height)
+        if value is not None and self.height == height:
+            self.prepared = (height, value)
+
+    def _get_value(self, height: int, round_: int) -> bytes:
+        """The state machine asks the proposer for a value (Algorithm 1, line 18)."""
+        if self.prepared is not None and self.prepared[0] == height:
+            return self.prepared[1]
+        value = self._build(height)  # a later round: built here, on the loop
+        return value if value is not None else bytes(32)
+
+    def _build(self, height: int) -> bytes | None:
+        """Stages a block of the queued groups (and evidence waiting); returns its hash."""
+        with self.chain.lock:
+            if self.chain.base != height:
+                return None
+            group = self.server._take_group() if self.server._queue else []
+            records = b"".join(bytes(s.records) for s in group)
+            signatures = b"".join(bytes(s.signatures) for s in group)
+            from tsunagi.node.server import _batch_table
+
+            batches = _batch_table(group) if group else ()
+            self.ledger.unstage()
+            extension = entries.encode_entries(list(self.evidence.values())) \
+                if self.evidence else b""
+            try:
+                staged = self.ledger.stage_batch(records, signatures, batches,
+                                                 extension=extension)
+            except Exception as exc:
+                log.error("height %d: the proposal could not be built: %s", height, exc)
+                if group:
+                    self.server._refuse(group, exc)
+                return None
+        data = bytes(staged.data)
+        self.blocks[staged.block_hash] = data
+        self.verdict[staged.block_hash] = True
+        self.own[staged.block_hash] = (group, staged.answer)
+        return staged.block_hash
+
+    def _valid(self, value: bytes) -> bool:
+        return self.verdict.get(value, False)
+
+    # ------------------------------------------------------------------ actions
+
+    def _perform(self, actions) -> None:
+        for action in actions:
+            if isinstance(action, Broadcast):
+                self._broadcast(action.message)
+            elif isinstance(action, Schedule):
+                self._timers.append(self.loop.call_later(
+                    action.delay_ms / 1000, self._timeout, action.step, action.height,
+                    action.round))
+            elif isinstance(action, Decide):
+                self._spawn(self._decide(action))
+
+    def _timeout(self, step, height: int, round_: int) -> None:
+        if self.machine is not None and height == self.height and not self._stopping:
+            self._perform(self.machine.on_timeout(step, height, round_))
+
+    def _sign(self, message) -> bytes:
+        if isinstance(message, Proposal):
+            digest = cert.proposal_message(self.chain.chain_id, message.height, message.round,
+                                           message.value, message.valid_round)
+        else:
+            digest = cert.vote_message(self.chain.chain_id, int(message.kind), message.height,
+                                       message.round, message.value, self.next_hash)
+        return self.key.sign(digest)
+
+    def _broadcast(self, message) -> None:
+        """Signs (or takes the signature the WAL kept), logs durably, then sends."""
+        entry = self.wal.find(message)
+        if entry is not None and entry.message != message:
+            log.critical("refused to sign %s: %s is signed already for that slot", message,
+                         entry.message)
+            return
+        if entry is None:
+            entry = SignedMessage(message, self._sign(message))
+            self.wal.append(entry)  # on disk before it is sent
+        wire = self._wire(entry)
+        if wire is None:
+            return
+        if self.byzantine == "equivocate":
+            self._equivocate(message, wire)
+        else:
+            self.network.broadcast(wire)
+        self.loop.call_soon(self._on_message, None, wire)
+
+    def _wire(self, entry: SignedMessage):
+        message, signature = entry
+        if isinstance(message, Proposal):
+            block = self.blocks.get(message.value)
+            if block is None:
+                log.warning("height %d round %d: the proposed block was lost in a restart; "
+                            "the round will time out", message.height, message.round)
+                return None
+            return p.ProposalMessage(message.height, message.round, message.valid_round,
+                                     message.proposer, signature, block)
+        return p.VoteMessage(int(message.kind), message.height, message.round, message.voter,
+                             message.value, signature)
+
+    def _equivocate(self, message, wire) -> None:
+        """Test mode: a second, different message for the same slot, to every peer."""
+        if isinstance(message, Vote):
+            other = Vote(message.kind, message.height, message.round,
+                         None if message.value is not None else hashing.sha256(b"x" + bytes(8)),
+                         message.voter)
+            second = p.VoteMessage(int(other.kind), other.height, other.round, other.voter,
+                                   other.value, self._sign(other))
+        else:
+            value = self._build_other(message.height)
+            if value is None:
+                self.network.broadcast(wire)
+                return
+            other = Proposal(message.height, message.round, value, message.valid_round,
+                             message.proposer)
+            second = p.ProposalMessage(other.height, other.round, other.valid_round,
+                                       other.proposer, self._sign(other), self.blocks[value])
+        links = sorted(self.network.ready_links(), key=lambda link: link.name())
+        half = len(links) // 2
+        for link in links[:half]:
+            self.network.send(link, wire)
+            self.network.send(link, second)
+        for link in links[half:]:
+            self.network.send(link, second)
+            self.network.send(link, wire)
+
+    def _build_other(self, height: int) -> bytes | None:
+        """An empty block for the same height (the equivocating proposer's second value)."""
+        with self.chain.lock:
+            kept = self.ledger.unstage()
+            try:
+                staged = self.ledger.stage_batch(b"", now_s=int(time.time()) + 1)
+            except Exception:
+                return None
+            self.ledger.unstage()
+            if kept is not None:
+                self.ledger.stage_block(bytes(kept.data))
+        self.blocks[staged.block_hash] = bytes(staged.data)
+        self.verdict[staged.block_hash] = True
+        return staged.block_hash
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(self, link, message) -> None:
+        """A proposal or vote from a peer (``link``) or from this node (None)."""
+        if self._stopping or self.machine is None:
+            if message.height >= self.height:
+                self.future.append(message)
+            return
+        if message.height != self.height:
+            if message.height > self.height:
+                self.future.append(message)
+            return
+        if isinstance(message, p.ProposalMessage):
+            self._spawn(self._on_proposal(link, message))
+        else:
+            self._on_vote(link, message)
+
+    async def _on_proposal(self, link, m: p.ProposalMessage) -> None:
+        height, validators = self.height, self.validators
+        if not 0 <= m.proposer < len(validators.validators) \
+                or proposer_of(validators.weights, height, m.round) != m.proposer:
+            self._punish(link, 100, f"a proposal from {m.proposer}, not the proposer of "
+                         f"height {height} round {m.round}")
+            return
+        block = bytes(m.block)
+        value = hashing.header_hash(block[:HEADER_BYTES])
+        if link is not None:
+            digest = cert.proposal_message(self.chain.chain_id, height, m.round, value,
+                                           m.valid_round)
+            if not verify(validators.validators[m.proposer].key, digest, m.signature):
+                self._punish(link, 100, "a proposal whose signature does not verify")
+                return
+        if value not in self.blocks and len(self.blocks) < BLOCKS_PER_HEIGHT_MAX:
+            self.blocks[value] = block
+        if value not in self.verdict and value in self.blocks:
+            self.verdict[value] = await self.network._chain(self._check_proposal, height, block)
+        if self.height != height or self.machine is None:
+            return
+        self._perform(self.machine.on_proposal(
+            Proposal(height, m.round, value, m.valid_round, m.proposer)))
+
+    def _check_proposal(self, height: int, block: bytes) -> bool:
+        """Whether a proposed block is valid on this node's chain: stages it (every
+        signature, every code, as connect_block checks) and checks its extension."""
+        with self.chain.lock:
+            if self.chain.base != height:
+                return False
+            try:
+                decoded = decode_block(block)
+            except Exception:
+                return False
+            if decoded.extension_length:
+                _, code = self.chain.schedule.check_block(height, bytes(decoded.extension))
+                if code is not vset.EntryResult.ok:
+                    log.warning("height %d: a proposal's extension is refused: %s", height,
+                                code.name)
+                    return False
+            result = self.ledger.stage_block(block)
+            if result is not BlockResult.ok:
+                log.warning("height %d: a proposed block is refused: %s", height, result.name)
+            return result is BlockResult.ok
+
+    def _on_vote(self, link, m: p.VoteMessage) -> None:
+        validators = self.validators
+        if not 0 <= m.voter < len(validators.validators):
+            self._punish(link, 100, f"a vote from validator {m.voter}, not in the set")
+            return
+        key = (m.kind, m.round, m.voter, m.value)
+        if key in self.signatures:
+            return  # a duplicate
+        if link is not None:
+            digest = cert.vote_message(self.chain.chain_id, m.kind, m.height, m.round, m.value,
+                                       self.next_hash)
+            if not verify(validators.validators[m.voter].key, digest, m.signature):
+                self._punish(link, 100, "a vote whose signature does not verify")
+                return
+        for (kind, round_, voter, value), signature in list(self.signatures.items()):
+            if (kind, round_, voter) == (m.kind, m.round, m.voter) and value != m.value:
+                self._keep_evidence(m, value, signature)
+                break
+        self.signatures[key] = m.signature
+        self._perform(self.machine.on_vote(
+            Vote(VoteKind(m.kind), m.height, m.round, m.value, m.voter)))
+
+    def _keep_evidence(self, m: p.VoteMessage, other_value, other_signature) -> None:
+        key = self.validators.validators[m.voter].key
+        slot = (key, m.height, m.round, m.kind)
+        if slot in self.evidence:
+            return
+        self.evidence[slot] = entries.Evidence(
+            key, entries.SignedVote(m.kind, m.height, m.round, other_value, self.next_hash,
+                                    other_signature),
+            entries.SignedVote(m.kind, m.height, m.round, m.value, self.next_hash,
+                               m.signature))
+        log.warning("validator %d signed two votes for height %d round %d: evidence kept",
+                    m.voter, m.height, m.round)
+
+    def _punish(self, link, points: int, reason: str) -> None:
+        if link is not None:
+            self.network.punish(link, points, reason)
+        else:
+            log.error("own message refused: %s", reason)
+
+    # ------------------------------------------------------------------ decisions
+
+    async def _decide(self, decision: Decide) -> None:
+        """Stores the decided block with its certificate (the precommits of the decision)."""
+        signers = sorted(vote.voter for vote in decision.precommits)
+        signatures = [self.signatures[(int(VoteKind.precommit), decision.round, voter,
+                                       decision.value)] for voter in signers]
+        seal = cert.build_certificate(decision.round, zip(signers, signatures),
+                                      self.validators,
+                                      self.chain.validators_at(decision.height + 1)).encode()
+        block = self.blocks.get(decision.value)
+        if block is None:
+            log.warning("height %d decided on a block this node never received: it will come "
+                        "from a peer", decision.height)
+            return
+        await self.network._chain(self._commit, decision.height, decision.value, block, seal)
+
+    def _commit(self, height: int, value: bytes, block: bytes, seal: bytes) -> None:
+        with self.chain.lock:
+            if self.chain.base != height:
+                return  # the block came from a peer first
+            staged = self.ledger.staged
+            if staged is None or staged.block_hash != value:
+                result = self.ledger.stage_block(block)
+                if result is not BlockResult.ok:
+                    log.critical("height %d: the decided block does not apply here (%s): "
+                                 "this node stops deciding", height, result.name)
+                    return
+            self.chain.commit_decided(seal)
+
+    def _on_chain_event(self, event) -> None:
+        """On the chain thread: a final block (decided here or taken from a peer)."""
+        if event.kind != "connect" or self._stopping:
+            return
+        block_hash = hashing.header_hash(event.block[:HEADER_BYTES])
+        self.loop.call_soon_threadsafe(self._final, event.height, block_hash, event.block)
+
+    def _final(self, height: int, block_hash: bytes, data: bytes) -> None:
+        if height < self.height:
+            return
+        if self.machine is not None and self.machine.round > 0:
+            self.rounds_above_zero += 1
+        self.decided_heights += 1
+        own, self.own = self.own, {}
+        for value, (group, answer) in own.items():
+            if not group:
+                continue
+            if value == block_hash:
+                answer.height, answer.block_hash = height, block_hash
+                self.server._answer_final(group, answer)
+            else:
+                self.server._requeue(group)
+        block = decode_block(data)
+        if block.extension_length and self.evidence:
+            for entry in entries.decode_entries(bytes(block.extension)):
+                if isinstance(entry, entries.Evidence):
+                    self.evidence.pop((entry.key, entry.first.height, entry.first.round,
+                                       entry.first.kind), None)
+        if self.wal is not None:
+            self.wal.forget_below(height + 1)
+        self.machine = None
+        self._spawn(self._next_height(height + 1))
+
+    async def _next_height(self, height: int) -> None:
+        await asyncio.sleep(self.config.block_wait_ms / 1000)  # Tendermint's timeout_commit
+        if self.height < height:
+            await self._begin_height(height)
+
+    async def _resend_forever(self) -> None:
+        """Own messages of the current height go out again: a peer that connected late, or
+        lost them, gets them (votes are idempotent)."""
+        while not self._stopping:
+            await asyncio.sleep(RESEND_S)
+            if self.wal is None or self.machine is None:
+                continue
+            for entry in self.wal.at(self.height):
+                wire = self._wire(entry)
+                if wire is not None:
+                    self.network.broadcast(wire)
+
+
+def group_bytes(group) -> int:
+    return sum(s.count for s in group) * RECORD_BYTES

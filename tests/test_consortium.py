@@ -1,0 +1,252 @@
+"""A consortium chain of real `tsunagi node` processes: four validators over TCP agree on every
+block (Tendermint), and a final block is never undone.
+
+Method: four validator processes of one chain (weights 1 each: f = 1), each dialing the
+other three; clients submit signed transfers to every validator from threads, each payer to
+one node (so its sequences do not race). The test SIGKILLs one validator (the chain must go
+on), then a second (it must stop: with half the weight no block can be decided, and none is),
+then restarts both (they must catch up and the chain go on). Throughout, every (height, block
+hash) any node or client reported final is recorded; at the end every node's chain must hold
+exactly those blocks at those heights, and every transfer a client was answered final for
+must be in every node's chain at its height. A Byzantine test runs one validator in the
+equivocating test mode: the others keep deciding, agree, and put the evidence on chain. The
+same four-validator run is repeated across two network namespaces.
+
+Waits poll with a generous hang guard; nothing asserts on timing (the "stops" check holds
+however long the test waits: no block past the one being decided at the second kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import pytest
+
+from tsunagi import hashing
+from tsunagi.core import entries
+from tsunagi.core.block import decode_block
+from tsunagi.core.keyfile import save_key
+from tsunagi.core.keys import PrivateKey
+from tsunagi.errors import NodeError
+
+import net_helpers
+from net_helpers import PAYERS, NetNode, Payments, data_dirs, free_ports, wait_until
+
+net_helpers.ENV["TSUNAGI_PASSPHRASE"] = "validator passphrase"
+VALIDATOR_KEYS = [PrivateKey.from_bytes(bytes([0x60 + n]) * 32) for n in range(7)]
+TIMEOUTS = {"timeout_propose_ms": 800, "timeout_prevote_ms": 400,
+            "timeout_precommit_ms": 400, "timeout_delta_ms": 200, "block_wait_ms": 20}
+
+
+def consortium_dirs(root, count: int, validators: int | None = None):
+    keys = VALIDATOR_KEYS[: validators or count]
+    dirs = data_dirs(root, count, validators=tuple((k.public_key, 1) for k in keys),
+                     **TIMEOUTS)
+    files = []
+    for n, key in enumerate(keys):
+        files.append(save_key(root / f"validator{n}.key", key,
+                              net_helpers.ENV["TSUNAGI_PASSPHRASE"], scrypt_n=1024))
+    return dirs, files
+
+
+def start_validators(dirs, files, ports, hosts=None, netns=None, byzantine=()):
+    hosts = hosts or ["127.0.0.1"] * len(dirs)
+    nodes = []
+    for n, data in enumerate(dirs):
+        peers = [f"{hosts[m]}:{ports[m]}" for m in range(len(dirs)) if m != n]
+        extra = ("--validator-key", str(files[n]))
+        if n in byzantine:
+            extra += ("--byzantine", "equivocate")
+        nodes.append(NetNode(data, ports[n], peers, mine=False, extra=extra,
+                             netns=netns[n] if netns else None, host=hosts[n]))
+    for node in nodes:
+        node.start()
+    return nodes
+
+
+class Load:
+    """Client threads submitting signed transfers to nodes; records every final answer."""
+
+    def __init__(self, nodes, payments: Payments) -> None:
+        self.nodes, self.payments = nodes, payments
+        self.final: list[tuple[bytes, int, bytes]] = []  # (txid, height, block hash)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = []
+
+    def start(self, which) -> None:
+        for n in which:
+            thread = threading.Thread(target=self._run, args=(n,), daemon=True)
+            thread.start()
+            self.threads.append((n, thread))
+
+    def _run(self, n: int) -> None:
+        payer = 1 + n  # one payer per node: its sequences never race
+        node = self.nodes[n]
+        while not self.stop.is_set():
+            try:
+                with node.client() as client:
+                    while not self.stop.is_set():
+                        with self.lock:
+                            records, signatures = self.payments.batch(4, payer=payer)
+                        answer = client.submit_batch(records, signatures)
+                        if answer.height is None:
+                            continue
+                        txids = hashing.sha256d_records(records, 128)
+                        with self.lock:
+                            for txid, code in zip(txids, answer.codes):
+                                if code == 0:
+                                    self.final.append((txid.tobytes(), answer.height,
+                                                       bytes(answer.block_hash)))
+            except (NodeError, OSError, TimeoutError):
+                # The node was killed (or is stopping): the transfers not answered may or
+                # may not be in; sequences stay unique, so resync this payer's sequence.
+                with self.lock:
+                    self.payments.sequence[payer] += 1000
+                time.sleep(0.2)
+
+    def finish(self, which=None) -> None:
+        self.stop.set()
+        for n, thread in self.threads:
+            thread.join(60)
+
+
+def heights(nodes) -> list[int]:
+    found = []
+    for node in nodes:
+        with node.client() as client:
+            found.append(client.status().height)
+    return found
+
+
+def chain_of(node, end: int) -> list[bytes]:
+    with node.client() as client:
+        return [hashing.header_hash(client.block(h)[:80]) for h in range(end)]
+
+
+def check_agreement(nodes, load: Load) -> None:
+    """Every node holds the same blocks, including every one a client was told is final,
+    and every transfer answered final is in every node's chain at its height."""
+    end = min(heights(nodes)) + 1
+    chains = [chain_of(node, end) for node in nodes]
+    assert all(chain == chains[0] for chain in chains), "two nodes hold different blocks"
+    told = {}
+    for txid, height, block_hash in load.final:
+        assert told.setdefault(height, block_hash) == block_hash, \
+            f"clients were told two different final blocks at height {height}"
+    for node in nodes:
+        with node.client() as client:
+            for txid, height, block_hash in load.final:
+                found = client.transaction(txid)
+                assert found is not None and found.height == height, \
+                    f"a transfer answered final at {height} is not there on {node.data.name}"
+                assert hashing.header_hash(client.block(height)[:80]) == block_hash
+
+
+def stop_all(nodes) -> None:
+    for node in nodes:
+        with contextlib.suppress(Exception):
+            node.stop()
+
+
+def _kill_restart_scenario(nodes, load: Load) -> None:
+    grow = 3
+    load.start(range(4))
+    base = min(heights(nodes))
+    wait_until(lambda: min(heights(nodes)) >= base + grow and len(load.final) > 0,
+               "four validators deciding blocks")
+    nodes[3].stop(kill=True)
+    alive = nodes[:3]
+    base = max(heights(alive))
+    wait_until(lambda: min(heights(alive)) >= base + grow, "the chain going on with 3 of 4")
+    nodes[2].stop(kill=True)
+    alive = nodes[:2]
+    stopped_at = max(heights(alive))
+    time.sleep(3.0)  # however long this is, no block may be decided past the one in flight
+    assert max(heights(alive)) <= stopped_at + 1, "two of four validators decided a block"
+    nodes[2].start()
+    nodes[3].start()
+    load.start([2, 3])
+    base = max(heights(nodes))
+    wait_until(lambda: min(heights(nodes)) >= base + grow,
+               lambda: f"the chain going on after the restarts: {heights(nodes)}")
+    load.finish()
+    wait_until(lambda: len(set(heights(nodes))) == 1 or min(heights(nodes)) > base + grow,
+               "the restarted validators catching up")
+    check_agreement(nodes, load)
+
+
+def test_four_validators_survive_one_kill_stop_at_two_and_resume(tmp_path):
+    dirs, files = consortium_dirs(tmp_path, 4)
+    nodes = start_validators(dirs, files, free_ports(4))
+    load = Load(nodes, Payments())
+    try:
+        _kill_restart_scenario(nodes, load)
+    finally:
+        load.finish()
+        stop_all(nodes)
+
+
+def test_an_equivocating_validator_is_outvoted_and_its_evidence_is_on_chain(tmp_path):
+    dirs, files = consortium_dirs(tmp_path, 4)
+    nodes = start_validators(dirs, files, free_ports(4), byzantine={3})
+    honest = nodes[:3]
+    load = Load(nodes, Payments())
+    try:
+        load.start(range(3))
+        wait_until(lambda: min(heights(honest)) >= 12 and len(load.final) > 0,
+                   lambda: f"honest validators deciding with a Byzantine one: "
+                           f"{heights(honest)}")
+
+        def evidence_on_chain():
+            with honest[0].client() as client:
+                for height in range(1, client.status().height + 1):
+                    block = decode_block(client.block(height))
+                    for entry in entries.decode_entries(bytes(block.extension)) \
+                            if block.extension_length else ():
+                        if isinstance(entry, entries.Evidence) \
+                                and entry.key == VALIDATOR_KEYS[3].public_key:
+                            return entry
+            return None
+
+        entry = wait_until(evidence_on_chain, "evidence of the equivocation on chain")
+        assert entry.first.value != entry.second.value
+        load.finish()
+        check_agreement(honest, load)
+    finally:
+        load.finish()
+        stop_all(nodes)
+
+
+def test_four_validators_across_two_network_namespaces(tmp_path):
+    from test_netns import namespaces_unavailable
+    from test_network import _two_namespaces_with_control
+
+    reason = namespaces_unavailable()
+    if reason:
+        pytest.skip(reason)
+    dirs, files = consortium_dirs(tmp_path, 4)
+    port = free_ports(1)[0]
+    with _two_namespaces_with_control() as (ns_a, ns_b, _, addresses):
+        namespace = [ns_a, ns_b, ns_a, ns_b]
+        ports = [port, port, port + 1, port + 1]
+        nodes = []
+        for n in range(4):
+            # Within a namespace over its loopback, across over the a-b link.
+            peers = [f"{'127.0.0.1' if namespace[m] == namespace[n] else addresses[namespace[m]][0]}"
+                     f":{ports[m]}" for m in range(4) if m != n]
+            nodes.append(NetNode(dirs[n], ports[n], peers, mine=False,
+                                 extra=("--validator-key", str(files[n])),
+                                 netns=namespace[n], host="0.0.0.0"))
+        try:
+            for node in nodes:
+                node.start()
+                node.host = addresses[node.netns][1]  # this process reaches it here
+            _kill_restart_scenario(nodes, Load(nodes, Payments()))
+        finally:
+            stop_all(nodes)
+
+
+assert PAYERS >= 4
