@@ -74,6 +74,7 @@ def test_version_2_is_version_1_then_the_seal():
     assert block.merkle_root == decode_block(one).merkle_root
     assert bytes(decode_block(one).seal) == b""
     assert check_block(block) == BlockResult.ok
+    assert bytes(v2(as_array=True)) == bytes(two)  # the ledger's path: a numpy buffer
 
 
 def test_the_seal_is_outside_every_digest():

@@ -167,7 +167,7 @@ class ValidatorSchedule:
             return 0, EntryResult.undecodable, None, None
         updates, evidence, signed = list(self._updates), [], []
         current = self.set_at(height)
-        seen = set(self._evidence_seen)
+        seen: set[tuple[bytes, int, int, int]] = set()  # this block's, beside those on chain
         failure = (len(entries), EntryResult.ok)
         for position, entry in enumerate(entries):
             if isinstance(entry, ValidatorUpdate):
@@ -227,7 +227,7 @@ class ValidatorSchedule:
         if first.height < 1 or self.set_at(first.height).index_of(evidence.key) is None:
             return EntryResult.evidence_not_validator
         identity = _evidence_id(evidence)
-        if identity in seen:
+        if identity in seen or identity in self._evidence_seen:
             return EntryResult.duplicate_evidence
         seen.add(identity)
         for vote in (first, second):
