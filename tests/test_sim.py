@@ -77,3 +77,12 @@ def test_the_command_replays_a_seed():
     many = subprocess.run(command + ["--count", "20", "--n", "7"], capture_output=True,
                           text=True)
     assert many.returncode == 0 and "20 seeds from 6 at n=7: 0 with violations" in many.stdout
+
+
+def test_a_wal_of_own_messages_only_can_stall_after_a_restart():
+    """Seed 41 at n=4 (an equivocating validator, three crashes of honest ones) stalls when a
+    restart forgets every message received; with them in the WAL (the default) it decides."""
+    stalled = run(41, 4, log_received=False)
+    assert stalled.violations and all(v.startswith("liveness:") for v in stalled.violations)
+    assert "own-messages-only-WAL" in stalled.stats["scenario"]
+    assert run(41, 4).violations == []
