@@ -62,7 +62,7 @@ from tsunagi.consensus.tendermint import (
 )
 
 __all__ = ["BEHAVIOURS", "LockIgnoringTendermint", "Scenario", "SimResult", "make_scenario",
-           "run"]
+           "run", "summary"]
 
 # What a Byzantine validator does (each one draws one unless the caller names them).
 BEHAVIOURS = ("equivocate_proposals", "equivocate_votes", "twins", "silent", "selective",
