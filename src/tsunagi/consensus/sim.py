@@ -5,18 +5,28 @@ The models are TigerBeetle's VOPR and indy-plenum's simulation network: one
 virtual time (milliseconds) runs the network, so a seed replays exactly (``python -m
 tsunagi.consensus.sim --seed N``). Before the "global stabilization time" (GST) messages are
 delayed, lost, duplicated and reordered, partitions come and go, and honest validators crash
-and restart from their write-ahead log (the own signed messages, written before they are sent;
-a crash loses everything else, the messages buffered for later heights too). Each validator's
-timers run at its own rate (clock skew). At GST the partitions heal, loss stops, every delay
-falls under ``delta_ms``, and the validators reconnect, sending each other their messages of
-their current height as peers do on a new connection. A validator that hears of a height it
-has decided answers with that height's proposal and precommits (catch-up).
+and restart. Each validator's timers run at its own rate (clock skew). At GST the partitions
+heal, loss stops, every delay falls under ``delta_ms``, and every honest validator gossips:
+now and then it sends again its messages of its height, what it has of its round and the one
+before, and the polka of its valid round (the paper assumes that what one correct process
+receives, all receive). A validator that hears of a height it has decided answers with that
+height's proposal and precommits (catch-up).
+
+The write-ahead log holds a validator's own signed messages, synced before they are sent,
+and the messages it received, appended without a sync of their own (CometBFT's consensus WAL
+does the same): a crash loses what was received since the last sync, the messages buffered for
+later heights, timers and all other memory. With own messages only (``log_received=False``) a
+restart can lose the only honest copy of a Byzantine vote that the others need to leave a
+round, and the network stalls although no more than f validators are faulty.
 
 Up to f validators are Byzantine (their weight below a third of the total): they equivocate
-proposals or votes, run as Twins (two copies of honest code on one key, each with its own
+proposals (a second one of a fresh value with no valid round) or votes (each node gets the
+vote it would like), run as Twins (two copies of honest code on one key, each with its own
 state), withhold their messages (silent, or to chosen peers only), vote for invalid values, or
 ignore their lock. Authentication is modelled: a Byzantine validator signs as itself only; what
-it forwards of others' is what they signed.
+it forwards of others' is what they signed. In three seeds of ten a nemesis sets up what locks
+are for: at height 0 some validators miss round 0's polka, one decides and is cut off before
+its decision spreads, and the others go on to later rounds locked on the value it decided.
 
 After a run the checker reports violations: safety (two honest validators decided different
 values at one height), validity (an invalid value, or one never proposed, was decided), the
@@ -52,7 +62,7 @@ from tsunagi.consensus.tendermint import (
 )
 
 __all__ = ["BEHAVIOURS", "LockIgnoringTendermint", "Scenario", "SimResult", "make_scenario",
-           "run"]
+           "run", "summary"]
 
 # What a Byzantine validator does (each one draws one unless the caller names them).
 BEHAVIOURS = ("equivocate_proposals", "equivocate_votes", "twins", "silent", "selective",
@@ -108,10 +118,13 @@ class Scenario:
 
     def describe(self) -> str:
         byz = ", ".join(f"{v}:{b}" for v, b in sorted(self.byzantine.items())) or "none"
+        nemesis = "none" if self.nemesis is None else \
+            "height {} decider {} outsiders {} cut off {:.0f}ms".format(*self.nemesis)
         return (f"n={self.n} weights={list(self.weights)} byzantine={byz} "
-                f"gst={self.gst_ms:.0f}ms loss={self.loss:.2f}+{self.precommit_loss:.2f} delay<={self.delay_ms:.0f}ms "
-                f"nemesis={self.nemesis} dup={self.duplicate:.2f} partitions={len(self.partitions)} "
-                f"crashes={len(self.crashes)} heights={self.heights}"
+                f"gst={self.gst_ms:.0f}ms loss={self.loss:.2f}+{self.precommit_loss:.2f} "
+                f"delay<={self.delay_ms:.0f}ms dup={self.duplicate:.2f} "
+                f"partitions={len(self.partitions)} crashes={len(self.crashes)} "
+                f"nemesis=({nemesis}) heights={self.heights}"
                 + (" PLANTED-BUG" if self.planted_bug else "")
                 + ("" if self.log_received else " own-messages-only-WAL"))
 
