@@ -20,6 +20,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -64,6 +65,7 @@ class ConsortiumChain:
         self.pending: OrderedDict[bytes, bytes] = OrderedDict()  # bodies ahead of the tip
         self.refused = 0
         self._listeners: list[Callable[[ChainEvent], None]] = []
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="tsunagi-final-sync")
 
     def _load(self) -> None:
         """Headers and validator changes of the blocks the ledger holds."""
@@ -258,16 +260,31 @@ class ConsortiumChain:
             return BlockResult.entries_refused
         return None
 
-    def commit_decided(self, seal: bytes) -> int:
+    def commit_decided(self, seal: bytes, *, wait: bool = True) -> int:
         """A validator's decision: the ledger's staged block, stored with ``seal`` (its
-        certificate, made from the precommits this node saw) and made durable. Returns the
-        height."""
+        certificate, made from the precommits this node saw). Returns the height. With
+        ``wait`` it is durable on return; without, a thread of this chain's makes it durable
+        and then tells the listeners ("durable"): the next height need not wait for the disk
+        (a final block lost to a crash before its fsync comes back from the peers)."""
         with self.lock:
-            staged = self.ledger.commit_staged(seal)
+            staged = self.ledger.commit_staged(seal, wait=wait)
             height = self.base
-            data = self.ledger.block(height, durable=False)
-            self._taken(height, data, staged.block_hash)
-            return height
+            self._taken(height, staged.data, staged.block_hash, durable=wait)
+        if not wait:
+            self._syncer.submit(self._sync)
+        return height
+
+    def close(self) -> None:
+        """Waits for the final blocks still being made durable."""
+        self._syncer.shutdown(wait=True)
+
+    def _sync(self) -> None:
+        try:
+            height, _ = self.ledger.sync()
+        except Exception:
+            log.exception("the ledger failed to make final blocks durable")
+            return
+        self._notify("durable", height - 1, b"")
 
     def commit_with_keys(self, keys, records, signatures=b"", batches=(),
                          now_s: int | None = None):
@@ -295,7 +312,7 @@ class ConsortiumChain:
             self.commit_decided(seal)
             return staged.answer
 
-    def _taken(self, height: int, data: bytes, block_hash: bytes) -> None:
+    def _taken(self, height: int, data, block_hash: bytes, durable: bool = True) -> None:
         if self.headers.length > height and self.headers.hash(height) != block_hash:
             self.headers.truncate(height)
         if self.headers.length == height:
@@ -304,7 +321,8 @@ class ConsortiumChain:
         self.base = height + 1
         self.schedule.apply_block(height, bytes(decode_block(data).extension))
         self._notify("connect", height, data)
-        self._notify("durable", height, b"")
+        if durable:
+            self._notify("durable", height, b"")
 
     def _drop_hints(self) -> None:
         self.headers.truncate(self.base)

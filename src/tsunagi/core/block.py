@@ -524,9 +524,12 @@ def _check_seal_length(view: memoryview, extension_end: int, extension_length: i
                             f"of the {size}-byte block")
 
 
-def with_seal(data, seal) -> bytearray:
+def with_seal(data, seal, *, allocate: Callable[[int], np.ndarray] | None = None
+              ) -> bytearray | np.ndarray:
     """The same version 2 block with ``seal`` in place of its seal (a new buffer): its hash,
-    Merkle root and every other byte stay; EncodingError unless ``data`` is such a block."""
+    Merkle root and every other byte stay; EncodingError unless ``data`` is such a block.
+    ``allocate`` (size -> uint8 array) gives the buffer to fill instead of a bytearray (a
+    numpy array on huge pages fills several times faster for a large block)."""
     block = decode_block(data)
     if block.version != BLOCK_VERSION_CONSORTIUM:
         raise EncodingError(f"only a version {BLOCK_VERSION_CONSORTIUM} block carries a seal; "
@@ -535,10 +538,13 @@ def with_seal(data, seal) -> bytearray:
     if seal_view.nbytes > limits.u32_max:
         raise EncodingError("seal_length is u32")
     end = block._extension_end
-    sealed = bytearray(end + _U32.size + seal_view.nbytes)
-    sealed[:end] = block.data[:end]
-    _U32.pack_into(sealed, end, seal_view.nbytes)
-    sealed[end + _U32.size:] = seal_view
+    size = end + _U32.size + seal_view.nbytes
+    sealed = bytearray(size) if allocate is None else allocate(size)
+    view = memoryview(sealed).cast("B")
+    view[:end] = block.data[:end]
+    _U32.pack_into(view, end, seal_view.nbytes)
+    view[end + _U32.size:] = seal_view
+    view.release()
     return sealed
 
 

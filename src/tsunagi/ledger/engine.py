@@ -152,7 +152,8 @@ class Engine:
 
     def process(self, records, signatures=b"", batches: Sequence = (), now_s: int = 0,
                 threads: int = 1, pre_codes: np.ndarray | None = None,
-                track_changes: bool = False, as_block: bool = False) -> BatchOutcome:
+                track_changes: bool = False, as_block: bool = False,
+                txids: np.ndarray | None = None) -> BatchOutcome:
         """Runs a batch through every stage; see the module docstring.
 
         ``signatures``: 64 bytes for each record without the batch_authorized flag, in record
@@ -163,6 +164,8 @@ class Engine:
         ``track_changes`` fills ``outcome.changes`` (see tsunagi.ledger.view) and
         ``outcome.undo`` (tsunagi.ledger.undo). ``as_block``: the batch is a block even when it
         stores nothing (a block made elsewhere may be empty), so it has changes and undo.
+        ``txids`` (N x 32), when the caller hashed these very records already (a decoded
+        block checked by check_block), are used instead of hashing them again.
         """
         flat = commit.record_bytes(records)
         view = flat.view(RECORD_DTYPE)
@@ -176,7 +179,8 @@ class Engine:
             codes = np.where(codes != 0, codes, np.asarray(pre_codes, dtype=np.uint8))
         codes[(codes == 0) & (flagged != (ids != 0))] = Result.malformed
         keys = commit.resolve_signers(self.state, flat, codes)
-        txids = hashing.sha256d_records(flat, RECORD_BYTES, threads)
+        if txids is None:
+            txids = hashing.sha256d_records(flat, RECORD_BYTES, threads)
         levels = hashing.merkle_levels(txids, threads) if len(table) else None
         self._verify(view, txids, keys, own, signature_rows, table, codes, threads, levels)
         counters_before = self.state.counters.copy()

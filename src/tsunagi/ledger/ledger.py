@@ -757,12 +757,15 @@ class Ledger:
         return BlockResult.ok
 
     @staticmethod
-    def _decoded_block(data) -> tuple[Block | None, BlockResult]:
+    def _decoded_block(data, batch_signatures: bool = True) -> tuple[Block | None, BlockResult]:
+        """The block decoded and checked alone. ``batch_signatures=False`` leaves the batch
+        signatures to the engine, which checks each of them anyway as it applies: a bad one
+        then fails the block as not_authenticated instead of bad_batch_signature."""
         try:
             block = decode_block(data)
         except EncodingError:
             return None, BlockResult.undecodable
-        result = check_block(block)
+        result = check_block(block, batch_signatures=batch_signatures)
         if result is BlockResult.ok and block.is_genesis:
             result = BlockResult.not_tip_child
         return block, result
@@ -778,7 +781,7 @@ class Ledger:
             return BlockResult.replayed_open, None
         outcome = self._engine.process(block.records, block.signatures, block.batches,
                                        block.time, self._threads, track_changes=True,
-                                       as_block=True)
+                                       as_block=True, txids=block.txids())
         if not outcome.stored.all() or not np.array_equal(outcome.codes, block.codes):
             self._engine.undo(outcome.undo)
             return (BlockResult.not_authenticated if not outcome.stored.all()
@@ -828,7 +831,7 @@ class Ledger:
         checks (every signature, every code) and applied, but not stored: it waits for its
         certificate (``commit_staged``) or goes back (``unstage``). A staged block is
         unstaged first. Any failure is a BlockResult code and changes nothing."""
-        block, result = self._decoded_block(data)
+        block, result = self._decoded_block(data, batch_signatures=False)
         if result is not BlockResult.ok:
             return result
         with self._write_lock:
@@ -865,10 +868,10 @@ class Ledger:
             staged = self._staged
             if staged is None:
                 raise StorageError("no block is staged: stage_batch or stage_block first")
-            data = with_seal(staged.data, seal)
+            data = with_seal(staged.data, seal, allocate=self._log.payload_buffer)
+            staged.data = data
             try:
-                self._append(np.frombuffer(data, dtype=np.uint8), staged.outcome,
-                             txids=staged.txids)
+                self._append(data, staged.outcome, txids=staged.txids)
             except BaseException as exc:
                 self._broken = exc
                 raise

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,19 +147,34 @@ def _prepared_plan(chain_id: int, seed: int, accounts: int, keys: int) -> Plan:
 
 def prepare_chain(path, accounts: int, *, keys: int = 8, seed: int = seed_default,
                   chain_id: int = chain_id_default,
-                  progress: Callable[[str, int, int], None] | None = None) -> Plan:
-    """Creates a chain in ``path`` with ``accounts`` funded load accounts (2 .. N+1)."""
+                  progress: Callable[[str, int, int], None] | None = None,
+                  validators: Sequence[PrivateKey] = (), **config_fields) -> Plan:
+    """Creates a chain in ``path`` with ``accounts`` funded load accounts (2 .. N+1).
+
+    ``validators`` makes it a consortium chain of those keys (weight 1 each), whose setup
+    blocks they certify here; ``config_fields`` are further ChainConfig fields (timeouts)."""
     from tsunagi.ledger import Ledger
 
     _check_plan_sizes(accounts, keys)
     issuer = loadgen_key(seed, 0)
+    if validators:
+        config_fields["validators"] = tuple((key.public_key, 1) for key in validators)
     config = ChainConfig(name="loadgen", chain_id=chain_id, asset_code="TSU",
-                         issuers=(issuer.public_key,), block_records_max=block_records_max)
+                         issuers=(issuer.public_key,), block_records_max=block_records_max,
+                         **config_fields)
     plan = _prepared_plan(chain_id, seed, accounts, keys)
     with Ledger.create(path, config) as ledger:
+        submit_batch = ledger.submit_batch
+        if validators:
+            from tsunagi.consensus.consortium import ConsortiumChain
+
+            chain = ConsortiumChain(ledger)
+
+            def submit_batch(records, signatures, batches):
+                return chain.commit_with_keys(validators, records, signatures, batches)
         done = 0
         for records, auths in _open_requests(plan.owner_keys(), plan, SETUP_LOCAL_RECORDS):
-            answer = ledger.submit_batch(records, b"", auths)
+            answer = submit_batch(records, b"", auths)
             _expect_ok(answer.codes, "open_account")
             if not np.array_equal(answer.opened, plan.accounts[done:done + len(records)]):
                 raise ConfigError("setup: accounts were not opened with the expected numbers")
@@ -168,7 +183,7 @@ def prepare_chain(path, accounts: int, *, keys: int = 8, seed: int = seed_defaul
                 progress("opened", done, accounts)
         done = 0
         for records, auths in _mint_requests(plan, issuer, SETUP_LOCAL_RECORDS):
-            _expect_ok(ledger.submit_batch(records, b"", auths).codes, "mint")
+            _expect_ok(submit_batch(records, b"", auths).codes, "mint")
             done += len(records)
             if progress:
                 progress("funded", done, accounts)

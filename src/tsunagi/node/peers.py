@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from tsunagi import hashing
 from tsunagi.consensus.chain import Accepted, Chain, ChainEvent, HeadersVerdict
 from tsunagi.core.block import HEADER_BYTES
+from tsunagi.core.records import RECORD_BYTES
 from tsunagi.errors import ProtocolError
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
@@ -445,7 +446,11 @@ class PeerNetwork:
         """Whether these records were not relayed through this node lately (and marks them):
         a relay seen before is dropped, so records do not go round a mesh of nodes that do
         not mine. Bounded: the oldest marks are forgotten first."""
-        key = hashlib.blake2b(memoryview(records), digest_size=16).digest()
+        # Its size, first and last records (their sequences and signers make it unique in
+        # practice): hashing all of a relay of megabytes cost a tenth of a validator's time.
+        view = memoryview(records).cast("B")
+        key = hashlib.blake2b(bytes(view[:RECORD_BYTES]) + bytes(view[-RECORD_BYTES:])
+                              + view.nbytes.to_bytes(8, "little"), digest_size=16).digest()
         if key in self._relayed:
             self._relayed.move_to_end(key)
             return False

@@ -127,6 +127,7 @@ class _Submission:
     left: int = 0
     height: int | None = None
     block_hash: bytes | None = None
+    txids: np.ndarray | None = None  # a validator's: to find the records in final blocks
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -796,6 +797,10 @@ class NodeServer:
             self._queue.appendleft(submission)
         else:
             self._queue.append(submission)
+        if self.validator is not None and not isinstance(conn, _RelayCaller):
+            # A consortium's mempool: every validator queues every client's records, and
+            # whichever proposes next takes them (tsunagi.node.validator).
+            self.network.relay_records(records, signatures, batches.tobytes(), again=True)
         self.queued_records += count
         self._queue_signal.set()
         if self.queued_records >= self.settings.group_records_max:
@@ -857,9 +862,11 @@ class NodeServer:
                 return
             self._held.popleft().release()
 
-    def _take_group(self) -> list[_Submission]:
+    def _take_group(self, limit: int | None = None) -> list[_Submission]:
+        """Submissions from the front of the queue, up to ``limit`` records (the group
+        limit by default) but at least one."""
         group, records = [], 0
-        limit = self.settings.group_records_max
+        limit = limit or self.settings.group_records_max
         while self._queue and (not group or records + self._queue[0].count <= limit):
             submission = self._queue.popleft()
             group.append(submission)

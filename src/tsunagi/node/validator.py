@@ -26,9 +26,12 @@ with the blocks peers send; the state machine and the messages run on the event 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
+
+import numpy as np
 
 from tsunagi import hashing
 from tsunagi.consensus import certificate as cert
@@ -47,9 +50,12 @@ from tsunagi.consensus.tendermint import (
 from tsunagi.consensus.wal import SignedMessage, VoteLog
 from tsunagi.core import entries
 from tsunagi.core.block import HEADER_BYTES, BlockResult, decode_block
+from tsunagi.core.answer import BatchAnswer
+from tsunagi.core.codes import Result
 from tsunagi.core.keys import verify
-from tsunagi.core.records import RECORD_BYTES
+from tsunagi.core.records import RECORD_BYTES, Flags, as_records
 from tsunagi.node import protocol as p
+from tsunagi.node.server import _NO_BATCHES, _batch_table, _RelayCaller, _Submission
 
 __all__ = ["Validator"]
 
@@ -88,7 +94,10 @@ class Validator:
         self.blocks: dict[bytes, bytes] = {}  # proposed blocks of this height by hash
         self.verdict: dict[bytes, bool] = {}  # their validity
         self.signatures: dict[tuple, bytes] = {}  # (kind, round, voter, value) -> signature
+        self.proposals: dict[int, p.ProposalMessage] = {}  # round -> others' proposal
+        self.height_started_s = time.monotonic()
         self.own: dict[bytes, tuple] = {}  # own proposed block -> (group, answer)
+        self._answers: list[tuple] = []  # (height, answer it): once that height is durable
         self.future: deque = deque(maxlen=FUTURE_MESSAGES_MAX)
         self.evidence: dict[tuple, entries.Evidence] = {}  # (key, height, round, kind) ->
         self.prepared: tuple[int, bytes] | None = None
@@ -116,6 +125,7 @@ class Validator:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loop.run_in_executor(None, self.chain.close)
         if self.wal is not None:
             self.wal.close()
 
@@ -144,7 +154,8 @@ class Validator:
         self.validators = self.chain.validators_at(height)
         self.next_hash = self.chain.validators_at(height + 1).hash()
         self.me = self.validators.index_of(self.key.public_key) if self.key else None
-        self.blocks, self.verdict, self.signatures = {}, {}, {}
+        self.blocks, self.verdict, self.signatures, self.proposals = {}, {}, {}, {}
+        self.height_started_s = time.monotonic()
         self.prepared = None
         weights = self.validators.weights
         if self.me is not None and proposer_of(weights, height, 0) == self.me:
@@ -192,11 +203,11 @@ class Validator:
         with self.chain.lock:
             if self.chain.base != height:
                 return None
-            group = self.server._take_group() if self.server._queue else []
+            # A block takes the whole queue, up to the chain's block limit.
+            group = self.server._take_group(self.config.block_records_max) \
+                if self.server._queue else []
             records = b"".join(bytes(s.records) for s in group)
             signatures = b"".join(bytes(s.signatures) for s in group)
-            from tsunagi.node.server import _batch_table
-
             batches = _batch_table(group) if group else ()
             self.ledger.unstage()
             extension = entries.encode_entries(list(self.evidence.values())) \
@@ -351,6 +362,8 @@ class Validator:
                 return
         if value not in self.blocks and len(self.blocks) < BLOCKS_PER_HEIGHT_MAX:
             self.blocks[value] = block
+        if link is not None:
+            self.proposals.setdefault(m.round, m)  # for gossip
         if value not in self.verdict and value in self.blocks:
             self.verdict[value] = await self.network._chain(self._check_proposal, height, block)
         if self.height != height or self.machine is None:
@@ -448,16 +461,22 @@ class Validator:
                     log.critical("height %d: the decided block does not apply here (%s): "
                                  "this node stops deciding", height, result.name)
                     return
-            self.chain.commit_decided(seal)
+            self.chain.commit_decided(seal, wait=False)
 
     def _on_chain_event(self, event) -> None:
-        """On the chain thread: a final block (decided here or taken from a peer)."""
-        if event.kind != "connect" or self._stopping:
+        """On the chain thread: a final block (decided here or taken from a peer), or the
+        blocks up to a height durable."""
+        if self._stopping:
             return
-        block_hash = hashing.header_hash(event.block[:HEADER_BYTES])
-        self.loop.call_soon_threadsafe(self._final, event.height, block_hash, event.block)
+        if event.kind == "durable":
+            self.loop.call_soon_threadsafe(self._on_durable, event.height)
+        elif event.kind == "connect":
+            block_hash = hashing.header_hash(event.block[:HEADER_BYTES])
+            self.loop.call_soon_threadsafe(self._final, event.height, block_hash,
+                                           event.block)
 
     def _final(self, height: int, block_hash: bytes, data: bytes) -> None:
+        """A block is final: the queue gives up what it holds, and the next height begins."""
         if height < self.height:
             return
         if self.machine is not None and self.machine.round > 0:
@@ -465,14 +484,14 @@ class Validator:
         self.decided_heights += 1
         own, self.own = self.own, {}
         for value, (group, answer) in own.items():
-            if not group:
-                continue
             if value == block_hash:
                 answer.height, answer.block_hash = height, block_hash
-                self.server._answer_final(group, answer)
-            else:
-                self.server._requeue(group)
+                self._answers.append((height, functools.partial(self.server._answer_final,
+                                                                group, answer)))
+            elif group:
+                self.server._requeue(group)  # its records may be in this block: see below
         block = decode_block(data)
+        self._take_from_queue(height, block)
         if block.extension_length and self.evidence:
             for entry in entries.decode_entries(bytes(block.extension)):
                 if isinstance(entry, entries.Evidence):
@@ -483,23 +502,171 @@ class Validator:
         self.machine = None
         self._spawn(self._next_height(height + 1))
 
+    def _take_from_queue(self, height: int, block) -> None:
+        """Submissions another validator's block holds leave the queue; this node's own
+        clients' are answered from the block (once it is durable). A record of theirs the
+        proposer left out (it did not authenticate there, say) is tried again here, in a
+        submission of its own whose answer completes the client's."""
+        server = self.server
+        if not server._queue or not len(block):
+            return
+        block_txids = block.txids()
+        keys = block_txids[:, :8].copy().view("<u8").ravel()  # sorted prefixes find a txid
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        positions = None  # txid -> position, built only for a submission split by the block
+        kept = deque()
+        for submission in server._queue:
+            txids = _txids_of(submission)
+            first = _find(txids[0], sorted_keys, order, block_txids)
+            if first is None:
+                kept.append(submission)
+                continue
+            server.queued_records -= submission.count
+            if isinstance(submission.connection, _RelayCaller):
+                continue  # relayed: the validator its client is at answers it
+            end = first + len(txids)
+            if np.array_equal(block_txids[first:end], txids):  # whole, in order: the rule
+                codes, missing = block.codes[first:end].copy(), []
+            else:
+                if positions is None:
+                    positions = {txid.tobytes(): n for n, txid in enumerate(block_txids)}
+                found = [positions.get(txid.tobytes()) for txid in txids]
+                codes = np.array([block.codes[i] if i is not None else 0 for i in found],
+                                 np.uint8)
+                missing = [n for n, i in enumerate(found) if i is None]
+            answer = BatchAnswer(codes=codes, txids=txids,
+                                 opened=np.zeros(len(codes), np.uint64))
+            answer.height, answer.block_hash = height, block.hash
+            if missing:
+                log.info("height %d holds %d of %d records of a submission; the rest are "
+                         "tried here again", height, len(found) - len(missing), len(found))
+                rest, caller = _remainder(submission, missing, codes, answer)
+                if rest is not None:
+                    kept.append(rest)
+                    server.queued_records += rest.count
+                else:
+                    self._answers.append((height, caller.finish))
+                continue
+            self._answers.append((height, functools.partial(server._answer_final,
+                                                            [submission], answer)))
+        server._queue = kept
+        server._release_held()
+
+    def _on_durable(self, height: int) -> None:
+        """Answers the clients whose records are in blocks now on this node's disk."""
+        waiting = []
+        for item in self._answers:
+            if item[0] > height:
+                waiting.append(item)
+            else:
+                item[1]()
+        self._answers = waiting
+
     async def _next_height(self, height: int) -> None:
         await asyncio.sleep(self.config.block_wait_ms / 1000)  # Tendermint's timeout_commit
         if self.height < height:
             await self._begin_height(height)
 
     async def _resend_forever(self) -> None:
-        """Own messages of the current height go out again: a peer that connected late, or
-        lost them, gets them (votes are idempotent)."""
+        """Gossip: while a height goes on, its messages go out again every RESEND_S, this
+        node's and those it received of this round, the one before and its valid round (the
+        paper assumes messages are relayed; a peer that lost them, or restarted, needs them,
+        and the only copy of a vote may be another validator's)."""
         while not self._stopping:
             await asyncio.sleep(RESEND_S)
-            if self.wal is None or self.machine is None:
+            machine = self.machine
+            if machine is None or time.monotonic() - self.height_started_s < RESEND_S:
                 continue
-            for entry in self.wal.at(self.height):
-                wire = self._wire(entry)
-                if wire is not None:
-                    self.network.broadcast(wire)
+            rounds = {machine.round, machine.round - 1, machine.valid_round}
+            if self.wal is not None:
+                for entry in self.wal.at(self.height):
+                    wire = self._wire(entry)
+                    if wire is not None:
+                        self.network.broadcast(wire)
+            for round_ in rounds:
+                proposal = self.proposals.get(round_)
+                if proposal is not None:
+                    self.network.broadcast(proposal)
+            for (kind, round_, voter, value), signature in list(self.signatures.items()):
+                if round_ in rounds and voter != self.me:
+                    self.network.broadcast(p.VoteMessage(kind, self.height, round_, voter,
+                                                         value, signature))
 
 
-def group_bytes(group) -> int:
-    return sum(s.count for s in group) * RECORD_BYTES
+def _find(txid: np.ndarray, sorted_keys: np.ndarray, order: np.ndarray,
+          txids: np.ndarray) -> int | None:
+    """The position of ``txid`` among a block's ``txids`` (found by its 8-byte prefix in
+    ``sorted_keys``, then compared whole), or None."""
+    key = txid[:8].copy().view("<u8")[0]
+    at = int(np.searchsorted(sorted_keys, key))
+    while at < len(sorted_keys) and sorted_keys[at] == key:
+        position = int(order[at])
+        if np.array_equal(txids[position], txid):
+            return position
+        at += 1
+    return None
+
+
+def _txids_of(submission) -> np.ndarray:
+    if submission.txids is None:
+        submission.txids = hashing.sha256d_records(submission.records, RECORD_BYTES)
+    return submission.txids
+
+
+def _remainder(submission, missing: list[int], codes: np.ndarray, answer):
+    """The records of ``submission`` a final block left out, as a submission of their own
+    (this node proposes it: the others never saw it) whose answer fills in the codes and then
+    answers the client. A batch-authorized record left out takes its batch with it (a batch
+    is stored whole or not at all): batch_rejected."""
+    rows = np.frombuffer(submission.records, np.uint8).reshape(-1, RECORD_BYTES)
+    signed = (as_records(submission.records)["flags"] & Flags.batch_authorized) == 0
+    missing = np.array(missing, np.int64)
+    retry = missing[signed[missing]]
+    codes[missing[~signed[missing]]] = Result.batch_rejected
+    signature_rows = np.cumsum(signed) - 1  # the row of each signed record's signature
+    signatures = np.frombuffer(submission.signatures, np.uint8).reshape(-1, 64)
+    caller = _Completion(submission, retry, codes, answer)
+    if not retry.size:
+        return None, caller
+    return _Submission(caller, caller.next(), memoryview(rows[retry].tobytes()),
+                       memoryview(signatures[signature_rows[retry]].tobytes()), _NO_BATCHES,
+                       len(retry), False, submission.arrived_s), caller
+
+
+class _Completion:
+    """Stands in for the client of a submission part of which a final block left out: the
+    answer to the rest fills in its codes, then the client has its whole answer."""
+
+    closed = False
+
+    def __init__(self, parent, positions: np.ndarray, codes: np.ndarray, answer) -> None:
+        self.parent, self.positions, self.codes, self.answer_of = parent, positions, codes, \
+            answer
+        self.inflight: set[int] = set()
+        self.next_id = 0
+
+    def next(self) -> int:
+        self.next_id += 1
+        self.inflight.add(self.next_id)
+        return self.next_id
+
+    def answer(self, request_id: int, message) -> None:
+        self.inflight.discard(request_id)
+        parent = self.parent
+        if isinstance(message, p.SubmitAnswer):
+            self.codes[self.positions] = message.codes_array()
+            if message.height is not None:
+                self.answer_of.height, self.answer_of.block_hash = message.height, \
+                    message.block_hash
+            message = p.SubmitAnswer(self.answer_of.height, self.answer_of.block_hash,
+                                     self.codes.tobytes())
+        parent.connection.answer(parent.request_id, message)
+
+    def send_error(self, request_id: int, code, message: str) -> None:
+        self.answer(request_id, p.Error(code, message))
+
+    def finish(self) -> None:
+        """Answers the client when no record was left to try again."""
+        self.parent.connection.answer(self.parent.request_id, p.SubmitAnswer(
+            self.answer_of.height, self.answer_of.block_hash, self.codes.tobytes()))
