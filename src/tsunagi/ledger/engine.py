@@ -149,6 +149,9 @@ class Engine:
         # Holds expired by batches that stored nothing: the next block's undo opens them again.
         self._expired_unblocked: list[np.ndarray] = []
         self._journal_pool = BufferPool(limits.journal_pool_bytes_max)
+        # Signatures checked already (a validator's mempool, tsunagi.ledger.sigcache): those
+        # it knows are not verified again.
+        self.signature_cache = None
 
     def process(self, records, signatures=b"", batches: Sequence = (), now_s: int = 0,
                 threads: int = 1, pre_codes: np.ndarray | None = None,
@@ -259,6 +262,10 @@ class Engine:
         """Stage c: every signature in one native call; codes are updated in place."""
         single = own[codes[own] == 0]
         single_signatures = signature_rows[codes[own] == 0]
+        if self.signature_cache is not None and len(single):
+            unknown = ~self.signature_cache.known(txids[single], keys[single],
+                                                  single_signatures)
+            single, single_signatures = single[unknown], single_signatures[unknown]
         checked_batches, roots = self._batch_roots(txids, keys, table, codes, threads, levels)
         messages = np.concatenate([txids[single], roots])
         public_keys = np.concatenate([keys[single], table["signer_key"][checked_batches]])

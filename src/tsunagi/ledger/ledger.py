@@ -843,6 +843,17 @@ class Ledger:
                                            outcome, None, outcome.txids)
             return result
 
+    def use_signature_cache(self, cache) -> None:
+        """Signatures a validator checked as they entered its mempool (a SignatureCache):
+        the blocks it stages then skip those (every other check stays)."""
+        self._engine.signature_cache = cache
+
+    def precheck(self, records, signatures, cache, threads: int | None = None) -> np.ndarray:
+        """Checks the records' own signatures into ``cache`` against the signer keys the
+        state names now (no lock: a key read as it changes only misses); their txids."""
+        return cache.check(self._engine.state, records, signatures, self.config.chain_id,
+                           threads or self._threads)
+
     @property
     def staged(self) -> StagedBlock | None:
         """The block applied and waiting for its certificate, or None."""

@@ -171,3 +171,9 @@ open_check_blocks = 6
 scrub_rate_bytes_s = 64 << 20
 scrub_cpu_share = 0.02
 scrub_interval_s = 3600.0
+
+# --- consortium validators ----------------------------------------------------------------------
+
+# Signatures a validator remembers as checked when they entered its mempool (ledger/sigcache.py):
+# ~300 bytes each, so at most ~300 MB; a few seconds of the heaviest signed load.
+signature_cache_entries_max = 1 << 20

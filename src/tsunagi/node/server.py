@@ -797,10 +797,12 @@ class NodeServer:
             self._queue.appendleft(submission)
         else:
             self._queue.append(submission)
-        if self.validator is not None and not isinstance(conn, _RelayCaller):
-            # A consortium's mempool: every validator queues every client's records, and
-            # whichever proposes next takes them (tsunagi.node.validator).
-            self.network.relay_records(records, signatures, batches.tobytes(), again=True)
+        if self.validator is not None:
+            self.validator.queued(submission)
+            if not isinstance(conn, _RelayCaller):
+                # A consortium's mempool: every validator queues every client's records,
+                # and whichever proposes next takes them (tsunagi.node.validator).
+                self.network.relay_records(records, signatures, batches.tobytes(), again=True)
         self.queued_records += count
         self._queue_signal.set()
         if self.queued_records >= self.settings.group_records_max:

@@ -30,6 +30,7 @@ import functools
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -54,6 +55,7 @@ from tsunagi.core.answer import BatchAnswer
 from tsunagi.core.codes import Result
 from tsunagi.core.keys import verify
 from tsunagi.core.records import RECORD_BYTES, Flags, as_records
+from tsunagi.ledger.sigcache import SignatureCache
 from tsunagi.node import protocol as p
 from tsunagi.node.server import _NO_BATCHES, _batch_table, _RelayCaller, _Submission
 
@@ -64,6 +66,7 @@ log = logging.getLogger("tsunagi.validator")
 FUTURE_MESSAGES_MAX = 4096  # buffered messages of later heights
 BLOCKS_PER_HEIGHT_MAX = 16  # proposed blocks kept per height (a Byzantine proposer may spam)
 RESEND_S = 1.0  # own messages of the current height go out again this often
+PRECHECK_WAIT_S = 2.0  # how long a block waits for the mempool's signature checks
 
 
 class Validator:
@@ -107,6 +110,9 @@ class Validator:
         self._timers: list[asyncio.TimerHandle] = []
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
+        self.signature_cache = SignatureCache()
+        self.ledger.use_signature_cache(self.signature_cache)
+        self._prechecks = ThreadPoolExecutor(1, thread_name_prefix="tsunagi-precheck")
 
     # ------------------------------------------------------------------ life cycle
 
@@ -119,15 +125,37 @@ class Validator:
         await self._begin_height(self.chain.tip[0] + 1)
 
     async def stop(self) -> None:
+        log.info("validator stopping: %s", self.status())
         self._stopping = True
         for timer in self._timers:
             timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loop.run_in_executor(None, self._prechecks.shutdown)
         await self.loop.run_in_executor(None, self.chain.close)
         if self.wal is not None:
             self.wal.close()
+
+    def queued(self, submission) -> None:
+        """A submission entered the queue: its signatures are checked now, off the loop and
+        while the current height is decided (tsunagi.ledger.sigcache), and its txids kept."""
+        if not self._stopping:
+            self._prechecks.submit(self._precheck, submission)
+
+    def _prechecked(self) -> None:
+        """Waits (boundedly) for the signature checks queued so far."""
+        try:
+            self._prechecks.submit(int).result(timeout=PRECHECK_WAIT_S)
+        except Exception:  # slow, or shutting down: the engine verifies what is left
+            pass
+
+    def _precheck(self, submission) -> None:
+        try:
+            submission.txids = self.ledger.precheck(submission.records, submission.signatures,
+                                                    self.signature_cache)
+        except Exception:  # the block's own checks still come: this only saves work
+            log.exception("a mempool signature check failed")
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = self.loop.create_task(coroutine)
@@ -138,6 +166,8 @@ class Validator:
     def status(self) -> dict:
         return {"height": self.height, "round": self.machine.round if self.machine else 0,
                 "validator_index": self.me, "decided": self.decided_heights,
+                "signatures_prechecked": self.signature_cache.checked,
+                "signatures_skipped": self.signature_cache.hits,
                 "rounds_above_zero": self.rounds_above_zero,
                 "evidence_waiting": len(self.evidence), "byzantine": self.byzantine}
 
@@ -195,11 +225,14 @@ class Validator:
         """The state machine asks the proposer for a value (Algorithm 1, line 18)."""
         if self.prepared is not None and self.prepared[0] == height:
             return self.prepared[1]
-        value = self._build(height)  # a later round: built here, on the loop
+        value = self._build(height, wait=False)  # a later round: built here, on the loop
         return value if value is not None else bytes(32)
 
-    def _build(self, height: int) -> bytes | None:
-        """Stages a block of the queued groups (and evidence waiting); returns its hash."""
+    def _build(self, height: int, wait: bool = True) -> bytes | None:
+        """Stages a block of the queued groups (and evidence waiting); returns its hash.
+        ``wait``: for the mempool's signature checks first (not on the event loop)."""
+        if wait:
+            self._prechecked()
         with self.chain.lock:
             if self.chain.base != height:
                 return None
@@ -373,7 +406,10 @@ class Validator:
 
     def _check_proposal(self, height: int, block: bytes) -> bool:
         """Whether a proposed block is valid on this node's chain: stages it (every
-        signature, every code, as connect_block checks) and checks its extension."""
+        signature, every code, as connect_block checks) and checks its extension. The
+        mempool's signature checks under way finish first: what they verify is not verified
+        twice."""
+        self._prechecked()
         with self.chain.lock:
             if self.chain.base != height:
                 return False
