@@ -388,6 +388,15 @@ class AsyncClient:
         """Peers, best chain, reorgs and mempool of a node of a network."""
         return await self._request(p.QueryNetwork())
 
+    async def submit_entries(self, data: bytes) -> p.EntriesFinal:
+        """Consortium entries (validator updates, tsunagi.core.entries) for the validator
+        this client talks to: answered once a final block holds them."""
+        return await self._request(p.SubmitEntries(bytes(data)))
+
+    async def validators(self) -> p.Validators:
+        """The validator set of a consortium chain's next height."""
+        return await self._request(p.QueryValidators())
+
     async def accounts_of(self, owner_key: bytes) -> list[int]:
         """The accounts a 32-byte owner key owns, ascending (asked a page at a time)."""
         found: list[int] = []
@@ -544,6 +553,12 @@ class Client:
 
     def network(self) -> p.Network:
         return self._call(self._async.network())
+
+    def submit_entries(self, data: bytes) -> p.EntriesFinal:
+        return self._call(self._async.submit_entries(data))
+
+    def validators(self) -> p.Validators:
+        return self._call(self._async.validators())
 
     def accounts_of(self, owner_key: bytes) -> list[int]:
         return self._call(self._async.accounts_of(owner_key))

@@ -178,7 +178,7 @@ class PeerNetwork:
         """Keeps one outbound connection to ``address``, dialing again after it drops."""
         while not self.stopping:
             link = _Link(self, False, address)
-            if not self._is_banned(_ban_key(*address)) \
+            if not self._is_banned(_ban_key(*address)) and not self._linked(address) \
                     and len(self.links) < self.settings.peers_max:
                 with contextlib.suppress(OSError, asyncio.TimeoutError):
                     await asyncio.wait_for(self._loop.create_connection(
@@ -349,6 +349,8 @@ class PeerNetwork:
         link.best_height = hello.best_height
         if link.inbound and hello.listen_port:
             link.address = (link.address[0], hello.listen_port)
+        if self._duplicate(link):
+            return
         if not link.hello_sent:
             self._send_hello(link)
         link.ready = True
@@ -356,6 +358,25 @@ class PeerNetwork:
         self._ask_headers(link)
         if self.on_peer is not None:
             self.on_peer()
+
+    def _duplicate(self, link: _Link) -> bool:
+        """Two nodes that name each other as peers both dial: of two links to one node (its
+        nonce) the one the lower nonce dialed stays, on both sides alike, and the other is
+        closed (every message would otherwise cross twice). True when ``link`` goes."""
+        nonce = link.hello.node_nonce
+        keep_inbound = self.nonce > nonce
+        for other in list(self.links):
+            if other is link or not other.ready or other.hello.node_nonce != nonce:
+                continue
+            drop = link if link.inbound != keep_inbound else other
+            log.info("peer %s: a second link to one node, closed", drop.name())
+            self._close(drop)
+            return drop is link
+        return False
+
+    def _linked(self, address: tuple[str, int]) -> bool:
+        return any(link.ready and not link.closed and link.address == address
+                   for link in self.links)
 
     def _ask_headers(self, link: _Link, after: bytes | None = None) -> None:
         """Asks the peer for headers after this node's best chain (its locator), or after

@@ -34,7 +34,7 @@ from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
 from tsunagi.errors import ProtocolError
 from tsunagi.ledger.limits import log_block_bytes_max
-from tsunagi.limits import u64_max
+from tsunagi.limits import seal_bytes_max, u64_max
 from tsunagi.node import limits
 
 MAGIC = b"TSNG"
@@ -82,6 +82,10 @@ class MessageType(IntEnum):
     policy = 0x39
     query_network = 0x3A  # peers, best chain, reorgs and mempool of a node of a network
     network = 0x3B
+    submit_entries = 0x3C  # consortium entries (validator updates) for a validator's next block
+    entries_final = 0x3D  # the block holding them is final
+    query_validators = 0x3E  # the validator set of a consortium chain's next height
+    validators = 0x3F
     # Peer connections (docs/PROTOCOL.md, "Peers"): node to node, either side may ask.
     peer_hello = 0x40  # first frame both ways: versions, genesis hash, best chain, node nonce
     get_headers = 0x41  # headers after the newest block of a locator that the node has
@@ -1585,6 +1589,33 @@ class QueryNetwork:
 
 
 @dataclass(frozen=True, slots=True)
+class SubmitEntries:
+    """Consortium entries (tsunagi.core.entries, docs/FORMAT.md) for a validator to put in
+    the next block it proposes: validator updates approved by the current set."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesFinal:
+    height: int
+    block_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueryValidators:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """The validator set (certificate.ValidatorSet's encoding) that decides ``height``."""
+
+    height: int
+    validator_set: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Network:
     """A node of a network: its peers, best chain, reorgs and records waiting for a block."""
 
@@ -1625,6 +1656,43 @@ def _decode_network(p, flags):
 
 
 _codec(QueryNetwork, MessageType.query_network)(_empty(QueryNetwork, "network query"))
+_codec(QueryValidators, MessageType.query_validators)(_empty(QueryValidators,
+                                                              "validators query"))
+_HEIGHT_HASH = struct.Struct("<Q32s")
+_HEIGHT = struct.Struct("<Q")
+
+
+def _encode_submit_entries(m: SubmitEntries):
+    data = bytes(m.data)
+    if not 1 <= len(data) <= seal_bytes_max:
+        raise ValueError(f"entries are 1..{seal_bytes_max} bytes, got {len(data)}")
+    return data, 0
+
+
+def _decode_submit_entries(p, flags):
+    if not 1 <= len(p) <= seal_bytes_max:
+        raise ProtocolError(f"a submit_entries payload is 1..{seal_bytes_max} bytes, "
+                            f"got {len(p)}")
+    return SubmitEntries(bytes(p))
+
+
+def _decode_entries_final(p, flags):
+    _exact(p, _HEIGHT_HASH.size, "entries_final")
+    return EntriesFinal(*_HEIGHT_HASH.unpack(p))
+
+
+def _decode_validators(p, flags):
+    if len(p) < _HEIGHT.size + 2:
+        raise ProtocolError("a validators payload is a height and a validator set")
+    return Validators(_HEIGHT.unpack_from(p)[0], bytes(p[_HEIGHT.size:]))
+
+
+_codec(SubmitEntries, MessageType.submit_entries)((_encode_submit_entries,
+                                                   _decode_submit_entries))
+_codec(EntriesFinal, MessageType.entries_final)(
+    (lambda m: (_HEIGHT_HASH.pack(m.height, m.block_hash), 0), _decode_entries_final))
+_codec(Validators, MessageType.validators)(
+    (lambda m: (_HEIGHT.pack(m.height) + bytes(m.validator_set), 0), _decode_validators))
 _codec(Network, MessageType.network)((_encode_network, _decode_network))
 
 
@@ -1641,7 +1709,8 @@ Message = (Message | QueryAccounts | Accounts | QueryHolds | Holds | QueryHold |
            | QueryPolicy | Policy)
 Message = (Message | PeerHello | GetHeaders | Headers | GetBlocks | BlockData | NotFound
            | Announce | Relay | GetPeers | Peers | QueryNetwork | Network
-           | ProposalMessage | VoteMessage)
+           | ProposalMessage | VoteMessage | SubmitEntries | EntriesFinal | QueryValidators
+           | Validators)
 
 
 # --- the two entry points ----------------------------------------------------------------------

@@ -506,7 +506,29 @@ def _policy(server, policy: dict | None, m: p.QueryPolicy) -> p.Policy | None:
                     tuple(policy["recipients"]))
 
 
+def _on_submit_entries(conn: _Connection, request_id: int, message: p.SubmitEntries) -> None:
+    validator = conn.server.validator
+    if validator is None or validator.key is None:
+        conn.send_error(request_id, p.ErrorCode.unknown_type,
+                        "only a validator of a consortium chain takes validator updates: "
+                        "send them to a node started with --validator-key")
+        return
+    validator.submit_entries(conn, request_id, message.data)
+
+
+def _on_query_validators(conn: _Connection, request_id: int, message) -> None:
+    chain = conn.server.chain
+    if not conn.server.consortium:
+        conn.send_error(request_id, p.ErrorCode.not_found,
+                        "this chain has no validators: it is a proof-of-work chain")
+        return
+    height = chain.tip[0] + 1
+    conn.answer(request_id, p.Validators(height, chain.validators_at(height).encode()))
+
+
 _HANDLERS.update({
+    p.SubmitEntries: _on_submit_entries,
+    p.QueryValidators: _on_query_validators,
     p.QueryAccounts: _query(lambda server, m: server.ledger.accounts_of(m.owner_key),
                             _accounts),
     p.QueryHolds: _query(_read_holds, _holds),

@@ -103,6 +103,7 @@ class Validator:
         self._answers: list[tuple] = []  # (height, answer it): once that height is durable
         self.future: deque = deque(maxlen=FUTURE_MESSAGES_MAX)
         self.evidence: dict[tuple, entries.Evidence] = {}  # (key, height, round, kind) ->
+        self.pending_entries: list[tuple] = []  # (entries, connection, request id)
         self.prepared: tuple[int, bytes] | None = None
         self.decided_heights = 0
         self.rounds_above_zero = 0
@@ -142,6 +143,58 @@ class Validator:
         while the current height is decided (tsunagi.ledger.sigcache), and its txids kept."""
         if not self._stopping:
             self._prechecks.submit(self._precheck, submission)
+
+    def submit_entries(self, conn, request_id: int, data: bytes) -> None:
+        """Validator updates from a client, for the next block this validator proposes:
+        checked against the chain first (a bad approval is refused now, with why); the
+        client is answered once a final block holds them."""
+        try:
+            found = entries.decode_entries(data)
+        except Exception as exc:
+            conn.send_error(request_id, p.ErrorCode.malformed, f"not consortium entries: {exc}")
+            return
+        with self.chain.lock:
+            position, code = self.chain.schedule.check_block(self.chain.base, data)
+        if code is not vset.EntryResult.ok:
+            conn.send_error(request_id, p.ErrorCode.malformed,
+                            f"entry {position} is refused: {code.name}")
+            return
+        conn.inflight.add(request_id)
+        self.pending_entries.append((found, conn, request_id))
+
+    def _extension(self, height: int) -> bytes:
+        """The entries of the next proposal (on the event loop): evidence seen, and the
+        validator updates waiting, as long as they still hold together (a refused one is
+        answered, and left out)."""
+        found = list(self.evidence.values())
+        kept = []
+        for item in self.pending_entries:
+            with self.chain.lock:
+                _, code = self.chain.schedule.check_block(
+                    height, entries.encode_entries(found + item[0]))
+            if code is vset.EntryResult.ok:
+                found += item[0]
+                kept.append(item)
+            else:
+                item[1].send_error(item[2], p.ErrorCode.malformed,
+                                   f"the entries are refused at height {height}: {code.name}")
+        self.pending_entries = kept
+        return entries.encode_entries(found) if found else b""
+
+    def _entries_final(self, height: int, block) -> None:
+        """Validator updates waiting that this final block holds are answered (once it is
+        durable) and leave the queue."""
+        held = {entries.encode_entries([entry])
+                for entry in entries.decode_entries(bytes(block.extension))}
+        kept = []
+        for item in self.pending_entries:
+            found, conn, request_id = item
+            if all(entries.encode_entries([entry]) in held for entry in found):
+                self._answers.append((height, functools.partial(
+                    conn.answer, request_id, p.EntriesFinal(height, block.hash))))
+            else:
+                kept.append(item)
+        self.pending_entries = kept
 
     def _prechecked(self) -> None:
         """Waits (boundedly) for the signature checks queued so far."""
@@ -217,7 +270,8 @@ class Validator:
                 break
         if self.height != height or self._stopping:
             return
-        value = await self.network._chain(self._build, height)
+        value = await self.network._chain(self._build, height, True,
+                                          self._extension(height))
         if value is not None and self.height == height:
             self.prepared = (height, value)
 
@@ -228,7 +282,8 @@ class Validator:
         value = self._build(height, wait=False)  # a later round: built here, on the loop
         return value if value is not None else bytes(32)
 
-    def _build(self, height: int, wait: bool = True) -> bytes | None:
+    def _build(self, height: int, wait: bool = True, extension: bytes | None = None
+               ) -> bytes | None:
         """Stages a block of the queued groups (and evidence waiting); returns its hash.
         ``wait``: for the mempool's signature checks first (not on the event loop)."""
         if wait:
@@ -243,8 +298,7 @@ class Validator:
             signatures = b"".join(bytes(s.signatures) for s in group)
             batches = _batch_table(group) if group else ()
             self.ledger.unstage()
-            extension = entries.encode_entries(list(self.evidence.values())) \
-                if self.evidence else b""
+            extension = self._extension(height) if extension is None else extension
             try:
                 staged = self.ledger.stage_batch(records, signatures, batches,
                                                  extension=extension)
@@ -528,6 +582,8 @@ class Validator:
                 self.server._requeue(group)  # its records may be in this block: see below
         block = decode_block(data)
         self._take_from_queue(height, block)
+        if block.extension_length and self.pending_entries:
+            self._entries_final(height, block)
         if block.extension_length and self.evidence:
             for entry in entries.decode_entries(bytes(block.extension)):
                 if isinstance(entry, entries.Evidence):
