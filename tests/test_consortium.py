@@ -249,4 +249,69 @@ def test_four_validators_across_two_network_namespaces(tmp_path):
             stop_all(nodes)
 
 
-assert PAYERS >= 4
+def _certificate_keys(node, height: int, validators) -> set[bytes]:
+    """The keys whose precommits make the certificate of block ``height``."""
+    from tsunagi.consensus.certificate import Certificate
+
+    with node.client() as client:
+        seal = bytes(decode_block(client.block(height)).seal)
+    return {validators.validators[i].key for i in Certificate.decode(seal).signers}
+
+
+def _cli(*args) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tsunagi", *args], capture_output=True,
+                          text=True, env=net_helpers.ENV, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_validators_are_added_and_removed_by_on_chain_updates(tmp_path):
+    """A fifth key joins (approved by three of four, from a stated height) and starts voting;
+    then the first leaves (approved by four of five) and its precommits no longer count."""
+    from tsunagi.consensus.certificate import ValidatorSet
+    from tsunagi.core.address import encode_address
+
+    dirs, files = consortium_dirs(tmp_path, 5, validators=4)
+    extra_key = save_key(tmp_path / "validator4.key", VALIDATOR_KEYS[4],
+                         net_helpers.ENV["TSUNAGI_PASSPHRASE"], scrypt_n=1024)
+    files.append(extra_key)
+    nodes = start_validators(dirs, files, free_ports(5))
+    load = Load(nodes, Payments())
+    try:
+        load.start(range(4))
+        wait_until(lambda: min(heights(nodes[:4])) >= 3, "four validators deciding")
+        node = f"127.0.0.1:{nodes[0].port}"
+        joined = max(heights(nodes)) + 30  # room for the validator to propose it
+        answer = _cli("validators", "update", "--node", node, "--validator",
+                      encode_address(VALIDATOR_KEYS[4].public_key), "--weight", "1",
+                      "--effective-height", str(joined), "--approver-key", str(files[0]),
+                      "--approver-key", str(files[1]), "--approver-key", str(files[2]))
+        assert answer["height"] < joined
+        wait_until(lambda: min(heights(nodes)) >= joined + 4, "the chain past the join")
+        shown = _cli("validators", "show", "--node", node)
+        assert len(shown["validators"]) == 5
+        five = ValidatorSet((key.public_key, 1) for key in VALIDATOR_KEYS[:5])
+        signed_by = set().union(*(_certificate_keys(nodes[1], h, five)
+                                  for h in range(joined, joined + 4)))
+        assert VALIDATOR_KEYS[4].public_key in signed_by, "the new validator never voted"
+        left = max(heights(nodes)) + 30
+        _cli("validators", "update", "--node", f"127.0.0.1:{nodes[1].port}", "--validator",
+             encode_address(VALIDATOR_KEYS[0].public_key), "--weight", "0",
+             "--effective-height", str(left), *[arg for n in (1, 2, 3, 4)
+                                                for arg in ("--approver-key", str(files[n]))])
+        wait_until(lambda: min(heights(nodes[1:])) >= left + 4, "the chain past the leave")
+        four = ValidatorSet((key.public_key, 1) for key in VALIDATOR_KEYS[1:5])
+        for height in range(left, left + 4):
+            assert VALIDATOR_KEYS[0].public_key not in _certificate_keys(nodes[2], height, four)
+        load.finish()
+        check_agreement(nodes, load)
+    finally:
+        load.finish()
+        stop_all(nodes)
+
+
+assert PAYERS >= 5

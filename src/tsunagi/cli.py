@@ -865,6 +865,113 @@ def _add_ledger_commands(commands) -> None:
     demo.set_defaults(handler=cmd_demo)
 
 
+def _validators_client(args: argparse.Namespace):
+    from tsunagi.node.client import Client
+    from tsunagi.node.service import parse_address
+
+    node = args.node or os.environ.get(NODE_ENV)
+    if not node:
+        raise _UsageError(f"name a node of the consortium chain: --node HOST:PORT (or set "
+                          f"{NODE_ENV})")
+    host, port = parse_address(node, "--node")
+    return Client(host, port)
+
+
+def _validator_set(client):
+    """(chain id: the genesis hash, height the set decides, the set)."""
+    from tsunagi import hashing
+    from tsunagi.consensus.certificate import ValidatorSet
+    from tsunagi.errors import NodeError
+
+    try:
+        found = client.validators()
+    except NodeError as exc:
+        raise _Reworded(f"{exc}: --node must name a node of a consortium chain") from exc
+    genesis = client.block(0)
+    return hashing.header_hash(genesis[:80]), found.height, \
+        ValidatorSet.decode(found.validator_set)
+
+
+def _update_fields(args: argparse.Namespace, chain_prefix: str) -> tuple[bytes, int, int]:
+    from tsunagi.core.address import decode_address
+    from tsunagi.errors import EncodingError
+
+    try:
+        key = decode_address(args.validator, chain_prefix)
+    except EncodingError as exc:
+        raise _Reworded(f"--validator {args.validator}: {exc}") from exc
+    return key, args.weight, args.effective_height
+
+
+def cmd_validators(args: argparse.Namespace) -> int:
+    from tsunagi.core.address import encode_address
+    from tsunagi.core.entries import ValidatorUpdate, encode_entries
+    from tsunagi.core.keyfile import load_key
+    from tsunagi.consensus.validators import sign_update
+
+    with _validators_client(args) as client:
+        chain_id, height, validators = _validator_set(client)
+        if args.action == "show":
+            _emit(args, {"height": height, "total_weight": validators.total, "validators": [
+                {"index": n, "address": encode_address(v.key, args.prefix), "weight": v.weight}
+                for n, v in enumerate(validators.validators)]})
+            return EXIT_OK
+        if not args.validator or args.effective_height is None:
+            raise _UsageError(f"validators {args.action} needs --validator ADDRESS and "
+                              "--effective-height HEIGHT")
+        key, weight, effective = _update_fields(args, args.prefix)
+        approvals = []
+        for path in args.approver_key or ():
+            approver = load_key(path, _passphrase(args))
+            index = validators.index_of(approver.public_key)
+            if index is None:
+                raise _Reworded(f"--approver-key {path}: not a validator of height {height}")
+            approvals.append((index, sign_update(approver, chain_id, key, weight, effective)))
+        for item in args.approval or ():
+            index, _, signature = item.partition(":")
+            try:
+                approvals.append((int(index), bytes.fromhex(signature)))
+            except ValueError as exc:
+                raise _UsageError(f"--approval takes INDEX:SIGNATURE_HEX, got {item!r}") from exc
+        if args.action == "approve":
+            _emit(args, [{"index": i, "approval": f"{i}:{sig.hex()}"} for i, sig in approvals])
+            return EXIT_OK
+        entry = ValidatorUpdate(key, weight, effective, tuple(sorted(approvals)))
+        from tsunagi.errors import NodeError
+
+        try:
+            final = client.submit_entries(encode_entries([entry]))
+        except NodeError as exc:
+            raise _Reworded(f"the validator refused the update: {exc}") from exc
+        _emit(args, {"height": final.height, "block_hash": bytes(final.block_hash)[::-1].hex(),
+                     "validator": args.validator, "weight": weight,
+                     "effective_height": effective})
+    return EXIT_OK
+
+
+def _add_validators_command(commands) -> None:
+    parser = _with_print(_with_passphrase(commands.add_parser(
+        "validators", help="show or change a consortium chain's validators",
+        description="show: the set that decides the next height. approve: sign a change with "
+                    "--approver-key files (print INDEX:SIGNATURE for whoever submits it). "
+                    "update: submit a change (a key's new weight, 0 to remove it, from "
+                    "--effective-height on) approved by validators holding more than two "
+                    "thirds of the weight; it answers once a final block holds it.")))
+    parser.add_argument("action", choices=("show", "approve", "update"))
+    parser.add_argument("--node", metavar="HOST:PORT", help="a validator of the chain")
+    parser.add_argument("--validator", metavar="ADDRESS", help="the key whose weight changes")
+    parser.add_argument("--weight", type=int, default=1, help="its new weight; 0 removes it")
+    parser.add_argument("--effective-height", type=_height, metavar="HEIGHT",
+                        help="the first height it holds: at least two after the block "
+                             "that records it")
+    parser.add_argument("--approver-key", action="append", metavar="FILE",
+                        help="a validator's key file that approves (repeat)")
+    parser.add_argument("--approval", action="append", metavar="INDEX:SIGNATURE",
+                        help="an approval signed elsewhere (`validators approve`)")
+    parser.add_argument("--prefix", default="tsu", help="address prefix (default tsu)")
+    parser.set_defaults(handler=cmd_validators, command_parser=parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tsunagi", description="tsunagi: a performance-first ledger for Python")
@@ -887,6 +994,7 @@ def build_parser() -> argparse.ArgumentParser:
     pow_.add_argument("--json", action="store_true", help="print one JSON object")
     pow_.set_defaults(handler=cmd_pow)
     _add_ledger_commands(commands)
+    _add_validators_command(commands)
     _add_repair_command(commands)
     from tsunagi.loadgen.cli import register_commands as register_loadgen
     from tsunagi.node import service

@@ -425,9 +425,9 @@ def _validator_key(config: ServiceConfig, validators):
                           f"${config.validator_passphrase_env} (the node asks no terminal)")
     key = load_key(config.validator_key, passphrase)
     if validators.index_of(key.public_key) is None:
-        raise ConfigError(f"--validator-key {config.validator_key}: this key is not one of "
-                          "the chain's validators (see `tsunagi init --validators`); leave "
-                          "the flag out to follow the chain")
+        log.warning("--validator-key %s: this key is not a validator of the next height; the "
+                    "node follows the chain until an update (`tsunagi validators update`) "
+                    "adds it", config.validator_key)
     return key
 
 
