@@ -122,11 +122,14 @@ class VoteLog:
                 os.fsync(file.fileno())
         return entries
 
-    def append(self, entry: SignedMessage) -> None:
-        """Writes one signed message and returns once it is on disk."""
+    def append(self, entry: SignedMessage, *, durable: bool = True) -> None:
+        """Writes one signed message; with ``durable`` (this node's own, before it is sent)
+        returns once it is on disk. Others' votes are logged without a sync of their own:
+        the next own message's sync takes them down too, and a crash loses only that tail
+        (a restarted validator may hold the only copy of a vote the others need)."""
         payload = _encode(entry)
         self._file.write(_ENTRY.pack(len(payload), zlib.crc32(payload)) + payload)
-        if self.sync:
+        if self.sync and durable:
             os.fdatasync(self._file.fileno())
         self._size += _ENTRY.size + len(payload)
         self.entries.append(entry)
@@ -135,7 +138,8 @@ class VoteLog:
         return [entry for entry in self.entries if entry.message.height == height]
 
     def find(self, message: Proposal | Vote) -> SignedMessage | None:
-        """The entry already signed for this message's slot (height, round, type and kind)."""
+        """The entry already signed for this message's slot (height, round, type and kind,
+        and signer)."""
         for entry in reversed(self.entries):
             if _slot(entry.message) == _slot(message):
                 return entry
@@ -170,5 +174,5 @@ class VoteLog:
 
 def _slot(message: Proposal | Vote) -> tuple:
     if isinstance(message, Proposal):
-        return (message.height, message.round, 0)
-    return (message.height, message.round, int(message.kind))
+        return (message.height, message.round, 0, message.proposer)
+    return (message.height, message.round, int(message.kind), message.voter)

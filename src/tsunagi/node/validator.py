@@ -245,11 +245,17 @@ class Validator:
             await self._prepare(height)
         if self.height != height:
             return  # a block of this height came from a peer meanwhile
-        restored = [entry.message for entry in self.wal.at(height)] if self.wal else []
+        logged = self.wal.at(height) if self.wal else []
+        own = [entry.message for entry in logged if _signer(entry.message) == self.me]
         self.machine = Tendermint(height, weights, self.me, get_value=self._get_value,
-                                  valid=self._valid, timeouts=self.timeouts,
-                                  restored=restored)
+                                  valid=self._valid, timeouts=self.timeouts, restored=own)
         self._perform(self.machine.start())
+        for entry in logged:  # others' votes this node had received before it restarted
+            message = entry.message
+            if isinstance(message, Vote) and message.voter != self.me:
+                self._on_vote(None, p.VoteMessage(int(message.kind), message.height,
+                                                  message.round, message.voter,
+                                                  message.value, entry.signature))
         waiting, self.future = list(self.future), deque(maxlen=FUTURE_MESSAGES_MAX)
         for message in waiting:
             if message.height >= height:
@@ -501,6 +507,9 @@ class Validator:
                 self._keep_evidence(m, value, signature)
                 break
         self.signatures[key] = m.signature
+        vote = Vote(VoteKind(m.kind), m.height, m.round, m.value, m.voter)
+        if link is not None and self.wal is not None:
+            self.wal.append(SignedMessage(vote, m.signature), durable=False)
         self._perform(self.machine.on_vote(
             Vote(VoteKind(m.kind), m.height, m.round, m.value, m.voter)))
 
@@ -673,6 +682,8 @@ class Validator:
             rounds = {machine.round, machine.round - 1, machine.valid_round}
             if self.wal is not None:
                 for entry in self.wal.at(self.height):
+                    if _signer(entry.message) != self.me:
+                        continue  # others' votes go out below, with those not logged
                     wire = self._wire(entry)
                     if wire is not None:
                         self.network.broadcast(wire)
@@ -684,6 +695,10 @@ class Validator:
                 if round_ in rounds and voter != self.me:
                     self.network.broadcast(p.VoteMessage(kind, self.height, round_, voter,
                                                          value, signature))
+
+
+def _signer(message) -> int:
+    return message.proposer if isinstance(message, Proposal) else message.voter
 
 
 def _find(txid: np.ndarray, sorted_keys: np.ndarray, order: np.ndarray,
