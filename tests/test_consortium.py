@@ -179,14 +179,22 @@ def _kill_restart_scenario(nodes, load: Load) -> None:
 
 
 def test_four_validators_survive_one_kill_stop_at_two_and_resume(tmp_path):
-    dirs, files = consortium_dirs(tmp_path, 4)
-    nodes = start_validators(dirs, files, free_ports(4))
+    """With a fifth node that holds no key: it follows, checking every certificate, and
+    ends with the validators' chain."""
+    dirs, files = consortium_dirs(tmp_path, 5, validators=4)
+    ports = free_ports(5)
+    nodes = start_validators(dirs[:4], files, ports[:4])
+    follower = NetNode(dirs[4], ports[4], [f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"],
+                       mine=False).start()
     load = Load(nodes, Payments())
     try:
         _kill_restart_scenario(nodes, load)
+        wait_until(lambda: heights([follower])[0] >= min(heights(nodes)),
+                   "the follower catching up")
+        check_agreement(nodes + [follower], load)
     finally:
         load.finish()
-        stop_all(nodes)
+        stop_all(nodes + [follower])
 
 
 def test_an_equivocating_validator_is_outvoted_and_its_evidence_is_on_chain(tmp_path):

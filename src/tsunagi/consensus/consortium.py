@@ -226,6 +226,9 @@ class ConsortiumChain:
             self._drop_hints()
             self.refused += 1
             return AcceptAnswer(Accepted.invalid, code)
+        # A block proposed here for this height (staged, waiting for votes) is moot: this
+        # one is final. The validator puts the records it held back in its queue.
+        self.ledger.unstage()
         result = self.ledger.connect_block(data)
         if result is not BlockResult.ok:
             self._drop_hints()
