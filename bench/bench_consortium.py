@@ -42,8 +42,8 @@ from tsunagi.core.keyfile import save_key
 from tsunagi.core.keys import PrivateKey
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-import net_helpers  # noqa: E402
-from net_helpers import NetNode, free_ports, wait_until  # noqa: E402
+import net_helpers
+from net_helpers import NetNode, free_ports, wait_until
 
 SMALL = os.environ.get("TSUNAGI_BENCH_SMALL") == "1"
 ACCOUNTS, KEYS, CLIENTS, WINDOW = 10_000, 8, 4, 2

@@ -22,7 +22,9 @@ import contextlib
 import threading
 import time
 
+import net_helpers
 import pytest
+from net_helpers import PAYERS, NetNode, Payments, data_dirs, free_ports, wait_until
 
 from tsunagi import hashing
 from tsunagi.core import entries
@@ -30,9 +32,6 @@ from tsunagi.core.block import decode_block
 from tsunagi.core.keyfile import save_key
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import NodeError
-
-import net_helpers
-from net_helpers import PAYERS, NetNode, Payments, data_dirs, free_ports, wait_until
 
 net_helpers.ENV["TSUNAGI_PASSPHRASE"] = "validator passphrase"
 VALIDATOR_KEYS = [PrivateKey.from_bytes(bytes([0x60 + n]) * 32) for n in range(7)]
@@ -290,7 +289,8 @@ def test_validators_are_added_and_removed_by_on_chain_updates(tmp_path):
     nodes = start_validators(dirs, files, free_ports(5))
     load = Load(nodes, Payments())
     try:
-        load.start(range(4))
+        # No load until the set has changed: an idle height waits for records (about 0.4 s
+        # here), so the 30 heights of room below outlast a slow start of the command.
         wait_until(lambda: min(heights(nodes[:4])) >= 3, "four validators deciding")
         node = f"127.0.0.1:{nodes[0].port}"
         joined = max(heights(nodes)) + 30  # room for the validator to propose it
@@ -311,10 +311,73 @@ def test_validators_are_added_and_removed_by_on_chain_updates(tmp_path):
              encode_address(VALIDATOR_KEYS[0].public_key), "--weight", "0",
              "--effective-height", str(left), *[arg for n in (1, 2, 3, 4)
                                                 for arg in ("--approver-key", str(files[n]))])
+        load.start(range(4))
         wait_until(lambda: min(heights(nodes[1:])) >= left + 4, "the chain past the leave")
         four = ValidatorSet((key.public_key, 1) for key in VALIDATOR_KEYS[1:5])
         for height in range(left, left + 4):
             assert VALIDATOR_KEYS[0].public_key not in _certificate_keys(nodes[2], height, four)
+        load.finish()
+        check_agreement(nodes, load)
+    finally:
+        load.finish()
+        stop_all(nodes)
+
+
+def _lie(node: NetNode, genesis_hash: bytes, message, listen_port: int) -> list:
+    """Connects to ``node`` as a peer, sends ``message`` after the handshake, and returns the
+    error codes the node sent before it closed the connection (or [] if it did not)."""
+    import socket
+
+    from tsunagi.node import protocol as p
+
+    errors = []
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as sock:
+        sock.sendall(p.encode(p.PeerHello((1,), genesis_hash, 0, 0, listen_port,
+                                          777 + listen_port), 0, 1))
+        reader = p.FrameReader((1,), 1 << 28)
+        sent = False
+        sock.settimeout(120)  # a hang guard: the node closes the connection long before
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            reader.feed(data)
+            while (frame := reader.next_frame()) is not None:
+                found = p.decode(frame)
+                if isinstance(found, p.PeerHello) and not sent:
+                    sock.sendall(p.encode(message, 0, 1))
+                    sent = True
+                elif isinstance(found, p.Error):
+                    errors.append(found.code)
+    return errors
+
+
+def test_a_peer_that_forges_votes_or_proposals_is_banned_and_the_chain_goes_on(tmp_path):
+    from tsunagi.consensus.tendermint import proposer_of
+    from tsunagi.node import protocol as p
+
+    dirs, files = consortium_dirs(tmp_path, 4)
+    nodes = start_validators(dirs, files, free_ports(4))
+    load = Load(nodes, Payments())
+    try:
+        load.start(range(4))
+        wait_until(lambda: min(heights(nodes)) >= 3, "four validators deciding")
+        with nodes[0].client() as client:
+            genesis = hashing.header_hash(client.block(0)[:80])
+            block = client.block(1)
+        # A later height: a message of a later height waits for it, and is checked then with
+        # the peer it came from (one of the height being decided may arrive after it ends).
+        height = max(heights(nodes)) + 20
+        forged_vote = p.VoteMessage(2, height, 0, 1, bytes(32), bytes(64))  # not validator 1's
+        not_proposer = next(n for n in range(4) if n != proposer_of([1] * 4, height, 0))
+        stray = p.ProposalMessage(height, 0, -1, not_proposer, bytes(64), block)
+        for port, message in ((41001, forged_vote), (41002, stray)):
+            assert p.ErrorCode.misbehaving in _lie(nodes[0], genesis, message, port)
+        base = max(heights(nodes))
+        wait_until(lambda: min(heights(nodes)) >= base + 3, "the chain going on")
         load.finish()
         check_agreement(nodes, load)
     finally:

@@ -904,10 +904,10 @@ def _update_fields(args: argparse.Namespace, chain_prefix: str) -> tuple[bytes, 
 
 
 def cmd_validators(args: argparse.Namespace) -> int:
+    from tsunagi.consensus.validators import sign_update
     from tsunagi.core.address import encode_address
     from tsunagi.core.entries import ValidatorUpdate, encode_entries
     from tsunagi.core.keyfile import load_key
-    from tsunagi.consensus.validators import sign_update
 
     with _validators_client(args) as client:
         chain_id, height, validators = _validator_set(client)

@@ -27,8 +27,8 @@ import numpy as np
 from tsunagi import hashing
 from tsunagi.consensus.certificate import CertResult, ValidatorSet, check_certificate
 from tsunagi.consensus.chain import (
-    Accepted,
     AcceptAnswer,
+    Accepted,
     ChainEvent,
     HeadersAnswer,
     HeadersVerdict,

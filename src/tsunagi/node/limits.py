@@ -184,3 +184,18 @@ confirm_poll_s = 0.05
 # Relays a node remembers having passed on (16 bytes each), so that records do not go round a
 # mesh of nodes that do not mine; a relay older than this many others may pass once more.
 relays_remembered_max = 65_536
+
+# --- a consortium validator (node/validator.py) ---------------------------------------------------
+
+# Proposals and votes of later heights a validator keeps until it gets there (a peer ahead of it
+# sends them): each ~200 bytes, a proposal up to a block; past this the oldest go.
+future_messages_max = 4096
+# Proposed blocks kept a height: a Byzantine proposer may send many; the honest one sends one a
+# round, and a height rarely needs more than a few rounds.
+blocks_per_height_max = 16
+# While a height lasts, its messages go out again this often (gossip: the paper assumes what one
+# correct validator receives, all receive; a peer that lost them, or restarted, needs them).
+resend_s = 1.0
+# How long a block waits for the mempool's signature checks under way before the engine checks
+# what is left itself (nothing is checked twice when they finish in time).
+precheck_wait_s = 2.0

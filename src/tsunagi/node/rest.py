@@ -264,6 +264,20 @@ class ScrubOut(BaseModel):
     interval_s: float
 
 
+class ValidatorOut(BaseModel):
+    height: int = Field(description="the height being decided")
+    round: int
+    validator_index: int | None = Field(description="this key's index in the height's set; "
+                                                    "null while it only follows")
+    decided: int = Field(description="heights final since the node started")
+    rounds_above_zero: int = Field(description="heights that needed more than one round")
+    signatures_prechecked: int = Field(description="signatures checked as they entered the "
+                                                   "mempool")
+    signatures_skipped: int = Field(description="signatures a block did not check again")
+    evidence_waiting: int = Field(description="equivocation evidence not yet on chain")
+    byzantine: str | None = None
+
+
 class NetworkOut(BaseModel):
     mines: bool = Field(description="whether this node makes blocks")
     peers: int = Field(description="peer connections past the handshake")
@@ -286,6 +300,13 @@ class NetworkOut(BaseModel):
     mempool_records: int = Field(description="records waiting for a block")
     mempool_bytes: int
     relay_dropped: int = Field(description="relayed records dropped for a full queue")
+    consensus: str = Field("proof-of-work", description="proof-of-work, or consortium "
+                                                         "(validators decide every block)")
+    validators: int | None = Field(None, description="a consortium chain's validators for "
+                                                     "the next height")
+    validator_weight: int | None = None
+    validator: ValidatorOut | None = Field(None, description="this node's consensus, when it "
+                                                             "runs with --validator-key")
 
 
 class StatusOut(BaseModel):

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from tsunagi import hashing
+from tsunagi.consensus.chain import NotAtTip
 from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES, decode_block
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, Flags
-from tsunagi.consensus.chain import NotAtTip
 from tsunagi.errors import ConfigError, CorruptLogError, EncodingError, ProtocolError
-from tsunagi.ledger.ledger import SealStopped
 from tsunagi.ledger import limits as ledger_limits
+from tsunagi.ledger.ledger import SealStopped
 from tsunagi.node import limits
 from tsunagi.node import protocol as p
 
@@ -830,6 +830,22 @@ class NodeServer:
         if self.queued_records >= self.settings.group_records_max:
             self._group_full.set()
 
+    # What a consortium validator (node/validator.py) needs of the queue's submissions.
+    @staticmethod
+    def group_batches(group: list[_Submission]) -> np.ndarray:
+        return _batch_table(group)
+
+    @staticmethod
+    def relayed(connection) -> bool:
+        """Whether a submission came from a peer's relay (its client is another node's)."""
+        return isinstance(connection, _RelayCaller)
+
+    @staticmethod
+    def internal_submission(caller, records, signatures, count: int, arrived_s: float):
+        """A submission of this node's own making (records a final block left out)."""
+        return _Submission(caller, caller.next(), records, signatures, _NO_BATCHES, count,
+                           False, arrived_s)
+
     @property
     def consortium(self) -> bool:
         return self.chain is not None and self.ledger.config.is_consortium
@@ -1038,9 +1054,10 @@ class NodeServer:
         mempool_records = self.queued_records + sum(s.count for s in waiting)
         mempool_bytes = sum(len(s.records) + len(s.signatures) for s in self._queue) \
             + sum(len(s.records) + len(s.signatures) for s in waiting)
+        consensus = {"validator": self.validator.status()} if self.validator else {}
         return {**chain, **network, "mines": bool(self.peer_settings.mines),
                 "mempool_records": mempool_records, "mempool_bytes": mempool_bytes,
-                "relay_dropped": self.relay_dropped}
+                "relay_dropped": self.relay_dropped, **consensus}
 
     async def _relayed(self, records, signatures, batches, source) -> None:
         """Records a peer relayed: a miner queues them for its next block (dropped when the

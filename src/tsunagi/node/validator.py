@@ -50,23 +50,19 @@ from tsunagi.consensus.tendermint import (
 )
 from tsunagi.consensus.wal import SignedMessage, VoteLog
 from tsunagi.core import entries
-from tsunagi.core.block import HEADER_BYTES, BlockResult, decode_block
 from tsunagi.core.answer import BatchAnswer
+from tsunagi.core.block import HEADER_BYTES, BlockResult, decode_block
 from tsunagi.core.codes import Result
 from tsunagi.core.keys import verify
 from tsunagi.core.records import RECORD_BYTES, Flags, as_records
 from tsunagi.ledger.sigcache import SignatureCache
+from tsunagi.node import limits
 from tsunagi.node import protocol as p
-from tsunagi.node.server import _NO_BATCHES, _batch_table, _RelayCaller, _Submission
 
 __all__ = ["Validator"]
 
 log = logging.getLogger("tsunagi.validator")
 
-FUTURE_MESSAGES_MAX = 4096  # buffered messages of later heights
-BLOCKS_PER_HEIGHT_MAX = 16  # proposed blocks kept per height (a Byzantine proposer may spam)
-RESEND_S = 1.0  # own messages of the current height go out again this often
-PRECHECK_WAIT_S = 2.0  # how long a block waits for the mempool's signature checks
 
 
 class Validator:
@@ -101,7 +97,7 @@ class Validator:
         self.height_started_s = time.monotonic()
         self.own: dict[bytes, tuple] = {}  # own proposed block -> (group, answer)
         self._answers: list[tuple] = []  # (height, answer it): once that height is durable
-        self.future: deque = deque(maxlen=FUTURE_MESSAGES_MAX)
+        self.future: deque = deque(maxlen=limits.future_messages_max)
         self.evidence: dict[tuple, entries.Evidence] = {}  # (key, height, round, kind) ->
         self.pending_entries: list[tuple] = []  # (entries, connection, request id)
         self.prepared: tuple[int, bytes] | None = None
@@ -166,12 +162,15 @@ class Validator:
         """The entries of the next proposal (on the event loop): evidence seen, and the
         validator updates waiting, as long as they still hold together (a refused one is
         answered, and left out)."""
-        found = list(self.evidence.values())
+        found = []
+        for slot, evidence in list(self.evidence.items()):
+            if self._entries_hold(height, found + [evidence]) is vset.EntryResult.ok:
+                found.append(evidence)
+            else:  # on chain already, say, or about a height past this node's memory
+                del self.evidence[slot]
         kept = []
         for item in self.pending_entries:
-            with self.chain.lock:
-                _, code = self.chain.schedule.check_block(
-                    height, entries.encode_entries(found + item[0]))
+            code = self._entries_hold(height, found + item[0])
             if code is vset.EntryResult.ok:
                 found += item[0]
                 kept.append(item)
@@ -179,7 +178,15 @@ class Validator:
                 item[1].send_error(item[2], p.ErrorCode.malformed,
                                    f"the entries are refused at height {height}: {code.name}")
         self.pending_entries = kept
+        if kept:
+            log.info("height %d: proposing with %d validator updates waiting", height,
+                     sum(len(item[0]) for item in kept))
         return entries.encode_entries(found) if found else b""
+
+    def _entries_hold(self, height: int, found: list):
+        """The code the chain gives these entries in the block of ``height`` (ok: 0)."""
+        with self.chain.lock:
+            return self.chain.schedule.check_block(height, entries.encode_entries(found))[1]
 
     def _entries_final(self, height: int, block) -> None:
         """Validator updates waiting that this final block holds are answered (once it is
@@ -199,7 +206,7 @@ class Validator:
     def _prechecked(self) -> None:
         """Waits (boundedly) for the signature checks queued so far."""
         try:
-            self._prechecks.submit(int).result(timeout=PRECHECK_WAIT_S)
+            self._prechecks.submit(int).result(timeout=limits.precheck_wait_s)
         except Exception:  # slow, or shutting down: the engine verifies what is left
             pass
 
@@ -256,10 +263,10 @@ class Validator:
                 self._on_vote(None, p.VoteMessage(int(message.kind), message.height,
                                                   message.round, message.voter,
                                                   message.value, entry.signature))
-        waiting, self.future = list(self.future), deque(maxlen=FUTURE_MESSAGES_MAX)
-        for message in waiting:
+        waiting, self.future = list(self.future), deque(maxlen=limits.future_messages_max)
+        for link, message in waiting:  # with the peer each came from: checked as any other
             if message.height >= height:
-                self._on_message(None, message)
+                self._on_message(link, message)
 
     async def _prepare(self, height: int) -> None:
         """The proposer's block for round 0, built off the event loop: it waits up to half
@@ -302,7 +309,7 @@ class Validator:
                 if self.server._queue else []
             records = b"".join(bytes(s.records) for s in group)
             signatures = b"".join(bytes(s.signatures) for s in group)
-            batches = _batch_table(group) if group else ()
+            batches = self.server.group_batches(group) if group else ()
             self.ledger.unstage()
             extension = self._extension(height) if extension is None else extension
             try:
@@ -427,11 +434,11 @@ class Validator:
         """A proposal or vote from a peer (``link``) or from this node (None)."""
         if self._stopping or self.machine is None:
             if message.height >= self.height:
-                self.future.append(message)
+                self.future.append((link, message))
             return
         if message.height != self.height:
             if message.height > self.height:
-                self.future.append(message)
+                self.future.append((link, message))
             return
         if isinstance(message, p.ProposalMessage):
             self._spawn(self._on_proposal(link, message))
@@ -453,7 +460,7 @@ class Validator:
             if not verify(validators.validators[m.proposer].key, digest, m.signature):
                 self._punish(link, 100, "a proposal whose signature does not verify")
                 return
-        if value not in self.blocks and len(self.blocks) < BLOCKS_PER_HEIGHT_MAX:
+        if value not in self.blocks and len(self.blocks) < limits.blocks_per_height_max:
             self.blocks[value] = block
         if link is not None:
             self.proposals.setdefault(m.round, m)  # for gossip
@@ -624,7 +631,7 @@ class Validator:
                 kept.append(submission)
                 continue
             server.queued_records -= submission.count
-            if isinstance(submission.connection, _RelayCaller):
+            if server.relayed(submission.connection):
                 continue  # relayed: the validator its client is at answers it
             end = first + len(txids)
             if np.array_equal(block_txids[first:end], txids):  # whole, in order: the rule
@@ -642,7 +649,7 @@ class Validator:
             if missing:
                 log.info("height %d holds %d of %d records of a submission; the rest are "
                          "tried here again", height, len(found) - len(missing), len(found))
-                rest, caller = _remainder(submission, missing, codes, answer)
+                rest, caller = _remainder(server, submission, missing, codes, answer)
                 if rest is not None:
                     kept.append(rest)
                     server.queued_records += rest.count
@@ -670,14 +677,14 @@ class Validator:
             await self._begin_height(height)
 
     async def _resend_forever(self) -> None:
-        """Gossip: while a height goes on, its messages go out again every RESEND_S, this
+        """Gossip: while a height goes on, its messages go out again every limits.resend_s: this
         node's and those it received of this round, the one before and its valid round (the
         paper assumes messages are relayed; a peer that lost them, or restarted, needs them,
         and the only copy of a vote may be another validator's)."""
         while not self._stopping:
-            await asyncio.sleep(RESEND_S)
+            await asyncio.sleep(limits.resend_s)
             machine = self.machine
-            if machine is None or time.monotonic() - self.height_started_s < RESEND_S:
+            if machine is None or time.monotonic() - self.height_started_s < limits.resend_s:
                 continue
             rounds = {machine.round, machine.round - 1, machine.valid_round}
             if self.wal is not None:
@@ -721,7 +728,7 @@ def _txids_of(submission) -> np.ndarray:
     return submission.txids
 
 
-def _remainder(submission, missing: list[int], codes: np.ndarray, answer):
+def _remainder(server, submission, missing: list[int], codes: np.ndarray, answer):
     """The records of ``submission`` a final block left out, as a submission of their own
     (this node proposes it: the others never saw it) whose answer fills in the codes and then
     answers the client. A batch-authorized record left out takes its batch with it (a batch
@@ -736,9 +743,10 @@ def _remainder(submission, missing: list[int], codes: np.ndarray, answer):
     caller = _Completion(submission, retry, codes, answer)
     if not retry.size:
         return None, caller
-    return _Submission(caller, caller.next(), memoryview(rows[retry].tobytes()),
-                       memoryview(signatures[signature_rows[retry]].tobytes()), _NO_BATCHES,
-                       len(retry), False, submission.arrived_s), caller
+    return server.internal_submission(
+        caller, memoryview(rows[retry].tobytes()),
+        memoryview(signatures[signature_rows[retry]].tobytes()), len(retry),
+        submission.arrived_s), caller
 
 
 class _Completion:
