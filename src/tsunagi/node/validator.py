@@ -213,7 +213,7 @@ class Validator:
     def _precheck(self, submission) -> None:
         try:
             submission.txids = self.ledger.precheck(submission.records, submission.signatures,
-                                                    self.signature_cache)
+                                                    self.signature_cache, threads=1)
         except Exception:  # the block's own checks still come: this only saves work
             log.exception("a mempool signature check failed")
 
