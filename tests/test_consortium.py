@@ -323,6 +323,40 @@ def test_validators_are_added_and_removed_by_on_chain_updates(tmp_path):
         stop_all(nodes)
 
 
+def test_verify_checks_every_certificate_and_names_the_block_that_fails(tmp_path):
+    """`tsunagi verify` on a consortium chain checks the certificates too, from headers and
+    seals alone: a block stored with a forged precommit is named, with its code."""
+    import subprocess
+    import sys
+
+    from tsunagi.consensus.certificate import Certificate, make_certificate
+    from tsunagi.consensus.consortium import ConsortiumChain
+    from tsunagi.ledger.ledger import Ledger
+
+    keys = VALIDATOR_KEYS[:4]
+    config = net_helpers.config(validators=tuple((k.public_key, 1) for k in keys))
+    payments = Payments()
+    with Ledger.create(tmp_path / "chain", config, threads=1) as ledger:
+        chain = ConsortiumChain(ledger)
+        for height in range(1, 6):
+            records, signatures = payments.batch(3, payer=1)
+            if height != 4:
+                chain.commit_with_keys(keys[:3], records, signatures)
+                continue
+            staged = ledger.stage_batch(records, signatures)
+            validators = chain.validators_at(height)
+            good = make_certificate(chain.chain_id, height, 0, staged.block_hash,
+                                    list(enumerate(keys[:3])), validators)
+            forged = Certificate(good.round, good.signers,
+                                 (good.signatures[0], bytes(64), good.signatures[2]))
+            chain.commit_decided(forged.encode())
+        chain.close()
+    done = subprocess.run([sys.executable, "-m", "tsunagi", "verify", str(tmp_path / "chain")],
+                          capture_output=True, text=True, env=net_helpers.ENV, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "certificates: block 4 fails: bad_signature" in done.stdout
+
+
 def _lie(node: NetNode, genesis_hash: bytes, message, listen_port: int) -> list:
     """Connects to ``node`` as a peer, sends ``message`` after the handshake, and returns the
     error codes the node sent before it closed the connection (or [] if it did not)."""

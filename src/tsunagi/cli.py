@@ -447,10 +447,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = chain.verify(lambda done, total: progress.update(task, completed=done))
         ledger = getattr(chain, "ledger", None)  # a data directory's: it records damage found
         damage = None if ledger is None else ledger.damage
+        finality = _check_certificates(chain, progress) if report.ok else None
     print(report)
+    if finality is not None:
+        print(finality[1])
+        if not finality[0]:
+            return EXIT_FAILED
     if damage is not None:
         print(f"tsunagi: {damage.advice(ledger.directory)}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _check_certificates(chain, progress) -> tuple[bool, str] | None:
+    """A consortium chain's commit certificates, checked as a light client checks them (from
+    the headers and seals alone, trusting only the genesis block's validators): (ok, what)."""
+    from tsunagi import hashing
+    from tsunagi.consensus.certificate import ValidatorSet
+    from tsunagi.consensus.light import LightClient, LightResult
+    from tsunagi.core.block import decode_block
+    from tsunagi.core.config import ChainConfig
+
+    genesis = decode_block(chain.block(0))
+    config = ChainConfig.from_json(bytes(genesis.extension))
+    if not config.is_consortium:
+        return None
+    genesis_hash = hashing.header_hash(genesis.data[:80])
+    client = LightClient(genesis_hash, genesis_hash, ValidatorSet.from_config(config))
+    task = progress.add_task("checking certificates", total=chain.height)
+    step = 4096
+    for first in range(1, chain.height, step):
+        blocks = [decode_block(chain.block(h)) for h in range(first, min(chain.height,
+                                                                         first + step))]
+        found = client.check_many(b"".join(bytes(b.data[:80]) for b in blocks),
+                                  [bytes(b.seal) for b in blocks])
+        if found.result is not LightResult.ok:
+            return False, (f"certificates: block {found.height} fails: {found.result.name} "
+                           "(it is not shown final by the validators of its height)")
+        progress.update(task, completed=first + len(blocks))
+    return True, f"certificates: ok, blocks 1..{chain.height - 1} final"
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
