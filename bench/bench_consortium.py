@@ -177,32 +177,29 @@ def seven(tmp_path_factory) -> Consortium:
 CASES = [("signed", "batched", SIGNED), ("batch-authorized", "batch-authorized", AUTHORIZED)]
 
 
-@pytest.mark.parametrize("name,mode,size", CASES, ids=[c[0] for c in CASES])
-def test_four_validators(benchmark, four, name, mode, size):
+def _measure(benchmark, label: str, consortium: Consortium, mode: str, count: int,
+             batch: int, down: int = 0) -> None:
     results = []
     benchmark.group = "consortium"
-    benchmark.pedantic(lambda: results.append(_run(four, mode, *size)), rounds=1,
-                       iterations=1)
-    _figures[f"{name}, 4 validators"] = results[0]
+    benchmark.pedantic(lambda: results.append(_run(consortium, mode, count, batch, down)),
+                       rounds=1, iterations=1)
+    _figures[label] = results[0]
+
+
+@pytest.mark.parametrize("name,mode,size", CASES, ids=[c[0] for c in CASES])
+def test_four_validators(benchmark, four, name, mode, size):
+    _measure(benchmark, f"{name}, 4 validators", four, mode, *size)
 
 
 @pytest.mark.parametrize("name,mode,size", CASES, ids=[c[0] for c in CASES])
 def test_seven_validators(benchmark, seven, name, mode, size):
-    results = []
-    benchmark.group = "consortium"
-    benchmark.pedantic(lambda: results.append(_run(seven, mode, *size)), rounds=1,
-                       iterations=1)
-    _figures[f"{name}, 7 validators"] = results[0]
+    _measure(benchmark, f"{name}, 7 validators", seven, mode, *size)
 
 
 @pytest.mark.parametrize("name,mode,size", CASES, ids=[c[0] for c in CASES])
 def test_four_validators_one_down(benchmark, four, name, mode, size):
-    results = []
-    benchmark.group = "consortium"
     count, batch = size
-    benchmark.pedantic(lambda: results.append(_run(four, mode, count // 4, batch, down=1)),
-                       rounds=1, iterations=1)
-    _figures[f"{name}, 4 validators, 1 down"] = results[0]
+    _measure(benchmark, f"{name}, 4 validators, 1 down", four, mode, count // 4, batch, down=1)
 
 
 def _summarize(write) -> dict:

@@ -129,7 +129,7 @@ class Chain:
         self.lock = threading.RLock()
         self.mining_stop = threading.Event()  # set when a block arrives that may beat the tip
         self.headers = HeaderChain(ledger.headers(0, 1))
-        self._load_ledger_headers()
+        self.headers.extend_from_ledger(ledger)
         self.base = self.headers.length  # heights the ledger shares with the header chain
         self.ledger_branch: list[bytes] = []  # the ledger's blocks above them (side headers)
         self.side: dict[bytes, SideHeader] = {}
@@ -149,13 +149,6 @@ class Chain:
             self._advance()
 
     # ------------------------------------------------------------------ setup
-
-    def _load_ledger_headers(self) -> None:
-        height = self.ledger.height
-        step = 4096
-        for first in range(1, height, step):
-            buffer = self.ledger.headers(first, min(height, first + step))
-            self.headers.extend(np.frombuffer(buffer, dtype=np.uint8).reshape(-1, HEADER_BYTES))
 
     def _load_side_store(self) -> None:
         """Bodies stored before a restart: blocks the ledger now holds leave the store; the

@@ -69,13 +69,8 @@ class ConsortiumChain:
 
     def _load(self) -> None:
         """Headers and validator changes of the blocks the ledger holds."""
-        height = self.ledger.height
-        step = 4096
-        for first in range(1, height, step):
-            end = min(height, first + step)
-            buffer = self.ledger.headers(first, end)
-            self.headers.extend(np.frombuffer(buffer, np.uint8).reshape(-1, HEADER_BYTES))
-        for block_height in range(1, height):  # every block: the schedule counts them
+        self.headers.extend_from_ledger(self.ledger)
+        for block_height in range(1, self.ledger.height):  # every block: the schedule counts
             block = decode_block(self.ledger.block(block_height, durable=False))
             self.schedule.apply_block(block_height, bytes(block.extension))
 
@@ -199,11 +194,9 @@ class ConsortiumChain:
             height = self.headers.find(block_hash)
             if height is not None and height < self.base:
                 return AcceptAnswer(Accepted.duplicate)
-            if height is None:
+            if height is None:  # no hint names it: taken only as the very next block
                 parent = self.headers.find(data[4:36])
-                if parent is None or parent + 1 < self.base:
-                    return AcceptAnswer(Accepted.orphan)
-                if parent + 1 > self.base:
+                if parent is None or parent + 1 != self.base:
                     return AcceptAnswer(Accepted.orphan)
                 height = parent + 1
             if height > self.base:
@@ -222,24 +215,23 @@ class ConsortiumChain:
     def _connect_next(self, data: bytes, block_hash: bytes) -> AcceptAnswer:
         height = self.base
         code = self.check_sealed(data, height)
+        if code is None:
+            # A block proposed here for this height (staged, waiting for votes) is moot: this
+            # one is final. The validator puts the records it held back in its queue.
+            self.ledger.unstage()
+            result = self.ledger.connect_block(data)
+            code = None if result is BlockResult.ok else result
         if code is not None:
             self._drop_hints()
             self.refused += 1
             return AcceptAnswer(Accepted.invalid, code)
-        # A block proposed here for this height (staged, waiting for votes) is moot: this
-        # one is final. The validator puts the records it held back in its queue.
-        self.ledger.unstage()
-        result = self.ledger.connect_block(data)
-        if result is not BlockResult.ok:
-            self._drop_hints()
-            self.refused += 1
-            return AcceptAnswer(Accepted.invalid, result)
         self._taken(height, data, block_hash)
         return AcceptAnswer(Accepted.connected)
 
     def check_sealed(self, data: bytes, height: int) -> BlockResult | None:
-        """None when the block's certificate holds for the set of ``height``, else why not
-        (a BlockResult; ``certificate_result`` has the certificate's own code)."""
+        """None when the block's certificate holds for the set of ``height`` and its entries
+        hold on the chain, else why not (a BlockResult; the log says the certificate's or
+        the entry's own code)."""
         try:
             block = decode_block(data)
         except EncodingError:
@@ -249,17 +241,14 @@ class ConsortiumChain:
         validators = self.schedule.set_at(height)
         # Known before the block: an update takes effect two blocks after its own at least.
         following = self.schedule.set_at(height + 1)
-        self.certificate_result = check_certificate(
-            bytes(block.seal), block.hash, height, self.chain_id, validators, following,
-            threads=self.threads)
-        if self.certificate_result is not CertResult.ok:
-            log.warning("block %d: certificate refused: %s", height,
-                        self.certificate_result.name)
+        certificate = check_certificate(bytes(block.seal), block.hash, height, self.chain_id,
+                                        validators, following, threads=self.threads)
+        if certificate is not CertResult.ok:
+            log.warning("block %d: certificate refused: %s", height, certificate.name)
             return BlockResult.bad_certificate
-        _, self.entry_result = self.schedule.check_block(height, bytes(block.extension))
-        if self.entry_result is not EntryResult.ok:
-            log.warning("block %d: consortium entries refused: %s", height,
-                        self.entry_result.name)
+        _, entry_code = self.schedule.check_block(height, bytes(block.extension))
+        if entry_code is not EntryResult.ok:
+            log.warning("block %d: consortium entries refused: %s", height, entry_code.name)
             return BlockResult.entries_refused
         return None
 

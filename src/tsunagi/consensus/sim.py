@@ -54,7 +54,6 @@ from tsunagi.consensus.tendermint import (
     Decide,
     Proposal,
     Schedule,
-    Step,
     Tendermint,
     Timeouts,
     Vote,

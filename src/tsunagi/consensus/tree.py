@@ -151,6 +151,14 @@ class HeaderChain:
             self._runs.append((height, value, before))
         self.length = end
 
+    def extend_from_ledger(self, ledger, step: int = 4096) -> None:
+        """Appends the headers of the ledger's blocks after genesis (this chain holds genesis
+        only), ``step`` at a time."""
+        height = ledger.height
+        for first in range(1, height, step):
+            buffer = ledger.headers(first, min(height, first + step))
+            self.extend(np.frombuffer(buffer, dtype=np.uint8).reshape(-1, HEADER_BYTES))
+
     def _all_prefixes(self) -> np.ndarray:
         return _prefixes(self._hashes[: self.length])
 

@@ -683,9 +683,6 @@ class Ledger:
     def _write_block(self, outcome, block_time: int, answer: BatchAnswer,
                      early: np.ndarray | None = None, bits: int | None = None,
                      seal: Callable[[np.ndarray], bool] | None = None) -> None:
-        signatures = outcome.stored_signatures if len(outcome.stored_signatures) else b""
-        # The engine hashed every record already; the block and the index reuse those txids.
-        txids = outcome.txids if outcome.stored.all() else outcome.txids[outcome.stored]
         records, allocate = outcome.stored_records, self._log.payload_buffer
         if early is not None and outcome.stored.all():
             # The records lie in the block begun for them already (see _start_block).
@@ -693,13 +690,9 @@ class Ledger:
 
             def allocate(size: int) -> np.ndarray:
                 return early if size == len(early) else self._log.payload_buffer(size)
-        data = encode_block(
-            prev_hash=self._tip_hash, time=block_time,
-            bits=self.config.bits if bits is None else bits,
-            records=records, codes=outcome.stored_codes,
-            signatures=signatures, batches=outcome.stored_batches,
-            threads=self._threads, txids=txids, txid_levels=outcome.stored_txid_levels,
-            as_array=True, allocate=allocate)
+        data, txids = self._encode_outcome(
+            outcome, block_time, self.config.bits if bits is None else bits, records=records,
+            allocate=allocate)
         if seal is None:
             mine_header(data, threads=self._threads)
         elif not seal(data):
@@ -707,6 +700,22 @@ class Ledger:
         # Nothing changes the block after mining: the log may keep this very buffer.
         block = self._append(data, outcome, txids=txids)
         answer.height, answer.block_hash = self._log.height - 1, block.hash
+
+    def _encode_outcome(self, outcome, block_time: int, bits: int, *, records=None,
+                        **layout) -> tuple[np.ndarray, np.ndarray]:
+        """The block of a processed batch's stored records, and their txids: the engine
+        hashed every record already, and the block, the index and the answer reuse those
+        txids (and their Merkle levels). ``layout``: encode_block's allocate, extension and
+        version."""
+        txids = outcome.txids if outcome.stored.all() else outcome.txids[outcome.stored]
+        data = encode_block(
+            prev_hash=self._tip_hash, time=block_time, bits=bits,
+            records=outcome.stored_records if records is None else records,
+            codes=outcome.stored_codes,
+            signatures=outcome.stored_signatures if len(outcome.stored_signatures) else b"",
+            batches=outcome.stored_batches, threads=self._threads, txids=txids,
+            txid_levels=outcome.stored_txid_levels, as_array=True, **layout)
+        return data, txids
 
     def _append(self, data, outcome, txids: np.ndarray | None = None) -> Block:
         """Appends a block the engine has applied, with its undo data; the tip moves to it."""
@@ -791,34 +800,29 @@ class Ledger:
     # ------------------------------------------------------- staged blocks (consortium)
 
     def stage_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
-                    now_s: int | None = None, *, extension=b"") -> StagedBlock:
+                    now_s: int | None = None, *, extension=b"",
+                    txids: np.ndarray | None = None) -> StagedBlock:
         """A consortium proposer's block: checks and applies the batch as ``begin_batch``
         does and builds its version-2 block (no seal yet, ``extension`` in it), but neither
         stores nor answers it. The validators vote on it; ``commit_staged`` stores it with
         its commit certificate, ``unstage`` takes it back. While a block is staged the ledger
         takes no other write. Records that are not stored (a bad signature, say) keep their
         codes in the answer and stay out of the block; a batch may store nothing, and the
-        block is then empty (a height must still be decided)."""
+        block is then empty (a height must still be decided). ``txids``: the records' own,
+        when the caller hashed them already (the mempool's check)."""
         view = rec.as_records(records)
         with self._write_lock:
             block_time = self._next_block_time(now_s)
             pre_codes = self._already_committed_opens(view)
             outcome = self._engine.process(view, signatures, batches, block_time,
                                            self._threads, pre_codes=pre_codes,
-                                           track_changes=True, as_block=True)
+                                           track_changes=True, as_block=True, txids=txids)
             answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
                                  opened=outcome.opened)
-            stored_txids = outcome.txids if outcome.stored.all() \
-                else outcome.txids[outcome.stored]
             try:
-                data = encode_block(
-                    prev_hash=self._tip_hash, time=block_time, bits=0,
-                    records=outcome.stored_records, codes=outcome.stored_codes,
-                    signatures=outcome.stored_signatures if len(outcome.stored_signatures)
-                    else b"", batches=outcome.stored_batches, extension=extension,
-                    version=BLOCK_VERSION_CONSORTIUM, threads=self._threads,
-                    txids=stored_txids, txid_levels=outcome.stored_txid_levels,
-                    as_array=True)
+                data, stored_txids = self._encode_outcome(
+                    outcome, block_time, 0, extension=extension,
+                    version=BLOCK_VERSION_CONSORTIUM)
             except BaseException:
                 self._engine.undo(outcome.undo)
                 raise

@@ -309,12 +309,15 @@ class Validator:
                 if self.server._queue else []
             records = b"".join(bytes(s.records) for s in group)
             signatures = b"".join(bytes(s.signatures) for s in group)
+            # The mempool's check hashed them already, when it is done with every one.
+            txids = np.concatenate([s.txids for s in group]) \
+                if group and all(s.txids is not None for s in group) else None
             batches = self.server.group_batches(group) if group else ()
             self.ledger.unstage()
             extension = self._extension(height) if extension is None else extension
             try:
                 staged = self.ledger.stage_batch(records, signatures, batches,
-                                                 extension=extension)
+                                                 extension=extension, txids=txids)
             except Exception as exc:
                 log.error("height %d: the proposal could not be built: %s", height, exc)
                 if group:
