@@ -160,6 +160,9 @@ blocks_per_request = 16
 # A block asked for and not received within this goes to another peer (the first is marked as
 # lacking it), so a silent peer stalls a sync by at most this long.
 block_request_timeout_s = 10.0
+# A peer refused with an error is read from (and its frames dropped) for at most this long
+# after the error, so that it gets the error instead of a reset (node/peers.py _refuse).
+refuse_linger_s = 2.0
 # How long a peer that misbehaved is refused (Bitcoin Core: 24 hours), and how long a node
 # waits before dialing a configured peer again (with jitter of +-50%).
 peer_ban_s = 3600.0

@@ -92,6 +92,20 @@ class _Link:
         return f"{self.address[0]}:{self.address[1]}"
 
 
+def _shut_after_linger(transport, loop) -> None:
+    """Shuts the write side of ``transport`` once its buffer is out and closes it when the
+    peer closes or after ``limits.refuse_linger_s``, whichever is first (see
+    PeerNetwork._refuse)."""
+    if transport is None or transport.is_closing():
+        return
+    if transport.can_write_eof():
+        transport.write_eof()
+    if loop is None:
+        transport.close()
+    else:
+        loop.call_later(limits.refuse_linger_s, transport.close)
+
+
 class _PeerProtocol(asyncio.BufferedProtocol):
     def __init__(self, link: _Link) -> None:
         self.link = link
@@ -109,6 +123,9 @@ class _PeerProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         link = self.link
         link.reader.received(nbytes)
+        if link.closed:  # refused and lingering: read and dropped
+            link.reader.take_pending()
+            return
         while not link.closed:
             try:
                 frame = link.reader.next_frame()
@@ -163,6 +180,8 @@ class PeerNetwork:
         self.stopping = True
         for link in list(self.links):
             self._close(link)
+            if link.transport is not None:  # a refused one may still be lingering
+                link.transport.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -196,12 +215,12 @@ class PeerNetwork:
         if not _loopback(link.address[0]) and self._is_banned(link.address[0]):
             transport.write(p.encode(p.Error(p.ErrorCode.banned, "this node refuses you for "
                                              "a while: you misbehaved"), 0, p.HELLO_VERSION))
-            transport.close()
+            _shut_after_linger(transport, self._loop)
             return
         if len(self.links) >= self.settings.peers_max:
             transport.write(p.encode(p.Error(p.ErrorCode.overloaded, "no room for more peers"),
                                      0, p.HELLO_VERSION))
-            transport.close()
+            _shut_after_linger(transport, self._loop)
             return
         protocol = _PeerProtocol(link)
         transport.set_protocol(protocol)
@@ -235,6 +254,18 @@ class PeerNetwork:
             if link.transport is not None:
                 link.transport.close()
 
+    def _refuse(self, link: _Link, error: p.Error) -> None:
+        """Tells the peer why and closes so that it can read why: the error goes out, then
+        the write side shuts (a FIN after it), and what the peer still sends is read and
+        dropped until it closes or ``limits.refuse_linger_s`` passes. Closing at once with its
+        frames unread would answer them with a reset, which can destroy the error before the
+        peer reads it (a spamming peer saw no error at all)."""
+        if link.closed:
+            return
+        self._send(link, error)
+        link.closed = True
+        _shut_after_linger(link.transport, self._loop)
+
     def _key(self, link: _Link) -> str:
         port = link.hello.listen_port if link.inbound and link.hello is not None \
             else link.address[1]
@@ -256,8 +287,7 @@ class PeerNetwork:
         if link.points >= BAN_POINTS and not link.closed:
             self.banned[self._key(link)] = time.monotonic() + self.settings.ban_s
             self.bans += 1
-            self._send(link, p.Error(p.ErrorCode.misbehaving, f"banned: {reason}"))
-            self._close(link)
+            self._refuse(link, p.Error(p.ErrorCode.misbehaving, f"banned: {reason}"))
 
     # ------------------------------------------------------------------ frames
 
@@ -327,24 +357,20 @@ class PeerNetwork:
 
     def _on_hello(self, link: _Link, hello: p.PeerHello) -> None:
         if hello.node_nonce == self.nonce:
-            self._send(link, p.Error(p.ErrorCode.self_connection, "this is the node itself"))
-            self._close(link)
+            self._refuse(link, p.Error(p.ErrorCode.self_connection, "this is the node itself"))
             return
         if hello.genesis_hash != self.genesis_hash:
-            self._send(link, p.Error(p.ErrorCode.wrong_genesis,
+            self._refuse(link, p.Error(p.ErrorCode.wrong_genesis,
                                      "this node's chain starts from another genesis block"))
-            self._close(link)
             return
         if not set(hello.versions) & set(limits.protocol_versions):
-            self._send(link, p.Error(p.ErrorCode.unsupported_version,
+            self._refuse(link, p.Error(p.ErrorCode.unsupported_version,
                                      f"this node speaks {limits.protocol_versions}"))
-            self._close(link)
             return
         link.hello = hello
         if self._is_banned(self._key(link)):
-            self._send(link, p.Error(p.ErrorCode.banned, "this node refuses you for a while: "
+            self._refuse(link, p.Error(p.ErrorCode.banned, "this node refuses you for a while: "
                                      "you misbehaved"))
-            self._close(link)
             return
         link.best_height = hello.best_height
         if link.inbound and hello.listen_port:
