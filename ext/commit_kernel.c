@@ -162,7 +162,7 @@ enum {
 };
 
 /* Fields each kind requires to be zero (docs/FORMAT.md, table of kinds). */
-static const uint8_t ZERO_FIELDS[9] = {
+static const uint8_t ZERO_FIELDS[10] = {
     0,
     F_DEBIT | F_CREDIT | F_AMOUNT | F_AUX | F_AUX2 | F_EXTRA, /* open_account */
     F_AUX | F_DATA | F_AUX2 | F_EXTRA,                        /* transfer */
@@ -172,6 +172,7 @@ static const uint8_t ZERO_FIELDS[9] = {
     F_AUX2 | F_EXTRA,                                         /* post */
     F_AMOUNT | F_DATA | F_AUX2 | F_EXTRA,                     /* void */
     F_CREDIT,                                                 /* set_policy_key */
+    F_CREDIT | F_AMOUNT | F_EXTRA,                            /* call */
 };
 
 static inline int is_zero32(const uint8_t *bytes) {
@@ -188,7 +189,7 @@ static uint8_t nonzero_fields(const ts_record *r) {
 }
 
 uint8_t ts_check_fields(const ts_record *r, uint32_t chain_id, int check_chain) {
-    if (r->kind < TS_KIND_OPEN_ACCOUNT || r->kind > TS_KIND_SET_POLICY_KEY) return TS_MALFORMED;
+    if (r->kind < TS_KIND_OPEN_ACCOUNT || r->kind > TS_KIND_CALL) return TS_MALFORMED;
     if (r->flags & ~TS_FLAGS_KNOWN) return TS_MALFORMED;
     if (check_chain && r->chain_id != chain_id) return TS_WRONG_CHAIN;
     if (r->key_slot >= TS_KEY_SLOTS) return TS_KEY_SLOT_INVALID;
@@ -668,6 +669,9 @@ static uint8_t apply_record(kernel *k, size_t i) {
     case TS_KIND_POST: return apply_post(k, r);
     case TS_KIND_VOID: return apply_void(k, r);
     case TS_KIND_SET_POLICY_KEY: return apply_set_policy(k, r);
+    /* A call changes no balance: it uses its sequence (authorize did), and the contract
+     * layer runs it after the batch (tsunagi.contracts), in block order. */
+    case TS_KIND_CALL: return TS_OK;
     }
     return TS_MALFORMED; /* unreachable: authorize checked the kind */
 }

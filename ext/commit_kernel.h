@@ -47,6 +47,7 @@ enum {
     TS_ACCOUNTS_FULL = 35,
     TS_HOLDS_FULL = 36,
     TS_POLICY_KEY_REPLACED = 37,
+    TS_PAYLOAD_MISSING = 38, /* set by the engine (Python), which holds the payloads */
 };
 
 enum {
@@ -58,6 +59,7 @@ enum {
     TS_KIND_POST = 6,
     TS_KIND_VOID = 7,
     TS_KIND_SET_POLICY_KEY = 8,
+    TS_KIND_CALL = 9,
 };
 
 #define TS_FLAG_LINKED 1u

@@ -37,6 +37,7 @@ from tsunagi.core.block import (
 )
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig
+from tsunagi.core.entries import ValidatorUpdate, encode_entries
 from tsunagi.core.keys import PrivateKey, verify
 from tsunagi.errors import EncodingError
 
@@ -285,7 +286,10 @@ BAD_BLOCKS = {
     BlockResult.batch_coverage: lambda: build(**_with_batches(_batch(0, 3), _batch(4, 3))),
     BlockResult.batch_signature_invalid: lambda: build(**_with_batches(
         *[batch._replace(signer_key=ALICE.public_key) for batch in parts()["batches"]])),
-    BlockResult.extension_not_empty: lambda: build(extension=b"x"),
+    # A consortium entry in a proof-of-work block; bytes that are no entries at all.
+    BlockResult.extension_not_empty: lambda: build(extension=encode_entries(
+        [ValidatorUpdate(bytes(32), 1, 10, ())])),
+    BlockResult.consortium_entries: lambda: build(extension=b"x"),
 }
 
 

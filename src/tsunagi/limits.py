@@ -74,6 +74,9 @@ timeout_ms_max = 600_000
 seal_bytes_max = 1 << 18
 # Consortium entries (validator updates, evidence) in one version 2 block's extension.
 consortium_entries_max = 1024
+# The arguments of one call record (a block entry): a document part or a contract's
+# arguments with their proofs fit; a block's whole size is bounded by the log's block limit.
+payload_bytes_max = 1 << 20
 
 # Genesis accounts (issuers and allocations): each costs about 90 bytes of config JSON and
 # two genesis records; 100,000 keep the JSON under 10 MB and genesis quick to replay.

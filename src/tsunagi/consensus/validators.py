@@ -1,7 +1,7 @@
 """On-chain validator changes and equivocation evidence of a consortium chain.
 
 Both travel as consortium entries in a version 2 block's extension (their bytes:
-tsunagi.core.entries, docs/FORMAT.md "Consortium entries"). A validator update gives a key a
+tsunagi.core.entries, docs/FORMAT.md "Block entries"). A validator update gives a key a
 new weight (0: it leaves the set) from an effective height on; validators of the set in force
 at the block's height holding more than two thirds of its weight sign it (update_message).
 Its effective height is at least the block's height + 2, so the set of the block after next
@@ -172,9 +172,11 @@ class ValidatorSchedule:
         for position, entry in enumerate(entries):
             if isinstance(entry, ValidatorUpdate):
                 code = self._check_update(entry, height, current, updates, position, signed)
-            else:
+            elif isinstance(entry, Evidence):
                 code = self._check_evidence(entry, height, seen, position, signed)
                 evidence.append(entry)
+            else:  # a call's payload: the contract layer's, not the validator set's
+                continue
             if code is not EntryResult.ok:
                 failure = (position, code)
                 break

@@ -21,7 +21,7 @@ import numpy as np
 from tsunagi import hashing, limits
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.config import ChainConfig, genesis_records
-from tsunagi.core.entries import check_entries
+from tsunagi.core.entries import Payload, decode_entries, payload_digest
 from tsunagi.core.keys import PrivateKey, verify
 from tsunagi.core.records import (
     FLAGS_KNOWN,
@@ -110,7 +110,7 @@ class BlockResult(IntEnum):
     batch_reserved = 14  # a batch's reserved bytes are not zero
     batch_coverage = 15  # batches do not cover exactly the batch_authorized records
     batch_signature_invalid = 16  # a batch signature does not verify over its batch root
-    extension_not_empty = 17  # a version 1 block other than genesis carries extension bytes
+    extension_not_empty = 17  # a version 1 block other than genesis carries consortium entries
     genesis_batches = 18  # the genesis block carries batches
     genesis_config_invalid = 19  # the genesis extension is not a valid canonical config
     genesis_mismatch = 20  # genesis records, codes, bits or time differ from its config's
@@ -126,11 +126,13 @@ class BlockResult(IntEnum):
     # Version 2 (consortium) blocks, alone:
     consortium_work = 29  # a version 2 block whose bits or nonce are not 0 (it has no work)
     consortium_genesis = 30  # a version 2 block with a zero prev_hash: genesis is version 1
-    consortium_entries = 31  # a version 2 extension that is no valid list of consortium entries
+    consortium_entries = 31  # an extension after genesis that is no valid list of block entries
     seal_too_large = 32  # a seal longer than limits.seal_bytes_max
     # Against a consortium chain (tsunagi.consensus.consortium):
     bad_certificate = 33  # the seal is no commit certificate of the height's validators
     entries_refused = 34  # a consortium entry does not hold on the chain (EntryResult says why)
+    # Payloads (block entries of call records), alone:
+    payload_mismatch = 35  # a call without its one payload, a payload of no call, or digest/length differ
 
 
 def _bytes_view(data, what: str) -> memoryview:
@@ -573,15 +575,46 @@ def check_block(block: Block, *, batch_signatures: bool = True) -> BlockResult:
         return result
     if block.is_genesis:
         return _check_genesis(block)
-    if version == BLOCK_VERSION_CONSORTIUM:
-        if not check_entries(block.data[block._extension_offset:block._extension_end]):
-            return BlockResult.consortium_entries
-    elif block.extension_length:
-        return BlockResult.extension_not_empty
-    result = _check_batch_layout(block)
+    result = _check_entries(block)
+    if result is BlockResult.ok:
+        result = _check_batch_layout(block)
     if result is BlockResult.ok and batch_signatures:
         result = _check_batch_signatures(block)
     return result
+
+
+def _check_entries(block: Block) -> BlockResult:
+    calls = np.flatnonzero(block.records["kind"] == Kind.call)
+    if not block.extension_length:
+        return BlockResult.payload_mismatch if calls.size else BlockResult.ok
+    try:
+        found = decode_entries(block.data[block._extension_offset:block._extension_end])
+    except EncodingError:
+        return BlockResult.consortium_entries
+    payloads = [entry for entry in found if isinstance(entry, Payload)]
+    if block.version != BLOCK_VERSION_CONSORTIUM and len(payloads) != len(found):
+        return BlockResult.extension_not_empty
+    return _check_payloads(block, calls, payloads)
+
+
+def _check_payloads(block: Block, calls: np.ndarray, payloads: list[Payload]) -> BlockResult:
+    # Both lists ascend (decode_entries sees to the payloads'), so they pair one to one.
+    if len(payloads) != calls.size:
+        return BlockResult.payload_mismatch
+    records = block.records
+    for index, payload in zip(calls.tolist(), payloads):
+        if (payload.record_index != index or len(payload.data) != records["aux2"][index]
+                or payload_digest(payload.data) != records["data"][index].tobytes()):
+            return BlockResult.payload_mismatch
+    return BlockResult.ok
+
+
+def block_payloads(block: Block) -> dict[int, bytes]:
+    """The payloads of a block that check_block passed, by the index of their call record."""
+    if not block.extension_length or block.is_genesis:
+        return {}
+    return {entry.record_index: entry.data for entry in decode_entries(block.extension)
+            if isinstance(entry, Payload)}
 
 
 def _check_header_work(block: Block) -> BlockResult:

@@ -48,6 +48,7 @@ class Result(IntEnum):
     accounts_full = 35  # the ledger's account limit is reached
     holds_full = 36  # the ledger's hold limit is reached
     policy_key_replaced = 37  # signed by a policy key that an earlier record of its batch resets
+    payload_missing = 38  # a call whose payload did not come with it or differs from its digest
 
     @property
     def applied(self) -> bool:
@@ -60,5 +61,5 @@ UNSTORED = frozenset({
     Result.sequence_used, Result.already_committed, Result.batch_signature_invalid,
     Result.batch_signer_not_owner, Result.batch_rejected, Result.key_slot_empty,
     Result.key_slot_invalid, Result.linked_group_open, Result.bad_account_key,
-    Result.policy_key_replaced,
+    Result.policy_key_replaced, Result.payload_missing,
 })

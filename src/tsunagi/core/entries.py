@@ -1,10 +1,12 @@
-"""Consortium entries: the byte layout of what a version 2 block's extension holds.
+"""Block entries: the byte layout of what a block's extension holds after genesis.
 
-A consortium chain records two kinds of entry on chain (docs/FORMAT.md, "Consortium entries"):
-a validator update (a key's new weight from a stated height, approved by the current set) and
-equivocation evidence (two conflicting signed votes of one validator). This module knows their
-bytes only, so that check_block can judge an extension alone; whether the signatures hold and
-the set approves is :mod:`tsunagi.consensus.validators`' question, with the chain's context.
+Three kinds (docs/FORMAT.md, "Block entries"): a payload, the arguments of one call record,
+which are longer than a 128-byte record can carry (any chain); and, on a consortium chain
+(version 2 blocks), a validator update (a key's new weight from a stated height, approved by
+the current set) and equivocation evidence (two conflicting signed votes of one validator).
+This module knows their bytes only, so that check_block can judge an extension alone; whether
+the signatures hold and the set approves is :mod:`tsunagi.consensus.validators`' question,
+with the chain's context.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import struct
 from dataclasses import dataclass
 
 from tsunagi import limits
+from tsunagi.core.records import payload_digest
 from tsunagi.errors import EncodingError
 
-__all__ = ["ENTRY_EVIDENCE", "ENTRY_VALIDATOR_UPDATE", "Evidence", "SignedVote",
-           "ValidatorUpdate", "check_entries", "decode_entries", "encode_entries"]
+__all__ = ["CONSORTIUM_ENTRIES", "ENTRY_EVIDENCE", "ENTRY_PAYLOAD", "ENTRY_VALIDATOR_UPDATE",
+           "Evidence", "Payload", "SignedVote", "ValidatorUpdate", "check_entries",
+           "decode_entries", "encode_entries", "payload_digest"]
 
 ENTRY_VALIDATOR_UPDATE = 1
 ENTRY_EVIDENCE = 2
+ENTRY_PAYLOAD = 3
+CONSORTIUM_ENTRIES = (ENTRY_VALIDATOR_UPDATE, ENTRY_EVIDENCE)  # only in version 2 blocks
 VOTE_KINDS = (1, 2)  # prevote, precommit (tsunagi.consensus.tendermint.VoteKind)
 
 _ENTRY_HEAD = struct.Struct("<BI")  # type, body length
@@ -28,6 +34,7 @@ _UPDATE_HEAD = struct.Struct("<32sQQH")  # key, weight, effective_height, approv
 _APPROVAL = struct.Struct("<H64s")  # signer index in the current set, BIP340 signature
 # kind, height, round, has_value, value (zeros for nil), next validators hash, signature
 _SIGNED_VOTE = struct.Struct("<BQIB32s32s64s")
+_PAYLOAD_HEAD = struct.Struct("<I")  # the index of its call record in the block
 _EVIDENCE_BYTES = 32 + 2 * _SIGNED_VOTE.size
 ZERO_HASH = bytes(32)
 
@@ -63,13 +70,23 @@ class Evidence:
     second: SignedVote
 
 
+@dataclass(frozen=True)
+class Payload:
+    """The arguments of the call record at ``record_index`` of the same block: the record's
+    ``data`` is payload_digest(data) and its ``aux2`` the payload's length, so the record's
+    signature covers them."""
+
+    record_index: int
+    data: bytes
+
+
 def _pack_vote(vote: SignedVote) -> bytes:
     value = ZERO_HASH if vote.value is None else vote.value
     return _SIGNED_VOTE.pack(vote.kind, vote.height, vote.round, vote.value is not None,
                              value, vote.next_validators, vote.signature)
 
 
-def _pack_body(entry: ValidatorUpdate | Evidence) -> tuple[int, bytes]:
+def _pack_body(entry: ValidatorUpdate | Evidence | Payload) -> tuple[int, bytes]:
     if isinstance(entry, ValidatorUpdate):
         head = _UPDATE_HEAD.pack(entry.key, entry.weight, entry.effective_height,
                                  len(entry.approvals))
@@ -77,7 +94,9 @@ def _pack_body(entry: ValidatorUpdate | Evidence) -> tuple[int, bytes]:
             _APPROVAL.pack(index, signature) for index, signature in entry.approvals)
     if isinstance(entry, Evidence):
         return ENTRY_EVIDENCE, entry.key + _pack_vote(entry.first) + _pack_vote(entry.second)
-    raise EncodingError(f"a consortium entry is a ValidatorUpdate or Evidence, "
+    if isinstance(entry, Payload):
+        return ENTRY_PAYLOAD, _PAYLOAD_HEAD.pack(entry.record_index) + bytes(entry.data)
+    raise EncodingError(f"a block entry is a ValidatorUpdate, Evidence or Payload, "
                         f"not {type(entry).__name__}")
 
 
@@ -89,7 +108,7 @@ def encode_entries(entries) -> bytes:
         try:
             kind, body = _pack_body(entry)
         except struct.error as exc:
-            raise EncodingError(f"a consortium entry field is out of range: {exc}") from exc
+            raise EncodingError(f"a block entry field is out of range: {exc}") from exc
         parts.append(_ENTRY_HEAD.pack(kind, len(body)) + body)
     data = b"".join(parts)
     decode_entries(data)  # the same rules on both sides: never write what a reader refuses
@@ -124,17 +143,26 @@ def _unpack_update(body: bytes) -> ValidatorUpdate:
     return ValidatorUpdate(key, weight, effective_height, approvals)
 
 
-def decode_entries(data) -> list[ValidatorUpdate | Evidence]:
-    """The entries of a version 2 extension, in order; EncodingError saying what is wrong."""
+def _unpack_payload(body: bytes) -> Payload:
+    if len(body) < _PAYLOAD_HEAD.size:
+        raise EncodingError(f"a payload entry is at least {_PAYLOAD_HEAD.size} bytes")
+    if len(body) - _PAYLOAD_HEAD.size > limits.payload_bytes_max:
+        raise EncodingError(f"a payload is at most {limits.payload_bytes_max} bytes, got "
+                            f"{len(body) - _PAYLOAD_HEAD.size}")
+    return Payload(_PAYLOAD_HEAD.unpack_from(body)[0], body[_PAYLOAD_HEAD.size:])
+
+
+def decode_entries(data) -> list[ValidatorUpdate | Evidence | Payload]:
+    """The entries of an extension after genesis, in order; EncodingError saying what is
+    wrong. Payloads come in ascending record order, each record at most once."""
     data = memoryview(data).tobytes()
-    entries: list[ValidatorUpdate | Evidence] = []
+    entries: list[ValidatorUpdate | Evidence | Payload] = []
     offset = 0
+    consortium = 0
+    last_payload = -1
     while offset < len(data):
-        if len(entries) == limits.consortium_entries_max:
-            raise EncodingError(f"at most {limits.consortium_entries_max} consortium entries "
-                                "a block")
         if offset + _ENTRY_HEAD.size > len(data):
-            raise EncodingError(f"a consortium entry at offset {offset} is cut short")
+            raise EncodingError(f"a block entry at offset {offset} is cut short")
         kind, length = _ENTRY_HEAD.unpack_from(data, offset)
         offset += _ENTRY_HEAD.size
         body = data[offset:offset + length]
@@ -142,7 +170,17 @@ def decode_entries(data) -> list[ValidatorUpdate | Evidence]:
             raise EncodingError(f"entry body of {length} bytes at offset {offset} runs past "
                                 f"the {len(data)}-byte extension")
         offset += length
-        if kind == ENTRY_VALIDATOR_UPDATE:
+        consortium += kind in CONSORTIUM_ENTRIES
+        if consortium > limits.consortium_entries_max:
+            raise EncodingError(f"at most {limits.consortium_entries_max} consortium entries "
+                                "a block")
+        if kind == ENTRY_PAYLOAD:
+            payload = _unpack_payload(body)
+            if payload.record_index <= last_payload:
+                raise EncodingError("payloads come in ascending record order, one a record")
+            last_payload = payload.record_index
+            entries.append(payload)
+        elif kind == ENTRY_VALIDATOR_UPDATE:
             entries.append(_unpack_update(body))
         elif kind == ENTRY_EVIDENCE:
             if length != _EVIDENCE_BYTES:
@@ -150,7 +188,7 @@ def decode_entries(data) -> list[ValidatorUpdate | Evidence]:
             entries.append(Evidence(body[:32], _unpack_vote(body, 32),
                                     _unpack_vote(body, 32 + _SIGNED_VOTE.size)))
         else:
-            raise EncodingError(f"unknown consortium entry type {kind} at offset "
+            raise EncodingError(f"unknown block entry type {kind} at offset "
                                 f"{offset - length - _ENTRY_HEAD.size}")
     return entries
 

@@ -6,11 +6,13 @@ per record on the hot path. The builders here are for clients and tests; they re
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from enum import IntEnum, IntFlag
 
 import numpy as np
 
+from tsunagi import limits
 from tsunagi.errors import EncodingError
 
 RECORD_BYTES = 128
@@ -28,6 +30,7 @@ class Kind(IntEnum):
     post = 6
     void = 7
     set_policy_key = 8
+    call = 9  # a contract call: its arguments ride in the block's payload section
 
 
 class Flags(IntFlag):
@@ -199,3 +202,21 @@ def set_policy_key(chain_id: int, sequence: int, owner_account: int, slot: int,
                 debit_account=owner_account, amount=amount_max, aux=expiry_s,
                 data=policy_key, aux2=allowance, extra=tuple(recipients), key_slot=slot,
                 user_data=user_data)
+
+
+def payload_digest(payload) -> bytes:
+    """SHA-256d of a call's payload: what its record carries in ``data``."""
+    return hashlib.sha256(hashlib.sha256(payload).digest()).digest()
+
+
+def call(chain_id: int, sequence: int, caller_account: int, contract: int, payload: bytes, *,
+         linked: bool = False, batch_authorized: bool = False, user_data: int = 0) -> bytes:
+    """A call of contract number ``contract`` (the chain config's) by ``caller_account``,
+    whose arguments, ``payload``, travel beside the record and go in its block's payload
+    section: the record carries their digest and length, so its signature covers them."""
+    if len(payload) > limits.payload_bytes_max:
+        raise EncodingError(f"a payload is at most {limits.payload_bytes_max} bytes, got "
+                            f"{len(payload)}")
+    return pack(Kind.call, chain_id=chain_id, sequence=sequence, debit_account=caller_account,
+                aux=contract, data=payload_digest(payload), aux2=len(payload),
+                user_data=user_data, flags=_flags(linked, batch_authorized))

@@ -37,7 +37,15 @@ from tsunagi.core.block import (
     unpack_batches,
 )
 from tsunagi.core.codes import Result
-from tsunagi.core.records import RECORD_BYTES, RECORD_DTYPE, SIGNATURE_BYTES, Flags, Kind
+from tsunagi.core.entries import Payload
+from tsunagi.core.records import (
+    RECORD_BYTES,
+    RECORD_DTYPE,
+    SIGNATURE_BYTES,
+    Flags,
+    Kind,
+    payload_digest,
+)
 from tsunagi.errors import ConfigError, EncodingError
 from tsunagi.ledger import limits
 from tsunagi.ledger.buffers import BufferPool
@@ -71,6 +79,9 @@ class BatchOutcome:
     changes: StateChanges | None = None
     # With track_changes, when the batch stored records: what its block overwrote.
     undo: BlockUndo | None = None
+    # The payloads of the stored call records, numbered as stored: the block's payload
+    # section (tsunagi.core.entries.Payload).
+    stored_payloads: list[Payload] = field(default_factory=list)
 
     @property
     def stored_count(self) -> int:
@@ -156,7 +167,7 @@ class Engine:
     def process(self, records, signatures=b"", batches: Sequence = (), now_s: int = 0,
                 threads: int = 1, pre_codes: np.ndarray | None = None,
                 track_changes: bool = False, as_block: bool = False,
-                txids: np.ndarray | None = None) -> BatchOutcome:
+                txids: np.ndarray | None = None, payloads: Sequence = ()) -> BatchOutcome:
         """Runs a batch through every stage; see the module docstring.
 
         ``signatures``: 64 bytes for each record without the batch_authorized flag, in record
@@ -169,9 +180,15 @@ class Engine:
         stores nothing (a block made elsewhere may be empty), so it has changes and undo.
         ``txids`` (N x 32), when the caller hashed these very records already (a decoded
         block checked by check_block), are used instead of hashing them again.
+        ``payloads``: the arguments of each call record, in record order (one a call); a
+        call whose payload differs from its record's digest or length gets payload_missing.
         """
         flat = commit.record_bytes(records)
         view = flat.view(RECORD_DTYPE)
+        calls = np.flatnonzero(view["kind"] == Kind.call)
+        if len(payloads) != calls.size:
+            raise EncodingError(f"{calls.size} call records need as many payloads, got "
+                                f"{len(payloads)}")
         flagged = (view["flags"] & Flags.batch_authorized) != 0
         own = np.flatnonzero(~flagged)
         signature_rows = _signature_rows(signatures, len(own))
@@ -181,6 +198,8 @@ class Engine:
         if pre_codes is not None:
             codes = np.where(codes != 0, codes, np.asarray(pre_codes, dtype=np.uint8))
         codes[(codes == 0) & (flagged != (ids != 0))] = Result.malformed
+        if calls.size:
+            _check_payloads(view, calls, payloads, codes)
         keys = commit.resolve_signers(self.state, flat, codes)
         if txids is None:
             txids = hashing.sha256d_records(flat, RECORD_BYTES, threads)
@@ -197,6 +216,8 @@ class Engine:
                            table)
         if levels is not None and outcome.stored_count == len(view):
             outcome.stored_txid_levels = levels
+        if calls.size:
+            outcome.stored_payloads = _stored_payloads(calls, payloads, stored)
         if track_changes:
             block = outcome.stored_count > 0 or as_block
             outcome.undo = self._undo_of(counters_before, applied[3], expired_holds, block)
@@ -388,6 +409,23 @@ class Engine:
         empty = np.zeros((0, SIGNATURE_BYTES), dtype=np.uint8)
         return BatchOutcome(codes, stored, opened, txids, np.zeros(0, EXPIRED_DTYPE),
                             view.copy(), codes.copy(), empty, [])
+
+
+def _check_payloads(view, calls: np.ndarray, payloads: Sequence, codes: np.ndarray) -> None:
+    """payload_missing for each call whose payload is not the one its record names."""
+    lengths, digests = view["aux2"], view["data"]
+    for index, payload in zip(calls.tolist(), payloads):
+        if codes[index]:
+            continue
+        if len(payload) != lengths[index] or \
+                payload_digest(payload) != digests[index].tobytes():
+            codes[index] = Result.payload_missing
+
+
+def _stored_payloads(calls: np.ndarray, payloads: Sequence, stored: np.ndarray) -> list:
+    position = np.cumsum(stored, dtype=np.int64) - 1  # each stored record's index in the block
+    return [Payload(int(position[index]), bytes(payload))
+            for index, payload in zip(calls.tolist(), payloads) if stored[index]]
 
 
 def _outcome(view, codes, stored, opened, txids, expired, own, signature_rows,

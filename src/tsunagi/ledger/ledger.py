@@ -36,6 +36,7 @@ from tsunagi.core.block import (
     Block,
     BlockResult,
     block_bytes,
+    block_payloads,
     check_block,
     decode_block,
     encode_block,
@@ -44,6 +45,7 @@ from tsunagi.core.block import (
 )
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig, genesis_records
+from tsunagi.core.entries import encode_entries
 from tsunagi.errors import CancelledError, CorruptLogError, EncodingError, StorageError
 from tsunagi.ledger import limits
 from tsunagi.ledger.damage import (
@@ -582,13 +584,17 @@ class Ledger:
         return self.submit_batch(record, signature)
 
     def submit_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
-                     now_s: int | None = None) -> BatchAnswer:
-        """Fast path: many records, one block, one fsync, one answer per record."""
-        return self.begin_batch(records, signatures, batches, now_s).wait()
+                     now_s: int | None = None, *, payloads: Sequence[bytes] = ()
+                     ) -> BatchAnswer:
+        """Fast path: many records, one block, one fsync, one answer per record.
+        ``payloads``: the arguments of each call record, in record order (core.records.call
+        makes such records); they go in the block's payload section."""
+        return self.begin_batch(records, signatures, batches, now_s, payloads=payloads).wait()
 
     def begin_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
                     now_s: int | None = None, *, bits: int | None = None,
-                    seal: Callable[[np.ndarray], bool] | None = None) -> PendingBatch:
+                    seal: Callable[[np.ndarray], bool] | None = None,
+                    payloads: Sequence[bytes] = ()) -> PendingBatch:
         """``submit_batch`` up to the fsync: checks, applies and writes the block, and returns
         a PendingBatch whose ``wait()`` gives the answer once the block is durable.
 
@@ -609,10 +615,10 @@ class Ledger:
                                    "node --validator-key FILE`), or use ConsortiumChain")
             block_time = self._next_block_time(now_s)
             pre_codes = self._already_committed_opens(view)
-            early = self._start_block(view, signatures, batches)
+            early = None if len(payloads) else self._start_block(view, signatures, batches)
             outcome = self._engine.process(view, signatures, batches, block_time,
                                            self._threads, pre_codes=pre_codes,
-                                           track_changes=True)
+                                           track_changes=True, payloads=payloads)
             answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
                                  opened=outcome.opened)
             if outcome.stored_count:
@@ -706,8 +712,11 @@ class Ledger:
         """The block of a processed batch's stored records, and their txids: the engine
         hashed every record already, and the block, the index and the answer reuse those
         txids (and their Merkle levels). ``layout``: encode_block's allocate, extension and
-        version."""
+        version; the stored calls' payloads follow the extension's entries."""
         txids = outcome.txids if outcome.stored.all() else outcome.txids[outcome.stored]
+        if outcome.stored_payloads:
+            layout["extension"] = bytes(layout.get("extension", b"")) + \
+                encode_entries(outcome.stored_payloads)
         data = encode_block(
             prev_hash=self._tip_hash, time=block_time, bits=bits,
             records=outcome.stored_records if records is None else records,
@@ -790,7 +799,8 @@ class Ledger:
             return BlockResult.replayed_open, None
         outcome = self._engine.process(block.records, block.signatures, block.batches,
                                        block.time, self._threads, track_changes=True,
-                                       as_block=True, txids=block.txids())
+                                       as_block=True, txids=block.txids(),
+                                       payloads=list(block_payloads(block).values()))
         if not outcome.stored.all() or not np.array_equal(outcome.codes, block.codes):
             self._engine.undo(outcome.undo)
             return (BlockResult.not_authenticated if not outcome.stored.all()
@@ -801,7 +811,8 @@ class Ledger:
 
     def stage_batch(self, records, signatures=b"", batches: Sequence[BatchAuth] = (),
                     now_s: int | None = None, *, extension=b"",
-                    txids: np.ndarray | None = None) -> StagedBlock:
+                    txids: np.ndarray | None = None,
+                    payloads: Sequence[bytes] = ()) -> StagedBlock:
         """A consortium proposer's block: checks and applies the batch as ``begin_batch``
         does and builds its version-2 block (no seal yet, ``extension`` in it), but neither
         stores nor answers it. The validators vote on it; ``commit_staged`` stores it with
@@ -816,7 +827,8 @@ class Ledger:
             pre_codes = self._already_committed_opens(view)
             outcome = self._engine.process(view, signatures, batches, block_time,
                                            self._threads, pre_codes=pre_codes,
-                                           track_changes=True, as_block=True, txids=txids)
+                                           track_changes=True, as_block=True, txids=txids,
+                                           payloads=payloads)
             answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
                                  opened=outcome.opened)
             try:
@@ -1393,7 +1405,7 @@ def _verify_block(engine: Engine, block: Block, height: int,
         engine.apply_genesis(block.records.tobytes(), len(config.issuers))
         return VerifyResult.ok, ""
     outcome = engine.process(block.records, block.signatures.tobytes(), block.batches,
-                             block.time, 1)
+                             block.time, 1, payloads=list(block_payloads(block).values()))
     if not outcome.stored.all():
         first = int(np.flatnonzero(~outcome.stored)[0])
         return VerifyResult.not_authenticated, (

@@ -43,6 +43,7 @@ _ZERO_FIELDS = {
     Kind.post: ("aux2", "extra"),
     Kind.void: ("amount", "data", "aux2", "extra"),
     Kind.set_policy_key: ("credit_account",),
+    Kind.call: ("credit_account", "amount", "extra"),
 }
 
 
@@ -286,6 +287,10 @@ def _authorize(batch: _Batch, r: dict) -> int:
     return Result.ok
 
 
+def _call(batch: _Batch, r) -> int:
+    return Result.ok  # changes no balance; the contract layer runs it after the batch
+
+
 def _apply_record(batch: _Batch, i: int) -> int:
     r = batch.rows[i]
     kind = Kind(r["kind"])
@@ -295,7 +300,7 @@ def _apply_record(batch: _Batch, i: int) -> int:
         return _open(batch, r, i)
     handler = {Kind.transfer: _transfer, Kind.mint: _mint, Kind.burn: _burn,
                Kind.hold: _hold, Kind.post: _post, Kind.void: _void,
-               Kind.set_policy_key: _set_policy}[kind]
+               Kind.set_policy_key: _set_policy, Kind.call: _call}[kind]
     return handler(batch, r)
 
 

@@ -149,6 +149,10 @@ class Validator:
         except Exception as exc:
             conn.send_error(request_id, p.ErrorCode.malformed, f"not consortium entries: {exc}")
             return
+        if any(isinstance(entry, entries.Payload) for entry in found):
+            conn.send_error(request_id, p.ErrorCode.malformed, "a payload comes with its call "
+                            "record (submit the record), not as an entry of its own")
+            return
         with self.chain.lock:
             position, code = self.chain.schedule.check_block(self.chain.base, data)
         if code is not vset.EntryResult.ok:
