@@ -92,8 +92,13 @@ def test_a_call_whose_payload_differs_is_refused_and_stores_nothing(chain):
     answer = ledger.submit_batch(records, signatures, payloads=[b"ab"])
     assert list(answer.codes) == [Result.payload_missing]
     assert ledger.height == height + 1  # nothing stored, no block
-    with pytest.raises(EncodingError, match="1 call records need as many payloads"):
-        ledger.submit_batch(records, signatures)
+    # No payloads at all (the node's plain submit carries none): the call alone is refused.
+    transfer = r.transfer(CHAIN, 1, BOB, ALICE, 5)
+    answer = ledger.submit_batch(records + transfer, signatures + keys[BOB].sign_record(transfer))
+    assert list(answer.codes) == [Result.payload_missing, Result.ok]
+    assert ledger.balance(ALICE) == 105
+    with pytest.raises(EncodingError, match="2 call records need as many payloads"):
+        ledger.submit_batch(*signed_calls(keys, [b"a", b"b"], first_sequence=5), payloads=[b"a"])
 
 
 def _block(records, codes, signatures=b"", extension=b""):

@@ -181,12 +181,14 @@ class Engine:
         ``txids`` (N x 32), when the caller hashed these very records already (a decoded
         block checked by check_block), are used instead of hashing them again.
         ``payloads``: the arguments of each call record, in record order (one a call); a
-        call whose payload differs from its record's digest or length gets payload_missing.
+        call whose payload differs from its record's digest or length gets payload_missing,
+        and so does every call when none are given (a path that carries no payloads, such as
+        the wire's submit of plain records, refuses calls without failing the others).
         """
         flat = commit.record_bytes(records)
         view = flat.view(RECORD_DTYPE)
         calls = np.flatnonzero(view["kind"] == Kind.call)
-        if len(payloads) != calls.size:
+        if len(payloads) and len(payloads) != calls.size:
             raise EncodingError(f"{calls.size} call records need as many payloads, got "
                                 f"{len(payloads)}")
         flagged = (view["flags"] & Flags.batch_authorized) != 0
@@ -217,7 +219,8 @@ class Engine:
         if levels is not None and outcome.stored_count == len(view):
             outcome.stored_txid_levels = levels
         if calls.size:
-            outcome.stored_payloads = _stored_payloads(calls, payloads, stored)
+            outcome.stored_payloads = _stored_payloads(calls, payloads, stored) \
+                if len(payloads) else []
         if track_changes:
             block = outcome.stored_count > 0 or as_block
             outcome.undo = self._undo_of(counters_before, applied[3], expired_holds, block)
@@ -413,6 +416,9 @@ class Engine:
 
 def _check_payloads(view, calls: np.ndarray, payloads: Sequence, codes: np.ndarray) -> None:
     """payload_missing for each call whose payload is not the one its record names."""
+    if not len(payloads):
+        codes[calls[codes[calls] == 0]] = Result.payload_missing
+        return
     lengths, digests = view["aux2"], view["data"]
     for index, payload in zip(calls.tolist(), payloads):
         if codes[index]:
