@@ -48,6 +48,8 @@ enum {
     TS_HOLDS_FULL = 36,
     TS_POLICY_KEY_REPLACED = 37,
     TS_PAYLOAD_MISSING = 38, /* set by the engine (Python), which holds the payloads */
+    TS_CALL_REFUSED = 39,    /* set by the contract layer (Python) */
+    TS_CALL_FAILED = 40,     /* set by the contract layer (Python) */
 };
 
 enum {

@@ -53,7 +53,8 @@ def test_calls_keep_their_payloads_in_the_block_through_reopen_verify_and_connec
     answer = ledger.submit_batch(records + transfer,
                                  signatures + keys[BOB].sign_record(transfer),
                                  payloads=payloads)
-    assert list(answer.codes) == [Result.ok] * 4
+    # This chain names no contracts: its calls are stored, and fail as calls of none.
+    assert list(answer.codes) == [Result.call_failed] * 3 + [Result.ok]
     assert ledger.balance(ALICE) == 105  # the transfer beside the calls applied
     stored = ledger.block(answer.height)
     block = blk.decode_block(stored)
@@ -83,7 +84,7 @@ def test_a_call_whose_payload_differs_is_refused_and_stores_nothing(chain):
     height = ledger.height
     answer = ledger.submit_batch(records, signatures,
                                  payloads=[b"other arguments", b"fine"])
-    assert list(answer.codes) == [Result.payload_missing, Result.ok]
+    assert list(answer.codes) == [Result.payload_missing, Result.call_failed]
     block = blk.decode_block(ledger.block(answer.height))
     assert ledger.height == height + 1 and len(block) == 1
     assert blk.block_payloads(block) == {0: b"fine"}
@@ -166,3 +167,132 @@ def test_payload_entries_round_trip_and_garbage_never_crashes(payloads, garbage)
     record = np.frombuffer(r.call(CHAIN, 1, ALICE, CONTRACT, garbage), r.RECORD_DTYPE)[0]
     assert record["aux2"] == len(garbage)
     assert record["data"].tobytes() == r.payload_digest(garbage)
+
+
+class Counters:
+    """A small contract runtime for the ledger's side of the protocol: named counters that
+    calls add to ("name:amount"); a negative total is refused, anything else fails. Its root
+    is SHA-256 over the sorted counters; it keeps each block's previous values for undo."""
+
+    def __init__(self, bias: int = 0) -> None:
+        self.values: dict[bytes, int] = {}
+        self.undo: dict[int, dict[bytes, int | None]] = {}
+        self.bias = bias  # a node whose contract differs from the others'
+        self.blocks_run = 0
+
+    def root(self) -> bytes:
+        import hashlib
+        return hashlib.sha256(repr(sorted(self.values.items())).encode()).digest()
+
+    def run_block(self, height, block_time_s, calls):
+        self.blocks_run += 1
+        before: dict[bytes, int | None] = {}
+        codes = []
+        for call in calls:
+            try:
+                name, amount = call.payload.split(b":")
+                amount = int(amount) + self.bias
+            except ValueError:
+                codes.append(Result.call_failed)
+                continue
+            total = self.values.get(name, 0) + amount
+            if call.contract != CONTRACT or total < 0:
+                codes.append(Result.call_refused)
+                continue
+            before.setdefault(name, self.values.get(name))
+            self.values[name] = total
+            codes.append(Result.ok)
+        self.undo[height] = before
+        return codes, self.root()
+
+    def undo_block(self, height):
+        for name, value in self.undo.pop(height).items():
+            if value is None:
+                del self.values[name]
+            else:
+                self.values[name] = value
+
+    def snapshot(self) -> bytes:
+        return repr(sorted(self.values.items())).encode()
+
+    def restore(self, data, height):
+        import ast
+        self.values = dict(ast.literal_eval(data.decode()))
+
+
+@pytest.fixture
+def contract_chain(tmp_path):
+    keys = {ALICE: PrivateKey.generate(), BOB: PrivateKey.generate()}
+    config = ChainConfig(name="counters", chain_id=CHAIN, asset_code="TSU",
+                         allocations=tuple((keys[n].public_key, 100) for n in (ALICE, BOB)),
+                         contracts=(("counters", bytes(range(32))),))
+    return keys, config
+
+
+def test_contract_calls_run_in_block_order_and_the_state_root_travels_with_the_block(
+        contract_chain, tmp_path):
+    keys, config = contract_chain
+    runner = Counters()
+    ledger = Ledger.create(tmp_path / "a", config, threads=1, calls=runner)
+    payloads = [b"apples:5", b"apples:-9", b"no number", b"pears:2"]
+    answer = ledger.submit_batch(*signed_calls(keys, payloads), payloads=payloads)
+    assert list(answer.codes) == [Result.ok, Result.call_refused, Result.call_failed,
+                                  Result.ok]
+    assert runner.values == {b"apples": 5, b"pears": 2}
+    first = ledger.block(answer.height)
+    found = blk.block_entries(blk.decode_block(first))
+    assert entries.state_root_of(found) == runner.root()
+    # A block without calls still carries the root (unchanged): every block proves the state.
+    transfer = r.transfer(CHAIN, 1, BOB, ALICE, 5)
+    answer = ledger.submit_batch(transfer, keys[BOB].sign_record(transfer))
+    second = ledger.block(answer.height)
+    assert entries.state_root_of(blk.block_entries(blk.decode_block(second))) == runner.root()
+    ledger.close()
+
+    # A second node with the same contract connects both blocks and reaches the same state.
+    other_runner = Counters()
+    other = Ledger.create(tmp_path / "b", config, threads=1, calls=other_runner)
+    assert other.connect_block(first) is blk.BlockResult.ok
+    assert other.connect_block(second) is blk.BlockResult.ok
+    assert other_runner.values == runner.values
+    other.close()
+    # A node whose contract computes otherwise refuses the block, and nothing changes.
+    wrong = Ledger.create(tmp_path / "c", config, threads=1, calls=Counters(bias=1))
+    assert wrong.connect_block(first) is blk.BlockResult.state_root_differs
+    assert wrong.height == 1 and wrong.balance(ALICE) == 100
+    wrong.close()
+
+
+def test_the_contract_state_comes_back_on_reopen_from_its_snapshot_or_by_running_the_chain(
+        contract_chain, tmp_path):
+    keys, config = contract_chain
+    ledger = Ledger.create(tmp_path / "a", config, threads=1, calls=Counters())
+    for sequence in range(1, 4):
+        payloads = [b"apples:%d" % sequence]
+        ledger.submit_batch(*signed_calls(keys, payloads, sequence), payloads=payloads)
+    ledger.close()
+    restored = Counters()
+    ledger = Ledger.open(tmp_path / "a", threads=1, calls=restored)
+    assert restored.values == {b"apples": 6} and restored.blocks_run == 0  # the snapshot
+    payloads = [b"apples:10"]
+    ledger.submit_batch(*signed_calls(keys, payloads, 4), payloads=payloads)
+    assert restored.values == {b"apples": 16}
+    # Taking the tip back takes the contract's part back too.
+    ledger.disconnect_block()
+    assert restored.values == {b"apples": 6}
+    ledger.close()
+    (tmp_path / "a" / "contracts.snapshot").unlink()  # as after a crash before any save
+    replayed = Counters()
+    ledger = Ledger.open(tmp_path / "a", threads=1, calls=replayed)
+    assert replayed.values == {b"apples": 6} and replayed.blocks_run == 3
+    ledger.close()
+    # Without the contract runtime the chain opens for reading, and refuses writes.
+    ledger = Ledger.open(tmp_path / "a", threads=1)
+    try:
+        assert ledger.balance(ALICE) == 100
+        payloads = [b"apples:1"]
+        with pytest.raises(Exception, match="open the ledger with calls="):
+            ledger.submit_batch(*signed_calls(keys, payloads, 9), payloads=payloads)
+        assert ledger.height == 4
+    finally:
+        ledger.close()

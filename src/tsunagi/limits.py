@@ -77,6 +77,8 @@ consortium_entries_max = 1024
 # The arguments of one call record (a block entry): a document part or a contract's
 # arguments with their proofs fit; a block's whole size is bounded by the log's block limit.
 payload_bytes_max = 1 << 20
+# Contracts one chain config names (a call's contract number is a u64; the registry is small).
+contracts_max = 64
 
 # Genesis accounts (issuers and allocations): each costs about 90 bytes of config JSON and
 # two genesis records; 100,000 keep the JSON under 10 MB and genesis quick to replay.

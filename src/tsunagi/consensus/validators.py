@@ -175,7 +175,7 @@ class ValidatorSchedule:
             elif isinstance(entry, Evidence):
                 code = self._check_evidence(entry, height, seen, position, signed)
                 evidence.append(entry)
-            else:  # a call's payload: the contract layer's, not the validator set's
+            else:  # a call's payload or the state root: the contract layer's
                 continue
             if code is not EntryResult.ok:
                 failure = (position, code)

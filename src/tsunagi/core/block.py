@@ -21,7 +21,7 @@ import numpy as np
 from tsunagi import hashing, limits
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.config import ChainConfig, genesis_records
-from tsunagi.core.entries import Payload, decode_entries, payload_digest
+from tsunagi.core.entries import Payload, StateRoot, decode_entries, payload_digest
 from tsunagi.core.keys import PrivateKey, verify
 from tsunagi.core.records import (
     FLAGS_KNOWN,
@@ -133,6 +133,8 @@ class BlockResult(IntEnum):
     entries_refused = 34  # a consortium entry does not hold on the chain (EntryResult says why)
     # Payloads (block entries of call records), alone:
     payload_mismatch = 35  # a call without its one payload, a payload of no call, or digest/length differ
+    # Against a chain with contracts (Ledger.connect_block with a CallRunner):
+    state_root_differs = 36  # the block's state root is missing or not the one its calls give
 
 
 def _bytes_view(data, what: str) -> memoryview:
@@ -592,7 +594,8 @@ def _check_entries(block: Block) -> BlockResult:
     except EncodingError:
         return BlockResult.consortium_entries
     payloads = [entry for entry in found if isinstance(entry, Payload)]
-    if block.version != BLOCK_VERSION_CONSORTIUM and len(payloads) != len(found):
+    if block.version != BLOCK_VERSION_CONSORTIUM and any(
+            not isinstance(entry, (Payload, StateRoot)) for entry in found):
         return BlockResult.extension_not_empty
     return _check_payloads(block, calls, payloads)
 
@@ -611,10 +614,15 @@ def _check_payloads(block: Block, calls: np.ndarray, payloads: list[Payload]) ->
 
 def block_payloads(block: Block) -> dict[int, bytes]:
     """The payloads of a block that check_block passed, by the index of their call record."""
-    if not block.extension_length or block.is_genesis:
-        return {}
-    return {entry.record_index: entry.data for entry in decode_entries(block.extension)
+    return {entry.record_index: entry.data for entry in block_entries(block)
             if isinstance(entry, Payload)}
+
+
+def block_entries(block: Block) -> list:
+    """The entries of a block that check_block passed (none for genesis)."""
+    if not block.extension_length or block.is_genesis:
+        return []
+    return decode_entries(block.extension)
 
 
 def _check_header_work(block: Block) -> BlockResult:

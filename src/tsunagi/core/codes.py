@@ -49,6 +49,8 @@ class Result(IntEnum):
     holds_full = 36  # the ledger's hold limit is reached
     policy_key_replaced = 37  # signed by a policy key that an earlier record of its batch resets
     payload_missing = 38  # a call whose payload did not come with it or differs from its digest
+    call_refused = 39  # the contract refused the call (its own reason); the sequence is used
+    call_failed = 40  # no such contract or method, bad arguments, over budget, or a fault
 
     @property
     def applied(self) -> bool:

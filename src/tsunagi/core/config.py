@@ -31,7 +31,8 @@ ADDRESS_PREFIX_PATTERN = re.compile(r"[a-z0-9]{1,31}")
 # default, so a config that does not use them keeps its JSON, and its genesis block its bytes.
 FIELDS_OMITTED_AT_DEFAULT = ("retarget_blocks", "block_interval_s", "time_future_s",
                              "validators", "timeout_propose_ms", "timeout_prevote_ms",
-                             "timeout_precommit_ms", "timeout_delta_ms")
+                             "timeout_precommit_ms", "timeout_delta_ms", "contracts")
+CONTRACT_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 @dataclass(frozen=True)
 class ChainConfig:
@@ -67,6 +68,10 @@ class ChainConfig:
     timeout_prevote_ms: int = 1000
     timeout_precommit_ms: int = 1000
     timeout_delta_ms: int = 500
+    # Contracts the chain runs (tsunagi.contracts), as (name, SHA-256 of the contract's
+    # source) pairs: a call record names one by its number, 1 for the first. Every node
+    # installs the same code, and refuses to run a chain whose contract source differs.
+    contracts: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         # Accept lists and bytes-like values, but store tuples of bytes: frozen and hashable.
@@ -76,6 +81,8 @@ class ChainConfig:
         object.__setattr__(self, "validators", tuple(
             (_key(pair[0], "validator"), pair[1])
             for pair in _pairs(self.validators, "validators")))
+        object.__setattr__(self, "contracts", tuple(
+            (pair[0], _digest(pair[1])) for pair in _pairs(self.contracts, "contracts")))
         _validate(self)
 
     @property
@@ -93,6 +100,8 @@ class ChainConfig:
         document["allocations"] = [[key.hex(), amount] for key, amount in self.allocations]
         if "validators" in document:
             document["validators"] = [[key.hex(), weight] for key, weight in self.validators]
+        if "contracts" in document:
+            document["contracts"] = [[name, digest.hex()] for name, digest in self.contracts]
         document["format"] = CONFIG_FORMAT
         return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
@@ -120,6 +129,9 @@ class ChainConfig:
         if "validators" in document:
             document["validators"] = [(_hex_key(pair[0], "validator"), pair[1])
                                       for pair in _pairs(document["validators"], "validators")]
+        if "contracts" in document:
+            document["contracts"] = [(pair[0], _hex_digest(pair[1]))
+                                     for pair in _pairs(document["contracts"], "contracts")]
         required = [field.name for field in dataclasses.fields(cls)
                     if field.default is dataclasses.MISSING
                     and field.default_factory is dataclasses.MISSING]
@@ -147,7 +159,7 @@ def _list(value, what: str) -> list:
 
 def _pairs(value, what: str = "allocations") -> list:
     pairs = _list(value, what)
-    second = "amount" if what == "allocations" else "weight"
+    second = {"allocations": "amount", "contracts": "source hash"}.get(what, "weight")
     for index, pair in enumerate(pairs):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise ConfigError(f"{what[:-1]} {index} is a (key, {second}) pair, "
@@ -166,6 +178,38 @@ def _key(value, what: str) -> bytes:
     if not is_public_key(key):
         raise ConfigError(f"{what} key {key.hex()} is not a valid x-only secp256k1 key")
     return key
+
+
+def _digest(value) -> bytes:
+    try:
+        digest = memoryview(value).tobytes()
+    except TypeError as exc:
+        raise ConfigError(f"a contract's source hash is 32 bytes, got "
+                          f"{type(value).__name__}") from exc
+    if len(digest) != 32:
+        raise ConfigError(f"a contract's source hash is 32 bytes, got {len(digest)}")
+    return digest
+
+
+def _hex_digest(text) -> bytes:
+    if not isinstance(text, str) or len(text) != 64:
+        raise ConfigError(f"a contract's source hash is 64 hex digits, got {text!r:.80}")
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise ConfigError(f"a contract's source hash is hex, got {text!r:.80}") from exc
+
+
+def _validate_contracts(config: ChainConfig) -> None:
+    names = [name for name, _ in config.contracts]
+    if len(names) > limits.contracts_max:
+        raise ConfigError(f"{len(names)} contracts; at most {limits.contracts_max}")
+    for name in names:
+        if not isinstance(name, str) or not CONTRACT_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"a contract name is a lower-case letter then up to 31 of a-z, "
+                              f"0-9 and _, got {name!r:.80}")
+    if len(set(names)) != len(names):
+        raise ConfigError("a contract is named twice; list each contract once")
 
 
 def _hex_key(text, what: str) -> bytes:
@@ -192,6 +236,7 @@ def _validate(config: ChainConfig) -> None:
     _integer(config, "block_wait_ms", 0, limits.block_wait_ms_max)
     _integer(config, "genesis_time_s", 0, limits.u32_max)
     _validate_retarget(config)
+    _validate_contracts(config)
     _validate_consortium(config)
     try:
         target = hashing.bits_to_target(config.bits)

@@ -19,13 +19,15 @@ from tsunagi import limits
 from tsunagi.core.records import payload_digest
 from tsunagi.errors import EncodingError
 
-__all__ = ["CONSORTIUM_ENTRIES", "ENTRY_EVIDENCE", "ENTRY_PAYLOAD", "ENTRY_VALIDATOR_UPDATE",
-           "Evidence", "Payload", "SignedVote", "ValidatorUpdate", "check_entries",
-           "decode_entries", "encode_entries", "payload_digest"]
+__all__ = ["CONSORTIUM_ENTRIES", "ENTRY_EVIDENCE", "ENTRY_PAYLOAD", "ENTRY_STATE_ROOT",
+           "ENTRY_VALIDATOR_UPDATE", "Evidence", "Payload", "SignedVote", "StateRoot",
+           "ValidatorUpdate", "check_entries", "decode_entries", "encode_entries",
+           "payload_digest", "state_root_of"]
 
 ENTRY_VALIDATOR_UPDATE = 1
 ENTRY_EVIDENCE = 2
 ENTRY_PAYLOAD = 3
+ENTRY_STATE_ROOT = 4
 CONSORTIUM_ENTRIES = (ENTRY_VALIDATOR_UPDATE, ENTRY_EVIDENCE)  # only in version 2 blocks
 VOTE_KINDS = (1, 2)  # prevote, precommit (tsunagi.consensus.tendermint.VoteKind)
 
@@ -80,13 +82,25 @@ class Payload:
     data: bytes
 
 
+@dataclass(frozen=True)
+class StateRoot:
+    """The root of the chain's world state after this block (a chain with contracts)."""
+
+    root: bytes
+
+
+def state_root_of(found) -> bytes | None:
+    """The state root among a block's decoded entries, or None."""
+    return next((entry.root for entry in found if isinstance(entry, StateRoot)), None)
+
+
 def _pack_vote(vote: SignedVote) -> bytes:
     value = ZERO_HASH if vote.value is None else vote.value
     return _SIGNED_VOTE.pack(vote.kind, vote.height, vote.round, vote.value is not None,
                              value, vote.next_validators, vote.signature)
 
 
-def _pack_body(entry: ValidatorUpdate | Evidence | Payload) -> tuple[int, bytes]:
+def _pack_body(entry) -> tuple[int, bytes]:
     if isinstance(entry, ValidatorUpdate):
         head = _UPDATE_HEAD.pack(entry.key, entry.weight, entry.effective_height,
                                  len(entry.approvals))
@@ -96,7 +110,9 @@ def _pack_body(entry: ValidatorUpdate | Evidence | Payload) -> tuple[int, bytes]
         return ENTRY_EVIDENCE, entry.key + _pack_vote(entry.first) + _pack_vote(entry.second)
     if isinstance(entry, Payload):
         return ENTRY_PAYLOAD, _PAYLOAD_HEAD.pack(entry.record_index) + bytes(entry.data)
-    raise EncodingError(f"a block entry is a ValidatorUpdate, Evidence or Payload, "
+    if isinstance(entry, StateRoot):
+        return ENTRY_STATE_ROOT, bytes(entry.root)
+    raise EncodingError(f"a block entry is a ValidatorUpdate, Evidence, Payload or StateRoot, "
                         f"not {type(entry).__name__}")
 
 
@@ -152,14 +168,15 @@ def _unpack_payload(body: bytes) -> Payload:
     return Payload(_PAYLOAD_HEAD.unpack_from(body)[0], body[_PAYLOAD_HEAD.size:])
 
 
-def decode_entries(data) -> list[ValidatorUpdate | Evidence | Payload]:
+def decode_entries(data) -> list:
     """The entries of an extension after genesis, in order; EncodingError saying what is
     wrong. Payloads come in ascending record order, each record at most once."""
     data = memoryview(data).tobytes()
-    entries: list[ValidatorUpdate | Evidence | Payload] = []
+    entries: list[ValidatorUpdate | Evidence | Payload | StateRoot] = []
     offset = 0
     consortium = 0
     last_payload = -1
+    roots = 0
     while offset < len(data):
         if offset + _ENTRY_HEAD.size > len(data):
             raise EncodingError(f"a block entry at offset {offset} is cut short")
@@ -180,6 +197,11 @@ def decode_entries(data) -> list[ValidatorUpdate | Evidence | Payload]:
                 raise EncodingError("payloads come in ascending record order, one a record")
             last_payload = payload.record_index
             entries.append(payload)
+        elif kind == ENTRY_STATE_ROOT:
+            roots += 1
+            if length != 32 or roots > 1:
+                raise EncodingError("a block has at most one state root, of 32 bytes")
+            entries.append(StateRoot(body))
         elif kind == ENTRY_VALIDATOR_UPDATE:
             entries.append(_unpack_update(body))
         elif kind == ENTRY_EVIDENCE:

@@ -48,6 +48,7 @@ from tsunagi.core.config import ChainConfig, genesis_records
 from tsunagi.core.entries import encode_entries
 from tsunagi.errors import CancelledError, CorruptLogError, EncodingError, StorageError
 from tsunagi.ledger import limits
+from tsunagi.ledger.calls import CallRunner, ContractHost, kernel_view_of_codes
 from tsunagi.ledger.damage import (
     Damage,
     Scrub,
@@ -332,9 +333,11 @@ class Ledger:
     """One chain's ledger in one data directory. See docs/LEDGER_API.md."""
 
     def __init__(self, directory: Path, config: ChainConfig, log: BlockLog, index: Index,
-                 engine: Engine, threads: int, undo_log: BlockLog):
+                 engine: Engine, threads: int, undo_log: BlockLog,
+                 calls: CallRunner | None = None):
         self.directory = directory
         self.config = config
+        self._contracts = ContractHost(calls, bool(config.contracts), directory)
         self._log = log
         self._undo_log = undo_log
         self._index = index
@@ -366,8 +369,9 @@ class Ledger:
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: ChainConfig, *,
-               threads: int | None = None) -> Ledger:
-        """A new data directory holding the genesis block of ``config``."""
+               threads: int | None = None, calls: CallRunner | None = None) -> Ledger:
+        """A new data directory holding the genesis block of ``config``. ``calls``: the
+        contract runtime of a chain whose config names contracts (tsunagi.ledger.calls)."""
         directory = Path(path)
         if directory.exists() and any(directory.iterdir()):
             raise StorageError(f"{directory} is not empty: pick a new directory for a new chain")
@@ -392,14 +396,15 @@ class Ledger:
             if undo_log is not None:
                 undo_log.close()
             raise
-        ledger = cls(directory, config, log, index, engine, threads, undo_log)
+        ledger = cls(directory, config, log, index, engine, threads, undo_log, calls)
         ledger._start_indexer()
         return ledger
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, threads: int | None = None,
              progress: Callable[[int, int], None] | None = None,
-             check_blocks: int = limits.open_check_blocks) -> Ledger:
+             check_blocks: int = limits.open_check_blocks,
+             calls: CallRunner | None = None) -> Ledger:
         """Opens a data directory: newest valid snapshot, then the log replayed after it, then
         the newest ``check_blocks`` blocks checked fully (frame, ``check_block``, links).
 
@@ -433,10 +438,33 @@ class Ledger:
             raise
         if index.indexed_height > log.height:  # the index saw blocks a reorg took back
             index.truncate_above(log.height)
-        ledger = cls(directory, config, log, index, engine, threads, undo_log)
+        ledger = cls(directory, config, log, index, engine, threads, undo_log, calls)
+        try:
+            ledger._replay_contracts()
+        except BaseException:
+            ledger.close()
+            raise
         ledger._recall_damage()
         ledger._start_indexer()
         return ledger
+
+    def _replay_contracts(self) -> None:
+        """The contract runtime's state caught up with the chain: its snapshot (when it is
+        of a block still on this chain), then the calls of every block after it."""
+        log, host = self._log, self._contracts
+        if host.runner is None or not host.contracts:
+            return
+        first = host.restore(lambda height: _read_block(log, height).hash
+                             if 0 < height < log.height else None)
+        owner_key = self._engine.state.owner_key
+        for height in range(first, log.height):
+            block = _read_block(log, height)
+            kernel = kernel_view_of_codes(block.records, block.codes)
+            result = host.run_connected(height, block, kernel, owner_key)
+            if result is not BlockResult.ok:
+                raise CorruptLogError(
+                    f"block {height}'s calls do not run to what it stores ({result.name}): "
+                    "the contracts installed differ from the chain's, or the log was changed")
 
     def _recall_damage(self) -> None:
         """Damage recorded before this open: still there (writes stay refused) or mended."""
@@ -563,6 +591,8 @@ class Ledger:
                 self._join_snapshot()
                 if self._broken is None and self._records_since_snapshot:
                     self._snapshot_now(background=False)
+                if self._broken is None and self._staged is None:
+                    self._contracts.save(self._log.height - 1, self._tip_hash)
             finally:
                 self._index.close()
                 self._log.close()
@@ -615,16 +645,25 @@ class Ledger:
                                    "node --validator-key FILE`), or use ConsortiumChain")
             block_time = self._next_block_time(now_s)
             pre_codes = self._already_committed_opens(view)
-            early = None if len(payloads) else self._start_block(view, signatures, batches)
+            early = None if len(payloads) or self.config.contracts \
+                else self._start_block(view, signatures, batches)
             outcome = self._engine.process(view, signatures, batches, block_time,
                                            self._threads, pre_codes=pre_codes,
                                            track_changes=True, payloads=payloads)
             answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
                                  opened=outcome.opened)
             if outcome.stored_count:
+                height = self._log.height
                 try:
-                    self._write_block(outcome, block_time, answer, early, bits, seal)
+                    root = self._contracts.run_made(height, block_time, outcome,
+                                                    self._engine.state.owner_key)
+                except BaseException:
+                    self._engine.undo(outcome.undo)
+                    raise
+                try:
+                    self._write_block(outcome, block_time, answer, early, bits, seal, root)
                 except SealStopped:
+                    self._contracts.undo(height)
                     self._engine.undo(outcome.undo)
                     raise
                 except BaseException as exc:
@@ -688,7 +727,8 @@ class Ledger:
 
     def _write_block(self, outcome, block_time: int, answer: BatchAnswer,
                      early: np.ndarray | None = None, bits: int | None = None,
-                     seal: Callable[[np.ndarray], bool] | None = None) -> None:
+                     seal: Callable[[np.ndarray], bool] | None = None,
+                     extension: bytes = b"") -> None:
         records, allocate = outcome.stored_records, self._log.payload_buffer
         if early is not None and outcome.stored.all():
             # The records lie in the block begun for them already (see _start_block).
@@ -698,7 +738,7 @@ class Ledger:
                 return early if size == len(early) else self._log.payload_buffer(size)
         data, txids = self._encode_outcome(
             outcome, block_time, self.config.bits if bits is None else bits, records=records,
-            allocate=allocate)
+            allocate=allocate, extension=extension)
         if seal is None:
             mine_header(data, threads=self._threads)
         elif not seal(data):
@@ -801,10 +841,21 @@ class Ledger:
                                        block.time, self._threads, track_changes=True,
                                        as_block=True, txids=block.txids(),
                                        payloads=list(block_payloads(block).values()))
-        if not outcome.stored.all() or not np.array_equal(outcome.codes, block.codes):
+        if not outcome.stored.all() or not np.array_equal(
+                outcome.codes, kernel_view_of_codes(block.records, block.codes)):
             self._engine.undo(outcome.undo)
             return (BlockResult.not_authenticated if not outcome.stored.all()
                     else BlockResult.codes_differ), None
+        try:
+            result = self._contracts.run_connected(self._log.height, block, outcome.codes,
+                                                   self._engine.state.owner_key)
+        except BaseException:
+            self._engine.undo(outcome.undo)
+            raise
+        if result is not BlockResult.ok:
+            self._engine.undo(outcome.undo)
+            return result, None
+        outcome.codes[:] = block.codes  # the contracts' codes, as the block stores them
         return BlockResult.ok, outcome
 
     # ------------------------------------------------------- staged blocks (consortium)
@@ -831,11 +882,19 @@ class Ledger:
                                            payloads=payloads)
             answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
                                  opened=outcome.opened)
+            height = self._log.height
+            try:
+                root = self._contracts.run_made(height, block_time, outcome,
+                                                self._engine.state.owner_key)
+            except BaseException:
+                self._engine.undo(outcome.undo)
+                raise
             try:
                 data, stored_txids = self._encode_outcome(
-                    outcome, block_time, 0, extension=extension,
+                    outcome, block_time, 0, extension=bytes(extension) + root,
                     version=BLOCK_VERSION_CONSORTIUM)
             except BaseException:
+                self._contracts.undo(height)
                 self._engine.undo(outcome.undo)
                 raise
             block = decode_block(data, txids=stored_txids)
@@ -883,6 +942,7 @@ class Ledger:
     def _unstage_locked(self) -> StagedBlock | None:
         staged, self._staged = self._staged, None
         if staged is not None:
+            self._contracts.undo(self._log.height)
             self._engine.undo(staged.outcome.undo)
         return staged
 
@@ -970,6 +1030,7 @@ class Ledger:
             taken = []
             for height in range(end - 1, new_end - 1, -1):
                 taken.append(self._read(height))
+                self._contracts.undo(height)
                 changes = self._engine.undo(decode_undo(self._undo_log.read(height)))
                 self._view.advance(changes, height)
             try:
@@ -1274,8 +1335,9 @@ def _replay(engine: Engine, log: BlockLog, first: int,
     for height in range(first, log.height):
         block = _read_block(log, height)
         missing = height >= undo_log.height
-        outcome = engine.replay(block.records, block.codes, block.time, block.batches,
-                                track_undo=missing)
+        outcome = engine.replay(block.records,
+                                kernel_view_of_codes(block.records, block.codes), block.time,
+                                block.batches, track_undo=missing)
         if missing and outcome:
             undo_log.append(encode_undo(outcome.undo))
         if not outcome:
@@ -1410,8 +1472,9 @@ def _verify_block(engine: Engine, block: Block, height: int,
         first = int(np.flatnonzero(~outcome.stored)[0])
         return VerifyResult.not_authenticated, (
             f"record {first} does not authenticate ({Result(int(outcome.codes[first])).name})")
-    if not np.array_equal(outcome.codes, block.codes):
-        first = int(np.flatnonzero(outcome.codes != block.codes)[0])
+    stored_codes = kernel_view_of_codes(block.records, block.codes)  # contracts: not here
+    if not np.array_equal(outcome.codes, stored_codes):
+        first = int(np.flatnonzero(outcome.codes != stored_codes)[0])
         return VerifyResult.replay_mismatch, (
             f"record {first} replays to {Result(int(outcome.codes[first])).name}, "
             f"the block says {Result(int(block.codes[first])).name}")
