@@ -654,12 +654,7 @@ class Ledger:
                                  opened=outcome.opened)
             if outcome.stored_count:
                 height = self._log.height
-                try:
-                    root = self._contracts.run_made(height, block_time, outcome,
-                                                    self._engine.state.owner_key)
-                except BaseException:
-                    self._engine.undo(outcome.undo)
-                    raise
+                root = self._run_contracts(height, block_time, outcome)
                 try:
                     self._write_block(outcome, block_time, answer, early, bits, seal, root)
                 except SealStopped:
@@ -672,6 +667,16 @@ class Ledger:
             # Even a batch that stored nothing waits for the blocks before it: its codes
             # (insufficient funds, say) follow from their state.
             return PendingBatch(self, answer, self._log.height)
+
+    def _run_contracts(self, height: int, block_time: int, outcome) -> bytes:
+        """The calls of a block made here, run (their codes in ``outcome``); the block's
+        state-root entry. A runner that fails takes nothing with it: the batch goes back."""
+        try:
+            return self._contracts.run_made(height, block_time, outcome,
+                                            self._engine.state.owner_key)
+        except BaseException:
+            self._engine.undo(outcome.undo)
+            raise
 
     def _next_block_time(self, now_s: int | None) -> int:
         """The time of the next block made here (never before the tip's), once the ledger
@@ -883,12 +888,7 @@ class Ledger:
             answer = BatchAnswer(codes=outcome.codes, txids=outcome.txids,
                                  opened=outcome.opened)
             height = self._log.height
-            try:
-                root = self._contracts.run_made(height, block_time, outcome,
-                                                self._engine.state.owner_key)
-            except BaseException:
-                self._engine.undo(outcome.undo)
-                raise
+            root = self._run_contracts(height, block_time, outcome)
             try:
                 data, stored_txids = self._encode_outcome(
                     outcome, block_time, 0, extension=bytes(extension) + root,
