@@ -67,8 +67,8 @@ def test_a_fragment_does_not_open_for_another_holder_or_when_changed():
         open_fragment(sealed[:20], HOLDER, CONTEXT)
 
 
-@given(st.binary(min_size=1, max_size=300), st.integers(0, 2**32 - 1), st.binary(min_size=32, max_size=32),
-       st.integers(0, 2**32 - 1), st.integers(1, 255))
+@given(st.binary(min_size=1, max_size=300), st.integers(0, 2**32 - 1),
+       st.binary(min_size=32, max_size=32), st.integers(0, 2**32 - 1), st.integers(1, 255))
 def test_any_fragment_round_trips_and_binds_its_document(share, chain, document, part, index):
     context = FragmentContext(chain, document, part, index)
     sealed = seal_fragment(share, HOLDER.identity(), context)
