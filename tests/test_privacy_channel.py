@@ -18,6 +18,8 @@ import pytest
 from tsunagi.core import keys
 from tsunagi.errors import (
     ChannelError,
+    ConfigError,
+    EncodingError,
     FragmentError,
     HolderLockedError,
     IdentityError,
@@ -28,7 +30,13 @@ from tsunagi.errors import (
 )
 from tsunagi.privacy import limits
 from tsunagi.privacy.channel import ClientHandshake, ServiceHandshake, ServiceKeys
-from tsunagi.privacy.holders import DeviceFile, FragmentContext, open_fragment, seal_fragment
+from tsunagi.privacy.holders import (
+    DeviceFile,
+    FragmentContext,
+    HolderKeys,
+    open_fragment,
+    seal_fragment,
+)
 from tsunagi.privacy.pins import Argon2Params, unlock_statement
 from tsunagi.privacy.service import (
     ConfidentialityService,
@@ -122,8 +130,11 @@ def vault(tmp_path):
     admin = keys.PrivateKey.generate()
     service = ConfidentialityService(tmp_path / "service", admins=[admin.public_key],
                                      argon2=CHEAP)
-    holders = [enroll_device(service, service.identity.signing_key, tmp_path / f"h{n}.json",
-                             pin)[0] for n, pin in enumerate(PINS)]
+    holders = [HolderKeys.generate() for _ in PINS]
+    for n, (holder, pin) in enumerate(zip(holders, PINS)):
+        service.invite(holder.signing.public_key)
+        enroll_device(service, service.identity.signing_key, holder, tmp_path / f"h{n}.json",
+                      pin)
     service.register_document(CHAIN, DOCUMENT, [h.identity() for h in holders], threshold=2)
     yield service, holders, admin
     service.close()
@@ -214,8 +225,9 @@ def test_a_stranger_another_document_or_another_index_is_refused(vault, tmp_path
     service, holders, _ = vault
     request_id = os.urandom(32)
     service.open_request(request_id, CHAIN, DOCUMENT, PART)
-    stranger, _ = enroll_device(service, service.identity.signing_key, tmp_path / "s.json",
-                                "444444")
+    stranger = HolderKeys.generate()
+    service.invite(stranger.signing.public_key)
+    enroll_device(service, service.identity.signing_key, stranger, tmp_path / "s.json", "444444")
     with pytest.raises(NotHolderError, match="not one of the document's 3 holders"):
         release(service, stranger, request_id, 1, b"share")
     with pytest.raises(FragmentError, match="release the fragment of the requested part"):
@@ -240,3 +252,24 @@ def test_a_device_key_session_may_unlock_but_not_release(vault, tmp_path):
     assert client.unlock(PINS[0])
     with pytest.raises(NotHolderError, match="may only unlock"):
         client.release(request_id, context(1), b"share", holders[0])
+
+
+def test_only_an_invited_key_enrols_and_only_once(vault, tmp_path):
+    service, holders, _ = vault
+    uninvited = HolderKeys.generate()
+    with pytest.raises(NotHolderError, match="not invited to enrol"):
+        enroll_device(service, service.identity.signing_key, uninvited, tmp_path / "u.json",
+                      "555555")
+    service.invite(uninvited.signing.public_key)
+    with pytest.raises(EncodingError, match="4 to 64 characters"):  # the invitation stays
+        enroll_device(service, service.identity.signing_key, uninvited, tmp_path / "u.json",
+                      "55")
+    enroll_device(service, service.identity.signing_key, uninvited, tmp_path / "u.json",
+                  "555555")
+    service.invite(holders[0].signing.public_key)
+    with pytest.raises(ConfigError, match="enrolled already"):
+        enroll_device(service, service.identity.signing_key, holders[0], tmp_path / "again.json",
+                      "666666")
+    assert not (tmp_path / "again.json").exists()
+    assert unlock_device(service, tmp_path / "h0.json", PINS[0]).to_bytes() \
+        == holders[0].to_bytes()

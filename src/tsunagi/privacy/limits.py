@@ -29,6 +29,13 @@ argon2_memory_kib_max = 1 << 20
 argon2_iterations_max = 10
 argon2_lanes_max = 8
 
+# Holders one service enrols. Each costs a ~600-byte file and a dictionary entry; a million
+# keep the store near 600 MB and its load on start within seconds.
+holders_enrolled_max = 1_000_000
+
+# Invitations to enrol that wait at once; an unused one costs 32 bytes of memory.
+invitations_max = 100_000
+
 # --- holders and fragments ------------------------------------------------------------------------
 
 # A fragment is a Shamir share of a 16- or 32-byte part key with its index, checksum and

@@ -195,11 +195,14 @@ class PinStore:
         identity.check()
         if not keys.is_public_key(device_key):
             raise EncodingError("a device key is a 32-byte BIP340 public key")
+        record, key = self._new_secrets(identity, bytes(device_key), pin)  # Argon2id unlocked
         with self._guard:
             if identity.signing_key in self._records or bytes(device_key) in self._by_device:
                 raise ConfigError(f"holder {identity.holder_id[:16]}... or its device key is "
                                   "enrolled already: change its PIN with change_pin")
-            record, key = self._new_secrets(identity, bytes(device_key), pin)
+            if len(self._records) >= limits.holders_enrolled_max:
+                raise ConfigError(f"this service has enrolled {limits.holders_enrolled_max} "
+                                  "holders, its most: run another service for more")
             self._write(record)
             self._remember(record)
         return key

@@ -121,6 +121,7 @@ class ConfidentialityService:
         self._documents: dict[tuple[int, bytes], _Document] = {}
         self._requests: dict[bytes, _Request] = {}
         self._closed_requests: OrderedDict[bytes, None] = OrderedDict()
+        self._invited: OrderedDict[bytes, None] = OrderedDict()
 
     def close(self) -> None:
         self.pins.close()
@@ -177,6 +178,15 @@ class ConfidentialityService:
             self._sessions.pop(bytes(session_id), None)
 
     # --- what the vault tells the service ---------------------------------------------------
+
+    def invite(self, signing_key: bytes) -> None:
+        """Lets the holder with this BIP340 key enrol once. Without an invitation anyone could
+        enrol fresh keys, filling the store and spending the service's Argon2id time."""
+        if not keys.is_public_key(signing_key):
+            raise EncodingError("an invitation names a 32-byte BIP340 public key")
+        with self._lock:
+            self._invited[bytes(signing_key)] = None
+            _bound(self._invited, limits.invitations_max)
 
     def register_document(self, chain_id: int, document_id: bytes,
                           holders: Sequence[HolderIdentity], threshold: int) -> None:
@@ -246,7 +256,17 @@ class ConfidentialityService:
             identity = HolderIdentity.from_bytes(_hex(message, "identity"))
             if identity.signing_key != peer:
                 raise IdentityError("a holder enrols in a session signed by its own key")
-            key = self.pins.enroll(identity, _hex(message, "device_key"), _text(message, "pin"))
+            with self._lock:
+                invited = self._invited.pop(peer, False) is None
+            if not invited:
+                raise NotHolderError(f"key {peer.hex()[:16]}... is not invited to enrol: ask "
+                                     "the vault's operator for an invitation")
+            try:
+                key = self.pins.enroll(identity, _hex(message, "device_key"),
+                                       _text(message, "pin"))
+            except (ConfigError, EncodingError, IdentityError):
+                self.invite(peer)  # a refused enrolment leaves the invitation for a retry
+                raise
             state.role = "identity"
             return {"ok": True, "key": key.hex()}
         if state.role == "new":
@@ -361,16 +381,16 @@ class HolderClient:
                 "fragment": fragment.hex(), "signature": signature.hex()}
 
 
-def enroll_device(transport: Transport, service_key: bytes, path: str | os.PathLike,
-                  pin: str) -> tuple[HolderKeys, DeviceFile]:
-    """Makes a holder's keys and device key, enrols them with the service under ``pin``, and
-    writes the device file at ``path``; returns the keys and the file."""
-    holder, device = HolderKeys.generate(), keys.PrivateKey.generate()
+def enroll_device(transport: Transport, service_key: bytes, holder: HolderKeys,
+                  path: str | os.PathLike, pin: str) -> DeviceFile:
+    """Enrols ``holder`` (invited by its signing key) and a fresh device key with the service
+    under ``pin``, and writes the device file at ``path``; returns the file."""
+    device = keys.PrivateKey.generate()
     client = HolderClient(transport, service_key, holder.signing)
     key = client.enroll(holder.identity(), device.public_key, pin)
     device_file = DeviceFile.create(holder, device, key, service_key)
     device_file.save(path)
-    return holder, device_file
+    return device_file
 
 
 def unlock_device(transport: Transport, path: str | os.PathLike, pin: str) -> HolderKeys:
