@@ -273,3 +273,18 @@ def test_only_an_invited_key_enrols_and_only_once(vault, tmp_path):
     assert not (tmp_path / "again.json").exists()
     assert unlock_device(service, tmp_path / "h0.json", PINS[0]).to_bytes() \
         == holders[0].to_bytes()
+
+
+def test_an_administrator_unlocks_through_the_service_and_strangers_cannot(vault, tmp_path):
+    service, holders, admin = vault
+    path = tmp_path / "h2.json"
+    for _ in range(limits.pin_attempts_max):
+        with pytest.raises(PinError):
+            unlock_device(service, path, "999999")
+    key = holders[2].signing.public_key
+    stranger = HolderKeys.generate()
+    with pytest.raises(NotHolderError, match="not one of the document's"):
+        service.unlock_by_holders(stranger.signing.public_key, CHAIN, DOCUMENT, {})
+    service.admin_unlock(key, admin.public_key,
+                         admin.sign(unlock_statement(service.identity.signing_key, key, 1)))
+    assert unlock_device(service, path, PINS[2]).to_bytes() == holders[2].to_bytes()

@@ -63,8 +63,9 @@ RECORD_VERSION = 1
 @dataclass(frozen=True)
 class Argon2Params:
     """Argon2id costs. The default is OWASP's first recommendation for Argon2id (Password
-    Storage Cheat Sheet): 19 MiB of memory, 2 passes, 1 lane, about 30 ms a PIN here. Every
-    guess from a copy of the service store costs that much; tests lower it. A holder's record
+    Storage Cheat Sheet): 19 MiB of memory, 2 passes, 1 lane, 83-98 ms a PIN on the 2 shared
+    cores here (bench/bench_pins.py). Every guess from a copy of the service store costs that
+    much; tests lower it. A holder's record
     keeps the costs it was enrolled with, so a new default leaves enrolled PINs working."""
 
     memory_kib: int = 19_456

@@ -233,6 +233,10 @@ class ConfidentialityService:
             self._closed_requests[request_id] = None
             _bound(self._closed_requests, limits.requests_open_max)
 
+    def admin_unlock(self, holder_key: bytes, admin_key: bytes, signature: bytes) -> None:
+        """Unlocks a locked holder with an administrator's signature (PinStore.admin_unlock)."""
+        self.pins.admin_unlock(holder_key, admin_key, signature)
+
     def unlock_by_holders(self, holder_key: bytes, chain_id: int, document_id: bytes,
                           signatures: Mapping[bytes, bytes]) -> None:
         """Unlocks a locked holder of a registered document with the signatures of the
