@@ -41,6 +41,7 @@ from tsunagi.privacy.pins import Argon2Params, unlock_statement
 from tsunagi.privacy.service import (
     ConfidentialityService,
     HolderClient,
+    change_device_pin,
     enroll_device,
     release_statement,
     unlock_device,
@@ -288,3 +289,14 @@ def test_an_administrator_unlocks_through_the_service_and_strangers_cannot(vault
     service.admin_unlock(key, admin.public_key,
                          admin.sign(unlock_statement(service.identity.signing_key, key, 1)))
     assert unlock_device(service, path, PINS[2]).to_bytes() == holders[2].to_bytes()
+
+
+def test_a_pin_change_seals_the_device_file_under_the_new_key(vault, tmp_path):
+    service, holders, _ = vault
+    path = tmp_path / "h0.json"
+    with pytest.raises(PinError):
+        change_device_pin(service, path, "999999", "246802")
+    change_device_pin(service, path, PINS[0], "246802")
+    assert unlock_device(service, path, "246802").to_bytes() == holders[0].to_bytes()
+    with pytest.raises(PinError):
+        unlock_device(service, path, PINS[0])

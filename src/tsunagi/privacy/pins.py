@@ -335,6 +335,7 @@ class PinStore:
     def _holder_lock(self, holder_key: bytes) -> threading.Lock:
         # One lock a holder: Argon2id runs outside the store-wide guard, so one holder's
         # unlock does not wait for another's, while two guesses at one holder take turns.
+        self._record(holder_key)  # no lock is made for a key that is not enrolled
         with self._guard:
             return self._holder_locks.setdefault(bytes(holder_key), threading.Lock())
 

@@ -52,8 +52,8 @@ from tsunagi.privacy.holders import (
 )
 from tsunagi.privacy.pins import Argon2Params, PinStore
 
-__all__ = ["ConfidentialityService", "HolderClient", "enroll_device", "release_statement",
-           "unlock_device"]
+__all__ = ["ConfidentialityService", "HolderClient", "change_device_pin", "enroll_device",
+           "release_statement", "unlock_device"]
 
 RELEASE_DOMAIN = b"tsunagi/fragment-release/1"
 REQUEST_ID_BYTES = 32  # a request is named by its record's txid on chain
@@ -100,6 +100,8 @@ class _Request:
 class _SessionState:
     session: Session
     role: str  # "identity", "device" or "new" (a key not enrolled yet: may only enrol)
+    # One message at a time a session: its sequence numbers must not race.
+    turn: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ConfidentialityService:
@@ -160,18 +162,19 @@ class ConfidentialityService:
             state = self._sessions.get(bytes(session_id))
         if state is None:
             raise ChannelError("no session is open under this id: open a new one")
-        try:
-            message = _parse(state.session.open(frame))
-        except ChannelError:
-            self.close_session(session_id)
-            raise
-        try:
-            answer = self._handle(state, message)
-        except tuple(ANSWERED.values()) as exc:
-            answer = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
-            if isinstance(exc, errors.PinError):
-                answer["tries_left"] = exc.tries_left
-        return state.session.seal(json.dumps(answer).encode())
+        with state.turn:
+            try:
+                message = _parse(state.session.open(frame))
+            except ChannelError:
+                self.close_session(session_id)
+                raise
+            try:
+                answer = self._handle(state, message)
+            except tuple(ANSWERED.values()) as exc:
+                answer = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+                if isinstance(exc, errors.PinError):
+                    answer["tries_left"] = exc.tries_left
+            return state.session.seal(json.dumps(answer).encode())
 
     def close_session(self, session_id: bytes) -> None:
         with self._lock:
@@ -405,6 +408,20 @@ def unlock_device(transport: Transport, path: str | os.PathLike, pin: str) -> Ho
     return device_file.unwrap(client.unlock(pin))
 
 
+def change_device_pin(transport: Transport, path: str | os.PathLike, pin: str,
+                      new_pin: str) -> DeviceFile:
+    """Changes the holder's PIN at the service and seals the device file's keys under the new
+    K (the file is replaced atomically); PinError when ``pin`` is wrong."""
+    device_file = DeviceFile.load(path)
+    client = HolderClient(transport, device_file.service_key, device_file.device)
+    answer = client.request({"type": "change_pin", "pin": pin, "new_pin": new_pin})
+    holder = device_file.unwrap(bytes.fromhex(answer["key"]))
+    changed = DeviceFile.create(holder, device_file.device, bytes.fromhex(answer["new_key"]),
+                                device_file.service_key)
+    changed.save(path)
+    return changed
+
+
 def _check_holder(document: _Document, holder: HolderIdentity, index: int) -> None:
     keys_of = [each.signing_key for each in document.holders]
     if holder.signing_key not in keys_of:
@@ -436,7 +453,7 @@ def _bound(table: OrderedDict, size: int) -> None:
 def _parse(payload: bytes) -> dict:
     try:
         message = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: recursion
         raise ChannelError("a channel message is not JSON: update the client") from exc
     if not isinstance(message, dict):
         raise ChannelError("a channel message is a JSON object: update the client")
