@@ -3,15 +3,24 @@ and index, and a holder's device file alone opens nothing.
 
 Method: real keys and HPKE seal/open; every field of the context changed in turn, another
 holder's key, one flipped byte; hypothesis for any fragment bytes and context; device files
-written to disk, then opened with the right K, a wrong K and an edited field.
+written to disk, then opened with the right K, a wrong K and an edited field. A sealed fragment
+is also opened by a second, hand-written HPKE base-mode receiver built only from the steps a
+browser's WebCrypto has (X25519, HKDF-SHA256, AES-GCM), which first reproduces RFC 9180's
+test vector A.1: so the format is plain RFC 9180 and the pages can open it the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,6 +45,65 @@ SHARE = bytes(range(40))
 
 def test_the_suite_is_one_webcrypto_has():
     assert FRAGMENT_SUITE_NAME == "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM"
+
+
+# RFC 9180 A.1: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM, base mode, sequence 0.
+A1 = {"skRm": "4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8",
+      "pkRm": "3948cfe0ad1ddb695d780e59077195da6c56506b027329794ab02bca80815c4d",
+      "enc": "37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431",
+      "info": "4f6465206f6e2061204772656369616e2055726e",
+      "shared_secret": "fe0e18c9f024ce43799ae393c7e8fe8fce9d218875e8227b0187c04e7d2ea1fc",
+      "key": "4531685d41d65f03dc48f6b8302c05b0", "base_nonce": "56d890e5accaaf011cff4b7d",
+      "aad": "436f756e742d30",
+      "ct": "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a96d8770ac83d07bea"
+            "87e13c512a"}
+KEM_SUITE = b"KEM" + bytes.fromhex("0020")
+HPKE_SUITE = b"HPKE" + bytes.fromhex("0020" "0001" "0001")
+
+
+def labeled_extract(salt: bytes, label: bytes, ikm: bytes, suite: bytes) -> bytes:
+    return hmac.new(salt, b"HPKE-v1" + suite + label + ikm, hashlib.sha256).digest()
+
+
+def labeled_expand(prk: bytes, label: bytes, info: bytes, length: int, suite: bytes) -> bytes:
+    labeled = length.to_bytes(2, "big") + b"HPKE-v1" + suite + label + info
+    return HKDFExpand(hashes.SHA256(), length, labeled).derive(prk)
+
+
+def webcrypto_open(private: bytes, enc: bytes, info: bytes, aad: bytes, ciphertext: bytes):
+    """HPKE base-mode open of the first message, by the RFC's steps: (shared secret, key,
+    nonce, plaintext)."""
+    receiver = X25519PrivateKey.from_private_bytes(private)
+    dh = receiver.exchange(X25519PublicKey.from_public_bytes(enc))
+    recipient = receiver.public_key().public_bytes_raw()
+    eae_prk = labeled_extract(b"", b"eae_prk", dh, KEM_SUITE)
+    shared = labeled_expand(eae_prk, b"shared_secret", enc + recipient, 32, KEM_SUITE)
+    context = b"\x00" + labeled_extract(b"", b"psk_id_hash", b"", HPKE_SUITE) \
+        + labeled_extract(b"", b"info_hash", info, HPKE_SUITE)
+    secret = labeled_extract(shared, b"secret", b"", HPKE_SUITE)
+    key = labeled_expand(secret, b"key", context, 16, HPKE_SUITE)
+    nonce = labeled_expand(secret, b"base_nonce", context, 12, HPKE_SUITE)
+    return shared, key, nonce, AESGCM(key).decrypt(nonce, ciphertext, aad)
+
+
+def test_the_webcrypto_steps_reproduce_rfc_9180_a1():
+    shared, key, nonce, plaintext = webcrypto_open(
+        *(bytes.fromhex(A1[name]) for name in ("skRm", "enc", "info", "aad", "ct")))
+    assert X25519PrivateKey.from_private_bytes(bytes.fromhex(A1["skRm"])).public_key() \
+        .public_bytes_raw().hex() == A1["pkRm"]
+    assert (shared.hex(), key.hex(), nonce.hex()) == (A1["shared_secret"], A1["key"],
+                                                        A1["base_nonce"])
+    assert plaintext == b"Beauty is truth, truth beauty"
+
+
+def test_a_sealed_fragment_is_plain_rfc_9180_that_the_webcrypto_steps_open():
+    sealed = seal_fragment(SHARE, HOLDER.identity(), CONTEXT)
+    info = b"tsunagi/fragment/1" + CONTEXT.to_bytes() + HOLDER.signing.public_key
+    assert CONTEXT.to_bytes() == (7).to_bytes(4, "little") + b"d" * 32 \
+        + (2).to_bytes(4, "little") + b"\x01"
+    *_, plaintext = webcrypto_open(HOLDER.fragment.private_bytes_raw(), sealed[:32], info, b"",
+                                   sealed[32:])
+    assert plaintext == SHARE
 
 
 def test_a_sealed_fragment_opens_for_its_holder_and_context():
