@@ -18,7 +18,16 @@ keeps working for callers that do not know tsunagi::
     │   ├── ProtocolError                 a frame that breaks the wire protocol
     │   └── OverloadedError               the node pushed back: retry later
     ├── MissingExtraError (ImportError)   a feature's optional dependencies are not installed
-    └── CancelledError                    a long native operation was cancelled
+    ├── CancelledError                    a long native operation was cancelled
+    └── VaultError                        the document vault refused a step of key handling
+        ├── FragmentError (ValueError)    a sealed fragment does not open in this context
+        ├── IdentityError (ValueError)    a holder's or the service's signature does not hold
+        ├── NotHolderError (PermissionError)  the holder is not one of the document's
+        ├── PinError (PermissionError)    a wrong PIN, counted: the message says tries left
+        │   └── HolderLockedError         too many wrong PINs: the message says who can unlock
+        ├── UnlockError (PermissionError) an unlock of a locked holder lacks its signatures
+        └── ChannelError (ConnectionError)  a channel handshake or message failed its check
+            └── ReplayError               a message or fragment seen before, sent again
 """
 
 from __future__ import annotations
@@ -110,3 +119,53 @@ class MissingExtraError(TsunagiError, ImportError):
 
 class CancelledError(TsunagiError):
     """A long native operation (a nonce search) was cancelled before it finished."""
+
+
+class VaultError(TsunagiError):
+    """The document vault refused a step of key handling (see :mod:`tsunagi.privacy`)."""
+
+
+class FragmentError(VaultError, ValueError):
+    """A sealed fragment does not open: it was tampered with, or it belongs to another chain,
+    document, part or holder index than the one named, or it was sealed to another holder."""
+
+
+class IdentityError(VaultError, ValueError):
+    """A holder's or the service's identity statement, or a signature that should be by it,
+    does not verify: the key or the signature is another's."""
+
+
+class NotHolderError(VaultError, PermissionError):
+    """A holder who is not one of the document's tried to give or ask for its fragment."""
+
+
+class PinError(VaultError, PermissionError):
+    """A wrong PIN. It was counted before this was raised; ``tries_left`` more wrong PINs in a
+    row lock the holder."""
+
+    def __init__(self, message: str, tries_left: int) -> None:
+        self.tries_left = tries_left
+        super().__init__(message)
+
+
+class HolderLockedError(PinError):
+    """The holder is locked after too many wrong PINs in a row; no PIN is checked until an
+    administrator or enough of the holder's fellow holders sign an unlock."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 0)
+
+
+class UnlockError(VaultError, PermissionError):
+    """An unlock of a locked holder was refused: a signature is not by an administrator or a
+    fellow holder, is for another lockout, or too few signed."""
+
+
+class ChannelError(VaultError, ConnectionError):
+    """A channel handshake or message failed its check (a tampered or malformed frame, an
+    unexpected step): the session is closed, open a new one."""
+
+
+class ReplayError(ChannelError):
+    """A message or fragment that was seen before (an earlier sequence number, request or
+    session) was sent again; nothing was taken from it."""
