@@ -112,6 +112,6 @@ shamir_threshold_min = 2
 # SLIP-0039's smallest secret, 128 bits: the digest takes 4 bytes of the digest share and keys
 # its HMAC with the other 12, drawn at random; a shorter key is too weak to be worth sharing.
 shamir_secret_bytes_min = 16
-# A split costs shares * threshold * length products (254 * 128 * 4 KiB is 133 M, about a
-# second here): the secrets shared are keys; a larger secret is encrypted and its key shared.
+# A split costs shares * threshold * length products: 4 KiB at 128 of 254 takes 0.18 s here
+# (a 32-byte key 2 ms). The secrets shared are keys; larger data is encrypted, its key shared.
 shamir_secret_bytes_max = 4096
