@@ -177,8 +177,8 @@ def combine(shares: Iterable[bytes]) -> bytes:
     _same_set(parsed)
     threshold = parsed[0].threshold
     if len(parsed) < threshold:
-        raise TooFewSharesError(f"{len(parsed)} shares were given, the set needs {threshold}: "
-                                f"give {threshold - len(parsed)} more")
+        raise TooFewSharesError(f"the set needs {threshold} shares and {len(parsed)} were "
+                                f"given: give {threshold - len(parsed)} more")
     xs = bytes(share.index for share in parsed)
     values = b"".join(share.value for share in parsed)
     opened = native.interpolate(xs, values, bytes([SECRET_X, DIGEST_X]))
