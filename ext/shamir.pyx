@@ -52,7 +52,7 @@ def evaluate_shares(const uint8_t[::1] secret, const uint8_t[::1] digest,
     (254, digest) whose free part h has ``coefficients`` (rows of len(secret) bytes, lowest
     power first): len(xs) * len(secret) bytes, share i at i * len(secret)."""
     cdef size_t length = secret.shape[0], count = xs.shape[0], degree_count
-    if length == 0 or digest.shape[0] != length:
+    if length == 0 or <size_t>digest.shape[0] != length:
         raise ValueError(f"secret and digest must be as long and not empty, got {length} and "
                          f"{digest.shape[0]} bytes")
     if coefficients.shape[0] % length:
@@ -81,7 +81,7 @@ def interpolate(const uint8_t[::1] xs, const uint8_t[::1] values, const uint8_t[
         raise ValueError(f"values must be {count} (len(xs)) non-empty rows of one length, "
                          f"got {values.shape[0]} bytes")
     length = values.shape[0] // count
-    for i in range(field_size):
+    for i in range(<size_t>field_size):
         seen[i] = False
     for i in range(count):
         if seen[xs[i]]:
