@@ -25,6 +25,7 @@ extensions = [
     native("commit", "commit_kernel.c", "sha256.c", "sha256_shani.c"),
     native("sigverify", "schnorr_batch.c", "bip340_batch.c", "parallel.c"),
     native("indexing", "index_kernel.c"),
+    native("shamir", "shamir_kernel.c"),
 ]
 
 setup(

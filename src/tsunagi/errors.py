@@ -18,6 +18,13 @@ keeps working for callers that do not know tsunagi::
     │   ├── ProtocolError                 a frame that breaks the wire protocol
     │   └── OverloadedError               the node pushed back: retry later
     ├── MissingExtraError (ImportError)   a feature's optional dependencies are not installed
+    ├── ShareError (ValueError)           secret shares that cannot give back their secret
+    │   ├── ShareFormatError              a share of the wrong size, version or field value
+    │   ├── ShareChecksumError            a share damaged in storage or in transit
+    │   ├── ShareMismatchError            shares of different sets mixed together
+    │   ├── DuplicateShareError           two shares with the same index
+    │   ├── TooFewSharesError             fewer shares than the set's threshold
+    │   └── ShareDigestError              shares whose secret fails the set's digest
     ├── CancelledError                    a long native operation was cancelled
     └── VaultError                        the document vault refused a step of key handling
         ├── FragmentError (ValueError)    a sealed fragment does not open in this context
@@ -115,6 +122,40 @@ class OverloadedError(NodeError):
 class MissingExtraError(TsunagiError, ImportError):
     """A feature needs an extra of the package (``pip install 'tsunagi[http]'``) that is not
     installed; the message names it (see :mod:`tsunagi.extras`)."""
+
+
+class ShareError(TsunagiError, ValueError):
+    """Secret shares (tsunagi.privacy.shamir, tsunagi.privacy.slip39) that cannot give back
+    their secret: nothing is returned rather than a wrong secret. The subclass says why."""
+
+
+class ShareFormatError(ShareError):
+    """A share is not one: wrong type or size, unknown version, a field out of range, a word
+    that is not in the SLIP-0039 list."""
+
+
+class ShareChecksumError(ShareError):
+    """A share's checksum does not match its bytes or words: it was damaged or mistyped."""
+
+
+class ShareMismatchError(ShareError):
+    """The shares given belong to different sets (identifier, threshold, length or group
+    parameters differ)."""
+
+
+class DuplicateShareError(ShareError):
+    """Two shares given have the same index: one share was given twice, or a share was
+    altered."""
+
+
+class TooFewSharesError(ShareError):
+    """Fewer shares (or SLIP-0039 groups) were given than the set's threshold."""
+
+
+class ShareDigestError(ShareError):
+    """Every share is well formed, yet the secret they recombine to fails the set's digest:
+    a share was forged or altered with its checksum recomputed, or the shares do not belong
+    together."""
 
 
 class CancelledError(TsunagiError):

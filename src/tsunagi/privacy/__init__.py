@@ -1,2 +1,14 @@
-"""The document vault: Shamir sharing of part keys, holders and their keys, PINs the
-confidentiality service rate-limits, and the authenticated channel from a holder to it."""
+"""The document vault and its keys (docs/FORMAT.md, README "Design").
+
+:mod:`tsunagi.privacy.shamir` splits a part key k of n into checksummed binary shares with a
+set digest; :mod:`tsunagi.privacy.slip39` writes and reads SLIP-0039 mnemonics for people;
+:mod:`tsunagi.privacy.holders` seals fragments to holders (HPKE) and keeps their keys on a
+device; :mod:`tsunagi.privacy.pins` unlocks them with a PIN the confidentiality service
+rate-limits; :mod:`tsunagi.privacy.channel` carries a fragment from a holder to the service
+over an authenticated key agreement.
+"""
+
+from tsunagi.privacy.shamir import Share, combine, split
+from tsunagi.privacy.slip39 import combine_mnemonics, split_mnemonics
+
+__all__ = ["Share", "combine", "combine_mnemonics", "split", "split_mnemonics"]
