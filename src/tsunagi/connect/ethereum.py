@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["EthereumChain", "EthereumConnector", "HOLD_STATES"]
 
 FEATURE = "the Ethereum connector"
-UINT256_LIMIT = 1 << 256  # amounts and times are uint256 in the contracts
+UINT256_END = 1 << 256  # amounts and times are uint256 in the contracts
 # The escrow's flag State (contracts/escrow.vy): 0 for an id never used.
 HOLD_STATES = {0: "none", 1: "held", 2: "released", 4: "voided", 8: "refunded"}
 
@@ -122,7 +122,7 @@ def _transfer_id(transfer_id: bytes) -> bytes:
 
 def _amount(amount: int, what: str = "an amount") -> int:
     if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount < \
-            UINT256_LIMIT:
+            UINT256_END:
         raise EncodingError(f"{what} is an integer from 0 below 2**256, got {amount!r}")
     return amount
 
