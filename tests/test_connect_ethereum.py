@@ -22,27 +22,23 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import rlp
+from eth_account import Account
+from eth_hash.auto import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("eth_tester", reason="needs the ethereum extra: pip install "
-                    "'tsunagi[ethereum]'")
-
-import rlp  # noqa: E402
-from eth_account import Account  # noqa: E402
-from eth_hash.auto import keccak  # noqa: E402
-
-from tsunagi.connect import eth_contracts, eth_keystore, limits  # noqa: E402
-from tsunagi.connect.connector import Connector, StepProof, TxRef, TxStatus  # noqa: E402
-from tsunagi.connect.eth_proof import (  # noqa: E402
+from tsunagi.connect import eth_contracts, eth_keystore, limits
+from tsunagi.connect.connector import Connector, StepProof, TxRef, TxStatus
+from tsunagi.connect.eth_proof import (
     EVENTS,
     EthereumLightClient,
     StepCode,
     check_step,
     expect,
 )
-from tsunagi.connect.ethereum import EthereumChain, EthereumConnector  # noqa: E402
-from tsunagi.errors import ConfigError, EncodingError, KeyFileError  # noqa: E402
+from tsunagi.connect.ethereum import EthereumChain, EthereumConnector
+from tsunagi.errors import ConfigError, EncodingError, KeyFileError
 
 HOUR_S = 3600
 GAS = limits.eth_call_gas

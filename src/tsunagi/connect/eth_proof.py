@@ -41,7 +41,8 @@ except ImportError:
     rlp = keccak = HexaryTrie = None
 
 __all__ = ["EVENTS", "EthereumLightClient", "EthereumStepProof", "Event", "StepCode",
-           "build_step_proof", "check_step", "encode_receipt", "expect", "receipt_events"]
+           "build_step_proof", "check_step", "encode_receipt", "expect", "header_fields",
+           "header_time_s", "receipt_events"]
 
 FEATURE = "the Ethereum connector"
 HASH_BYTES = 32
