@@ -25,7 +25,9 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 # without the extra would leave them all out.
 BLOCKED = {"http": ["fastapi", "fastapi_offline", "starlette", "pydantic", "uvicorn",
                     "prometheus_client"],
-           "charts": ["matplotlib"]}
+           "charts": ["matplotlib"],
+           "ethereum": ["eth_tester", "web3", "vyper", "eth_account", "eth_hash", "rlp", "trie",
+                        "eth", "eth_abi", "eth_keys", "eth_utils"]}
 NEEDS_AN_EXTRA = {"tsunagi.node.rest": "http", "tsunagi.node.metrics": "http"}
 
 
@@ -55,14 +57,18 @@ def test_the_base_install_leaves_the_web_and_chart_packages_to_extras():
     project = tomllib.loads(PYPROJECT.read_text())["project"]
     base, optional = names(project["dependencies"]), project["optional-dependencies"]
     http, charts = names(optional["http"]), names(optional["charts"])
+    ethereum = names(optional["ethereum"])
     assert {"fastapi", "fastapi-offline", "uvicorn", "prometheus-client"} <= http
     assert charts == {"matplotlib"}
-    assert not (http | charts) & base
-    assert [requirement(text) for text in optional["all"]] == [("tsunagi", {"http", "charts"})]
+    assert {"eth-tester", "web3", "vyper"} <= ethereum
+    assert not (http | charts | ethereum) & base
+    assert [requirement(text) for text in optional["all"]] == \
+        [("tsunagi", {"http", "charts", "ethereum"})]
     assert ("tsunagi", {"all"}) in map(requirement, optional["test"])  # the tests use it all
     # The check the commands run looks for the modules of these same packages.
     assert {extra: {m.replace("_", "-") for m in modules}
-            for extra, modules in extras.EXTRAS.items()} == {"http": http, "charts": charts}
+            for extra, modules in extras.EXTRAS.items()} == \
+        {"http": http, "charts": charts, "ethereum": ethereum}
 
 
 def test_the_library_and_the_demo_need_no_extra(tmp_path):
@@ -81,7 +87,7 @@ code = main(["demo", "--data", {str(tmp_path / "demo")!r}, "--accounts", "8",
              "--transfers", "200", "--baseline", "5", "--batch", "100"])
 print(json.dumps({{"failed": sorted(failed), "exit": code}}))
 """
-    done = without(["http", "charts"], code)
+    done = without(["http", "charts", "ethereum"], code)
     assert done.returncode == 0, done.stderr
     *shown, last = done.stdout.strip().splitlines()
     assert json.loads(last) == {"failed": sorted(NEEDS_AN_EXTRA), "exit": 0}

@@ -202,7 +202,7 @@ def test_field_maxima_are_spelled_once_in_limits_py():
 
 
 LIMITS_MODULES = {"limits.py", "ledger/limits.py", "consensus/limits.py", "node/limits.py",
-                  "loadgen/limits.py", "privacy/limits.py"}
+                  "loadgen/limits.py", "privacy/limits.py", "connect/limits.py"}
 # Names outside the limits modules that look like limits but are facts of a format or a system,
 # or tuning that bounds nothing; each says why it stays where it is.
 NOT_LIMITS = {

@@ -3,7 +3,9 @@ a command runs before it needs one, so a user reads what to install instead of a
 
     pip install 'tsunagi[http]'     the node's REST API (--http) and Prometheus metrics (--metrics)
     pip install 'tsunagi[charts]'   PNG charts: tsunagi loadgen --out, the bench tables
-    pip install 'tsunagi[all]'      both
+    pip install 'tsunagi[ethereum]' ConnectionChain's Ethereum leg (tsunagi.connect.ethereum):
+                                    an in-process eth-tester chain, Vyper contracts, proofs
+    pip install 'tsunagi[all]'      all of them
 
 The library, the ledger, the node's binary protocol, the client and ``tsunagi demo`` need none.
 """
@@ -20,6 +22,7 @@ __all__ = ["EXTRAS", "require"]
 EXTRAS = {
     "http": ("fastapi", "fastapi_offline", "uvicorn", "prometheus_client"),
     "charts": ("matplotlib",),
+    "ethereum": ("eth_tester", "web3", "vyper", "eth_account", "eth_hash", "rlp", "trie"),
 }
 
 

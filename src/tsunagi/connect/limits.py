@@ -1,0 +1,44 @@
+"""Limits of ConnectionChain's connectors and light clients: why each is what it is, what it
+costs. A proof comes from a connector that may lie, so everything read from one is bounded here
+before it is decoded.
+"""
+
+from __future__ import annotations
+
+# --- Ethereum step proofs (tsunagi.connect.eth_proof) ---------------------------------------------
+
+# An Ethereum block header in RLP: 612 bytes after Prague, with extraData at most 32 bytes.
+# Twice that leaves room for the fields later forks append; a larger one is refused unread.
+eth_header_bytes_max = 2048
+
+# Nodes of one Merkle-Patricia proof. A transaction index is at most 9 bytes of RLP, so 18
+# nibbles: a path has at most 18 branches and one leaf or extension more. 32 covers that with
+# room and stops a proof made of endless nodes.
+eth_proof_nodes_max = 32
+
+# One trie node: a branch is at most 17 hashes of 33 bytes (532 with its prefix), but a leaf
+# carries a whole receipt or transaction, so this is the larger of the two limits below.
+eth_proof_node_bytes_max = 4 * 1024 * 1024
+
+# A transaction's bytes: geth's pool refuses transactions above 128 KiB, so none is in a block.
+eth_transaction_bytes_max = 128 * 1024
+
+# A receipt's bytes: its logs are bounded by a block's gas (36 M gas at 8 gas a data byte is
+# 4.5 MB), so 4 MiB holds any receipt a real block can have; the cost is that much memory.
+eth_receipt_bytes_max = 4 * 1024 * 1024
+
+# Logs of one receipt that the checker decodes: each costs at least 375 gas, so a 36 M gas
+# block holds at most 96,000.
+eth_receipt_logs_max = 100_000
+
+# --- Ethereum connector (tsunagi.connect.ethereum) ------------------------------------------------
+
+# Gas the connector gives each of its escrow and token calls. They use 30-90 thousand
+# (a hold, with its transferFrom, about 90 thousand); a fixed limit above that means a call that
+# reverts is still mined, so the connector answers it with a failed TxRef and its proof
+# instead of an estimate that fails before anything is on chain.
+eth_call_gas = 300_000
+
+# Headers one follow() call returns: 1024 Prague headers are about 630 KB; a light client
+# that is further behind calls again from where the last answer ended.
+follow_headers_max = 1024
