@@ -17,9 +17,11 @@ import datetime
 import ipaddress
 import ssl
 import stat
+from pathlib import Path
 
 import httpx
 import pytest
+from cli_helpers import NodeProcess, tsunagi
 from cryptography import x509
 from test_rest import ServiceThread, make_chain
 
@@ -260,3 +262,63 @@ def test_a_stream_catches_up_from_the_height_asked_then_follows(tmp_path):
         [b"id: 2", b"id: 3", b"id: 4", b"id: 5"]
     assert b'"record_count":' in chunks[1]
     assert rest == [] and not feed.subscribers  # the node stopping ends every stream
+
+
+def test_a_browser_gets_a_page_for_a_path_that_is_not_there(https_node):
+    page = https_node.https.get("/blcks/1", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and "text/html" in page.headers["content-type"]
+    assert "This node has no page /blcks/1" in page.text
+    api = https_node.https.get("/v1/nothing", headers={"Accept": "text/html"})
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+    assert https_node.https.get("/blcks/1").json()["error"]["code"] == "not_found"
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def test_the_node_prints_its_dev_certificate_and_reuses_it(tmp_path):
+    data, _ = make_chain(tmp_path)
+    with NodeProcess(data, "--http", "127.0.0.1:0", "--tls-dev") as node:
+        cert_path = Path(node.ready["tls_cert"])
+        assert cert_path == data / "tls" / "dev-cert.pem"
+        assert node.ready["http"].startswith("https://127.0.0.1:")
+        assert node.ready["pages"] == node.ready["http"] + "/"
+        told = node.process.stderr.readline()
+        assert f"development certificate {cert_path}" in told and "curl --cacert" in told
+        first = cert_path.read_bytes()
+    with NodeProcess(data, "--http", "127.0.0.1:0", "--tls-dev") as node:
+        assert Path(node.ready["tls_cert"]).read_bytes() == first
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--tls-dev"], "TLS serves the --http listener over HTTPS: set --http too"),
+    (["--http", "127.0.0.1:0", "--tls-cert", "cert.pem"], "--tls-cert and --tls-key go"),
+    (["--http", "127.0.0.1:0", "--tls-cert", "cert.pem", "--tls-key", "key.pem"],
+     "cannot read --tls-cert cert.pem"),
+])
+def test_the_command_refuses_bad_tls_flags_in_one_line(tmp_path, flags, message):
+    data, _ = make_chain(tmp_path)
+    done = tsunagi("node", "--data", data, "--listen", "127.0.0.1:0", *flags, check=False,
+                   cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("tsunagi: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_every_template_and_static_file_installs_with_the_package():
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    package = root / "src" / "tsunagi"
+    patterns = tomllib.loads((root / "pyproject.toml").read_text()
+                             )["tool"]["setuptools"]["package-data"]["tsunagi"]
+    files = [path.relative_to(package).as_posix() for folder in ("templates", "static")
+             for path in (package / "node" / "http" / folder).iterdir()]
+    assert len(files) >= 5
+    assert [name for name in files
+            if not any(fnmatch.fnmatch(name, pattern) for pattern in patterns)] == []
+    # MANIFEST.in leaves *.html out of the source distribution (Cython's annotations) but
+    # takes the templates back, after that exclusion.
+    manifest = (root / "MANIFEST.in").read_text()
+    assert manifest.index("recursive-include src/tsunagi/node/http/templates *.html") \
+        > manifest.index("global-exclude")

@@ -16,12 +16,14 @@ Reads run on the REST app's reader threads; nothing here writes.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tsunagi import __version__
 from tsunagi.core import records as rec
@@ -124,6 +126,18 @@ def add_pages(app: FastAPI, feed: BlockFeed | None = None) -> BlockFeed:
         return pages.render(request, "refusal.html", refusal.status, title=refusal.title,
                             message=refusal.message)
 
+    api_refusal = app.exception_handlers[StarletteHTTPException]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, error: StarletteHTTPException):
+        """A browser asking for a page that is not there gets a page; the API answers JSON."""
+        wants_page = "text/html" in request.headers.get("accept", "")
+        if error.status_code != 404 or not wants_page or request.url.path.startswith("/v1/"):
+            return await api_refusal(request, error)
+        return await on_refusal(request, PageRefusal(
+            404, "No such page", f"this node has no page {request.url.path[:80]}: start from "
+                                 "the overview, or look for a block or an account above"))
+
     _add_chain_pages(app, pages)
     _add_account_pages(app, pages)
     _add_event_route(app, pages)
@@ -152,8 +166,8 @@ def _add_chain_pages(app: FastAPI, pages: _Pages) -> None:
         text = q.strip().removeprefix("#")
         if text.isdigit() and q.strip().startswith("#"):
             return RedirectResponse(f"/accounts/{text}", status_code=303)
-        if text.isdigit() or len(text) == _HASH_DIGITS:
-            return RedirectResponse(f"/blocks/{text}", status_code=303)
+        if text.isdigit() or len(text) == _HASH_DIGITS and _is_hex(text):
+            return RedirectResponse(f"/blocks/{text.lower()}", status_code=303)
         raise PageRefusal(400, "Nothing to look for",
                           f"{q.strip()[:80]!r} is not a block height (digits), a block hash "
                           f"({_HASH_DIGITS} hex digits) or an account (# and its number, "
@@ -253,14 +267,15 @@ def _history_row(account: int, entry, amount) -> dict:
 
 # --- what the address says ----------------------------------------------------------------------
 
+def _is_hex(text: str) -> bool:
+    return all(character in string.hexdigits for character in text)
+
+
 def _block_key(text: str) -> int | bytes:
     if text.isdigit() and len(text) <= 20 and int(text) <= u64_max:
         return int(text)
-    if len(text) == _HASH_DIGITS:
-        try:
-            return bytes.fromhex(text)[::-1]
-        except ValueError:
-            pass
+    if len(text) == _HASH_DIGITS and _is_hex(text):
+        return bytes.fromhex(text)[::-1]
     raise PageRefusal(400, "Not a block", f"{text[:80]!r} is neither a block height (digits) "
                                           f"nor a block hash ({_HASH_DIGITS} hex digits)")
 
