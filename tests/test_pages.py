@@ -322,3 +322,15 @@ def test_every_template_and_static_file_installs_with_the_package():
     manifest = (root / "MANIFEST.in").read_text()
     assert manifest.index("recursive-include src/tsunagi/node/http/templates *.html") \
         > manifest.index("global-exclude")
+
+
+def test_the_config_file_takes_the_tls_settings(tmp_path):
+    from tsunagi.node.service import build_config
+
+    config = build_config({"data": str(tmp_path), "http": "127.0.0.1:0", "tls_dev": True})
+    assert config.tls_dev and config.tls and config.tls_cert is None
+    config = build_config({"data": str(tmp_path), "http": "127.0.0.1:0",
+                           "tls_cert": "c.pem", "tls_key": "k.pem"})
+    assert (config.tls_cert, config.tls_key) == (Path("c.pem"), Path("k.pem"))
+    with pytest.raises(ConfigError, match="tls_dev is true or false"):
+        build_config({"data": str(tmp_path), "http": "127.0.0.1:0", "tls_dev": "yes"})

@@ -24,6 +24,7 @@ import numpy as np
 
 from tsunagi.core.block import decode_block
 from tsunagi.node import limits
+from tsunagi.node.settings import RestSettings
 
 __all__ = ["BlockFeed", "Subscriber", "block_summary", "format_time", "sse_event"]
 
@@ -88,7 +89,8 @@ class BlockFeed:
 
     def __init__(self, node, read, stopping: asyncio.Event, *,
                  queue_max: int = limits.page_event_queue_max,
-                 catch_up_max: int = limits.page_blocks_shown, ping_s: float = 15.0) -> None:
+                 catch_up_max: int = limits.page_blocks_shown,
+                 ping_s: float = RestSettings.event_ping_s) -> None:
         self.node, self.ledger, self.read, self.stopping = node, node.ledger, read, stopping
         self.queue_max, self.catch_up_max, self.ping_s = queue_max, catch_up_max, ping_s
         self.subscribers: set[Subscriber] = set()
@@ -142,11 +144,16 @@ class BlockFeed:
         # A reorg took blocks off: their heights get the new chain's blocks.
         self.published_height = min(self.published_height, height)
         while self.published_height < height and self.subscribers:
-            data = await self.read(self.ledger.block, self.published_height)
-            if data is None:
+            summary = await self.read(self._summary, self.published_height)
+            if summary is None:
                 return
-            self.publish(block_summary(self.published_height, bytes(data)))
+            self.publish(summary)
             self.published_height += 1
+
+    def _summary(self, height: int) -> dict | None:
+        """The summary of the block at ``height`` (None past the tip); on a reader thread."""
+        data = self.ledger.block(height)
+        return None if data is None else block_summary(height, bytes(data))
 
     async def stream(self, from_height: int | None) -> AsyncIterator[bytes]:
         """One browser's event stream: blocks from ``from_height`` (the newest
@@ -160,10 +167,10 @@ class BlockFeed:
         try:
             yield b"retry: 1000\n\n"
             for height in range(first, end):
-                data = await self.read(self.ledger.block, height)
-                if data is None:
+                summary = await self.read(self._summary, height)
+                if summary is None:
                     break
-                yield sse_event("block", block_summary(height, bytes(data)), height)
+                yield sse_event("block", summary, height)
             while True:
                 try:
                     summary = await asyncio.wait_for(subscriber.queue.get(), self.ping_s)
