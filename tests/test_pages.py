@@ -334,3 +334,10 @@ def test_the_config_file_takes_the_tls_settings(tmp_path):
     assert (config.tls_cert, config.tls_key) == (Path("c.pem"), Path("k.pem"))
     with pytest.raises(ConfigError, match="tls_dev is true or false"):
         build_config({"data": str(tmp_path), "http": "127.0.0.1:0", "tls_dev": "yes"})
+
+
+def test_what_a_user_typed_is_shown_as_text_never_as_markup(https_node):
+    answer = https_node.https.get("/search", params={"q": "<script>alert(1)</script>"})
+    assert answer.status_code == 400
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in answer.text
+    assert "<script>alert" not in answer.text

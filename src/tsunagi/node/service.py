@@ -458,7 +458,7 @@ class Service:
             base = _url(self.http_address, "https" if self.tls_files else "http")
             found.update(http=base, docs=f"{base}/docs", pages=f"{base}/")
             if self.tls_files is not None:
-                found["tls_cert"] = str(self.tls_files[0])
+                found["tls_cert"] = os.path.abspath(self.tls_files[0])  # to trust it by
             if self.config.metrics is True:
                 found["metrics"] = f"{base}/metrics"
         if self.metrics_address is not None:
@@ -659,7 +659,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         print(json.dumps(service.addresses()), flush=True)
         if config.tls_dev:
             print(f"tsunagi node: HTTPS with the development certificate "
-                  f"{service.tls_files[0]} (self-signed for localhost, 127.0.0.1 and ::1): "
+                  f"{os.path.abspath(service.tls_files[0])} (self-signed for localhost, 127.0.0.1 and ::1): "
                   "trust it in your browser, or pass it to curl --cacert", file=sys.stderr,
                   flush=True)
 
