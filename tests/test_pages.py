@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
 import ssl
 import stat
 from pathlib import Path
@@ -23,7 +24,7 @@ import httpx
 import pytest
 from cli_helpers import NodeProcess, tsunagi
 from cryptography import x509
-from test_rest import ServiceThread, make_chain
+from test_rest import ServiceThread, make_chain, submit_json
 
 from tsunagi.errors import ConfigError
 from tsunagi.node import limits
@@ -341,3 +342,35 @@ def test_what_a_user_typed_is_shown_as_text_never_as_markup(https_node):
     assert answer.status_code == 400
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in answer.text
     assert "<script>alert" not in answer.text
+
+
+def _first_block_event(lines) -> tuple[str, dict]:
+    """(id line, payload) of the next block event among an event stream's lines."""
+    event_id = None
+    for line in lines:
+        if line.startswith("id: "):
+            event_id = line
+        elif line.startswith("data: "):
+            return event_id, json.loads(line[6:])
+    raise AssertionError("the stream ended before a block event")
+
+
+def test_the_pages_feed_resumes_after_the_last_event_and_follows_new_blocks(tmp_path):
+    data, wallet = make_chain(tmp_path)
+    with ServiceThread(data, tls_dev=True) as node:
+        url = node.url.replace("http://", "https://")
+        trusted = ssl.create_default_context(cafile=data / "tls" / "dev-cert.pem")
+        with httpx.Client(base_url=url, verify=trusted, timeout=30) as https:
+            first = submit_json(https, *wallet.transfer(1, 1)).json()
+            with https.stream("GET", "/events/blocks", headers={"last-event-id": "0"}) as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                event_id, block = _first_block_event(stream.iter_lines())
+            assert event_id == "id: 1" and block["hash"] == first["block_hash"]
+            assert block["record_count"] == 1 and block["failed_count"] == 0
+            with https.stream("GET", "/events/blocks") as stream:  # from the next new block
+                lines = stream.iter_lines()
+                assert next(lines) == "retry: 1000"  # the stream is open: the feed has it
+                second = submit_json(https, *wallet.transfer(2, 1)).json()
+                event_id, block = _first_block_event(lines)
+            assert event_id == "id: 2" and block["hash"] == second["block_hash"]
+            assert block["prev_hash"] == first["block_hash"]
