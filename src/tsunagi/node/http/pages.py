@@ -61,7 +61,7 @@ class PageRefusal(Exception):
 
 class SecurityHeaders:
     """ASGI middleware: the Content-Security-Policy and its companions on every answer but
-    the API documentation pages."""
+    the API documentation pages; a route that sets one of them itself keeps its own."""
 
     HEADERS = ((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                (b"x-content-type-options", b"nosniff"),
@@ -77,8 +77,10 @@ class SecurityHeaders:
 
         async def guarded_send(message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()),
-                                                  *self.HEADERS]}
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [pair for pair in self.HEADERS if pair[0] not in present]
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, guarded_send)
@@ -181,9 +183,8 @@ def _add_account_pages(app: FastAPI, pages: _Pages) -> None:
         if number == 0:
             raise PageRefusal(400, "No such account", "accounts are numbered from 1")
         place = None if before is None else _history_place(before)
-        info = await pages.read(pages.ledger.account, number, missing="No such account")
-        entries = await pages.read(pages.ledger.history, number, limits.page_history_shown,
-                                   place)
+        info, entries = await pages.read(_account_reads, pages.ledger, number, place,
+                                         missing="No such account")
         rows = [_history_row(number, entry, pages.amount) for entry in entries]
         older = None
         if len(entries) == limits.page_history_shown:
@@ -250,6 +251,11 @@ def _block_page(ledger, key: int | bytes, first: int, count: int) -> dict | None
             "batch_count": len(block.batch_array), "rows": rows, "first": first,
             "shown_end": shown_end, "next_start": shown_end if shown_end < len(block) else None,
             "tip_height": ledger.height - 1}
+
+
+def _account_reads(ledger, number: int, place: tuple[int, int] | None) -> tuple:
+    """The account (NotFoundError when there is none) and a page of its history."""
+    return ledger.account(number), ledger.history(number, limits.page_history_shown, place)
 
 
 def _history_row(account: int, entry, amount) -> dict:
