@@ -8,6 +8,10 @@
 
 Everything a page uses comes from the node (the Content-Security-Policy is
 ``default-src 'self'``): no CDN, no fonts or scripts from elsewhere, no inline scripts or
-styles. The pages mount on the REST app (``tsunagi.node.rest.create_app``) with
-``add_pages(app)`` and share its reader threads and its stop signal.
+styles (a page's script is a file in ``static/``, its look a rule in ``tsunagi.css``). The pages
+mount on the REST app (``tsunagi.node.rest.create_app``) with ``add_pages(app)`` and share its
+reader threads and its stop signal. A later page adds its routes to the same app through
+``app.state.pages`` (a :class:`~tsunagi.node.http.pages.PageContext`: ``render``, ``read``,
+the feed), raises ``PageRefusal`` for what it cannot show, and is tested in a real browser
+(tests/test_pages_browser.py shows how).
 """

@@ -36,7 +36,7 @@ from tsunagi.node import limits
 from tsunagi.node.http.events import BlockFeed, block_summary
 from tsunagi.node.rest import ApiError
 
-__all__ = ["STATIC_PATH", "PageRefusal", "SecurityHeaders", "add_pages"]
+__all__ = ["STATIC_PATH", "PageContext", "PageRefusal", "SecurityHeaders", "add_pages"]
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/static"
@@ -86,8 +86,14 @@ class SecurityHeaders:
         await self.app(scope, receive, guarded_send)
 
 
-class _Pages:
-    """What the routes share: the REST app's reads and settings, templates, the feed."""
+class PageContext:
+    """What the pages share, at ``app.state.pages`` once ``add_pages`` ran: the REST app's
+    reads and settings (``api``), the ledger and its config, the templates, the block feed.
+
+    A later page adds its routes to the same app and uses ``render`` (a template under
+    templates/ extending base.html), ``read`` (a ledger read on a reader thread) and
+    ``PageRefusal`` for whatever it cannot show.
+    """
 
     def __init__(self, app: FastAPI, feed: BlockFeed | None) -> None:
         self.api = app.state.api
@@ -117,7 +123,7 @@ class _Pages:
 def add_pages(app: FastAPI, feed: BlockFeed | None = None) -> BlockFeed:
     """Adds the pages to a REST app made by ``tsunagi.node.rest.create_app``; returns the
     block feed they use (made here unless given)."""
-    pages = _Pages(app, feed)
+    pages = PageContext(app, feed)
     app.state.pages = pages
     app.add_middleware(SecurityHeaders)
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="static")
@@ -146,7 +152,7 @@ def add_pages(app: FastAPI, feed: BlockFeed | None = None) -> BlockFeed:
     return pages.feed
 
 
-def _add_chain_pages(app: FastAPI, pages: _Pages) -> None:
+def _add_chain_pages(app: FastAPI, pages: PageContext) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def overview(request: Request):
         found = await pages.read(_overview, pages.ledger, limits.page_blocks_shown)
@@ -176,7 +182,7 @@ def _add_chain_pages(app: FastAPI, pages: _Pages) -> None:
                           "as #2)")
 
 
-def _add_account_pages(app: FastAPI, pages: _Pages) -> None:
+def _add_account_pages(app: FastAPI, pages: PageContext) -> None:
     @app.get("/accounts/{account}", response_class=HTMLResponse, include_in_schema=False)
     async def account(request: Request, account: str, before: str | None = None):
         number = _whole_number(account, "an account number", u64_max)
@@ -196,7 +202,7 @@ def _add_account_pages(app: FastAPI, pages: _Pages) -> None:
             height=info.height - 1, paged=place is not None)
 
 
-def _add_event_route(app: FastAPI, pages: _Pages) -> None:
+def _add_event_route(app: FastAPI, pages: PageContext) -> None:
     @app.get(EVENTS_PATH, include_in_schema=False)
     async def block_events(request: Request, from_height: str | None = None):
         api = pages.api
