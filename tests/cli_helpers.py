@@ -45,13 +45,14 @@ def make_key(path: Path) -> str:
 
 
 class NodeProcess:
-    """`tsunagi node` serving a data directory on 127.0.0.1 (port 0) in its own process."""
+    """`tsunagi node` serving a data directory on 127.0.0.1 (port 0) in its own process;
+    ``flags`` are more of its flags (``"--http", "127.0.0.1:0"``)."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, *flags: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tsunagi", "node", "--data", str(data), "--listen",
-             "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=ENV)
+             "127.0.0.1:0", *map(str, flags)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=ENV)
         line = self.process.stdout.readline()  # one JSON line once it serves
         if not line:
             raise AssertionError(f"the node did not start: {self.process.stderr.read()}")

@@ -24,11 +24,12 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 # What each extra's packages bring that tsunagi imports: blocked together, as a pip install
 # without the extra would leave them all out.
 BLOCKED = {"http": ["fastapi", "fastapi_offline", "starlette", "pydantic", "uvicorn",
-                    "prometheus_client"],
+                    "prometheus_client", "jinja2"],
            "charts": ["matplotlib"],
            "ethereum": ["eth_tester", "web3", "vyper", "eth_account", "eth_hash", "rlp", "trie",
                         "eth", "eth_abi", "eth_keys", "eth_utils"]}
-NEEDS_AN_EXTRA = {"tsunagi.node.rest": "http", "tsunagi.node.metrics": "http"}
+NEEDS_AN_EXTRA = {"tsunagi.node.rest": "http", "tsunagi.node.metrics": "http",
+                  "tsunagi.node.http.pages": "http"}
 
 
 def without(extra_names: list[str], code: str) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """Optional dependencies: which extra of the tsunagi package brings which modules, and the check
 a command runs before it needs one, so a user reads what to install instead of a traceback::
 
-    pip install 'tsunagi[http]'     the node's REST API (--http) and Prometheus metrics (--metrics)
+    pip install 'tsunagi[http]'     the node's REST API and web pages (--http), metrics (--metrics)
     pip install 'tsunagi[charts]'   PNG charts: tsunagi loadgen --out, the bench tables
     pip install 'tsunagi[ethereum]' ConnectionChain's Ethereum leg (tsunagi.connect.ethereum):
                                     an in-process eth-tester chain, Vyper contracts, proofs
@@ -20,7 +20,7 @@ __all__ = ["EXTRAS", "require"]
 
 # The modules each extra installs (tests/test_extras.py checks them against pyproject.toml).
 EXTRAS = {
-    "http": ("fastapi", "fastapi_offline", "uvicorn", "prometheus_client"),
+    "http": ("fastapi", "fastapi_offline", "uvicorn", "prometheus_client", "jinja2"),
     "charts": ("matplotlib",),
     "ethereum": ("eth_tester", "web3", "vyper", "eth_account", "eth_hash", "rlp", "trie"),
 }

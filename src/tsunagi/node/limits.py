@@ -202,3 +202,23 @@ resend_s = 1.0
 # How long a block waits for the mempool's signature checks under way before the engine checks
 # what is left itself (nothing is checked twice when they finish in time).
 precheck_wait_s = 2.0
+
+# --- web pages (node/http/) -------------------------------------------------------------------
+
+# Events waiting for one browser on the pages' event stream. A browser that falls this far
+# behind is dropped instead of growing its queue or slowing the feed; its EventSource reconnects
+# by itself and catches up from its Last-Event-ID. About 200 bytes an event.
+page_event_queue_max = 64
+# Blocks the overview lists, newest first, and the most a reconnecting page is sent at once to
+# catch up (it shows no more). Each is one block read and decode when the page is rendered.
+page_blocks_shown = 20
+# Records a block page lists at a time (a block may hold tens of thousands); the page links to
+# the next ones. Each row is a few hundred bytes of HTML.
+page_records_shown = 500
+# History entries an account page lists at a time, newest first, linking to older ones; each
+# is one block read on a reader thread.
+page_history_shown = 50
+# A development certificate is valid this long from when it is made (a user trusts it once).
+dev_certificate_valid_days = 365
+# A development certificate this close to expiry is made again when the node starts.
+dev_certificate_renew_days = 30

@@ -12,7 +12,10 @@ override it. Relative paths in the file are taken from the file's folder::
 
     data = "chain"                  # the data directory (`tsunagi init` made it)
     listen = "127.0.0.1:7650"       # the binary protocol (docs/PROTOCOL.md)
-    http = "127.0.0.1:7651"         # REST API, OpenAPI page at /docs; leave out for none
+    http = "127.0.0.1:7651"         # REST API, OpenAPI page at /docs, web pages at /
+    tls_dev = true                  # HTTPS with a development certificate (or, for a real one:)
+    # tls_cert = "cert.pem"         #   tls_cert and tls_key, PEM files
+    # tls_key = "key.pem"
     metrics = true                  # /metrics on the http listener, or "HOST:PORT" of its own
     log_level = "info"
 
@@ -111,6 +114,25 @@ class ServiceConfig:
     validator_key: Path | None = None
     validator_passphrase_env: str = "TSUNAGI_PASSPHRASE"
     byzantine: str | None = None  # a test mode of the validator ("equivocate")
+    # HTTPS on the http listener: a certificate and its key (PEM files), or tls_dev for a
+    # self-signed one for this machine that the node makes and keeps in the data directory.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_dev: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_dev or self.tls_cert is not None
+
+    def _check_tls(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: the certificate and its "
+                              "private key (PEM files)")
+        if self.tls_dev and self.tls_cert is not None:
+            raise ConfigError("--tls-dev makes a certificate of its own: give it, or "
+                              "--tls-cert and --tls-key, not both")
+        if self.tls and self.http is None:
+            raise ConfigError("TLS serves the --http listener over HTTPS: set --http too")
 
     @property
     def mines(self) -> bool:
@@ -120,6 +142,7 @@ class ServiceConfig:
         if self.metrics is True and self.http is None:
             raise ConfigError("metrics = true serves /metrics on the http listener: set http "
                               "too, or give metrics a HOST:PORT of its own")
+        self._check_tls()
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level is one of {', '.join(LOG_LEVELS)}, "
                               f"got {self.log_level!r}")
@@ -200,7 +223,14 @@ def build_config(document: dict) -> ServiceConfig:
         else None,
         validator_passphrase_env=str(document.get("validator_passphrase_env",
                                                   "TSUNAGI_PASSPHRASE")),
-        byzantine=_byzantine(document.get("byzantine")))
+        byzantine=_byzantine(document.get("byzantine")),
+        tls_cert=_optional_path(document.get("tls_cert")),
+        tls_key=_optional_path(document.get("tls_key")),
+        tls_dev=bool(_optional_bool(document.get("tls_dev"), "tls_dev")))
+
+
+def _optional_path(value) -> Path | None:
+    return Path(value) if value else None
 
 
 def _byzantine(value) -> str | None:
@@ -243,7 +273,7 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
                           f"{exc.strerror or exc}; pick another address or port") from exc
 
 
-def _http_server(app, rest_settings):
+def _http_server(app, rest_settings, tls: tuple[Path, Path] | None = None):
     import uvicorn
 
     class HttpServer(uvicorn.Server):
@@ -259,7 +289,9 @@ def _http_server(app, rest_settings):
     config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                             server_header=False,
                             timeout_graceful_shutdown=rest_settings.shutdown_grace_s,
-                            limit_concurrency=rest_settings.http_connections_max)
+                            limit_concurrency=rest_settings.http_connections_max,
+                            ssl_certfile=None if tls is None else str(tls[0]),
+                            ssl_keyfile=None if tls is None else str(tls[1]))
     return HttpServer(config)
 
 
@@ -274,6 +306,7 @@ class Service:
         self.metrics = None
         self.app = None
         self.http_address: tuple[str, int] | None = None
+        self.tls_files: tuple[Path, Path] | None = None  # (certificate, key) of HTTPS
         self.metrics_address: tuple[str, int] | None = None
         self._http: list[tuple[object, asyncio.Task]] = []
         self._ledger = None
@@ -334,11 +367,15 @@ class Service:
             raise ConfigError(f"cannot listen on {config.listen[0]}:{config.listen[1]}: "
                               f"{exc.strerror or exc}; pick another address or port") from exc
         if config.http is not None:
+            from tsunagi.node.http.pages import add_pages
             from tsunagi.node.rest import create_app
 
+            self.tls_files = await loop.run_in_executor(None, self._tls_files)
             self.app = create_app(self.node, settings=self.rest_settings,
                                   metrics=self.metrics if config.metrics is True else None)
-            self.http_address = await self._serve(self.app, config.http, "HTTP")
+            add_pages(self.app)
+            self.http_address = await self._serve(self.app, config.http, "HTTP",
+                                                  self.tls_files)
         if isinstance(config.metrics, tuple):
             from tsunagi.node.metrics import metrics_app
 
@@ -361,13 +398,25 @@ class Service:
             if json.loads(path.read_text())["pid"] == os.getpid():
                 path.unlink()
 
+    def _tls_files(self) -> tuple[Path, Path] | None:
+        from tsunagi.node.http import tls
+
+        config = self.config
+        if config.tls_dev:
+            return tls.dev_certificate(config.data)
+        if config.tls_cert is not None:
+            tls.check_pair(config.tls_cert, config.tls_key)
+            return config.tls_cert, config.tls_key
+        return None
+
     def _http_connections(self) -> int:
         return sum(len(server.server_state.connections) for server, _ in self._http)
 
-    async def _serve(self, app, address: tuple[str, int], what: str) -> tuple[str, int]:
+    async def _serve(self, app, address: tuple[str, int], what: str,
+                     tls: tuple[Path, Path] | None = None) -> tuple[str, int]:
         sock = _bind(*address, what)
         bound = sock.getsockname()[:2]
-        server = _http_server(app, self.rest_settings)
+        server = _http_server(app, self.rest_settings, tls)
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         self._http.append((server, task))
         while not server.started:
@@ -406,8 +455,10 @@ class Service:
         found = {"node": f"{node.host}:{node.port}", "chain": node.ledger.config.name,
                  "chain_id": node.chain_id, "height": node.ledger.height - 1}
         if self.http_address is not None:
-            base = _url(self.http_address)
-            found.update(http=base, docs=f"{base}/docs")
+            base = _url(self.http_address, "https" if self.tls_files else "http")
+            found.update(http=base, docs=f"{base}/docs", pages=f"{base}/")
+            if self.tls_files is not None:
+                found["tls_cert"] = os.path.abspath(self.tls_files[0])  # to trust it by
             if self.config.metrics is True:
                 found["metrics"] = f"{base}/metrics"
         if self.metrics_address is not None:
@@ -445,9 +496,9 @@ def _seal(chain, threads: int | None):
     return seal
 
 
-def _url(address: tuple[str, int]) -> str:
+def _url(address: tuple[str, int], scheme: str = "http") -> str:
     host, port = address
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def run_service(config: ServiceConfig,
@@ -528,8 +579,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help=f"binary protocol listener (default 127.0.0.1:{DEFAULT_PORT})")
     parser.add_argument("--http", metavar="HOST:PORT",
-                        help="REST API listener, OpenAPI page at /docs (default: none; needs "
-                             "the http extra: pip install 'tsunagi[http]')")
+                        help="REST API listener, OpenAPI page at /docs, web pages at / "
+                             "(default: none; needs the http extra: pip install "
+                             "'tsunagi[http]')")
+    parser.add_argument("--tls-cert", metavar="FILE", default=None,
+                        help="serve --http over HTTPS with this certificate (PEM; with "
+                             "--tls-key)")
+    parser.add_argument("--tls-key", metavar="FILE", default=None,
+                        help="the private key of --tls-cert (PEM, unencrypted)")
+    parser.add_argument("--tls-dev", action="store_const", const=True, default=None,
+                        help="serve --http over HTTPS with a self-signed development "
+                             "certificate for localhost, 127.0.0.1 and ::1, made once and "
+                             "kept in DATA/tls/ (its path is printed: trust it there)")
     parser.add_argument("--metrics", nargs="?", const=True, default=None, metavar="HOST:PORT",
                         help="serve Prometheus /metrics: on the --http listener, or on "
                              "HOST:PORT of its own (needs the http extra)")
@@ -569,7 +630,8 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """The config file (if any) with every flag given on the command line laid over it."""
     document = load_config(args.config) if args.config else {}
     for key in ("data", "listen", "http", "metrics", "log_level", "peers", "mine",
-                "mine_threads", "validator_key", "validator_passphrase_env", "byzantine"):
+                "mine_threads", "validator_key", "validator_passphrase_env", "byzantine",
+                "tls_cert", "tls_key", "tls_dev"):
         if getattr(args, key) is not None:
             document[key] = getattr(args, key)
     for table, prefix in _SETTING_PREFIX.items():
@@ -595,6 +657,11 @@ def cmd_node(args: argparse.Namespace) -> int:
     def ready(service: Service) -> None:
         # One JSON line on stdout: scripts (and tests) read the bound ports from it.
         print(json.dumps(service.addresses()), flush=True)
+        if config.tls_dev:
+            print(f"tsunagi node: HTTPS with the development certificate "
+                  f"{os.path.abspath(service.tls_files[0])} (self-signed for localhost, 127.0.0.1 and ::1): "
+                  "trust it in your browser, or pass it to curl --cacert", file=sys.stderr,
+                  flush=True)
 
     try:
         counts = run_service(config, on_ready=ready)
