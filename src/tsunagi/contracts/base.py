@@ -89,11 +89,12 @@ class ContractState:
     :mod:`tsunagi.contracts.encoding` encodes, stored canonical-encoded.
     """
 
-    __slots__ = ("_meter", "_prefix", "_world", "writes")
+    __slots__ = ("_meter", "_prefix", "_world", "_writes")
 
     def __init__(self, world, prefix: bytes, meter: Meter) -> None:
         self._world, self._prefix, self._meter = world, prefix, meter
-        self.writes: dict[bytes, bytes | None] = {}  # full key -> encoded value, None: deleted
+        # full key -> encoded value (None: deleted); private, so contract code cannot reach it
+        self._writes: dict[bytes, bytes | None] = {}
 
     def _key(self, key) -> bytes:
         if isinstance(key, str):
@@ -112,13 +113,13 @@ class ContractState:
         """The value stored at ``key`` (this call's writes included), or ``default``."""
         self._meter.charge(limits.state_read_steps)
         full = self._key(key)
-        stored = self.writes[full] if full in self.writes else self._world.get(full)
+        stored = self._writes[full] if full in self._writes else self._world.get(full)
         return default if stored is None else encoding.decode(stored)
 
     def has(self, key) -> bool:
         self._meter.charge(limits.state_read_steps)
         full = self._key(key)
-        return (self.writes[full] if full in self.writes else self._world.get(full)) is not None
+        return (self._writes[full] if full in self._writes else self._world.get(full)) is not None
 
     def set(self, key, value) -> None:
         """Stores ``value`` at ``key`` once the call succeeds."""
@@ -126,12 +127,12 @@ class ContractState:
         encoded = encoding.encode(value)
         self._meter.charge(limits.state_write_steps
                            + len(encoded) // limits.state_write_bytes_per_step)
-        self.writes[full] = encoded
+        self._writes[full] = encoded
 
     def delete(self, key) -> None:
         """Removes ``key`` once the call succeeds."""
         self._meter.charge(limits.state_write_steps)
-        self.writes[self._key(key)] = None
+        self._writes[self._key(key)] = None
 
 
 def method(function):

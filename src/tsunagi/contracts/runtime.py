@@ -251,7 +251,7 @@ class Runtime:
             if isinstance(exc, TypeError) and _at_call_site(exc):
                 return CallResult(CallCode.bad_arguments, detail=str(exc))
             return CallResult(CallCode.failed, steps=self._used(meter), detail=type(exc).__name__)
-        for key, stored in view.writes.items():
+        for key, stored in view._writes.items():
             if stored is None:
                 state.delete(key)
             else:
