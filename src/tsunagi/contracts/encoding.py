@@ -51,47 +51,47 @@ def _length(count: int, out: bytearray) -> None:
 
 
 def _encode(value, out: bytearray, depth: int) -> None:
-    kind = type(value)  # exact types first: they are nearly every value, and the fast path
-    if kind is int:
-        _encode_int(value, out)
-    elif kind is str or kind is bytes:
-        _encode_text(value, out)
-    elif kind is dict or kind is list:
-        _encode_container(value, out, depth)
-    elif value is None:
-        out.append(TAG_NONE)
-    elif kind is bool:
-        out.append(TAG_TRUE if value else TAG_FALSE)
+    encoder = _ENCODERS.get(type(value))  # exact types: nearly every value, and the fast path
+    if encoder is not None:
+        encoder(value, out, depth)
     elif isinstance(value, int) and not isinstance(value, bool):
-        _encode_int(int(value), out)  # an IntEnum and the like: stored as its number
-    elif isinstance(value, bytearray):
-        _encode_text(bytes(value), out)
+        _encode_int(int(value), out, depth)  # an IntEnum and the like: stored as its number
+    elif isinstance(value, str):
+        _encode_str(str(value), out, depth)
+    elif isinstance(value, bytes | bytearray):
+        _encode_bytes(bytes(value), out, depth)
     else:
+        kind = type(value)
         hint = "use int (scaled) for amounts" if kind is float else "use a list" \
             if kind is tuple else "use None, bool, int, bytes, str, list or dict"
         raise EncodingError(f"cannot encode a value of type {kind.__name__}: {hint}")
 
 
-def _encode_text(value: str | bytes, out: bytearray) -> None:
-    """bytes, or a str as its UTF-8 (a subclass of either is encoded as its plain value)."""
-    if isinstance(value, str):
-        try:
-            value = value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise EncodingError(f"a str to encode is not valid Unicode ({exc.reason} at "
-                                f"{exc.start}): pass bytes for binary data") from None
-        out.append(TAG_STR)
-    else:
-        out.append(TAG_BYTES)
-    size = len(value)
-    if size < 0x80:
-        out.append(size)
-    else:
-        _length(size, out)
+def _encode_constant(value, out: bytearray, depth: int) -> None:
+    out.append(TAG_NONE if value is None else TAG_TRUE if value else TAG_FALSE)
+
+
+def _encode_bytes(value: bytes, out: bytearray, depth: int = 0) -> None:
+    out.append(TAG_BYTES)
+    _length(len(value), out)
     out += value
 
 
-def _encode_int(value: int, out: bytearray) -> None:
+def _encode_str(value: str, out: bytearray, depth: int = 0) -> None:
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodingError(f"a str to encode is not valid Unicode ({exc.reason} at "
+                            f"{exc.start}): pass bytes for binary data") from None
+    out.append(TAG_STR)
+    _length(len(data), out)
+    out += data
+
+
+def _encode_int(value: int, out: bytearray, depth: int = 0) -> None:
+    if 0 <= value < len(_SMALL_INTS):
+        out += _SMALL_INTS[value]
+        return
     magnitude = -value if value < 0 else value
     size = (magnitude.bit_length() + 7) // 8
     if size > limits.int_bytes_max:
@@ -102,24 +102,35 @@ def _encode_int(value: int, out: bytearray) -> None:
     out += magnitude.to_bytes(size, "big")
 
 
-def _encode_container(value: list | dict, out: bytearray, depth: int) -> None:
+def _check_container(out: bytearray, depth: int) -> None:
     if depth >= limits.encoding_depth_max:
         raise EncodingError(f"lists and dicts nest at most {limits.encoding_depth_max} "
                             "levels deep: flatten the value")
     if len(out) > limits.encoded_bytes_max:
         raise EncodingError(f"an encoded value is at most {limits.encoded_bytes_max} bytes")
-    if isinstance(value, list):
-        out.append(TAG_LIST)
-        _length(len(value), out)
-        for item in value:
-            _encode(item, out, depth + 1)
-        return
+
+
+def _encode_list(value: list, out: bytearray, depth: int) -> None:
+    _check_container(out, depth)
+    out.append(TAG_LIST)
+    _length(len(value), out)
+    for item in value:
+        _encode(item, out, depth + 1)
+
+
+def _encode_dict(value: dict, out: bytearray, depth: int) -> None:
+    _check_container(out, depth)
     entries = []
     for key, item in value.items():
-        if not isinstance(key, str | bytes):
-            raise EncodingError(f"dict keys are str or bytes, not {type(key).__name__}")
         encoded_key = bytearray()
-        _encode_text(key, encoded_key)
+        if type(key) is str:
+            _encode_str(key, encoded_key)
+        elif type(key) is bytes:
+            _encode_bytes(key, encoded_key)
+        elif isinstance(key, str | bytes):
+            _encode(key, encoded_key, depth)
+        else:
+            raise EncodingError(f"dict keys are str or bytes, not {type(key).__name__}")
         entries.append((bytes(encoded_key), item))
     entries.sort(key=_first)
     out.append(TAG_DICT)
@@ -131,6 +142,13 @@ def _encode_container(value: list | dict, out: bytearray, depth: int) -> None:
 
 def _first(entry: tuple) -> bytes:
     return entry[0]
+
+
+_ENCODERS = {int: _encode_int, str: _encode_str, bytes: _encode_bytes, dict: _encode_dict,
+             list: _encode_list, bool: _encode_constant, type(None): _encode_constant}
+# The encodings of 0..255, which most counts, amounts and flags are.
+_SMALL_INTS = tuple(bytes([TAG_INT, 0]) if number == 0 else bytes([TAG_INT, 1, number])
+                    for number in range(256))
 
 
 def decode(data) -> object:
