@@ -190,6 +190,23 @@ def test_arguments_that_do_not_fit_are_bad_arguments_and_inner_type_errors_are_f
     assert decode(results[4].value) == 5 and results[7].detail == "TypeError"
 
 
+def test_a_block_interrupted_between_calls_leaves_the_state_as_it_was(monkeypatch):
+    runtime, state = names_runtime(), WorldState()
+    runtime.execute_block(state, 0, 0, [call("register", ["first"])])
+    before, execute = state.root, runtime.execute
+
+    def interrupted(state_, height, block_time_s, one_call):
+        if one_call.args == ["third"]:
+            raise KeyboardInterrupt
+        return execute(state_, height, block_time_s, one_call)
+
+    monkeypatch.setattr(runtime, "execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runtime.execute_block(state, 1, 0, [call("register", [name])
+                                            for name in ("second", "third")])
+    assert (state.height, state.root, state.get(b"names\x00name:second")) == (0, before, None)
+
+
 def test_unknown_contracts_and_methods_and_helpers_are_not_callable():
     runtime, state = names_runtime(), WorldState()
     results = runtime.execute_block(state, 0, 0, [

@@ -219,8 +219,11 @@ class Runtime:
         state.begin_block(height)
         try:
             results = [self.execute(state, height, block_time_s, call) for call in calls]
-        finally:
+        except BaseException:  # interrupted (Ctrl-C, a bug here): the block never happened
             state.end_block()
+            state.undo_block(height)
+            raise
+        state.end_block()
         return results
 
     def execute(self, state, height: int, block_time_s: int, call: Call) -> CallResult:
