@@ -263,6 +263,11 @@ def test_a_source_whose_hash_differs_from_the_config_is_refused(tmp_path):
     ("x = hash('a')", "uses hash"), ("global y", "global"), ("_hidden = 1", "names _hidden"),
     ("try:\n    pass\nexcept:\n    pass", "bare except"),
     ("from . import x", "imports ."), ("x = eval('1')", "uses eval"),
+    ("import typing", "whole"), ("from typing import sys", "import the names"),
+    ("from tsunagi.contracts import WorldState", "from tsunagi.contracts"),
+    ("import tsunagi.contracts", "whole"), ("from hashlib import *", "import the names"),
+    ("def peek(gen):\n    return gen.gi_frame", "gi_frame"),
+    ("def back(frame):\n    return frame.f_back", "f_back"),
 ])
 def test_the_source_check_refuses_what_would_break_determinism(tmp_path, line, why):
     path = tmp_path / "bad.py"

@@ -1,7 +1,9 @@
 """The source check a contract passes at install, and the step charges compiled into it.
 
 The check reads the module's syntax tree (nothing runs) and refuses what would make a contract
-non-deterministic or let it reach past its view: imports beyond :data:`ALLOWED_IMPORTS`, float
+non-deterministic or let it reach past its view: imports beyond :data:`ALLOWED_IMPORTS` (names
+only, none a module; of the contract API only :data:`CONTRACT_API`), the attributes that lead
+to the runtime's frames (:data:`REFUSED_ATTRIBUTES`: ``gi_frame``, ``f_back``, ...), float
 and complex literals and true division (``/``: use ``//``), set displays and the set types
 (their iteration order over str and bytes changes with the process's hash seed), the builtins
 of :data:`REFUSED_NAMES` (I/O, reflection, ``hash`` and ``id``), ``global`` and ``nonlocal``,
@@ -16,13 +18,28 @@ a sandbox against hostile code, which Python cannot confine (a C-level loop such
 from __future__ import annotations
 
 import ast
+import importlib
+import types
 
 from tsunagi.errors import ConfigError
 
-__all__ = ["ALLOWED_IMPORTS", "REFUSED_NAMES", "check_source", "instrument"]
+__all__ = ["ALLOWED_IMPORTS", "CONTRACT_API", "PLAIN_IMPORTS", "REFUSED_ATTRIBUTES",
+           "REFUSED_NAMES", "check_source", "instrument"]
 
-# Modules a contract may import: the contract API, typing, and hashlib (deterministic digests).
+# Modules a contract may import names from: the contract API, typing, and hashlib
+# (deterministic digests). A name that is itself a module is refused (typing holds sys), and
+# from tsunagi.contracts only CONTRACT_API: the rest of the package would reach past the view.
 ALLOWED_IMPORTS = frozenset({"__future__", "typing", "hashlib", "tsunagi.contracts"})
+CONTRACT_API = frozenset({"CallContext", "Contract", "Refuse", "decode", "encode", "method"})
+# Modules a contract may import whole (``import hashlib``): those with no public module inside.
+PLAIN_IMPORTS = frozenset({"hashlib"})
+# Attributes that lead from a generator, coroutine, traceback or frame to the frames of the
+# runtime that called the contract, and so to the whole world state.
+REFUSED_ATTRIBUTES = frozenset({
+    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame",
+    "ag_code", "ag_await", "tb_frame", "tb_next", "f_back", "f_globals", "f_locals",
+    "f_builtins", "f_code", "with_traceback", "mro",
+})
 REFUSED_NAMES = frozenset({
     "open", "eval", "exec", "compile", "__import__", "globals", "locals", "vars", "dir",
     "getattr", "setattr", "delattr", "input", "print", "breakpoint", "help", "exit", "quit",
@@ -37,11 +54,9 @@ STEP_NAME, ITERATE_NAME = "_tsunagi_step", "_tsunagi_iterate"
 def _problem(node: ast.AST) -> str | None:
     """Why ``node`` is refused, or None."""
     if isinstance(node, ast.Import | ast.ImportFrom):
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) \
-            else [("." * node.level) + (node.module or "")]
-        for name in names:
-            if name not in ALLOWED_IMPORTS:
-                return f"imports {name} (allowed: {', '.join(sorted(ALLOWED_IMPORTS))})"
+        return _import_problem(node)
+    if isinstance(node, ast.Attribute) and node.attr in REFUSED_ATTRIBUTES:
+        return f"uses the attribute {node.attr}, which leads out of the contract's view"
     if isinstance(node, ast.Constant) and isinstance(node.value, float | complex):
         return f"has the float literal {node.value!r}: use ints (scaled units)"
     if isinstance(node, ast.BinOp | ast.AugAssign) and isinstance(node.op, ast.Div):
@@ -57,6 +72,28 @@ def _problem(node: ast.AST) -> str | None:
     name = _identifier(node)
     if name is not None and name.startswith("_"):
         return f"names {name}: identifiers and attributes starting with _ are refused"
+    return None
+
+
+def _import_problem(node: ast.Import | ast.ImportFrom) -> str | None:
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.name not in PLAIN_IMPORTS:
+                return f"imports {alias.name} whole (allowed: {', '.join(sorted(PLAIN_IMPORTS))}"\
+                    "; import names from the modules allowed instead)"
+        return None
+    module = "." * node.level + (node.module or "")
+    if module not in ALLOWED_IMPORTS:
+        return f"imports {module} (allowed: {', '.join(sorted(ALLOWED_IMPORTS))})"
+    if module == "__future__":
+        return None
+    for alias in node.names:
+        if module == "tsunagi.contracts" and alias.name not in CONTRACT_API:
+            return f"imports {alias.name} from tsunagi.contracts (allowed: " \
+                f"{', '.join(sorted(CONTRACT_API))})"
+        if alias.name == "*" or isinstance(getattr(importlib.import_module(module), alias.name,
+                                                   None), types.ModuleType):
+            return f"imports {alias.name} from {module}: import the names a contract uses"
     return None
 
 
