@@ -192,6 +192,19 @@ def test_a_snapshot_reloads_with_its_height_root_values_and_slots(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_loaded_snapshot_can_undo_the_blocks_before_it(tmp_path):
+    state, roots = WorldState(), []
+    for height, block in enumerate([[(b"a", b"1")], [(b"a", b"2"), (b"b", b"3")],
+                                    [(b"a", None), (b"c", b"4")]]):
+        roots.append(state.root)
+        apply_block(state, height, block)
+    state.save(tmp_path / "world.state")
+    loaded = WorldState.load(tmp_path / "world.state")
+    for height in (2, 1, 0):
+        assert loaded.undo_block(height) == roots[height]
+    assert loaded.height is None and len(loaded) == 0
+
+
 def test_an_empty_state_saves_and_loads(tmp_path):
     WorldState().save(tmp_path / "empty")
     loaded = WorldState.load(tmp_path / "empty")

@@ -1,14 +1,15 @@
 """The source check a contract passes at install, and the step charges compiled into it.
 
-The check reads the module's syntax tree (nothing runs) and refuses what would make a contract
-non-deterministic or let it reach past its view: imports beyond :data:`ALLOWED_IMPORTS` (names
-only, none a module; of the contract API only :data:`CONTRACT_API`), the attributes that lead
-to the runtime's frames (:data:`REFUSED_ATTRIBUTES`: ``gi_frame``, ``f_back``, ...), float
-and complex literals and true division (``/``: use ``//``), set displays and the set types
-(their iteration order over str and bytes changes with the process's hash seed), the builtins
-of :data:`REFUSED_NAMES` (I/O, reflection, ``hash`` and ``id``), ``global`` and ``nonlocal``,
-bare ``except:`` (it would swallow the budget's stop), and every identifier or attribute that
-starts with ``_`` (no climbing out through dunders such as ``__class__``).
+The check reads the module's syntax tree (none of the contract runs) and refuses what would
+make a contract non-deterministic or let it reach past its view: imports beyond
+:data:`ALLOWED_IMPORTS` (names only, none a module; of the contract API only
+:data:`CONTRACT_API`), the attributes that lead to the runtime's frames
+(:data:`REFUSED_ATTRIBUTES`: ``gi_frame``, ``f_back``, ...), float and complex literals and
+true division (``/``: use ``//``), set displays and the set types (their iteration order over
+str and bytes changes with the process's hash seed), the builtins of :data:`REFUSED_NAMES`
+(I/O, reflection, ``hash`` and ``id``), ``global`` and ``nonlocal``, bare ``except:`` (it would
+swallow the budget's stop), and every identifier or attribute that starts with ``_`` (no
+climbing out through dunders such as ``__class__``).
 
 This guards against mistakes in contracts a consortium reviews and installs together; it is not
 a sandbox against hostile code, which Python cannot confine (a C-level loop such as

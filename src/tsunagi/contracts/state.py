@@ -309,8 +309,8 @@ class WorldState:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WorldState:
-        """The state saved at ``path``; CorruptLogError when the file is damaged. Undo data
-        is not saved: blocks before the snapshot cannot be undone."""
+        """The state saved at ``path``, with the undo data of its newest blocks; CorruptLogError
+        when the file is damaged."""
         return _snapshot_read(Path(path), cls)
 
 
@@ -352,22 +352,37 @@ def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: bytes) -> 
 SNAPSHOT_MAGIC = b"TSWORLD1"
 # magic, height + 1 (0: no block yet), root, slot count
 _SNAPSHOT_HEAD = struct.Struct("<8sQ32sQ")
-_ENTRY_HEAD = struct.Struct("<HI")  # key length, value length + 1 (0: deleted)
+_ENTRY_HEAD = struct.Struct("<HI")  # key length, value length + 1 (0: absent)
+_UNDO_COUNT = struct.Struct("<I")
+# height before + 1 (0: none), root before, slot count before, changed keys
+_UNDO_HEAD = struct.Struct("<Q32sQI")
 
 
-def _snapshot_write(path: Path, state: WorldState) -> None:
-    """File layout: _SNAPSHOT_HEAD, then each slot's key and value in slot order
-    (_ENTRY_HEAD, key, value), then SHA-256 of everything before it. Written to a temporary
-    file beside ``path``, fsynced, renamed over ``path``, and the directory fsynced."""
-    height = 0 if state.height is None else state.height + 1
-    parts = [_SNAPSHOT_HEAD.pack(SNAPSHOT_MAGIC, height, state.root, state.slot_count)]
-    pack, values = _ENTRY_HEAD.pack, state._values
-    for key in state._slot_keys:
-        value = values.get(key)
+def _pack_entries(pairs, parts: list[bytes]) -> None:
+    pack = _ENTRY_HEAD.pack
+    for key, value in pairs:
         parts.append(pack(len(key), 0 if value is None else len(value) + 1))
         parts.append(key)
         if value is not None:
             parts.append(value)
+
+
+def _snapshot_write(path: Path, state: WorldState) -> None:
+    """File layout: _SNAPSHOT_HEAD; each slot's key and value in slot order (_ENTRY_HEAD, key,
+    value); the undo data of the newest blocks, oldest first (_UNDO_COUNT, then per block
+    _UNDO_HEAD and its keys with their values before, as entries); SHA-256 of everything
+    before it. Written to a temporary file beside ``path``, fsynced, renamed over ``path``,
+    and the directory fsynced."""
+    height = 0 if state.height is None else state.height + 1
+    parts = [_SNAPSHOT_HEAD.pack(SNAPSHOT_MAGIC, height, state.root, state.slot_count)]
+    values = state._values
+    _pack_entries(((key, values.get(key)) for key in state._slot_keys), parts)
+    parts.append(_UNDO_COUNT.pack(len(state._undo)))
+    for undo in state._undo:
+        before = 0 if undo.height_before is None else undo.height_before + 1
+        parts.append(_UNDO_HEAD.pack(before, undo.root_before, undo.count_before,
+                                     len(undo.previous)))
+        _pack_entries(undo.previous.items(), parts)
     body = b"".join(parts)
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
@@ -388,6 +403,33 @@ def _damaged(path: Path, why: str) -> CorruptLogError:
                            "replay the chain from an older snapshot or from genesis")
 
 
+class _Reader:
+    """Reads a snapshot body front to back; every overrun is _Truncated."""
+
+    def __init__(self, data: bytes, end: int, position: int) -> None:
+        self.data, self.end, self.position = data, end, position
+
+    def take(self, layout: struct.Struct) -> tuple:
+        if self.position + layout.size > self.end:
+            raise _Truncated
+        fields = layout.unpack_from(self.data, self.position)
+        self.position += layout.size
+        return fields
+
+    def entry(self) -> tuple[bytes, bytes | None]:
+        key_size, value_size = self.take(_ENTRY_HEAD)
+        start = self.position
+        self.position += key_size + max(value_size - 1, 0)
+        if self.position > self.end:
+            raise _Truncated
+        key = self.data[start:start + key_size]
+        return key, self.data[start + key_size:self.position] if value_size else None
+
+
+class _Truncated(Exception):
+    """A snapshot's fields run past its end."""
+
+
 def _snapshot_read(path: Path, cls: type[WorldState]) -> WorldState:
     try:
         size = path.stat().st_size
@@ -401,21 +443,22 @@ def _snapshot_read(path: Path, cls: type[WorldState]) -> WorldState:
     magic, height, root, count = _SNAPSHOT_HEAD.unpack_from(data)
     if magic != SNAPSHOT_MAGIC:
         raise _damaged(path, f"magic {magic!r} is not {SNAPSHOT_MAGIC!r}")
-    state = cls()
-    position, end = _SNAPSHOT_HEAD.size, len(data) - 32
-    for _ in range(count):
-        if position + _ENTRY_HEAD.size > end:
-            raise _damaged(path, "it ends inside an entry")
-        key_size, value_size = _ENTRY_HEAD.unpack_from(data, position)
-        position += _ENTRY_HEAD.size
-        key = data[position:position + key_size]
-        position += key_size
-        if value_size:
-            state._values[key] = data[position:position + value_size - 1]
-            position += value_size - 1
-        state._slots[key] = len(state._slot_keys)
-        state._slot_keys.append(key)
-    if position != end or len(state._slots) != count:
+    state, reader = cls(), _Reader(data, len(data) - 32, _SNAPSHOT_HEAD.size)
+    try:
+        for _ in range(count):
+            key, value = reader.entry()
+            if value is not None:
+                state._values[key] = value
+            state._slots[key] = len(state._slot_keys)
+            state._slot_keys.append(key)
+        for _ in range(reader.take(_UNDO_COUNT)[0]):
+            before, root_before, count_before, changed = reader.take(_UNDO_HEAD)
+            previous = dict(reader.entry() for _ in range(changed))
+            state._undo.append(_BlockUndo(before - 1 if before else None, root_before,
+                                          count_before, previous))
+    except _Truncated:
+        raise _damaged(path, "it ends inside an entry") from None
+    if reader.position != reader.end or len(state._slots) != count:
         raise _damaged(path, "its entries do not fill it exactly once each")
     state._height = height - 1 if height else None
     state._root = state._rehash(list(range(count)))
