@@ -24,6 +24,8 @@ order). Bounds: :data:`~tsunagi.contracts.limits.int_bytes_max`,
 
 from __future__ import annotations
 
+import operator
+
 from tsunagi.contracts import limits
 from tsunagi.errors import EncodingError
 
@@ -72,8 +74,12 @@ def _encode_constant(value, out: bytearray, depth: int) -> None:
 
 
 def _encode_bytes(value: bytes, out: bytearray, depth: int = 0) -> None:
-    out.append(TAG_BYTES)
-    _length(len(value), out)
+    size = len(value)
+    if size < 0x80:
+        out += _BYTES_HEADS[size]
+    else:
+        out.append(TAG_BYTES)
+        _length(size, out)
     out += value
 
 
@@ -83,8 +89,12 @@ def _encode_str(value: str, out: bytearray, depth: int = 0) -> None:
     except UnicodeEncodeError as exc:
         raise EncodingError(f"a str to encode is not valid Unicode ({exc.reason} at "
                             f"{exc.start}): pass bytes for binary data") from None
-    out.append(TAG_STR)
-    _length(len(data), out)
+    size = len(data)
+    if size < 0x80:
+        out += _STR_HEADS[size]
+    else:
+        out.append(TAG_STR)
+        _length(size, out)
     out += data
 
 
@@ -122,15 +132,10 @@ def _encode_dict(value: dict, out: bytearray, depth: int) -> None:
     _check_container(out, depth)
     entries = []
     for key, item in value.items():
-        encoded_key = bytearray()
-        if type(key) is str:
-            _encode_str(key, encoded_key)
-        elif type(key) is bytes:
-            _encode_bytes(key, encoded_key)
-        elif isinstance(key, str | bytes):
-            _encode(key, encoded_key, depth)
-        else:
+        if not isinstance(key, str | bytes):
             raise EncodingError(f"dict keys are str or bytes, not {type(key).__name__}")
+        encoded_key = bytearray()
+        _encode(key, encoded_key, depth)
         entries.append((bytes(encoded_key), item))
     entries.sort(key=_first)
     out.append(TAG_DICT)
@@ -140,13 +145,14 @@ def _encode_dict(value: dict, out: bytearray, depth: int) -> None:
         _encode(item, out, depth + 1)
 
 
-def _first(entry: tuple) -> bytes:
-    return entry[0]
+_first = operator.itemgetter(0)
 
 
 _ENCODERS = {int: _encode_int, str: _encode_str, bytes: _encode_bytes, dict: _encode_dict,
              list: _encode_list, bool: _encode_constant, type(None): _encode_constant}
 # The encodings of 0..255, which most counts, amounts and flags are.
+_BYTES_HEADS = tuple(bytes([TAG_BYTES, size]) for size in range(0x80))
+_STR_HEADS = tuple(bytes([TAG_STR, size]) for size in range(0x80))
 _SMALL_INTS = tuple(bytes([TAG_INT, 0]) if number == 0 else bytes([TAG_INT, 1, number])
                     for number in range(256))
 
@@ -185,7 +191,11 @@ def _read_length(data: bytes, position: int) -> tuple[int, int]:
 
 
 def _take(data: bytes, position: int, what: str) -> tuple[bytes, int]:
-    size, position = _read_length(data, position)
+    if position < len(data) and data[position] < 0x80:  # a one-byte length: most of them
+        size = data[position]
+        position += 1
+    else:
+        size, position = _read_length(data, position)
     end = position + size
     if end > len(data):
         raise EncodingError(f"{what} at offset {position} needs {size} bytes, "
@@ -198,18 +208,18 @@ def _decode(data: bytes, position: int, depth: int) -> tuple[object, int]:
         raise EncodingError(f"the data ends where a value should begin (offset {position})")
     tag = data[position]
     position += 1
-    if tag <= TAG_TRUE:
-        return (None, False, True)[tag], position
-    if tag in (TAG_INT, TAG_NEGATIVE):
-        return _decode_int(data, position, tag)
-    if tag == TAG_BYTES:
-        return _take(data, position, "bytes")
     if tag == TAG_STR:
         raw, position = _take(data, position, "a str")
         try:
             return raw.decode("utf-8"), position
         except UnicodeDecodeError as exc:
             raise EncodingError(f"a str is not valid UTF-8: {exc.reason}") from None
+    if tag == TAG_INT or tag == TAG_NEGATIVE:
+        return _decode_int(data, position, tag)
+    if tag == TAG_BYTES:
+        return _take(data, position, "bytes")
+    if tag <= TAG_TRUE:
+        return (None, False, True)[tag], position
     if tag not in (TAG_LIST, TAG_DICT):
         raise EncodingError(f"unknown tag 0x{tag:02x} at offset {position - 1}")
     if depth >= limits.encoding_depth_max:
