@@ -103,7 +103,7 @@ class WorldState:
         self._open: int | None = None  # the height of the block in progress
         self._changes: dict[bytes, bytes | None] = {}  # its keys, with their values before
         self._count_before = 0
-        self._dirty: list[int] = []  # slots the open block wrote (repeats allowed)
+        self._pending: dict[int, bytes | None] = {}  # slots the open block wrote: new values
         self._undo: deque[_BlockUndo] = deque(maxlen=limits.state_undo_blocks_max)
 
     # --- reading ----------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ class WorldState:
             raise StorageError(f"the state is at block {self._height}: the next block is "
                                f"{self._height + 1}, not {height}")
         self._open, self._changes, self._count_before = height, {}, len(self._slot_keys)
-        self._dirty = []
+        self._pending = {}
 
     def set(self, key: bytes, value: bytes) -> None:
         """Sets ``key`` to ``value`` in the open block."""
@@ -166,7 +166,7 @@ class WorldState:
         if slot is None:
             slot = self._slots[key] = len(self._slot_keys)
             self._slot_keys.append(key)
-        self._dirty.append(slot)
+        self._pending[slot] = value
         self._values[key] = value
 
     def delete(self, key: bytes) -> None:
@@ -177,16 +177,17 @@ class WorldState:
             if key not in self._changes:
                 self._changes[key] = self._values[key]
             del self._values[key]
-            self._dirty.append(self._slots[key])
+            self._pending[self._slots[key]] = None
 
     def end_block(self) -> bytes:
         """Closes the open block: re-hashes what it changed and returns the new root."""
         self._check_open()
-        slots, self._dirty = self._dirty, []
+        pending, self._pending = self._pending, {}
         self._undo.append(_BlockUndo(self._height, self._root, self._count_before,
                                      self._changes))
         self._height, self._open, self._changes = self._open, None, {}
-        self._root = self._rehash(slots)
+        self._root = self._rehash(np.fromiter(pending, np.int64, len(pending)),
+                                  list(pending.values()))
         return self._root
 
     def undo_block(self, height: int) -> bytes:
@@ -208,12 +209,14 @@ class WorldState:
         for key in self._slot_keys[undo.count_before:]:
             del self._slots[key]
         del self._slot_keys[undo.count_before:]
-        slots = [slot for key in undo.previous
-                 if (slot := self._slots.get(key)) is not None]
+        pending = {slot: self._values.get(key) for key in undo.previous
+                   if (slot := self._slots.get(key)) is not None}
         if undo.count_before:  # the new right edge pairs with padding again
-            slots.append(undo.count_before - 1)
+            edge = undo.count_before - 1
+            pending[edge] = self._values.get(self._slot_keys[edge])
         self._height = undo.height_before
-        self._root = self._rehash(slots)
+        self._root = self._rehash(np.fromiter(pending, np.int64, len(pending)),
+                                  list(pending.values()))
         assert self._root == undo.root_before, "undo did not restore the root"
         return self._root
 
@@ -223,15 +226,17 @@ class WorldState:
 
     # --- the tree ---------------------------------------------------------------------------------
 
-    def _rehash(self, slots: list[int]) -> bytes:
-        """Re-hashes the leaves of ``slots`` and their ancestors; returns the root."""
+    def _rehash(self, slots: np.ndarray, present: list[bytes | None]) -> bytes:
+        """Re-hashes the leaves of ``slots`` (distinct, in any order), whose values are
+        ``present`` (None: deleted), and their ancestors; returns the root."""
         count = len(self._slot_keys)
         self._grow(count)
         if count == 0:
             return _tree_root(0, ZERO_HASH)
-        dirty = np.unique(np.asarray(slots, dtype=np.int64))
-        if len(dirty):
-            self._levels[0][dirty] = sha256d_records(self._leaf_nodes(dirty), NODE_BYTES)
+        if len(slots):
+            self._levels[0][slots] = sha256d_records(self._leaf_nodes(slots, present),
+                                                     NODE_BYTES)
+        dirty = np.sort(slots)
         level, width = 0, count
         while width > 1:
             dirty = _parents(dirty)
@@ -247,9 +252,8 @@ class WorldState:
                 self._levels[level][dirty] = sha256d_records(records, NODE_BYTES)
         return _tree_root(count, self._levels[level][0].tobytes())
 
-    def _leaf_nodes(self, slots: np.ndarray) -> np.ndarray:
-        keys, values, sha = self._slot_keys, self._values, hashlib.sha256
-        present = [values.get(keys[slot]) for slot in slots.tolist()]
+    def _leaf_nodes(self, slots: np.ndarray, present: list[bytes | None]) -> np.ndarray:
+        sha = hashlib.sha256
         records = np.empty((len(slots), NODE_BYTES), dtype=np.uint8)
         records[:, 0] = np.frombuffer(bytes([TAG_TOMBSTONE if value is None else TAG_LEAF
                                              for value in present]), dtype=np.uint8)
@@ -461,7 +465,8 @@ def _snapshot_read(path: Path, cls: type[WorldState]) -> WorldState:
     if reader.position != reader.end or len(state._slots) != count:
         raise _damaged(path, "its entries do not fill it exactly once each")
     state._height = height - 1 if height else None
-    state._root = state._rehash(list(range(count)))
+    state._root = state._rehash(np.arange(count, dtype=np.int64),
+                                [state._values.get(key) for key in state._slot_keys])
     if state._root != root:
         raise _damaged(path, "its entries do not hash to the root it records")
     return state
