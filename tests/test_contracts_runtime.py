@@ -183,7 +183,8 @@ def test_arguments_that_do_not_fit_are_bad_arguments_and_inner_type_errors_are_f
     cases = [([1], CallCode.ok), ([1, 2, 3], CallCode.bad_arguments),
              ({"left": 1, "other": 2}, CallCode.bad_arguments), ([], CallCode.bad_arguments),
              (b"\x07\x01\x03\x01\x05", CallCode.ok), (b"\xff", CallCode.bad_arguments),
-             ("text", CallCode.bad_arguments), (["a", 1], CallCode.failed)]
+             ("text", CallCode.bad_arguments), (["a", 1], CallCode.failed),
+             ([1.5], CallCode.bad_arguments)]
     results = runtime.execute_block(state, 0, 0, [call("add", args, contract="probe")
                                                   for args, _ in cases])
     assert [result.code for result in results] == [code for _, code in cases]
@@ -282,6 +283,7 @@ def test_the_source_check_refuses_what_would_break_determinism(tmp_path, line, w
 @pytest.mark.parametrize("class_body, why", [
     ("    name = 'Bad Name'\n\n    @method\n    def ping(self):\n        return 1\n", "name"),
     ("    name = 'bad'\n\n    def ping(self):\n        return 1\n", "no method"),
+    ("    name = 'bad'\n\n    @method\n    def emit(self):\n        return 1\n", "rename"),
 ])
 def test_a_contract_without_a_valid_name_or_methods_is_refused(tmp_path, class_body, why):
     path = tmp_path / "bad.py"

@@ -35,6 +35,8 @@ __all__ = ["Call", "CallCode", "CallResult", "InstalledContract", "Registry", "R
            "source_sha256"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+# What every contract instance holds: a method of one of these names would be shadowed.
+_BASE_NAMES = frozenset({"state", "context", "emit", "name"})
 
 
 class CallCode(IntEnum):
@@ -195,6 +197,9 @@ def _methods(cls: type[Contract]) -> dict[str, inspect.Signature]:
     for klass in reversed(cls.__mro__):
         for name, function in vars(klass).items():
             if getattr(function, "tsunagi_callable", False):
+                if name in _BASE_NAMES:
+                    raise ConfigError(f"contract {cls.__name__} marks {name} callable, a name "
+                                      "the Contract base uses: rename the method")
                 signature = inspect.signature(function)
                 methods[name] = signature.replace(
                     parameters=list(signature.parameters.values())[1:])
@@ -268,6 +273,8 @@ class Runtime:
 def _arguments(args) -> tuple[list, dict]:
     if isinstance(args, bytes | bytearray):
         args = encoding.decode(args)
+    else:  # decoded already: held to what an encoding can carry, as bytes from a block are
+        encoding.encode(args)
     if isinstance(args, list):
         return args, {}
     if isinstance(args, dict):
