@@ -89,6 +89,9 @@ def test_the_name_registry_keeps_owners_and_refuses_others():
     assert [(event.name, decode(event.fields)) for event in results[3].events] == \
         [("transferred", {"name": "alice.example", "owner": 2})]
     assert results[1].events == () and results[1].detail == "the name is taken"
+    assert decode(results[1].receipt()) == [CallCode.refused, names_module.NAME_TAKEN,
+                                            results[1].steps, b"", []]
+    assert decode(results[3].receipt())[4] == [["transferred", results[3].events[0].fields]]
     stored = state.get(b"names\x00name:alice.example")
     assert decode(stored)["owner"] == 2
     assert verify_proof(state.root, b"names\x00name:alice.example", stored,
@@ -319,6 +322,7 @@ def test_two_nodes_replaying_the_same_calls_reach_the_same_roots(blocks):
         one = first[0].execute_block(first[1], height, 1000 + height, calls)
         two = second[0].execute_block(second[1], height, 1000 + height, calls)
         assert one == two and first[1].root == second[1].root
+        assert [result.receipt() for result in one] == [result.receipt() for result in two]
         roots.append(first[1].root)
     state, last = first[1], len(blocks) - 1
     state.undo_block(last)

@@ -77,6 +77,13 @@ class CallResult(NamedTuple):
     refuse_code: int = 0
     detail: str = ""
 
+    def receipt(self) -> bytes:
+        """What a block commits of the result, canonical-encoded: ``[code, refuse_code,
+        steps, value, [[event name, event fields], ...]]``. ``detail`` is left out: it is for
+        people, and Python's own messages may change between versions."""
+        return encoding.encode([int(self.code), self.refuse_code, self.steps, self.value,
+                                [[event.name, event.fields] for event in self.events]])
+
 
 class InstalledContract(NamedTuple):
     """A contract class as the registry installed it, with its callable methods' signatures
