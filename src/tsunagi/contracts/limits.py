@@ -57,3 +57,6 @@ contract_name_chars_max = 32
 contract_source_bytes_max = 1 << 20
 # A contract's own refusal code (Refuse): u32, so the ledger can store it in a fixed field.
 refuse_code_max = u32_max
+# Full results (return values, events, refusals) of the newest calls a node keeps to answer
+# their callers; blocks keep only each call's code. ~65k small results are a few MB.
+call_results_kept = 65_536

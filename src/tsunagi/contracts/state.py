@@ -311,6 +311,17 @@ class WorldState:
             raise StorageError(f"block {self._open} is open: save between blocks")
         _snapshot_write(Path(path), self)
 
+    def to_bytes(self) -> bytes:
+        """The state at its last ended block as ``save`` writes it (see _snapshot_bytes)."""
+        if self._open is not None:
+            raise StorageError(f"block {self._open} is open: take a snapshot between blocks")
+        return _snapshot_bytes(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "in memory") -> WorldState:
+        """The state of ``to_bytes``; CorruptLogError naming ``where`` when it is damaged."""
+        return _snapshot_parse(bytes(data), where, cls)
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> WorldState:
         """The state saved at ``path``, with the undo data of its newest blocks; CorruptLogError
@@ -371,12 +382,11 @@ def _pack_entries(pairs, parts: list[bytes]) -> None:
             parts.append(value)
 
 
-def _snapshot_write(path: Path, state: WorldState) -> None:
-    """File layout: _SNAPSHOT_HEAD; each slot's key and value in slot order (_ENTRY_HEAD, key,
+def _snapshot_bytes(state: WorldState) -> bytes:
+    """Layout: _SNAPSHOT_HEAD; each slot's key and value in slot order (_ENTRY_HEAD, key,
     value); the undo data of the newest blocks, oldest first (_UNDO_COUNT, then per block
     _UNDO_HEAD and its keys with their values before, as entries); SHA-256 of everything
-    before it. Written to a temporary file beside ``path``, fsynced, renamed over ``path``,
-    and the directory fsynced."""
+    before it."""
     height = 0 if state.height is None else state.height + 1
     parts = [_SNAPSHOT_HEAD.pack(SNAPSHOT_MAGIC, height, state.root, state.slot_count)]
     values = state._values
@@ -388,10 +398,16 @@ def _snapshot_write(path: Path, state: WorldState) -> None:
                                      len(undo.previous)))
         _pack_entries(undo.previous.items(), parts)
     body = b"".join(parts)
+    return body + sha256(body)
+
+
+def _snapshot_write(path: Path, state: WorldState) -> None:
+    """_snapshot_bytes written to a temporary file beside ``path``, fsynced, renamed over
+    ``path``, and the directory fsynced."""
+    data = _snapshot_bytes(state)
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
-        file.write(body)
-        file.write(sha256(body))
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
@@ -442,6 +458,10 @@ def _snapshot_read(path: Path, cls: type[WorldState]) -> WorldState:
         data = path.read_bytes()
     except FileNotFoundError:
         raise StorageError(f"no world state snapshot at {path}") from None
+    return _snapshot_parse(data, path, cls)
+
+
+def _snapshot_parse(data: bytes, path, cls: type[WorldState]) -> WorldState:
     if len(data) < _SNAPSHOT_HEAD.size + 32 or sha256(data[:-32]) != data[-32:]:
         raise _damaged(path, "its checksum does not match")
     magic, height, root, count = _SNAPSHOT_HEAD.unpack_from(data)
