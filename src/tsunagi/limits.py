@@ -77,6 +77,9 @@ consortium_entries_max = 1024
 # The arguments of one call record (a block entry): a document part or a contract's
 # arguments with their proofs fit; a block's whole size is bounded by the log's block limit.
 payload_bytes_max = 1 << 20
+# How deep JSON from outside (a chain config, a key file, a vault message) may nest: ours nest
+# 3 deep; the parser recurses in C once a level, so a bound keeps any text from the stack.
+json_depth_max = 64
 # Contracts one chain config names (a call's contract number is a u64; the registry is small).
 contracts_max = 64
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from tsunagi import extras, limits
+from tsunagi.core import json_text
 from tsunagi.errors import KeyFileError
 
 __all__ = ["PASSPHRASE_ENVIRONMENT", "SCRYPT_N_DEFAULT", "create_key", "load_key", "save_key"]
@@ -114,7 +115,7 @@ def _read_document(path: Path) -> dict:
     if len(data) > limits.key_file_bytes_max:
         raise KeyFileError(f"{path} is larger than any key file; is it the right path?")
     try:
-        document = json.loads(data)
+        document = json_text.loads(data)
     except ValueError:
         raise KeyFileError(f"{path} is not an Ethereum keystore (not JSON); is it the right "
                            "path?") from None

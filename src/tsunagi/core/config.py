@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from tsunagi import hashing, limits
-from tsunagi.core import records
+from tsunagi.core import json_text, records
 from tsunagi.core.address import ADDRESS_PREFIX_DEFAULT
 from tsunagi.core.keys import KEY_BYTES, is_public_key
 from tsunagi.errors import ConfigError, EncodingError
@@ -111,7 +111,7 @@ class ChainConfig:
         if len(text) > limits.config_json_bytes_max:
             raise ConfigError(f"a chain config is at most {limits.config_json_bytes_max} bytes")
         try:
-            document = json.loads(text)
+            document = json_text.loads(text)
         except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8 too
             raise ConfigError(f"a chain config is a JSON object: {exc}") from exc
         if not isinstance(document, dict):

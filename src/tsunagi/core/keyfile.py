@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from tsunagi import limits
+from tsunagi.core import json_text
 from tsunagi.core.address import ADDRESS_PREFIX_DEFAULT, decode_address, encode_address
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import EncodingError, KeyFileError
@@ -196,7 +197,7 @@ def _read_document(path: Path) -> dict:
     if len(data) > limits.key_file_bytes_max:
         raise KeyFileError(f"{path} is larger than any key file; is it the right path?")
     try:
-        document = json.loads(data)
+        document = json_text.loads(data)
     except ValueError as exc:  # also bad UTF-8
         raise KeyFileError(f"{path} is not a tsunagi key file (not JSON); "
                            "is it the right path?") from exc

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tsunagi import errors
-from tsunagi.core import keys
+from tsunagi.core import json_text, keys
 from tsunagi.errors import (
     ChannelError,
     ConfigError,
@@ -452,7 +452,7 @@ def _bound(table: OrderedDict, size: int) -> None:
 
 def _parse(payload: bytes) -> dict:
     try:
-        message = json.loads(payload)
+        message = json_text.loads(payload)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: recursion
         raise ChannelError("a channel message is not JSON: update the client") from exc
     if not isinstance(message, dict):
