@@ -659,7 +659,8 @@ class Chain:
             height = self.headers.tip_height + 1
             return self.bits_rule(height, self.headers.bits(height - 1), self.headers.time)
 
-    def begin_mined(self, records, signatures=b"", batches=(), *, seal=None, now_s=None):
+    def begin_mined(self, records, signatures=b"", batches=(), *, seal=None, now_s=None,
+                    payloads=()):
         """Begins a block of these records on the tip (``Ledger.begin_batch`` with the next
         bits and ``seal``: writes the seal, False when stopped), adds it to the best chain and
         tells the listeners, and returns the PendingBatch (``wait()`` answers once it is
@@ -672,7 +673,8 @@ class Chain:
                                "the best chain it knows: it mines once it has caught up")
             self.mining_stop.clear()
             pending = self.ledger.begin_batch(records, signatures, batches, now_s,
-                                              bits=self.next_bits(), seal=seal)
+                                              bits=self.next_bits(), seal=seal,
+                                              payloads=payloads)
             height = pending.height
             if height is not None and height == self.base:
                 data = self.ledger.block(height, durable=False)

@@ -423,7 +423,7 @@ def _check_payloads(view, calls: np.ndarray, payloads: Sequence, codes: np.ndarr
     for index, payload in zip(calls.tolist(), payloads):
         if codes[index]:
             continue
-        if len(payload) != lengths[index] or \
+        if payload is None or len(payload) != lengths[index] or \
                 payload_digest(payload) != digests[index].tobytes():
             codes[index] = Result.payload_missing
 

@@ -322,6 +322,17 @@ class AsyncClient:
         p.check_submit_batch(message.records, message.signatures, message.batches, ValueError)
         return _answer(await self._request(message), message.records)
 
+    async def submit_calls(self, records, signatures, payloads: Sequence[bytes]
+                           ) -> BatchAnswer:
+        """Submits N signed records with the payload of each call record among them, in
+        record order (tsunagi.contracts.chain.call_record makes both): one block on the
+        node. A contract's refusal is the record's code (call_refused)."""
+        message = p.SubmitCalls(bytes(records), bytes(signatures),
+                                tuple(bytes(payload) for payload in payloads))
+        p.check_submit_calls(message.records, message.signatures, message.payloads,
+                             ValueError)
+        return _answer(await self._request(message), message.records)
+
     async def _send_batch(self, records: bytes, signatures: bytes) -> BatchAnswer:
         return _answer(await self._request(p.SubmitBatch(records, signatures)), records)
 
@@ -523,6 +534,9 @@ class Client:
 
     def submit_batch(self, records, signatures=b"", batches: Sequence = ()) -> BatchAnswer:
         return self._call(self._async.submit_batch(records, signatures, batches))
+
+    def submit_calls(self, records, signatures, payloads: Sequence[bytes]) -> BatchAnswer:
+        return self._call(self._async.submit_calls(records, signatures, payloads))
 
     def balance(self, account: int) -> int | None:
         return self._call(self._async.balance(account))

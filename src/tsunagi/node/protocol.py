@@ -31,10 +31,10 @@ from tsunagi.core.block import (
 )
 from tsunagi.core.block import HEADER_BYTES as BLOCK_HEADER_BYTES
 from tsunagi.core.codes import UNSTORED, Result
-from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags
+from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags, Kind
 from tsunagi.errors import ProtocolError
 from tsunagi.ledger.limits import log_block_bytes_max
-from tsunagi.limits import seal_bytes_max, u64_max
+from tsunagi.limits import payload_bytes_max, seal_bytes_max, u64_max
 from tsunagi.node import limits
 
 MAGIC = b"TSNG"
@@ -55,6 +55,7 @@ class MessageType(IntEnum):
     submit = 0x10  # one record and its signature
     submit_batch = 0x11  # N records, their signatures, batch authorizations
     submit_answer = 0x12  # per-record codes of a submit or submit batch
+    submit_calls = 0x13  # signed records with the payloads of their call records
     query_balance = 0x20
     balance = 0x21
     query_account = 0x22
@@ -344,6 +345,20 @@ class SubmitBatch:
 
     def batch_entries(self) -> np.ndarray:
         return pack_batches(self.batches)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitCalls:
+    """N signed records (one 64-byte signature each) and, in record order, the payload of
+    each call record among them (docs/FORMAT.md, "Kinds": call). Answered by submit_answer."""
+
+    records: bytes
+    signatures: bytes
+    payloads: tuple[bytes, ...] = ()
+
+    @property
+    def record_count(self) -> int:
+        return len(self.records) // RECORD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -719,6 +734,68 @@ def _batch_codec(cls, what: str):
 
 
 _codec(SubmitBatch, MessageType.submit_batch)(_batch_codec(SubmitBatch, "submit batch"))
+
+
+_PAYLOAD_LENGTH = struct.Struct("<I")
+
+
+def _encode_submit_calls(m: SubmitCalls):
+    check_submit_calls(m.records, m.signatures, m.payloads, error=ValueError)
+    head = _SUBMIT_BATCH.pack(len(m.records) // RECORD_BYTES,
+                              len(m.signatures) // SIGNATURE_BYTES, len(m.payloads), 0)
+    parts = [head, m.records, m.signatures]
+    for payload in m.payloads:
+        parts += [_PAYLOAD_LENGTH.pack(len(payload)), payload]
+    return b"".join(parts), 0
+
+
+def _decode_submit_calls(p, flags) -> SubmitCalls:
+    if len(p) < _SUBMIT_BATCH.size:
+        raise ProtocolError(f"a submit calls is at least {_SUBMIT_BATCH.size} bytes, "
+                            f"got {len(p)}")
+    record_count, signature_count, payload_count, reserved = _SUBMIT_BATCH.unpack_from(p)
+    if reserved:
+        raise ProtocolError("the reserved field of a submit calls must be zero")
+    if payload_count > record_count:
+        raise ProtocolError("a submit calls has at most one payload a record")
+    records_end = _SUBMIT_BATCH.size + record_count * RECORD_BYTES
+    offset = records_end + signature_count * SIGNATURE_BYTES
+    if offset > len(p):
+        raise ProtocolError(f"a submit calls of {record_count} records and {signature_count} "
+                            f"signatures runs past its {len(p)}-byte payload")
+    payloads = []
+    for _ in range(payload_count):
+        if offset + _PAYLOAD_LENGTH.size > len(p):
+            raise ProtocolError("a submit calls ends inside a payload's length")
+        length = _PAYLOAD_LENGTH.unpack_from(p, offset)[0]
+        offset += _PAYLOAD_LENGTH.size
+        if length > payload_bytes_max or offset + length > len(p):
+            raise ProtocolError(f"a payload is at most {payload_bytes_max} bytes and "
+                                "within its frame")
+        payloads.append(bytes(p[offset:offset + length]))
+        offset += length
+    if offset != len(p):
+        raise ProtocolError(f"a submit calls leaves {len(p) - offset} trailing bytes")
+    message = SubmitCalls(p[_SUBMIT_BATCH.size:records_end],
+                          p[records_end:records_end + signature_count * SIGNATURE_BYTES],
+                          tuple(payloads))
+    check_submit_calls(message.records, message.signatures, message.payloads)
+    return message
+
+
+_codec(SubmitCalls, MessageType.submit_calls)((_encode_submit_calls, _decode_submit_calls))
+
+
+def check_submit_calls(records, signatures, payloads, error=ProtocolError) -> None:
+    """A submit calls' structure: every record signed (no batch authorization here), one
+    payload for each call record, each within payload_bytes_max."""
+    check_submit_batch(records, signatures, b"", error=error)
+    kinds = np.frombuffer(records, dtype=np.uint8)[0::RECORD_BYTES]
+    calls = int(np.count_nonzero(kinds == Kind.call))
+    if len(payloads) != calls:
+        raise error(f"{calls} call records need as many payloads, got {len(payloads)}")
+    if any(len(payload) > payload_bytes_max for payload in payloads):
+        raise error(f"a payload is at most {payload_bytes_max} bytes")
 
 
 def check_submit_batch(records, signatures, batches, error=ProtocolError) -> None:
@@ -1701,7 +1778,8 @@ _FLAGS_ALLOWED = {MessageType.subscribe: WITH_BLOCKS,
                   MessageType.block_notice: WITH_BLOCKS,
                   MessageType.query_block: BY_HASH}
 
-Message = (Hello | Welcome | Error | Ping | Pong | Submit | SubmitBatch | SubmitAnswer
+Message = (Hello | Welcome | Error | Ping | Pong | Submit | SubmitBatch | SubmitCalls
+           | SubmitAnswer
            | QueryBalance | Balance | QueryAccount | Account | QueryTransaction | Transaction
            | QueryBlock | Block | QueryHistory | History | QueryStatus | Status | Subscribe
            | Subscribed | BlockNotice | Unsubscribe | SubscriptionEnd)

@@ -33,7 +33,7 @@ from tsunagi import hashing
 from tsunagi.consensus.chain import NotAtTip
 from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES, decode_block
 from tsunagi.core.codes import UNSTORED, Result
-from tsunagi.core.records import RECORD_BYTES, Flags
+from tsunagi.core.records import RECORD_BYTES, Flags, Kind
 from tsunagi.errors import ConfigError, CorruptLogError, EncodingError, ProtocolError
 from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.ledger import SealStopped
@@ -128,6 +128,7 @@ class _Submission:
     height: int | None = None
     block_hash: bytes | None = None
     txids: np.ndarray | None = None  # a validator's: to find the records in final blocks
+    payloads: tuple[bytes, ...] | None = None  # a submit_calls': its call records' payloads
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -361,6 +362,22 @@ class _Connection(asyncio.BufferedProtocol):
 _NO_BATCHES = np.zeros(0, dtype=BATCH_DTYPE)
 
 
+def _group_payloads(group: list[_Submission]) -> list:
+    """The payload of each call record of a group, in record order: None for a call that came
+    without one (a plain submit), which the ledger refuses as payload_missing. Empty when no
+    submission of the group carried payloads: the ledger then refuses every call."""
+    if not any(submission.payloads for submission in group):
+        return []
+    found: list = []
+    for submission in group:
+        if submission.payloads is not None:
+            found.extend(submission.payloads)
+        else:
+            kinds = np.frombuffer(submission.records, dtype=np.uint8)[0::RECORD_BYTES]
+            found.extend([None] * int(np.count_nonzero(kinds == Kind.call)))
+    return found
+
+
 def _on_submit(conn: _Connection, request_id: int, message: p.Submit) -> None:
     conn.server.enqueue(conn, request_id, message.record, message.signature, _NO_BATCHES, 1)
 
@@ -368,6 +385,16 @@ def _on_submit(conn: _Connection, request_id: int, message: p.Submit) -> None:
 def _on_submit_batch(conn: _Connection, request_id: int, message: p.SubmitBatch) -> None:
     conn.server.enqueue(conn, request_id, message.records, message.signatures,
                         message.batch_entries(), message.record_count)
+
+
+def _on_submit_calls(conn: _Connection, request_id: int, message: p.SubmitCalls) -> None:
+    if not conn.server.takes_calls:
+        conn.send_error(request_id, p.ErrorCode.malformed, (
+            "this node relays records to other nodes or validators, which do not carry "
+            "payloads yet: submit calls to a node that makes the chain's blocks (--mine)"))
+        return
+    conn.server.enqueue(conn, request_id, message.records, message.signatures, _NO_BATCHES,
+                        message.record_count, payloads=message.payloads)
 
 
 def _on_ping(conn: _Connection, request_id: int, message: p.Ping) -> None:
@@ -453,6 +480,7 @@ def _on_unsubscribe(conn: _Connection, request_id: int, message: p.Unsubscribe) 
 _HANDLERS: dict[type, Callable] = {
     p.Submit: _on_submit,
     p.SubmitBatch: _on_submit_batch,
+    p.SubmitCalls: _on_submit_calls,
     p.Ping: _on_ping,
     p.QueryBalance: _query(lambda server, m: server.ledger.balance(m.account),
                            lambda server, value, m: p.Balance(m.account, int(value))),
@@ -791,7 +819,7 @@ class NodeServer:
         return await future
 
     def enqueue(self, conn: _Connection, request_id: int, records, signatures,
-                batches: np.ndarray, count: int) -> None:
+                batches: np.ndarray, count: int, payloads: tuple | None = None) -> None:
         """Queues a submission for the writer, or answers why not at once."""
         if self.stopping:
             conn.send_error(request_id, p.ErrorCode.shutting_down, "the node is stopping")
@@ -805,16 +833,17 @@ class NodeServer:
             conn.send_error(request_id, p.ErrorCode.overloaded,
                             f"{self.queued_records} records are waiting; retry after a pause")
             return
-        self._queue_up(conn, request_id, records, signatures, batches, count)
+        self._queue_up(conn, request_id, records, signatures, batches, count,
+                       payloads=payloads)
 
     def _queue_up(self, conn, request_id: int, records, signatures, batches: np.ndarray,
-                  count: int, front: bool = False) -> None:
+                  count: int, front: bool = False, payloads: tuple | None = None) -> None:
         """Puts a submission in the writer's queue (at its back, or its front) and wakes the
         writer."""
         open_ended = bool(records[len(records) - RECORD_BYTES + 1] & Flags.linked)
         conn.inflight.add(request_id)
         submission = _Submission(conn, request_id, records, signatures, batches, count,
-                                 open_ended, time.monotonic())
+                                 open_ended, time.monotonic(), payloads=payloads)
         if front:
             self._queue.appendleft(submission)
         else:
@@ -845,6 +874,12 @@ class NodeServer:
         """A submission of this node's own making (records a final block left out)."""
         return _Submission(caller, caller.next(), records, signatures, _NO_BATCHES, count,
                            False, arrived_s)
+
+    @property
+    def takes_calls(self) -> bool:
+        """Whether this node makes the blocks of what it is sent, so that calls keep their
+        payloads: a node of its own, or a miner; not a relay or a consortium's validator."""
+        return self.chain is None or (not self.consortium and self.peer_settings.mines)
 
     @property
     def consortium(self) -> bool:
@@ -936,9 +971,11 @@ class NodeServer:
             batches = _batch_table(group)
             started_s = time.perf_counter()
             if self.chain is None:
-                begin = self.ledger.begin_batch
+                begin = functools.partial(self.ledger.begin_batch,
+                                          payloads=_group_payloads(group))
             else:
-                begin = functools.partial(self.chain.begin_mined, seal=self.seal)
+                begin = functools.partial(self.chain.begin_mined, seal=self.seal,
+                                          payloads=_group_payloads(group))
             pending = await self._loop.run_in_executor(
                 self._writer, begin, records, signatures, batches)
         except (NotAtTip, SealStopped) as exc:

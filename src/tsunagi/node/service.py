@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -119,6 +120,9 @@ class ServiceConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_dev: bool = False
+    # The code of the contracts the chain's config names, installed with this node:
+    # (name, module:Class) pairs (tsunagi.contracts.chain.ChainContracts checks each hash).
+    contracts: tuple[tuple[str, str], ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -226,7 +230,38 @@ def build_config(document: dict) -> ServiceConfig:
         byzantine=_byzantine(document.get("byzantine")),
         tls_cert=_optional_path(document.get("tls_cert")),
         tls_key=_optional_path(document.get("tls_key")),
-        tls_dev=bool(_optional_bool(document.get("tls_dev"), "tls_dev")))
+        tls_dev=bool(_optional_bool(document.get("tls_dev"), "tls_dev")),
+        contracts=_contracts(document.get("contracts")))
+
+
+def _contracts(value) -> tuple[tuple[str, str], ...]:
+    """``--contract NAME=MODULE:CLASS`` flags (a list), or a config table name -> target."""
+    if value is None:
+        return ()
+    pairs = value.items() if isinstance(value, dict) else (
+        str(item).partition("=")[::2] for item in value)
+    found = tuple((str(name), str(target)) for name, target in pairs)
+    if any(not name or not target for name, target in found):
+        raise ConfigError("a contract is given as NAME=MODULE:CLASS (--contract), the code "
+                          "this node installs for the chain config's contract NAME")
+    return found
+
+
+def _contract_runner(config: ServiceConfig):
+    """The contract runtime of a chain whose config names contracts, with the code this node
+    installs (--contract); None for a chain that names none."""
+    from tsunagi.core.config import ChainConfig
+    from tsunagi.ledger.ledger import CONFIG_FILE
+
+    path = config.data / CONFIG_FILE
+    if not path.exists():
+        return None  # Ledger.open says what is wrong with the directory
+    chain = ChainConfig.from_json(path.read_bytes())
+    if not chain.contracts:
+        return None
+    from tsunagi.contracts.chain import ChainContracts
+
+    return ChainContracts(chain, dict(config.contracts))
 
 
 def _optional_path(value) -> Path | None:
@@ -317,7 +352,8 @@ class Service:
         loop = asyncio.get_running_loop()
         config = self.config
         # Opening replays the log after the newest snapshot: seconds at most, off the loop.
-        self._ledger = await loop.run_in_executor(None, Ledger.open, config.data)
+        self._ledger = await loop.run_in_executor(None, functools.partial(
+            Ledger.open, config.data, calls=_contract_runner(config)))
         try:
             await self._start_servers()
         except BaseException:
@@ -609,6 +645,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the variable --validator-passphrase-env names)")
     parser.add_argument("--validator-passphrase-env", metavar="NAME", default=None,
                         help="environment variable holding the validator key's passphrase")
+    parser.add_argument("--contract", action="append", metavar="NAME=MODULE:CLASS",
+                        dest="contracts", default=None,
+                        help="the code of contract NAME of the chain's config, installed with "
+                             "this node (repeat for each; its source must hash to the "
+                             "config's; config: [contracts] table)")
     parser.add_argument("--byzantine", choices=("equivocate",), default=None,
                         help=argparse.SUPPRESS)  # a test mode: a validator that equivocates
     _add_setting_flags(parser, "node", NodeSettings,
@@ -631,7 +672,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     document = load_config(args.config) if args.config else {}
     for key in ("data", "listen", "http", "metrics", "log_level", "peers", "mine",
                 "mine_threads", "validator_key", "validator_passphrase_env", "byzantine",
-                "tls_cert", "tls_key", "tls_dev"):
+                "tls_cert", "tls_key", "tls_dev", "contracts"):
         if getattr(args, key) is not None:
             document[key] = getattr(args, key)
     for table, prefix in _SETTING_PREFIX.items():
