@@ -359,3 +359,10 @@ def test_the_service_store_and_a_copy_of_the_chain_open_nothing_with_fewer_than_
     with pytest.raises(TooFewSharesError):
         shamir.combine(shares[:1])
     assert shamir.combine(shares[:2]) == shamir.combine(shares[1:])
+
+
+def test_the_refusal_codes_of_the_api_are_the_contracts():
+    for code in VaultCode:
+        if 0 < code < 100:
+            assert getattr(vault_contract, code.name.upper()) == code
+    assert vault_contract.HOLDERS_MAX == limits.document_holders_max
