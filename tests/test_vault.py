@@ -366,3 +366,19 @@ def test_the_refusal_codes_of_the_api_are_the_contracts():
         if 0 < code < 100:
             assert getattr(vault_contract, code.name.upper()) == code
     assert vault_contract.HOLDERS_MAX == limits.document_holders_max
+
+
+def test_a_revoked_approval_no_longer_counts_towards_the_threshold(world):
+    document_id = world.will()
+    request_id, reply = world.request(document_id)
+    world.approve("person", request_id)
+    outcome = world.vault.revoke(world.keys["person"], world.account["person"], request_id)
+    assert outcome.approvals == () and outcome.status == "open"
+    assert world.confidential.fragments(request_id) == {}  # the service dropped it
+    assert world.approve("lawyer", request_id).status == "open"
+    assert world.approve("guardian", request_id).delivered
+    assert world.vault.receive(request_id, reply) == WILL
+    with pytest.raises(StepRefusedError, match="request_closed"):
+        world.vault.revoke(world.keys["lawyer"], world.account["lawyer"], request_id)
+    assert [s.method for s in world.vault.audit_trail(request_id)] == [
+        "request_open", "approve", "revoke", "approve", "approve", "revoke"]

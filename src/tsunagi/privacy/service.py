@@ -52,8 +52,8 @@ from tsunagi.privacy.holders import (
 )
 from tsunagi.privacy.pins import Argon2Params, PinStore
 
-__all__ = ["ConfidentialityService", "HolderClient", "Refusal", "change_device_pin", "enroll_device",
-           "release_statement", "unlock_device"]
+__all__ = ["ConfidentialityService", "HolderClient", "Refusal", "change_device_pin",
+           "enroll_device", "release_statement", "unlock_device"]
 
 RELEASE_DOMAIN = b"tsunagi/fragment-release/1"
 REQUEST_ID_BYTES = 32  # a request is named by its record's txid on chain
