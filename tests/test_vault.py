@@ -382,3 +382,23 @@ def test_a_revoked_approval_no_longer_counts_towards_the_threshold(world):
         world.vault.revoke(world.keys["lawyer"], world.account["lawyer"], request_id)
     assert [s.method for s in world.vault.audit_trail(request_id)] == [
         "request_open", "approve", "revoke", "approve", "approve", "revoke"]
+
+
+def test_a_document_with_a_forged_holder_identity_is_stored_but_never_opened(world):
+    forged = world.keys["lawyer"].identity()
+    forged = type(forged)(forged.signing_key, world.keys["outsider"].identity().fragment_key,
+                          forged.signature)  # the outsider's X25519 key under the lawyer's name
+    document_id = b"\x09" * 32
+    holders = [[world.keys["person"].identity().to_bytes(), world.account["person"]],
+               [forged.to_bytes(), world.account["lawyer"]]]
+    # Positional arguments, as any client may send them.
+    world.vault._step(world.keys["person"].signing, world.account["person"], "create_document",
+                      [document_id, "Forged", holders, 2, [{"id": 1, "text": "hello"}]])
+    assert world.vault.open_part(document_id, 1) == "hello"
+    assert "not signed by its own key" in world.service.ignored[-1][1]
+    # The vault goes on working for other documents.
+    will = world.will()
+    request_id, reply = world.request(will)
+    world.approve("person", request_id)
+    world.approve("guardian", request_id)
+    assert world.vault.receive(request_id, reply) == WILL

@@ -21,8 +21,10 @@ replayed or foreign fragment, a damaged share or part) it records on chain with 
 
 from __future__ import annotations
 
+import inspect
 import os
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -40,7 +42,7 @@ from tsunagi.core.codes import Result
 from tsunagi.core.keys import PrivateKey
 from tsunagi.core.records import Kind
 from tsunagi.errors import ConfigError, PartDamagedError, ShareError, StepRefusedError
-from tsunagi.privacy import shamir, vault_contract
+from tsunagi.privacy import limits, shamir, vault_contract
 from tsunagi.privacy.holders import (
     FRAGMENT_SUITE,
     DeviceFile,
@@ -201,13 +203,26 @@ class _Chain:
                 if int(records["kind"][position]) != Kind.call \
                         or int(records["aux"][position]) != self.number:
                     continue
-                try:
-                    method, args = encoding.decode(payloads[position])
-                except (KeyError, errors.EncodingError, ValueError):
-                    method, args = "", {}
+                method, args = _decoded_call(payloads.get(position, b""))
                 yield (height, block.time, int(records["debit_account"][position]), method,
-                       args if isinstance(args, dict) else {},
-                       Result(int(block.codes[position])), txids[position].tobytes())
+                       args, Result(int(block.codes[position])), txids[position].tobytes())
+
+
+def _decoded_call(payload: bytes) -> tuple[str, dict]:
+    """A vault call's method and its arguments by name (positional ones named as the
+    contract's method names them); ("", {}) when it is not a call of a vault method."""
+    try:
+        method, args = encoding.decode(payload)
+    except (errors.EncodingError, ValueError, TypeError):
+        return "", {}
+    function = getattr(vault_contract.VaultContract, method, None) \
+        if isinstance(method, str) else None
+    if not getattr(function, "tsunagi_callable", False):
+        return "", {}
+    if isinstance(args, list):
+        names = list(inspect.signature(function).parameters)[1:]
+        args = dict(zip(names, args))
+    return method, args if isinstance(args, dict) else {}
 
 
 class VaultService:
@@ -224,28 +239,38 @@ class VaultService:
         self._next_height = 1
         self._open: dict[bytes, dict] = {}  # request id -> its document id and part
         self._deliveries: dict[bytes, bytes] = {}
+        # Calls that stand on chain but the service cannot act on (txid, why), newest last.
+        self.ignored: deque[tuple[bytes, str]] = deque(maxlen=limits.refusals_kept_max)
 
     def sync(self) -> None:
         """Reads the blocks not read yet and acts on each vault call that stands; then
         closes expired requests and records the refusals the service answered."""
         first, self._next_height = self._next_height, self.chain.ledger.height
         for _, _, _, method, args, code, txid in self.chain.calls(first):
-            if code != Result.ok:
-                continue
-            if method == "create_document":
-                self._register(args["document_id"])
-            elif method == "request_open":
-                self._open[txid] = {"document": args["document_id"], "part": args["part_id"]}
-                self.service.open_request(txid, self.chain.chain_id, args["document_id"],
-                                          args["part_id"])
-            elif method in ("approve", "revoke", "deny"):
-                self._changed(args["request_id"])
+            if code == Result.ok:
+                try:
+                    self._act(method, args, txid)
+                except (errors.VaultError, errors.EncodingError, errors.ConfigError,
+                        KeyError) as exc:
+                    # A document whose holder identities do not verify (the contract cannot
+                    # check BIP340 signatures) never opens here; the chain keeps it as stored.
+                    self.ignored.append((txid, f"{method}: {exc}"))
         now_s = self.chain.tip_time_s()
         for request_id in list(self._open):
             request = self.chain.read(b"req:" + request_id)
             if request["status"] == "open" and now_s > request["expires_s"]:
                 self._close(request_id)  # expired: whatever was released is forgotten
         self.record_refusals()
+
+    def _act(self, method: str, args: dict, txid: bytes) -> None:
+        if method == "create_document":
+            self._register(args["document_id"])
+        elif method == "request_open":
+            self.service.open_request(txid, self.chain.chain_id, args["document_id"],
+                                      args.get("part_id"))
+            self._open[txid] = {"document": args["document_id"], "part": args["part_id"]}
+        elif method in ("approve", "revoke", "deny"):
+            self._changed(args["request_id"])
 
     def _register(self, document_id: bytes) -> None:
         document = self.chain.read(b"doc:" + document_id)
