@@ -33,6 +33,8 @@ keeps working for callers that do not know tsunagi::
         ├── PinError (PermissionError)    a wrong PIN, counted: the message says tries left
         │   └── HolderLockedError         too many wrong PINs: the message says who can unlock
         ├── UnlockError (PermissionError) an unlock of a locked holder lacks its signatures
+        ├── StepRefusedError (PermissionError)  the vault contract refused a step (its code)
+        ├── PartDamagedError (ValueError)  an encrypted part fails its AEAD check
         └── ChannelError (ConnectionError)  a channel handshake or message failed its check
             └── ReplayError               a message or fragment seen before, sent again
 """
@@ -164,6 +166,20 @@ class CancelledError(TsunagiError):
 
 class VaultError(TsunagiError):
     """The document vault refused a step of key handling (see :mod:`tsunagi.privacy`)."""
+
+
+class StepRefusedError(VaultError, PermissionError):
+    """The vault contract refused a step of a document's workflow; ``code`` is its
+    tsunagi.privacy.vault.VaultCode and the refusal is on the chain as a refused call."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PartDamagedError(VaultError, ValueError):
+    """An encrypted part does not open under its recombined key: its ciphertext on chain was
+    changed, or the part was stored for another document, part or chain."""
 
 
 class FragmentError(VaultError, ValueError):

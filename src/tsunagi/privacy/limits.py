@@ -71,3 +71,7 @@ requests_open_max = 10_000
 
 # Holders one document names: Shamir over GF(256) has 255 share indexes.
 document_holders_max = 255
+
+# Refusals the service keeps for the vault to record on chain (each ~300 bytes); the vault takes
+# them after every step, so a backlog means a flood of bad messages, and the oldest go first.
+refusals_kept_max = 10_000

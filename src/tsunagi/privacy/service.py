@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +52,8 @@ from tsunagi.privacy.holders import (
 )
 from tsunagi.privacy.pins import Argon2Params, PinStore
 
-__all__ = ["ConfidentialityService", "HolderClient", "change_device_pin", "enroll_device",
-           "release_statement", "unlock_device"]
+__all__ = ["ConfidentialityService", "HolderClient", "Refusal", "change_device_pin",
+           "enroll_device", "release_statement", "unlock_device"]
 
 RELEASE_DOMAIN = b"tsunagi/fragment-release/1"
 REQUEST_ID_BYTES = 32  # a request is named by its record's txid on chain
@@ -79,6 +79,18 @@ class Transport(Protocol):
     def open_session(self, hello: bytes) -> tuple[bytes, bytes]: ...
     def authenticate(self, session_id: bytes, auth: bytes) -> None: ...
     def exchange(self, session_id: bytes, frame: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refusal the service answered: the session's key, the request named (or None), the
+    message's type, and the error's class name and message."""
+
+    peer_key: bytes
+    request_id: bytes | None
+    kind: str
+    error: str
+    message: str
 
 
 @dataclass
@@ -124,6 +136,9 @@ class ConfidentialityService:
         self._requests: dict[bytes, _Request] = {}
         self._closed_requests: OrderedDict[bytes, None] = OrderedDict()
         self._invited: OrderedDict[bytes, None] = OrderedDict()
+        # Refusals answered to holders, oldest first, for the vault to put on its chain
+        # (take_refusals); bounded, so a flood of bad messages cannot fill memory.
+        self._refusals: deque[Refusal] = deque(maxlen=limits.refusals_kept_max)
 
     def close(self) -> None:
         self.pins.close()
@@ -172,9 +187,27 @@ class ConfidentialityService:
                 answer = self._handle(state, message)
             except tuple(ANSWERED.values()) as exc:
                 answer = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+                self._note_refusal(state.session.peer_key, message, exc)
                 if isinstance(exc, errors.PinError):
                     answer["tries_left"] = exc.tries_left
             return state.session.seal(json.dumps(answer).encode())
+
+    def _note_refusal(self, peer_key: bytes, message: dict, exc: Exception) -> None:
+        request = message.get("request_id")
+        try:
+            request_id = _request_id(bytes.fromhex(request)) if isinstance(request, str) else None
+        except (ValueError, EncodingError):
+            request_id = None
+        with self._lock:
+            self._refusals.append(Refusal(bytes(peer_key), request_id, str(message.get("type")),
+                                          type(exc).__name__, str(exc)))
+
+    def take_refusals(self) -> list[Refusal]:
+        """The refusals answered since the last call, oldest first (and forgets them)."""
+        with self._lock:
+            taken = list(self._refusals)
+            self._refusals.clear()
+        return taken
 
     def close_session(self, session_id: bytes) -> None:
         with self._lock:
@@ -226,6 +259,15 @@ class ConfidentialityService:
     def releases(self, request_id: bytes) -> dict[int, bytes]:
         """Each releasing holder's signature, by index: the approval the chain records."""
         return dict(self._open_request(_request_id(request_id)).releases)
+
+    def withdraw(self, request_id: bytes, holder_index: int) -> None:
+        """Forgets the fragment holder ``holder_index`` released for an open request (its
+        approval was revoked, or its fragment was refused); it may release again."""
+        with self._lock:
+            request = self._requests.get(_request_id(request_id))
+            if request is not None:
+                request.fragments.pop(holder_index, None)
+                request.releases.pop(holder_index, None)
 
     def close_request(self, request_id: bytes) -> None:
         """Forgets a request's fragments (granted, denied or expired); a later release for it
