@@ -11,6 +11,9 @@ conserved on each chain with the escrow empty at the end.
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 
 from tsunagi import hashing
@@ -50,7 +53,8 @@ class Clock:
 class World:
     """Chain A, chain B and the connection chain, with the node that links them."""
 
-    def __init__(self, tmp_path, confirm=lambda transfer_id, entry: True) -> None:
+    def __init__(self, tmp_path, confirm=lambda transfer_id, entry: True,
+                 confirmations: int = 0) -> None:
         self.tmp_path, self.clock, self.confirm = tmp_path, Clock(), confirm
         self.keys_a = {n: PrivateKey.generate() for n in (HANAKO, SETTLEMENT_A, AUTHORITY_A)}
         self.keys_b = {n: PrivateKey.generate() for n in (SHOP, POOL, AUTHORITY_B)}
@@ -74,7 +78,7 @@ class World:
         for ledger in (self.a, self.b):
             genesis = decode_block(ledger.block(0))
             self.ok("add_chain", [ledger.config.chain_id, cc.KIND_TSUNAGI_POW, genesis.hash,
-                                  ledger.config.bits, 0])
+                                  ledger.config.bits, confirmations])
         self.ok("add_rule", [RULE])
         self.totals = (self.total(self.a), self.total(self.b))
 
@@ -178,12 +182,42 @@ def test_the_shop_refuses_and_the_escrowed_a_returns_with_the_refund_on_the_trai
         world.close()
 
 
-def test_the_pool_short_aborts_before_payout_and_refunds(world):
-    entry = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 100_000 // 3 * 2 + 100)
-    assert entry is None or entry["state"] == "refunded" or True
-    # Hanako has only 1000: the hold itself fails, nothing is escrowed, nothing moves.
-    assert world.a.balance(HANAKO) == 1000
+def test_a_payer_who_cannot_pay_ends_refunded_with_nothing_moved(world):
+    entry = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 5000)  # she has 1000
+    assert entry["state"] == "refunded"
+    assert [step["step"] for step in entry["trail"]] == ["request", "abort"]
+    assert world.a.balance(HANAKO) == 1000 and world.b.balance(SHOP) == 1
     world.assert_conserved()
+
+
+def test_the_pool_short_aborts_before_payout_and_the_escrow_returns(world):
+    world.connector_b.transfer(POOL, AUTHORITY_B, 100_000 - 100)  # the pool keeps 100
+    world.totals = (world.total(world.a), world.total(world.b))
+    entry = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)  # a payout of 150
+    assert entry["state"] == "refunded"
+    steps = [step["step"] for step in entry["trail"]]
+    assert steps == ["request", "escrow", "escrow_final", "rate", "confirm", "abort", "refund",
+                     "refund_final", "refund_seen"]
+    assert world.a.balance(HANAKO) == 1000
+    assert world.b.balance(SHOP) == 1 and world.b.balance(POOL) == 100
+    world.assert_conserved()
+
+
+def test_an_escrow_that_expires_returns_by_itself_and_the_trail_says_so(tmp_path):
+    def late_answer(transfer_id, entry):
+        world.clock.now += RULE["escrow_expiry_s"] + 1  # the shop answers after the expiry
+        return False
+
+    world = World(tmp_path, confirm=late_answer)
+    try:
+        entry = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
+        assert entry["state"] == "expired"
+        assert entry["trail"][-1]["step"] == "expired"
+        assert entry["trail"][-1]["time_s"] >= entry["hold"][2]
+        assert world.a.balance(HANAKO) == 1000  # back without anyone's release
+        world.assert_conserved()
+    finally:
+        world.close()
 
 
 def test_after_a_final_payout_only_forward_completion_is_allowed(world):
@@ -228,22 +262,45 @@ def test_a_record_that_is_not_in_the_block_it_names_is_refused(escrow_pending):
     assert_nothing_recorded(world, before)
 
 
+def forged_block(header: bytes, record: bytes, *, mined: bool = True):
+    """A block of one ``record`` in place of the one under ``header`` (same parent), as a
+    liar would make it: its header (mined to meet its bits, or not) and the step proof."""
+    body = bytes(1) + bytes(64)  # code ok, and a signature nobody checks here
+    leaves = [hashing.sha256d(record), hashing.sha256d(body)]
+    root = hashing.sha256d(leaves[0] + leaves[1])
+    target = hashing.bits_to_target(int.from_bytes(header[72:76], "little"))
+    for nonce in range(10_000):
+        forged = header[:36] + root + header[68:76] + nonce.to_bytes(4, "little")
+        if (int.from_bytes(hashing.sha256d(forged), "little") <= target) == mined:
+            break
+    proof = {"height": 0, "header": forged, "record": record, "position": 0,
+             "path": [leaves[1]], "body": body, "body_path": [leaves[0]], "record_count": 1}
+    return forged, proof
+
+
 def test_a_forged_header_is_refused(escrow_pending):
     world, proof = escrow_pending
     before = world.node.state_of(TRANSFER)
-    forged = dict(proof.to_contract())
-    header = bytearray(forged["header"])
-    header[36:68] = bytes(32)  # a root of the liar's choosing, under a header nobody mined
-    forged["header"] = bytes(header)
-    headers = headers_of(world)[:-1] + [bytes(header)]
-    code = world.refused("escrowed", [TRANSFER, forged, headers])
-    assert code in (ConnectCode.header_work, ConnectCode.not_in_block)
-    # The real headers go in first; then the forged one conflicts with the known one.
-    assert world.node.call("headers", [CHAIN_A, headers_of(world)]).code is CallCode.ok
-    code = world.refused("escrowed", [TRANSFER, forged, [bytes(header)]])
-    assert code in (ConnectCode.header_unlinked, ConnectCode.header_conflict,
-                    ConnectCode.not_in_block)
+    honest = proof.to_contract()
+    # The liar's block holds a hold Hanako never made (sequence 9), under a header with the
+    # honest block's parent, mined to meet the chain's bits.
+    record = bytearray(honest["record"])
+    record[8:16] = (9).to_bytes(8, "little")
+    forged, lying = forged_block(honest["header"], bytes(record))
+    lying["height"] = honest["height"]
+    headers = headers_of(world)
+    # Not mined: not enough work. Mined but competing with the honest header the contract
+    # knows: equal work keeps the first seen, so the forged block is not on the best chain.
+    unmined, _ = forged_block(honest["header"], bytes(record), mined=False)
+    assert world.refused("escrowed", [TRANSFER, dict(lying, header=unmined),
+                                      headers + [unmined]]) is ConnectCode.header_work
+    assert world.refused("escrowed", [TRANSFER, lying, headers + [forged]]) \
+        is ConnectCode.block_unknown
+    # A header whose parent nobody knows.
+    orphan = bytes(4) + bytes(32) + forged[36:]
+    assert world.refused("headers", [CHAIN_A, [orphan]]) is ConnectCode.header_unlinked
     assert_nothing_recorded(world, before)
+    assert world.node.call("escrowed", [TRANSFER, honest, headers]).code is CallCode.ok
 
 
 def mined_badly(header: bytes) -> bytes:
@@ -300,16 +357,23 @@ def test_a_lying_code_in_the_body_is_refused(escrow_pending):
         is ConnectCode.code_unproven
 
 
-def test_a_block_not_yet_final_is_not_recorded(tmp_path):
-    world = World.__new__(World)
-    World.__init__(world, tmp_path)
+def test_a_step_waits_until_its_block_is_final_by_the_chains_rule(tmp_path):
+    world = World(tmp_path, confirmations=2)
     try:
-        genesis = decode_block(world.a.block(0)).hash
-        rule = dict(RULE, rule_id=8, source=CHAIN_B + 1, target=CHAIN_B)
-        assert world.refused("add_rule", [rule]) is ConnectCode.rule_chain_missing
-        # Link a second view of chain A's ledger under another id that asks for 2 blocks.
-        assert world.refused("add_chain", [CHAIN_A, cc.KIND_TSUNAGI_POW, genesis,
-                                           world.a.config.bits, 2]) is ConnectCode.chain_exists
+        entry = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
+        assert entry["state"] == "request"  # the hold is in A, two blocks short of final
+        rounds = 0
+        while entry["state"] != "complete":
+            rounds += 1
+            assert rounds < 10
+            for connector, (debit, credit) in ((world.connector_a, (SETTLEMENT_A, AUTHORITY_A)),
+                                               (world.connector_b, (POOL, AUTHORITY_B))):
+                connector.transfer(debit, credit, 1)  # other traffic makes blocks
+            entry = world.node.drive(TRANSFER)
+        steps = {step["step"]: step for step in entry["trail"]}
+        assert steps["escrow_final"]["height"] == steps["escrow"]["height"] + 2
+        assert steps["payout_final"]["height"] == steps["payout"]["height"] + 2
+        assert world.b.balance(SHOP) == 1 + 150
     finally:
         world.close()
 
@@ -337,9 +401,91 @@ def test_bad_requests_get_clear_codes_and_change_nothing(world):
 
 
 def test_the_codes_enum_mirrors_the_contract():
-    constants = {name.lower(): value for name, value in vars(cc).items()
-                 if name.isupper() and isinstance(value, int) and name not in (
-                     "HEADER_BYTES", "RECORD_BYTES", "U64_MAX", "U32_MAX",
-                     "HEADERS_PER_CALL_MAX", "PATH_LEVELS_MAX", "CONFIRMATIONS_MAX",
-                     "KIND_TRANSFER", "KIND_HOLD", "KIND_POST", "KIND_VOID")}
-    assert constants == {code.name: code.value for code in ConnectCode}
+    source = inspect.getsource(cc)
+    block = source[source.index("# Refusal codes"):source.index("KIND_TSUNAGI_POW =")]
+    constants = {name.lower(): (int(value), comment) for name, value, comment in
+                 re.findall(r"^([A-Z_]+) = (\d+)  # (.*)$", block, re.M)}
+    assert constants == {code.name: (code.value, comment) for code, comment in
+                         zip(ConnectCode, re.findall(r"= \d+  # (.*)$",
+                                                     inspect.getsource(ConnectCode), re.M))}
+
+
+# ---------------------------------------------------------------------- crash recovery
+
+
+class Crash(BaseException):
+    """The connection node killed at an injected point."""
+
+
+def arm(world, crash_at: int | None) -> list:
+    """Makes the node's k-th external action (a journal write made durable, a record sent to
+    a linked chain, a call on the connection chain) the last one: it happens, then the node
+    dies. Returns the list of points passed."""
+    passed: list = []
+
+    def wrap(owner, name):
+        inner = getattr(owner, name)
+
+        def wrapped(*args, **kwargs):
+            if crash_at is not None and len(passed) + 1 == crash_at and name == "send":
+                passed.append(name + " (before)")
+                raise Crash  # killed just before the record went out
+            result = inner(*args, **kwargs)
+            passed.append(name)
+            if crash_at is not None and len(passed) == crash_at:
+                raise Crash
+            return result
+        setattr(owner, name, wrapped)
+
+    wrap(world.node.journal, "append")
+    wrap(world.node, "call")
+    wrap(world.connector_a, "send")
+    wrap(world.connector_b, "send")
+    return passed
+
+
+def restart(world) -> None:
+    """A new node process: the journal read again from its file, connectors that remember
+    nothing; the chains are as the dead node left them."""
+    world.node.journal.close()
+    world.connector_a = TsunagiConnector(world.a, world.keys_a, authority=AUTHORITY_A,
+                                         settlement=SETTLEMENT_A, now_s=world.clock)
+    world.connector_b = TsunagiConnector(world.b, world.keys_b, authority=AUTHORITY_B,
+                                         settlement=SHOP, now_s=world.clock)
+    world.node = world.start_node()
+
+
+def payouts_to_shop(world) -> int:
+    tag = cc.transfer_tag(TRANSFER)
+    return sum(1 for info in world.b.history(SHOP) if info.record[0] == 2 and
+               int.from_bytes(info.record[120:128], "little") == tag and int(info.code) == 0)
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_a_node_killed_at_any_point_resumes_and_nothing_happens_twice(tmp_path, accepted):
+    world = World(tmp_path / "count", confirm=lambda transfer_id, entry: accepted)
+    points = arm(world, None)
+    world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
+    total_points = len(points)
+    world.close()
+    assert total_points > (12 if accepted else 8)  # more points than trail steps
+    for crash_at in range(1, total_points + 1):
+        world = World(tmp_path / str(crash_at), confirm=lambda transfer_id, entry: accepted)
+        try:
+            arm(world, crash_at)
+            with pytest.raises(Crash):
+                world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
+            restart(world)
+            entries = world.node.resume()
+            entry = entries.get(TRANSFER) or world.node.state_of(TRANSFER)
+            if entry is None:  # killed before the request reached the connection chain
+                entry = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
+            expected = "complete" if accepted else "refunded"
+            assert entry["state"] == expected, crash_at
+            assert world.a.balance(HANAKO) == (1000 - 110 if accepted else 1000), crash_at
+            assert world.b.balance(SHOP) == (1 + 150 if accepted else 1), crash_at
+            assert payouts_to_shop(world) == (1 if accepted else 0), crash_at
+            assert len(entry["trail"]) == (12 if accepted else 8), crash_at
+            world.assert_conserved()
+        finally:
+            world.close()

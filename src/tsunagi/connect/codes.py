@@ -31,8 +31,8 @@ class ConnectCode(IntEnum):
     header_unlinked = 16  # a header whose previous hash is not the newest known header's
     header_bits = 17  # a header whose bits are not the linked chain's
     header_work = 18  # a header whose hash does not meet its bits
-    header_conflict = 19  # a header for a height whose header is known and differs
-    block_unknown = 20  # the step's header is not the known header at its height
+    reorg_too_deep = 19  # a branch that would undo more of the best chain than a reorg may
+    block_unknown = 20  # the step's header is not the best chain's header at its height
     not_final = 21  # the step's block is not yet as deep as the chain's finality rule asks
     proof_malformed = 22  # a proof with a field missing or of the wrong type or size
     not_in_block = 23  # the record's Merkle path does not lead to the header's root

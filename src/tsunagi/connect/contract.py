@@ -40,8 +40,8 @@ HEADER_MALFORMED = 15  # a header that is not 80 bytes
 HEADER_UNLINKED = 16  # a header whose previous hash is not the newest known header's
 HEADER_BITS = 17  # a header whose bits are not the linked chain's
 HEADER_WORK = 18  # a header whose hash does not meet its bits
-HEADER_CONFLICT = 19  # a header for a height whose header is known and differs
-BLOCK_UNKNOWN = 20  # the step's header is not the known header at its height
+REORG_TOO_DEEP = 19  # a branch that would undo more of the best chain than a reorg may
+BLOCK_UNKNOWN = 20  # the step's header is not the best chain's header at its height
 NOT_FINAL = 21  # the step's block is not yet as deep as the chain's finality rule asks
 PROOF_MALFORMED = 22  # a proof with a field missing or of the wrong type or size
 NOT_IN_BLOCK = 23  # the record's Merkle path does not lead to the header's root
@@ -61,6 +61,8 @@ U32_MAX = 4294967295
 # Headers one call may add: each costs a hash and a state write; a few thousand stay far
 # inside a call's step budget and its 64 KiB of arguments (80 bytes a header).
 HEADERS_PER_CALL_MAX = 512
+# Blocks of the best chain a better branch may undo in one call: each costs a state write.
+REORG_DEPTH_MAX = 512
 # Levels of a Merkle path: a block holds fewer than 2**32 records.
 PATH_LEVELS_MAX = 32
 # Blocks of confirmation a finality rule may ask for.
@@ -122,12 +124,8 @@ def walk_path(leaf: bytes, path: list, index: int, leaves: int, root: bytes) -> 
     return size == 1 and node == root
 
 
-def check_header(header, parent: list, bits: int) -> int:
-    """0 when ``header`` extends ``parent`` ([height, hash, work]) and meets ``bits``."""
-    if not isinstance(header, bytes) or len(header) != HEADER_BYTES:
-        return HEADER_MALFORMED
-    if header[4:36] != parent[1]:
-        return HEADER_UNLINKED
+def check_header(header: bytes, bits: int) -> int:
+    """0 when the 80-byte ``header`` has the chain's ``bits`` and meets them; else the code."""
     if u32(header, 72) != bits:
         return HEADER_BITS
     if int.from_bytes(sha256d(header), "little") > target_of(bits):
@@ -216,7 +214,9 @@ class ConnectionContract(Contract):
         self.state.set(key, {"kind": kind, "genesis": genesis_hash, "bits": bits,
                              "confirmations": confirmations})
         self.state.set("tip:" + str(chain_id), [0, genesis_hash, 0])
-        self.state.set("hdr:" + str(chain_id) + ":0", [genesis_hash, 0])
+        self.state.set("hdr:" + str(chain_id) + ":" + genesis_hash.hex(),
+                       [0, 0, 0, bytes(32)])
+        self.state.set("best:" + str(chain_id) + ":0", [genesis_hash, 0])
 
     @method
     def add_rule(self, rule: dict) -> None:
@@ -246,51 +246,51 @@ class ConnectionContract(Contract):
         return chain
 
     def extend(self, chain_id: int, headers: list) -> list:
-        """The chain's tip after ``headers``, each checked against the one before."""
+        """The chain's best tip after ``headers``: each must link to a known header and meet
+        the chain's bits; the branch with the most work is the best chain (ties keep the
+        one seen first, as Bitcoin does)."""
         chain = self.linked(chain_id)
         if not isinstance(headers, list) or len(headers) > HEADERS_PER_CALL_MAX:
             raise Refuse(HEADER_MALFORMED, "headers are a list of at most 512")
+        prefix = "hdr:" + str(chain_id) + ":"
         tip = self.state.get("tip:" + str(chain_id))
         work = 2 ** 256 // (target_of(chain["bits"]) + 1)
         for header in headers:
-            known = self.known_at(chain_id, header, tip)
-            if known:
+            if not isinstance(header, bytes) or len(header) != HEADER_BYTES:
+                raise Refuse(HEADER_MALFORMED, "a header is 80 bytes")
+            digest = sha256d(header)
+            if self.state.has(prefix + digest.hex()):
                 continue
-            code = check_header(header, tip, chain["bits"])
+            parent = self.state.get(prefix + header[4:36].hex())
+            if parent is None:
+                raise Refuse(HEADER_UNLINKED, "a header that links to no known header")
+            code = check_header(header, chain["bits"])
             if code:
-                raise Refuse(code, "header " + str(tip[0] + 1) + " of chain " + str(chain_id) +
-                             " is refused")
-            tip = [tip[0] + 1, sha256d(header), tip[2] + work]
-            self.state.set("hdr:" + str(chain_id) + ":" + str(tip[0]),
-                           [tip[1], u32(header, 68)])
+                raise Refuse(code, "header " + str(parent[0] + 1) + " of chain " +
+                             str(chain_id) + " is refused")
+            known = [parent[0] + 1, parent[1] + work, u32(header, 68), header[4:36]]
+            self.state.set(prefix + digest.hex(), known)
+            if known[1] > tip[2]:
+                self.make_best(chain_id, digest, known)
+                tip = [known[0], digest, known[1]]
         self.state.set("tip:" + str(chain_id), tip)
         return tip
 
-    def known_at(self, chain_id: int, header, tip: list) -> bool:
-        """True for a header known already; Refuse for one that conflicts with a known one."""
-        if not isinstance(header, bytes) or len(header) != HEADER_BYTES:
-            raise Refuse(HEADER_MALFORMED, "a header is 80 bytes")
-        digest = sha256d(header)
-        if digest == tip[1]:
-            return True
-        if header[4:36] == tip[1]:
-            return False
-        parent = self.find_hash(chain_id, header[4:36], tip[0])
-        if parent is None:
-            raise Refuse(HEADER_UNLINKED, "a header that links to no known header")
-        known = self.state.get("hdr:" + str(chain_id) + ":" + str(parent + 1))
-        if known[0] != digest:
-            raise Refuse(HEADER_CONFLICT, "another header is known at height " +
-                         str(parent + 1) + " (forks are not followed in this version)")
-        return True
-
-    def find_hash(self, chain_id: int, digest: bytes, newest: int):
-        """The height of a known header with ``digest`` among the newest few, or None."""
-        for height in range(newest, max(-1, newest - HEADERS_PER_CALL_MAX), -1):
-            known = self.state.get("hdr:" + str(chain_id) + ":" + str(height))
-            if known[0] == digest:
-                return height
-        return None
+    def make_best(self, chain_id: int, digest: bytes, known: list) -> None:
+        """Makes the branch ending at ``digest`` the best chain, back to where it joins it."""
+        prefix = "hdr:" + str(chain_id) + ":"
+        tip = self.state.get("tip:" + str(chain_id))
+        for height in range(tip[0], known[0], -1):  # a longer old branch loses its top
+            self.state.delete("best:" + str(chain_id) + ":" + str(height))
+        for depth in range(REORG_DEPTH_MAX):
+            best = self.state.get("best:" + str(chain_id) + ":" + str(known[0]))
+            if best is not None and best[0] == digest:
+                return
+            self.state.set("best:" + str(chain_id) + ":" + str(known[0]), [digest, known[2]])
+            digest = known[3]
+            known = self.state.get(prefix + digest.hex())
+        raise Refuse(REORG_TOO_DEEP, "a branch that undoes more than " +
+                     str(REORG_DEPTH_MAX) + " blocks")
 
     def proven(self, chain_id: int, proof, headers: list) -> dict:
         """The record a step proof proves, in a final block of ``chain_id``, with where."""
@@ -298,9 +298,10 @@ class ConnectionContract(Contract):
         fields = check_inclusion(proof_fields(proof))
         tip = self.extend(chain_id, headers)
         height = proof["height"]
-        known = self.state.get("hdr:" + str(chain_id) + ":" + str(height))
+        known = self.state.get("best:" + str(chain_id) + ":" + str(height))
         if known is None or known[0] != sha256d(proof["header"]):
-            raise Refuse(BLOCK_UNKNOWN, "the step's header is not the known one at its height")
+            raise Refuse(BLOCK_UNKNOWN, "the step's header is not the best chain's at its "
+                         "height")
         final_height = height + chain["confirmations"]
         if tip[0] < final_height:
             raise Refuse(NOT_FINAL, "the step's block needs " + str(chain["confirmations"]) +
@@ -311,7 +312,7 @@ class ConnectionContract(Contract):
         if self.state.has(used):
             raise Refuse(TX_USED, "this transaction proved a step already")
         self.state.set(used, 1)
-        final = self.state.get("hdr:" + str(chain_id) + ":" + str(final_height))
+        final = self.state.get("best:" + str(chain_id) + ":" + str(final_height))
         fields["where"] = [chain_id, fields["txid"], height, known[0], known[1]]
         fields["final"] = [chain_id, fields["txid"], final_height, final[0], final[1]]
         return fields
@@ -481,7 +482,7 @@ class ConnectionContract(Contract):
         chain = self.linked(rule["source"])
         tip = self.extend(rule["source"], headers)
         final = tip[0] - chain["confirmations"]
-        known = self.state.get("hdr:" + str(rule["source"]) + ":" + str(max(0, final)))
+        known = self.state.get("best:" + str(rule["source"]) + ":" + str(max(0, final)))
         if final < 0 or known[1] < entry["hold"][2]:
             raise Refuse(NOT_EXPIRED, "no final header is at the escrow's expiry yet")
         self.save(transfer_id, entry, "expired",
