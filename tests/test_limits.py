@@ -210,6 +210,11 @@ NOT_LIMITS = {
     ("contracts/examples.py", "NAME_CHARS_MAX"): "the example contract's own rule; a contract "
                                                  "imports only the contract API, not limits",
     ("contracts/examples.py", "TARGET_BYTES_MAX"): "the example contract's own rule, as above",
+    ("connect/contract.py", "HEADERS_PER_CALL_MAX"): "the connection contract's own rule; a "
+                                                      "contract imports only the contract API",
+    ("connect/contract.py", "REORG_DEPTH_MAX"): "the connection contract's own rule, as above",
+    ("connect/contract.py", "PATH_LEVELS_MAX"): "the connection contract's own rule, as above",
+    ("connect/contract.py", "CONFIRMATIONS_MAX"): "the connection contract's own rule, as above",
     ("core/address.py", "_LENGTH_MAX"): "BIP173's string length, part of the address format",
     ("core/block.py", "BLOCK_BYTES_MIN"): "the block format's smallest size, beside the format",
     ("core/block.py", "_THREAD_RECORDS_MIN"): "when a second hashing thread pays: tuning",

@@ -56,8 +56,10 @@ NOT_EXPIRED = 30  # the escrow's expiry is not yet behind the chain's final head
 KIND_TSUNAGI_POW = "tsunagi-pow"
 HEADER_BYTES = 80
 RECORD_BYTES = 128
-U64_MAX = 18446744073709551615
-U32_MAX = 4294967295
+# Record fields are u64 and header fields u32: a value fits when it is below these. (The
+# contract may import only the contract API, so tsunagi.limits' u64_max is not at hand.)
+U64_END = 1 << 64
+U32_END = 1 << 32
 # Headers one call may add: each costs a hash and a state write; a few thousand stay far
 # inside a call's step budget and its 64 KiB of arguments (80 bytes a header).
 HEADERS_PER_CALL_MAX = 512
@@ -65,7 +67,8 @@ HEADERS_PER_CALL_MAX = 512
 REORG_DEPTH_MAX = 512
 # Levels of a Merkle path: a block holds fewer than 2**32 records.
 PATH_LEVELS_MAX = 32
-# Blocks of confirmation a finality rule may ask for.
+# Blocks of confirmation a finality rule may ask for: 10,000 is about ten weeks of 10-minute
+# blocks, far past any rule; the bound keeps a rule from asking for a depth no chain reaches.
 CONFIRMATIONS_MAX = 10000
 # The kinds of records this contract checks (tsunagi.core.records.Kind).
 KIND_TRANSFER, KIND_HOLD, KIND_POST, KIND_VOID = 2, 5, 6, 7
@@ -207,7 +210,7 @@ class ConnectionContract(Contract):
         if kind != KIND_TSUNAGI_POW:
             raise Refuse(CHAIN_KIND_UNKNOWN, "kinds known: " + KIND_TSUNAGI_POW)
         if not isinstance(genesis_hash, bytes) or len(genesis_hash) != 32 or \
-                not isinstance(bits, int) or not 0 < bits <= U32_MAX or \
+                not isinstance(bits, int) or not 0 < bits < U32_END or \
                 not isinstance(confirmations, int) or not 0 <= confirmations <= CONFIRMATIONS_MAX:
             raise Refuse(RULE_INVALID, "a chain needs a 32-byte genesis hash, u32 bits and "
                          "0..10000 confirmations")
@@ -363,7 +366,7 @@ class ConnectionContract(Contract):
         if amount <= rule["fee"]:
             raise Refuse(AMOUNT_INVALID, "the amount does not exceed the fee")
         payout = (amount - rule["fee"]) * rule["rate_numerator"] // rule["rate_denominator"]
-        if payout > U64_MAX:
+        if payout >= U64_END:
             raise Refuse(AMOUNT_OVERFLOW, "the payout after the rate passes a u64")
         if payout == 0:
             raise Refuse(AMOUNT_INVALID, "the payout after the rate and fee is zero")
@@ -496,7 +499,7 @@ class ConnectionContract(Contract):
 
 def account_of(value) -> int:
     """``value`` when it is a u64 (an account, a chain id, an amount); Refuse otherwise."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < U64_END:
         raise Refuse(AMOUNT_INVALID, "accounts, ids and amounts are u64 integers")
     return value
 
@@ -518,7 +521,7 @@ def check_rule(rule) -> dict:
     checked = {}
     for name in names:
         value = rule.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < U64_END:
             raise Refuse(RULE_INVALID, "a rule's " + name + " is a u64")
         checked[name] = value
     if checked["rate_numerator"] == 0 or checked["rate_denominator"] == 0:
