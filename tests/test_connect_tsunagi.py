@@ -24,7 +24,8 @@ from tsunagi.connect.node import ConnectionNode
 from tsunagi.connect.tsunagi_chain import TsunagiConnector, check_step
 from tsunagi.contracts.chain import ChainContracts
 from tsunagi.contracts.runtime import CallCode, source_sha256
-from tsunagi.core.block import decode_block
+from tsunagi.core.block import block_payloads, decode_block
+from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
 from tsunagi.ledger.ledger import Ledger
@@ -489,3 +490,24 @@ def test_a_node_killed_at_any_point_resumes_and_nothing_happens_twice(tmp_path, 
             world.assert_conserved()
         finally:
             world.close()
+
+
+def test_a_replayed_call_or_a_reused_transaction_changes_nothing(world):
+    first = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
+    assert first["state"] == "complete"
+    escrow_txid = first["trail"][1]["txid"]
+    # The same signed call record again: the connection chain refuses it before it runs.
+    request = world.c.transaction(first["trail"][0]["txid"])
+    payload = block_payloads(decode_block(world.c.block(request.height)))[request.position]
+    root_before = world.contracts.state.root
+    answer = world.c.submit_batch(request.record, request.authorization, payloads=[payload])
+    assert Result(int(answer.codes[0])) in (Result.sequence_used, Result.already_committed)
+    assert world.contracts.state.root == root_before
+    # The first transfer's escrow proof offered for a second transfer of the same amount.
+    second = b"order-0002"
+    assert world.node.request(second, 7, HANAKO, SHOP, 110).code is CallCode.ok
+    proof = world.connector_a.find(escrow_txid).to_contract()
+    assert world.refused("escrowed", [second, proof, headers_of(world)]) is ConnectCode.tx_used
+    assert world.node.state_of(second)["state"] == "request"
+    assert world.node.drive(second)["state"] == "complete"  # its own hold goes through
+    world.assert_conserved()
