@@ -15,6 +15,8 @@ import inspect
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tsunagi import hashing
 from tsunagi.connect import contract as cc
@@ -511,3 +513,77 @@ def test_a_replayed_call_or_a_reused_transaction_changes_nothing(world):
     assert world.node.state_of(second)["state"] == "request"
     assert world.node.drive(second)["state"] == "complete"  # its own hold goes through
     world.assert_conserved()
+
+
+def mine_on(parent: bytes, bits: int, salt: int) -> bytes:
+    """A header of an empty-looking block on ``parent`` that meets ``bits``."""
+    target = hashing.bits_to_target(bits)
+    root = hashing.sha256d(salt.to_bytes(8, "little"))
+    for nonce in range(10_000):
+        header = (1).to_bytes(4, "little") + parent + root + START_S.to_bytes(4, "little") + \
+            bits.to_bytes(4, "little") + nonce.to_bytes(4, "little")
+        if int.from_bytes(hashing.sha256d(header), "little") <= target:
+            return header
+    raise AssertionError("no nonce met the target")
+
+
+def test_the_light_client_follows_the_branch_with_most_work(escrow_pending):
+    world, proof = escrow_pending
+    headers = headers_of(world)
+    assert world.node.call("headers", [CHAIN_A, headers]).code is CallCode.ok
+    # A branch from genesis one block longer than chain A: more work, so it is the best chain
+    # now, and a step in a block it left behind is no longer on it. (On a development chain
+    # anyone can mine such a branch: its bits are what make proof of work worth anything.)
+    bits = world.a.config.bits
+    parent = decode_block(world.a.block(0)).hash
+    branch = []
+    for salt in range(len(headers) + 1):
+        branch.append(mine_on(parent, bits, salt))
+        parent = hashing.sha256d(branch[-1])
+    assert world.node.call("headers", [CHAIN_A, branch]).code is CallCode.ok
+    assert world.node.stored(f"tip:{CHAIN_A}")[1] == parent
+    assert world.refused("escrowed", [TRANSFER, proof.to_contract(), []]) \
+        is ConnectCode.block_unknown
+    # Chain A grows past the branch again: its blocks are the best chain once more.
+    for _ in range(2):
+        world.connector_a.transfer(SETTLEMENT_A, AUTHORITY_A, 1)
+    assert world.node.call("escrowed", [TRANSFER, proof.to_contract(), headers_of(world)]
+                           ).code is CallCode.ok
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(orders=st.lists(st.tuples(st.integers(11, 700), st.booleans()), min_size=1, max_size=3),
+       pool=st.sampled_from([100_000, 400]), crash_at=st.integers(1, 80))
+def test_random_transfers_failures_and_a_crash_end_final_with_money_conserved(
+        tmp_path_factory, orders, pool, crash_at):
+    accepted = {}
+    world = World(tmp_path_factory.mktemp("world"),
+                  confirm=lambda transfer_id, entry: accepted[transfer_id])
+    try:
+        world.connector_b.transfer(POOL, AUTHORITY_B, 100_000 - pool)
+        world.totals = (world.total(world.a), world.total(world.b))
+        ids = [b"order-%d" % number for number in range(len(orders))]
+        accepted.update(zip(ids, (accept for _, accept in orders)))
+        arm(world, crash_at)
+        try:
+            for transfer_id, (amount, _) in zip(ids, orders):
+                world.node.pay(transfer_id, 7, HANAKO, SHOP, amount)
+        except Crash:
+            restart(world)
+            world.node.resume()
+        for transfer_id, (amount, _) in zip(ids, orders):
+            if world.node.state_of(transfer_id) is None:
+                world.node.pay(transfer_id, 7, HANAKO, SHOP, amount)
+        entries = {transfer_id: world.node.state_of(transfer_id) for transfer_id in ids}
+        assert all(entry["state"] in ("complete", "refunded") for entry in entries.values())
+        completed = [entry for entry in entries.values() if entry["state"] == "complete"]
+        assert world.b.balance(SHOP) == 1 + sum(entry["payout"] for entry in completed)
+        assert world.a.balance(HANAKO) == 1000 - sum(entry["amount"] for entry in completed)
+        for transfer_id, entry in entries.items():
+            steps = [step["step"] for step in entry["trail"]]
+            assert ("payout" in steps) == (entry["state"] == "complete")  # never both
+            assert ("refund" in steps) <= (entry["state"] == "refunded")
+        world.assert_conserved()
+    finally:
+        world.close()

@@ -84,7 +84,8 @@ class ConnectionNode:
         stored = self.contracts.state.get(_PREFIX + b"xfer:" + transfer_id.hex().encode())
         return None if stored is None else encoding.decode(stored)
 
-    def _stored(self, key: str):
+    def stored(self, key: str):
+        """A value of the connection contract's state by its key (``tip:<chain>``, ...)."""
         stored = self.contracts.state.get(_PREFIX + key.encode())
         return None if stored is None else encoding.decode(stored)
 
@@ -122,7 +123,7 @@ class ConnectionNode:
 
     def _headers(self, connector: TsunagiConnector) -> list[bytes]:
         """The linked chain's headers the contract does not know yet (a bounded run)."""
-        tip = self._stored(f"tip:{connector.chain_id}")[0]
+        tip = self.stored(f"tip:{connector.chain_id}")[0]
         return connector.headers_between(tip + 1, tip + 1 + contract.HEADERS_PER_CALL_MAX)
 
     def _prove(self, method: str, transfer_id: bytes, connector: TsunagiConnector,
