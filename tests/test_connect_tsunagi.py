@@ -35,7 +35,7 @@ from tsunagi.ledger.ledger import Ledger
 CHAIN_A, CHAIN_B, CHAIN_C = 101, 102, 100
 HANAKO, SETTLEMENT_A, AUTHORITY_A = 1, 2, 3  # accounts of chain A
 SHOP, POOL, AUTHORITY_B = 1, 2, 3  # accounts of chain B
-OPERATOR = 1  # the connection node's account on the connection chain
+OPERATOR, STRANGER = 1, 2  # the connection node's account on the connection chain, another
 TARGET = "tsunagi.connect.contract:ConnectionContract"
 RULE = {"rule_id": 7, "source": CHAIN_A, "target": CHAIN_B, "rate_numerator": 3,
         "rate_denominator": 2, "fee": 10, "settlement": SETTLEMENT_A, "pool": POOL,
@@ -61,14 +61,14 @@ class World:
         self.tmp_path, self.clock, self.confirm = tmp_path, Clock(), confirm
         self.keys_a = {n: PrivateKey.generate() for n in (HANAKO, SETTLEMENT_A, AUTHORITY_A)}
         self.keys_b = {n: PrivateKey.generate() for n in (SHOP, POOL, AUTHORITY_B)}
-        self.operator_key = PrivateKey.generate()
+        self.operator_key, self.stranger_key = PrivateKey.generate(), PrivateKey.generate()
         self.a = self._chain("a", CHAIN_A, self.keys_a, {HANAKO: 1000, SETTLEMENT_A: 1,
                                                         AUTHORITY_A: 1})
         self.b = self._chain("b", CHAIN_B, self.keys_b, {SHOP: 1, POOL: 100_000,
                                                         AUTHORITY_B: 1})
         self.config_c = ChainConfig(
             name="connection", chain_id=CHAIN_C, asset_code="CON",
-            allocations=((self.operator_key.public_key, 1),),
+            allocations=((self.operator_key.public_key, 1), (self.stranger_key.public_key, 1)),
             contracts=(("connection", bytes.fromhex(source_sha256(TARGET))),))
         self.contracts = ChainContracts(self.config_c, {"connection": TARGET})
         self.c = Ledger.create(tmp_path / "c", self.config_c, threads=1, calls=self.contracts)
@@ -587,3 +587,33 @@ def test_random_transfers_failures_and_a_crash_end_final_with_money_conserved(
         world.assert_conserved()
     finally:
         world.close()
+
+
+def test_anyone_may_prove_a_step_but_only_an_operator_relays_answers(escrow_pending):
+    world, proof = escrow_pending
+    stranger = ConnectionNode(
+        world.c, world.contracts, operator_account=STRANGER, operator_key=world.stranger_key,
+        connectors={}, journal=world.node.journal, confirm=world.confirm, now_s=world.clock)
+    assert stranger.call("add_rule", [dict(RULE, rule_id=8)]).refuse_code \
+        == ConnectCode.not_operator
+    assert stranger.call("escrowed", [TRANSFER, proof.to_contract(), headers_of(world)]
+                         ).code is CallCode.ok  # the proof is the authority
+    for method, args in (("confirm", [TRANSFER, False]), ("abort", [TRANSFER])):
+        assert stranger.call(method, args).refuse_code == ConnectCode.not_operator
+    assert world.node.state_of(TRANSFER)["state"] == "escrow"
+
+
+def test_a_journaled_record_whose_sequence_was_taken_meanwhile_is_prepared_anew(world):
+    # Points: append(request intent), call(request), append(hold intent), then the hold's
+    # send: the node dies just before the hold goes out.
+    passed = arm(world, 4)
+    with pytest.raises(Crash):
+        world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
+    assert passed[-1] == "send (before)"
+    # Hanako spends with her own wallet meanwhile: the journaled hold's sequence is taken.
+    world.connector_a.transfer(HANAKO, SETTLEMENT_A, 5)
+    restart(world)
+    entry = world.node.resume()[TRANSFER]
+    assert entry["state"] == "complete"
+    assert world.a.balance(HANAKO) == 1000 - 5 - 110
+    world.assert_conserved()

@@ -397,7 +397,9 @@ class ConnectionContract(Contract):
 
     @method
     def confirm(self, transfer_id: bytes, accepted: bool) -> None:
-        """Steps 5-6: the payee's answer; yes orders the payout, no the refund."""
+        """Step 5: the payee's answer, relayed by an operator (the node that asked it); yes
+        orders the payout, no the refund. Proven steps need no operator: their proofs speak."""
+        self.operator()
         entry = self.transfer(transfer_id)
         self.expect(entry, ["escrow"])
         state = "payout" if accepted is True else "refund"
@@ -442,6 +444,7 @@ class ConnectionContract(Contract):
     @method
     def complete(self, transfer_id: bytes) -> None:
         """Step 12: paid out and settled, both final: the transfer is complete."""
+        self.operator()
         entry = self.transfer(transfer_id)
         self.expect(entry, ["settle"])
         if not entry.get("settled"):
@@ -451,7 +454,8 @@ class ConnectionContract(Contract):
     @method
     def abort(self, transfer_id: bytes) -> None:
         """Before the payout is final, an abort orders the refund (or ends a transfer
-        whose escrow never came)."""
+        whose escrow never came); only an operator may abort."""
+        self.operator()
         entry = self.transfer(transfer_id)
         if entry["state"] in ["settle", "complete"]:
             raise Refuse(PAYOUT_FINAL, "the payout is final: only completion is allowed")

@@ -20,7 +20,7 @@ from tsunagi.connect import contract, limits
 from tsunagi.connect.codes import ConnectCode
 from tsunagi.connect.connector import TxRef, TxStatus
 from tsunagi.connect.journal import Journal
-from tsunagi.connect.tsunagi_chain import Prepared, TsunagiConnector
+from tsunagi.connect.tsunagi_chain import Prepared, RecordNotStored, TsunagiConnector
 from tsunagi.contracts import encoding
 from tsunagi.contracts.chain import ChainContracts, call_record
 from tsunagi.contracts.runtime import CallCode, CallResult
@@ -58,9 +58,14 @@ class ConnectionNode:
         self.journal, self.confirm_hook = journal, confirm
         self.contract_number, self.now_s = contract_number, now_s
         self._intents: dict[tuple[str, str], dict] = {}
+        self._outcomes: set[tuple[str, str]] = set()
         for entry in journal.entries:
+            key = (entry["transfer"], entry["op"])
             if entry.get("phase") == "intent":
-                self._intents[(entry["transfer"], entry["op"])] = entry
+                self._intents[key] = entry
+                self._outcomes.discard(key)
+            elif entry.get("phase") == "outcome":
+                self._outcomes.add(key)
 
     # ------------------------------------------------------------- the connection chain
 
@@ -103,23 +108,49 @@ class ConnectionNode:
     def _perform(self, transfer_id: bytes, op: str, connector: TsunagiConnector,
                  prepare: Callable[[], Prepared]) -> TxRef:
         """``op`` of a transfer on a linked chain, journaled before and after. A journaled
-        intent is sent again as it is (the chain applies it once), never signed anew."""
+        intent is sent again as it is (the chain applies it once), never signed anew, unless
+        the chain says its sequence is used: then it can never apply, and a new one goes."""
         key = (transfer_id.hex(), op)
         intent = self._intents.get(key)
         if intent is None:
-            prepared = prepare()
-            intent = {"transfer": key[0], "op": op, "phase": "intent",
-                      "chain": connector.chain_id, "txid": prepared.txid.hex(),
-                      "record": prepared.record.hex(), "signature": prepared.signature.hex()}
-            self.journal.append(intent)
-            self._intents[key] = intent
+            intent = self._intend(key, connector, prepare())
+        try:
+            return self._send(key, connector, intent)
+        except RecordNotStored as exc:
+            if exc.code is not Result.sequence_used:
+                raise
+        return self._send(key, connector, self._intend(key, connector, prepare()))
+
+    def _intend(self, key: tuple[str, str], connector: TsunagiConnector,
+                prepared: Prepared) -> dict:
+        intent = {"transfer": key[0], "op": key[1], "phase": "intent",
+                  "chain": connector.chain_id, "txid": prepared.txid.hex(),
+                  "record": prepared.record.hex(), "signature": prepared.signature.hex()}
+        self.journal.append(intent)
+        self._intents[key] = intent
+        return intent
+
+    def _send(self, key: tuple[str, str], connector: TsunagiConnector, intent: dict) -> TxRef:
         prepared = Prepared(bytes.fromhex(intent["record"]), bytes.fromhex(intent["signature"]),
                             bytes.fromhex(intent["txid"]))
         ref = connector.send(prepared)
-        self.journal.append({"transfer": key[0], "op": op, "phase": "outcome",
+        self.journal.append({"transfer": key[0], "op": key[1], "phase": "outcome",
                              "txid": ref.txid.hex(), "height": ref.height,
                              "status": int(ref.status)})
+        self._outcomes.add(key)
         return ref
+
+    def flush(self) -> None:
+        """Sends every journaled record whose outcome is missing, oldest first: a restart does
+        this before anything else, so no new record takes the sequence a dead one holds."""
+        for key, intent in list(self._intents.items()):
+            if "record" in intent and key not in self._outcomes:
+                try:
+                    self._send(key, self.connectors[intent["chain"]], intent)
+                except RecordNotStored as exc:
+                    if exc.code is not Result.sequence_used:
+                        raise
+                    del self._intents[key]  # it can never apply: its step prepares anew
 
     def _headers(self, connector: TsunagiConnector) -> list[bytes]:
         """The linked chain's headers the contract does not know yet (a bounded run)."""
@@ -240,7 +271,9 @@ class ConnectionNode:
         return entry
 
     def resume(self) -> dict[bytes, dict]:
-        """After a restart: every transfer the journal names, driven on."""
+        """After a restart: the records a dead node left unsent, then every transfer the
+        journal names, driven on."""
+        self.flush()
         ids = dict.fromkeys(bytes.fromhex(entry["transfer"]) for entry in self.journal.entries)
         return {transfer_id: self.drive(transfer_id) for transfer_id in ids}
 

@@ -29,7 +29,18 @@ from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import EncodingError, KeyNotOwnerError, NotFoundError, TsunagiError
 
-__all__ = ["Prepared", "TsunagiConnector", "TsunagiStepProof", "check_step"]
+__all__ = ["Prepared", "RecordNotStored", "TsunagiConnector", "TsunagiStepProof", "check_step"]
+
+
+class RecordNotStored(TsunagiError):
+    """The chain refused a record before storing it (``code``, an unstored Result): nothing
+    happened there. A record refused for its sequence (``sequence_used``) never can be
+    stored later, so whoever prepared it may prepare a new one."""
+
+    def __init__(self, chain_id: int, code: Result) -> None:
+        self.code = code
+        super().__init__(f"chain {chain_id} did not store the record ({code.name}): nothing "
+                         "happened there; fix the cause and try again")
 
 
 @dataclass(frozen=True)
@@ -122,9 +133,7 @@ class TsunagiConnector:
             answer = self.ledger.submit_batch(prepared.record, prepared.signature, now_s=now)
             code = Result(int(answer.codes[0]))
             if code in UNSTORED and code is not Result.already_committed:
-                raise TsunagiError(f"chain {self.chain_id} did not store the record "
-                                   f"({code.name}): nothing happened there; fix the cause and "
-                                   "try again")
+                raise RecordNotStored(self.chain_id, code)
             info = self.ledger.transaction(prepared.txid)
         return self._ref(info)
 
