@@ -30,6 +30,7 @@ from tsunagi.core.block import block_payloads, decode_block
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
+from tsunagi.errors import NodeError
 from tsunagi.ledger.ledger import Ledger
 
 CHAIN_A, CHAIN_B, CHAIN_C = 101, 102, 100
@@ -616,4 +617,24 @@ def test_a_journaled_record_whose_sequence_was_taken_meanwhile_is_prepared_anew(
     entry = world.node.resume()[TRANSFER]
     assert entry["state"] == "complete"
     assert world.a.balance(HANAKO) == 1000 - 5 - 110
+    world.assert_conserved()
+
+
+def test_a_target_chain_down_for_a_while_delays_the_payout_but_pays_once(world):
+    send = world.connector_b.send
+    outages = [3]
+
+    def down(prepared):
+        if outages[0]:
+            outages[0] -= 1
+            raise NodeError("chain B is not answering")
+        return send(prepared)
+    world.connector_b.send = down
+    for _ in range(3):
+        with pytest.raises(NodeError):
+            world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110) if world.node.state_of(TRANSFER) \
+                is None else world.node.drive(TRANSFER)
+        assert world.node.state_of(TRANSFER)["state"] == "payout"
+    assert world.node.drive(TRANSFER)["state"] == "complete"
+    assert payouts_to_shop(world) == 1 and world.b.balance(SHOP) == 1 + 150
     world.assert_conserved()
