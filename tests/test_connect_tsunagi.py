@@ -638,3 +638,12 @@ def test_a_target_chain_down_for_a_while_delays_the_payout_but_pays_once(world):
     assert world.node.drive(TRANSFER)["state"] == "complete"
     assert payouts_to_shop(world) == 1 and world.b.balance(SHOP) == 1 + 150
     world.assert_conserved()
+
+
+def test_a_chain_far_ahead_of_the_light_client_is_caught_up_in_bounded_calls(world):
+    records = []
+    for _ in range(cc.HEADERS_PER_CALL_MAX + 40):  # chain A runs ahead: one block each
+        records.append(world.connector_a.transfer(SETTLEMENT_A, AUTHORITY_A, 1))
+    entry = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
+    assert entry["state"] == "complete"
+    assert world.node.stored(f"tip:{CHAIN_A}")[0] == world.a.height - 1

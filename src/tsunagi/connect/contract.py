@@ -60,11 +60,13 @@ RECORD_BYTES = 128
 # contract may import only the contract API, so tsunagi.limits' u64_max is not at hand.)
 U64_END = 1 << 64
 U32_END = 1 << 32
-# Headers one call may add: each costs a hash and a state write; a few thousand stay far
-# inside a call's step budget and its 64 KiB of arguments (80 bytes a header).
-HEADERS_PER_CALL_MAX = 512
-# Blocks of the best chain a better branch may undo in one call: each costs a state write.
-REORG_DEPTH_MAX = 512
+# Headers one call may add: each costs a hash and a state write, about 175 steps (512 took
+# 89,676 of a call's 100,000 when measured), so 256 leave half the budget for the step itself
+# and a reorg; 256 headers are 20 KiB of a call's 64 KiB of arguments.
+HEADERS_PER_CALL_MAX = 256
+# Blocks of the best chain a better branch may undo in one call: each costs a state read and
+# a write (about 60 steps), so 256 stay within what a call of 256 headers leaves over.
+REORG_DEPTH_MAX = 256
 # Levels of a Merkle path: a block holds fewer than 2**32 records.
 PATH_LEVELS_MAX = 32
 # Blocks of confirmation a finality rule may ask for: 10,000 is about ten weeks of 10-minute
@@ -254,7 +256,8 @@ class ConnectionContract(Contract):
         one seen first, as Bitcoin does)."""
         chain = self.linked(chain_id)
         if not isinstance(headers, list) or len(headers) > HEADERS_PER_CALL_MAX:
-            raise Refuse(HEADER_MALFORMED, "headers are a list of at most 512")
+            raise Refuse(HEADER_MALFORMED, "headers are a list of at most " +
+                         str(HEADERS_PER_CALL_MAX))
         prefix = "hdr:" + str(chain_id) + ":"
         tip = self.state.get("tip:" + str(chain_id))
         work = 2 ** 256 // (target_of(chain["bits"]) + 1)

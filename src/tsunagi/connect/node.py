@@ -157,10 +157,19 @@ class ConnectionNode:
         tip = self.stored(f"tip:{connector.chain_id}")[0]
         return connector.headers_between(tip + 1, tip + 1 + contract.HEADERS_PER_CALL_MAX)
 
+    def _caught_up(self, connector: TsunagiConnector) -> list[bytes]:
+        """The last run of headers the contract lacks: the runs before it go in calls of
+        their own, as many as a call may carry."""
+        headers = self._headers(connector)
+        while len(headers) == contract.HEADERS_PER_CALL_MAX:
+            self._step("headers", [connector.chain_id, headers])
+            headers = self._headers(connector)
+        return headers
+
     def _prove(self, method: str, transfer_id: bytes, connector: TsunagiConnector,
                ref: TxRef) -> CallResult:
         proof = connector.find(ref.txid)
-        return self._step(method, [transfer_id, proof.to_contract(), self._headers(connector)])
+        return self._step(method, [transfer_id, proof.to_contract(), self._caught_up(connector)])
 
     def _escrow(self, transfer_id: bytes, entry: dict) -> None:
         rule = entry["rule"]
@@ -223,7 +232,7 @@ class ConnectionNode:
         if code is not Result.hold_expired:
             raise TsunagiError(f"chain {source.chain_id} refused the escrow's release "
                                f"({code.name}) of transfer {transfer_id.hex()}")
-        self._step("expired", [transfer_id, self._headers(source)])
+        self._step("expired", [transfer_id, self._caught_up(source)])
 
     # ------------------------------------------------------------------------ transfers
 
