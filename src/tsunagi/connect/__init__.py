@@ -11,8 +11,8 @@ a proof-of-work light client kept in its state, transfer rules, one state machin
 with its proven trail), ``codes`` (its refusal codes as an IntEnum), ``tsunagi_chain`` (the
 connector of a tsunagi chain over a Ledger, its step proof and ``check_step``), ``journal``
 (the node's fsynced step journal) and ``node`` (the ConnectionNode that drives transfers).
-The Ethereum leg, a chain of another architecture (``pip install 'tsunagi[ethereum]'``): ``ethereum`` (an in-process
-eth-tester chain, its Vyper token and escrow, the connector), ``eth_proof`` (the step proof of
+The Ethereum leg, a chain of another architecture (``pip install 'tsunagi[ethereum]'``):
+``ethereum`` (an in-process eth-tester chain, its Vyper token and escrow, the connector), ``eth_proof`` (the step proof of
 an Ethereum transaction and its checker, ``check_step``), ``eth_keystore`` (the connection
 node's Ethereum key, encrypted on disk), ``eth_contracts`` (compiling the Vyper sources, with a
 cache keyed by their hash).
