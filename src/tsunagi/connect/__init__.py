@@ -13,7 +13,7 @@ connector of a tsunagi chain over a Ledger, its step proof and ``check_step``), 
 (the node's fsynced step journal) and ``node`` (the ConnectionNode that drives transfers).
 The Ethereum leg, a chain of another architecture (``pip install 'tsunagi[ethereum]'``):
 ``ethereum`` (an in-process eth-tester chain, its Vyper token and escrow, the connector),
-``eth_proof`` (the step proof of an Ethereum transaction and its checker, ``check_step``), ``eth_keystore`` (the connection
-node's Ethereum key, encrypted on disk), ``eth_contracts`` (compiling the Vyper sources, with a
-cache keyed by their hash).
+``eth_proof`` (the step proof of an Ethereum transaction and its checker, ``check_step``),
+``eth_keystore`` (the connection node's Ethereum key, encrypted on disk), ``eth_contracts``
+(compiling the Vyper sources, with a cache keyed by their hash).
 """
