@@ -222,6 +222,11 @@ NOT_LIMITS = {
     ("privacy/vault_contract.py", "HOLDERS_MAX"): "Shamir over GF(256), as "
                                                   "privacy/limits.document_holders_max",
     ("privacy/vault_contract.py", "EXPIRY_MAX_S"): "the vault contract's own rule (24 h)",
+    ("connect/contract.py", "HEADERS_PER_CALL_MAX"): "the connection contract's own rule; a "
+                                                      "contract imports only the contract API",
+    ("connect/contract.py", "REORG_DEPTH_MAX"): "the connection contract's own rule, as above",
+    ("connect/contract.py", "PATH_LEVELS_MAX"): "the connection contract's own rule, as above",
+    ("connect/contract.py", "CONFIRMATIONS_MAX"): "the connection contract's own rule, as above",
     ("core/address.py", "_LENGTH_MAX"): "BIP173's string length, part of the address format",
     ("core/block.py", "BLOCK_BYTES_MIN"): "the block format's smallest size, beside the format",
     ("core/block.py", "_THREAD_RECORDS_MIN"): "when a second hashing thread pays: tuning",

@@ -42,3 +42,18 @@ eth_call_gas = 300_000
 # Headers one follow() call returns: 1024 Prague headers are about 630 KB; a light client
 # that is further behind calls again from where the last answer ended.
 follow_headers_max = 1024
+
+# --- the connection node's journal (tsunagi.connect.journal) --------------------------------------
+
+# One journal entry: an intent carries one signed 128-byte record (hex, with its 64-byte
+# signature) and a few ids, well under 1 KiB; 16 KiB leaves room and refuses a runaway entry.
+journal_entry_bytes_max = 16 * 1024
+# The whole journal, read at start: about a dozen entries a transfer of a few hundred bytes
+# each, so 1 GiB holds some hundred thousand transfers; a bigger file is not a journal.
+journal_bytes_max = 1 << 30
+
+# --- the connection node (tsunagi.connect.node) ---------------------------------------------------
+
+# Rounds one drive() call runs for a transfer: a success takes six calls and three records, a
+# refund fewer; a transfer still open after this many waits for blocks of a linked chain.
+drive_rounds_max = 16

@@ -1,0 +1,45 @@
+"""The refusal codes of the connection contract as an IntEnum: what a refused step means.
+
+The contract itself (:mod:`tsunagi.connect.contract`) may import only the contract API, so it
+keeps these as plain ints; a test checks that both lists agree. 0 is never a refusal; values
+are never reused.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["ConnectCode"]
+
+
+class ConnectCode(IntEnum):
+    not_operator = 1  # only an operator account may add operators, chains and rules
+    already_set_up = 2  # setup runs once
+    chain_exists = 3  # a linked chain with that id is there already
+    chain_kind_unknown = 4  # a kind of chain this contract has no light client for
+    chain_unknown = 5  # no linked chain with that id
+    rule_exists = 6  # a rule with that id is there already
+    rule_invalid = 7  # a rule field out of range, or an escrow expiry not above the payout window
+    rule_chain_missing = 8  # the rule names a source or target chain that is not linked
+    rule_unknown = 9  # no rule with that id
+    amount_invalid = 10  # an amount not above the fee, or an account not a u64
+    amount_overflow = 11  # the payout after the rate passes a u64
+    transfer_exists = 12  # a transfer with that id was requested before (a replayed request)
+    transfer_unknown = 13  # no transfer with that id
+    wrong_state = 14  # the step does not follow from the transfer's state (replayed or early)
+    header_malformed = 15  # a header that is not 80 bytes
+    header_unlinked = 16  # a header whose previous hash is not the newest known header's
+    header_bits = 17  # a header whose bits are not the linked chain's
+    header_work = 18  # a header whose hash does not meet its bits
+    reorg_too_deep = 19  # a branch that would undo more of the best chain than a reorg may
+    block_unknown = 20  # the step's header is not the best chain's header at its height
+    not_final = 21  # the step's block is not yet as deep as the chain's finality rule asks
+    proof_malformed = 22  # a proof with a field missing or of the wrong type or size
+    not_in_block = 23  # the record's Merkle path does not lead to the header's root
+    code_unproven = 24  # the block's codes do not lead to the header's root as its last leaf
+    record_mismatch = 25  # a proven record, but not the one this step needs
+    tx_failed = 26  # the record is in the block with a code other than ok
+    tx_used = 27  # this transaction proved a step already
+    payout_final = 28  # the payout is final: only forward completion is allowed
+    payout_late = 29  # the payout's block is past the rule's payout window
+    not_expired = 30  # the escrow's expiry is not yet behind the chain's final header

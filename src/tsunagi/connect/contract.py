@@ -1,0 +1,540 @@
+"""The connection contract: linked chains with a light client of each, transfer rules, and one
+state machine per cross-chain transfer whose every step is proven, not reported.
+
+Installed on the connection chain like any contract (``tsunagi.connect.contract:
+ConnectionContract`` and the SHA-256 of this file in the chain config), so it passes the same
+source check: it imports only the contract API and hashlib, and reads bytes by slicing. The
+light client of a linked proof-of-work tsunagi chain lives here too, run from the contract's
+own state, so every node of the connection chain reaches the same verdict on every step.
+
+A step of a transfer is recorded only with the linked chain's headers (each must link to the
+newest known one and meet the chain's bits) and the Merkle proofs of the step's record and of
+its block's codes, and only when the record is exactly the one the step needs (kind, accounts,
+amount, hold sequence, transfer tag) with code ok and its block final. Anything else is refused
+with one of the codes below and changes nothing. The codes are mirrored, with their comments,
+by :class:`tsunagi.connect.codes.ConnectCode`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from tsunagi.contracts import Contract, Refuse, method
+
+# Refusal codes (Refuse(code, message)); 0 is never a refusal. Values are never reused.
+NOT_OPERATOR = 1  # only an operator account may add operators, chains and rules
+ALREADY_SET_UP = 2  # setup runs once
+CHAIN_EXISTS = 3  # a linked chain with that id is there already
+CHAIN_KIND_UNKNOWN = 4  # a kind of chain this contract has no light client for
+CHAIN_UNKNOWN = 5  # no linked chain with that id
+RULE_EXISTS = 6  # a rule with that id is there already
+RULE_INVALID = 7  # a rule field out of range, or an escrow expiry not above the payout window
+RULE_CHAIN_MISSING = 8  # the rule names a source or target chain that is not linked
+RULE_UNKNOWN = 9  # no rule with that id
+AMOUNT_INVALID = 10  # an amount not above the fee, or an account not a u64
+AMOUNT_OVERFLOW = 11  # the payout after the rate passes a u64
+TRANSFER_EXISTS = 12  # a transfer with that id was requested before (a replayed request)
+TRANSFER_UNKNOWN = 13  # no transfer with that id
+WRONG_STATE = 14  # the step does not follow from the transfer's state (replayed or early)
+HEADER_MALFORMED = 15  # a header that is not 80 bytes
+HEADER_UNLINKED = 16  # a header whose previous hash is not the newest known header's
+HEADER_BITS = 17  # a header whose bits are not the linked chain's
+HEADER_WORK = 18  # a header whose hash does not meet its bits
+REORG_TOO_DEEP = 19  # a branch that would undo more of the best chain than a reorg may
+BLOCK_UNKNOWN = 20  # the step's header is not the best chain's header at its height
+NOT_FINAL = 21  # the step's block is not yet as deep as the chain's finality rule asks
+PROOF_MALFORMED = 22  # a proof with a field missing or of the wrong type or size
+NOT_IN_BLOCK = 23  # the record's Merkle path does not lead to the header's root
+CODE_UNPROVEN = 24  # the block's codes do not lead to the header's root as its last leaf
+RECORD_MISMATCH = 25  # a proven record, but not the one this step needs
+TX_FAILED = 26  # the record is in the block with a code other than ok
+TX_USED = 27  # this transaction proved a step already
+PAYOUT_FINAL = 28  # the payout is final: only forward completion is allowed
+PAYOUT_LATE = 29  # the payout's block is past the rule's payout window
+NOT_EXPIRED = 30  # the escrow's expiry is not yet behind the chain's final header
+
+KIND_TSUNAGI_POW = "tsunagi-pow"
+HEADER_BYTES = 80
+RECORD_BYTES = 128
+# Record fields are u64 and header fields u32: a value fits when it is below these. (The
+# contract may import only the contract API, so tsunagi.limits' u64_max is not at hand.)
+U64_END = 1 << 64
+U32_END = 1 << 32
+# Headers one call may add: each costs a hash and a state write, about 175 steps (512 took
+# 89,676 of a call's 100,000 when measured), so 256 leave half the budget for the step itself
+# and a reorg; 256 headers are 20 KiB of a call's 64 KiB of arguments.
+HEADERS_PER_CALL_MAX = 256
+# Blocks of the best chain a better branch may undo in one call: each costs a state read and
+# a write (about 60 steps), so 256 stay within what a call of 256 headers leaves over.
+REORG_DEPTH_MAX = 256
+# Levels of a Merkle path: a block holds fewer than 2**32 records.
+PATH_LEVELS_MAX = 32
+# Blocks of confirmation a finality rule may ask for: 10,000 is about ten weeks of 10-minute
+# blocks, far past any rule; the bound keeps a rule from asking for a depth no chain reaches.
+CONFIRMATIONS_MAX = 10000
+# The kinds of records this contract checks (tsunagi.core.records.Kind).
+KIND_TRANSFER, KIND_HOLD, KIND_POST, KIND_VOID = 2, 5, 6, 7
+
+STATES_OPEN = ["request", "escrow", "payout", "settle", "refund"]
+
+
+def sha256d(data: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+
+
+def u64(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 8], "little")
+
+
+def u32(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 4], "little")
+
+
+def target_of(bits: int) -> int:
+    """The proof-of-work target of compact ``bits`` (Bitcoin's SetCompact)."""
+    exponent, mantissa = bits >> 24, bits & 0x007FFFFF
+    if exponent <= 3:
+        return mantissa >> (8 * (3 - exponent))
+    return mantissa << (8 * (exponent - 3))
+
+
+def transfer_tag(transfer_id: bytes) -> int:
+    """The u64 a transfer's records carry in user_data, so a proof names its transfer."""
+    return int.from_bytes(hashlib.sha256(transfer_id).digest()[:8], "little")
+
+
+def parse_record(record: bytes) -> dict:
+    """The fields of a 128-byte record (docs/FORMAT.md) this contract checks."""
+    return {"kind": record[0], "chain_id": u32(record, 4), "sequence": u64(record, 8),
+            "debit": u64(record, 16), "credit": u64(record, 24), "amount": u64(record, 32),
+            "aux": u64(record, 40), "aux2": u64(record, 80), "user_data": u64(record, 120)}
+
+
+def walk_path(leaf: bytes, path: list, index: int, leaves: int, root: bytes) -> bool:
+    """True when ``leaf`` at ``index`` of a tree of ``leaves`` leaves hashes up ``path`` to
+    ``root``, and the path has the shape of that tree: its length, a lone last node paired
+    with itself and no other node with its copy. The shape pins the leaf count, so the body
+    leaf proven at index ``leaves - 1`` is the real last leaf (CVE-2012-2459)."""
+    if not 0 <= index < leaves or len(path) > PATH_LEVELS_MAX:
+        return False
+    node, size = leaf, leaves
+    for sibling in path:
+        if size == 1 or not isinstance(sibling, bytes) or len(sibling) != 32:
+            return False
+        lone = index % 2 == 0 and index == size - 1
+        if lone != (sibling == node):
+            return False
+        node = sha256d(sibling + node) if index % 2 else sha256d(node + sibling)
+        index, size = index // 2, (size + 1) // 2
+    return size == 1 and node == root
+
+
+def check_header(header: bytes, bits: int) -> int:
+    """0 when the 80-byte ``header`` has the chain's ``bits`` and meets them; else the code."""
+    if u32(header, 72) != bits:
+        return HEADER_BITS
+    if int.from_bytes(sha256d(header), "little") > target_of(bits):
+        return HEADER_WORK
+    return 0
+
+
+def proof_fields(proof) -> dict:
+    """The proof's fields, each of its type; Refuse(PROOF_MALFORMED) otherwise."""
+    kinds = {"height": int, "header": bytes, "record": bytes, "position": int, "path": list,
+             "body": bytes, "body_path": list, "record_count": int}
+    if not isinstance(proof, dict):
+        raise Refuse(PROOF_MALFORMED, "a step proof is a dict")
+    for key in kinds:
+        if not isinstance(proof.get(key), kinds[key]) or isinstance(proof.get(key), bool):
+            raise Refuse(PROOF_MALFORMED, "a step proof needs " + key)
+    if len(proof["header"]) != HEADER_BYTES or len(proof["record"]) != RECORD_BYTES:
+        raise Refuse(PROOF_MALFORMED, "a header is 80 bytes and a record 128")
+    if proof["record_count"] < 1 or len(proof["body"]) < proof["record_count"]:
+        raise Refuse(PROOF_MALFORMED, "the body starts with one code per record")
+    if len(proof["body"]) == 64:
+        # 64 bytes would hash like an inner node of the tree; no real block body is 64 bytes
+        # long (a block after genesis carries a signature or a batch besides its codes).
+        raise Refuse(PROOF_MALFORMED, "a block body is not 64 bytes")
+    return proof
+
+
+def check_inclusion(proof: dict) -> dict:
+    """The proven record's fields and code; Refuse when a path does not lead to the root."""
+    header, record, count = proof["header"], proof["record"], proof["record_count"]
+    root = header[36:68]
+    txid = sha256d(record)
+    if not walk_path(txid, proof["path"], proof["position"], count + 1, root):
+        raise Refuse(NOT_IN_BLOCK, "the record's Merkle path does not lead to the root")
+    if not walk_path(sha256d(proof["body"]), proof["body_path"], count, count + 1, root):
+        raise Refuse(CODE_UNPROVEN, "the block's codes do not lead to the root")
+    fields = parse_record(record)
+    fields["txid"] = txid
+    fields["code"] = proof["body"][proof["position"]]
+    return fields
+
+
+class ConnectionContract(Contract):
+    """Linked chains, rules and transfers; see the module's docstring for the codes."""
+
+    name = "connection"
+
+    # ------------------------------------------------------------------ operators and setup
+
+    def operator(self) -> None:
+        if self.context.caller_account not in self.state.get("operators", []):
+            raise Refuse(NOT_OPERATOR, "only an operator may do this")
+
+    @method
+    def setup(self, chain_id: int, operators: list) -> None:
+        """Names this connection chain's id and its operator accounts; once."""
+        if self.state.has("operators"):
+            raise Refuse(ALREADY_SET_UP, "setup runs once: add operators instead")
+        accounts = [account_of(account) for account in operators]
+        self.state.set("operators", accounts)
+        self.state.set("self", account_of(chain_id))
+
+    @method
+    def add_operator(self, account: int) -> None:
+        self.operator()
+        accounts = self.state.get("operators", [])
+        if account_of(account) not in accounts:
+            self.state.set("operators", accounts + [account])
+
+    @method
+    def add_chain(self, chain_id: int, kind: str, genesis_hash: bytes, bits: int,
+                  confirmations: int) -> None:
+        """Links a chain: a proof-of-work tsunagi chain by its genesis hash and bits, final
+        ``confirmations`` blocks deep."""
+        self.operator()
+        key = "chain:" + str(account_of(chain_id))
+        if self.state.has(key):
+            raise Refuse(CHAIN_EXISTS, "that chain is linked already")
+        if kind != KIND_TSUNAGI_POW:
+            raise Refuse(CHAIN_KIND_UNKNOWN, "kinds known: " + KIND_TSUNAGI_POW)
+        if not isinstance(genesis_hash, bytes) or len(genesis_hash) != 32 or \
+                not isinstance(bits, int) or not 0 < bits < U32_END or \
+                not isinstance(confirmations, int) or not 0 <= confirmations <= CONFIRMATIONS_MAX:
+            raise Refuse(RULE_INVALID, "a chain needs a 32-byte genesis hash, u32 bits and "
+                         "0..10000 confirmations")
+        self.state.set(key, {"kind": kind, "genesis": genesis_hash, "bits": bits,
+                             "confirmations": confirmations})
+        self.state.set("tip:" + str(chain_id), [0, genesis_hash, 0])
+        self.state.set("hdr:" + str(chain_id) + ":" + genesis_hash.hex(),
+                       [0, 0, 0, bytes(32)])
+        self.state.set("best:" + str(chain_id) + ":0", [genesis_hash, 0])
+
+    @method
+    def add_rule(self, rule: dict) -> None:
+        """A transfer rule (see check_rule); only operators."""
+        self.operator()
+        checked = check_rule(rule)
+        key = "rule:" + str(checked["rule_id"])
+        if self.state.has(key):
+            raise Refuse(RULE_EXISTS, "a rule with that id exists")
+        for chain in [checked["source"], checked["target"]]:
+            if not self.state.has("chain:" + str(chain)):
+                raise Refuse(RULE_CHAIN_MISSING, "the rule names chain " + str(chain) +
+                             ", which is not linked")
+        self.state.set(key, checked)
+
+    # ------------------------------------------------------------------------ light client
+
+    @method
+    def headers(self, chain_id: int, headers: list) -> int:
+        """Adds headers of a linked chain; returns its newest known height."""
+        return self.extend(chain_id, headers)[0]
+
+    def linked(self, chain_id) -> dict:
+        chain = self.state.get("chain:" + str(chain_id))
+        if chain is None:
+            raise Refuse(CHAIN_UNKNOWN, "no linked chain " + str(chain_id))
+        return chain
+
+    def extend(self, chain_id: int, headers: list) -> list:
+        """The chain's best tip after ``headers``: each must link to a known header and meet
+        the chain's bits; the branch with the most work is the best chain (ties keep the
+        one seen first, as Bitcoin does)."""
+        chain = self.linked(chain_id)
+        if not isinstance(headers, list) or len(headers) > HEADERS_PER_CALL_MAX:
+            raise Refuse(HEADER_MALFORMED, "headers are a list of at most " +
+                         str(HEADERS_PER_CALL_MAX))
+        prefix = "hdr:" + str(chain_id) + ":"
+        tip = self.state.get("tip:" + str(chain_id))
+        work = 2 ** 256 // (target_of(chain["bits"]) + 1)
+        for header in headers:
+            if not isinstance(header, bytes) or len(header) != HEADER_BYTES:
+                raise Refuse(HEADER_MALFORMED, "a header is 80 bytes")
+            digest = sha256d(header)
+            if self.state.has(prefix + digest.hex()):
+                continue
+            parent = self.state.get(prefix + header[4:36].hex())
+            if parent is None:
+                raise Refuse(HEADER_UNLINKED, "a header that links to no known header")
+            code = check_header(header, chain["bits"])
+            if code:
+                raise Refuse(code, "header " + str(parent[0] + 1) + " of chain " +
+                             str(chain_id) + " is refused")
+            known = [parent[0] + 1, parent[1] + work, u32(header, 68), header[4:36]]
+            self.state.set(prefix + digest.hex(), known)
+            if known[1] > tip[2]:
+                self.make_best(chain_id, digest, known)
+                tip = [known[0], digest, known[1]]
+        self.state.set("tip:" + str(chain_id), tip)
+        return tip
+
+    def make_best(self, chain_id: int, digest: bytes, known: list) -> None:
+        """Makes the branch ending at ``digest`` the best chain, back to where it joins it."""
+        prefix = "hdr:" + str(chain_id) + ":"
+        tip = self.state.get("tip:" + str(chain_id))
+        for height in range(tip[0], known[0], -1):  # a longer old branch loses its top
+            self.state.delete("best:" + str(chain_id) + ":" + str(height))
+        for depth in range(REORG_DEPTH_MAX):
+            best = self.state.get("best:" + str(chain_id) + ":" + str(known[0]))
+            if best is not None and best[0] == digest:
+                return
+            self.state.set("best:" + str(chain_id) + ":" + str(known[0]), [digest, known[2]])
+            digest = known[3]
+            known = self.state.get(prefix + digest.hex())
+        raise Refuse(REORG_TOO_DEEP, "a branch that undoes more than " +
+                     str(REORG_DEPTH_MAX) + " blocks")
+
+    def proven(self, chain_id: int, proof, headers: list) -> dict:
+        """The record a step proof proves, in a final block of ``chain_id``, with where."""
+        chain = self.linked(chain_id)
+        fields = check_inclusion(proof_fields(proof))
+        tip = self.extend(chain_id, headers)
+        height = proof["height"]
+        known = self.state.get("best:" + str(chain_id) + ":" + str(height))
+        if known is None or known[0] != sha256d(proof["header"]):
+            raise Refuse(BLOCK_UNKNOWN, "the step's header is not the best chain's at its "
+                         "height")
+        final_height = height + chain["confirmations"]
+        if tip[0] < final_height:
+            raise Refuse(NOT_FINAL, "the step's block needs " + str(chain["confirmations"]) +
+                         " blocks on top")
+        if fields["code"] != 0:
+            raise Refuse(TX_FAILED, "the record was refused there, code " + str(fields["code"]))
+        used = "used:" + str(chain_id) + ":" + fields["txid"].hex()
+        if self.state.has(used):
+            raise Refuse(TX_USED, "this transaction proved a step already")
+        self.state.set(used, 1)
+        final = self.state.get("best:" + str(chain_id) + ":" + str(final_height))
+        fields["where"] = [chain_id, fields["txid"], height, known[0], known[1]]
+        fields["final"] = [chain_id, fields["txid"], final_height, final[0], final[1]]
+        return fields
+
+    # --------------------------------------------------------------------------- transfers
+
+    def transfer(self, transfer_id) -> dict:
+        if not isinstance(transfer_id, bytes) or not 0 < len(transfer_id) <= 32:
+            raise Refuse(TRANSFER_UNKNOWN, "a transfer id is 1 to 32 bytes")
+        entry = self.state.get("xfer:" + transfer_id.hex())
+        if entry is None:
+            raise Refuse(TRANSFER_UNKNOWN, "no such transfer")
+        return entry
+
+    def expect(self, entry: dict, states: list) -> None:
+        if entry["state"] not in states:
+            raise Refuse(WRONG_STATE, "the transfer is in state " + entry["state"])
+
+    def here(self) -> list:
+        """Where this call is on the connection chain: its block's hash is not known while
+        the block is being made, so it is left empty (the height and txid name the call)."""
+        return [self.state.get("self"), self.context.txid, self.context.height, b"",
+                self.context.block_time_s]
+
+    def save(self, transfer_id: bytes, entry: dict, state: str, steps: list) -> None:
+        for name, where in steps:
+            entry["trail"].append({"n": len(entry["trail"]) + 1, "step": name,
+                                   "chain": where[0], "txid": where[1], "height": where[2],
+                                   "block_hash": where[3], "time_s": where[4]})
+        entry["state"] = state
+        self.state.set("xfer:" + transfer_id.hex(), entry)
+        self.emit("step", transfer_id=transfer_id, state=state)
+
+    @method
+    def request(self, transfer_id: bytes, rule_id: int, payer: int, payee: int,
+                amount: int) -> int:
+        """Step 1: a payment of ``amount`` (source units) from ``payer`` on the source chain
+        to ``payee`` on the target chain; returns the payout in target units."""
+        if not isinstance(transfer_id, bytes) or not 0 < len(transfer_id) <= 32:
+            raise Refuse(AMOUNT_INVALID, "a transfer id is 1 to 32 bytes")
+        if self.state.has("xfer:" + transfer_id.hex()):
+            raise Refuse(TRANSFER_EXISTS, "that transfer was requested before")
+        rule = self.state.get("rule:" + str(account_of(rule_id)))
+        if rule is None:
+            raise Refuse(RULE_UNKNOWN, "no rule " + str(rule_id))
+        for value in [payer, payee, amount]:
+            account_of(value)
+        if amount <= rule["fee"]:
+            raise Refuse(AMOUNT_INVALID, "the amount does not exceed the fee")
+        payout = (amount - rule["fee"]) * rule["rate_numerator"] // rule["rate_denominator"]
+        if payout >= U64_END:
+            raise Refuse(AMOUNT_OVERFLOW, "the payout after the rate passes a u64")
+        if payout == 0:
+            raise Refuse(AMOUNT_INVALID, "the payout after the rate and fee is zero")
+        entry = {"rule": rule, "payer": payer, "payee": payee, "amount": amount,
+                 "payout": payout, "tag": transfer_tag(transfer_id), "state": "request",
+                 "requested_s": self.context.block_time_s, "hold": [], "trail": []}
+        self.save(transfer_id, entry, "request", [["request", self.here()]])
+        return payout
+
+    @method
+    def escrowed(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 2-4: the payer's hold into escrow, final on the source chain; rate applied."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["request"])
+        rule = entry["rule"]
+        fields = self.proven(rule["source"], proof, headers)
+        expected = {"kind": KIND_HOLD, "chain_id": rule["source"], "debit": entry["payer"],
+                    "credit": rule["settlement"], "amount": entry["amount"],
+                    "aux2": rule["escrow_authority"], "user_data": entry["tag"]}
+        matches(fields, expected)
+        if fields["aux"] < entry["requested_s"] + rule["escrow_expiry_s"]:
+            raise Refuse(RECORD_MISMATCH, "the hold expires before the rule's escrow expiry")
+        entry["hold"] = [fields["debit"], fields["sequence"], fields["aux"]]
+        entry["escrowed_s"] = fields["where"][4]
+        self.save(transfer_id, entry, "escrow", [["escrow", fields["where"]],
+                                                 ["escrow_final", fields["final"]],
+                                                 ["rate", self.here()]])
+
+    @method
+    def confirm(self, transfer_id: bytes, accepted: bool) -> None:
+        """Step 5: the payee's answer, relayed by an operator (the node that asked it); yes
+        orders the payout, no the refund. Proven steps need no operator: their proofs speak."""
+        self.operator()
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["escrow"])
+        state = "payout" if accepted is True else "refund"
+        self.save(transfer_id, entry, state,
+                  [["confirm" if accepted is True else "declined", self.here()]])
+
+    @method
+    def paid(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 7-8: the pool's payment to the payee, final on the target chain. From here
+        the transfer only goes forward."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["payout"])
+        rule = entry["rule"]
+        fields = self.proven(rule["target"], proof, headers)
+        matches(fields, {"kind": KIND_TRANSFER, "chain_id": rule["target"],
+                         "debit": rule["pool"], "credit": entry["payee"],
+                         "amount": entry["payout"], "user_data": entry["tag"]})
+        if fields["where"][4] > entry["escrowed_s"] + rule["payout_window_s"]:
+            raise Refuse(PAYOUT_LATE, "the payout's block is past the payout window")
+        self.save(transfer_id, entry, "settle", [["payout", fields["where"]],
+                                                 ["payout_final", fields["final"]],
+                                                 ["payout_seen", self.here()]])
+
+    @method
+    def settled(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 9-11: the escrow posted to the settlement account, final on the source."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["settle"])
+        if entry.get("settled"):
+            raise Refuse(WRONG_STATE, "the escrow is settled already")
+        rule = entry["rule"]
+        fields = self.proven(rule["source"], proof, headers)
+        matches(fields, {"kind": KIND_POST, "chain_id": rule["source"],
+                         "debit": rule["escrow_authority"], "credit": entry["payer"],
+                         "aux": entry["hold"][1], "amount": entry["amount"],
+                         "user_data": entry["tag"]})
+        entry["settled"] = True
+        self.save(transfer_id, entry, "settle", [["settle", fields["where"]],
+                                                 ["settle_final", fields["final"]],
+                                                 ["settle_seen", self.here()]])
+
+    @method
+    def complete(self, transfer_id: bytes) -> None:
+        """Step 12: paid out and settled, both final: the transfer is complete."""
+        self.operator()
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["settle"])
+        if not entry.get("settled"):
+            raise Refuse(WRONG_STATE, "the escrow is not settled yet")
+        self.save(transfer_id, entry, "complete", [["complete", self.here()]])
+
+    @method
+    def abort(self, transfer_id: bytes) -> None:
+        """Before the payout is final, an abort orders the refund (or ends a transfer
+        whose escrow never came); only an operator may abort."""
+        self.operator()
+        entry = self.transfer(transfer_id)
+        if entry["state"] in ["settle", "complete"]:
+            raise Refuse(PAYOUT_FINAL, "the payout is final: only completion is allowed")
+        self.expect(entry, ["request", "escrow", "payout"])
+        state = "refund" if entry["hold"] else "refunded"
+        self.save(transfer_id, entry, state, [["abort", self.here()]])
+
+    @method
+    def refunded(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """The escrow voided back to the payer, final on the source chain."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["refund"])
+        rule = entry["rule"]
+        fields = self.proven(rule["source"], proof, headers)
+        matches(fields, {"kind": KIND_VOID, "chain_id": rule["source"],
+                         "debit": rule["escrow_authority"], "credit": entry["payer"],
+                         "aux": entry["hold"][1], "user_data": entry["tag"]})
+        self.save(transfer_id, entry, "refunded", [["refund", fields["where"]],
+                                                   ["refund_final", fields["final"]],
+                                                   ["refund_seen", self.here()]])
+
+    @method
+    def expired(self, transfer_id: bytes, headers: list) -> None:
+        """The escrow's hold expired back to the payer by itself: a final header of the source
+        chain with a time at its expiry proves it (the ledger returns it at that time)."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["escrow", "payout", "refund", "settle"])
+        if entry.get("settled"):
+            raise Refuse(WRONG_STATE, "the escrow is settled already")
+        rule = entry["rule"]
+        chain = self.linked(rule["source"])
+        tip = self.extend(rule["source"], headers)
+        final = tip[0] - chain["confirmations"]
+        known = self.state.get("best:" + str(rule["source"]) + ":" + str(max(0, final)))
+        if final < 0 or known[1] < entry["hold"][2]:
+            raise Refuse(NOT_EXPIRED, "no final header is at the escrow's expiry yet")
+        self.save(transfer_id, entry, "expired",
+                  [["expired", [rule["source"], b"", final, known[0], known[1]]]])
+
+    @method
+    def trail(self, transfer_id: bytes) -> dict:
+        """The transfer: its state, amounts and every step recorded."""
+        return self.transfer(transfer_id)
+
+
+def account_of(value) -> int:
+    """``value`` when it is a u64 (an account, a chain id, an amount); Refuse otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < U64_END:
+        raise Refuse(AMOUNT_INVALID, "accounts, ids and amounts are u64 integers")
+    return value
+
+
+def matches(fields: dict, expected: dict) -> None:
+    for key in expected:
+        if fields[key] != expected[key]:
+            raise Refuse(RECORD_MISMATCH, "the proven record's " + key + " is not the step's")
+
+
+def check_rule(rule) -> dict:
+    """A rule's fields checked: rule_id, source, target, rate_numerator, rate_denominator,
+    fee (source units), settlement (source account), pool (target account),
+    escrow_authority (source account), escrow_expiry_s above payout_window_s."""
+    names = ["rule_id", "source", "target", "rate_numerator", "rate_denominator", "fee",
+             "settlement", "pool", "escrow_authority", "escrow_expiry_s", "payout_window_s"]
+    if not isinstance(rule, dict):
+        raise Refuse(RULE_INVALID, "a rule is a dict")
+    checked = {}
+    for name in names:
+        value = rule.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < U64_END:
+            raise Refuse(RULE_INVALID, "a rule's " + name + " is a u64")
+        checked[name] = value
+    if checked["rate_numerator"] == 0 or checked["rate_denominator"] == 0:
+        raise Refuse(RULE_INVALID, "a rate is a ratio of two positive integers")
+    if checked["source"] == checked["target"]:
+        raise Refuse(RULE_INVALID, "a rule links two different chains")
+    if checked["escrow_expiry_s"] <= checked["payout_window_s"]:
+        raise Refuse(RULE_INVALID, "the escrow expiry must exceed the payout window")
+    return checked

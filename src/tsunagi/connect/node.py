@@ -1,0 +1,294 @@
+"""The connection node: it drives each cross-chain transfer through the connection contract.
+
+For every step it reads the transfer's state from the connection chain, performs the one
+external operation that state asks for through the linked chain's connector (hold into
+escrow, pay out from the pool, post or void the escrow), and submits the proven step to the
+connection contract. Every external operation is journaled (:mod:`tsunagi.connect.journal`):
+the intent, with the signed record, is durable before the record is sent, and the outcome after
+it. Restarted, the node takes each transfer from the state the connection chain holds and
+reuses a journaled record instead of signing a new one, so nothing happens twice.
+
+In process for this slice: the connection chain is a Ledger with its ChainContracts, the
+linked chains are reached through :class:`~tsunagi.connect.tsunagi_chain.TsunagiConnector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from tsunagi.connect import contract, limits
+from tsunagi.connect.codes import ConnectCode
+from tsunagi.connect.connector import TxRef, TxStatus
+from tsunagi.connect.journal import Journal
+from tsunagi.connect.tsunagi_chain import Prepared, RecordNotStored, TsunagiConnector
+from tsunagi.contracts import encoding
+from tsunagi.contracts.chain import ChainContracts, call_record
+from tsunagi.contracts.runtime import CallCode, CallResult
+from tsunagi.core.codes import Result
+from tsunagi.core.keys import PrivateKey
+from tsunagi.errors import TsunagiError
+
+__all__ = ["ConnectionNode", "StepRefused"]
+
+FINAL_STATES = ("complete", "refunded", "expired")
+_PREFIX = contract.ConnectionContract.name.encode() + b"\x00"
+
+
+class StepRefused(TsunagiError):
+    """The connection contract refused a step the node built from a linked chain: that chain
+    or its connector does not tell the truth, or the node is wrong. ``code`` says which check."""
+
+    def __init__(self, method: str, code: ConnectCode | int, detail: str) -> None:
+        self.method, self.code = method, code
+        super().__init__(f"the connection contract refused {method} ({code!r}): {detail}")
+
+
+class ConnectionNode:
+    """Drives transfers on the connection chain ``ledger`` (running ``contracts``) as
+    ``operator_account``; ``connectors`` by linked chain id; ``confirm(transfer_id, entry)``
+    is the payee's hook (True: fulfil the order); ``now_s`` fixes block times (tests)."""
+
+    def __init__(self, ledger, contracts: ChainContracts, *, operator_account: int,
+                 operator_key: PrivateKey, connectors: Mapping[int, TsunagiConnector],
+                 journal: Journal, confirm: Callable[[bytes, dict], bool],
+                 contract_number: int = 1, now_s: Callable[[], int] | None = None) -> None:
+        self.ledger, self.contracts = ledger, contracts
+        self.operator_account, self.operator_key = operator_account, operator_key
+        self.connectors = dict(connectors)
+        self.journal, self.confirm_hook = journal, confirm
+        self.contract_number, self.now_s = contract_number, now_s
+        self._intents: dict[tuple[str, str], dict] = {}
+        self._outcomes: set[tuple[str, str]] = set()
+        for entry in journal.entries:
+            key = (entry["transfer"], entry["op"])
+            if entry.get("phase") == "intent":
+                self._intents[key] = entry
+                self._outcomes.discard(key)
+            elif entry.get("phase") == "outcome":
+                self._outcomes.add(key)
+
+    # ------------------------------------------------------------- the connection chain
+
+    def call(self, method: str, args: list) -> CallResult:
+        """One call of the connection contract, in its own block; its result."""
+        sequence = self.ledger.account(self.operator_account).sequence + 1
+        record, payload = call_record(self.ledger.config.chain_id, sequence,
+                                      self.operator_account, self.contract_number, method, args)
+        now = None if self.now_s is None else self.now_s()
+        answer = self.ledger.submit_batch(record, self.operator_key.sign_record(record),
+                                          now_s=now, payloads=[payload])
+        txid = bytes(answer.txids[0])
+        result = self.contracts.results.get(txid)
+        if result is None:
+            raise TsunagiError(f"the connection chain did not run the call "
+                               f"({Result(int(answer.codes[0])).name})")
+        return result
+
+    def state_of(self, transfer_id: bytes) -> dict | None:
+        """The transfer as the connection chain holds it (state, amounts, trail), or None."""
+        stored = self.contracts.state.get(_PREFIX + b"xfer:" + transfer_id.hex().encode())
+        return None if stored is None else encoding.decode(stored)
+
+    def stored(self, key: str):
+        """A value of the connection contract's state by its key (``tip:<chain>``, ...)."""
+        stored = self.contracts.state.get(_PREFIX + key.encode())
+        return None if stored is None else encoding.decode(stored)
+
+    def _step(self, method: str, args: list) -> CallResult:
+        """A call that must succeed or wait for blocks (NOT_FINAL); StepRefused otherwise."""
+        result = self.call(method, args)
+        if result.code is CallCode.refused and result.refuse_code != ConnectCode.not_final:
+            raise StepRefused(method, _code(result.refuse_code), result.detail)
+        if result.code not in (CallCode.ok, CallCode.refused):
+            raise StepRefused(method, 0, f"{result.code.name}: {result.detail}")
+        return result
+
+    # -------------------------------------------------------------------- external steps
+
+    def _perform(self, transfer_id: bytes, op: str, connector: TsunagiConnector,
+                 prepare: Callable[[], Prepared]) -> TxRef:
+        """``op`` of a transfer on a linked chain, journaled before and after. A journaled
+        intent is sent again as it is (the chain applies it once), never signed anew, unless
+        the chain says its sequence is used: then it can never apply, and a new one goes."""
+        key = (transfer_id.hex(), op)
+        intent = self._intents.get(key)
+        if intent is None:
+            intent = self._intend(key, connector, prepare())
+        try:
+            return self._send(key, connector, intent)
+        except RecordNotStored as exc:
+            if exc.code is not Result.sequence_used:
+                raise
+        return self._send(key, connector, self._intend(key, connector, prepare()))
+
+    def _intend(self, key: tuple[str, str], connector: TsunagiConnector,
+                prepared: Prepared) -> dict:
+        intent = {"transfer": key[0], "op": key[1], "phase": "intent",
+                  "chain": connector.chain_id, "txid": prepared.txid.hex(),
+                  "record": prepared.record.hex(), "signature": prepared.signature.hex()}
+        self.journal.append(intent)
+        self._intents[key] = intent
+        return intent
+
+    def _send(self, key: tuple[str, str], connector: TsunagiConnector, intent: dict) -> TxRef:
+        prepared = Prepared(bytes.fromhex(intent["record"]), bytes.fromhex(intent["signature"]),
+                            bytes.fromhex(intent["txid"]))
+        ref = connector.send(prepared)
+        self.journal.append({"transfer": key[0], "op": key[1], "phase": "outcome",
+                             "txid": ref.txid.hex(), "height": ref.height,
+                             "status": int(ref.status)})
+        self._outcomes.add(key)
+        return ref
+
+    def flush(self) -> None:
+        """Sends every journaled record whose outcome is missing, oldest first: a restart does
+        this before anything else, so no new record takes the sequence a dead one holds."""
+        for key, intent in list(self._intents.items()):
+            if "record" in intent and key not in self._outcomes:
+                try:
+                    self._send(key, self.connectors[intent["chain"]], intent)
+                except RecordNotStored as exc:
+                    if exc.code is not Result.sequence_used:
+                        raise
+                    del self._intents[key]  # it can never apply: its step prepares anew
+
+    def _headers(self, connector: TsunagiConnector) -> list[bytes]:
+        """The linked chain's headers the contract does not know yet (a bounded run)."""
+        tip = self.stored(f"tip:{connector.chain_id}")[0]
+        return connector.headers_between(tip + 1, tip + 1 + contract.HEADERS_PER_CALL_MAX)
+
+    def _caught_up(self, connector: TsunagiConnector) -> list[bytes]:
+        """The last run of headers the contract lacks: the runs before it go in calls of
+        their own, as many as a call may carry."""
+        headers = self._headers(connector)
+        while len(headers) == contract.HEADERS_PER_CALL_MAX:
+            self._step("headers", [connector.chain_id, headers])
+            headers = self._headers(connector)
+        return headers
+
+    def _prove(self, method: str, transfer_id: bytes, connector: TsunagiConnector,
+               ref: TxRef) -> CallResult:
+        proof = connector.find(ref.txid)
+        return self._step(method, [transfer_id, proof.to_contract(), self._caught_up(connector)])
+
+    def _escrow(self, transfer_id: bytes, entry: dict) -> None:
+        rule = entry["rule"]
+        source = self.connectors[rule["source"]]
+        expiry_s = entry["requested_s"] + rule["escrow_expiry_s"]
+        ref = self._perform(transfer_id, "hold", source, lambda: source.prepare_hold(
+            transfer_id, entry["payer"], entry["amount"], expiry_s))
+        if ref.status is TxStatus.failed:  # the payer cannot pay: nothing is in escrow
+            self._step("abort", [transfer_id])
+            return
+        self._prove("escrowed", transfer_id, source, ref)
+
+    def _confirm(self, transfer_id: bytes, entry: dict) -> None:
+        key = (transfer_id.hex(), "confirm")
+        intent = self._intents.get(key)
+        if intent is None:
+            intent = {"transfer": key[0], "op": "confirm", "phase": "intent",
+                      "accepted": bool(self.confirm_hook(transfer_id, entry))}
+            self.journal.append(intent)
+            self._intents[key] = intent
+        self._step("confirm", [transfer_id, intent["accepted"]])
+
+    def _payout(self, transfer_id: bytes, entry: dict) -> None:
+        rule = entry["rule"]
+        target = self.connectors[rule["target"]]
+        if (transfer_id.hex(), "payout") not in self._intents:
+            now = self.now_s() if self.now_s is not None else None
+            late = now is not None and now > entry["escrowed_s"] + rule["payout_window_s"]
+            if late:  # past the window nobody pays out: the rate is no free option
+                self._step("abort", [transfer_id])
+                return
+        ref = self._perform(transfer_id, "payout", target, lambda: target.prepare_transfer(
+            rule["pool"], entry["payee"], entry["payout"], transfer_id=transfer_id))
+        if ref.status is TxStatus.failed:  # the pool is short, or the chain refused
+            self._step("abort", [transfer_id])
+            return
+        self._prove("paid", transfer_id, target, ref)
+
+    def _settle(self, transfer_id: bytes, entry: dict) -> None:
+        rule = entry["rule"]
+        source = self.connectors[rule["source"]]
+        ref = self._perform(transfer_id, "settle", source, lambda: source.prepare_post(
+            transfer_id, rule["settlement"], entry["amount"]))
+        if ref.status is TxStatus.failed:
+            self._expire_or_fail(transfer_id, source, ref)
+            return
+        self._prove("settled", transfer_id, source, ref)
+
+    def _refund(self, transfer_id: bytes, entry: dict) -> None:
+        source = self.connectors[entry["rule"]["source"]]
+        ref = self._perform(transfer_id, "refund", source,
+                            lambda: source.prepare_void(transfer_id))
+        if ref.status is TxStatus.failed:
+            self._expire_or_fail(transfer_id, source, ref)
+            return
+        self._prove("refunded", transfer_id, source, ref)
+
+    def _expire_or_fail(self, transfer_id: bytes, source: TsunagiConnector, ref: TxRef):
+        code = source.find(ref.txid).code
+        if code is not Result.hold_expired:
+            raise TsunagiError(f"chain {source.chain_id} refused the escrow's release "
+                               f"({code.name}) of transfer {transfer_id.hex()}")
+        self._step("expired", [transfer_id, self._caught_up(source)])
+
+    # ------------------------------------------------------------------------ transfers
+
+    def request(self, transfer_id: bytes, rule_id: int, payer: int, payee: int,
+                amount: int) -> CallResult:
+        """Step 1 only: the request recorded on the connection chain (or refused, with its
+        code in the result). Journaled first, so a restart drives it on."""
+        if (transfer_id.hex(), "request") not in self._intents:
+            intent = {"transfer": transfer_id.hex(), "op": "request", "phase": "intent"}
+            self.journal.append(intent)
+            self._intents[(transfer_id.hex(), "request")] = intent
+        return self.call("request", [transfer_id, rule_id, payer, payee, amount])
+
+    def pay(self, transfer_id: bytes, rule_id: int, payer: int, payee: int,
+            amount: int) -> dict:
+        """A whole transfer: request, then drive() it; StepRefused when the request is."""
+        result = self.request(transfer_id, rule_id, payer, payee, amount)
+        if result.code is not CallCode.ok:
+            raise StepRefused("request", _code(result.refuse_code), result.detail)
+        return self.drive(transfer_id)
+
+    def drive(self, transfer_id: bytes) -> dict:
+        """Takes a requested transfer as far as its linked chains allow: to a final state,
+        or to a step waiting for blocks there. Returns the transfer as the chain holds it."""
+        handlers = {"request": self._escrow, "escrow": self._confirm, "payout": self._payout,
+                    "refund": self._refund}
+        entry = self.state_of(transfer_id)
+        for _ in range(limits.drive_rounds_max):
+            if entry is None or entry["state"] in FINAL_STATES:
+                return entry
+            if entry["hold"]:
+                self.connectors[entry["rule"]["source"]].remember(
+                    transfer_id, entry["hold"][0], entry["hold"][1])
+            if entry["state"] == "settle":
+                if entry.get("settled"):
+                    self._step("complete", [transfer_id])
+                else:
+                    self._settle(transfer_id, entry)
+            else:
+                handlers[entry["state"]](transfer_id, entry)
+            after = self.state_of(transfer_id)
+            if after == entry:
+                return after  # waiting for blocks of a linked chain
+            entry = after
+        return entry
+
+    def resume(self) -> dict[bytes, dict]:
+        """After a restart: the records a dead node left unsent, then every transfer the
+        journal names, driven on."""
+        self.flush()
+        ids = dict.fromkeys(bytes.fromhex(entry["transfer"]) for entry in self.journal.entries)
+        return {transfer_id: self.drive(transfer_id) for transfer_id in ids}
+
+
+def _code(value: int) -> ConnectCode | int:
+    try:
+        return ConnectCode(value)
+    except ValueError:
+        return value

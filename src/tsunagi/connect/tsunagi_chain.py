@@ -1,0 +1,239 @@
+"""The connector of a tsunagi chain, over a Ledger in this process (the node client later).
+
+Escrow is a hold: the payer's money moves into a hold whose authority is the connection
+chain's account on this chain, with an expiry, so it comes back to the payer by itself if
+everything else dies. Posting pays it to the hold's credit account (the rule's settlement
+account); voiding returns it. Each record carries the transfer's tag in ``user_data``
+(:func:`tsunagi.connect.contract.transfer_tag`), so its proof names its transfer.
+
+:meth:`TsunagiConnector.find` answers a :class:`TsunagiStepProof`: the block's 80-byte header,
+the record, its code, its Merkle path to the header's root, and the block's body (codes,
+signatures, batches, extension) with the body leaf's path, which proves the code. The
+connection contract checks all of it; :func:`check_step` is the same check here, for tests and
+for a node that wants to look before it submits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tsunagi import hashing
+from tsunagi.connect import contract, limits
+from tsunagi.connect.connector import ChainHeader, TxRef, TxStatus
+from tsunagi.core import records as rec
+from tsunagi.core.block import decode_block
+from tsunagi.core.codes import UNSTORED, Result
+from tsunagi.core.keys import PrivateKey
+from tsunagi.errors import EncodingError, KeyNotOwnerError, NotFoundError, TsunagiError
+
+__all__ = ["Prepared", "RecordNotStored", "TsunagiConnector", "TsunagiStepProof", "check_step"]
+
+
+class RecordNotStored(TsunagiError):
+    """The chain refused a record before storing it (``code``, an unstored Result): nothing
+    happened there. A record refused for its sequence (``sequence_used``) never can be
+    stored later, so whoever prepared it may prepare a new one."""
+
+    def __init__(self, chain_id: int, code: Result) -> None:
+        self.code = code
+        super().__init__(f"chain {chain_id} did not store the record ({code.name}): nothing "
+                         "happened there; fix the cause and try again")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A signed record of this chain, ready to send, and its txid."""
+
+    record: bytes
+    signature: bytes
+    txid: bytes
+
+
+@dataclass(frozen=True)
+class TsunagiStepProof:
+    """A record of a tsunagi chain proven under its block's header."""
+
+    chain_id: int
+    txid: bytes
+    height: int
+    block_hash: bytes
+    header: bytes  # 80 bytes (a consortium chain would add its commit certificate)
+    record: bytes  # 128 bytes
+    code: Result
+    position: int
+    path: tuple[bytes, ...]  # the txid's Merkle path to the header's root
+    record_count: int
+    body: bytes  # codes || signatures || batches || extension: its digest is the last leaf
+    body_path: tuple[bytes, ...]
+
+    def to_contract(self) -> dict:
+        """The proof as the connection contract's step methods take it."""
+        return {"height": self.height, "header": self.header, "record": self.record,
+                "position": self.position, "path": list(self.path), "body": self.body,
+                "body_path": list(self.body_path), "record_count": self.record_count}
+
+
+def check_step(proof: TsunagiStepProof) -> bool:
+    """True when the proof holds together (record, code and header root), as the contract
+    checks it; whether the header belongs to the chain is the light client's question."""
+    try:
+        fields = contract.check_inclusion(contract.proof_fields(proof.to_contract()))
+    except contract.Refuse:
+        return False
+    return (fields["txid"] == proof.txid and fields["code"] == proof.code and
+            hashing.sha256d(proof.header) == proof.block_hash)
+
+
+def _account(value) -> int:
+    try:
+        account = int(value)
+    except (TypeError, ValueError):
+        raise EncodingError(f"an account of a tsunagi chain is its number, got {value!r}") \
+            from None
+    if not 0 < account < 2 ** 64:
+        raise EncodingError(f"an account number is 1..2**64-1, got {account}")
+    return account
+
+
+class TsunagiConnector:
+    """A tsunagi chain as the connection node sees it: ``keys`` are the accounts it may sign
+    for (payers who entrust it, the pool, the escrow authority); ``authority`` is the escrow
+    authority's account; ``settlement`` the account escrow posts to. ``now_s`` (for tests)
+    fixes the block time of what it submits."""
+
+    def __init__(self, ledger, keys: Mapping[int, PrivateKey], *, authority: int,
+                 settlement: int, now_s=None) -> None:
+        self.ledger = ledger
+        self.chain_id = ledger.config.chain_id
+        self.keys = dict(keys)
+        self.authority = _account(authority)
+        self.settlement = _account(settlement)
+        self.now_s = now_s  # a callable giving the time, or None for the clock
+        # transfer id -> (payer, hold sequence): what post and void name.
+        self.holds: dict[bytes, tuple[int, int]] = {}
+
+    def prepare(self, account: int, build) -> Prepared:
+        """A record ``build(sequence)`` from ``account``, signed and not yet sent: a node
+        journals its txid before it sends it, so a restart finds it or sends the same bytes."""
+        key = self.keys.get(account)
+        if key is None:
+            raise KeyNotOwnerError(f"this connector holds no key for account {account} of "
+                                   f"chain {self.chain_id}: give it the key or use another")
+        record = build(self.ledger.account(account).sequence + 1)
+        return Prepared(record, key.sign_record(record), hashing.sha256d(record))
+
+    def send(self, prepared: Prepared) -> TxRef:
+        """Sends a prepared record, or finds it when it is in a block already."""
+        info = self.ledger.transaction(prepared.txid)
+        if info is None:
+            now = None if self.now_s is None else self.now_s()
+            answer = self.ledger.submit_batch(prepared.record, prepared.signature, now_s=now)
+            code = Result(int(answer.codes[0]))
+            if code in UNSTORED and code is not Result.already_committed:
+                raise RecordNotStored(self.chain_id, code)
+            info = self.ledger.transaction(prepared.txid)
+        return self._ref(info)
+
+    def _ref(self, info) -> TxRef:
+        block = decode_block(self.ledger.block(info.height))
+        return TxRef(self.chain_id, info.txid, info.height, info.block_hash, block.time,
+                     TxStatus.ok if info.code is Result.ok else TxStatus.failed)
+
+    @staticmethod
+    def _check_id(transfer_id: bytes) -> None:
+        if not isinstance(transfer_id, bytes) or not 0 < len(transfer_id) <= 32:
+            raise EncodingError("a transfer id is 1 to 32 bytes")
+
+    def prepare_hold(self, transfer_id: bytes, payer, amount: int, expiry_s: int) -> Prepared:
+        self._check_id(transfer_id)
+        payer = _account(payer)
+        tag = contract.transfer_tag(transfer_id)
+        prepared = self.prepare(payer, lambda sequence: rec.hold(
+            self.chain_id, sequence, payer, self.settlement, amount,
+            authority_account=self.authority, expiry_s=expiry_s, user_data=tag))
+        self.holds[transfer_id] = (payer, rec.unpack(prepared.record)["sequence"])
+        return prepared
+
+    def hold(self, transfer_id: bytes, payer, amount: int, expiry_s: int) -> TxRef:
+        return self.send(self.prepare_hold(transfer_id, payer, amount, expiry_s))
+
+    def remember(self, transfer_id: bytes, payer: int, sequence: int) -> None:
+        """Names the hold of a transfer (after a restart, from the connection chain)."""
+        self.holds[transfer_id] = (_account(payer), int(sequence))
+
+    def _hold_of(self, transfer_id: bytes) -> tuple[int, int]:
+        self._check_id(transfer_id)
+        found = self.holds.get(transfer_id)
+        if found is None:
+            raise NotFoundError(f"no hold of transfer {transfer_id.hex()} is known here: "
+                                "remember() it from the connection chain's trail first")
+        return found
+
+    def prepare_post(self, transfer_id: bytes, to, amount: int) -> Prepared:
+        payer, sequence = self._hold_of(transfer_id)
+        if _account(to) != self.settlement:
+            raise EncodingError(f"a hold on a tsunagi chain pays its credit account "
+                                f"{self.settlement}, not {to}")
+        tag = contract.transfer_tag(transfer_id)
+        return self.prepare(self.authority, lambda own: rec.post(
+            self.chain_id, own, self.authority, payer, sequence, amount, user_data=tag))
+
+    def post(self, transfer_id: bytes, to, amount: int) -> TxRef:
+        return self.send(self.prepare_post(transfer_id, to, amount))
+
+    def prepare_void(self, transfer_id: bytes) -> Prepared:
+        payer, sequence = self._hold_of(transfer_id)
+        tag = contract.transfer_tag(transfer_id)
+        return self.prepare(self.authority, lambda own: rec.void(
+            self.chain_id, own, self.authority, payer, sequence, user_data=tag))
+
+    def void(self, transfer_id: bytes) -> TxRef:
+        return self.send(self.prepare_void(transfer_id))
+
+    def prepare_transfer(self, source, destination, amount: int, *,
+                         transfer_id: bytes | None = None) -> Prepared:
+        tag = 0 if transfer_id is None else contract.transfer_tag(transfer_id)
+        source, destination = _account(source), _account(destination)
+        return self.prepare(source, lambda own: rec.transfer(
+            self.chain_id, own, source, destination, amount, user_data=tag))
+
+    def transfer(self, source, destination, amount: int, *,
+                 transfer_id: bytes | None = None) -> TxRef:
+        """A plain transfer; ``transfer_id`` tags it as that transfer's payout."""
+        return self.send(self.prepare_transfer(source, destination, amount,
+                                               transfer_id=transfer_id))
+
+    def find(self, txid: bytes) -> TsunagiStepProof | None:
+        info = self.ledger.transaction(txid)
+        if info is None:
+            return None
+        block = decode_block(self.ledger.block(info.height))
+        body = (block.codes.tobytes() + block.signatures.tobytes() +
+                block.batch_array.tobytes() + block.extension)
+        count = len(block)
+        # The body digest is the last leaf; the block proves records only, so its path is
+        # taken from the same leaves here.
+        leaves = np.vstack([block.txids(), np.frombuffer(block.body_digest(), np.uint8)])
+        return TsunagiStepProof(
+            chain_id=self.chain_id, txid=info.txid, height=info.height,
+            block_hash=info.block_hash, header=block.header, record=info.record,
+            code=info.code, position=info.position, path=tuple(info.proof),
+            record_count=count, body=body, body_path=tuple(hashing.merkle_proof(leaves, count)))
+
+    def headers_between(self, first: int, end: int) -> list[bytes]:
+        """The 80-byte headers of blocks ``first..end-1`` (what a light client is fed)."""
+        data = self.ledger.headers(first, min(end, self.ledger.height))
+        return [data[i:i + 80] for i in range(0, len(data), 80)]
+
+    def follow(self, from_height: int) -> list[ChainHeader]:
+        end = min(self.ledger.height, from_height + limits.follow_headers_max)
+        return [ChainHeader(from_height + i, hashing.sha256d(header), header)
+                for i, header in enumerate(self.headers_between(from_height, end))]
+
+    def finalized_height(self) -> int:
+        """A single-node proof-of-work development chain never reorganises by itself; the
+        connection contract asks for its own confirmations on top of this."""
+        return self.ledger.height - 1
