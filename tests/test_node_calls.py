@@ -95,3 +95,27 @@ def test_a_node_without_the_contracts_code_does_not_start(chain):
                           env=ENV, timeout=120)
     assert done.returncode != 0
     assert "install its code with the node" in done.stderr
+
+
+def test_init_names_a_contract_by_its_source_hash_and_a_node_serves_it(tmp_path):
+    key = PrivateKey.generate()
+    from tsunagi.core.address import encode_address
+    done = subprocess.run(
+        [sys.executable, "-m", "tsunagi", "init", str(tmp_path / "c"), "--name", "names",
+         "--alloc", f"{encode_address(key.public_key)}=1.00", "--contract", INSTALL],
+        capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr
+    config = ChainConfig.from_json((tmp_path / "c" / "config.json").read_bytes())
+    assert config.contracts == (("names", hashlib.sha256(
+        inspect.getsource(examples).encode()).digest()),)
+    with NodeProcess(tmp_path / "c", "--contract", INSTALL) as node:
+        host, port = node.address.rsplit(":", 1)
+        with Client(host, int(port)) as client:
+            record, payload = call_record(config.chain_id, 1, 1, 1, "register", ["shop"])
+            answer = client.submit_calls(record, key.sign_record(record), [payload])
+            assert list(answer.codes) == [Result.ok]
+    bad = subprocess.run(
+        [sys.executable, "-m", "tsunagi", "init", str(tmp_path / "d"), "--name", "x",
+         "--alloc", f"{encode_address(key.public_key)}=1.00", "--contract", "names"],
+        capture_output=True, text=True, env=ENV, timeout=120)
+    assert bad.returncode != 0 and "--contract takes NAME=MODULE:CLASS" in bad.stderr

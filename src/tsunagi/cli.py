@@ -240,6 +240,23 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _contracts_of(items: list[str]) -> tuple[tuple[str, bytes], ...]:
+    """--contract NAME=MODULE:CLASS flags as a config's (name, source SHA-256) pairs."""
+    from tsunagi.contracts.runtime import source_sha256
+    from tsunagi.errors import ConfigError
+
+    found = []
+    for item in items:
+        name, _, target = item.partition("=")
+        if not name or not target:
+            raise _UsageError(f"--contract takes NAME=MODULE:CLASS, got {item!r}")
+        try:
+            found.append((name, bytes.fromhex(source_sha256(target))))
+        except ConfigError as exc:
+            raise _Reworded(f"--contract {item}: {exc}") from exc
+    return tuple(found)
+
+
 def _config_from_args(args: argparse.Namespace):
     from tsunagi.core.address import decode_address
     from tsunagi.core.amounts import parse_amount
@@ -279,6 +296,8 @@ def _config_from_args(args: argparse.Namespace):
     consortium = {"validators": tuple(validators)} if validators else {}
     if args.block_wait_ms is not None:
         consortium["block_wait_ms"] = args.block_wait_ms
+    if args.contract:
+        consortium["contracts"] = _contracts_of(args.contract)
     return ChainConfig(
         name=args.name, chain_id=args.chain_id, asset_code=args.asset, decimals=args.decimals,
         issuers=tuple(issuers), allocations=tuple(allocations), address_prefix=args.prefix,
@@ -753,6 +772,10 @@ def _add_keys_and_chains(commands) -> None:
                            "block (BFT, final at once; weight 1 unless given; one validator "
                            "is the development mode). Run each with `tsunagi node "
                            "--validator-key FILE`")
+    init.add_argument("--contract", action="append", default=[], metavar="NAME=MODULE:CLASS",
+                      help="a contract the chain runs, named by the SHA-256 of its source "
+                           "(repeat for more; its nodes install the same code with `tsunagi "
+                           "node --contract NAME=MODULE:CLASS`)")
     init.add_argument("--block-wait-ms", type=int, default=None, metavar="MS",
                       help="how long a block waits to fill before it is cut (default 100)")
     init.add_argument("--prefix", default="tsu", help="address prefix (default tsu)")
