@@ -29,6 +29,7 @@ ARTIFACTS = Path(os.environ.get("TSUNAGI_ARTIFACTS")
                  or Path(__file__).resolve().parents[1] / "artifacts")
 WAIT_MS = 60_000  # generous: the machine may be busy; nothing here measures speed
 HOLDERS = ("person", "guardian", "lawyer")
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,19 @@ from cli_helpers import NodeProcess
 from tsunagi.contracts.chain import ChainContracts
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
-from tsunagi.errors import ConfigError
+from tsunagi.errors import ConfigError, PinError
 from tsunagi.ledger.ledger import Ledger
 from tsunagi.node.http.vault_node import prepare_vault, service_directory
 from tsunagi.node.service import build_config
 from tsunagi.privacy import vault_contract
-from tsunagi.privacy.holders import HolderKeys
+from tsunagi.privacy.holders import DeviceFile, HolderKeys
 from tsunagi.privacy.pins import Argon2Params
-from tsunagi.privacy.service import ConfidentialityService, enroll_device
+from tsunagi.privacy.service import (
+    ConfidentialityService,
+    HolderClient,
+    enroll_device,
+    unlock_device,
+)
 from tsunagi.privacy.vault import Part, Vault, VaultService
 
 CHAIN = 15
@@ -76,6 +81,7 @@ def will_chain(folder: Path) -> dict:
         ledger.close()
         confidential.close()
     return {"data": data, "document": document_id.hex(), "account": account,
+            "path": {name: folder / f"{name}.json" for name in PEOPLE},
             "device": {name: (folder / f"{name}.json").read_text() for name in PEOPLE}}
 
 
@@ -123,42 +129,86 @@ def test_an_unknown_document_is_a_page_saying_where_to_start(node):
     assert page.status_code == 400 and "64 hex digits" in page.text
 
 
+class HttpChannel:
+    """The channel's transport over the node's HTTPS routes, for HolderClient: what the
+    holder's page does, from Python."""
+
+    def __init__(self, client: httpx.Client, token: str) -> None:
+        self.client, self.headers = client, {"X-CSRF-Token": token}
+
+    def post(self, path: str, body: dict) -> dict:
+        answer = self.client.post(path, headers=self.headers, json=body).json()
+        assert answer["ok"], answer
+        return answer
+
+    def open_session(self, hello: bytes) -> tuple[bytes, bytes]:
+        answer = self.post("/vault/api/channel/open", {"hello": hello.hex()})
+        return bytes.fromhex(answer["session"]), bytes.fromhex(answer["reply"])
+
+    def authenticate(self, session_id: bytes, auth: bytes) -> None:
+        self.post("/vault/api/channel/authenticate", {"session": session_id.hex(),
+                                                      "auth": auth.hex()})
+
+    def exchange(self, session_id: bytes, frame: bytes) -> bytes:
+        return bytes.fromhex(self.post("/vault/api/channel/exchange", {
+            "session": session_id.hex(), "frame": frame.hex()})["frame"])
+
+    def step(self, holder, method: str, args: dict) -> dict:
+        """A call prepared by the node, signed here, submitted."""
+        prepared = self.post("/vault/api/calls/prepare", {
+            "key": holder.signing.public_key.hex(), "method": method, "args": args})
+        signature = holder.signing.sign(bytes.fromhex(prepared["txid"]))
+        return self.post("/vault/api/calls/submit", {"record": prepared["record"],
+                                                     "signature": signature.hex()})
+
+
 def test_a_step_without_the_sessions_token_is_refused(node):
     client, _ = session(node)
     try:  # the session's cookie goes with it, its token does not
-        answer = client.post(f"/vault/api/dev/documents/{node.made['document']}/requests",
-                             json={"device": node.made["device"]["guardian"], "pin": "1"})
+        answer = client.post("/vault/api/channel/open", json={"hello": "01" + "00" * 32})
+        forged = client.post("/vault/api/channel/open", json={"hello": "01" + "00" * 32},
+                             headers={"X-CSRF-Token": "0" * 32})
     finally:
         client.close()
-    assert answer.status_code == 403
-    assert "session token is missing or stale" in answer.json()["message"]
+    for refused in (answer, forged):
+        assert refused.status_code == 403
+        assert "session token is missing or stale" in refused.json()["message"]
 
 
 def test_a_wrong_pin_and_an_outsider_are_refused_and_on_the_audit_trail(node):
     client, token = session(node)
-    made, headers = node.made, {"X-CSRF-Token": token}
+    made, channel = node.made, HttpChannel(client, token)
     try:
-        opened = client.post(f"/vault/api/dev/documents/{made['document']}/requests",
-                             headers=headers, json={
-                                 "device": made["device"]["guardian"], "pin": PINS["guardian"],
-                                 "part": 2, "reason": "the person died", "reply_key": "11" * 32})
-        assert opened.status_code == 200, opened.text
-        request_id = opened.json()["request_id"]
-        wrong = client.post(f"/vault/api/dev/requests/{request_id}/approve", headers=headers,
-                            json={"device": made["device"]["lawyer"], "pin": "000000"})
-        assert wrong.status_code == 403
-        assert wrong.json()["error"] == "PinError" and wrong.json()["tries_left"] == 4
-        outsider = client.post(f"/vault/api/dev/requests/{request_id}/approve",
-                               headers=headers, json={"device": made["device"]["outsider"],
-                                                      "pin": PINS["outsider"]})
-        assert outsider.status_code == 409
-        assert "not_holder" in outsider.json()["message"]
+        guardian = unlock_device(channel, made["path"]["guardian"], PINS["guardian"])
+        opened = channel.step(guardian, "request_open", {
+            "document_id": made["document"], "part_id": 2, "reason": "the person died",
+            "reply_key": "11" * 32, "expiry_s": 0})
+        assert opened["stands"] and opened["code"] == "ok"
+        request_id = opened["txid"]
+        with pytest.raises(PinError, match="wrong PIN") as wrong:
+            device = DeviceFile.load(made["path"]["lawyer"])
+            HolderClient(channel, device.service_key, device.device).request(
+                {"type": "unlock", "pin": "000000", "request_id": request_id})
+        assert wrong.value.tries_left == 4
+        outsider = unlock_device(channel, made["path"]["outsider"], PINS["outsider"])
+        refused = channel.step(outsider, "approve", {"request_id": request_id})
+        assert not refused["stands"] and refused["refusal"] == "not_holder"
         found = client.get(f"/vault/api/requests/{request_id}").json()
     finally:
         client.close()
     assert found["status"] == "open" and found["approvals"] == [] and not found["delivered"]
     codes = [(step["method"], step["code"]) for step in found["trail"]]
     assert ("note_refusal", "pin_wrong") in codes and ("approve", "not_holder") in codes
+
+
+def test_a_call_the_node_did_not_prepare_is_refused(node):
+    client, token = session(node)
+    try:
+        answer = client.post("/vault/api/calls/submit", headers={"X-CSRF-Token": token},
+                             json={"record": "00" * 128, "signature": "00" * 64})
+    finally:
+        client.close()
+    assert answer.status_code == 404 and "prepare the step again" in answer.json()["message"]
 
 
 def test_the_vault_needs_the_http_listener():

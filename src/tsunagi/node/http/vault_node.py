@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from tsunagi import errors
 from tsunagi.contracts import encoding
+from tsunagi.contracts.chain import call_record
 from tsunagi.core import keys
 from tsunagi.core.codes import Result
 from tsunagi.node import protocol as p
@@ -50,6 +52,12 @@ SERVICE_DIRECTORY = "service"
 # A step waits this long for its record to be committed: a group commit takes milliseconds,
 # a mined block on a busy machine a few seconds; past this the node is stuck, not slow.
 SUBMIT_WAIT_S = 120.0
+# Calls prepared for a browser to sign and not submitted yet: a few a holder at a time; past
+# this the oldest is forgotten (its holder prepares it again).
+PREPARED_CALLS_MAX = 1024
+# The steps a browser may prepare, and the arguments each takes that are bytes (sent in hex).
+STEP_METHODS = {"request_open": ("document_id", "reply_key"), "approve": ("request_id",),
+                "deny": ("request_id",), "revoke": ("request_id",)}
 # The follower looks at the tip this often without a block notification, so that expiries
 # are noticed on a quiet chain (a request's expiry is whole seconds).
 FOLLOW_POLL_S = 1.0
@@ -107,6 +115,7 @@ class NodeVault:
         self.confidential: ConfidentialityService | None = None
         self.service: VaultService | None = None
         self.vault: Vault | None = None
+        self._prepared: OrderedDict[bytes, bytes] = OrderedDict()  # txid -> payload
 
     async def start(self) -> None:
         await self._loop.run_in_executor(self._thread, self._open)
@@ -138,10 +147,6 @@ class NodeVault:
         self.version += 1
         self.changed.set()
         self.changed = asyncio.Event()
-
-    async def wait_changed(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), timeout_s)
 
     def _submit(self, record: bytes, signature: bytes, payload: bytes) -> tuple[Result, bytes]:
         """On the vault thread: one call through the node's writer, waited for."""
@@ -258,3 +263,70 @@ class NodeVault:
             raise errors.NotFoundError(f"no request {request_id.hex()[:16]}... on this chain")
         return (self._request(request_id, request, self.vault.audit_trail(request_id)),
                 self.vault.document(request["document"]))
+
+    # --- the browser-side holder's steps, on the vault thread ------------------------------
+
+    def prepare_call(self, signing_key: bytes, method: str, args: dict) -> dict:
+        """The call record of a step for the holder of ``signing_key`` to sign: its bytes and
+        txid (what BIP340 signs), the account it acts from and its sequence."""
+        if method not in STEP_METHODS:
+            raise errors.EncodingError(f"a step is one of {', '.join(STEP_METHODS)}, not "
+                                       f"{method!r}")
+        accounts = self.ledger.accounts_of(bytes(signing_key))
+        if not accounts:
+            raise errors.NotFoundError("this holder's key owns no account of this chain: ask "
+                                       "the operator for one")
+        decoded = dict(args)
+        for name in STEP_METHODS[method]:
+            try:
+                decoded[name] = bytes.fromhex(args[name])
+            except (KeyError, TypeError, ValueError):
+                raise errors.EncodingError(f"{method} needs {name} in hex") from None
+        sequence = self.ledger.account(accounts[0]).sequence + 1
+        record, payload = call_record(self.ledger.config.chain_id, sequence, accounts[0],
+                                      self.vault.chain.number, method, decoded)
+        txid = keys.txid(record)
+        self._prepared[txid] = payload
+        while len(self._prepared) > PREPARED_CALLS_MAX:
+            self._prepared.popitem(last=False)
+        return {"record": record.hex(), "txid": txid.hex(), "account": accounts[0],
+                "sequence": sequence}
+
+    def submit_call(self, record: bytes, signature: bytes) -> dict:
+        """Submits a prepared call with the holder's signature; the record's code and, for a
+        refused call, the contract's refusal code and message."""
+        txid = keys.txid(record)
+        payload = self._prepared.pop(txid, None)
+        if payload is None:
+            raise errors.NotFoundError("this call was not prepared here (or was sent "
+                                       "already): prepare the step again")
+        code, txid = self._submit(record, signature, payload)
+        self.service.sync()
+        result = self.contracts.results.get(txid)
+        refusal = 0 if result is None else result.refuse_code
+        name = vault_api.VaultCode(refusal).name \
+            if refusal in vault_api.VaultCode._value2member_map_ else code.name
+        return {"txid": txid.hex(), "code": code.name, "refusal": name,
+                "message": "" if result is None else result.detail,
+                "stands": code == Result.ok}
+
+    def sealed_fragment(self, document_id: bytes, part_id: int, index: int) -> bytes:
+        """The HPKE-sealed fragment of holder ``index`` for a part, as the chain keeps it."""
+        part = self.vault.chain.read(vault_api.vault_contract.part_key(document_id, part_id))
+        if part is None or "fragments" not in part:
+            raise errors.NotFoundError(f"the document has no encrypted part {part_id}")
+        if not 1 <= index <= len(part["fragments"]):
+            raise errors.NotFoundError(f"the part has fragments of holders 1 to "
+                                       f"{len(part['fragments'])}, not {index}")
+        return part["fragments"][index - 1]
+
+    def exchange(self, session_id: bytes, frame: bytes) -> bytes:
+        """One channel frame to the service; the refusals it answered go on the chain."""
+        try:
+            return self.confidential.exchange(session_id, frame)
+        finally:
+            self.service.record_refusals()
+
+    def try_open(self, request_id: bytes) -> dict:
+        """Opens the part when the threshold of approving holders released their fragments."""
+        return {"delivered": self.service.try_open(request_id)}

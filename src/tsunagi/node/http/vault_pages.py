@@ -11,10 +11,17 @@ Routes:
 - ``/vault/api/documents/{id}``, ``/vault/api/requests/{id}``: the same as JSON;
   ``/vault/api/requests/{id}/delivery``: the opened part, HPKE-sealed to the requester's reply
   key (the requester's browser opens it with WebCrypto; nobody else can)
-- ``POST /vault/api/dev/...``: the steps that change state, on the **development path**: the
-  browser sends its device file and PIN and this node unlocks the holder's keys, signs the
-  call and opens the holder's fragment itself (see docs/drafts/vaultpages.md: the browser-side
-  holder is not written yet, and until it is, these routes are named for what they are)
+- ``/vault/api/documents/{id}/parts/{part}/fragments/{index}``: a holder's sealed fragment
+- ``POST /vault/api/channel/{open,authenticate,exchange}``: the channel to the confidentiality
+  service (tsunagi.privacy.channel), its bytes in hex: the holder's page unlocks its keys and
+  releases its fragment through it
+- ``POST /vault/api/calls/{prepare,submit}``: a step's call record, made here for the holder's
+  page to sign (BIP340, in the browser) and then submitted with that signature
+- ``POST /vault/api/requests/open-part``: the service tries to open the part of a request
+
+The holder's private keys never reach the node: the page opens them from its device file with
+the K the service answers to the PIN, signs in the browser and opens its fragment there
+(static/vault.js, static/vault_bip340.js).
 
 Every state-changing route needs the session's CSRF token (a cookie names the session; the
 page carries the token; the script sends it as ``X-CSRF-Token``). A refusal is a JSON answer
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 from pathlib import Path
 
@@ -37,8 +45,6 @@ from tsunagi import errors
 from tsunagi.node.http.events import format_time, sse_event
 from tsunagi.node.http.pages import PageRefusal
 from tsunagi.node.http.vault_node import NodeVault
-from tsunagi.privacy.holders import DeviceFile
-from tsunagi.privacy.service import HolderClient
 
 __all__ = ["SESSION_COOKIE", "add_vault_pages"]
 
@@ -47,7 +53,8 @@ CSRF_HEADER = "x-csrf-token"
 SESSION_BYTES = 16  # a session id: random, so no page can guess another's token
 TOKEN_HEX_DIGITS = 32  # the CSRF token: HMAC-SHA256 of the session id, cut to 128 bits
 DOCUMENT_ID_HEX_DIGITS = 64
-# A step's JSON body: a device file (a few hundred bytes), a PIN and a reason fit in 8 KiB.
+# A step's JSON body: a channel frame (a release: about 700 bytes in hex) or a call's
+# arguments (a reason of 500 characters) fit in 8 KiB.
 STEP_BODY_BYTES_MAX = 8 * 1024
 # What each refusal answers with: its HTTP status (the first matching class counts).
 _STATUS = ((errors.HolderLockedError, 423), (errors.PinError, 403),
@@ -178,112 +185,91 @@ def _add_json_routes(app: FastAPI, pages, vault: NodeVault) -> None:
                 "info_domain": "tsunagi/vault-delivery/1"}
 
 
-async def _step_body(request: Request) -> dict:
+async def _json_body(request: Request) -> dict:
     body = await request.body()
     if len(body) > STEP_BODY_BYTES_MAX:
         raise errors.EncodingError(f"a step's body is at most {STEP_BODY_BYTES_MAX} bytes")
     try:
-        import json
-
         found = json.loads(body)
     except ValueError:
         raise errors.EncodingError("a step's body is a JSON object: reload the page") from None
-    if not isinstance(found, dict) or not isinstance(found.get("pin"), str) \
-            or not isinstance(found.get("device"), str):
-        raise errors.EncodingError("a step needs your device file (import it on this page "
-                                   "first) and your PIN")
+    if not isinstance(found, dict):
+        raise errors.EncodingError("a step's body is a JSON object: reload the page")
     return found
 
 
+def _hex_field(body: dict, name: str) -> bytes:
+    try:
+        return bytes.fromhex(body[name])
+    except (KeyError, TypeError, ValueError):
+        raise errors.EncodingError(f"the body needs {name} in hex") from None
+
+
 def _add_steps(app: FastAPI, vault: NodeVault, sessions: _Sessions) -> None:
-    steps = _DevSteps(vault)
+    """The browser-side holder's routes: the channel to the service (its three messages, as
+    bytes in hex), calls prepared for the holder to sign and then submitted, the sealed
+    fragments, and the service's attempt to open a part."""
+    confidential = vault.confidential
 
-    async def guarded(request: Request, function, *args):
-        refused = sessions.refused(request)
-        if refused is not None:
-            return refused
+    def post(path: str):
+        def register(function):
+            async def route(request: Request):
+                refused = sessions.refused(request)
+                if refused is not None:
+                    return refused
+                try:
+                    body = await _json_body(request)
+                    return JSONResponse({"ok": True, **await function(body)})
+                except errors.TsunagiError as exc:
+                    return _refusal(exc)
+            app.add_api_route(path, route, methods=["POST"], include_in_schema=False)
+            return function
+        return register
+
+    @post("/vault/api/channel/open")
+    async def channel_open(body: dict) -> dict:
+        session, reply = await vault.run(confidential.open_session, _hex_field(body, "hello"),
+                                         changes=False)
+        return {"session": session.hex(), "reply": reply.hex()}
+
+    @post("/vault/api/channel/authenticate")
+    async def channel_authenticate(body: dict) -> dict:
+        await vault.run(confidential.authenticate, _hex_field(body, "session"),
+                        _hex_field(body, "auth"), changes=False)
+        return {}
+
+    @post("/vault/api/channel/exchange")
+    async def channel_exchange(body: dict) -> dict:
+        frame = await vault.run(vault.exchange, _hex_field(body, "session"),
+                                _hex_field(body, "frame"))
+        return {"frame": frame.hex()}
+
+    @post("/vault/api/calls/prepare")
+    async def prepare(body: dict) -> dict:
+        method, args = body.get("method"), body.get("args")
+        if not isinstance(method, str) or not isinstance(args, dict):
+            raise errors.EncodingError("a step names its method and its args")
+        return await vault.run(vault.prepare_call, _hex_field(body, "key"), method, args,
+                               changes=False)
+
+    @post("/vault/api/calls/submit")
+    async def submit(body: dict) -> dict:
+        return await vault.run(vault.submit_call, _hex_field(body, "record"),
+                               _hex_field(body, "signature"))
+
+    @post("/vault/api/requests/open-part")
+    async def try_open(body: dict) -> dict:
+        return await vault.run(vault.try_open, _hex_field(body, "request_id"))
+
+    @app.get("/vault/api/documents/{document_id}/parts/{part_id}/fragments/{index}",
+             include_in_schema=False)
+    async def fragment(document_id: str, part_id: int, index: int):
         try:
-            body = await _step_body(request)
-            return JSONResponse({"ok": True, **await vault.run(function, body, *args)})
-        except errors.TsunagiError as exc:
+            sealed = await vault.run(vault.sealed_fragment, _document_id(document_id),
+                                     part_id, index, changes=False)
+        except errors.NotFoundError as exc:
             return _refusal(exc)
-
-    @app.post("/vault/api/dev/documents/{document_id}/requests", include_in_schema=False)
-    async def request_open(request: Request, document_id: str):
-        return await guarded(request, steps.request_open, _document_id(document_id))
-
-    @app.post("/vault/api/dev/requests/{request_id}/{action}", include_in_schema=False)
-    async def act(request: Request, request_id: str, action: str):
-        function = {"approve": steps.approve, "deny": steps.deny,
-                    "revoke": steps.revoke}.get(action)
-        if function is None:
-            raise PageRefusal(404, "No such step", "a request is approved, denied or revoked")
-        return await guarded(request, function, _document_id(request_id))
-
-
-class _DevSteps:
-    """The development path, on the vault thread: the holder's device file and PIN come from
-    the browser, and this node unlocks the keys, signs and releases for the holder. It keeps
-    nothing after the step; but while it runs, the node holds the holder's private keys,
-    which the security design gives to the holder's device alone."""
-
-    def __init__(self, vault: NodeVault) -> None:
-        self.vault = vault
-
-    def _device(self, body: dict) -> tuple[DeviceFile, int]:
-        device = DeviceFile.from_json(body["device"])
-        accounts = self.vault.ledger.accounts_of(device.identity.signing_key)
-        if not accounts:
-            raise errors.NotFoundError("the key of this device file owns no account of this "
-                                       "chain: ask the operator for one")
-        return device, accounts[0]
-
-    def _unlock(self, device: DeviceFile, pin: str, request_id: bytes | None):
-        if request_id is not None:
-            return self.vault.vault.unlock(device, pin, request_id)
-        client = HolderClient(self.vault.confidential, device.service_key, device.device)
-        answer = client.request({"type": "unlock", "pin": pin})
-        return device.unwrap(bytes.fromhex(answer["key"]))
-
-    def request_open(self, body: dict, document_id: bytes) -> dict:
-        device, account = self._device(body)
-        part, expiry = body.get("part"), body.get("expiry_s", 0)
-        reason, reply = body.get("reason", ""), body.get("reply_key", "")
-        if not isinstance(part, int) or not isinstance(expiry, int) \
-                or not isinstance(reason, str) or not isinstance(reply, str):
-            raise errors.EncodingError("a request names a part (a number), a reason, an "
-                                       "expiry in seconds (0: the document's) and a reply key")
-        try:
-            reply_key = bytes.fromhex(reply)
-        except ValueError:
-            reply_key = b""
-        if len(reply_key) != 32:
-            raise errors.EncodingError("the reply key is an X25519 public key (32 bytes in "
-                                       "hex): the page makes it; reload it")
-        holder = self._unlock(device, body["pin"], None)
-        request_id = self.vault.vault.request_open(holder.signing, account, document_id, part,
-                                                   reason, reply_key, expiry_s=expiry)
-        return {"request_id": request_id.hex()}
-
-    def approve(self, body: dict, request_id: bytes) -> dict:
-        device, account = self._device(body)
-        outcome = self.vault.vault.approve(device, body["pin"], account, request_id)
-        return {"status": outcome.status, "approvals": list(outcome.approvals),
-                "delivered": outcome.delivered}
-
-    def deny(self, body: dict, request_id: bytes) -> dict:
-        device, account = self._device(body)
-        holder = self._unlock(device, body["pin"], request_id)
-        reason = body.get("reason", "")
-        outcome = self.vault.vault.deny(holder, account, request_id,
-                                        reason if isinstance(reason, str) else "")
-        return {"status": outcome.status}
-
-    def revoke(self, body: dict, request_id: bytes) -> dict:
-        device, account = self._device(body)
-        holder = self._unlock(device, body["pin"], request_id)
-        outcome = self.vault.vault.revoke(holder, account, request_id)
-        return {"status": outcome.status, "approvals": list(outcome.approvals)}
+        return {"ok": True, "sealed": sealed.hex()}
 
 
 def _add_events(app: FastAPI, pages, vault: NodeVault) -> None:
