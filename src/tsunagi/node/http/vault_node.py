@@ -34,6 +34,7 @@ from tsunagi.contracts import encoding
 from tsunagi.contracts.chain import call_record
 from tsunagi.core import keys
 from tsunagi.core.codes import Result
+from tsunagi.node import limits
 from tsunagi.node import protocol as p
 from tsunagi.privacy import vault as vault_api
 from tsunagi.privacy.holders import write_secret_file
@@ -49,18 +50,9 @@ VAULT_CONTRACT = ("vault", "tsunagi.privacy.vault_contract:VaultContract")
 VAULT_DIRECTORY = "vault"
 ACCOUNT_KEY_FILE = "account.key"
 SERVICE_DIRECTORY = "service"
-# A step waits this long for its record to be committed: a group commit takes milliseconds,
-# a mined block on a busy machine a few seconds; past this the node is stuck, not slow.
-SUBMIT_WAIT_S = 120.0
-# Calls prepared for a browser to sign and not submitted yet: a few a holder at a time; past
-# this the oldest is forgotten (its holder prepares it again).
-PREPARED_CALLS_MAX = 1024
 # The steps a browser may prepare, and the arguments each takes that are bytes (sent in hex).
 STEP_METHODS = {"request_open": ("document_id", "reply_key"), "approve": ("request_id",),
                 "deny": ("request_id",), "revoke": ("request_id",)}
-# The follower looks at the tip this often without a block notification, so that expiries
-# are noticed on a quiet chain (a request's expiry is whole seconds).
-FOLLOW_POLL_S = 1.0
 
 
 def service_directory(data: str | Path) -> Path:
@@ -153,14 +145,14 @@ class NodeVault:
         future = asyncio.run_coroutine_threadsafe(
             self.node.submit(record, signature, np.zeros(0, np.uint32), payloads=(payload,)),
             self._loop)
-        answer = future.result(SUBMIT_WAIT_S)
+        answer = future.result(limits.vault_submit_wait_s)
         if isinstance(answer, p.Error):
             raise errors.NodeError(f"the node did not take the call: {answer.message}; retry "
                                    "when it is not overloaded or stopping")
         return Result(answer.codes[0]), keys.txid(record)
 
     async def _follow(self) -> None:
-        """Syncs the vault at every new block (and every FOLLOW_POLL_S, for expiries)."""
+        """Syncs the vault at every new block (and every limits.vault_follow_poll_s, for expiries)."""
         height = self.ledger.height
         while not self._stopping.is_set():
             signal = self.node.block_signal()
@@ -174,7 +166,7 @@ class NodeVault:
             waiter = asyncio.ensure_future(signal.wait())
             stopped = asyncio.ensure_future(self._stopping.wait())
             try:
-                await asyncio.wait({waiter, stopped}, timeout=FOLLOW_POLL_S,
+                await asyncio.wait({waiter, stopped}, timeout=limits.vault_follow_poll_s,
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
@@ -287,7 +279,7 @@ class NodeVault:
                                       self.vault.chain.number, method, decoded)
         txid = keys.txid(record)
         self._prepared[txid] = payload
-        while len(self._prepared) > PREPARED_CALLS_MAX:
+        while len(self._prepared) > limits.vault_prepared_calls_max:
             self._prepared.popitem(last=False)
         return {"record": record.hex(), "txid": txid.hex(), "account": accounts[0],
                 "sequence": sequence}

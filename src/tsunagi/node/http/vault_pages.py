@@ -42,6 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from tsunagi import errors
+from tsunagi.node import limits
 from tsunagi.node.http.events import format_time, sse_event
 from tsunagi.node.http.pages import PageRefusal
 from tsunagi.node.http.vault_node import NodeVault
@@ -53,9 +54,6 @@ CSRF_HEADER = "x-csrf-token"
 SESSION_BYTES = 16  # a session id: random, so no page can guess another's token
 TOKEN_HEX_DIGITS = 32  # the CSRF token: HMAC-SHA256 of the session id, cut to 128 bits
 DOCUMENT_ID_HEX_DIGITS = 64
-# A step's JSON body: a channel frame (a release: about 700 bytes in hex) or a call's
-# arguments (a reason of 500 characters) fit in 8 KiB.
-STEP_BODY_BYTES_MAX = 8 * 1024
 # What each refusal answers with: its HTTP status (the first matching class counts).
 _STATUS = ((errors.HolderLockedError, 423), (errors.PinError, 403),
            (errors.StepRefusedError, 409), (errors.NotHolderError, 403),
@@ -187,8 +185,8 @@ def _add_json_routes(app: FastAPI, pages, vault: NodeVault) -> None:
 
 async def _json_body(request: Request) -> dict:
     body = await request.body()
-    if len(body) > STEP_BODY_BYTES_MAX:
-        raise errors.EncodingError(f"a step's body is at most {STEP_BODY_BYTES_MAX} bytes")
+    if len(body) > limits.vault_body_bytes_max:
+        raise errors.EncodingError(f"a step's body is at most {limits.vault_body_bytes_max} bytes")
     try:
         found = json.loads(body)
     except ValueError:
