@@ -1,6 +1,7 @@
 """The will example in a real browser: three holders (person, guardian, lawyer), each in a
-browser context of their own, open the will's bequests two of three; a denied request and an
-expired one release nothing; a wrong PIN says how many tries are left.
+browser context of their own, open the will's bequests two of three; an approval is taken back;
+a denied request and an expired one release nothing; a wrong PIN says how many tries are left.
+The pages' own cryptography (BIP340 and HPKE in JavaScript) is held to known answers.
 
 Method: `will_chain` (tests/test_vault_pages.py) makes the chain, enrols the holders and
 stores the will through the Python API; a real `tsunagi node --vault --http --tls-dev` serves
@@ -218,9 +219,11 @@ def request(page, reason: str, expiry_s: str = "") -> str:
 
 
 def act(page, request_id: str, action: str, pin: str) -> None:
+    """Types the PIN and clicks ``action``; waits until the page says how the step went."""
     article = page.locator(f'article[data-request="{request_id}"]')
     article.locator('input[name="pin"]').fill(pin)
     article.get_by_role("button", name=action).click()
+    expect(page.locator("#vault-message")).not_to_have_text("Working…")
 
 
 def article(page, request_id: str):
@@ -267,6 +270,11 @@ def test_the_will_opens_for_the_guardian_after_two_approvals_with_pins(node, pag
 def test_a_denied_request_and_an_expired_one_release_nothing(node, pages):
     guardian, person, lawyer = pages["guardian"], pages["person"], pages["lawyer"]
     denied = request(guardian, "a second look")
+    act(person, denied, "Approve", PINS["person"])
+    expect(article(lawyer, denied).locator(".approvals")).to_contain_text("1 of 2")
+    act(person, denied, "Revoke my approval", PINS["person"])  # taken back before k
+    expect(person.locator("#vault-message")).to_have_text("Your approval was taken back.")
+    expect(article(lawyer, denied).locator(".approvals")).to_have_text("0 of 2")
     act(person, denied, "Approve", PINS["person"])
     expect(article(lawyer, denied).locator(".approvals")).to_contain_text("1 of 2")
     act(lawyer, denied, "Deny", PINS["lawyer"])

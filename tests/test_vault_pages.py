@@ -23,7 +23,7 @@ from cli_helpers import NodeProcess
 from tsunagi.contracts.chain import ChainContracts
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
-from tsunagi.errors import ConfigError, PinError
+from tsunagi.errors import ConfigError, HolderLockedError, PinError
 from tsunagi.ledger.ledger import Ledger
 from tsunagi.node.http.vault_node import prepare_vault, service_directory
 from tsunagi.node.service import build_config
@@ -199,6 +199,24 @@ def test_a_wrong_pin_and_an_outsider_are_refused_and_on_the_audit_trail(node):
     assert found["status"] == "open" and found["approvals"] == [] and not found["delivered"]
     codes = [(step["method"], step["code"]) for step in found["trail"]]
     assert ("note_refusal", "pin_wrong") in codes and ("approve", "not_holder") in codes
+
+
+def test_five_wrong_pins_lock_the_holder_out_with_a_message_saying_who_unlocks(node):
+    client, token = session(node)
+    channel = HttpChannel(client, token)
+    device = DeviceFile.load(node.made["path"]["outsider"])
+    try:
+        session_keys = HolderClient(channel, device.service_key, device.device)
+        for tries_left in (4, 3, 2, 1):
+            with pytest.raises(PinError) as wrong:
+                session_keys.request({"type": "unlock", "pin": "000000"})
+            assert wrong.value.tries_left == tries_left
+        with pytest.raises(HolderLockedError, match="administrator"):
+            session_keys.request({"type": "unlock", "pin": "000000"})
+        with pytest.raises(HolderLockedError):  # the right PIN is not checked any more
+            session_keys.request({"type": "unlock", "pin": PINS["outsider"]})
+    finally:
+        client.close()
 
 
 def test_a_call_the_node_did_not_prepare_is_refused(node):

@@ -366,13 +366,15 @@
   // --- the forms ------------------------------------------------------------------------
 
   async function guarded(work, done) {
+    say("Working…", false);
+    let outcome = [done, false];
     try {
       await work();
-      say(done, false);
     } catch (error) {
-      say(`Refused: ${error instanceof Refused ? error.message : error}`, true);
+      outcome = [`Refused: ${error instanceof Refused ? error.message : error}`, true];
     }
     await refresh();
+    say(...outcome);
   }
 
   for (const form of document.querySelectorAll("form.request-form")) {
@@ -479,7 +481,16 @@
   async function refresh() {
     const response = await fetch(`/vault/documents/${documentId}/requests`);
     if (response.ok) {
+      // What a holder is typing survives the update (a PIN stays only in the form).
+      const typed = new Map(Array.from(requests.querySelectorAll("form.holder-form"), (form) => [
+        form.dataset.request, [form.elements.pin.value, form.elements.reason.value]]));
       requests.innerHTML = await response.text();
+      for (const form of requests.querySelectorAll("form.holder-form")) {
+        const values = typed.get(form.dataset.request);
+        if (values) {
+          [form.elements.pin.value, form.elements.reason.value] = values;
+        }
+      }
       afterRender();
     }
   }
