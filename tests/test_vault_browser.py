@@ -183,9 +183,10 @@ def pages(node):
             context = browser.new_context(viewport={"width": 1280, "height": 1000})
             page = context.new_page()
             page.set_default_timeout(WAIT_MS)
-            page.console = []
+            page.console, page.requests = [], []
             page.on("console", lambda message, page=page: page.console.append(
                 f"{message.type}: {message.text}"))
+            page.on("request", lambda sent, page=page: page.requests.append(sent.url))
             assert page.goto(url).status == 200
             page.fill("#device-file", node.made["device"][name])
             page.click("#device-import-button")
@@ -196,6 +197,9 @@ def pages(node):
         yield opened
         for page in opened.values():
             assert not [line for line in page.console if "Content Security Policy" in line]
+            # Everything a page loaded or asked came from the node: no CDN, no other host.
+            assert page.requests and all(url.startswith(node.ready["http"] + "/")
+                                         for url in page.requests)
         browser.close()
 
 

@@ -357,6 +357,10 @@ class VaultService:
                        f"the fragment of holder {index} was refused: {problem}")
         return good
 
+    def open_requests(self) -> list[bytes]:
+        """The ids of the requests the service holds open (releases are taken for them)."""
+        return list(self._open)
+
     def delivery(self, request_id: bytes) -> bytes | None:
         """The opened part sealed to the requester's reply key, or None (not opened)."""
         return self._deliveries.get(bytes(request_id))

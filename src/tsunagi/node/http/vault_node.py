@@ -173,7 +173,7 @@ class NodeVault:
                 stopped.cancel()
 
     def _has_open_requests(self) -> bool:
-        return bool(self.service is not None and self.service._open)
+        return bool(self.service is not None and self.service.open_requests())
 
     async def close(self) -> None:
         self._stopping.set()
