@@ -229,6 +229,27 @@ def test_a_call_the_node_did_not_prepare_is_refused(node):
     assert answer.status_code == 404 and "prepare the step again" in answer.json()["message"]
 
 
+def test_the_services_keys_and_pin_counts_outlive_a_restart(tmp_path):
+    made = will_chain(tmp_path)
+    for run in range(2):
+        with NodeProcess(made["data"], "--http", "127.0.0.1:0", "--tls-dev",
+                         "--vault") as served:
+            served.made = made
+            client, token = session(served)
+            channel = HttpChannel(client, token)
+            try:  # the device file pins the service's key: a new key would refuse it
+                holder = unlock_device(channel, made["path"]["lawyer"], PINS["lawyer"])
+                assert holder.signing.public_key == DeviceFile.load(
+                    made["path"]["lawyer"]).identity.signing_key
+                device = DeviceFile.load(made["path"]["person"])
+                with pytest.raises(PinError) as wrong:
+                    HolderClient(channel, device.service_key, device.device).request(
+                        {"type": "unlock", "pin": "000000"})
+                assert wrong.value.tries_left == 4 - run  # the count was kept on disk
+            finally:
+                client.close()
+
+
 def test_the_vault_needs_the_http_listener():
     with pytest.raises(ConfigError, match="--vault serves its pages on the --http listener"):
         build_config({"data": "chain", "vault": True})
