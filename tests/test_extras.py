@@ -29,7 +29,7 @@ BLOCKED = {"http": ["fastapi", "fastapi_offline", "starlette", "pydantic", "uvic
            "ethereum": ["eth_tester", "web3", "vyper", "eth_account", "eth_hash", "rlp", "trie",
                         "eth", "eth_abi", "eth_keys", "eth_utils"]}
 NEEDS_AN_EXTRA = {"tsunagi.node.rest": "http", "tsunagi.node.metrics": "http",
-                  "tsunagi.node.http.pages": "http"}
+                  "tsunagi.node.http.pages": "http", "tsunagi.node.http.vault_pages": "http"}
 
 
 def without(extra_names: list[str], code: str) -> subprocess.CompletedProcess:

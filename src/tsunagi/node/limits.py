@@ -222,3 +222,19 @@ page_history_shown = 50
 dev_certificate_valid_days = 365
 # A development certificate this close to expiry is made again when the node starts.
 dev_certificate_renew_days = 30
+
+# --- the vault's pages (node/http/vault_*) ----------------------------------------------------
+
+# Call records prepared for a holder's browser to sign and not submitted yet: a few a holder
+# at a time, about 600 bytes each; past this the oldest is forgotten (its page prepares the
+# step again).
+vault_prepared_calls_max = 1024
+# A vault step's JSON body: a channel frame (a release is about 700 bytes in hex) or a call's
+# arguments (a reason of 500 characters) fit in 8 KiB, read whole before it is parsed.
+vault_body_bytes_max = 8 * 1024
+# A vault step waits this long for its record to be committed: a group commit takes
+# milliseconds, a mined block on a busy machine seconds; past this the node is stuck.
+vault_submit_wait_s = 120.0
+# The vault looks at the tip this often without a block notification, so that expiries are
+# noticed on a quiet chain (an expiry is whole seconds of block time).
+vault_follow_poll_s = 1.0

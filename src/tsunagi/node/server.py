@@ -803,10 +803,12 @@ class NodeServer:
 
     # -- group commit --
 
-    async def submit(self, records, signatures=b"", batches: np.ndarray = _NO_BATCHES):
+    async def submit(self, records, signatures=b"", batches: np.ndarray = _NO_BATCHES,
+                     payloads: tuple[bytes, ...] | None = None):
         """Commits records from this process through the same queue and writer as the wire's.
 
-        The buffers must have passed ``protocol.check_submit_batch``. Returns the
+        The buffers must have passed ``protocol.check_submit_batch``; ``payloads`` are the
+        call records' payloads in record order (as submit_calls carries them). Returns the
         SubmitAnswer, or the protocol Error (overloaded, shutting_down, internal) a wire
         client would get.
         """
@@ -815,7 +817,7 @@ class NodeServer:
         future = self._loop.create_future()
         local.waiting[local.next_id] = future
         self.enqueue(local, local.next_id, memoryview(records), memoryview(signatures),
-                     batches, len(records) // RECORD_BYTES)
+                     batches, len(records) // RECORD_BYTES, payloads=payloads)
         return await future
 
     def enqueue(self, conn: _Connection, request_id: int, records, signatures,

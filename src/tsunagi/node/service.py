@@ -123,6 +123,9 @@ class ServiceConfig:
     # The code of the contracts the chain's config names, installed with this node:
     # (name, module:Class) pairs (tsunagi.contracts.chain.ChainContracts checks each hash).
     contracts: tuple[tuple[str, str], ...] = ()
+    # The document vault beside the ledger (its service's keys and PIN store in DATA/vault/,
+    # its pages under /vault on the http listener): the chain's config runs its contract.
+    vault: bool = False
 
     @property
     def tls(self) -> bool:
@@ -135,6 +138,9 @@ class ServiceConfig:
         if self.tls_dev and self.tls_cert is not None:
             raise ConfigError("--tls-dev makes a certificate of its own: give it, or "
                               "--tls-cert and --tls-key, not both")
+        if self.vault and self.http is None:
+            raise ConfigError("--vault serves its pages on the --http listener: set --http "
+                              "too (with --tls-dev or --tls-cert: holders type PINs there)")
         if self.tls and self.http is None:
             raise ConfigError("TLS serves the --http listener over HTTPS: set --http too")
 
@@ -231,7 +237,8 @@ def build_config(document: dict) -> ServiceConfig:
         tls_cert=_optional_path(document.get("tls_cert")),
         tls_key=_optional_path(document.get("tls_key")),
         tls_dev=bool(_optional_bool(document.get("tls_dev"), "tls_dev")),
-        contracts=_contracts(document.get("contracts")))
+        contracts=_contracts(document.get("contracts")),
+        vault=bool(_optional_bool(document.get("vault"), "vault")))
 
 
 def _contracts(value) -> tuple[tuple[str, str], ...]:
@@ -249,7 +256,8 @@ def _contracts(value) -> tuple[tuple[str, str], ...]:
 
 def _contract_runner(config: ServiceConfig):
     """The contract runtime of a chain whose config names contracts, with the code this node
-    installs (--contract); None for a chain that names none."""
+    installs (--contract, and the vault's contract with --vault); None for a chain that names
+    none."""
     from tsunagi.core.config import ChainConfig
     from tsunagi.ledger.ledger import CONFIG_FILE
 
@@ -261,7 +269,12 @@ def _contract_runner(config: ServiceConfig):
         return None
     from tsunagi.contracts.chain import ChainContracts
 
-    return ChainContracts(chain, dict(config.contracts))
+    installed = dict(config.contracts)
+    if config.vault:
+        from tsunagi.node.http.vault_node import VAULT_CONTRACT
+
+        installed.setdefault(*VAULT_CONTRACT)
+    return ChainContracts(chain, installed)
 
 
 def _optional_path(value) -> Path | None:
@@ -345,6 +358,8 @@ class Service:
         self.metrics_address: tuple[str, int] | None = None
         self._http: list[tuple[object, asyncio.Task]] = []
         self._ledger = None
+        self.contracts = None  # the chain's contract runtime, when its config names contracts
+        self.vault = None  # the vault beside the ledger (--vault)
 
     async def start(self) -> None:
         from tsunagi.ledger import Ledger
@@ -352,8 +367,9 @@ class Service:
         loop = asyncio.get_running_loop()
         config = self.config
         # Opening replays the log after the newest snapshot: seconds at most, off the loop.
+        self.contracts = _contract_runner(config)
         self._ledger = await loop.run_in_executor(None, functools.partial(
-            Ledger.open, config.data, calls=_contract_runner(config)))
+            Ledger.open, config.data, calls=self.contracts))
         try:
             await self._start_servers()
         except BaseException:
@@ -410,6 +426,10 @@ class Service:
             self.app = create_app(self.node, settings=self.rest_settings,
                                   metrics=self.metrics if config.metrics is True else None)
             add_pages(self.app)
+            if config.vault:
+                from tsunagi.node.http.vault_pages import add_vault_pages
+
+                self.vault = await add_vault_pages(self.app, self.contracts, config.data)
             self.http_address = await self._serve(self.app, config.http, "HTTP",
                                                   self.tls_files)
         if isinstance(config.metrics, tuple):
@@ -475,6 +495,9 @@ class Service:
                 log.exception("an HTTP server failed while stopping")
         self._http.clear()
         loop = asyncio.get_running_loop()
+        if self.vault is not None:
+            await self.vault.close()
+            self.vault = None
         if self.app is not None:
             await loop.run_in_executor(None, self.app.state.api.close)
             self.app = None
@@ -650,6 +673,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the code of contract NAME of the chain's config, installed with "
                              "this node (repeat for each; its source must hash to the "
                              "config's; config: [contracts] table)")
+    parser.add_argument("--vault", action="store_const", const=True, default=None,
+                        help="run the document vault beside the ledger: its confidentiality "
+                             "service (keys and PIN store in DATA/vault/) and its pages under "
+                             "/vault (needs --http; the chain's config runs the vault "
+                             "contract)")
     parser.add_argument("--byzantine", choices=("equivocate",), default=None,
                         help=argparse.SUPPRESS)  # a test mode: a validator that equivocates
     _add_setting_flags(parser, "node", NodeSettings,
@@ -672,7 +700,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     document = load_config(args.config) if args.config else {}
     for key in ("data", "listen", "http", "metrics", "log_level", "peers", "mine",
                 "mine_threads", "validator_key", "validator_passphrase_env", "byzantine",
-                "tls_cert", "tls_key", "tls_dev", "contracts"):
+                "tls_cert", "tls_key", "tls_dev", "contracts", "vault"):
         if getattr(args, key) is not None:
             document[key] = getattr(args, key)
     for table, prefix in _SETTING_PREFIX.items():

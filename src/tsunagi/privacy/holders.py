@@ -271,19 +271,32 @@ class DeviceFile:
             if path.stat().st_size > limits.device_file_bytes_max:
                 raise KeyFileError(f"{path} is over {limits.device_file_bytes_max} bytes: "
                                    "not a holder's device file")
-            document = json.loads(path.read_bytes())
+            return cls.from_json(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise KeyFileError(f"{path} cannot be read as a holder's device file ({exc}); "
+                               "restore it from a copy") from exc
+
+    @classmethod
+    def from_json(cls, data: bytes | str, name: str = "the device file") -> DeviceFile:
+        """A device file's content (as a browser keeps it); KeyFileError naming what is
+        wrong when it is not one."""
+        if len(data) > limits.device_file_bytes_max:
+            raise KeyFileError(f"{name} is over {limits.device_file_bytes_max} bytes: not a "
+                               "holder's device file")
+        try:
+            document = json.loads(data)
             if document.get("format") != DEVICE_FORMAT or document.get("version") \
                     != DEVICE_VERSION:
-                raise KeyFileError(f"{path} is not a {DEVICE_FORMAT} file of version "
+                raise KeyFileError(f"{name} is not a {DEVICE_FORMAT} file of version "
                                    f"{DEVICE_VERSION}")
             return cls(HolderIdentity.from_bytes(bytes.fromhex(document["identity"])),
                        bytes.fromhex(document["service_key"]),
                        bytes.fromhex(document["device_key"]), bytes.fromhex(document["nonce"]),
                        bytes.fromhex(document["ciphertext"]))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, KeyFileError):
                 raise
-            raise KeyFileError(f"{path} cannot be read as a holder's device file ({exc}); "
+            raise KeyFileError(f"{name} cannot be read as a holder's device file ({exc}); "
                                "restore it from a copy") from exc
 
 

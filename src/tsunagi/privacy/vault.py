@@ -158,16 +158,23 @@ def open_delivery(sealed: bytes, reply_key: X25519PrivateKey, request_id: bytes)
                                    "request: it is another requester's") from exc
 
 
+# How a call reaches the chain when the ledger has a writer of its own (a node's): takes the
+# record, its signature and its payload, and answers (the record's code, its txid) once the
+# record is committed. Without one, calls go to ledger.submit_batch in this thread.
+Submitter = Callable[[bytes, bytes, bytes], tuple[Result, bytes]]
+
+
 class _Chain:
     """Reads and writes of the vault contract on one ledger: call records and state."""
 
-    def __init__(self, ledger, contracts: ChainContracts,
-                 clock: Callable[[], int] | None) -> None:
+    def __init__(self, ledger, contracts: ChainContracts, clock: Callable[[], int] | None,
+                 submitter: Submitter | None = None) -> None:
         if CONTRACT_NAME not in contracts.names:
             raise ConfigError(f"the chain runs no {CONTRACT_NAME!r} contract: name it in the "
                               "chain config and install tsunagi.privacy.vault_contract:"
                               "VaultContract")
         self.ledger, self.contracts, self.clock = ledger, contracts, clock
+        self.submitter = submitter
         self.chain_id = ledger.config.chain_id
         self.number = contracts.names.index(CONTRACT_NAME) + 1
 
@@ -177,9 +184,12 @@ class _Chain:
         record, payload = call_record(self.chain_id, sequence, account, self.number, method,
                                       args)
         now_s = None if self.clock is None else self.clock()
-        answer = self.ledger.submit_batch(record, signer.sign_record(record), now_s=now_s,
-                                          payloads=[payload])
-        code, txid = Result(int(answer.codes[0])), answer.txids[0].tobytes()
+        if self.submitter is not None:
+            code, txid = self.submitter(record, signer.sign_record(record), payload)
+        else:
+            answer = self.ledger.submit_batch(record, signer.sign_record(record), now_s=now_s,
+                                              payloads=[payload])
+            code, txid = Result(int(answer.codes[0])), answer.txids[0].tobytes()
         result = self.contracts.results.get(txid)
         refusal = result.refuse_code if result is not None else 0
         return code, refusal, "" if result is None else result.detail, txid
@@ -233,8 +243,9 @@ class VaultService:
 
     def __init__(self, ledger, contracts: ChainContracts, service: ConfidentialityService, *,
                  account: int, signing: PrivateKey,
-                 clock: Callable[[], int] | None = None) -> None:
-        self.chain = _Chain(ledger, contracts, clock)
+                 clock: Callable[[], int] | None = None,
+                 submitter: Submitter | None = None) -> None:
+        self.chain = _Chain(ledger, contracts, clock, submitter)
         self.service, self.account, self.signing = service, account, signing
         self._next_height = 1
         self._open: dict[bytes, dict] = {}  # request id -> its document id and part
@@ -346,6 +357,10 @@ class VaultService:
                        f"the fragment of holder {index} was refused: {problem}")
         return good
 
+    def open_requests(self) -> list[bytes]:
+        """The ids of the requests the service holds open (releases are taken for them)."""
+        return list(self._open)
+
     def delivery(self, request_id: bytes) -> bytes | None:
         """The opened part sealed to the requester's reply key, or None (not opened)."""
         return self._deliveries.get(bytes(request_id))
@@ -391,8 +406,9 @@ class Vault:
     node would notify it of each block; here it syncs after every step)."""
 
     def __init__(self, ledger, contracts: ChainContracts, service: VaultService, *,
-                 clock: Callable[[], int] | None = None) -> None:
-        self.chain = _Chain(ledger, contracts, clock)
+                 clock: Callable[[], int] | None = None,
+                 submitter: Submitter | None = None) -> None:
+        self.chain = _Chain(ledger, contracts, clock, submitter)
         self.service = service
 
     def _step(self, signer: PrivateKey, account: int, method: str, args: dict) -> bytes:
@@ -433,11 +449,13 @@ class Vault:
             "document_id": document_id, "part_id": part_id, "reason": reason,
             "reply_key": bytes(reply_key), "expiry_s": expiry_s})
 
-    def unlock(self, device_path: str | os.PathLike, pin: str,
+    def unlock(self, device_path: str | os.PathLike | DeviceFile, pin: str,
                request_id: bytes) -> HolderKeys:
-        """The holder's keys from its device file, with the PIN checked (and counted) by the
-        service; a refusal is recorded on the chain for ``request_id``."""
-        device = DeviceFile.load(Path(device_path))
+        """The holder's keys from its device file (a path, or the file read already), with
+        the PIN checked (and counted) by the service; a refusal is recorded on the chain for
+        ``request_id``."""
+        device = device_path if isinstance(device_path, DeviceFile) \
+            else DeviceFile.load(Path(device_path))
         client = HolderClient(self.service.service, device.service_key, device.device)
         try:
             answer = client.request({"type": "unlock", "pin": pin,
@@ -446,7 +464,7 @@ class Vault:
             self.service.record_refusals()
         return device.unwrap(bytes.fromhex(answer["key"]))
 
-    def approve(self, device_path: str | os.PathLike, pin: str, account: int,
+    def approve(self, device_path: str | os.PathLike | DeviceFile, pin: str, account: int,
                 request_id: bytes) -> Outcome:
         """A holder approves: unlocks its keys with ``pin``, signs the approve call, opens its
         sealed fragment of the part and releases it to the service over the channel."""
