@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,19 @@ def _run_until_killed(directory: Path, key_file: Path, rng: random.Random) -> li
     if first != "READY":
         child.kill()
         pytest.fail(f"the child did not start: {first} {child.communicate()[1]}")
-    lines = read_until_killed(child, rng.uniform(0.1, 0.8))
+    # Killed once its readers have seen a few heights (2 to 5, drawn): at a point of its
+    # progress, not of the clock, so a slow machine sees as many commits as a fast one.
+    wanted, heights, lines = rng.randint(2, 5), set(), []
+    deadline = time.monotonic() + 120
+    while len(heights) < wanted and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+        if line.startswith("SEEN "):
+            heights.add(int(line.split()[1]))
+    lines += read_until_killed(child, 0)
+    assert len(heights) >= wanted, f"the child's readers saw only heights {sorted(heights)}"
     return [line for line in lines if line.startswith("SEEN ")]
 
 
