@@ -296,3 +296,27 @@ def test_the_contract_state_comes_back_on_reopen_from_its_snapshot_or_by_running
         assert ledger.height == 4
     finally:
         ledger.close()
+
+
+def test_a_crash_replays_only_the_calls_after_the_newest_contract_snapshot(
+        contract_chain, tmp_path, monkeypatch):
+    import shutil
+
+    from tsunagi.ledger import limits as ledger_limits
+    keys, config = contract_chain
+    monkeypatch.setattr(ledger_limits, "snapshot_interval_records", 2)
+    ledger = Ledger.create(tmp_path / "a", config, threads=1, calls=Counters())
+    for sequence in range(1, 6):
+        payloads = [b"apples:1"]
+        ledger.submit_batch(*signed_calls(keys, payloads, sequence), payloads=payloads)
+    ledger._join_snapshot()
+    # The directory as a SIGKILL would leave it: no close, so nothing saved at close.
+    shutil.copytree(tmp_path / "a", tmp_path / "crashed")
+    ledger.close()
+    replayed = Counters()
+    reopened = Ledger.open(tmp_path / "crashed", threads=1, calls=replayed)
+    try:
+        assert replayed.values == {b"apples": 5}
+        assert replayed.blocks_run < 5  # from the snapshot taken on the way, not genesis
+    finally:
+        reopened.close()

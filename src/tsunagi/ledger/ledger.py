@@ -781,6 +781,10 @@ class Ledger:
         self._records_since_snapshot += len(block)
         if self._records_since_snapshot >= limits.snapshot_interval_records:
             self._snapshot_now(background=True)
+            # The contracts' state too, so that a crash replays only the calls after it (a
+            # snapshot of a block the crash takes back fails its hash check on open, and the
+            # calls are run again from the chain instead).
+            self._contracts.save(height, block.hash)
         return block
 
     # ------------------------------------------------------------- blocks made elsewhere
