@@ -36,6 +36,7 @@ import numpy as np
 from tsunagi.contracts import limits
 from tsunagi.errors import CorruptLogError, EncodingError, NotFoundError, StorageError
 from tsunagi.hashing import sha256, sha256d, sha256d_records
+from tsunagi.ledger.log import write_file_atomically
 
 __all__ = ["WorldState", "verify_proof"]
 
@@ -402,21 +403,8 @@ def _snapshot_bytes(state: WorldState) -> bytes:
 
 
 def _snapshot_write(path: Path, state: WorldState) -> None:
-    """_snapshot_bytes written to a temporary file beside ``path``, fsynced, renamed over
-    ``path``, and the directory fsynced."""
-    data = _snapshot_bytes(state)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
+    """_snapshot_bytes, replacing ``path`` whole (tsunagi.ledger.log.write_file_atomically)."""
+    write_file_atomically(path, _snapshot_bytes(state))
 
 def _damaged(path: Path, why: str) -> CorruptLogError:
     return CorruptLogError(f"world state snapshot {path} is damaged ({why}): remove it and "

@@ -123,10 +123,13 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Replaces ``path`` by ``data`` so that a crash leaves the old or the new file, whole."""
+def write_file_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replaces ``path`` by ``data`` so that a crash leaves the old or the new file, whole:
+    a temporary file made afresh with ``mode`` (0o600 for secrets: a temporary a crash left
+    behind never lends its mode), fsync, rename, fsync of the directory."""
     temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         write_all(fd, [data], 0)
         os.fsync(fd)

@@ -302,18 +302,10 @@ class DeviceFile:
 
 def write_secret_file(path: Path, data: bytes) -> None:
     """Replaces ``path`` by ``data`` (mode 0600) so that a crash leaves the old or the new file
-    whole: a temporary file, fsync, rename, fsync of the directory."""
-    from tsunagi.ledger.log import fsync_directory, write_all
+    whole (tsunagi.ledger.log.write_file_atomically)."""
+    from tsunagi.ledger.log import write_file_atomically
 
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        write_all(fd, [data], 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
+    write_file_atomically(path, data, mode=0o600)
 
 
 def _check_key(key: bytes) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tsunagi.errors import ConfigError
+from tsunagi.ledger.log import write_file_atomically
 from tsunagi.node import limits
 
 __all__ = ["DEV_CERT_FILE", "DEV_KEY_FILE", "DEV_NAMES", "TLS_DIRECTORY", "check_pair",
@@ -53,11 +53,11 @@ def dev_certificate(data: str | Path, now: datetime.datetime | None = None
     try:
         directory.mkdir(mode=0o700, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
-        _write(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()), 0o600)
+        write_file_atomically(key_path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()), mode=0o600)
         certificate = _self_signed(key, now)
-        _write(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_file_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     except OSError as exc:
         raise ConfigError(f"cannot write the development certificate in {directory}: "
                           f"{exc.strerror or exc}; check the data directory's permissions, "
@@ -127,13 +127,3 @@ def check_pair(cert_path: str | Path, key_path: str | Path) -> None:
     if key.public_key() != certificate.public_key():
         raise ConfigError(f"--tls-key {key_path} is not the key of --tls-cert {cert_path}")
 
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Writes a file whole or not at all (a crash leaves the old one or none)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
