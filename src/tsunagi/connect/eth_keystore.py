@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tsunagi import extras, limits
 from tsunagi.core import json_text
+from tsunagi.core.keyfile import write_private_file
 from tsunagi.errors import KeyFileError
 
 __all__ = ["PASSPHRASE_ENVIRONMENT", "SCRYPT_N_DEFAULT", "create_key", "load_key", "save_key"]
@@ -54,7 +55,7 @@ def save_key(path: str | os.PathLike, private_key: bytes, passphrase: str | None
         raise KeyFileError(f"scrypt n must be a power of two in [{limits.scrypt_n_min}, "
                            f"{limits.scrypt_n_max}], got {scrypt_n!r}")
     document = Account.encrypt(private_key, secret, kdf="scrypt", iterations=scrypt_n)
-    _write_private(Path(path), (json.dumps(document, indent=2) + "\n").encode(), overwrite)
+    write_private_file(Path(path), (json.dumps(document, indent=2) + "\n").encode(), overwrite)
     return Account.from_key(private_key).address
 
 
@@ -132,28 +133,3 @@ def _read_document(path: Path) -> dict:
                            f"{limits.scrypt_memory_bytes_max >> 30} GiB; it was not written "
                            "by tsunagi")
     return document
-
-
-def _write_private(target: Path, data: bytes, overwrite: bool) -> None:
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise KeyFileError(f"cannot write {target}: {exc.strerror}; choose another path, or "
-                           "create its folder first") from None
-    try:
-        os.fchmod(descriptor, 0o600)  # whatever the umask
-        os.write(descriptor, data)
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    try:
-        if overwrite:
-            os.replace(temporary, target)
-        else:
-            os.link(temporary, target)  # atomic, and fails if the target exists
-    except FileExistsError:
-        raise KeyFileError(f"{target} exists: choose another path (replacing a key file loses "
-                           "the key in it unless it is backed up)") from None
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from tsunagi.core.address import ADDRESS_PREFIX_DEFAULT, decode_address, encode_
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import EncodingError, KeyFileError
 
-__all__ = ["SCRYPT_N_DEFAULT", "load_key", "save_key"]
+__all__ = ["SCRYPT_N_DEFAULT", "load_key", "save_key", "write_private_file"]
 
 FORMAT_NAME = "tsunagi-key"
 FORMAT_VERSION = 1
@@ -85,11 +85,13 @@ def save_key(path: str | os.PathLike, private_key: PrivateKey, passphrase: str |
     document["ciphertext"] = sealed.hex()
     text = json.dumps(document, sort_keys=True, indent=2) + "\n"
     target = Path(path)
-    _write_atomic(target, text.encode(), overwrite)
+    write_private_file(target, text.encode(), overwrite)
     return target
 
 
-def _write_atomic(target: Path, data: bytes, overwrite: bool) -> None:
+def write_private_file(target: Path, data: bytes, overwrite: bool) -> None:
+    """Writes a key file (mode 0600 whatever the umask) whole or not at all; without
+    ``overwrite`` an existing file is never replaced. KeyFileError says what to do."""
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
