@@ -132,7 +132,7 @@ class BlockResult(IntEnum):
     bad_certificate = 33  # the seal is no commit certificate of the height's validators
     entries_refused = 34  # a consortium entry does not hold on the chain (EntryResult says why)
     # Payloads (block entries of call records), alone:
-    payload_mismatch = 35  # a call without its one payload, a payload of no call, or digest/length differ
+    payload_mismatch = 35  # a call lacks its one payload, a payload has no call, or they differ
     # Against a chain with contracts (Ledger.connect_block with a CallRunner):
     state_root_differs = 36  # the block's state root is missing or not the one its calls give
 
@@ -333,7 +333,7 @@ class Block:
 
     __slots__ = ("data", "records", "codes", "signatures", "batch_array", "_extension_offset",
                  "_body_offset", "_extension_length_offset", "_extension_end", "_txids",
-                 "_levels", "_flagged")
+                 "_levels", "_flagged", "_entries")
 
     def __init__(self, data: memoryview, records: np.ndarray, codes: np.ndarray,
                  signatures: np.ndarray, batch_array: np.ndarray, body_offset: int,
@@ -350,6 +350,7 @@ class Block:
         self._txids: np.ndarray | None = None
         self._levels: list[np.ndarray] | None = None
         self._flagged: np.ndarray | None = None
+        self._entries: list | None = None  # the extension's entries, decoded once (after genesis)
 
     @property
     def header(self) -> bytes:
@@ -590,7 +591,7 @@ def _check_entries(block: Block) -> BlockResult:
     if not block.extension_length:
         return BlockResult.payload_mismatch if calls.size else BlockResult.ok
     try:
-        found = decode_entries(block.data[block._extension_offset:block._extension_end])
+        found = block_entries(block)
     except EncodingError:
         return BlockResult.consortium_entries
     payloads = [entry for entry in found if isinstance(entry, Payload)]
@@ -619,10 +620,14 @@ def block_payloads(block: Block) -> dict[int, bytes]:
 
 
 def block_entries(block: Block) -> list:
-    """The entries of a block that check_block passed (none for genesis)."""
+    """The entries of a block's extension (none for genesis, whose extension is its config),
+    decoded once and kept with the block; EncodingError when they do not decode (check_block
+    refuses such a block)."""
     if not block.extension_length or block.is_genesis:
         return []
-    return decode_entries(block.extension)
+    if block._entries is None:
+        block._entries = decode_entries(block.extension)
+    return block._entries
 
 
 def _check_header_work(block: Block) -> BlockResult:

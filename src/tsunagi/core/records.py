@@ -209,6 +209,13 @@ def payload_digest(payload) -> bytes:
     return hashlib.sha256(hashlib.sha256(payload).digest()).digest()
 
 
+def call_count(records) -> int:
+    """How many call records a buffer of whole records holds (one pass over the kind bytes):
+    each needs its payload."""
+    return int(np.count_nonzero(np.frombuffer(records, dtype=np.uint8)[0::RECORD_BYTES]
+                                == Kind.call))
+
+
 def call(chain_id: int, sequence: int, caller_account: int, contract: int, payload: bytes, *,
          linked: bool = False, batch_authorized: bool = False, user_data: int = 0) -> bytes:
     """A call of contract number ``contract`` (the chain config's) by ``caller_account``,

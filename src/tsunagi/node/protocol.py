@@ -31,7 +31,7 @@ from tsunagi.core.block import (
 )
 from tsunagi.core.block import HEADER_BYTES as BLOCK_HEADER_BYTES
 from tsunagi.core.codes import UNSTORED, Result
-from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags, Kind
+from tsunagi.core.records import RECORD_BYTES, SIGNATURE_BYTES, Flags, call_count
 from tsunagi.errors import ProtocolError
 from tsunagi.ledger.limits import log_block_bytes_max
 from tsunagi.limits import payload_bytes_max, seal_bytes_max, u64_max
@@ -790,8 +790,7 @@ def check_submit_calls(records, signatures, payloads, error=ProtocolError) -> No
     """A submit calls' structure: every record signed (no batch authorization here), one
     payload for each call record, each within payload_bytes_max."""
     check_submit_batch(records, signatures, b"", error=error)
-    kinds = np.frombuffer(records, dtype=np.uint8)[0::RECORD_BYTES]
-    calls = int(np.count_nonzero(kinds == Kind.call))
+    calls = call_count(records)
     if len(payloads) != calls:
         raise error(f"{calls} call records need as many payloads, got {len(payloads)}")
     if any(len(payload) > payload_bytes_max for payload in payloads):

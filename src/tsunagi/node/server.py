@@ -33,7 +33,7 @@ from tsunagi import hashing
 from tsunagi.consensus.chain import NotAtTip
 from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES, decode_block
 from tsunagi.core.codes import UNSTORED, Result
-from tsunagi.core.records import RECORD_BYTES, Flags, Kind
+from tsunagi.core.records import RECORD_BYTES, Flags, call_count
 from tsunagi.errors import ConfigError, CorruptLogError, EncodingError, ProtocolError
 from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.ledger import SealStopped
@@ -373,8 +373,7 @@ def _group_payloads(group: list[_Submission]) -> list:
         if submission.payloads is not None:
             found.extend(submission.payloads)
         else:
-            kinds = np.frombuffer(submission.records, dtype=np.uint8)[0::RECORD_BYTES]
-            found.extend([None] * int(np.count_nonzero(kinds == Kind.call)))
+            found.extend([None] * call_count(submission.records))
     return found
 
 
