@@ -43,3 +43,8 @@ class ConnectCode(IntEnum):
     payout_final = 28  # the payout is final: only forward completion is allowed
     payout_late = 29  # the payout's block is past the rule's payout window
     not_expired = 30  # the escrow's expiry is not yet behind the chain's final header
+    # Codes of the batched step methods (35..39).
+    batch_malformed = 35  # a batch that is not a non-empty list of items of the step's shape
+    batch_too_large = 36  # more transfers than one batched call may carry
+    batch_duplicate = 37  # a transfer named twice in one batch
+    block_malformed = 38  # a batch's block proof with a field missing or of the wrong type or size

@@ -52,6 +52,11 @@ TX_USED = 27  # this transaction proved a step already
 PAYOUT_FINAL = 28  # the payout is final: only forward completion is allowed
 PAYOUT_LATE = 29  # the payout's block is past the rule's payout window
 NOT_EXPIRED = 30  # the escrow's expiry is not yet behind the chain's final header
+# Codes of the batched step methods (35..39).
+BATCH_MALFORMED = 35  # a batch that is not a non-empty list of items of the step's shape
+BATCH_TOO_LARGE = 36  # more transfers than one batched call may carry
+BATCH_DUPLICATE = 37  # a transfer named twice in one batch
+BLOCK_MALFORMED = 38  # a batch's block proof with a field missing or of the wrong type or size
 
 KIND_TSUNAGI_POW = "tsunagi-pow"
 HEADER_BYTES = 80
@@ -72,6 +77,12 @@ PATH_LEVELS_MAX = 32
 # Blocks of confirmation a finality rule may ask for: 10,000 is about ten weeks of 10-minute
 # blocks, far past any rule; the bound keeps a rule from asking for a depth no chain reaches.
 CONFIRMATIONS_MAX = 10000
+# Transfers one batched call may step: each saves its transfer (an event and a write of its
+# trail, about 200 steps with its proof's path and TX_USED write), so 200 stay within the
+# 100,000-step budget with room, and under the 256 events a call may emit. The 64 KiB of a
+# call's arguments bound a proven batch more tightly: about 100 proofs of a block of 100 records
+# with their signatures (tsunagi.connect.node.batch_transfers_per_call).
+BATCH_TRANSFERS_MAX = 200
 # The kinds of records this contract checks (tsunagi.core.records.Kind).
 KIND_TRANSFER, KIND_HOLD, KIND_POST, KIND_VOID = 2, 5, 6, 7
 
@@ -497,6 +508,195 @@ class ConnectionContract(Contract):
             raise Refuse(NOT_EXPIRED, "no final header is at the escrow's expiry yet")
         self.save(transfer_id, entry, "expired",
                   [["expired", [rule["source"], b"", final, known[0], known[1]]]])
+
+    # ------------------------------------------------------------- batched steps (fast path)
+    # One call steps many transfers. A proven step's call proves many records of ONE block of
+    # the linked chain: its header, the body leaf (the codes) and finality once, then per
+    # transfer only its record, position and Merkle path. Every check of the one-transfer
+    # methods holds per transfer (state, record match, TX_USED, expiry and window); a batch is
+    # all or nothing: the first transfer refused refuses the call with its own code (the
+    # detail names its index), and nothing of the call stays.
+
+    def batch(self, items, size: int) -> list:
+        if not isinstance(items, list) or not items:
+            raise Refuse(BATCH_MALFORMED, "a batch is a non-empty list")
+        if len(items) > BATCH_TRANSFERS_MAX:
+            raise Refuse(BATCH_TOO_LARGE, "a batch is at most " + str(BATCH_TRANSFERS_MAX) +
+                         " transfers")
+        seen = {}
+        for item in items:
+            if not isinstance(item, list) or len(item) != size:
+                raise Refuse(BATCH_MALFORMED, "each item is a list of " + str(size))
+            if not isinstance(item[0], bytes):
+                raise Refuse(BATCH_MALFORMED, "each item starts with its transfer id")
+            if item[0] in seen:
+                raise Refuse(BATCH_DUPLICATE, "a transfer twice in one batch")
+            seen[item[0]] = 1
+        return items
+
+    def proven_block(self, chain_id: int, block, headers: list) -> dict:
+        """A linked block's header and body proven once: the best chain's at its height,
+        final, its codes under its root. The part of ``proven`` shared by a batch."""
+        chain = self.linked(chain_id)
+        kinds = {"height": int, "header": bytes, "body": bytes, "body_path": list,
+                 "record_count": int}
+        if not isinstance(block, dict):
+            raise Refuse(BLOCK_MALFORMED, "a block proof is a dict")
+        for key in kinds:
+            if not isinstance(block.get(key), kinds[key]) or isinstance(block.get(key), bool):
+                raise Refuse(BLOCK_MALFORMED, "a block proof needs " + key)
+        header, count, body = block["header"], block["record_count"], block["body"]
+        if len(header) != HEADER_BYTES or count < 1 or len(body) < count or len(body) == 64:
+            raise Refuse(BLOCK_MALFORMED, "an 80-byte header and a body of one code a record")
+        root = header[36:68]
+        if not walk_path(sha256d(body), block["body_path"], count, count + 1, root):
+            raise Refuse(CODE_UNPROVEN, "the block's codes do not lead to the root")
+        tip = self.extend(chain_id, headers)
+        height = block["height"]
+        known = self.state.get("best:" + str(chain_id) + ":" + str(height))
+        if known is None or known[0] != sha256d(header):
+            raise Refuse(BLOCK_UNKNOWN, "the block's header is not the best chain's at its "
+                         "height")
+        final_height = height + chain["confirmations"]
+        if tip[0] < final_height:
+            raise Refuse(NOT_FINAL, "the block needs " + str(chain["confirmations"]) +
+                         " blocks on top")
+        final = self.state.get("best:" + str(chain_id) + ":" + str(final_height))
+        return {"chain": chain_id, "root": root, "count": count, "body": body,
+                "where": [chain_id, b"", height, known[0], known[1]],
+                "final": [chain_id, b"", final_height, final[0], final[1]]}
+
+    def proven_item(self, block: dict, record, position, path) -> dict:
+        """One record of a proven block: its path, its code ok, its txid not used before."""
+        if not isinstance(record, bytes) or len(record) != RECORD_BYTES or \
+                not isinstance(position, int) or isinstance(position, bool) or \
+                not isinstance(path, list):
+            raise Refuse(PROOF_MALFORMED, "an item's record is 128 bytes, position an int and "
+                         "path a list")
+        txid = sha256d(record)
+        if not walk_path(txid, path, position, block["count"] + 1, block["root"]):
+            raise Refuse(NOT_IN_BLOCK, "the record's Merkle path does not lead to the root")
+        fields = parse_record(record)
+        if block["body"][position] != 0:
+            raise Refuse(TX_FAILED, "the record was refused there, code " +
+                         str(block["body"][position]))
+        used = "used:" + str(block["chain"]) + ":" + txid.hex()
+        if self.state.has(used):
+            raise Refuse(TX_USED, "this transaction proved a step already")
+        self.state.set(used, 1)
+        fields["txid"] = txid
+        fields["where"] = [block["chain"], txid] + block["where"][2:]
+        fields["final"] = [block["chain"], txid] + block["final"][2:]
+        return fields
+
+    def each(self, items: list, step) -> None:
+        """``step(item)`` for every item; a refusal names the item's index."""
+        index = 0
+        for item in items:
+            try:
+                step(item)
+            except Refuse as refusal:
+                raise Refuse(refusal.code, "transfer " + str(index) + " of the batch: " +
+                             refusal.message) from None
+            index += 1
+
+    def chain_of(self, items: list, side: str) -> int:
+        """The one linked chain a proven batch's transfers all step on (``side`` of rules)."""
+        chains = {}
+        for item in items:
+            chains[self.transfer(item[0])["rule"][side]] = 1
+        if len(chains) != 1:
+            raise Refuse(BATCH_MALFORMED, "a proven batch's transfers step on one chain")
+        return list(chains)[0]
+
+    @method
+    def request_many(self, items: list) -> list:
+        """Step 1 for many: items [transfer_id, rule_id, payer, payee, amount]; the payouts."""
+        self.batch(items, 5)
+        payouts = []
+        self.each(items, lambda item: payouts.append(self.request(*item)))
+        return payouts
+
+    @method
+    def escrowed_many(self, block: dict, items: list, headers: list) -> None:
+        """Steps 2-4 for many: items [transfer_id, record, position, path] of one block."""
+        self.batch(items, 4)
+        proven = self.proven_block(self.chain_of(items, "source"), block, headers)
+
+        def step(item) -> None:
+            entry = self.transfer(item[0])
+            self.expect(entry, ["request"])
+            rule = entry["rule"]
+            fields = self.proven_item(proven, item[1], item[2], item[3])
+            matches(fields, {"kind": KIND_HOLD, "chain_id": rule["source"],
+                             "debit": entry["payer"], "credit": rule["settlement"],
+                             "amount": entry["amount"], "aux2": rule["escrow_authority"],
+                             "user_data": entry["tag"]})
+            if fields["aux"] < entry["requested_s"] + rule["escrow_expiry_s"]:
+                raise Refuse(RECORD_MISMATCH, "the hold expires before the rule's escrow "
+                             "expiry")
+            entry["hold"] = [fields["debit"], fields["sequence"], fields["aux"]]
+            entry["escrowed_s"] = fields["where"][4]
+            self.save(item[0], entry, "escrow", [["escrow", fields["where"]],
+                                                 ["escrow_final", fields["final"]],
+                                                 ["rate", self.here()]])
+        self.each(items, step)
+
+    @method
+    def confirm_many(self, items: list) -> None:
+        """Step 5 for many: items [transfer_id, accepted], relayed by an operator."""
+        self.batch(items, 2)
+        self.each(items, lambda item: self.confirm(item[0], item[1]))
+
+    @method
+    def paid_many(self, block: dict, items: list, headers: list) -> None:
+        """Steps 7-8 for many: items [transfer_id, record, position, path] of one block."""
+        self.batch(items, 4)
+        proven = self.proven_block(self.chain_of(items, "target"), block, headers)
+
+        def step(item) -> None:
+            entry = self.transfer(item[0])
+            self.expect(entry, ["payout"])
+            rule = entry["rule"]
+            fields = self.proven_item(proven, item[1], item[2], item[3])
+            matches(fields, {"kind": KIND_TRANSFER, "chain_id": rule["target"],
+                             "debit": rule["pool"], "credit": entry["payee"],
+                             "amount": entry["payout"], "user_data": entry["tag"]})
+            if fields["where"][4] > entry["escrowed_s"] + rule["payout_window_s"]:
+                raise Refuse(PAYOUT_LATE, "the payout's block is past the payout window")
+            self.save(item[0], entry, "settle", [["payout", fields["where"]],
+                                                 ["payout_final", fields["final"]],
+                                                 ["payout_seen", self.here()]])
+        self.each(items, step)
+
+    @method
+    def settled_many(self, block: dict, items: list, headers: list) -> None:
+        """Steps 9-11 for many: items [transfer_id, record, position, path] of one block."""
+        self.batch(items, 4)
+        proven = self.proven_block(self.chain_of(items, "source"), block, headers)
+
+        def step(item) -> None:
+            entry = self.transfer(item[0])
+            self.expect(entry, ["settle"])
+            if entry.get("settled"):
+                raise Refuse(WRONG_STATE, "the escrow is settled already")
+            rule = entry["rule"]
+            fields = self.proven_item(proven, item[1], item[2], item[3])
+            matches(fields, {"kind": KIND_POST, "chain_id": rule["source"],
+                             "debit": rule["escrow_authority"], "credit": entry["payer"],
+                             "aux": entry["hold"][1], "amount": entry["amount"],
+                             "user_data": entry["tag"]})
+            entry["settled"] = True
+            self.save(item[0], entry, "settle", [["settle", fields["where"]],
+                                                 ["settle_final", fields["final"]],
+                                                 ["settle_seen", self.here()]])
+        self.each(items, step)
+
+    @method
+    def complete_many(self, items: list) -> None:
+        """Step 12 for many: items [transfer_id]."""
+        self.batch(items, 1)
+        self.each(items, lambda item: self.complete(item[0]))
 
     @method
     def trail(self, transfer_id: bytes) -> dict:

@@ -14,6 +14,7 @@ linked chains are reached through :class:`~tsunagi.connect.tsunagi_chain.Tsunagi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 from tsunagi.connect import contract, limits
@@ -285,6 +286,193 @@ class ConnectionNode:
         self.flush()
         ids = dict.fromkeys(bytes.fromhex(entry["transfer"]) for entry in self.journal.entries)
         return {transfer_id: self.drive(transfer_id) for transfer_id in ids}
+
+
+    # ------------------------------------------------------- many transfers (fast path)
+
+    def call_many(self, calls: list[tuple[str, list]]) -> list[CallResult]:
+        """Calls of the connection contract, all in ONE block of the connection chain (one
+        submit_batch of their call records and payloads); their results in order."""
+        if not calls:
+            return []
+        first = self.ledger.account(self.operator_account).sequence + 1
+        records, signatures, payloads = [], [], []
+        for offset, (method, args) in enumerate(calls):
+            record, payload = call_record(self.ledger.config.chain_id, first + offset,
+                                          self.operator_account, self.contract_number,
+                                          method, args)
+            records.append(record)
+            signatures.append(self.operator_key.sign_record(record))
+            payloads.append(payload)
+        now = None if self.now_s is None else self.now_s()
+        answer = self.ledger.submit_batch(b"".join(records), b"".join(signatures), now_s=now,
+                                          payloads=payloads)
+        results = [self.contracts.results.get(bytes(txid)) for txid in answer.txids]
+        if any(result is None for result in results):
+            codes = sorted({Result(int(code)).name for code in answer.codes})
+            raise TsunagiError(f"the connection chain did not run the calls ({codes})")
+        return results
+
+    def pay_many(self, transfers, times: dict | None = None) -> dict[bytes, dict | None]:
+        """Many whole transfers ``(transfer_id, rule_id, payer, payee, amount)`` together:
+        each step of all of them in a few blocks (one block of the linked chain per group of
+        limits.batch_transfers_per_call records, one block of the connection chain for all
+        the step calls), journaled before and after as pay() is, so resume() drives on any
+        transfer a crash left. A transfer the batched steps do not finish (a refusal, a hold
+        the payer cannot pay, a shop that says no, a block not yet final) goes on through
+        drive(); its entry is returned, None when its request was refused. ``times`` (if
+        given) gets ``transfer_id -> (requested, completed)`` in perf_counter seconds."""
+        transfers = [tuple(transfer) for transfer in transfers]
+        ids = [transfer[0] for transfer in transfers]
+        started = time.perf_counter()
+        self._journal_once([(transfer_id, "request", {}) for transfer_id in ids])
+        self._request_many(transfers)
+        entries = {transfer_id: self.state_of(transfer_id) for transfer_id in ids}
+        for phase in (self._escrow_many, self._confirm_many, self._payout_many,
+                      self._settle_many, self._complete_many):
+            phase(entries)
+        completed = time.perf_counter()
+        answer = {}
+        for transfer_id in ids:
+            entry = entries[transfer_id]
+            if entry is not None and entry["state"] not in FINAL_STATES:
+                entry = self.drive(transfer_id)
+            answer[transfer_id] = entry
+            if times is not None and entry is not None and entry["state"] == "complete":
+                times[transfer_id] = (started, completed)
+        return answer
+
+    def _journal_once(self, intents: list[tuple[bytes, str, dict]]) -> None:
+        """Journals the intents not journaled yet, with one fsync."""
+        fresh = []
+        for transfer_id, op, fields in intents:
+            key = (transfer_id.hex(), op)
+            if key not in self._intents:
+                intent = {"transfer": key[0], "op": op, "phase": "intent", **fields}
+                self._intents[key] = intent
+                fresh.append(intent)
+        if fresh:
+            self.journal.append_many(fresh)
+
+    def _request_many(self, transfers: list[tuple]) -> None:
+        groups = _groups(transfers, limits.batch_plain_per_call)
+        results = self.call_many([("request_many", [[list(one) for one in group]])
+                                  for group in groups])
+        for group, result in zip(groups, results):
+            if result.code is not CallCode.ok:  # one is refused: each goes alone
+                for one in group:
+                    self.request(*one)
+
+    def _in_state(self, entries: dict, state: str, op: str | None) -> list[bytes]:
+        """Transfers in ``state`` whose ``op`` the journal has no intent of (a journaled one
+        is a restart's: drive() takes it on as it is)."""
+        return [transfer_id for transfer_id, entry in entries.items()
+                if entry is not None and entry["state"] == state and
+                (op is None or (transfer_id.hex(), op) not in self._intents)]
+
+    def _external_many(self, entries: dict, ids: list[bytes], op: str, side: str,
+                       prepare: Callable) -> None:
+        """``op`` of the transfers ``ids`` on their ``side`` chain, a group of records a
+        block, journaled before and after; then their proven step calls in one block."""
+        by_chain: dict[int, list[bytes]] = {}
+        for transfer_id in ids:
+            by_chain.setdefault(entries[transfer_id]["rule"][side], []).append(transfer_id)
+        calls = []
+        for chain_id, chain_ids in by_chain.items():
+            connector = self.connectors[chain_id]
+            sent = [self._send_group(connector, op, group, prepare(connector, group))
+                    for group in _groups(chain_ids, limits.batch_transfers_per_call)]
+            headers = self._caught_up(connector)  # after every group's block is there
+            for good in sent:
+                if not good:
+                    continue
+                block, items = connector.find_many(good[0][1].height,
+                                                   [ref.txid for _, ref in good])
+                calls.append((_PROVEN_METHOD[op], [block, [
+                    [transfer_id] + item for (transfer_id, _), item in zip(good, items)],
+                    headers]))
+                headers = []
+        self._step_many(entries, calls)
+
+    def _send_group(self, connector: TsunagiConnector, op: str, group: list[bytes],
+                    prepared: list[Prepared]) -> list[tuple[bytes, TxRef]]:
+        """One group's records in one block, journaled before and after; those applied."""
+        self._journal_once([(transfer_id, op, {
+            "chain": connector.chain_id, "txid": one.txid.hex(), "record": one.record.hex(),
+            "signature": one.signature.hex()}) for transfer_id, one in zip(group, prepared)])
+        refs = connector.send_many(prepared)
+        self.journal.append_many([{
+            "transfer": transfer_id.hex(), "op": op, "phase": "outcome",
+            "txid": ref.txid.hex(), "height": ref.height, "status": int(ref.status)}
+            for transfer_id, ref in zip(group, refs)])
+        self._outcomes.update((transfer_id.hex(), op) for transfer_id in group)
+        # A failed one (the payer short, the pool short) goes on through drive().
+        return [(transfer_id, ref) for transfer_id, ref in zip(group, refs)
+                if ref.status is TxStatus.ok]
+
+    def _step_many(self, entries: dict, calls: list[tuple[str, list]]) -> None:
+        """Runs batched step calls in one block and reads back the transfers they name; a
+        refused call's transfers stay as they were, for drive() to take on alone."""
+        for (method, args), result in zip(calls, self.call_many(calls)):
+            items = args[1] if len(args) == 3 else args[0]
+            if result.code is CallCode.ok:
+                for item in items:
+                    entries[item[0]] = self.state_of(item[0])
+
+    def _escrow_many(self, entries: dict) -> None:
+        def prepare(connector, group):
+            return connector.prepare_holds([
+                (transfer_id, entries[transfer_id]["payer"], entries[transfer_id]["amount"],
+                 entries[transfer_id]["requested_s"] +
+                 entries[transfer_id]["rule"]["escrow_expiry_s"]) for transfer_id in group])
+        self._external_many(entries, self._in_state(entries, "request", "hold"), "hold",
+                            "source", prepare)
+
+    def _confirm_many(self, entries: dict) -> None:
+        ids = self._in_state(entries, "escrow", None)
+        self._journal_once([(transfer_id, "confirm", {
+            "accepted": bool(self.confirm_hook(transfer_id, entries[transfer_id]))})
+            for transfer_id in ids if (transfer_id.hex(), "confirm") not in self._intents])
+        self._step_many(entries, [
+            ("confirm_many", [[[transfer_id, self._intents[(transfer_id.hex(), "confirm")]
+                                ["accepted"]] for transfer_id in group]])
+            for group in _groups(ids, limits.batch_plain_per_call)])
+
+    def _payout_many(self, entries: dict) -> None:
+        now = self.now_s() if self.now_s is not None else None
+        ids = [transfer_id for transfer_id in self._in_state(entries, "payout", "payout")
+               if now is None or now <= entries[transfer_id]["escrowed_s"] +
+               entries[transfer_id]["rule"]["payout_window_s"]]  # a late one: drive() aborts
+
+        def prepare(connector, group):
+            return connector.prepare_transfers([
+                (entries[transfer_id]["rule"]["pool"], entries[transfer_id]["payee"],
+                 entries[transfer_id]["payout"], transfer_id) for transfer_id in group])
+        self._external_many(entries, ids, "payout", "target", prepare)
+
+    def _settle_many(self, entries: dict) -> None:
+        ids = [transfer_id for transfer_id in self._in_state(entries, "settle", "settle")
+               if not entries[transfer_id].get("settled")]
+
+        def prepare(connector, group):
+            for transfer_id in group:
+                connector.remember(transfer_id, *entries[transfer_id]["hold"][:2])
+            return connector.prepare_posts([
+                (transfer_id, entries[transfer_id]["amount"]) for transfer_id in group])
+        self._external_many(entries, ids, "settle", "source", prepare)
+
+    def _complete_many(self, entries: dict) -> None:
+        ids = [transfer_id for transfer_id in self._in_state(entries, "settle", None)
+               if entries[transfer_id].get("settled")]
+        self._step_many(entries, [("complete_many", [[[transfer_id] for transfer_id in group]])
+                                  for group in _groups(ids, limits.batch_plain_per_call)])
+
+
+_PROVEN_METHOD = {"hold": "escrowed_many", "payout": "paid_many", "settle": "settled_many"}
+
+
+def _groups(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def _code(value: int) -> ConnectCode | int:

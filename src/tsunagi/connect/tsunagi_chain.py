@@ -223,6 +223,100 @@ class TsunagiConnector:
             code=info.code, position=info.position, path=tuple(info.proof),
             record_count=count, body=body, body_path=tuple(hashing.merkle_proof(leaves, count)))
 
+    # --------------------------------------------------------- many records (fast path)
+
+    def prepare_many(self, builds) -> list[Prepared]:
+        """Records ``build(sequence)`` of ``(account, build)`` pairs, signed, in order: each
+        account's sequences run on from its last, so one block can carry them all."""
+        sequences: dict[int, int] = {}
+        prepared = []
+        for account, build in builds:
+            key = self.keys.get(account)
+            if key is None:
+                raise KeyNotOwnerError(f"this connector holds no key for account {account} "
+                                       f"of chain {self.chain_id}: give it the key")
+            sequence = sequences.get(account) or self.ledger.account(account).sequence + 1
+            sequences[account] = sequence + 1
+            record = build(sequence)
+            prepared.append(Prepared(record, key.sign_record(record), hashing.sha256d(record)))
+        return prepared
+
+    def prepare_holds(self, holds) -> list[Prepared]:
+        """Holds of ``(transfer_id, payer, amount, expiry_s)``, as prepare_hold makes each."""
+        builds = []
+        for transfer_id, payer, amount, expiry_s in holds:
+            self._check_id(transfer_id)
+            builds.append((_account(payer), _hold_build(
+                self, payer, amount, expiry_s, contract.transfer_tag(transfer_id))))
+        prepared = self.prepare_many(builds)
+        for (transfer_id, payer, _, _), one in zip(holds, prepared):
+            self.holds[transfer_id] = (_account(payer), rec.unpack(one.record)["sequence"])
+        return prepared
+
+    def prepare_posts(self, posts) -> list[Prepared]:
+        """Posts of ``(transfer_id, amount)`` to the settlement account, from the authority."""
+        builds = []
+        for transfer_id, amount in posts:
+            payer, sequence = self._hold_of(transfer_id)
+            tag = contract.transfer_tag(transfer_id)
+            builds.append((self.authority, lambda own, p=payer, s=sequence, a=amount, t=tag:
+                           rec.post(self.chain_id, own, self.authority, p, s, a, user_data=t)))
+        return self.prepare_many(builds)
+
+    def prepare_transfers(self, transfers) -> list[Prepared]:
+        """Plain transfers of ``(source, destination, amount, transfer_id)``."""
+        builds = []
+        for source, destination, amount, transfer_id in transfers:
+            tag = contract.transfer_tag(transfer_id)
+            source, destination = _account(source), _account(destination)
+            builds.append((source, lambda own, s=source, d=destination, a=amount, t=tag:
+                           rec.transfer(self.chain_id, own, s, d, a, user_data=t)))
+        return self.prepare_many(builds)
+
+    def send_many(self, prepared: list[Prepared]) -> list[TxRef]:
+        """Sends prepared records in one block (submit_batch: the fast path), or finds those
+        in a block already; RecordNotStored when the chain stores one of them nowhere."""
+        now = None if self.now_s is None else self.now_s()
+        answer = self.ledger.submit_batch(b"".join(one.record for one in prepared),
+                                          b"".join(one.signature for one in prepared),
+                                          now_s=now)
+        for code in answer.codes:
+            code = Result(int(code))
+            if code in UNSTORED and code is not Result.already_committed:
+                raise RecordNotStored(self.chain_id, code)
+        refs, blocks = [], {}
+        for one, code in zip(prepared, answer.codes):
+            if Result(int(code)) is Result.already_committed:
+                refs.append(self._ref(self.ledger.transaction(one.txid)))
+                continue
+            block = blocks.get(answer.height)
+            if block is None:
+                block = blocks[answer.height] = decode_block(self.ledger.block(answer.height))
+            status = TxStatus.ok if int(code) == 0 else TxStatus.failed
+            refs.append(TxRef(self.chain_id, one.txid, answer.height, block.hash, block.time,
+                              status))
+        return refs
+
+    def find_many(self, height: int, txids: list[bytes]) -> tuple[dict, list[list]]:
+        """The proof of block ``height`` (header, body, its path) once and, per txid, its
+        record, position and Merkle path: what the batched step methods take."""
+        block = decode_block(self.ledger.block(height))
+        body = (block.codes.tobytes() + block.signatures.tobytes() +
+                block.batch_array.tobytes() + block.extension)
+        count = len(block)
+        positions = {bytes(txid): i for i, txid in enumerate(block.txids())}
+        items = []
+        for txid in txids:
+            position = positions.get(bytes(txid))
+            if position is None:
+                raise NotFoundError(f"txid {txid.hex()} is not in block {height} of chain "
+                                    f"{self.chain_id}")
+            items.append([block.records[position].tobytes(), position,
+                          block.tx_proof(position)])
+        proof = {"height": height, "header": block.header, "body": body,
+                 "body_path": _body_path(block, count), "record_count": count}
+        return proof, items
+
     def headers_between(self, first: int, end: int) -> list[bytes]:
         """The 80-byte headers of blocks ``first..end-1`` (what a light client is fed)."""
         data = self.ledger.headers(first, min(end, self.ledger.height))
@@ -237,3 +331,17 @@ class TsunagiConnector:
         """A single-node proof-of-work development chain never reorganises by itself; the
         connection contract asks for its own confirmations on top of this."""
         return self.ledger.height - 1
+
+
+def _hold_build(connector: TsunagiConnector, payer, amount: int, expiry_s: int, tag: int):
+    payer = _account(payer)
+    return lambda sequence: rec.hold(
+        connector.chain_id, sequence, payer, connector.settlement, amount,
+        authority_account=connector.authority, expiry_s=expiry_s, user_data=tag)
+
+
+def _body_path(block, count: int) -> list[bytes]:
+    """The body leaf's path: the last leaf of the block's tree (its records' txids, then the
+    body digest)."""
+    leaves = np.vstack([block.txids(), np.frombuffer(block.body_digest(), np.uint8)])
+    return list(hashing.merkle_proof(leaves, count))

@@ -1,0 +1,170 @@
+"""The batched path of ConnectionChain (ConnectionNode.pay_many and the contract's *_many
+methods): many cross-chain payments stepped together end exactly as the single path ends one.
+
+Method: the real chains of tests/test_connect_tsunagi.py's World (two tsunagi chains and the
+connection chain, in temporary directories). The tests read the transfers' states and trails
+on the connection chain, the balances on both chains (money conserved, escrow empty, nothing
+paid twice), how many blocks the batch took, the contract's code for a batch carrying one
+lying proof, and a node killed mid-batch (an exception where the journal would be written)
+that is reopened and resumed.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_connect_tsunagi import CHAIN_A, HANAKO, POOL, SHOP, World
+
+from tsunagi.connect import limits
+from tsunagi.connect.codes import ConnectCode
+from tsunagi.connect.journal import Journal
+from tsunagi.contracts.runtime import CallCode
+
+TWELVE = ["request", "escrow", "escrow_final", "rate", "confirm", "payout", "payout_final",
+          "payout_seen", "settle", "settle_final", "settle_seen", "complete"]
+
+
+FUNDS = 1000  # every account of both chains starts with this many times World's amounts
+
+
+class BatchWorld(World):
+    """World with richer accounts, so Hanako can pay for a few hundred orders."""
+
+    def _chain(self, directory, chain_id, keys, amounts):
+        return super()._chain(directory, chain_id, keys,
+                              {n: amount * FUNDS for n, amount in amounts.items()})
+
+
+def transfers(count: int, amount: int = 12) -> list[tuple]:
+    return [(b"batch-%06d" % n, 7, HANAKO, SHOP, amount) for n in range(count)]
+
+
+@pytest.fixture
+def world(tmp_path):
+    made = BatchWorld(tmp_path)
+    yield made
+    made.close()
+
+
+def test_a_batch_completes_every_transfer_with_the_twelve_steps_and_money_conserved(world):
+    batch = transfers(150)  # two groups of a linked block each, one connection block a step
+    blocks_before = (world.a.height, world.b.height, world.c.height)
+    entries = world.node.pay_many(batch)
+    assert all(entry["state"] == "complete" for entry in entries.values())
+    for entry in entries.values():
+        assert [step["step"] for step in entry["trail"]] == TWELVE
+        assert [step["n"] for step in entry["trail"]] == list(range(1, 13))
+    payout = (12 - 10) * 3 // 2
+    assert world.a.balance(HANAKO) == 1000 * FUNDS - 150 * 12
+    assert world.b.balance(SHOP) == FUNDS + 150 * payout
+    assert world.b.balance(POOL) == 100_000 * FUNDS - 150 * payout
+    world.assert_conserved()
+    # Two blocks of holds and two of posts on A, two of payouts on B, six on the connection
+    # chain (request, escrowed, confirm, paid, settled, complete) for all 150.
+    assert (world.a.height - blocks_before[0], world.b.height - blocks_before[1],
+            world.c.height - blocks_before[2]) == (4, 2, 6)
+
+
+def test_the_batched_trail_names_the_same_proven_blocks_as_the_chains(world):
+    entries = world.node.pay_many(transfers(3))
+    for entry in entries.values():
+        for step in entry["trail"]:
+            if step["chain"] == CHAIN_A:
+                info = world.a.transaction(step["txid"])
+                assert info.height == step["height"] and int(info.code) == 0
+
+
+def test_a_batch_with_one_lying_proof_is_refused_with_its_code_and_changes_nothing(world):
+    batch = transfers(3)
+    world.node.call("request_many", [[list(one) for one in batch]])
+    ids = [one[0] for one in batch]
+    prepared = world.connector_a.prepare_holds(
+        [(transfer_id, HANAKO, 12, world.clock.now + 3600) for transfer_id in ids])
+    refs = world.connector_a.send_many(prepared)
+    block, items = world.connector_a.find_many(refs[0].height, [ref.txid for ref in refs])
+    lying = [list(item) for item in items]
+    lying[1][0] = lying[2][0]  # the second transfer shows the third one's record
+    headers = world.node._caught_up(world.connector_a)
+    args = [block, [[transfer_id] + item for transfer_id, item in zip(ids, lying)], headers]
+    before = [world.node.state_of(transfer_id) for transfer_id in ids]
+    result = world.node.call("escrowed_many", args)
+    assert result.code is CallCode.refused
+    assert ConnectCode(result.refuse_code) is ConnectCode.not_in_block
+    assert "transfer 1 " in result.detail
+    assert [world.node.state_of(transfer_id) for transfer_id in ids] == before
+    honest = [block, [[transfer_id] + item for transfer_id, item in zip(ids, items)], headers]
+    assert world.node.call("escrowed_many", honest).code is CallCode.ok
+    assert {world.node.state_of(transfer_id)["state"] for transfer_id in ids} == {"escrow"}
+    # The same proofs again: each transaction proved its step already.
+    assert world.node.call("escrowed_many", honest).refuse_code == ConnectCode.wrong_state
+
+
+@pytest.mark.parametrize("items, code", [
+    ([], ConnectCode.batch_malformed),
+    ([[b"x", 7]], ConnectCode.batch_malformed),
+    ([[b"x", 7, HANAKO, SHOP, 12]] * 2, ConnectCode.batch_duplicate),
+    ([[b"t%d" % n, 7, HANAKO, SHOP, 12] for n in range(201)], ConnectCode.batch_too_large),
+])
+def test_malformed_batches_get_their_codes_and_change_nothing(world, items, code):
+    assert world.refused("request_many", [items]) is code
+    assert world.node.state_of(b"x") is None and world.node.state_of(b"t0") is None
+
+
+def test_a_bad_block_proof_is_refused_as_malformed(world):
+    world.node.call("request_many", [[list(one) for one in transfers(1)]])
+    assert world.refused("escrowed_many", [{"height": 1}, [[b"batch-000000", bytes(128), 0, []]],
+                                           []]) is ConnectCode.block_malformed
+
+
+class Killed(Exception):
+    """Stands for SIGKILL: the node stops at this point and never writes anything more."""
+
+
+class DyingJournal(Journal):
+    """A journal whose writer dies before it records the outcomes of ``op``: the records
+    are on the linked chain, the node does not know."""
+
+    def __init__(self, path, op: str) -> None:
+        super().__init__(path)
+        self.op = op
+
+    def append_many(self, entries):
+        if any(entry.get("op") == self.op and entry["phase"] == "outcome" for entry in entries):
+            raise Killed(self.op)
+        super().append_many(entries)
+
+
+@pytest.mark.parametrize("op", ["hold", "payout", "settle"])
+def test_killed_mid_batch_and_resumed_nothing_is_paid_twice(world, op):
+    batch = transfers(120)
+    world.node.journal.close()
+    world.node.journal = DyingJournal(world.tmp_path / "journal", op)
+    with pytest.raises(Killed):
+        world.node.pay_many(batch)
+    world.node.journal.close()
+    world.node = world.start_node()  # reopened from the journal on disk
+    resumed = world.node.resume()
+    assert {entry["state"] for entry in resumed.values()} == {"complete"}
+    assert set(resumed) == {one[0] for one in batch}
+    payout = (12 - 10) * 3 // 2
+    assert world.b.balance(SHOP) == FUNDS + 120 * payout  # each paid once
+    assert world.a.balance(HANAKO) == 1000 * FUNDS - 120 * 12
+    world.assert_conserved()
+    for entry in resumed.values():
+        assert [step["step"] for step in entry["trail"]] == TWELVE
+
+
+def test_a_declined_or_unpayable_transfer_in_a_batch_goes_its_own_way(tmp_path):
+    world = BatchWorld(tmp_path, confirm=lambda transfer_id, entry: transfer_id != b"batch-000001")
+    try:
+        batch = transfers(3) + [(b"too-much", 7, HANAKO, SHOP, 5000 * FUNDS)]
+        entries = world.node.pay_many(batch)
+        states = {transfer_id: entry["state"] for transfer_id, entry in entries.items()}
+        assert states == {b"batch-000000": "complete", b"batch-000001": "refunded",
+                          b"batch-000002": "complete", b"too-much": "refunded"}
+        world.assert_conserved()
+    finally:
+        world.close()
+
+
+def test_the_group_size_fits_a_call():
+    assert limits.batch_transfers_per_call <= limits.batch_plain_per_call <= 200
