@@ -600,14 +600,16 @@ class ConnectionContract(Contract):
                              refusal.message) from None
             index += 1
 
-    def chain_of(self, items: list, side: str) -> int:
-        """The one linked chain a proven batch's transfers all step on (``side`` of rules)."""
-        chains = {}
-        for item in items:
-            chains[self.transfer(item[0])["rule"][side]] = 1
-        if len(chains) != 1:
-            raise Refuse(BATCH_MALFORMED, "a proven batch's transfers step on one chain")
-        return list(chains)[0]
+    def entries_on(self, items: list, side: str) -> list:
+        """The batch's transfers, each read once, and the one linked chain they all step on
+        (``side`` of their rules): ``[chain, [[item, entry], ...]]``."""
+        pairs = []
+        self.each(items, lambda item: pairs.append([item, self.transfer(item[0])]))
+        chain = pairs[0][1]["rule"][side]
+        for pair in pairs:
+            if pair[1]["rule"][side] != chain:
+                raise Refuse(BATCH_MALFORMED, "a proven batch's transfers step on one chain")
+        return [chain, pairs]
 
     @method
     def request_many(self, items: list) -> list:
@@ -621,10 +623,11 @@ class ConnectionContract(Contract):
     def escrowed_many(self, block: dict, items: list, headers: list) -> None:
         """Steps 2-4 for many: items [transfer_id, record, position, path] of one block."""
         self.batch(items, 4)
-        proven = self.proven_block(self.chain_of(items, "source"), block, headers)
+        chain, pairs = self.entries_on(items, "source")
+        proven = self.proven_block(chain, block, headers)
 
-        def step(item) -> None:
-            entry = self.transfer(item[0])
+        def step(pair) -> None:
+            item, entry = pair
             self.expect(entry, ["request"])
             rule = entry["rule"]
             fields = self.proven_item(proven, item[1], item[2], item[3])
@@ -640,7 +643,7 @@ class ConnectionContract(Contract):
             self.save(item[0], entry, "escrow", [["escrow", fields["where"]],
                                                  ["escrow_final", fields["final"]],
                                                  ["rate", self.here()]])
-        self.each(items, step)
+        self.each(pairs, step)
 
     @method
     def confirm_many(self, items: list) -> None:
@@ -652,10 +655,11 @@ class ConnectionContract(Contract):
     def paid_many(self, block: dict, items: list, headers: list) -> None:
         """Steps 7-8 for many: items [transfer_id, record, position, path] of one block."""
         self.batch(items, 4)
-        proven = self.proven_block(self.chain_of(items, "target"), block, headers)
+        chain, pairs = self.entries_on(items, "target")
+        proven = self.proven_block(chain, block, headers)
 
-        def step(item) -> None:
-            entry = self.transfer(item[0])
+        def step(pair) -> None:
+            item, entry = pair
             self.expect(entry, ["payout"])
             rule = entry["rule"]
             fields = self.proven_item(proven, item[1], item[2], item[3])
@@ -667,16 +671,17 @@ class ConnectionContract(Contract):
             self.save(item[0], entry, "settle", [["payout", fields["where"]],
                                                  ["payout_final", fields["final"]],
                                                  ["payout_seen", self.here()]])
-        self.each(items, step)
+        self.each(pairs, step)
 
     @method
     def settled_many(self, block: dict, items: list, headers: list) -> None:
         """Steps 9-11 for many: items [transfer_id, record, position, path] of one block."""
         self.batch(items, 4)
-        proven = self.proven_block(self.chain_of(items, "source"), block, headers)
+        chain, pairs = self.entries_on(items, "source")
+        proven = self.proven_block(chain, block, headers)
 
-        def step(item) -> None:
-            entry = self.transfer(item[0])
+        def step(pair) -> None:
+            item, entry = pair
             self.expect(entry, ["settle"])
             if entry.get("settled"):
                 raise Refuse(WRONG_STATE, "the escrow is settled already")
@@ -690,7 +695,7 @@ class ConnectionContract(Contract):
             self.save(item[0], entry, "settle", [["settle", fields["where"]],
                                                  ["settle_final", fields["final"]],
                                                  ["settle_seen", self.here()]])
-        self.each(items, step)
+        self.each(pairs, step)
 
     @method
     def complete_many(self, items: list) -> None:
