@@ -168,3 +168,11 @@ def test_a_declined_or_unpayable_transfer_in_a_batch_goes_its_own_way(tmp_path):
 
 def test_the_group_size_fits_a_call():
     assert limits.batch_transfers_per_call <= limits.batch_plain_per_call <= 200
+
+
+def test_a_refused_request_in_a_batch_is_left_out_and_the_others_complete(world):
+    batch = transfers(3) + [(b"no-rule", 99, HANAKO, SHOP, 12)]
+    entries = world.node.pay_many(batch)
+    assert entries[b"no-rule"] is None and world.node.state_of(b"no-rule") is None
+    assert {entries[one[0]]["state"] for one in batch[:3]} == {"complete"}
+    world.assert_conserved()
