@@ -8,6 +8,11 @@ the intent, with the signed record, is durable before the record is sent, and th
 it. Restarted, the node takes each transfer from the state the connection chain holds and
 reuses a journaled record instead of signing a new one, so nothing happens twice.
 
+:meth:`ConnectionNode.pay_many` is the fast path for many transfers: each step of all of them
+goes in one block of the linked chain a group of 100 records and one block of the connection
+chain for all the step calls, through the contract's batched methods (``escrowed_many``, ...),
+journaled per transfer as pay() journals, so resume() and drive() take any transfer on alone.
+
 In process for this slice: the connection chain is a Ledger with its ChainContracts, the
 linked chains are reached through :class:`~tsunagi.connect.tsunagi_chain.TsunagiConnector`.
 """
