@@ -120,24 +120,30 @@ class Killed(Exception):
 
 
 class DyingJournal(Journal):
-    """A journal whose writer dies before it records the outcomes of ``op``: the records
-    are on the linked chain, the node does not know."""
+    """A journal whose node dies at ``op``'s ``phase``: at "intent", right after the intents
+    are durable and before the records go out (they never reach the chain); at "outcome",
+    before the outcomes are written (the records are on the chain, the node does not know)."""
 
-    def __init__(self, path, op: str) -> None:
+    def __init__(self, path, op: str, phase: str) -> None:
         super().__init__(path)
-        self.op = op
+        self.op, self.phase = op, phase
 
     def append_many(self, entries):
-        if any(entry.get("op") == self.op and entry["phase"] == "outcome" for entry in entries):
+        dying = any(entry.get("op") == self.op and entry["phase"] == self.phase
+                    for entry in entries)
+        if dying and self.phase == "outcome":
             raise Killed(self.op)
         super().append_many(entries)
+        if dying:
+            raise Killed(self.op)
 
 
-@pytest.mark.parametrize("op", ["hold", "payout", "settle"])
-def test_killed_mid_batch_and_resumed_nothing_is_paid_twice(world, op):
+@pytest.mark.parametrize("op, phase", [(op, phase) for op in ("hold", "payout", "settle")
+                                       for phase in ("intent", "outcome")])
+def test_killed_mid_batch_and_resumed_nothing_is_paid_twice(world, op, phase):
     batch = transfers(120)
     world.node.journal.close()
-    world.node.journal = DyingJournal(world.tmp_path / "journal", op)
+    world.node.journal = DyingJournal(world.tmp_path / "journal", op, phase)
     with pytest.raises(Killed):
         world.node.pay_many(batch)
     world.node.journal.close()
