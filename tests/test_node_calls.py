@@ -4,8 +4,8 @@ Method: a chain whose config names the example NameRegistry contract is made on 
 node` serves it with the contract's code installed (--contract); a client submits calls
 (submit_calls) beside a plain transfer and a call sent without its payload by another client,
 and reads the codes, then the calls' full results, the contract's state and the chain's
-headers through the node; malformed frames are refused while the node keeps serving. A node started
-without the contract's code refuses to start with what to pass.
+headers through the node; malformed frames are refused while the node keeps serving. A node
+started without the contract's code refuses to start with what to pass.
 """
 
 import hashlib
