@@ -12,7 +12,8 @@ without any timing; the test then sends SIGKILL and starts it again without the 
 every K of a paid transfer and of one the shop refuses, the tests read what users care about:
 the transfer's final state on the connection chain, the balances that moved on each chain,
 payouts to the shop counted on chain B; and at the end each chain's money conserved, the
-escrow empty, and every escrow movement and payout on either chain on a trail.
+escrow empty, and every escrow movement and payout on either chain on a trail. Chain B's node
+is killed too, with a payout about to go to it, and started again later: paid once.
 """
 
 from __future__ import annotations
@@ -182,6 +183,19 @@ class Chains:
                     found.setdefault(tag, set()).add(txids[index].tobytes())
         return found
 
+    def kill(self, name: str) -> None:
+        """SIGKILL to a chain's node process: its chain stays as the kill left it on disk."""
+        self.clients.pop(name).close()
+        node = self.nodes.pop(name)
+        node.process.kill()
+        node.process.wait(HANG_GUARD_S)
+        node.stop()
+
+    def start(self, name: str) -> None:
+        """The chain's node again, on its data (and a new port)."""
+        self.nodes[name] = NodeProcess(self.root / name)
+        self.clients[name] = client_of(self.nodes[name])
+
     def close(self) -> None:
         for client in self.clients.values():
             client.close()
@@ -196,10 +210,11 @@ def chains(tmp_path_factory):
     made.close()
 
 
-def run_connection_node(config: Path, stop_at: int | None = None) -> dict:
+def run_connection_node(config: Path, stop_at: int | str | None = None, *,
+                        fails: bool = False) -> dict:
     """One run of the connection node process. With ``stop_at``: the point it stopped at
     (then killed with SIGKILL), or its reports when it ended before that point. Without:
-    its reports and the points it passed."""
+    its reports and the points it passed; with ``fails``, its exit code and stderr."""
     env = dict(ENV)
     if stop_at is not None:
         env[STOP_AT_ENV] = str(stop_at)
@@ -224,6 +239,9 @@ def run_connection_node(config: Path, stop_at: int | None = None) -> dict:
     if lines and "stopped_at" in lines[-1]:
         assert process.returncode == -signal.SIGKILL
         return lines[-1]
+    if fails:
+        assert process.returncode == 1, errors
+        return {"returncode": process.returncode, "errors": errors, "lines": lines}
     assert process.returncode == 0 and lines and lines[-1].get("done"), errors
     return {"reports": lines[:-1], "points": lines[-1]["points"]}
 
@@ -331,3 +349,26 @@ def test_a_connection_node_with_a_bad_config_says_what_is_wrong(tmp_path):
     empty = run(tmp_path / "empty.json")
     assert empty.returncode == 2 and "names its connection chain" in empty.stderr
     assert "Traceback" not in missing.stderr + empty.stderr
+
+
+def test_a_target_chain_whose_node_is_killed_delays_the_payout_which_then_goes_once(chains):
+    transfer = {"id": "down-0001", "rule": 7, "payer": HANAKO, "payee": SHOP,
+                "amount": AMOUNT, "accept": True}
+    config = chains.write_config([transfer])
+    before = chains.balance("a", HANAKO), chains.balance("b", SHOP)
+    # The connection node is killed just before the payout goes to chain B, and so is B's node.
+    stopped = run_connection_node(config, f"before send to chain {CHAIN_B}")
+    assert stopped["point"] == f"before send to chain {CHAIN_B}"
+    chains.kill("b")
+    down = run_connection_node(config, fails=True)
+    assert "cannot connect" in down["errors"] and "Traceback" not in down["errors"]
+    assert chains.held("a", HANAKO) == AMOUNT  # in escrow meanwhile, nothing paid
+    chains.start("b")
+    assert chains.balance("b", SHOP) == before[1]
+    [report] = run_connection_node(chains.write_config([transfer]))["reports"]
+    assert report["state"] == "complete" and len(report["steps"]) == 12
+    assert (chains.balance("a", HANAKO), chains.balance("b", SHOP)) == \
+        (before[0] - AMOUNT, before[1] + PAYOUT)
+    assert payouts_to_shop(chains, cc.transfer_tag(b"down-0001")) == 1
+    assert {name: chains.total(name) for name in "ab"} == chains.totals
+    assert chains.held("a", HANAKO) == 0

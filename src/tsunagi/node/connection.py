@@ -30,9 +30,11 @@ node's handshake (``chain_id`` in its entry makes the handshake insist on one).
 
 For tests of crash recovery, ``TSUNAGI_CONNECT_STOP_AT=K`` stops the process (SIGSTOP) at
 its K-th point, after printing ``{"stopped_at": K, "point": ...}``: points are each journal
-entry made durable, and the moments before and after each record sent to a linked chain and
-each call of the connection chain. The test then kills it with SIGKILL: a deterministic
-place, a real kill. The last line of a run that ends says how many points it passed.
+entry made durable (``after journal hold intent``), and the moments before and after each
+record sent to a linked chain (``before send to chain 102``) and each call of the connection
+chain (``after call escrowed``). A point's name in place of K stops at the first point of that
+name. The test then kills it with SIGKILL: a deterministic place, a real kill. The last line
+of a run that ends says how many points it passed.
 """
 
 from __future__ import annotations
@@ -82,12 +84,12 @@ def _transfer_id(text) -> bytes:
 class _StopPoints:
     """Counts the points the node passes; stops the process at the K-th (see the module)."""
 
-    def __init__(self, stop_at: int | None) -> None:
+    def __init__(self, stop_at: int | str | None) -> None:
         self.stop_at, self.passed = stop_at, 0
 
     def point(self, name: str) -> None:
         self.passed += 1
-        if self.passed == self.stop_at:
+        if self.stop_at in (self.passed, name):
             print(json.dumps({"stopped_at": self.passed, "point": name}), flush=True)
             os.kill(os.getpid(), signal.SIGSTOP)
 
@@ -108,7 +110,8 @@ class _StopPoints:
 class ConnectionProcess:
     """The clients, connectors, journal and ConnectionNode a config names, opened."""
 
-    def __init__(self, config_path: str | os.PathLike, stop_at: int | None = None) -> None:
+    def __init__(self, config_path: str | os.PathLike,
+                 stop_at: int | str | None = None) -> None:
         path = Path(config_path)
         try:
             config = json.loads(path.read_text())
@@ -227,12 +230,16 @@ def main(argv: list[str] | None = None) -> int:
                     "nodes, resuming from its journal and the connection chain.")
     parser.add_argument("--config", required=True, help="the connection config (JSON)")
     args = parser.parse_args(argv)
-    stop_at = os.environ.get(STOP_AT_ENV)
+    stop_at = os.environ.get(STOP_AT_ENV) or None
     try:
-        process = ConnectionProcess(args.config, int(stop_at) if stop_at else None)
-    except (TsunagiError, ValueError) as exc:
+        process = ConnectionProcess(args.config, int(stop_at) if stop_at and
+                                    stop_at.isdigit() else stop_at)
+    except (ConfigError, ValueError) as exc:
         print(f"tsunagi connection node: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except TsunagiError as exc:  # a node not answering: a later start may find it up
+        print(f"tsunagi connection node: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         reports = process.run()
         for report in reports:
