@@ -238,8 +238,8 @@ class TsunagiConnector:
 
     def __init__(self, ledger, keys: Mapping[int, PrivateKey], *, authority: int,
                  settlement: int, now_s=None) -> None:
-        self.chain: ChainAccess = ledger if isinstance(ledger, (LedgerChain, NodeChain)) \
-            else LedgerChain(ledger)
+        self.chain: ChainAccess = LedgerChain(ledger) if hasattr(ledger, "config") else \
+            ledger
         self.ledger = getattr(self.chain, "ledger", None)  # None through a node
         self.chain_id = self.chain.chain_id
         self.keys = dict(keys)
