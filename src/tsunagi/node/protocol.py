@@ -21,6 +21,7 @@ from enum import IntEnum
 import numpy as np
 
 from tsunagi.contracts import limits as contract_limits
+from tsunagi.contracts.runtime import CallCode
 from tsunagi.core.block import (
     BATCH_BYTES,
     BLOCK_BYTES_MIN,
@@ -1825,7 +1826,7 @@ class CallResult:
 
 _QUERY_HEADERS = struct.Struct("<QI4x")
 _CALL_RESULT = struct.Struct("<B3xIQIIH2x")
-_CALL_CODE_MAX = 6  # tsunagi.contracts.runtime.CallCode.failed, the largest call code
+_CALL_CODE_MAX = int(max(CallCode))
 
 
 def _decode_query_headers(p, flags):
