@@ -272,6 +272,12 @@ def test_a_node_in_this_process_pays_across_node_processes_with_a_proven_trail(c
             proof = connectors[step["chain"]].find(step["txid"])
             assert check_step(proof) and proof.height == step["height"]
             assert step["block_hash"] == proof.block_hash
+    # The connector follows chain A's headers through its node, each the block's own.
+    source = connectors[CHAIN_A]
+    followed = source.follow(0)
+    assert [header.height for header in followed] == list(range(source.finalized_height() + 1))
+    assert all(decode_block(chains.clients["a"].block(header.height)).hash == header.block_hash
+               for header in followed)
     # The connection chain's own record of each call is in its blocks too.
     request = chains.clients["c"].transaction(entry["trail"][0]["txid"])
     assert request.height == entry["trail"][0]["height"]
