@@ -8,8 +8,10 @@ the intent, with the signed record, is durable before the record is sent, and th
 it. Restarted, the node takes each transfer from the state the connection chain holds and
 reuses a journaled record instead of signing a new one, so nothing happens twice.
 
-In process for this slice: the connection chain is a Ledger with its ChainContracts, the
-linked chains are reached through :class:`~tsunagi.connect.tsunagi_chain.TsunagiConnector`.
+The connection chain is a Ledger with its ChainContracts in this process, or a node process
+reached through its client (:mod:`tsunagi.connect.connection_chain`); the linked chains are
+reached through :class:`~tsunagi.connect.tsunagi_chain.TsunagiConnector` or
+:class:`~tsunagi.connect.tsunagi_chain.RemoteTsunagiConnector`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 from tsunagi.connect import contract, limits
 from tsunagi.connect.codes import ConnectCode
+from tsunagi.connect.connection_chain import ConnectionChain, LocalConnectionChain
 from tsunagi.connect.connector import TxRef, TxStatus
 from tsunagi.connect.journal import Journal
 from tsunagi.connect.tsunagi_chain import Prepared, RecordNotStored, TsunagiConnector
@@ -46,13 +49,17 @@ class StepRefused(TsunagiError):
 class ConnectionNode:
     """Drives transfers on the connection chain ``ledger`` (running ``contracts``) as
     ``operator_account``; ``connectors`` by linked chain id; ``confirm(transfer_id, entry)``
-    is the payee's hook (True: fulfil the order); ``now_s`` fixes block times (tests)."""
+    is the payee's hook (True: fulfil the order); ``now_s`` fixes block times (tests).
+    With ``contracts`` None, ``ledger`` is a ConnectionChain: a NodeConnectionChain drives
+    the connection chain of a node process."""
 
-    def __init__(self, ledger, contracts: ChainContracts, *, operator_account: int,
+    def __init__(self, ledger, contracts: ChainContracts | None, *, operator_account: int,
                  operator_key: PrivateKey, connectors: Mapping[int, TsunagiConnector],
                  journal: Journal, confirm: Callable[[bytes, dict], bool],
                  contract_number: int = 1, now_s: Callable[[], int] | None = None) -> None:
         self.ledger, self.contracts = ledger, contracts
+        self.chain: ConnectionChain = ledger if contracts is None \
+            else LocalConnectionChain(ledger, contracts)
         self.operator_account, self.operator_key = operator_account, operator_key
         self.connectors = dict(connectors)
         self.journal, self.confirm_hook = journal, confirm
@@ -71,27 +78,20 @@ class ConnectionNode:
 
     def call(self, method: str, args: list) -> CallResult:
         """One call of the connection contract, in its own block; its result."""
-        sequence = self.ledger.account(self.operator_account).sequence + 1
-        record, payload = call_record(self.ledger.config.chain_id, sequence,
+        sequence = self.chain.sequence(self.operator_account) + 1
+        record, payload = call_record(self.chain.chain_id, sequence,
                                       self.operator_account, self.contract_number, method, args)
         now = None if self.now_s is None else self.now_s()
-        answer = self.ledger.submit_batch(record, self.operator_key.sign_record(record),
-                                          now_s=now, payloads=[payload])
-        txid = bytes(answer.txids[0])
-        result = self.contracts.results.get(txid)
-        if result is None:
-            raise TsunagiError(f"the connection chain did not run the call "
-                               f"({Result(int(answer.codes[0])).name})")
-        return result
+        return self.chain.call(record, self.operator_key.sign_record(record), payload, now)
 
     def state_of(self, transfer_id: bytes) -> dict | None:
         """The transfer as the connection chain holds it (state, amounts, trail), or None."""
-        stored = self.contracts.state.get(_PREFIX + b"xfer:" + transfer_id.hex().encode())
+        stored = self.chain.state(_PREFIX + b"xfer:" + transfer_id.hex().encode())
         return None if stored is None else encoding.decode(stored)
 
     def stored(self, key: str):
         """A value of the connection contract's state by its key (``tip:<chain>``, ...)."""
-        stored = self.contracts.state.get(_PREFIX + key.encode())
+        stored = self.chain.state(_PREFIX + key.encode())
         return None if stored is None else encoding.decode(stored)
 
     def _step(self, method: str, args: list) -> CallResult:
