@@ -8,6 +8,10 @@ the intent, with the signed record, is durable before the record is sent, and th
 it. Restarted, the node takes each transfer from the state the connection chain holds and
 reuses a journaled record instead of signing a new one, so nothing happens twice.
 
+Usage billing (demo 2) runs the same way: :meth:`ConnectionNode.follow_billing` scans each
+billing rule's data chain for accesses, records each with its proof and charges it on the token
+chain through the journal (docs/CONNECT.md, "Usage billing").
+
 In process for this slice: the connection chain is a Ledger with its ChainContracts, the
 linked chains are reached through :class:`~tsunagi.connect.tsunagi_chain.TsunagiConnector`.
 """
