@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsunagi.connect import contract as cc
+from tsunagi.connect import limits
 from tsunagi.connect.codes import ConnectCode
 from tsunagi.connect.journal import Journal
 from tsunagi.connect.node import ConnectionNode, StepRefused
@@ -68,7 +69,7 @@ class World:
                                                           OTHER)}
         self.keys_t = {n: PrivateKey.generate() for n in tokens}
         self.operator_key, self.stranger_key = PrivateKey.generate(), PrivateKey.generate()
-        self.d = self._chain("d", DATA, self.keys_d, dict.fromkeys(self.keys_d, 100))
+        self.d = self._chain("d", DATA, self.keys_d, dict.fromkeys(self.keys_d, 1000))
         self.t = self._chain("t", TOKEN, self.keys_t, tokens)
         config = ChainConfig(
             name="connection", chain_id=CONNECTION, asset_code="CON",
@@ -118,9 +119,7 @@ class World:
 
     def access(self, who: int, *, credit: int = DATASET, tag: int = ACCESS_TAG) -> bytes:
         """``who`` reads the data set: one data unit to its account, tagged; the txid."""
-        prepared = self.data.prepare(who, lambda sequence: rec.transfer(
-            DATA, sequence, who, credit, 1, user_data=tag))
-        ref = self.data.send(prepared)
+        ref = self.data.access(who, credit, tag)
         assert int(self.d.transaction(ref.txid).code) == 0
         return ref.txid
 
@@ -313,6 +312,20 @@ def test_a_charge_waits_for_the_token_chain_to_make_it_final(tmp_path):
         assert world.charges(txid) == 1 and world.t.balance(ALICE_T) == 1000 - PRICE
     finally:
         world.close()
+
+
+def test_a_data_chain_far_ahead_is_scanned_in_bounded_runs_that_survive_a_restart(world):
+    rule = world.node.add_billing_rule(RULE, CONSUMERS)
+    for _ in range(limits.billing_blocks_max + 20):  # traffic that is no access, a block each
+        world.access(BOB, credit=OTHER)
+    txid = world.access(ALICE)
+    assert world.node.follow_billing() == []  # one bounded run, no access in it
+    scans = [entry for entry in world.node.journal.entries if entry["op"] == "bill_scan"]
+    assert scans[-1]["height"] == rule["first_height"] + limits.billing_blocks_max
+    restart(world)  # the next process scans on from the journal's height
+    [bill] = world.node.follow_billing()
+    assert bill["access"] == txid and bill["state"] == "complete"
+    assert world.t.balance(ALICE_T) == 1000 - PRICE
 
 
 # ---------------------------------------------------------------------- crash recovery

@@ -218,6 +218,17 @@ class TsunagiConnector:
         return self.send(self.prepare_transfer(source, destination, amount,
                                                transfer_id=transfer_id))
 
+    def prepare_access(self, consumer, data_set, access_tag: int, amount: int = 1) -> Prepared:
+        """A data access as a billing rule reads it: ``amount`` units from ``consumer`` to
+        the data set's account with ``access_tag`` in user_data."""
+        consumer, data_set = _account(consumer), _account(data_set)
+        return self.prepare(consumer, lambda own: rec.transfer(
+            self.chain_id, own, consumer, data_set, amount, user_data=access_tag))
+
+    def access(self, consumer, data_set, access_tag: int, amount: int = 1) -> TxRef:
+        """Records a data access on this chain (the consumer's key must be here)."""
+        return self.send(self.prepare_access(consumer, data_set, access_tag, amount))
+
     def find(self, txid: bytes) -> TsunagiStepProof | None:
         info = self.ledger.transaction(txid)
         if info is None:
