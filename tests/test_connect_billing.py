@@ -33,6 +33,7 @@ from tsunagi.core.block import decode_block
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
+from tsunagi.errors import ConfigError
 from tsunagi.ledger.ledger import Ledger
 
 DATA, TOKEN, CONNECTION = 201, 202, 200
@@ -288,6 +289,9 @@ def test_bad_billing_rules_and_consumers_get_clear_codes(world):
     assert world.refused("add_billing_rule", [RULE, []]) is ConnectCode.rule_exists
     assert world.refused("add_billing_consumer", [1, ALICE, 2**64]) \
         is ConnectCode.amount_invalid
+    with pytest.raises(ConfigError):  # the token connector could never charge it
+        world.node.add_billing_consumer(1, DAVE, 99)
+    assert world.node.stored(f"bcons:1:{DAVE}") is None
     assert world.node.stored("brules") == [1]
 
 

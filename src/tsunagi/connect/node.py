@@ -30,7 +30,7 @@ from tsunagi.contracts.chain import ChainContracts, call_record
 from tsunagi.contracts.runtime import CallCode, CallResult
 from tsunagi.core.codes import Result
 from tsunagi.core.keys import PrivateKey
-from tsunagi.errors import TsunagiError
+from tsunagi.errors import ConfigError, TsunagiError
 
 __all__ = ["ConnectionNode", "StepRefused"]
 
@@ -341,7 +341,13 @@ class ConnectionNode:
 
     def add_billing_consumer(self, rule_id: int, data_account: int, token_account: int) -> None:
         """Registers the token account charged for ``data_account``'s accesses under the
-        rule (the token chain's connector must hold its key, as a payer entrusts it)."""
+        rule (the token chain's connector must hold its key, as a payer entrusts it: without
+        it every charge would stop at the first bill, so it is refused here, unregistered)."""
+        rule = self.billing_rule(rule_id)
+        token = None if rule is None else self.connectors.get(rule["token_chain"])
+        if token is not None and token_account not in token.keys:
+            raise ConfigError(f"the connector of chain {token.chain_id} holds no key for "
+                                   f"account {token_account}: give it the key to charge it")
         self._must("add_billing_consumer", [rule_id, data_account, token_account])
 
     def _billing_state(self) -> dict:
