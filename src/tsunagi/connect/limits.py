@@ -57,3 +57,11 @@ journal_bytes_max = 1 << 30
 # Rounds one drive() call runs for a transfer: a success takes six calls and three records, a
 # refund fewer; a transfer still open after this many waits for blocks of a linked chain.
 drive_rounds_max = 16
+
+# --- usage billing in the connection node (tsunagi.connect.node) ----------------------------------
+
+# Blocks of a data chain one follow_billing() call scans for each billing rule: each is read
+# and decoded once (a few ms for a full block), and every access found costs two calls of the
+# connection chain and a record on the token chain; a node further behind scans on in the next
+# call, from where its journal says this one stopped.
+billing_blocks_max = 256

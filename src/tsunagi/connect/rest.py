@@ -30,32 +30,31 @@ from tsunagi.connect.codes import ConnectCode
 from tsunagi.connect.deployment import Deployment, transfer_id_of
 from tsunagi.connect.node import StepRefused
 from tsunagi.errors import NotFoundError, TsunagiError
+from tsunagi.limits import u64_max
 
 __all__ = ["make_app"]
 
-U64_MAX = 2**64 - 1
-
 
 class RuleIn(BaseModel):
-    rule_id: int = Field(ge=1, le=U64_MAX)
-    source: int = Field(ge=0, le=U64_MAX, description="the source chain's id")
-    target: int = Field(ge=0, le=U64_MAX, description="the target chain's id")
-    rate_numerator: int = Field(ge=1, le=U64_MAX, description="target units per source unit: "
+    rule_id: int = Field(ge=1, le=u64_max)
+    source: int = Field(ge=0, le=u64_max, description="the source chain's id")
+    target: int = Field(ge=0, le=u64_max, description="the target chain's id")
+    rate_numerator: int = Field(ge=1, le=u64_max, description="target units per source unit: "
                                 "numerator of an exact ratio")
-    rate_denominator: int = Field(ge=1, le=U64_MAX)
-    fee: int = Field(0, ge=0, le=U64_MAX, description="fixed fee in source units")
+    rate_denominator: int = Field(ge=1, le=u64_max)
+    fee: int = Field(0, ge=0, le=u64_max, description="fixed fee in source units")
     settlement: str = Field(description="the settlement account on the source chain (a name "
                             "of the layout, or a number)")
     pool: str = Field(description="the pool account on the target chain")
-    escrow_expiry_s: int = Field(3600, ge=1, le=U64_MAX)
-    payout_window_s: int = Field(600, ge=1, le=U64_MAX)
+    escrow_expiry_s: int = Field(3600, ge=1, le=u64_max)
+    payout_window_s: int = Field(600, ge=1, le=u64_max)
 
 
 class TransferIn(BaseModel):
-    rule_id: int = Field(ge=1, le=U64_MAX)
+    rule_id: int = Field(ge=1, le=u64_max)
     payer: str = Field(description="the payer on the rule's source chain (name or number)")
     payee: str = Field(description="the payee on the rule's target chain (name or number)")
-    amount: int = Field(ge=1, le=U64_MAX, description="in source units")
+    amount: int = Field(ge=1, le=u64_max, description="in source units")
     id: str | None = Field(None, max_length=66,
                            description="the transfer's id: text, or 0x and hex (1-32 bytes); "
                                        "a new random one when left out")

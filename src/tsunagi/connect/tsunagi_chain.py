@@ -35,9 +35,9 @@ from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import EncodingError, KeyNotOwnerError, NotFoundError, TsunagiError
 
-__all__ = ["ChainAccess", "LedgerChain", "NodeChain", "Prepared", "RecordNotStored",
-           "RemoteTsunagiConnector", "StoredRecord", "TsunagiConnector", "TsunagiStepProof",
-           "check_step"]
+__all__ = ["BlockRecord", "ChainAccess", "LedgerChain", "NodeChain", "Prepared",
+           "RecordNotStored", "RemoteTsunagiConnector", "StoredRecord", "TsunagiConnector",
+           "TsunagiStepProof", "check_step"]
 
 
 class RecordNotStored(TsunagiError):
@@ -58,6 +58,17 @@ class Prepared:
     record: bytes
     signature: bytes
     txid: bytes
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """A record of a block of this chain as it stands there: what a follower scans."""
+
+    txid: bytes
+    record: bytes  # 128 bytes
+    code: Result
+    height: int
+    position: int
 
 
 @dataclass(frozen=True)
@@ -339,6 +350,17 @@ class TsunagiConnector:
         return self.send(self.prepare_transfer(source, destination, amount,
                                                transfer_id=transfer_id))
 
+    def prepare_access(self, consumer, data_set, access_tag: int, amount: int = 1) -> Prepared:
+        """A data access as a billing rule reads it: ``amount`` units from ``consumer`` to
+        the data set's account with ``access_tag`` in user_data."""
+        consumer, data_set = _account(consumer), _account(data_set)
+        return self.prepare(consumer, lambda own: rec.transfer(
+            self.chain_id, own, consumer, data_set, amount, user_data=access_tag))
+
+    def access(self, consumer, data_set, access_tag: int, amount: int = 1) -> TxRef:
+        """Records a data access on this chain (the consumer's key must be here)."""
+        return self.send(self.prepare_access(consumer, data_set, access_tag, amount))
+
     def find(self, txid: bytes) -> TsunagiStepProof | None:
         info = self.chain.transaction(txid)
         if info is None:
@@ -365,6 +387,24 @@ class TsunagiConnector:
         end = min(self.chain.height(), from_height + limits.follow_headers_max)
         return [ChainHeader(from_height + i, hashing.sha256d(header), header)
                 for i, header in enumerate(self.headers_between(from_height, end))]
+
+    def block_records(self, height: int, *, credit_account: int | None = None
+                      ) -> list[BlockRecord]:
+        """The records of block ``height`` with their txids and codes, in block order; only
+        those crediting ``credit_account`` when it is given (picked out in one numpy pass, so a
+        large block costs no Python object per record it does not match)."""
+        tip = self.chain.height()
+        data = self.chain.block(height) if 0 <= height < tip else None
+        if data is None:
+            raise NotFoundError(f"chain {self.chain_id} has no block {height} (its height is "
+                                f"{tip})")
+        block = decode_block(data)
+        positions = np.arange(len(block))
+        if credit_account is not None:
+            positions = np.flatnonzero(block.records["credit_account"] == int(credit_account))
+        txids, records = block.txids(), block.records
+        return [BlockRecord(txids[i].tobytes(), records[i].tobytes(), Result(int(block.codes[i])),
+                            height, int(i)) for i in positions]
 
     def finalized_height(self) -> int:
         """A single-node proof-of-work development chain never reorganises by itself; the

@@ -1826,7 +1826,7 @@ class CallResult:
 
 _QUERY_HEADERS = struct.Struct("<QI4x")
 _CALL_RESULT = struct.Struct("<B3xIQIIH2x")
-_CALL_CODE_MAX = int(max(CallCode))
+_CALL_CODES = frozenset(int(code) for code in CallCode)
 
 
 def _decode_query_headers(p, flags):
@@ -1878,8 +1878,8 @@ def _decode_state(p, flags):
 def _encode_call_result(m: CallResult):
     detail = m.detail.encode("utf-8")[:limits.error_message_bytes_max]
     detail = detail.decode("utf-8", "ignore").encode("utf-8")  # a cut never splits a character
-    if not 0 <= m.code <= _CALL_CODE_MAX:
-        raise ValueError(f"a call code is 0..{_CALL_CODE_MAX}, got {m.code}")
+    if m.code not in _CALL_CODES:
+        raise ValueError(f"a call code is one of {sorted(_CALL_CODES)}, got {m.code}")
     if len(m.value) > contract_limits.encoded_bytes_max:
         raise ValueError(f"a call's value is at most {contract_limits.encoded_bytes_max} bytes")
     head = _CALL_RESULT.pack(m.code, m.refuse_code, m.steps, len(m.value), len(m.events),
@@ -1893,7 +1893,7 @@ def _decode_call_result(p, flags):
                             f"got {len(p)}")
     code, refuse_code, steps, value_size, events_size, detail_size = \
         _CALL_RESULT.unpack_from(p)
-    if code > _CALL_CODE_MAX:
+    if code not in _CALL_CODES:
         raise ProtocolError(f"unknown call code {code}")
     if value_size > contract_limits.encoded_bytes_max or \
             detail_size > limits.error_message_bytes_max:
