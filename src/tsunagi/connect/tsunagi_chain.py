@@ -33,7 +33,7 @@ from tsunagi.core import records as rec
 from tsunagi.core.block import decode_block
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.keys import PrivateKey
-from tsunagi.errors import EncodingError, KeyNotOwnerError, NotFoundError, TsunagiError
+from tsunagi.errors import ConfigError, EncodingError, NotFoundError, TsunagiError
 
 __all__ = ["BlockRecord", "ChainAccess", "LedgerChain", "NodeChain", "Prepared",
            "RecordNotStored", "RemoteTsunagiConnector", "StoredRecord", "TsunagiConnector",
@@ -265,8 +265,8 @@ class TsunagiConnector:
         journals its txid before it sends it, so a restart finds it or sends the same bytes."""
         key = self.keys.get(account)
         if key is None:
-            raise KeyNotOwnerError(f"this connector holds no key for account {account} of "
-                                   f"chain {self.chain_id}: give it the key or use another")
+            raise ConfigError(f"this connector holds no key for account {account} of "
+                              f"chain {self.chain_id}: give it the key or use another")
         record = build(self.chain.sequence(account) + 1)
         return Prepared(record, key.sign_record(record), hashing.sha256d(record))
 
