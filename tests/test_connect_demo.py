@@ -18,8 +18,9 @@ import pytest
 
 from tsunagi import hashing
 from tsunagi.connect import contract as cc
-from tsunagi.connect.demo import CHAIN_A, CHAIN_B, run_connect_demo
+from tsunagi.connect.demo import CHAIN_A, CHAIN_B, CHAIN_D, CHAIN_T, run_connect_demo
 from tsunagi.connect.deployment import Deployment
+from tsunagi.core.codes import Result
 from tsunagi.errors import StorageError
 
 from net_helpers import ENV, free_ports, wait_until
@@ -39,6 +40,7 @@ def deployment_dir(tmp_path_factory):
     assert "order-0001" in shown and "complete" in shown
     assert "order-0002" in shown and "refunded" in shown
     assert "settle_final" in shown and "refund_final" in shown  # the trails are printed
+    assert "Demo 2" in shown and "charge_final" in shown and "charge_refused_final" in shown
     return directory
 
 
@@ -73,6 +75,21 @@ def test_the_demo_completes_one_order_and_refunds_the_other_with_money_conserved
     assert done["payout"] == (done["amount"] - 10) * 6 // 5
     assert [step["step"] for step in refunded["trail"]][-3:] == [
         "refund", "refund_final", "refund_seen"]
+    # Demo 2: the access before the rule is not billed; the four after it are, the startup's
+    # second unpaid (it had tokens for one), with the token chain's refusal proven.
+    d, t = CHAIN_D.chain_id, CHAIN_T.chain_id
+    assert [run.accessed_by[bill["access"]] for bill in run.bills] == [
+        "lab", "startup", "lab", "startup"]
+    assert [bill["state"] for bill in run.bills] == ["complete", "complete", "complete",
+                                                     "unpaid"]
+    assert run.bills[-1]["refusal"] == Result.insufficient_funds
+    assert run.unbilled[0] not in {bill["access"] for bill in run.bills}
+    assert after[t, "city"] - before[t, "city"] == 3 * 25
+    assert (before[t, "lab"] - after[t, "lab"], before[t, "startup"] - after[t, "startup"]) \
+        == (50, 25)
+    assert before[d, "lab"] - after[d, "lab"] == 3  # three accesses, one data unit each
+    assert [step["step"] for step in run.bills[-1]["trail"]] == [
+        "access", "access_final", "bill", "charge_refused", "charge_refused_final", "unpaid"]
     # Run again in the same place: the earlier demo's deployment is replaced ...
     again = run_connect_demo(tmp_path / "d")
     assert [t["state"] for t in again.transfers] == ["complete", "refunded"]
@@ -90,7 +107,8 @@ def test_connect_lists_and_proves_what_the_demo_left(deployment_dir):
     states = {t["id"]: t["state"] for t in json.loads(listed.stdout)}
     assert states == {"order-0001": "complete", "order-0002": "refunded"}
     chains = json.loads(tsunagi("connect", "--data", deployment_dir, "chains", "--json").stdout)
-    assert [c["chain_id"] for c in chains] == [CHAIN_A.chain_id, CHAIN_B.chain_id]
+    assert [c["chain_id"] for c in chains] == [CHAIN_A.chain_id, CHAIN_B.chain_id,
+                                               CHAIN_D.chain_id, CHAIN_T.chain_id]
     assert all(c["light_client_height"] >= 1 for c in chains)
     rules = json.loads(tsunagi("connect", "--data", deployment_dir, "rules", "--json").stdout)
     assert [(r["rule_id"], r["rate_numerator"], r["rate_denominator"]) for r in rules] == \
@@ -106,6 +124,16 @@ def test_connect_lists_and_proves_what_the_demo_left(deployment_dir):
         check_proof(step)
     table = tsunagi("connect", "--data", deployment_dir, "trail", "order-0002")
     assert "refund_final" in table.stdout
+    bills = tsunagi("connect", "--data", deployment_dir, "bills", "--proofs", "--json")
+    assert bills.returncode == 0, bills.stderr
+    found = json.loads(bills.stdout)
+    assert [bill["state"] for bill in found] == ["complete"] * 3 + ["unpaid"]
+    for bill in found[:3]:
+        for step in bill["trail"]:
+            if step["chain"] != 200:
+                check_proof(step)
+    refused = [step for step in found[3]["trail"] if step["step"] == "charge_refused"][0]
+    assert refused["proof"]["code"] == "insufficient_funds"  # the refusal is proven too
 
 
 def test_connect_pays_and_refuses_in_the_words_of_the_command_line(deployment_dir):
@@ -197,7 +225,8 @@ def test_the_rest_api_serves_chains_rules_transfers_and_trails_with_proofs(deplo
             set(schema["paths"])
         docs = httpx.get(base + "/docs", timeout=10).text
         assert "cdn" not in docs.lower()  # the docs page loads its assets from here
-        assert [c["chain_id"] for c in httpx.get(base + "/chains").json()] == [201, 202]
+        assert [c["chain_id"] for c in httpx.get(base + "/chains").json()] == [
+            201, 202, 203, 204]
         made = httpx.post(base + "/transfers", json={
             "rule_id": 1, "payer": "hanako", "payee": "bookstore", "amount": 60,
             "id": "api-1"}, timeout=60)
@@ -230,6 +259,8 @@ def test_the_rest_api_serves_chains_rules_transfers_and_trails_with_proofs(deplo
         bad = httpx.post(base + "/rules", json={"rule_id": 4}, timeout=60)
         assert bad.status_code == 422
         assert httpx.get(base + "/transfers/nothing-here").status_code == 404
+        assert [b["state"] for b in httpx.get(base + "/bills").json()] == \
+            ["complete"] * 3 + ["unpaid"]
         balances = httpx.get(base + "/balances").json()
         assert sum(row["held"] for row in balances) == 0
     finally:

@@ -29,12 +29,21 @@ def _when(seconds: int) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
+def _result_name(code: int) -> str:
+    from tsunagi.core.codes import Result
+
+    try:
+        return Result(code).name
+    except ValueError:
+        return f"code {code}"
+
+
 def trail_table(transfer: dict, title: str | None = None):
     """A transfer's trail as a rich Table: one row per step, where it is proven."""
     from rich.table import Table
 
     first = transfer["trail"][0]["time_s"] if transfer["trail"] else 0
-    table = Table(title=(title or f"transfer {transfer['id']}: {transfer['state']}") +
+    table = Table(title=(title or f"transfer {transfer.get('id')}: {transfer['state']}") +
                   time.strftime(" (%Y-%m-%d, times UTC)", time.gmtime(first)),
                   title_justify="left")
     for name, justify in (("#", "right"), ("step", "left"), ("chain", "left"),
@@ -84,11 +93,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(trail_table(transfer, f"{transfer['id']} ({item}): {transfer['amount']:,} "
                                             f"A -> {transfer['payout']:,} B, "
                                             f"{transfer['state']}"))
+    console.print("[bold]Demo 2, usage billing[/bold]: each access to the city's traffic data "
+                  "on chain D is charged 25 tokens on chain T, by a rule attached while both "
+                  "run; the lab's access before it is not billed "
+                  f"({_short(run.unbilled[0], 10)}).")
+    for bill in run.bills:
+        who = run.accessed_by.get(bill["access"], "?")
+        refusal = f" ({_result_name(bill['refusal'])} on chain T)" if bill.get("refusal") \
+            else ""
+        console.print(trail_table(bill, f"access {_short(bill['access'], 10)} by the {who}: "
+                                        f"{bill['price']} TOK, {bill['state']}{refusal}"))
     console.print(balances_table(run.balances_before, run.balances_after))
     states = [transfer["state"] for transfer in run.transfers]
     expected = ["complete", "refunded"] if hook is None else None
     if expected is not None and states != expected:
         console.print(f"[red]the transfers ended {states}, not {expected}[/red]")
+        ok = False
+    billed = [bill["state"] for bill in run.bills]
+    if billed != ["complete", "complete", "complete", "unpaid"]:
+        console.print(f"[red]the bills ended {billed}[/red]")
         ok = False
     console.print(f"deployment kept in {run.directory}: try `tsunagi connect --data "
                   f"{run.directory} transfers`, or `tsunagi connect --data {run.directory} "
@@ -146,6 +169,16 @@ def cmd_transfers(args: argparse.Namespace) -> int:
         transfers = deployment.transfers()
     _print(args, transfers, _table("transfers", transfers, [
         "id", "state", "rule_id", "payer_name", "payee_name", "amount", "payout", "steps"]))
+    return EXIT_OK
+
+
+def cmd_bills(args: argparse.Namespace) -> int:
+    with _open(args) as deployment:
+        bills = deployment.bills(proofs=args.proofs)
+    rows = [{**bill, "access": _short(bill["access"], 16), "steps": len(bill["trail"])}
+            for bill in bills]
+    _print(args, bills, _table("usage bills", rows, [
+        "access", "state", "rule_id", "price", "consumer", "account", "payee", "steps"]))
     return EXIT_OK
 
 
@@ -233,10 +266,11 @@ def register_commands(commands, commit_demo=None) -> None:
     ``connect`` to the ``tsunagi`` command's subparsers."""
     demo = commands.add_parser(
         "demo", help="run ConnectionChain's two demonstrations on the embedded store",
-        description="Starts chain A, chain B and a connection chain on the embedded store "
-                    "(replacing an earlier demo's), links them, runs demo 1 (a payment the "
-                    "bookstore fulfils, one it cannot) and prints each trail. `tsunagi demo "
-                    "commit` runs the batched-commit demonstration instead.")
+        description="Starts chains A, B, D, T and a connection chain on the embedded store "
+                    "(replacing an earlier demo's), links them, runs demo 1 (a payment from A "
+                    "to B the bookstore fulfils, one it cannot) and demo 2 (usage billing: "
+                    "accesses on D charged on T) and prints each trail. `tsunagi demo commit` "
+                    "runs the batched-commit demonstration instead.")
     demo.add_argument("--data", default=DEFAULT_DIRECTORY,
                       help=f"the deployment's directory (default {DEFAULT_DIRECTORY})")
     demo.add_argument("--shop-url", metavar="URL",
@@ -267,6 +301,9 @@ def register_commands(commands, commit_demo=None) -> None:
     action("chains", cmd_chains, "the linked chains and their light clients' tips")
     action("rules", cmd_rules, "the transfer rules")
     action("transfers", cmd_transfers, "every transfer and its state")
+    bills = action("bills", cmd_bills, "usage billing: every access billed, with its trail")
+    bills.add_argument("--proofs", action="store_true",
+                       help="with each step's header, record and Merkle path (with --json)")
     trail = action("trail", cmd_trail, "one transfer's trail, every step where it is proven")
     trail.add_argument("id", help="the transfer's id (its text, or 0x and hex)")
     trail.add_argument("--proofs", action="store_true",

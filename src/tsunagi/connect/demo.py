@@ -9,6 +9,12 @@ one on a linked chain proven there by its header and Merkle path before the conn
 records it. A second order the bookstore cannot fulfil ends refunded: the escrowed A returns
 to Hanako, and the refund's transaction is on the trail.
 
+Demo 2, usage billing: a data-rights chain D records each access to a data set (a transfer of
+one data unit to the data set's account, tagged); a token chain T pays for them. A billing rule,
+attached once both chains are running (an access before it is not billed), charges every later
+access on T, from the consumer's token account to the data owner: the access proven on D, the
+charge proven on T. A consumer who cannot pay ends "unpaid", with T's refusal proven.
+
 The bookstore's answer is a hook (:class:`Bookstore`, a Python callable; :func:`http_confirm`
 asks an HTTP endpoint instead).
 """
@@ -46,6 +52,24 @@ RULE_A_TO_B = {"rule_id": 1, "source": CHAIN_A.chain_id, "target": CHAIN_B.chain
                "settlement": CHAIN_A.accounts["exchange"], "pool": CHAIN_B.accounts["pool"],
                "escrow_authority": CHAIN_A.accounts["escrow"], "escrow_expiry_s": 3600,
                "payout_window_s": 600}
+CHAIN_D = ChainSpec(
+    key="d", chain_id=203, name="chain D", asset="DAT",
+    accounts={"lab": 1, "startup": 2, "traffic-data": 3},
+    funds={"lab": 100, "startup": 100, "traffic-data": 1},
+    authority="traffic-data", settlement="traffic-data")
+CHAIN_T = ChainSpec(
+    key="t", chain_id=204, name="chain T", asset="TOK",
+    accounts={"lab": 1, "startup": 2, "city": 3},
+    funds={"lab": 1_000, "startup": 30, "city": 1},
+    authority="city", settlement="city")
+ACCESS_TAG = 0xDA7A  # what an access carries in user_data
+# Billing rule 1: each access to the city's traffic data costs 25 tokens, paid to the city.
+BILLING_RULE = {"rule_id": 1, "data_chain": CHAIN_D.chain_id, "token_chain": CHAIN_T.chain_id,
+                "data_set": CHAIN_D.accounts["traffic-data"], "access_tag": ACCESS_TAG,
+                "price": 25, "payee": CHAIN_T.accounts["city"]}
+CONSUMERS = {CHAIN_D.accounts[name]: CHAIN_T.accounts[name] for name in ("lab", "startup")}
+# Accesses after the rule: the lab twice, the startup twice (it has tokens for one).
+ACCESSES = ("lab", "startup", "lab", "startup")
 ORDERS = (  # (transfer id, what Hanako buys, price in A)
     (b"order-0001", "The Tale of Genji, vol. 1", 1_000),
     (b"order-0002", "A book out of stock", 500),
@@ -89,16 +113,19 @@ class DemoRun:
     balances_after: list[dict]
     transfers: list[dict]  # each with its trail (Deployment.transfer)
     items: dict[str, str]  # transfer id -> what was bought
+    bills: list[dict]  # demo 2: each with its trail (Deployment.bills)
+    unbilled: list[str]  # demo 2: the access made before the rule, as txid hex
+    accessed_by: dict[str, str]  # access txid hex -> who
 
 
 def run_connect_demo(directory: str | os.PathLike, *,
                      confirm: Callable[[bytes, dict], bool] | None = None,
                      progress: Callable[[str], None] = lambda text: None) -> DemoRun:
-    """Makes the deployment in ``directory`` (replacing an earlier demo's) and runs demo 1:
-    one order the bookstore fulfils, one it cannot."""
+    """Makes the deployment in ``directory`` (replacing an earlier demo's) and runs demo 1
+    (one order the bookstore fulfils, one it cannot) and demo 2 (usage billing)."""
     hook = confirm if confirm is not None else Bookstore({ORDERS[0][0]})
-    progress("starting chain A, chain B and the connection chain")
-    with Deployment.create(directory, [CHAIN_A, CHAIN_B],
+    progress("starting chains A, B, D, T and the connection chain")
+    with Deployment.create(directory, [CHAIN_A, CHAIN_B, CHAIN_D, CHAIN_T],
                            connection_chain_id=CONNECTION_CHAIN_ID, confirm=hook,
                            replace=True) as deployment:
         progress("adding rule 1 (A to B) to the running chains")
@@ -111,5 +138,24 @@ def run_connect_demo(directory: str | os.PathLike, *,
                                 CHAIN_A.accounts["hanako"], CHAIN_B.accounts["bookstore"],
                                 price)
             transfers.append(deployment.transfer(transfer_id))
+        unbilled, accessed_by = _demo_two(deployment, progress)
         return DemoRun(Path(directory), before, deployment.balances(), transfers,
-                       {transfer_id.decode(): item for transfer_id, item, _ in ORDERS})
+                       {transfer_id.decode(): item for transfer_id, item, _ in ORDERS},
+                       deployment.bills(), unbilled, accessed_by)
+
+
+def _demo_two(deployment: Deployment, progress) -> tuple[list[str], dict[str, str]]:
+    data = deployment.connectors[CHAIN_D.chain_id]
+    data_set = CHAIN_D.accounts["traffic-data"]
+    progress("demo 2: the lab reads the traffic data before any billing rule")
+    early = data.access(CHAIN_D.accounts["lab"], data_set, ACCESS_TAG)
+    progress("demo 2: billing rule 1 attached to the running chains D and T")
+    deployment.node.add_billing_rule(BILLING_RULE, CONSUMERS)
+    accessed_by = {early.txid.hex(): "lab"}
+    for name in ACCESSES:
+        progress(f"demo 2: the {name} reads the traffic data")
+        ref = data.access(CHAIN_D.accounts[name], data_set, ACCESS_TAG)
+        accessed_by[ref.txid.hex()] = name
+    progress("demo 2: billing the accesses")
+    deployment.node.follow_billing()
+    return [early.txid.hex()], accessed_by

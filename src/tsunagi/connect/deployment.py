@@ -296,8 +296,16 @@ class Deployment:
                                 "`tsunagi connect transfers` lists them")
         shown = self._named(summary(transfer_id, entry))
         shown["rule"] = entry["rule"]
-        shown["trail"] = []
-        for step in entry["trail"]:
+        shown["trail"] = self.trail_rows(entry["trail"], proofs=proofs)
+        return shown
+
+
+    def trail_rows(self, trail: list, *, proofs: bool = False) -> list[dict]:
+        """A trail as the chain holds it, for people and JSON: hashes as hex (block hashes in
+        the usual reversed order), chain names; with ``proofs``, each step on a linked chain
+        with the proof anyone can check again (its header, record, Merkle path)."""
+        rows = []
+        for step in trail:
             row = {"n": step["n"], "step": step["step"], "chain": step["chain"],
                    "chain_name": self.chain_name(step["chain"]), "txid": step["txid"].hex(),
                    "height": step["height"], "block_hash": step["block_hash"][::-1].hex(),
@@ -310,8 +318,21 @@ class Deployment:
                                     "code": proof.code.name, "position": proof.position,
                                     "path": [node.hex() for node in proof.path],
                                     "record_count": proof.record_count}
-            shown["trail"].append(row)
-        return shown
+            rows.append(row)
+        return rows
+
+    def bills(self, *, proofs: bool = False) -> list[dict]:
+        """Every bill of usage billing (demo 2): the access it charges, state, trail."""
+        found = []
+        for access_hex, bill in self._items("bill:"):
+            shown = {key: value for key, value in bill.items() if key != "trail"}
+            shown = {key: value.hex() if isinstance(value, bytes) else value
+                     for key, value in shown.items()}
+            shown["access"] = access_hex
+            shown["trail"] = self.trail_rows(bill["trail"], proofs=proofs)
+            found.append(shown)
+        return sorted(found, key=lambda bill: (bill["trail"][0]["height"], bill["access"])
+                      if bill["trail"] else (0, bill["access"]))
 
 
 def summary(transfer_id: bytes, entry: dict) -> dict:

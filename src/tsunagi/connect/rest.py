@@ -8,6 +8,7 @@ Read what the connection chain holds and act as its operator:
   rule, driven to its end (complete, or refunded) before the answer;
 - ``GET /transfers/{id}``: one transfer with its trail, and for each step on a linked chain
   its proof (the block's header, the record, its Merkle path), so anyone can check it again;
+- ``GET /bills``: usage billing's bills (each access charged, or unpaid), with their trails;
 - ``GET /balances``: every named account of the linked chains.
 
 A refusal of the connection contract answers 409 with its code (``rule_unknown``,
@@ -142,6 +143,11 @@ def make_app(deployment: Deployment) -> FastAPIOffline:
     def transfer(transfer_id: str, proofs: bool = True) -> dict:
         with lock:
             return deployment.transfer(transfer_id_of(transfer_id), proofs=proofs)
+
+    @app.get("/bills", summary="usage billing: every access billed, its state and trail")
+    def bills(proofs: bool = False) -> list[dict]:
+        with lock:
+            return deployment.bills(proofs=proofs)
 
     @app.get("/balances", summary="every named account of the linked chains")
     def balances() -> list[dict]:
