@@ -105,7 +105,9 @@ MISTAKES = [  # (arguments, exit code, words stderr must hold); {root} and {alic
       "--slot", "1"], 1, "no account 2"),
     (["node", "--data", "{root}/empty", "--listen", "127.0.0.1:0"], 1, "tsunagi init"),
     (["pow", "--header", "zz"], 2, "--header"),
-    (["demo", "--data", "{root}/chain", "--accounts", "2"], 1, "--data"),
+    (["demo", "commit", "--data", "{root}/chain", "--accounts", "2"], 1, "--data"),
+    (["demo", "--data", "{root}/chain"], 1, "--data"),
+    (["connect", "--data", "{root}/chain", "transfers"], 1, "tsunagi demo"),
 ]
 
 

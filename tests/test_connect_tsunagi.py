@@ -647,3 +647,12 @@ def test_a_chain_far_ahead_of_the_light_client_is_caught_up_in_bounded_calls(wor
     entry = world.node.pay(TRANSFER, 7, HANAKO, SHOP, 110)
     assert entry["state"] == "complete"
     assert world.node.stored(f"tip:{CHAIN_A}")[0] == world.a.height - 1
+
+
+def test_a_connector_without_the_payers_key_says_so_and_sends_nothing(world):
+    from tsunagi.errors import ConfigError
+
+    before = world.a.height
+    with pytest.raises(ConfigError, match="holds no key for account 9 of chain 101"):
+        world.connector_a.hold(b"no-key", 9, 100, START_S + 3600)
+    assert world.a.height == before

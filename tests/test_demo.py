@@ -36,14 +36,15 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
 
 
 def test_demo_command_prints_both_rates():
-    done = subprocess.run([sys.executable, "-m", "tsunagi", "demo", "--help"],
+    done = subprocess.run([sys.executable, "-m", "tsunagi", "demo", "commit", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--baseline" in done.stdout
 
 
 def test_demo_command_runs(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "tsunagi", "demo", "--data", str(tmp_path / "d"), "--accounts",
+        [sys.executable, "-m", "tsunagi", "demo", "commit", "--data", str(tmp_path / "d"),
+         "--accounts",
          "8", "--transfers", "200", "--baseline", "5", "--batch", "100"],
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

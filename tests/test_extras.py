@@ -28,7 +28,7 @@ BLOCKED = {"http": ["fastapi", "fastapi_offline", "starlette", "pydantic", "uvic
            "charts": ["matplotlib"],
            "ethereum": ["eth_tester", "web3", "vyper", "eth_account", "eth_hash", "rlp", "trie",
                         "eth", "eth_abi", "eth_keys", "eth_utils"]}
-NEEDS_AN_EXTRA = {"tsunagi.node.rest": "http", "tsunagi.node.metrics": "http",
+NEEDS_AN_EXTRA = {"tsunagi.connect.rest": "http", "tsunagi.node.rest": "http", "tsunagi.node.metrics": "http",
                   "tsunagi.node.http.pages": "http", "tsunagi.node.http.vault_pages": "http"}
 
 
@@ -84,8 +84,9 @@ for module in pkgutil.walk_packages(tsunagi.__path__, "tsunagi."):
     except ImportError as exc:
         failed[module.name] = str(exc)
 from tsunagi.cli import main
-code = main(["demo", "--data", {str(tmp_path / "demo")!r}, "--accounts", "8",
+code = main(["demo", "commit", "--data", {str(tmp_path / "demo")!r}, "--accounts", "8",
              "--transfers", "200", "--baseline", "5", "--batch", "100"])
+code = code or main(["demo", "--data", {str(tmp_path / "connect")!r}])
 print(json.dumps({{"failed": sorted(failed), "exit": code}}))
 """
     done = without(["http", "charts", "ethereum"], code)
@@ -93,6 +94,7 @@ print(json.dumps({{"failed": sorted(failed), "exit": code}}))
     *shown, last = done.stdout.strip().splitlines()
     assert json.loads(last) == {"failed": sorted(NEEDS_AN_EXTRA), "exit": 0}
     assert "verify: ok" in "\n".join(shown)
+    assert "order-0001" in "\n".join(shown) and "refunded" in "\n".join(shown)
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 Method: a chain whose config names the example NameRegistry contract is made on disk; `tsunagi
 node` serves it with the contract's code installed (--contract); a client submits calls
 (submit_calls) beside a plain transfer and a call sent without its payload by another client,
-and reads the codes; malformed frames are refused while the node keeps serving. A node started
-without the contract's code refuses to start with what to pass.
+and reads the codes, then the calls' full results, the contract's state and the chain's
+headers through the node; malformed frames are refused while the node keeps serving. A node
+started without the contract's code refuses to start with what to pass.
 """
 
 import hashlib
@@ -15,12 +16,15 @@ import sys
 import pytest
 from cli_helpers import ENV, NodeProcess
 
-from tsunagi.contracts import examples
+from tsunagi.contracts import encoding, examples
 from tsunagi.contracts.chain import call_record
+from tsunagi.contracts.runtime import CallCode
+from tsunagi.core import keys
 from tsunagi.core import records as rec
 from tsunagi.core.codes import Result
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
+from tsunagi.errors import NodeError
 from tsunagi.ledger.ledger import Ledger
 from tsunagi.node import protocol as p
 from tsunagi.node.client import Client
@@ -119,3 +123,46 @@ def test_init_names_a_contract_by_its_source_hash_and_a_node_serves_it(tmp_path)
          "--alloc", f"{encode_address(key.public_key)}=1.00", "--contract", "names"],
         capture_output=True, text=True, env=ENV, timeout=120)
     assert bad.returncode != 0 and "--contract takes NAME=MODULE:CLASS" in bad.stderr
+
+
+def test_a_client_reads_the_contracts_state_results_and_headers_through_the_node(chain):
+    data, (alice, bob) = chain
+    with NodeProcess(data, "--contract", INSTALL) as node:
+        host, port = node.address.rsplit(":", 1)
+        with Client(host, int(port)) as client:
+            first, first_payload = call_record(CHAIN, 1, 1, 1, "register", ["alice"])
+            taken, taken_payload = call_record(CHAIN, 1, 2, 1, "register", ["alice"])
+            client.submit_calls(first + taken, alice.sign_record(first) + bob.sign_record(taken),
+                                [first_payload, taken_payload])
+            ok = client.call_result(keys.txid(first))
+            assert (ok.code, encoding.decode(ok.value)) == (CallCode.ok, 1)
+            [[name, fields]] = encoding.decode(ok.events)
+            assert (name, encoding.decode(fields)) == ("registered", {"name": "alice", "owner": 1})
+            refused = client.call_result(keys.txid(taken))
+            assert (refused.code, refused.refuse_code) == (CallCode.refused, examples.NAME_TAKEN)
+            assert refused.detail == "the name is taken"
+            assert client.call_result(bytes(32)) is None
+            entry = encoding.decode(client.contract_state(b"names\x00name:alice"))
+            assert entry["owner"] == 1
+            assert encoding.decode(client.contract_state(b"names\x00count")) == 1
+            assert client.contract_state(b"names\x00name:bob") is None
+            # Headers: every block's first 80 bytes, none past the tip.
+            height = client.status().height
+            headers = client.headers(0)
+            assert len(headers) == 80 * (height + 1)
+            assert headers[-80:] == client.block(height)[:80]
+            assert client.headers(1, 1) == client.block(1)[:80]
+            assert client.headers(height + 1) == b""
+
+
+def test_a_chain_without_contracts_says_so_when_asked_for_contract_state(tmp_path):
+    key = PrivateKey.generate()
+    config = ChainConfig(name="plain", chain_id=13, asset_code="PLN",
+                         allocations=((key.public_key, 5),))
+    Ledger.create(tmp_path / "plain", config, threads=1).close()
+    with NodeProcess(tmp_path / "plain") as node:
+        host, port = node.address.rsplit(":", 1)
+        with Client(host, int(port)) as client:
+            with pytest.raises(NodeError, match="runs no contracts"):
+                client.contract_state(b"names\x00count")
+            assert len(client.headers(0)) == 80

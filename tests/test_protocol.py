@@ -114,6 +114,15 @@ messages = st.one_of(
     st.builds(p.Policy, u64, st.sampled_from(p.POLICY_SLOTS), hash32, u64, u64, u64, u64,
               st.lists(st.integers(1, 2**64 - 1), max_size=4).map(tuple)),
 )
+messages = st.one_of(  # contracts and light clients
+    messages,
+    st.builds(p.QueryHeaders, u64, st.integers(1, limits.headers_per_message_max)),
+    st.builds(p.QueryContractState, st.binary(min_size=1, max_size=256)),
+    st.builds(p.ContractState, st.binary(max_size=300)),
+    st.builds(p.QueryCallResult, hash32),
+    st.builds(p.CallResult, st.integers(0, 6), u32, u64, st.binary(max_size=100),
+              st.binary(max_size=100), st.text(max_size=200)),
+)
 
 
 @given(messages, request_ids)
@@ -317,3 +326,32 @@ def test_hold_and_policy_layouts():
         p.encode(p.QueryPolicy(1, 0), 1)
     with pytest.raises(ValueError):
         p.encode(p.Holds(0, 0, (hold,)), 1)
+
+
+CALL_HEAD = struct.Struct("<B3xIQIIH2x")
+
+
+@pytest.mark.parametrize("kind, payload, why", [
+    (p.MessageType.query_headers, struct.pack("<QI4x", 1, 0), "count is 1..16384"),
+    (p.MessageType.query_headers, struct.pack("<QI", 1, 5) + b"\x01" + bytes(3), "padding"),
+    (p.MessageType.query_contract_state, b"", "1..256 bytes"),
+    (p.MessageType.query_contract_state, bytes(257), "1..256 bytes"),
+    (p.MessageType.contract_state, bytes(64 * 1024 + 1), "at most 65536"),
+    (p.MessageType.query_call_result, bytes(31), "32 bytes"),
+    (p.MessageType.call_result, CALL_HEAD.pack(7, 0, 0, 0, 0, 0), "unknown call code"),
+    (p.MessageType.call_result, CALL_HEAD.pack(5, 14, 3, 0, 0, 4) + b"abc", "is 32 bytes, got 31"),
+    (p.MessageType.call_result, CALL_HEAD.pack(5, 14, 3, 0, 0, 1) + b"\xff", "not UTF-8"),
+    (p.MessageType.call_result, CALL_HEAD.pack(5, 0, 0, 0, 0, 2000), "detail 1024"),
+])
+def test_malformed_contract_and_header_queries_get_protocol_error(kind, payload, why):
+    with pytest.raises(ProtocolError, match=why):
+        p.decode(_frame(kind, payload))
+
+
+def test_call_result_layout():
+    """The call result's fields at the offsets docs/PROTOCOL.md gives."""
+    answer = p.CallResult(5, 14, 300, b"", b"\x90", "wrong state")
+    assert p.encode(answer, 1)[16:] == CALL_HEAD.pack(5, 14, 300, 0, 1, 11) + b"\x90" \
+        + b"wrong state"
+    long = p.decode_message(p.encode(p.CallResult(6, detail="é" * 600), 1))[1]
+    assert long.detail == "é" * 512  # cut to 1024 bytes, never inside a character

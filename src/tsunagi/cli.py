@@ -907,19 +907,19 @@ def _add_ledger_commands(commands) -> None:
     _add_signing_commands(commands)
     _add_reading_commands(commands)
 
-    demo = commands.add_parser(
-        "demo", help="make a chain and commit batched and baseline transfers",
-        description="Creates a chain on the embedded store (replacing an earlier demo's), "
-                    "commits signed transfers one per block and in batches, prints both "
-                    "rates and verifies the chain.")
-    demo.add_argument("--data", default="demo-chain",
-                      help="the demo's chain directory (default demo-chain)")
-    demo.add_argument("--accounts", type=_positive, default=1000)
-    demo.add_argument("--transfers", type=_positive, default=48_000, help="batched transfers")
-    demo.add_argument("--baseline", type=_positive, default=500,
-                      help="transfers one per block")
-    demo.add_argument("--batch", type=_positive, default=8000, help="transfers per batch")
-    demo.set_defaults(handler=cmd_demo)
+    from tsunagi.connect.commands import register_commands as register_connect
+
+    def commit_demo(demo) -> None:
+        demo.add_argument("--data", default="demo-chain",
+                          help="the demo's chain directory (default demo-chain)")
+        demo.add_argument("--accounts", type=_positive, default=1000)
+        demo.add_argument("--transfers", type=_positive, default=48_000,
+                          help="batched transfers")
+        demo.add_argument("--baseline", type=_positive, default=500,
+                          help="transfers one per block")
+        demo.add_argument("--batch", type=_positive, default=8000, help="transfers per batch")
+        demo.set_defaults(handler=cmd_demo)
+    register_connect(commands, commit_demo)
 
 
 def _validators_client(args: argparse.Namespace):

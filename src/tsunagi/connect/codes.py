@@ -43,6 +43,10 @@ class ConnectCode(IntEnum):
     payout_final = 28  # the payout is final: only forward completion is allowed
     payout_late = 29  # the payout's block is past the rule's payout window
     not_expired = 30  # the escrow's expiry is not yet behind the chain's final header
+    billing_rule_unknown = 31  # no billing rule with that id
+    access_mismatch = 32  # not an access under the billing rule (kind, data set, tag), or before it
+    consumer_unknown = 33  # the accessing account has no token account under the billing rule
+    bill_unknown = 34  # no bill for that access
     # Codes of the batched step methods (35..39).
     batch_malformed = 35  # a batch that is not a non-empty list of items of the step's shape
     batch_too_large = 36  # more transfers than one batched call may carry

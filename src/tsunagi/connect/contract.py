@@ -13,6 +13,10 @@ its block's codes, and only when the record is exactly the one the step needs (k
 amount, hold sequence, transfer tag) with code ok and its block final. Anything else is refused
 with one of the codes below and changes nothing. The codes are mirrored, with their comments,
 by :class:`tsunagi.connect.codes.ConnectCode`.
+
+Usage billing (its own section of the class) reuses the same proofs: a proven access on a
+data chain opens a bill, and the proven charge on a token chain completes it, or, refused
+there, leaves it unpaid.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ TX_USED = 27  # this transaction proved a step already
 PAYOUT_FINAL = 28  # the payout is final: only forward completion is allowed
 PAYOUT_LATE = 29  # the payout's block is past the rule's payout window
 NOT_EXPIRED = 30  # the escrow's expiry is not yet behind the chain's final header
+BILLING_RULE_UNKNOWN = 31  # no billing rule with that id
+ACCESS_MISMATCH = 32  # not an access under the billing rule (kind, data set, tag), or before it
+CONSUMER_UNKNOWN = 33  # the accessing account has no token account under the billing rule
+BILL_UNKNOWN = 34  # no bill for that access
 # Codes of the batched step methods (35..39).
 BATCH_MALFORMED = 35  # a batch that is not a non-empty list of items of the step's shape
 BATCH_TOO_LARGE = 36  # more transfers than one batched call may carry
@@ -309,8 +317,9 @@ class ConnectionContract(Contract):
         raise Refuse(REORG_TOO_DEEP, "a branch that undoes more than " +
                      str(REORG_DEPTH_MAX) + " blocks")
 
-    def proven(self, chain_id: int, proof, headers: list) -> dict:
-        """The record a step proof proves, in a final block of ``chain_id``, with where."""
+    def proven(self, chain_id: int, proof, headers: list, failed_ok: bool = False) -> dict:
+        """The record a step proof proves, in a final block of ``chain_id``, with where;
+        ``failed_ok`` takes a record refused there too (its code is in the fields)."""
         chain = self.linked(chain_id)
         fields = check_inclusion(proof_fields(proof))
         tip = self.extend(chain_id, headers)
@@ -323,7 +332,7 @@ class ConnectionContract(Contract):
         if tip[0] < final_height:
             raise Refuse(NOT_FINAL, "the step's block needs " + str(chain["confirmations"]) +
                          " blocks on top")
-        if fields["code"] != 0:
+        if fields["code"] != 0 and not failed_ok:
             raise Refuse(TX_FAILED, "the record was refused there, code " + str(fields["code"]))
         used = "used:" + str(chain_id) + ":" + fields["txid"].hex()
         if self.state.has(used):
@@ -708,6 +717,127 @@ class ConnectionContract(Contract):
         """The transfer: its state, amounts and every step recorded."""
         return self.transfer(transfer_id)
 
+    # ----------------------------------------------------------------------- usage billing
+    #
+    # Demo 2: every data access on a data-rights chain is charged on a token chain, per a
+    # billing rule an operator attaches to chains already linked. An access is a transfer on
+    # the data chain crediting the rule's data-set account with the rule's access tag in
+    # user_data, code ok, in a final block above the data chain's height when the rule was
+    # attached (earlier accesses are not billed). Proven with its headers, it opens a bill
+    # keyed by its txid, in state "charge". The charge is a transfer on the token chain from
+    # the consumer's token account (registered by an operator per data-chain account) to the
+    # payee, of the rule's price, tagged with transfer_tag(access txid): proven with code ok
+    # the bill is "complete"; proven refused there (the consumer cannot pay) it is "unpaid",
+    # the refusal's code kept. Both are final.
+
+    def billing_rule(self, rule_id) -> dict:
+        rule = self.state.get("brule:" + str(account_of(rule_id)))
+        if rule is None:
+            raise Refuse(BILLING_RULE_UNKNOWN, "no billing rule " + str(rule_id))
+        return rule
+
+    def bill_entry(self, access_txid) -> dict:
+        if not isinstance(access_txid, bytes) or len(access_txid) != 32:
+            raise Refuse(BILL_UNKNOWN, "a bill is named by its access's 32-byte txid")
+        bill = self.state.get("bill:" + access_txid.hex())
+        if bill is None:
+            raise Refuse(BILL_UNKNOWN, "no bill for that access")
+        return bill
+
+    def save_bill(self, access_txid: bytes, bill: dict, state: str, steps: list) -> None:
+        for name, where in steps:
+            bill["trail"].append({"n": len(bill["trail"]) + 1, "step": name,
+                                  "chain": where[0], "txid": where[1], "height": where[2],
+                                  "block_hash": where[3], "time_s": where[4]})
+        bill["state"] = state
+        self.state.set("bill:" + access_txid.hex(), bill)
+        self.emit("bill", access=access_txid, state=state)
+
+    @method
+    def add_billing_rule(self, rule: dict, headers: list) -> int:
+        """A billing rule (see check_billing_rule); only operators. ``headers`` bring the
+        data chain's light client up to date first: accesses in blocks above its tip then are
+        billed, those at or below it are not. Returns the first height billed."""
+        self.operator()
+        checked = check_billing_rule(rule)
+        key = "brule:" + str(checked["rule_id"])
+        if self.state.has(key):
+            raise Refuse(RULE_EXISTS, "a billing rule with that id exists")
+        for chain in [checked["data_chain"], checked["token_chain"]]:
+            if not self.state.has("chain:" + str(chain)):
+                raise Refuse(RULE_CHAIN_MISSING, "the billing rule names chain " +
+                             str(chain) + ", which is not linked")
+        tip = self.extend(checked["data_chain"], headers)
+        checked["first_height"] = tip[0] + 1
+        checked["attached_s"] = self.context.block_time_s
+        self.state.set(key, checked)
+        self.state.set("brules", self.state.get("brules", []) + [checked["rule_id"]])
+        return checked["first_height"]
+
+    @method
+    def add_billing_consumer(self, rule_id: int, data_account: int,
+                             token_account: int) -> None:
+        """Registers the token account charged for accesses by ``data_account`` under the
+        rule (replacing an earlier one for accesses recorded from now on); only operators."""
+        self.operator()
+        self.billing_rule(rule_id)
+        self.state.set("bcons:" + str(rule_id) + ":" + str(account_of(data_account)),
+                       account_of(token_account))
+
+    @method
+    def record_access(self, rule_id: int, proof: dict, headers: list) -> bytes:
+        """A proven access on the rule's data chain opens its bill; returns the access txid
+        that names the bill. A replayed access proof is refused (TX_USED)."""
+        rule = self.billing_rule(rule_id)
+        fields = self.proven(rule["data_chain"], proof, headers)
+        if fields["kind"] != KIND_TRANSFER or fields["chain_id"] != rule["data_chain"] or \
+                fields["credit"] != rule["data_set"] or fields["user_data"] != rule["access_tag"]:
+            raise Refuse(ACCESS_MISMATCH, "the proven record is not an access to the rule's "
+                         "data set with its tag")
+        if fields["where"][2] < rule["first_height"]:
+            raise Refuse(ACCESS_MISMATCH, "the access is in a block the rule was attached "
+                         "after: it is not billed")
+        account = self.state.get("bcons:" + str(rule_id) + ":" + str(fields["debit"]))
+        if account is None:
+            raise Refuse(CONSUMER_UNKNOWN, "account " + str(fields["debit"]) + " has no token "
+                         "account under billing rule " + str(rule_id))
+        txid = fields["txid"]
+        bill = {"rule_id": rule["rule_id"], "access": txid, "consumer": fields["debit"],
+                "data_chain": rule["data_chain"], "token_chain": rule["token_chain"],
+                "account": account, "payee": rule["payee"], "price": rule["price"],
+                "tag": transfer_tag(txid), "refusal": 0, "state": "charge", "trail": []}
+        self.save_bill(txid, bill, "charge", [["access", fields["where"]],
+                                              ["access_final", fields["final"]],
+                                              ["bill", self.here()]])
+        return txid
+
+    @method
+    def charged(self, access_txid: bytes, proof: dict, headers: list) -> str:
+        """The bill's charge, final on the token chain: applied, the bill is complete;
+        refused there (the consumer cannot pay), it is unpaid. Returns the new state."""
+        bill = self.bill_entry(access_txid)
+        if bill["state"] != "charge":
+            raise Refuse(WRONG_STATE, "the bill is in state " + bill["state"])
+        fields = self.proven(bill["token_chain"], proof, headers, failed_ok=True)
+        matches(fields, {"kind": KIND_TRANSFER, "chain_id": bill["token_chain"],
+                         "debit": bill["account"], "credit": bill["payee"],
+                         "amount": bill["price"], "user_data": bill["tag"]})
+        if fields["code"] == 0:
+            self.save_bill(access_txid, bill, "complete", [["charge", fields["where"]],
+                                                           ["charge_final", fields["final"]],
+                                                           ["complete", self.here()]])
+            return "complete"
+        bill["refusal"] = fields["code"]
+        self.save_bill(access_txid, bill, "unpaid", [["charge_refused", fields["where"]],
+                                                     ["charge_refused_final", fields["final"]],
+                                                     ["unpaid", self.here()]])
+        return "unpaid"
+
+    @method
+    def bill_trail(self, access_txid: bytes) -> dict:
+        """The bill: its state, price, accounts and every step recorded."""
+        return self.bill_entry(access_txid)
+
 
 def account_of(value) -> int:
     """``value`` when it is a u64 (an account, a chain id, an amount); Refuse otherwise."""
@@ -742,4 +872,23 @@ def check_rule(rule) -> dict:
         raise Refuse(RULE_INVALID, "a rule links two different chains")
     if checked["escrow_expiry_s"] <= checked["payout_window_s"]:
         raise Refuse(RULE_INVALID, "the escrow expiry must exceed the payout window")
+    return checked
+
+
+def check_billing_rule(rule) -> dict:
+    """A billing rule's fields checked: rule_id, data_chain, token_chain, data_set (the data
+    chain's account an access credits), access_tag (the user_data an access carries), price
+    (token units per access, above 0), payee (the data owner's token account)."""
+    names = ["rule_id", "data_chain", "token_chain", "data_set", "access_tag", "price",
+             "payee"]
+    if not isinstance(rule, dict):
+        raise Refuse(RULE_INVALID, "a billing rule is a dict")
+    checked = {}
+    for name in names:
+        value = rule.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < U64_END:
+            raise Refuse(RULE_INVALID, "a billing rule's " + name + " is a u64")
+        checked[name] = value
+    if checked["price"] == 0:
+        raise Refuse(RULE_INVALID, "a billing rule's price is above 0")
     return checked

@@ -58,6 +58,16 @@ journal_bytes_max = 1 << 30
 # refund fewer; a transfer still open after this many waits for blocks of a linked chain.
 drive_rounds_max = 16
 
+# --- usage billing in the connection node (tsunagi.connect.node) ----------------------------------
+
+# Blocks of a data chain one follow_billing() call scans for each billing rule: each is read
+# and decoded once (a few ms for a full block), and every access found costs two calls of the
+# connection chain and a record on the token chain; a node further behind scans on in the next
+# call, from where its journal says this one stopped.
+billing_blocks_max = 256
+
+# --- many transfers together in the connection node (ConnectionNode.pay_many) --------------------
+
 # Transfers one batched proof call of the connection contract carries (escrowed_many, ...):
 # its arguments are at most 64 KiB (tsunagi.contracts.limits.encoded_bytes_max), and a proof
 # of a block of 100 records holds the block's body (a code and a 64-byte signature a record,

@@ -13,8 +13,14 @@ goes in one block of the linked chain a group of 100 records and one block of th
 chain for all the step calls, through the contract's batched methods (``escrowed_many``, ...),
 journaled per transfer as pay() journals, so resume() and drive() take any transfer on alone.
 
-In process for this slice: the connection chain is a Ledger with its ChainContracts, the
-linked chains are reached through :class:`~tsunagi.connect.tsunagi_chain.TsunagiConnector`.
+Usage billing (demo 2) runs the same way: :meth:`ConnectionNode.follow_billing` scans each
+billing rule's data chain for accesses, records each with its proof and charges it on the token
+chain through the journal (docs/CONNECT.md, "Usage billing").
+
+The connection chain is a Ledger with its ChainContracts in this process, or a node process
+reached through its client (:mod:`tsunagi.connect.connection_chain`); the linked chains are
+reached through :class:`~tsunagi.connect.tsunagi_chain.TsunagiConnector` or
+:class:`~tsunagi.connect.tsunagi_chain.RemoteTsunagiConnector`.
 """
 
 from __future__ import annotations
@@ -24,19 +30,23 @@ from collections.abc import Callable, Mapping
 
 from tsunagi.connect import contract, limits
 from tsunagi.connect.codes import ConnectCode
+from tsunagi.connect.connection_chain import ConnectionChain, LocalConnectionChain
 from tsunagi.connect.connector import TxRef, TxStatus
 from tsunagi.connect.journal import Journal
-from tsunagi.connect.tsunagi_chain import Prepared, RecordNotStored, TsunagiConnector
+from tsunagi.connect.tsunagi_chain import BlockRecord, Prepared, RecordNotStored, TsunagiConnector
 from tsunagi.contracts import encoding
 from tsunagi.contracts.chain import ChainContracts, call_record
 from tsunagi.contracts.runtime import CallCode, CallResult
 from tsunagi.core.codes import Result
 from tsunagi.core.keys import PrivateKey
-from tsunagi.errors import TsunagiError
+from tsunagi.errors import ConfigError, TsunagiError
 
 __all__ = ["ConnectionNode", "StepRefused"]
 
 FINAL_STATES = ("complete", "refunded", "expired")
+BILL_FINAL_STATES = ("complete", "unpaid")
+# The journal's entries of usage billing: resume() leaves them to follow_billing().
+BILLING_OPS = ("bill_access", "bill_charge", "bill_scan")
 _PREFIX = contract.ConnectionContract.name.encode() + b"\x00"
 
 
@@ -52,13 +62,17 @@ class StepRefused(TsunagiError):
 class ConnectionNode:
     """Drives transfers on the connection chain ``ledger`` (running ``contracts``) as
     ``operator_account``; ``connectors`` by linked chain id; ``confirm(transfer_id, entry)``
-    is the payee's hook (True: fulfil the order); ``now_s`` fixes block times (tests)."""
+    is the payee's hook (True: fulfil the order); ``now_s`` fixes block times (tests).
+    With ``contracts`` None, ``ledger`` is a ConnectionChain: a NodeConnectionChain drives
+    the connection chain of a node process."""
 
-    def __init__(self, ledger, contracts: ChainContracts, *, operator_account: int,
+    def __init__(self, ledger, contracts: ChainContracts | None, *, operator_account: int,
                  operator_key: PrivateKey, connectors: Mapping[int, TsunagiConnector],
                  journal: Journal, confirm: Callable[[bytes, dict], bool],
                  contract_number: int = 1, now_s: Callable[[], int] | None = None) -> None:
         self.ledger, self.contracts = ledger, contracts
+        self.chain: ConnectionChain = ledger if contracts is None \
+            else LocalConnectionChain(ledger, contracts)
         self.operator_account, self.operator_key = operator_account, operator_key
         self.connectors = dict(connectors)
         self.journal, self.confirm_hook = journal, confirm
@@ -77,27 +91,20 @@ class ConnectionNode:
 
     def call(self, method: str, args: list) -> CallResult:
         """One call of the connection contract, in its own block; its result."""
-        sequence = self.ledger.account(self.operator_account).sequence + 1
-        record, payload = call_record(self.ledger.config.chain_id, sequence,
+        sequence = self.chain.sequence(self.operator_account) + 1
+        record, payload = call_record(self.chain.chain_id, sequence,
                                       self.operator_account, self.contract_number, method, args)
         now = None if self.now_s is None else self.now_s()
-        answer = self.ledger.submit_batch(record, self.operator_key.sign_record(record),
-                                          now_s=now, payloads=[payload])
-        txid = bytes(answer.txids[0])
-        result = self.contracts.results.get(txid)
-        if result is None:
-            raise TsunagiError(f"the connection chain did not run the call "
-                               f"({Result(int(answer.codes[0])).name})")
-        return result
+        return self.chain.call(record, self.operator_key.sign_record(record), payload, now)
 
     def state_of(self, transfer_id: bytes) -> dict | None:
         """The transfer as the connection chain holds it (state, amounts, trail), or None."""
-        stored = self.contracts.state.get(_PREFIX + b"xfer:" + transfer_id.hex().encode())
+        stored = self.chain.state(_PREFIX + b"xfer:" + transfer_id.hex().encode())
         return None if stored is None else encoding.decode(stored)
 
     def stored(self, key: str):
         """A value of the connection contract's state by its key (``tip:<chain>``, ...)."""
-        stored = self.contracts.state.get(_PREFIX + key.encode())
+        stored = self.chain.state(_PREFIX + key.encode())
         return None if stored is None else encoding.decode(stored)
 
     def _step(self, method: str, args: list) -> CallResult:
@@ -289,8 +296,169 @@ class ConnectionNode:
         """After a restart: the records a dead node left unsent, then every transfer the
         journal names, driven on."""
         self.flush()
-        ids = dict.fromkeys(bytes.fromhex(entry["transfer"]) for entry in self.journal.entries)
+        ids = dict.fromkeys(bytes.fromhex(entry["transfer"]) for entry in self.journal.entries
+                            if entry["op"] not in BILLING_OPS)  # bills: follow_billing()
         return {transfer_id: self.drive(transfer_id) for transfer_id in ids}
+
+    # ---------------------------------------------------------------------- usage billing
+    #
+    # Demo 2 (docs/CONNECT.md, "Usage billing"): the node scans each billing rule's data chain,
+    # block by final block, for accesses; records each on the connection chain with its proof,
+    # which opens a bill; and charges it on the token chain through the journal like every
+    # other record it sends, so a node killed anywhere never charges twice. The journal also
+    # keeps, per rule, the height up to which the scan is done, and which bills are still open.
+
+    _billing: dict | None = None  # open bills and scan heights, read from the journal once
+
+    def bill_of(self, access_txid: bytes) -> dict | None:
+        """The bill of an access (state, price, accounts, trail) as the connection chain
+        holds it, or None."""
+        return self.stored("bill:" + access_txid.hex())
+
+    def billing_rule(self, rule_id: int) -> dict | None:
+        """A billing rule as the connection chain holds it (with its ``first_height``)."""
+        return self.stored(f"brule:{rule_id}")
+
+    def _must(self, method: str, args: list) -> CallResult:
+        result = self.call(method, args)
+        if result.code is not CallCode.ok:
+            raise StepRefused(method, _code(result.refuse_code), result.detail)
+        return result
+
+    def _linked_connector(self, chain_id: int) -> TsunagiConnector:
+        connector = self.connectors.get(chain_id)
+        if connector is None:
+            raise TsunagiError(f"this node has no connector of chain {chain_id}: give it one "
+                               "to bill accesses there")
+        return connector
+
+    def add_billing_rule(self, rule: dict, consumers: Mapping[int, int] | None = None) -> dict:
+        """Attaches a billing rule (fields: rule_id, data_chain, token_chain, data_set,
+        access_tag, price, payee) to linked chains, after bringing the contract's light client
+        of the data chain up to its tip: accesses in later blocks are billed, earlier ones are
+        not. ``consumers`` maps data-chain accounts to the token accounts charged for them.
+        Returns the rule as stored; StepRefused with the contract's code when refused."""
+        data = self._linked_connector(rule.get("data_chain"))
+        linked = self.stored(f"tip:{data.chain_id}") is not None
+        self._must("add_billing_rule", [rule, self._caught_up(data) if linked else []])
+        for data_account, token_account in (consumers or {}).items():
+            self.add_billing_consumer(rule["rule_id"], data_account, token_account)
+        return self.billing_rule(rule["rule_id"])
+
+    def add_billing_consumer(self, rule_id: int, data_account: int, token_account: int) -> None:
+        """Registers the token account charged for ``data_account``'s accesses under the
+        rule (the token chain's connector must hold its key, as a payer entrusts it: without
+        it every charge would stop at the first bill, so it is refused here, unregistered)."""
+        rule = self.billing_rule(rule_id)
+        token = None if rule is None else self.connectors.get(rule["token_chain"])
+        if token is not None and token_account not in token.keys:
+            raise ConfigError(f"the connector of chain {token.chain_id} holds no key for "
+                                   f"account {token_account}: give it the key to charge it")
+        self._must("add_billing_consumer", [rule_id, data_account, token_account])
+
+    def _billing_state(self) -> dict:
+        if self._billing is None:
+            opened, scanned = {}, {}
+            for entry in self.journal.entries:
+                if entry["op"] == "bill_access" and entry["phase"] == "intent" and \
+                        (entry["transfer"], "bill_access") not in self._outcomes:
+                    opened[bytes.fromhex(entry["transfer"])] = None
+                elif entry["op"] == "bill_scan":
+                    scanned[entry["rule"]] = entry["height"]
+            self._billing = {"open": opened, "scanned": scanned}
+        return self._billing
+
+    def follow_billing(self) -> list[dict]:
+        """Drives every open bill, then scans each billing rule's data chain from where the
+        last scan ended up to its newest final block (a bounded run of blocks), recording
+        and charging each access found. Returns the bills it touched, with their trails, in
+        that order; a bill whose charge waits for blocks of the token chain stays "charge"
+        and is driven on by the next call."""
+        self.flush()
+        touched: dict[bytes, dict] = {}
+        for access_txid in list(self._billing_state()["open"]):
+            bill = self._drive_bill(access_txid)
+            if bill is not None:
+                touched[access_txid] = bill
+        for rule_id in self.stored("brules") or []:
+            touched.update(self._scan_billing(self.billing_rule(rule_id)))
+        return list(touched.values())
+
+    def _scan_billing(self, rule: dict) -> dict[bytes, dict]:
+        data = self.connectors.get(rule["data_chain"])
+        if data is None:
+            return {}  # another node follows that chain
+        scanned = self._billing_state()["scanned"]
+        first = max(scanned.get(rule["rule_id"], 0), rule["first_height"])
+        confirmations = self.stored(f"chain:{data.chain_id}")["confirmations"]
+        end = min(data.finalized_height() - confirmations + 1,
+                  first + limits.billing_blocks_max)
+        touched: dict[bytes, dict] = {}
+        for height in range(first, end):
+            for found in data.block_records(height, credit_account=rule["data_set"]):
+                if not self._is_access(rule, found):
+                    continue
+                bill = self.bill_of(found.txid) or self._record_access(rule, found, data)
+                if bill is not None:
+                    touched[found.txid] = self._drive_bill(found.txid)
+        if end > first:
+            self.journal.append({"transfer": "", "op": "bill_scan", "phase": "outcome",
+                                 "rule": rule["rule_id"], "height": end})
+            scanned[rule["rule_id"]] = end
+        return touched
+
+    def _is_access(self, rule: dict, found: BlockRecord) -> bool:
+        """The contract's test of an access, looked at before a call is spent on it; an
+        account with no token account registered is not billed."""
+        fields = contract.parse_record(found.record)
+        return (found.code is Result.ok and fields["kind"] == contract.KIND_TRANSFER and
+                fields["chain_id"] == rule["data_chain"] and
+                fields["credit"] == rule["data_set"] and
+                fields["user_data"] == rule["access_tag"] and
+                self.stored(f"bcons:{rule['rule_id']}:{fields['debit']}") is not None)
+
+    def _record_access(self, rule: dict, found: BlockRecord,
+                       data: TsunagiConnector) -> dict | None:
+        key = (found.txid.hex(), "bill_access")
+        if key not in self._intents:
+            intent = {"transfer": key[0], "op": "bill_access", "phase": "intent",
+                      "rule": rule["rule_id"]}
+            self.journal.append(intent)
+            self._intents[key] = intent
+        self._billing_state()["open"][found.txid] = None
+        proof = data.find(found.txid).to_contract()
+        result = self.call("record_access", [rule["rule_id"], proof, self._caught_up(data)])
+        if result.code is CallCode.refused and result.refuse_code == ConnectCode.tx_used:
+            bill = self.bill_of(found.txid)  # None: the record proved another step before
+            if bill is None:
+                self._bill_done(found.txid, "not billed")
+            return bill
+        if result.code is not CallCode.ok:
+            raise StepRefused("record_access", _code(result.refuse_code), result.detail)
+        return self.bill_of(found.txid)
+
+    def _drive_bill(self, access_txid: bytes) -> dict | None:
+        """Charges a bill in state "charge" on its token chain (one journaled record, sent
+        again as it is after a crash) and proves the outcome; None when no bill is there yet
+        (the access's call never ran: the scan finds it again)."""
+        bill = self.bill_of(access_txid)
+        if bill is not None and bill["state"] == "charge":
+            token = self._linked_connector(bill["token_chain"])
+            ref = self._perform(access_txid, "bill_charge", token, lambda: token.prepare_transfer(
+                bill["account"], bill["payee"], bill["price"], transfer_id=access_txid))
+            self._prove("charged", access_txid, token, ref)
+            bill = self.bill_of(access_txid)
+        if bill is not None and bill["state"] in BILL_FINAL_STATES:
+            self._bill_done(access_txid, bill["state"])
+        return bill
+
+    def _bill_done(self, access_txid: bytes, state: str) -> None:
+        key = (access_txid.hex(), "bill_access")
+        if key not in self._outcomes:
+            self.journal.append({"transfer": key[0], "op": "bill_access", "phase": "outcome",
+                                 "state": state})
+            self._outcomes.add(key)
+        self._billing_state()["open"].pop(access_txid, None)
 
 
     # ------------------------------------------------------- many transfers (fast path)
@@ -300,23 +468,21 @@ class ConnectionNode:
         submit_batch of their call records and payloads); their results in order."""
         if not calls:
             return []
-        first = self.ledger.account(self.operator_account).sequence + 1
+        first = self.chain.sequence(self.operator_account) + 1
         records, signatures, payloads = [], [], []
         for offset, (method, args) in enumerate(calls):
-            record, payload = call_record(self.ledger.config.chain_id, first + offset,
+            record, payload = call_record(self.chain.chain_id, first + offset,
                                           self.operator_account, self.contract_number,
                                           method, args)
             records.append(record)
             signatures.append(self.operator_key.sign_record(record))
             payloads.append(payload)
         now = None if self.now_s is None else self.now_s()
-        answer = self.ledger.submit_batch(b"".join(records), b"".join(signatures), now_s=now,
-                                          payloads=payloads)
-        results = [self.contracts.results.get(bytes(txid)) for txid in answer.txids]
-        if any(result is None for result in results):
-            codes = sorted({Result(int(code)).name for code in answer.codes})
-            raise TsunagiError(f"the connection chain did not run the calls ({codes})")
-        return results
+        many = getattr(self.chain, "call_many", None)
+        if many is None:  # a chain that takes one call a block (a node process, for now)
+            return [self.chain.call(record, signature, payload, now)
+                    for record, signature, payload in zip(records, signatures, payloads)]
+        return many(records, signatures, payloads, now)
 
     def pay_many(self, transfers, times: dict | None = None) -> dict[bytes, dict | None]:
         """Many whole transfers ``(transfer_id, rule_id, payer, payee, amount)`` together:

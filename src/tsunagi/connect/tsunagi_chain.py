@@ -1,4 +1,5 @@
-"""The connector of a tsunagi chain, over a Ledger in this process (the node client later).
+"""The connector of a tsunagi chain: over a Ledger in this process (:class:`TsunagiConnector`)
+or through the node client to a ``tsunagi node`` process (:class:`RemoteTsunagiConnector`).
 
 Escrow is a hold: the payer's money moves into a hold whose authority is the connection
 chain's account on this chain, with an expiry, so it comes back to the payer by itself if
@@ -11,12 +12,17 @@ the record, its code, its Merkle path to the header's root, and the block's body
 signatures, batches, extension) with the body leaf's path, which proves the code. The
 connection contract checks all of it; :func:`check_step` is the same check here, for tests and
 for a node that wants to look before it submits.
+
+Both connectors are one class over a small *chain access* object (:class:`LedgerChain`,
+:class:`NodeChain`): the sequence of an account, a stored record with its Merkle path, a block,
+a run of headers, the height, and a submit. Only that object knows where the chain is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -27,9 +33,11 @@ from tsunagi.core import records as rec
 from tsunagi.core.block import decode_block
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.keys import PrivateKey
-from tsunagi.errors import EncodingError, KeyNotOwnerError, NotFoundError, TsunagiError
+from tsunagi.errors import ConfigError, EncodingError, NotFoundError, TsunagiError
 
-__all__ = ["Prepared", "RecordNotStored", "TsunagiConnector", "TsunagiStepProof", "check_step"]
+__all__ = ["BlockRecord", "ChainAccess", "LedgerChain", "NodeChain", "Prepared",
+           "RecordNotStored", "RemoteTsunagiConnector", "StoredRecord", "TsunagiConnector",
+           "TsunagiStepProof", "check_step"]
 
 
 class RecordNotStored(TsunagiError):
@@ -50,6 +58,17 @@ class Prepared:
     record: bytes
     signature: bytes
     txid: bytes
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """A record of a block of this chain as it stands there: what a follower scans."""
+
+    txid: bytes
+    record: bytes  # 128 bytes
+    code: Result
+    height: int
+    position: int
 
 
 @dataclass(frozen=True)
@@ -98,16 +117,149 @@ def _account(value) -> int:
     return account
 
 
+# ------------------------------------------------------------------------- chain access
+
+
+class StoredRecord(NamedTuple):
+    """A record of the chain in a block, with its code and its Merkle path to the header."""
+
+    txid: bytes
+    record: bytes
+    code: Result
+    height: int
+    position: int
+    block_hash: bytes
+    proof: tuple[bytes, ...]
+
+
+class ChainAccess(Protocol):
+    """What a connector reads and sends on its tsunagi chain, wherever the chain is."""
+
+    chain_id: int
+
+    def height(self) -> int:
+        """Blocks the chain holds (the newest is height - 1)."""
+        ...
+
+    def sequence(self, account: int) -> int:
+        """The last sequence ``account`` used; NotFoundError for an account not there."""
+        ...
+
+    def transaction(self, txid: bytes) -> StoredRecord | None: ...
+
+    def block(self, height: int) -> bytes | None: ...
+
+    def headers(self, first: int, end: int) -> bytes:
+        """The 80-byte headers of blocks ``first..end-1`` there, back to back."""
+        ...
+
+    def submit(self, record: bytes, signature: bytes, now_s: int | None) -> Result:
+        """Sends one signed record; its code once it is stored (or why it was not)."""
+        ...
+
+
+class LedgerChain:
+    """A tsunagi chain whose Ledger is open in this process."""
+
+    def __init__(self, ledger) -> None:
+        self.ledger = ledger
+        self.chain_id = ledger.config.chain_id
+
+    def height(self) -> int:
+        return self.ledger.height
+
+    def sequence(self, account: int) -> int:
+        return self.ledger.account(account).sequence
+
+    def transaction(self, txid: bytes) -> StoredRecord | None:
+        info = self.ledger.transaction(txid)
+        if info is None:
+            return None
+        return StoredRecord(bytes(info.txid), bytes(info.record), Result(info.code),
+                            info.height, info.position, bytes(info.block_hash),
+                            tuple(bytes(node) for node in info.proof))
+
+    def block(self, height: int) -> bytes | None:
+        return self.ledger.block(height)
+
+    def headers(self, first: int, end: int) -> bytes:
+        return self.ledger.headers(first, min(end, self.ledger.height))
+
+    def submit(self, record: bytes, signature: bytes, now_s: int | None) -> Result:
+        answer = self.ledger.submit_batch(record, signature, now_s=now_s)
+        return Result(int(answer.codes[0]))
+
+    def submit_many(self, records: bytes, signatures: bytes,
+                    now_s: int | None) -> tuple[list[Result], int | None]:
+        """Sends signed records in one block (submit_batch: the fast path); their codes and
+        the height of the block that holds those stored."""
+        answer = self.ledger.submit_batch(records, signatures, now_s=now_s)
+        return [Result(int(code)) for code in answer.codes], answer.height
+
+
+class NodeChain:
+    """A tsunagi chain served by a ``tsunagi node`` process, through a
+    :class:`tsunagi.node.client.Client` (passed in: this layer does not import the node's).
+    The node sets its blocks' times from its clock, so a fixed ``now_s`` is refused."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.chain_id = client.welcome.chain_id
+
+    def height(self) -> int:
+        return self.client.status().height + 1
+
+    def sequence(self, account: int) -> int:
+        found = self.client.account(account)
+        if found is None:
+            raise NotFoundError(f"chain {self.chain_id} has no account {account}")
+        return found.sequence
+
+    def transaction(self, txid: bytes) -> StoredRecord | None:
+        found = self.client.transaction(txid)
+        if found is None:
+            return None
+        return StoredRecord(bytes(txid), found.record, Result(found.code), found.height,
+                            found.position, found.block_hash, tuple(found.proof))
+
+    def block(self, height: int) -> bytes | None:
+        return self.client.block(height)
+
+    def headers(self, first: int, end: int) -> bytes:
+        parts, height = [], first
+        while height < end:
+            run = self.client.headers(height, min(end - height, limits.follow_headers_max))
+            if not run:
+                break  # the chain ends before ``end``
+            parts.append(run)
+            height += len(run) // 80
+        return b"".join(parts)
+
+    def submit(self, record: bytes, signature: bytes, now_s: int | None) -> Result:
+        if now_s is not None:
+            raise EncodingError("a node process times its blocks by its own clock: connect "
+                                "to it without now_s")
+        answer = self.client.submit_batch(record, signature)
+        return Result(int(answer.codes[0]))
+
+
+# ---------------------------------------------------------------------------- connectors
+
+
 class TsunagiConnector:
     """A tsunagi chain as the connection node sees it: ``keys`` are the accounts it may sign
     for (payers who entrust it, the pool, the escrow authority); ``authority`` is the escrow
     authority's account; ``settlement`` the account escrow posts to. ``now_s`` (for tests)
-    fixes the block time of what it submits."""
+    fixes the block time of what it submits. ``ledger`` is the chain's Ledger in this
+    process, or any :class:`ChainAccess` (:class:`RemoteTsunagiConnector` passes a
+    :class:`NodeChain`)."""
 
     def __init__(self, ledger, keys: Mapping[int, PrivateKey], *, authority: int,
                  settlement: int, now_s=None) -> None:
-        self.ledger = ledger
-        self.chain_id = ledger.config.chain_id
+        self.chain: ChainAccess = LedgerChain(ledger) if hasattr(ledger, "config") else \
+            ledger
+        self.ledger = getattr(self.chain, "ledger", None)  # None through a node
+        self.chain_id = self.chain.chain_id
         self.keys = dict(keys)
         self.authority = _account(authority)
         self.settlement = _account(settlement)
@@ -120,25 +272,24 @@ class TsunagiConnector:
         journals its txid before it sends it, so a restart finds it or sends the same bytes."""
         key = self.keys.get(account)
         if key is None:
-            raise KeyNotOwnerError(f"this connector holds no key for account {account} of "
-                                   f"chain {self.chain_id}: give it the key or use another")
-        record = build(self.ledger.account(account).sequence + 1)
+            raise ConfigError(f"this connector holds no key for account {account} of "
+                              f"chain {self.chain_id}: give it the key or use another")
+        record = build(self.chain.sequence(account) + 1)
         return Prepared(record, key.sign_record(record), hashing.sha256d(record))
 
     def send(self, prepared: Prepared) -> TxRef:
         """Sends a prepared record, or finds it when it is in a block already."""
-        info = self.ledger.transaction(prepared.txid)
+        info = self.chain.transaction(prepared.txid)
         if info is None:
             now = None if self.now_s is None else self.now_s()
-            answer = self.ledger.submit_batch(prepared.record, prepared.signature, now_s=now)
-            code = Result(int(answer.codes[0]))
+            code = self.chain.submit(prepared.record, prepared.signature, now)
             if code in UNSTORED and code is not Result.already_committed:
                 raise RecordNotStored(self.chain_id, code)
-            info = self.ledger.transaction(prepared.txid)
+            info = self.chain.transaction(prepared.txid)
         return self._ref(info)
 
-    def _ref(self, info) -> TxRef:
-        block = decode_block(self.ledger.block(info.height))
+    def _ref(self, info: StoredRecord) -> TxRef:
+        block = decode_block(self.chain.block(info.height))
         return TxRef(self.chain_id, info.txid, info.height, info.block_hash, block.time,
                      TxStatus.ok if info.code is Result.ok else TxStatus.failed)
 
@@ -206,11 +357,22 @@ class TsunagiConnector:
         return self.send(self.prepare_transfer(source, destination, amount,
                                                transfer_id=transfer_id))
 
+    def prepare_access(self, consumer, data_set, access_tag: int, amount: int = 1) -> Prepared:
+        """A data access as a billing rule reads it: ``amount`` units from ``consumer`` to
+        the data set's account with ``access_tag`` in user_data."""
+        consumer, data_set = _account(consumer), _account(data_set)
+        return self.prepare(consumer, lambda own: rec.transfer(
+            self.chain_id, own, consumer, data_set, amount, user_data=access_tag))
+
+    def access(self, consumer, data_set, access_tag: int, amount: int = 1) -> TxRef:
+        """Records a data access on this chain (the consumer's key must be here)."""
+        return self.send(self.prepare_access(consumer, data_set, access_tag, amount))
+
     def find(self, txid: bytes) -> TsunagiStepProof | None:
-        info = self.ledger.transaction(txid)
+        info = self.chain.transaction(txid)
         if info is None:
             return None
-        block = decode_block(self.ledger.block(info.height))
+        block = decode_block(self.chain.block(info.height))
         body = (block.codes.tobytes() + block.signatures.tobytes() +
                 block.batch_array.tobytes() + block.extension)
         count = len(block)
@@ -233,9 +395,9 @@ class TsunagiConnector:
         for account, build in builds:
             key = self.keys.get(account)
             if key is None:
-                raise KeyNotOwnerError(f"this connector holds no key for account {account} "
-                                       f"of chain {self.chain_id}: give it the key")
-            sequence = sequences.get(account) or self.ledger.account(account).sequence + 1
+                raise ConfigError(f"this connector holds no key for account {account} of "
+                                  f"chain {self.chain_id}: give it the key or use another")
+            sequence = sequences.get(account) or self.chain.sequence(account) + 1
             sequences[account] = sequence + 1
             record = build(sequence)
             prepared.append(Prepared(record, key.sign_record(record), hashing.sha256d(record)))
@@ -276,31 +438,30 @@ class TsunagiConnector:
     def send_many(self, prepared: list[Prepared]) -> list[TxRef]:
         """Sends prepared records in one block (submit_batch: the fast path), or finds those
         in a block already; RecordNotStored when the chain stores one of them nowhere."""
+        submit_many = getattr(self.chain, "submit_many", None)
+        if submit_many is None:  # a chain that takes one record a request (a node, for now)
+            return [self.send(one) for one in prepared]
         now = None if self.now_s is None else self.now_s()
-        answer = self.ledger.submit_batch(b"".join(one.record for one in prepared),
-                                          b"".join(one.signature for one in prepared),
-                                          now_s=now)
-        for code in answer.codes:
-            code = Result(int(code))
+        codes, height = submit_many(b"".join(one.record for one in prepared),
+                                    b"".join(one.signature for one in prepared), now)
+        for code in codes:
             if code in UNSTORED and code is not Result.already_committed:
                 raise RecordNotStored(self.chain_id, code)
-        refs, blocks = [], {}
-        for one, code in zip(prepared, answer.codes):
-            if Result(int(code)) is Result.already_committed:
-                refs.append(self._ref(self.ledger.transaction(one.txid)))
+        refs, block = [], None
+        for one, code in zip(prepared, codes):
+            if code is Result.already_committed:
+                refs.append(self._ref(self.chain.transaction(one.txid)))
                 continue
-            block = blocks.get(answer.height)
             if block is None:
-                block = blocks[answer.height] = decode_block(self.ledger.block(answer.height))
-            status = TxStatus.ok if int(code) == 0 else TxStatus.failed
-            refs.append(TxRef(self.chain_id, one.txid, answer.height, block.hash, block.time,
-                              status))
+                block = decode_block(self.chain.block(height))
+            status = TxStatus.ok if code is Result.ok else TxStatus.failed
+            refs.append(TxRef(self.chain_id, one.txid, height, block.hash, block.time, status))
         return refs
 
     def find_many(self, height: int, txids: list[bytes]) -> tuple[dict, list[list]]:
         """The proof of block ``height`` (header, body, its path) once and, per txid, its
         record, position and Merkle path: what the batched step methods take."""
-        block = decode_block(self.ledger.block(height))
+        block = decode_block(self.chain.block(height))
         body = (block.codes.tobytes() + block.signatures.tobytes() +
                 block.batch_array.tobytes() + block.extension)
         count = len(block)
@@ -319,18 +480,47 @@ class TsunagiConnector:
 
     def headers_between(self, first: int, end: int) -> list[bytes]:
         """The 80-byte headers of blocks ``first..end-1`` (what a light client is fed)."""
-        data = self.ledger.headers(first, min(end, self.ledger.height))
+        data = self.chain.headers(first, end)
         return [data[i:i + 80] for i in range(0, len(data), 80)]
 
     def follow(self, from_height: int) -> list[ChainHeader]:
-        end = min(self.ledger.height, from_height + limits.follow_headers_max)
+        end = min(self.chain.height(), from_height + limits.follow_headers_max)
         return [ChainHeader(from_height + i, hashing.sha256d(header), header)
                 for i, header in enumerate(self.headers_between(from_height, end))]
+
+    def block_records(self, height: int, *, credit_account: int | None = None
+                      ) -> list[BlockRecord]:
+        """The records of block ``height`` with their txids and codes, in block order; only
+        those crediting ``credit_account`` when it is given (picked out in one numpy pass, so a
+        large block costs no Python object per record it does not match)."""
+        tip = self.chain.height()
+        data = self.chain.block(height) if 0 <= height < tip else None
+        if data is None:
+            raise NotFoundError(f"chain {self.chain_id} has no block {height} (its height is "
+                                f"{tip})")
+        block = decode_block(data)
+        positions = np.arange(len(block))
+        if credit_account is not None:
+            positions = np.flatnonzero(block.records["credit_account"] == int(credit_account))
+        txids, records = block.txids(), block.records
+        return [BlockRecord(txids[i].tobytes(), records[i].tobytes(), Result(int(block.codes[i])),
+                            height, int(i)) for i in positions]
 
     def finalized_height(self) -> int:
         """A single-node proof-of-work development chain never reorganises by itself; the
         connection contract asks for its own confirmations on top of this."""
-        return self.ledger.height - 1
+        return self.chain.height() - 1
+
+
+class RemoteTsunagiConnector(TsunagiConnector):
+    """A tsunagi chain served by a ``tsunagi node`` process, reached through ``client`` (a
+    :class:`tsunagi.node.client.Client`): the same connector as :class:`TsunagiConnector`,
+    over a :class:`NodeChain`. Blocks there carry the node's own times."""
+
+    def __init__(self, client, keys: Mapping[int, PrivateKey], *, authority: int,
+                 settlement: int) -> None:
+        super().__init__(NodeChain(client), keys, authority=authority, settlement=settlement)
+        self.client = client
 
 
 def _hold_build(connector: TsunagiConnector, payer, amount: int, expiry_s: int, tag: int):

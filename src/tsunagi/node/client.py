@@ -433,6 +433,25 @@ class AsyncClient:
     async def ping(self) -> None:
         await self._request(p.Ping())
 
+    async def headers(self, from_height: int,
+                      max_count: int = limits.headers_per_message_max) -> bytes:
+        """The 80-byte headers of blocks ``from_height`` up, back to back, at most
+        ``max_count`` (fewer where the chain ends, none past it)."""
+        answer = await self._request(p.QueryHeaders(from_height, max_count))
+        return bytes(answer.headers)
+
+    async def contract_state(self, key: bytes) -> bytes | None:
+        """A world-state value by its whole key (contract name, a zero byte, the contract's
+        key), canonical-encoded; None when absent. NodeError when the chain runs no
+        contracts."""
+        answer = await self._request(p.QueryContractState(bytes(key)), not_found_ok=True)
+        return None if answer is None else answer.value
+
+    async def call_result(self, txid: bytes) -> p.CallResult | None:
+        """A recent call's full result (code, refusal, value, events, detail); None when
+        the node does not know it (not a call, or too old, or the node restarted since)."""
+        return await self._request(p.QueryCallResult(bytes(txid)), not_found_ok=True)
+
     async def subscribe(self, from_height: int = 0, with_blocks: bool = False
                         ) -> AsyncIterator[p.BlockNotice]:
         """Block notices from ``from_height`` on, in height order, until the caller stops.
@@ -588,6 +607,16 @@ class Client:
 
     def ping(self) -> None:
         self._call(self._async.ping())
+
+    def headers(self, from_height: int,
+                max_count: int = limits.headers_per_message_max) -> bytes:
+        return self._call(self._async.headers(from_height, max_count))
+
+    def contract_state(self, key: bytes) -> bytes | None:
+        return self._call(self._async.contract_state(key))
+
+    def call_result(self, txid: bytes) -> p.CallResult | None:
+        return self._call(self._async.call_result(txid))
 
     def subscribe(self, from_height: int = 0, with_blocks: bool = False
                   ) -> Iterator[p.BlockNotice]:

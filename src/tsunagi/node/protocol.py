@@ -20,6 +20,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from tsunagi.contracts import limits as contract_limits
+from tsunagi.contracts.runtime import CallCode
 from tsunagi.core.block import (
     BATCH_BYTES,
     BLOCK_BYTES_MIN,
@@ -101,6 +103,13 @@ class MessageType(IntEnum):
     # Consensus of a consortium chain (docs/PROTOCOL.md, "Consensus"): validator to peers.
     proposal = 0x4A  # a signed Tendermint proposal and the block it proposes; not answered
     vote = 0x4B  # a signed prevote or precommit; not answered
+    # Contracts and light clients (docs/PROTOCOL.md, "Contracts"): what a connection node
+    # reads of the chains it links and of the connection chain's contract.
+    query_headers = 0x50  # headers of a height range, answered by headers (0x42)
+    query_contract_state = 0x51  # one world-state value by its key
+    contract_state = 0x52
+    query_call_result = 0x53  # a recent call's full result by its txid
+    call_result = 0x54
 
 
 # Frame flag bits; their meaning depends on the message type.
@@ -1772,6 +1781,151 @@ _codec(Validators, MessageType.validators)(
 _codec(Network, MessageType.network)((_encode_network, _decode_network))
 
 
+# --- contracts and light clients ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class QueryHeaders:
+    """The 80-byte headers of blocks ``from_height`` up, at most ``max_count`` of them (fewer
+    where the chain ends; none past its tip): what a light client of the chain is fed."""
+
+    from_height: int
+    max_count: int = limits.headers_per_message_max
+
+
+@dataclass(frozen=True, slots=True)
+class QueryContractState:
+    """A value of the chain's world state by its whole key (the contract's name and a zero
+    byte, then the contract's own key: docs/CONTRACTS.md)."""
+
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ContractState:
+    value: bytes  # the stored value, canonical-encoded
+
+
+@dataclass(frozen=True, slots=True)
+class QueryCallResult:
+    txid: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What a call did (tsunagi.contracts.runtime.CallResult): its CallCode, the contract's
+    refusal code, the steps it took, its return value and events canonical-encoded (b"" and
+    an empty list unless ok), and the reason in words (at most error_message_bytes_max)."""
+
+    code: int
+    refuse_code: int = 0
+    steps: int = 0
+    value: bytes = b""
+    events: bytes = b""
+    detail: str = ""
+
+
+_QUERY_HEADERS = struct.Struct("<QI4x")
+_CALL_RESULT = struct.Struct("<B3xIQIIH2x")
+_CALL_CODES = frozenset(int(code) for code in CallCode)
+
+
+def _decode_query_headers(p, flags):
+    _exact(p, _QUERY_HEADERS.size, "headers query")
+    from_height, count = _QUERY_HEADERS.unpack(p)
+    _check_count(count, 1, limits.headers_per_message_max, "headers query's count",
+                 ProtocolError)
+    if any(bytes(p[12:])):
+        raise ProtocolError("the padding of a headers query must be zero")
+    return QueryHeaders(from_height, count)
+
+
+def _encode_query_headers(m: QueryHeaders):
+    _check_count(m.max_count, 1, limits.headers_per_message_max, "headers query's count",
+                 ValueError)
+    return _QUERY_HEADERS.pack(m.from_height, m.max_count), 0
+
+
+def _check_state_key(key, error) -> None:
+    if not 1 <= len(key) <= contract_limits.state_key_bytes_max:
+        raise error(f"a state key is 1..{contract_limits.state_key_bytes_max} bytes, "
+                    f"got {len(key)}")
+
+
+def _encode_query_state(m: QueryContractState):
+    _check_state_key(m.key, ValueError)
+    return bytes(m.key), 0
+
+
+def _decode_query_state(p, flags):
+    _check_state_key(p, ProtocolError)
+    return QueryContractState(bytes(p))
+
+
+def _encode_state(m: ContractState):
+    if len(m.value) > contract_limits.state_value_bytes_max:
+        raise ValueError(f"a state value is at most {contract_limits.state_value_bytes_max} "
+                         "bytes")
+    return bytes(m.value), 0
+
+
+def _decode_state(p, flags):
+    if len(p) > contract_limits.state_value_bytes_max:
+        raise ProtocolError(f"a state value is at most "
+                            f"{contract_limits.state_value_bytes_max} bytes, got {len(p)}")
+    return ContractState(bytes(p))
+
+
+def _encode_call_result(m: CallResult):
+    detail = m.detail.encode("utf-8")[:limits.error_message_bytes_max]
+    detail = detail.decode("utf-8", "ignore").encode("utf-8")  # a cut never splits a character
+    if m.code not in _CALL_CODES:
+        raise ValueError(f"a call code is one of {sorted(_CALL_CODES)}, got {m.code}")
+    if len(m.value) > contract_limits.encoded_bytes_max:
+        raise ValueError(f"a call's value is at most {contract_limits.encoded_bytes_max} bytes")
+    head = _CALL_RESULT.pack(m.code, m.refuse_code, m.steps, len(m.value), len(m.events),
+                             len(detail))
+    return b"".join((head, bytes(m.value), bytes(m.events), detail)), 0
+
+
+def _decode_call_result(p, flags):
+    if len(p) < _CALL_RESULT.size:
+        raise ProtocolError(f"a call result is at least {_CALL_RESULT.size} bytes, "
+                            f"got {len(p)}")
+    code, refuse_code, steps, value_size, events_size, detail_size = \
+        _CALL_RESULT.unpack_from(p)
+    if code not in _CALL_CODES:
+        raise ProtocolError(f"unknown call code {code}")
+    if value_size > contract_limits.encoded_bytes_max or \
+            detail_size > limits.error_message_bytes_max:
+        raise ProtocolError(f"a call's value is at most {contract_limits.encoded_bytes_max} "
+                            f"bytes and its detail {limits.error_message_bytes_max}")
+    if any(bytes(p[1:4])) or any(bytes(p[_CALL_RESULT.size - 2:_CALL_RESULT.size])):
+        raise ProtocolError("the padding of a call result must be zero")
+    value_end = _CALL_RESULT.size + value_size
+    events_end = value_end + events_size
+    _exact(p, events_end + detail_size, "call result")
+    try:
+        detail = bytes(p[events_end:]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"a call's detail is not UTF-8: {exc}") from None
+    return CallResult(code, refuse_code, steps, bytes(p[_CALL_RESULT.size:value_end]),
+                      bytes(p[value_end:events_end]), detail)
+
+
+_codec(QueryHeaders, MessageType.query_headers)((_encode_query_headers, _decode_query_headers))
+_codec(QueryContractState, MessageType.query_contract_state)((_encode_query_state,
+                                                              _decode_query_state))
+_codec(ContractState, MessageType.contract_state)((_encode_state, _decode_state))
+def _decode_query_call_result(p, flags):
+    _exact(p, 32, "call result query")
+    return QueryCallResult(bytes(p))
+
+
+_codec(QueryCallResult, MessageType.query_call_result)(
+    (lambda m: (_hash32(m.txid), 0), _decode_query_call_result))
+_codec(CallResult, MessageType.call_result)((_encode_call_result, _decode_call_result))
+
+
 # Frame flags each message type may carry; any other bit is a protocol error.
 _FLAGS_ALLOWED = {MessageType.subscribe: WITH_BLOCKS,
                   MessageType.block_notice: WITH_BLOCKS,
@@ -1788,6 +1942,8 @@ Message = (Message | PeerHello | GetHeaders | Headers | GetBlocks | BlockData | 
            | Announce | Relay | GetPeers | Peers | QueryNetwork | Network
            | ProposalMessage | VoteMessage | SubmitEntries | EntriesFinal | QueryValidators
            | Validators)
+Message = (Message | QueryHeaders | QueryContractState | ContractState | QueryCallResult
+           | CallResult)
 
 
 # --- the two entry points ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 
 from tsunagi import hashing
 from tsunagi.consensus.chain import NotAtTip
+from tsunagi.contracts import encoding
 from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES, decode_block
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.records import RECORD_BYTES, Flags, call_count
@@ -565,6 +566,49 @@ _HANDLERS.update({
 })
 
 
+# --- contracts and light clients: what a connection node reads ---------------------------------
+
+def _read_headers(server, m: p.QueryHeaders) -> bytes:
+    ledger = server.ledger
+    return ledger.headers(m.from_height, min(ledger.height, m.from_height + m.max_count))
+
+
+def _contract_query(read: Callable, convert: Callable):
+    """A query of the chain's contracts: answered unknown_type by a node whose chain runs
+    none (its config names no contracts), else as _query answers."""
+    query = _query(read, convert)
+
+    def handle(conn: _Connection, request_id: int, message) -> None:
+        if conn.server.contracts is None:
+            conn.send_error(request_id, p.ErrorCode.unknown_type,
+                            "this node's chain runs no contracts: ask a node of a chain "
+                            "whose config names them, started with --contract")
+            return
+        query(conn, request_id, message)
+    return handle
+
+
+def _call_result(server, result, m: p.QueryCallResult) -> p.CallResult | None:
+    if result is None:
+        return None
+    events = encoding.encode([[event.name, event.fields] for event in result.events])
+    return p.CallResult(int(result.code), result.refuse_code, result.steps, result.value,
+                        events, result.detail)
+
+
+_HANDLERS.update({
+    p.QueryHeaders: _query(_read_headers, lambda server, data, m: p.Headers(data)),
+    # The newest state: while a block is being made, with that block's writes so far.
+    p.QueryContractState: _contract_query(
+        lambda server, m: server.contracts.state.get(m.key),
+        lambda server, value, m: None if value is None else p.ContractState(value)),
+    # Results are kept for the newest calls only (contracts.limits.call_results_kept), in
+    # memory: a restarted node knows a call's code from its block, not this.
+    p.QueryCallResult: _contract_query(lambda server, m: server.contracts.results.get(m.txid),
+                                       _call_result),
+})
+
+
 class _LocalCaller:
     """Stands in for a connection when code in this process submits (the REST API): the
     writer answers it like any connection, and each answer completes a future."""
@@ -592,7 +636,8 @@ class NodeServer:
     def __init__(self, ledger, host: str = "127.0.0.1", port: int = 0,
                  settings: NodeSettings | None = None, *, close_ledger: bool = True,
                  events: NodeEvents | None = None, chain=None, peers=None,
-                 seal=None, validator_key=None, byzantine: str | None = None) -> None:
+                 seal=None, validator_key=None, byzantine: str | None = None,
+                 contracts=None) -> None:
         """``chain`` (a tsunagi.consensus.Chain over ``ledger``) and ``peers`` (PeerSettings)
         make the node one of a network: it takes peers on its port and dials ``peers.peers``;
         with ``peers.mines`` its blocks go through the chain (``seal`` seals them), else the
@@ -600,8 +645,11 @@ class NodeServer:
         them. On a consortium chain (``chain`` a ConsortiumChain) ``validator_key`` makes
         the node a validator (tsunagi.node.validator): its queue goes into the blocks it
         proposes and clients are answered when a block is final; without a key it follows
-        and relays. ``byzantine`` is the validator's test mode (Validator's docstring)."""
+        and relays. ``byzantine`` is the validator's test mode (Validator's docstring).
+        ``contracts`` (the ledger's tsunagi.contracts.ChainContracts) answers queries of
+        contract state and call results."""
         self.ledger = ledger
+        self.contracts = contracts
         self.chain = chain
         self.validator_key = validator_key
         self.byzantine = byzantine

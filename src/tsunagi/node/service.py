@@ -391,7 +391,8 @@ class Service:
         return NodeServer(self._ledger, *config.listen, config.node, events=self.metrics,
                           chain=chain, peers=PeerSettings(peers=config.peers,
                                                           mines=key is not None),
-                          validator_key=key, byzantine=config.byzantine)
+                          validator_key=key, byzantine=config.byzantine,
+                          contracts=self.contracts)
 
     async def _start_servers(self) -> None:
         config = self.config
@@ -411,7 +412,7 @@ class Service:
             self.node = NodeServer(self._ledger, *config.listen, config.node,
                                    events=self.metrics, chain=chain,
                                    peers=PeerSettings(peers=config.peers, mines=config.mines),
-                                   seal=_seal(chain, threads))
+                                   seal=_seal(chain, threads), contracts=self.contracts)
         try:
             await self.node.start()
         except OSError as exc:
