@@ -554,11 +554,12 @@ class ConnectionNode:
             sent = [self._send_group(connector, op, group, prepare(connector, group))
                     for group in _groups(chain_ids, limits.batch_transfers_per_call)]
             headers = self._caught_up(connector)  # after every group's block is there
-            for good in sent:
-                if not good:
-                    continue
-                block, items = connector.find_many(good[0][1].height,
-                                                   [ref.txid for _, ref in good])
+            by_block: dict[int, list[tuple[bytes, TxRef]]] = {}
+            for good in sent:  # one block a group, or one a record through a node process
+                for transfer_id, ref in good:
+                    by_block.setdefault(ref.height, []).append((transfer_id, ref))
+            for height, good in by_block.items():
+                block, items = connector.find_many(height, [ref.txid for _, ref in good])
                 calls.append((_PROVEN_METHOD[op], [block, [
                     [transfer_id] + item for (transfer_id, _), item in zip(good, items)],
                     headers]))
