@@ -195,31 +195,39 @@ class VaultHttpClient:
             "reply_key": reply_key.public_key().public_bytes_raw().hex(),
             "expiry_s": expiry_s})["txid"])
 
+    def holder_index(self, document_id: bytes, signing_key: bytes) -> int:
+        """The holder's index in the document's holder list (its share's), as the document's
+        page shows it; NotHolderError when the key is not one of the document's holders."""
+        document = self.get(f"/vault/api/documents/{bytes(document_id).hex()}")
+        mine = bytes(signing_key).hex()
+        for holder in document["holders"]:
+            if holder["key"] == mine:
+                return holder["index"]
+        raise errors.NotHolderError("this holder is not one of the document's: only they "
+                                    "hold its fragments")
+
     def release(self, holder: HolderKeys, request_id: bytes, document_id: bytes,
-                part_id: int) -> bool:
+                part_id: int, index: int | None = None) -> bool:
         """Opens the holder's sealed fragment of the part (fetched from the node) and releases
         it to the service over a session of the holder's identity key; then asks the service
-        to open the part. True once the part is opened for the requester."""
-        document_id = bytes(document_id)
-        document = self.get(f"/vault/api/documents/{document_id.hex()}")
-        mine = holder.signing.public_key.hex()
-        index = next((each["index"] for each in document["holders"] if each["key"] == mine),
-                     None)
-        if index is None:
-            raise errors.NotHolderError("this holder is not one of the document's: only they "
-                                        "hold its fragments")
-        sealed = bytes.fromhex(self.get(f"/vault/api/documents/{document_id.hex()}/parts/"
-                                        f"{part_id}/fragments/{index}")["sealed"])
-        context = FragmentContext(self.chain_id, document_id, part_id, index)
-        fragment = open_fragment(sealed, holder, context)
+        to open the part. True once the part is opened for the requester. ``index`` is the
+        holder's in the document (read from the document when not given, as a page does
+        when it loads)."""
+        document_id, request_id = bytes(document_id), bytes(request_id)
         service_key = self._service_keys.get(holder.signing.public_key)
         if service_key is None:
             raise errors.ConfigError("unlock the holder's device file with this client first: "
                                      "it pins the service's key the release is sealed to")
-        HolderClient(self, service_key, holder.signing).release(
-            bytes(request_id), context, fragment, holder)
+        if index is None:
+            index = self.holder_index(document_id, holder.signing.public_key)
+        sealed = bytes.fromhex(self.get(f"/vault/api/documents/{document_id.hex()}/parts/"
+                                        f"{part_id}/fragments/{index}")["sealed"])
+        context = FragmentContext(self.chain_id, document_id, part_id, index)
+        fragment = open_fragment(sealed, holder, context)
+        HolderClient(self, service_key, holder.signing).release(request_id, context, fragment,
+                                                                holder)
         return self.post("/vault/api/requests/open-part",
-                         {"request_id": bytes(request_id).hex()})["delivered"]
+                         {"request_id": request_id.hex()})["delivered"]
 
     def receive(self, request_id: bytes, reply_key: X25519PrivateKey) -> bytes:
         """The opened part, for the requester holding ``reply_key``: NotFoundError until it
