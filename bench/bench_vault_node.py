@@ -233,6 +233,17 @@ def open_one(http: VaultHttpClient, made: Made, requester, document_id: bytes,
     return opened
 
 
+def argon2_alone(argon2: Argon2Params, repeats: int = 5) -> list[float]:
+    """Seconds of each of ``repeats`` Argon2id derivations in this process, for comparison
+    with an unlock through the node."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        argon2.derive(PIN.encode(), os.urandom(16))
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def read_document(http: VaultHttpClient, document_id: bytes, made: Made,
                   repeats: int = 5) -> list[float]:
     """Seconds of each of ``repeats`` reads of the document's JSON, what its page is made
@@ -272,25 +283,27 @@ def median_ms(seconds) -> float:
 
 
 def run(documents: int, batched: int, batch: int, argon2: Argon2Params,
-        spy: str | None = None, out=sys.stdout) -> dict:
+        spy: str | None = None, spy_phase: str = "open", out=sys.stdout) -> dict:
     """The whole benchmark on a fresh chain and node; prints the table, returns the figures."""
     with tempfile.TemporaryDirectory() as name:
         made = build(Path(name), argon2)
         node = NodeProcess(made.data)
         try:
-            with Client(node.host, node.port) as client:
+            with Client(node.host, node.port) as client, \
+                    py_spy(node.process.pid, spy if spy_phase == "store" else None):
                 ids, single_s, single_seal_s = store(client, made, 0, documents, 1)
                 _, batch_s, batch_seal_s = store(client, made, documents, batched, batch)
             with node.https() as http:
                 http.begin(ids[0])
                 requester = http.unlock(made.devices["guardian"], PIN)
                 phases = {phase: [] for phase in PHASES}
-                each_s = []
-                with py_spy(node.process.pid, spy):
+                each_s, parts = [], []
+                with py_spy(node.process.pid, spy if spy_phase == "open" else None):
                     for number, document_id in enumerate(ids):
                         started = time.perf_counter()
                         opened = open_one(http, made, requester, document_id, phases)
                         each_s.append(time.perf_counter() - started)
+                        parts.append(opened)
                         if opened != secret_of(number):
                             raise AssertionError(f"document {number} opened to other bytes")
                 page_s = read_document(http, ids[0], made)
@@ -298,8 +311,8 @@ def run(documents: int, batched: int, batch: int, argon2: Argon2Params,
             node.stop()
     figures = {"single_s": single_s, "single_seal_s": single_seal_s, "batch_s": batch_s,
                "batch_seal_s": batch_seal_s, "batch": batch, "batched": batched,
-               "open_s": each_s, "phases": phases, "page_s": page_s,
-               "documents_on_chain": documents + batched}
+               "open_s": each_s, "phases": phases, "page_s": page_s, "opened": parts,
+               "documents_on_chain": documents + batched, "argon2_s": argon2_alone(argon2)}
     print_table(figures, argon2, out)
     return figures
 
@@ -321,12 +334,17 @@ def print_table(figures: dict, argon2: Argon2Params, out) -> None:
           f"{median_ms(batches) / batch:10.2f}  {batched} documents in {len(batches)} "
           f"blocks: seal ({1000 * figures['batch_seal_s'] / batched:.2f} ms each), "
           f"median block {median_ms(batches):.0f} ms")
+    node_s = (sum(batches) - figures["batch_seal_s"]) / batched
+    write(f"{'  of which the node':34} {1 / node_s:11.1f} {1000 * node_s:10.2f}  "
+          "submit_calls to its answer: sigverify, the contract, the block, fsync")
     write(f"{'opened over HTTPS':34} {len(opens) / sum(opens):11.2f} {median_ms(opens):10.1f}  "
           f"{len(opens)} documents: request, 2 x (unlock, approve, release), receive")
     for phase, seconds in figures["phases"].items():
         count = len(seconds) // len(opens)
         write(f"{'  ' + phase + (' (x2)' if count == 2 else ''):34} {'':11} "
               f"{median_ms(seconds):10.1f}  {_PHASE_TEXT[phase]}")
+    write(f"{'Argon2id alone, apart':34} {'':11} {median_ms(figures['argon2_s']):10.1f}  "
+          "one derivation in this process, at the service's costs")
     write(f"{'a document page read, apart':34} {'':11} {median_ms(figures['page_s']):10.1f}  "
           f"GET /vault/api/documents/ID with {figures['documents_on_chain']} documents on "
           "the chain (its trail: every vault call)")
@@ -402,12 +420,14 @@ def main() -> None:
                         help="documents stored --batch a submit (default 1000)")
     parser.add_argument("--batch", type=int, default=100, help="documents a submit (100)")
     parser.add_argument("--cheap", action="store_true", help="Argon2id at test costs")
-    parser.add_argument("--py-spy", metavar="SVG", help="record the node while opening")
+    parser.add_argument("--py-spy", metavar="SVG", help="record the node with py-spy")
+    parser.add_argument("--py-spy-phase", choices=("open", "store"), default="open",
+                        help="while documents are opened (default) or stored")
     options = parser.parse_args()
     if options.documents < 1 or options.batched < options.batch or options.batch < 1:
         parser.error("--documents and --batch are at least 1, --batched at least --batch")
     run(options.documents, options.batched, options.batch,
-        CHEAP if options.cheap else Argon2Params(), options.py_spy)
+        CHEAP if options.cheap else Argon2Params(), options.py_spy, options.py_spy_phase)
 
 
 if __name__ == "__main__":
