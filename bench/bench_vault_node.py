@@ -59,7 +59,8 @@ from tsunagi.privacy.pins import Argon2Params
 from tsunagi.privacy.service import ConfidentialityService, enroll_device
 from tsunagi.privacy.vault import Part
 
-NAMES = ("person", "guardian", "lawyer")  # accounts 1, 2, 3; the service's is 4
+# The holders in the document's order (index 1, 2, 3) and accounts 1, 2, 3; the service's is 4.
+NAMES = ("person", "guardian", "lawyer")
 SERVICE_ACCOUNT = len(NAMES) + 1
 CHAIN_ID = 15
 PIN = "482916"
@@ -221,7 +222,7 @@ def open_one(http: VaultHttpClient, made: Made, requester, document_id: bytes,
         approved = clock()
         # The holder's page knows its index from when it loaded (the document's holder list).
         delivered = http.release(holder, request_id, document_id, PART_ID,
-                                 made.account[name])
+                                 NAMES.index(name) + 1)
         phases["unlock"].append(unlocked - started)
         phases["approve"].append(approved - unlocked)
         phases["release"].append(clock() - approved)
@@ -253,7 +254,7 @@ def read_document(http: VaultHttpClient, document_id: bytes, made: Made,
         started = time.perf_counter()
         index = http.holder_index(document_id, made.people["lawyer"].signing.public_key)
         seconds.append(time.perf_counter() - started)
-        assert index == made.account["lawyer"]
+        assert index == NAMES.index("lawyer") + 1
     return seconds
 
 
