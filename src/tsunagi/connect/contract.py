@@ -360,16 +360,20 @@ class ConnectionContract(Contract):
     def here(self) -> list:
         """Where this call is on the connection chain: its block's hash is not known while
         the block is being made, so it is left empty (the height and txid name the call)."""
-        return [self.state.get("self"), self.context.txid, self.context.height, b"",
+        if self.self_id is None:
+            self.self_id = self.state.get("self")
+        return [self.self_id, self.context.txid, self.context.height, b"",
                 self.context.block_time_s]
 
     def save(self, transfer_id: bytes, entry: dict, state: str, steps: list) -> None:
+        key = transfer_id.hex()
         for name, where in steps:
-            entry["trail"].append({"n": len(entry["trail"]) + 1, "step": name,
-                                   "chain": where[0], "txid": where[1], "height": where[2],
-                                   "block_hash": where[3], "time_s": where[4]})
+            entry["steps"] += 1
+            self.state.set("step:" + key + ":" + str(entry["steps"]), {
+                "n": entry["steps"], "step": name, "chain": where[0], "txid": where[1],
+                "height": where[2], "block_hash": where[3], "time_s": where[4]})
         entry["state"] = state
-        self.state.set("xfer:" + transfer_id.hex(), entry)
+        self.state.set("xfer:" + key, entry)
         self.emit("step", transfer_id=transfer_id, state=state)
 
     @method
@@ -381,7 +385,7 @@ class ConnectionContract(Contract):
             raise Refuse(AMOUNT_INVALID, "a transfer id is 1 to 32 bytes")
         if self.state.has("xfer:" + transfer_id.hex()):
             raise Refuse(TRANSFER_EXISTS, "that transfer was requested before")
-        rule = self.state.get("rule:" + str(account_of(rule_id)))
+        rule = self.rule_of({"rule_id": account_of(rule_id)})
         if rule is None:
             raise Refuse(RULE_UNKNOWN, "no rule " + str(rule_id))
         for value in [payer, payee, amount]:
@@ -393,9 +397,9 @@ class ConnectionContract(Contract):
             raise Refuse(AMOUNT_OVERFLOW, "the payout after the rate passes a u64")
         if payout == 0:
             raise Refuse(AMOUNT_INVALID, "the payout after the rate and fee is zero")
-        entry = {"rule": rule, "payer": payer, "payee": payee, "amount": amount,
+        entry = {"rule_id": rule["rule_id"], "payer": payer, "payee": payee, "amount": amount,
                  "payout": payout, "tag": transfer_tag(transfer_id), "state": "request",
-                 "requested_s": self.context.block_time_s, "hold": [], "trail": []}
+                 "requested_s": self.context.block_time_s, "hold": [], "steps": 0}
         self.save(transfer_id, entry, "request", [["request", self.here()]])
         return payout
 
@@ -404,7 +408,7 @@ class ConnectionContract(Contract):
         """Steps 2-4: the payer's hold into escrow, final on the source chain; rate applied."""
         entry = self.transfer(transfer_id)
         self.expect(entry, ["request"])
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         fields = self.proven(rule["source"], proof, headers)
         expected = {"kind": KIND_HOLD, "chain_id": rule["source"], "debit": entry["payer"],
                     "credit": rule["settlement"], "amount": entry["amount"],
@@ -435,7 +439,7 @@ class ConnectionContract(Contract):
         the transfer only goes forward."""
         entry = self.transfer(transfer_id)
         self.expect(entry, ["payout"])
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         fields = self.proven(rule["target"], proof, headers)
         matches(fields, {"kind": KIND_TRANSFER, "chain_id": rule["target"],
                          "debit": rule["pool"], "credit": entry["payee"],
@@ -453,7 +457,7 @@ class ConnectionContract(Contract):
         self.expect(entry, ["settle"])
         if entry.get("settled"):
             raise Refuse(WRONG_STATE, "the escrow is settled already")
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         fields = self.proven(rule["source"], proof, headers)
         matches(fields, {"kind": KIND_POST, "chain_id": rule["source"],
                          "debit": rule["escrow_authority"], "credit": entry["payer"],
@@ -491,7 +495,7 @@ class ConnectionContract(Contract):
         """The escrow voided back to the payer, final on the source chain."""
         entry = self.transfer(transfer_id)
         self.expect(entry, ["refund"])
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         fields = self.proven(rule["source"], proof, headers)
         matches(fields, {"kind": KIND_VOID, "chain_id": rule["source"],
                          "debit": rule["escrow_authority"], "credit": entry["payer"],
@@ -508,7 +512,7 @@ class ConnectionContract(Contract):
         self.expect(entry, ["escrow", "payout", "refund", "settle"])
         if entry.get("settled"):
             raise Refuse(WRONG_STATE, "the escrow is settled already")
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         chain = self.linked(rule["source"])
         tip = self.extend(rule["source"], headers)
         final = tip[0] - chain["confirmations"]
@@ -517,6 +521,37 @@ class ConnectionContract(Contract):
             raise Refuse(NOT_EXPIRED, "no final header is at the escrow's expiry yet")
         self.save(transfer_id, entry, "expired",
                   [["expired", [rule["source"], b"", final, known[0], known[1]]]])
+
+    # --------------------------------------------------- transfer state layout (trail keys)
+    # A transfer's entry ("xfer:<id hex>") holds its fields, its rule's id and its count of
+    # steps; each step of its trail is a key of its own ("step:<id hex>:<n>", n from 1),
+    # written once and never read by the state machine; the rule is read by its id, since a
+    # rule never changes once added (add_rule refuses an id in use and nothing else writes
+    # "rule:"). A step so decodes and encodes about 160 bytes, not the whole trail and a copy
+    # of the rule (about 1,900 bytes at twelve steps). ``trail`` and ConnectionNode.state_of
+    # assemble the transfer as it was: its fields with "rule" and "trail".
+
+    rules_read = None  # rule id -> rule, each read once a call
+    self_id = None  # this connection chain's id ("self"), read once a call
+
+    def rule_of(self, entry: dict) -> dict:
+        """The rule of a transfer's entry, read once a call."""
+        if self.rules_read is None:
+            self.rules_read = {}
+        rule = self.rules_read.get(entry["rule_id"])
+        if rule is None:
+            rule = self.state.get("rule:" + str(entry["rule_id"]))
+            self.rules_read[entry["rule_id"]] = rule
+        return rule
+
+    def assembled(self, transfer_id) -> dict:
+        """The transfer with its rule and its whole trail, as readers see it."""
+        entry = self.transfer(transfer_id)
+        shown = {key: entry[key] for key in entry if key not in ["rule_id", "steps"]}
+        shown["rule"] = self.rule_of(entry)
+        shown["trail"] = [self.state.get("step:" + transfer_id.hex() + ":" + str(n))
+                          for n in range(1, entry["steps"] + 1)]
+        return shown
 
     # ------------------------------------------------------------- batched steps (fast path)
     # One call steps many transfers. A proven step's call proves many records of ONE block of
@@ -614,9 +649,9 @@ class ConnectionContract(Contract):
         (``side`` of their rules): ``[chain, [[item, entry], ...]]``."""
         pairs = []
         self.each(items, lambda item: pairs.append([item, self.transfer(item[0])]))
-        chain = pairs[0][1]["rule"][side]
+        chain = self.rule_of(pairs[0][1])[side]
         for pair in pairs:
-            if pair[1]["rule"][side] != chain:
+            if self.rule_of(pair[1])[side] != chain:
                 raise Refuse(BATCH_MALFORMED, "a proven batch's transfers step on one chain")
         return [chain, pairs]
 
@@ -638,7 +673,7 @@ class ConnectionContract(Contract):
         def step(pair) -> None:
             item, entry = pair
             self.expect(entry, ["request"])
-            rule = entry["rule"]
+            rule = self.rule_of(entry)
             fields = self.proven_item(proven, item[1], item[2], item[3])
             matches(fields, {"kind": KIND_HOLD, "chain_id": rule["source"],
                              "debit": entry["payer"], "credit": rule["settlement"],
@@ -670,7 +705,7 @@ class ConnectionContract(Contract):
         def step(pair) -> None:
             item, entry = pair
             self.expect(entry, ["payout"])
-            rule = entry["rule"]
+            rule = self.rule_of(entry)
             fields = self.proven_item(proven, item[1], item[2], item[3])
             matches(fields, {"kind": KIND_TRANSFER, "chain_id": rule["target"],
                              "debit": rule["pool"], "credit": entry["payee"],
@@ -694,7 +729,7 @@ class ConnectionContract(Contract):
             self.expect(entry, ["settle"])
             if entry.get("settled"):
                 raise Refuse(WRONG_STATE, "the escrow is settled already")
-            rule = entry["rule"]
+            rule = self.rule_of(entry)
             fields = self.proven_item(proven, item[1], item[2], item[3])
             matches(fields, {"kind": KIND_POST, "chain_id": rule["source"],
                              "debit": rule["escrow_authority"], "credit": entry["payer"],
@@ -714,8 +749,8 @@ class ConnectionContract(Contract):
 
     @method
     def trail(self, transfer_id: bytes) -> dict:
-        """The transfer: its state, amounts and every step recorded."""
-        return self.transfer(transfer_id)
+        """The transfer: its state, amounts, rule and every step recorded."""
+        return self.assembled(transfer_id)
 
     # ----------------------------------------------------------------------- usage billing
     #

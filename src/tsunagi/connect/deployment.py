@@ -283,7 +283,9 @@ class Deployment:
     def transfers(self) -> list[dict]:
         """Every transfer the connection chain holds: id, state, amounts (no trail)."""
         found = []
+        rules = {rule["rule_id"]: rule for _, rule in self._items("rule:")}
         for transfer_hex, entry in self._items("xfer:"):
+            entry["rule"] = rules[entry["rule_id"]]  # an entry names its rule by id
             found.append(self._named(summary(bytes.fromhex(transfer_hex), entry)))
         return sorted(found, key=lambda transfer: (transfer["requested_s"], transfer["id"]))
 
@@ -346,7 +348,8 @@ def summary(transfer_id: bytes, entry: dict) -> dict:
             "rule_id": entry["rule"]["rule_id"], "source": entry["rule"]["source"],
             "target": entry["rule"]["target"], "payer": entry["payer"],
             "payee": entry["payee"], "amount": entry["amount"], "payout": entry["payout"],
-            "requested_s": entry["requested_s"], "steps": len(entry["trail"])}
+            "requested_s": entry["requested_s"],
+            "steps": len(entry["trail"]) if "trail" in entry else entry["steps"]}
 
 
 def transfer_id_of(text: str) -> bytes:

@@ -79,6 +79,7 @@ class ConnectionNode:
         self.contract_number, self.now_s = contract_number, now_s
         self._intents: dict[tuple[str, str], dict] = {}
         self._outcomes: set[tuple[str, str]] = set()
+        self._rules: dict[int, dict] = {}  # transfer rules by id (state_of)
         for entry in journal.entries:
             key = (entry["transfer"], entry["op"])
             if entry.get("phase") == "intent":
@@ -98,9 +99,27 @@ class ConnectionNode:
         return self.chain.call(record, self.operator_key.sign_record(record), payload, now)
 
     def state_of(self, transfer_id: bytes) -> dict | None:
-        """The transfer as the connection chain holds it (state, amounts, trail), or None."""
-        stored = self.chain.state(_PREFIX + b"xfer:" + transfer_id.hex().encode())
-        return None if stored is None else encoding.decode(stored)
+        """The transfer as the connection chain holds it (state, amounts, rule, trail), or
+        None: its entry with its rule and its steps, each a key of its own (the contract's
+        "transfer state layout")."""
+        key = transfer_id.hex().encode()
+        stored = self.chain.state(_PREFIX + b"xfer:" + key)
+        if stored is None:
+            return None
+        entry = encoding.decode(stored)
+        rule_id, steps = entry.pop("rule_id"), entry.pop("steps")
+        entry["rule"] = dict(self._rule(rule_id))
+        prefix = _PREFIX + b"step:" + key + b":"
+        entry["trail"] = [encoding.decode(self.chain.state(prefix + str(n).encode()))
+                          for n in range(1, steps + 1)]
+        return entry
+
+    def _rule(self, rule_id: int) -> dict:
+        """A transfer rule, read once: a rule never changes once the contract holds it."""
+        rule = self._rules.get(rule_id)
+        if rule is None:
+            rule = self._rules[rule_id] = self.stored(f"rule:{rule_id}")
+        return rule
 
     def stored(self, key: str):
         """A value of the connection contract's state by its key (``tip:<chain>``, ...)."""
