@@ -85,10 +85,10 @@ PATH_LEVELS_MAX = 32
 # Blocks of confirmation a finality rule may ask for: 10,000 is about ten weeks of 10-minute
 # blocks, far past any rule; the bound keeps a rule from asking for a depth no chain reaches.
 CONFIRMATIONS_MAX = 10000
-# Transfers one batched call may step: each reads and saves its transfer (its whole trail
-# decoded and encoded, an event), about 230 steps with its proof's path and TX_USED write
-# (200 complete_many items took 45,203 steps when measured), so 200 stay within a call's
-# 100,000 steps and under its 256 events. A call's 64 KiB of arguments bound a proven batch
+# Transfers one batched call may step: each reads and saves its transfer (its entry, one
+# state write per trail step, an event), about 380 steps with its proof's path and TX_USED
+# write (100 settled_many items took 38,055 steps and 200 complete_many items 33,213 when
+# measured), so 200 stay within a call's 100,000 steps and under its 256 events. A call's 64 KiB of arguments bound a proven batch
 # more tightly: about 100 proofs of one 100-record block (tsunagi.connect.limits).
 BATCH_TRANSFERS_MAX = 200
 # The kinds of records this contract checks (tsunagi.core.records.Kind).
