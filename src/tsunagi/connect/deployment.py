@@ -326,7 +326,8 @@ class Deployment:
     def bills(self, *, proofs: bool = False) -> list[dict]:
         """Every bill of usage billing (demo 2): the access it charges, state, trail."""
         found = []
-        for access_hex, bill in self._items("bill:"):
+        for access_hex, _ in self._items("bill:"):
+            bill = self.node.bill_of(bytes.fromhex(access_hex))  # with its steps
             shown = {key: value for key, value in bill.items() if key != "trail"}
             shown = {key: value.hex() if isinstance(value, bytes) else value
                      for key, value in shown.items()}

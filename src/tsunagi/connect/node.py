@@ -110,8 +110,9 @@ class ConnectionNode:
         rule_id, steps = entry.pop("rule_id"), entry.pop("steps")
         entry["rule"] = dict(self._rule(rule_id))
         prefix = _PREFIX + b"step:" + key + b":"
-        entry["trail"] = [encoding.decode(self.chain.state(prefix + str(n).encode()))
-                          for n in range(1, steps + 1)]
+        entry["trail"] = [
+            contract.trail_step(n, encoding.decode(self.chain.state(prefix + str(n).encode())))
+            for n in range(1, steps + 1)]
         return entry
 
     def _rule(self, rule_id: int) -> dict:
@@ -331,8 +332,13 @@ class ConnectionNode:
 
     def bill_of(self, access_txid: bytes) -> dict | None:
         """The bill of an access (state, price, accounts, trail) as the connection chain
-        holds it, or None."""
-        return self.stored("bill:" + access_txid.hex())
+        holds it, or None: the bill with its steps, each a key of its own."""
+        key = access_txid.hex()
+        bill = self.stored("bill:" + key)
+        if bill is not None:
+            bill["trail"] = [contract.trail_step(n, self.stored(f"bstep:{key}:{n}"))
+                             for n in range(1, bill.pop("steps") + 1)]
+        return bill
 
     def billing_rule(self, rule_id: int) -> dict | None:
         """A billing rule as the connection chain holds it (with its ``first_height``)."""
