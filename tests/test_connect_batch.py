@@ -12,11 +12,12 @@ that is reopened and resumed.
 from __future__ import annotations
 
 import pytest
-from test_connect_tsunagi import CHAIN_A, HANAKO, POOL, SHOP, World
+from test_connect_tsunagi import CHAIN_A, HANAKO, POOL, RULE, SHOP, World
 
 from tsunagi.connect import limits
 from tsunagi.connect.codes import ConnectCode
 from tsunagi.connect.journal import Journal
+from tsunagi.contracts import encoding
 from tsunagi.contracts.runtime import CallCode
 
 TWELVE = ["request", "escrow", "escrow_final", "rate", "confirm", "payout", "payout_final",
@@ -204,3 +205,17 @@ class OneAtATime:
         if name == "submit_many":
             raise AttributeError(name)
         return getattr(self._chain, name)
+
+
+def test_an_entry_stays_small_and_every_reader_gets_the_whole_trail_and_rule(world):
+    # The contract's state layout: a transfer's entry names its rule by id and counts its
+    # steps, each step a key of its own, so what a step rewrites stays small however long
+    # the trail is; the contract's trail method and the node's state_of read it all back.
+    entries = world.node.pay_many(transfers(3))
+    for transfer_id, entry in entries.items():
+        stored = world.node.chain.state(b"connection\x00xfer:" + transfer_id.hex().encode())
+        assert len(stored) < 300  # 1,883 bytes when it held the trail and a copy of the rule
+        assert entry["rule"] == RULE
+        assert [step["step"] for step in entry["trail"]] == TWELVE
+        assert encoding.decode(world.ok("trail", [transfer_id]).value) == entry == \
+            world.node.state_of(transfer_id)
