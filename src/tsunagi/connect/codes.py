@@ -43,3 +43,14 @@ class ConnectCode(IntEnum):
     payout_final = 28  # the payout is final: only forward completion is allowed
     payout_late = 29  # the payout's block is past the rule's payout window
     not_expired = 30  # the escrow's expiry is not yet behind the chain's final header
+    # The Ethereum leg (40..49).
+    eth_chain_invalid = 40  # an Ethereum chain's genesis header or confirmations out of range
+    eth_header_malformed = 41  # not an RLP list of an Ethereum header's fields, or too long
+    eth_header_unlinked = 42  # parent hash not the newest known header's, or number not its + 1
+    eth_proof_malformed = 43  # an Ethereum step proof with a field missing or of the wrong type
+    eth_block_unknown = 44  # the proof's header is not a linked header of that chain (forged)
+    eth_not_final = 45  # the block has fewer confirmations on top than the chain asks
+    eth_receipt_not_in_block = 46  # the receipt's Merkle-Patricia proof fails under receiptsRoot
+    eth_receipt_failed = 47  # the receipt is in the block but its transaction reverted
+    eth_event_mismatch = 48  # no log of the named contract with the step's event and values
+    eth_tx_used = 49  # this receipt proved a step already

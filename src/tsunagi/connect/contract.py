@@ -699,7 +699,7 @@ def rlp_item(data: bytes, offset: int, depth: int) -> list:
     return [items, end] if position == end else None
 
 
-def rlp_decode(data) -> object:
+def rlp_decode(data):
     """The item ``data`` holds, whole; None when it is not exactly one RLP item."""
     if not isinstance(data, bytes):
         return None

@@ -1,0 +1,182 @@
+"""The connection contract believes an Ethereum step only from proofs: a final block linked
+to the genesis it was given, a receipt under that block's receiptsRoot, and the escrow's or
+token's event in it; each kind of lie is refused with its code and records nothing.
+
+Method: one in-process eth-tester chain (py-evm) per test with the Vyper token and escrow
+deployed; the connector makes real transactions and their proofs. The connection contract runs
+in the contract runtime over a world state (the same code a connection chain installs), one
+call per block, and every answer is read back as a refusal code or as state.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from eth_account import Account
+from eth_hash.auto import keccak
+
+from tsunagi.connect import contract as cc
+from tsunagi.connect.codes import ConnectCode
+from tsunagi.connect.ethereum import EthereumChain, EthereumConnector
+from tsunagi.contracts import (
+    Call,
+    CallCode,
+    Registry,
+    Runtime,
+    WorldState,
+    decode,
+    source_sha256,
+)
+
+TARGET = "tsunagi.connect.contract:ConnectionContract"
+OPERATOR, ETH = 7, 1337
+TRANSFER_TOPIC = keccak(b"Transfer(address,address,uint256)")
+HELD_TOPIC = keccak(b"Held(bytes32,address,uint256,uint256)")
+
+
+class Connection:
+    """The connection contract in a runtime of its own, one call per block."""
+
+    def __init__(self) -> None:
+        registry = Registry()
+        registry.install(TARGET, source_sha256(TARGET))
+        self.runtime, self.state, self.height = Runtime(registry), WorldState(), 0
+
+    def call(self, method: str, args: list):
+        self.height += 1
+        txid = self.height.to_bytes(32, "big")
+        call = Call("connection", method, args, OPERATOR, b"", txid)
+        return self.runtime.execute_block(self.state, self.height, 1_700_000_000 + self.height,
+                                          [call])[0]
+
+    def ok(self, method: str, args: list):
+        result = self.call(method, args)
+        assert result.code is CallCode.ok, result
+        return decode(result.value)
+
+    def refused(self, method: str, args: list) -> ConnectCode:
+        root = self.state.root
+        result = self.call(method, args)
+        assert result.code is CallCode.refused, result
+        assert self.state.root == root  # nothing recorded
+        return ConnectCode(result.refuse_code)
+
+
+def word(value: int | bytes) -> bytes:
+    if isinstance(value, int):
+        return value.to_bytes(32, "big")
+    return bytes(12) + value if len(value) == 20 else value
+
+
+@pytest.fixture
+def world():
+    chain = EthereumChain()
+    issuer, payer, shop = chain.accounts[:3]
+    authority = Account.create()
+    chain.fund(authority.address, 10**18)
+    token = chain.deploy("token", "Yen", "JPY")
+    escrow = chain.deploy("escrow", token.address, authority.address)
+    token.functions.mint(authority.address, 1000).transact({"from": issuer})
+    token.functions.mint(payer, 1000).transact({"from": issuer})
+    token.functions.approve(escrow.address, 600).transact({"from": payer})
+    connector = EthereumConnector(chain, token.address, escrow.address, authority)
+    connection = Connection()
+    connection.ok("setup", [99, [OPERATOR]])
+    return SimpleNamespace(chain=chain, token=token, escrow=escrow, authority=authority,
+                           payer=payer, shop=shop, connector=connector, connection=connection)
+
+
+def link(world, confirmations: int = 0) -> None:
+    world.connection.ok("add_ethereum_chain", [ETH, world.chain.header(0), confirmations])
+
+
+def headers(world, first: int = 1) -> list:
+    return [header.header for header in world.connector.follow(first)]
+
+
+def proof_of(world, ref) -> dict:
+    proof = world.connector.find(ref.txid)
+    return {"header": proof.header, "position": proof.position,
+            "receipt_proof": list(proof.receipt_proof)}
+
+
+def pay_shop(world, amount: int = 250):
+    """The pool (the authority's tokens) pays the shop: the payout step of demo 1 on B."""
+    ref = world.connector.transfer(world.authority.address, world.shop, amount)
+    event = [bytes.fromhex(world.token.address[2:]),
+             [TRANSFER_TOPIC, word(bytes.fromhex(world.authority.address[2:])),
+              word(bytes.fromhex(world.shop[2:]))], word(amount)]
+    return ref, event
+
+
+def test_a_payout_on_ethereum_is_recorded_from_its_receipt_proof_once(world):
+    link(world)
+    ref, event = pay_shop(world)
+    where = world.connection.ok("eth_event", [ETH, proof_of(world, ref), headers(world),
+                                              *event])
+    assert where[2] == ref.height and where[1] == ref.block_hash
+    assert world.token.functions.balanceOf(world.shop).call() == 250
+    assert world.connection.refused("eth_event", [ETH, proof_of(world, ref), [], *event]) \
+        is ConnectCode.eth_tx_used
+
+
+def test_an_escrow_hold_on_ethereum_is_proven_by_its_held_event(world):
+    link(world)
+    transfer_id = keccak(b"hanako-1")
+    expiry_s = world.chain.latest_time_s() + 3600
+    ref = world.connector.hold(transfer_id, world.payer, 400, expiry_s)
+    event = [bytes.fromhex(world.escrow.address[2:]),
+             [HELD_TOPIC, transfer_id, word(bytes.fromhex(world.payer[2:]))],
+             word(400) + word(expiry_s)]
+    world.connection.ok("eth_event", [ETH, proof_of(world, ref), headers(world), *event])
+    assert world.connector.hold_state(transfer_id)["state"] == "held"
+
+
+def test_a_lying_ethereum_connector_gets_nothing_recorded_with_its_code(world):
+    link(world)
+    ref, event = pay_shop(world)
+    other, _ = pay_shop(world, 5)
+    proof = proof_of(world, ref)
+    chained = headers(world)
+    forged = dict(proof, header=proof["header"][:-1] + bytes([proof["header"][-1] ^ 1]))
+    assert world.connection.refused("eth_event", [ETH, forged, chained, *event]) \
+        is ConnectCode.eth_block_unknown
+    # The receipt proof of another transaction under this block's header.
+    swapped = dict(proof, receipt_proof=proof_of(world, other)["receipt_proof"])
+    assert world.connection.refused("eth_event", [ETH, swapped, chained, *event]) \
+        is ConnectCode.eth_receipt_not_in_block
+    # The proof of the other transaction, claimed as this payout (amount 250, not 5).
+    assert world.connection.refused("eth_event", [ETH, proof_of(world, other), chained,
+                                                  *event]) is ConnectCode.eth_event_mismatch
+    assert world.connection.refused("eth_event", [ETH, dict(proof, position=3), chained,
+                                                  *event]) is ConnectCode.eth_receipt_not_in_block
+    assert world.connection.refused("eth_headers", [ETH, chained[1:]]) \
+        is ConnectCode.eth_header_unlinked
+    assert world.connection.refused("eth_headers", [ETH, [b"\xc0"]]) \
+        is ConnectCode.eth_header_malformed
+    world.connection.ok("eth_event", [ETH, proof, chained, *event])  # the truth still holds
+
+
+def test_a_reverted_transaction_and_a_block_not_yet_final_are_refused(world):
+    link(world, confirmations=2)
+    ref = world.connector.transfer(world.authority.address, world.shop, 10**9)  # too much
+    assert ref.status.name == "failed"
+    assert world.connection.refused("eth_event", [ETH, proof_of(world, ref), headers(world),
+                                                  b"\x00" * 20, [], b""]) \
+        is ConnectCode.eth_not_final
+    paid, event = pay_shop(world)
+    pay_shop(world, 1)
+    pay_shop(world, 1)
+    assert world.connection.refused("eth_event", [ETH, proof_of(world, ref), headers(world),
+                                                  *event]) is ConnectCode.eth_receipt_failed
+    world.connection.ok("eth_event", [ETH, proof_of(world, paid), headers(world), *event])
+
+
+def test_ethereum_kind_arguments_are_checked(world):
+    assert world.connection.refused("add_ethereum_chain", [ETH, b"\xc0", 0]) \
+        is ConnectCode.eth_chain_invalid
+    link(world)
+    assert world.connection.refused("add_ethereum_chain", [ETH, world.chain.header(0), 0]) \
+        is ConnectCode.chain_exists
+    assert cc.KIND_ETHEREUM == "ethereum"
