@@ -98,7 +98,8 @@ def headers(world, first: int = 1) -> list:
 def proof_of(world, ref) -> dict:
     proof = world.connector.find(ref.txid)
     return {"header": proof.header, "position": proof.position,
-            "receipt_proof": list(proof.receipt_proof)}
+            "receipt_proof": list(proof.receipt_proof),
+            "transaction_proof": list(proof.transaction_proof)}
 
 
 def pay_shop(world, amount: int = 250):
@@ -115,7 +116,7 @@ def test_a_payout_on_ethereum_is_recorded_from_its_receipt_proof_once(world):
     ref, event = pay_shop(world)
     where = world.connection.ok("eth_event", [ETH, proof_of(world, ref), headers(world),
                                               *event])
-    assert where[2] == ref.height and where[1] == ref.block_hash
+    assert where == [ETH, ref.txid, ref.height, ref.block_hash, ref.time_s]
     assert world.token.functions.balanceOf(world.shop).call() == 250
     assert world.connection.refused("eth_event", [ETH, proof_of(world, ref), [], *event]) \
         is ConnectCode.eth_tx_used
@@ -144,6 +145,9 @@ def test_a_lying_ethereum_connector_gets_nothing_recorded_with_its_code(world):
         is ConnectCode.eth_block_unknown
     # The receipt proof of another transaction under this block's header.
     swapped = dict(proof, receipt_proof=proof_of(world, other)["receipt_proof"])
+    assert world.connection.refused("eth_event", [ETH, swapped, chained, *event]) \
+        is ConnectCode.eth_receipt_not_in_block
+    swapped = dict(proof, transaction_proof=proof_of(world, other)["transaction_proof"])
     assert world.connection.refused("eth_event", [ETH, swapped, chained, *event]) \
         is ConnectCode.eth_receipt_not_in_block
     # The proof of the other transaction, claimed as this payout (amount 250, not 5).

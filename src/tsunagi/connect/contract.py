@@ -69,7 +69,8 @@ KIND_ETHEREUM = "ethereum"
 # Ethereum: positions in a header's RLP list (the yellow paper's order), and bounds on what a
 # proof may carry. RLP and the Merkle-Patricia walk are written here (bounded loops, charged
 # steps) rather than reusing eth_proof.py, which imports rlp and trie the source check refuses.
-ETH_RECEIPTS_ROOT, ETH_NUMBER, ETH_TIME, ETH_HEADER_FIELDS_LEAST = 5, 8, 11, 15
+ETH_TRANSACTIONS_ROOT, ETH_RECEIPTS_ROOT, ETH_NUMBER, ETH_TIME = 4, 5, 8, 11
+ETH_HEADER_FIELDS_LEAST = 15
 ETH_HEADER_BYTES_MAX = 1024  # a header is about 600 bytes after the later forks
 ETH_POSITION_END = 1 << 16  # transactions in a block: far above what a gas limit allows
 ETH_PROOF_NODES_MAX = 16  # a trie of 2**16 keys is at most 8 levels of branches deep
@@ -545,7 +546,10 @@ class ConnectionContract(Contract):
                              "confirmations": confirmations})
         self.state.set("ethtip:" + str(chain_id), [eth_number(fields), genesis])
         self.state.set("ethhdr:" + str(chain_id) + ":" + genesis.hex(),
-                       [eth_number(fields), eth_time(fields), fields[ETH_RECEIPTS_ROOT]])
+                       [eth_number(fields), eth_time(fields), fields[ETH_RECEIPTS_ROOT],
+                        fields[ETH_TRANSACTIONS_ROOT]])
+        self.state.set("ethbest:" + str(chain_id) + ":" + str(eth_number(fields)),
+                       [genesis, eth_time(fields)])
 
     @method
     def eth_headers(self, chain_id: int, headers: list) -> int:
@@ -573,7 +577,10 @@ class ConnectionContract(Contract):
                 raise Refuse(ETH_HEADER_UNLINKED, "a header that is not the child of the "
                              "newest known one")
             self.state.set(prefix + digest.hex(),
-                           [tip[0] + 1, eth_time(fields), fields[ETH_RECEIPTS_ROOT]])
+                           [tip[0] + 1, eth_time(fields), fields[ETH_RECEIPTS_ROOT],
+                            fields[ETH_TRANSACTIONS_ROOT]])
+            self.state.set("ethbest:" + str(chain_id) + ":" + str(tip[0] + 1),
+                           [digest, eth_time(fields)])
             tip = [tip[0] + 1, digest]
         self.state.set("ethtip:" + str(chain_id), tip)
         return tip
@@ -581,7 +588,8 @@ class ConnectionContract(Contract):
     def eth_proven(self, chain_id: int, proof, headers: list) -> dict:
         """The receipt a step proof proves in a final block of an Ethereum chain: its logs
         and where it is. The proof is a dict: header (RLP), position (the transaction's index
-        in the block), receipt_proof (the trie nodes in RLP, root first)."""
+        in the block), transaction_proof and receipt_proof (trie nodes in RLP, root first).
+        The transaction's keccak is the txid the trail names."""
         chain = self.linked(chain_id)
         tip = self.eth_extend(chain_id, headers)
         if not isinstance(proof, dict) or not isinstance(proof.get("header"), bytes) or \
@@ -589,7 +597,9 @@ class ConnectionContract(Contract):
                 isinstance(proof.get("position"), bool) or \
                 not 0 <= proof["position"] < ETH_POSITION_END or \
                 not isinstance(proof.get("receipt_proof"), list) or \
-                len(proof["receipt_proof"]) > ETH_PROOF_NODES_MAX:
+                len(proof["receipt_proof"]) > ETH_PROOF_NODES_MAX or \
+                not isinstance(proof.get("transaction_proof"), list) or \
+                len(proof["transaction_proof"]) > ETH_PROOF_NODES_MAX:
             raise Refuse(ETH_PROOF_MALFORMED, "an Ethereum step proof needs header, position "
                          "and receipt_proof")
         digest = keccak256(proof["header"])
@@ -599,8 +609,12 @@ class ConnectionContract(Contract):
         if tip[0] < known[0] + chain["confirmations"]:
             raise Refuse(ETH_NOT_FINAL, "the step's block needs " +
                          str(chain["confirmations"]) + " blocks on top")
-        receipt = mpt_value(known[2], rlp_encode_int(proof["position"]),
-                            proof["receipt_proof"])
+        key = rlp_encode_int(proof["position"])
+        transaction = mpt_value(known[3], key, proof["transaction_proof"])
+        if transaction is None:
+            raise Refuse(ETH_RECEIPT_NOT_IN_BLOCK, "the transaction's proof fails under "
+                         "transactionsRoot")
+        receipt = mpt_value(known[2], key, proof["receipt_proof"])
         if receipt is None:
             raise Refuse(ETH_RECEIPT_NOT_IN_BLOCK, "the receipt's proof fails under "
                          "receiptsRoot")
@@ -609,11 +623,15 @@ class ConnectionContract(Contract):
             raise Refuse(ETH_RECEIPT_NOT_IN_BLOCK, "the proven value is not a receipt")
         if not decoded[0]:
             raise Refuse(ETH_RECEIPT_FAILED, "the transaction reverted")
-        used = "ethused:" + str(chain_id) + ":" + digest.hex() + ":" + str(proof["position"])
+        txid = keccak256(transaction)
+        used = "ethused:" + str(chain_id) + ":" + txid.hex()
         if self.state.has(used):
-            raise Refuse(ETH_TX_USED, "this receipt proved a step already")
+            raise Refuse(ETH_TX_USED, "this transaction proved a step already")
         self.state.set(used, 1)
-        return {"logs": decoded[1], "where": [chain_id, digest, known[0], digest, known[1]]}
+        final_height = known[0] + chain["confirmations"]
+        final = self.state.get("ethbest:" + str(chain_id) + ":" + str(final_height))
+        return {"logs": decoded[1], "where": [chain_id, txid, known[0], digest, known[1]],
+                "final": [chain_id, txid, final_height, final[0], final[1]]}
 
     @method
     def eth_event(self, chain_id: int, proof: dict, headers: list, address: bytes,
@@ -725,7 +743,8 @@ def eth_header_fields(header) -> list:
     for field in fields:
         if not isinstance(field, bytes):
             return None
-    if len(fields[0]) != 32 or len(fields[ETH_RECEIPTS_ROOT]) != 32:
+    if len(fields[0]) != 32 or len(fields[ETH_RECEIPTS_ROOT]) != 32 or \
+            len(fields[ETH_TRANSACTIONS_ROOT]) != 32:
         return None
     return fields
 
