@@ -184,3 +184,92 @@ def test_ethereum_kind_arguments_are_checked(world):
     assert world.connection.refused("add_ethereum_chain", [ETH, world.chain.header(0), 0]) \
         is ConnectCode.chain_exists
     assert cc.KIND_ETHEREUM == "ethereum"
+
+
+# --- transfers with Ethereum legs -------------------------------------------------------------
+# Both ends are the same eth-tester chain linked under two ids: the source's escrow contract
+# holds the payer's tokens, the target's pool pays the shop. (The tsunagi end of demo 1 with
+# Ethereum as chain B needs ConnectionNode to drive an EthereumConnector: not done yet.)
+
+SOURCE, TARGET_CHAIN = 1337, 1338
+RULE = {"rule_id": 1, "source": SOURCE, "target": TARGET_CHAIN, "rate_numerator": 2,
+        "rate_denominator": 1, "fee": 10, "settlement": 1, "pool": 1, "escrow_authority": 1,
+        "escrow_expiry_s": 3600, "payout_window_s": 600}
+
+
+def address(value: str) -> bytes:
+    return bytes.fromhex(value[2:])
+
+
+@pytest.fixture
+def linked(world):
+    settlement = world.chain.accounts[3]
+    for chain_id in (SOURCE, TARGET_CHAIN):
+        world.connection.ok("add_ethereum_chain", [chain_id, world.chain.header(0), 0])
+        world.connection.ok("eth_accounts", [
+            chain_id, address(world.token.address), address(world.escrow.address),
+            address(world.authority.address), address(settlement)])
+    world.connection.ok("add_rule", [RULE])
+    world.settlement = settlement
+    return world
+
+
+def step(world, method: str, transfer_id: bytes, ref) -> None:
+    assert ref.status.name == "ok"
+    for chain_id in (SOURCE, TARGET_CHAIN):  # each light client follows the chain
+        world.connection.ok("eth_headers", [chain_id, headers(world)])
+    world.connection.ok(method, [transfer_id, proof_of(world, ref), []])
+
+
+def escrow(world, transfer_id: bytes):
+    payout = world.connection.ok("eth_request", [transfer_id, 1, address(world.payer),
+                                                 address(world.shop), 400])
+    assert payout == (400 - 10) * 2
+    expiry_s = world.chain.latest_time_s() + 7200
+    ref = world.connector.hold(transfer_id, world.payer, 400, expiry_s)
+    step(world, "eth_escrowed", transfer_id, ref)
+    return ref
+
+
+def balance(world, owner: str) -> int:
+    return world.token.functions.balanceOf(owner).call()
+
+
+def test_an_ethereum_escrow_pays_out_settles_and_completes_with_a_proven_trail(linked):
+    world, transfer_id = linked, keccak(b"order-1")
+    escrow(world, transfer_id)
+    world.connection.ok("confirm", [transfer_id, True])
+    step(world, "eth_paid", transfer_id, world.connector.transfer(world.authority.address,
+                                                                  world.shop, 780))
+    step(world, "eth_settled", transfer_id,
+         world.connector.post(transfer_id, world.settlement, 400))
+    world.connection.ok("complete", [transfer_id])
+    trail = world.connection.ok("trail", [transfer_id])
+    assert trail["state"] == "complete"
+    assert [entry["step"] for entry in trail["trail"]] == [
+        "request", "escrow", "escrow_final", "rate", "confirm", "payout", "payout_final",
+        "payout_seen", "settle", "settle_final", "settle_seen", "complete"]
+    assert (balance(world, world.shop), balance(world, world.settlement),
+            balance(world, world.payer)) == (780, 400, 600)
+    assert world.connector.hold_state(transfer_id)["state"] == "released"
+
+
+def test_the_shop_refuses_and_the_ethereum_escrow_returns_with_the_refund_on_the_trail(linked):
+    world, transfer_id = linked, keccak(b"order-2")
+    held = escrow(world, transfer_id)
+    world.connection.ok("confirm", [transfer_id, False])
+    # Lies first: the hold's own receipt, and a token payment, offered as the refund.
+    assert world.connection.refused("eth_refunded", [transfer_id, proof_of(world, held), []]) \
+        is ConnectCode.eth_tx_used
+    other = world.connector.transfer(world.authority.address, world.shop, 400)
+    assert world.connection.refused("eth_refunded", [transfer_id, proof_of(world, other),
+                                                     headers(world)]) \
+        is ConnectCode.eth_event_mismatch
+    assert world.connection.ok("trail", [transfer_id])["state"] == "refund"
+    ref = world.connector.void(transfer_id)
+    step(world, "eth_refunded", transfer_id, ref)
+    trail = world.connection.ok("trail", [transfer_id])
+    assert trail["state"] == "refunded"
+    assert trail["trail"][-3]["txid"] == ref.txid
+    assert balance(world, world.payer) == 1000
+    assert world.connector.hold_state(transfer_id)["state"] == "voided"

@@ -651,6 +651,130 @@ class ConnectionContract(Contract):
                 return fields["where"]
         raise Refuse(ETH_EVENT_MISMATCH, "no log of that contract with that event")
 
+    # ----------------------------------------------------- transfers with an Ethereum leg
+
+    @method
+    def eth_accounts(self, chain_id: int, token: bytes, escrow: bytes, pool: bytes,
+                     settlement: bytes) -> None:
+        """The 20-byte addresses an Ethereum chain's steps are matched against: its token and
+        escrow contracts, the pool that pays out and the settlement account that escrow
+        releases to. They stand in for a rule's u64 pool and settlement on that chain."""
+        self.operator()
+        if self.linked(chain_id)["kind"] != KIND_ETHEREUM:
+            raise Refuse(CHAIN_KIND_UNKNOWN, "chain " + str(chain_id) + " is not Ethereum")
+        for address in [token, escrow, pool, settlement]:
+            if not isinstance(address, bytes) or len(address) != 20:
+                raise Refuse(ETH_CHAIN_INVALID, "an Ethereum address is 20 bytes")
+        self.state.set("ethacct:" + str(chain_id), {"token": token, "escrow": escrow,
+                                                    "pool": pool, "settlement": settlement})
+
+    @method
+    def eth_request(self, transfer_id: bytes, rule_id: int, payer, payee, amount: int) -> int:
+        """Step 1 when a side is Ethereum: the payer or payee there is a 20-byte address
+        (the transfer id is then 32 bytes, the escrow's hold id); returns the payout."""
+        rule = self.state.get("rule:" + str(account_of(rule_id)))
+        if rule is None:
+            raise Refuse(RULE_UNKNOWN, "no rule " + str(rule_id))
+        ends = []
+        for chain, account in [[rule["source"], payer], [rule["target"], payee]]:
+            ethereum = self.linked(chain)["kind"] == KIND_ETHEREUM
+            if ethereum and (not isinstance(account, bytes) or len(account) != 20 or
+                             not isinstance(transfer_id, bytes) or len(transfer_id) != 32):
+                raise Refuse(AMOUNT_INVALID, "on Ethereum an account is a 20-byte address and "
+                             "a transfer id 32 bytes")
+            ends.append(account if ethereum else None)
+        payout = self.request(transfer_id, rule_id, 0 if ends[0] else payer,
+                              0 if ends[1] else payee, amount)
+        entry = self.transfer(transfer_id)
+        entry["payer_eth"], entry["payee_eth"] = ends[0], ends[1]
+        self.state.set("xfer:" + transfer_id.hex(), entry)
+        return payout
+
+    def eth_step(self, chain_id: int, proof, headers: list, contract: str, topics: list
+                 ) -> list:
+        """[data of the first matching log, the proven fields] for a step on Ethereum."""
+        accounts = self.state.get("ethacct:" + str(chain_id))
+        if accounts is None:
+            raise Refuse(ETH_CHAIN_INVALID, "chain " + str(chain_id) + " has no accounts set")
+        fields = self.eth_proven(chain_id, proof, headers)
+        for log in fields["logs"]:
+            if log[0] == accounts[contract] and log[1] == topics:
+                return [log[2], fields]
+        raise Refuse(ETH_EVENT_MISMATCH, "no " + contract + " log with the step's topics")
+
+    @method
+    def eth_escrowed(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 2-4 from an Ethereum source: the escrow contract's Held for this transfer."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["request"])
+        rule = entry["rule"]
+        found = self.eth_step(rule["source"], proof, headers, "escrow",
+                              [keccak256(b"Held(bytes32,address,uint256,uint256)"),
+                               transfer_id, word_of(entry["payer_eth"])])
+        data, fields = found
+        if len(data) != 64 or int.from_bytes(data[:32], "big") != entry["amount"]:
+            raise Refuse(ETH_EVENT_MISMATCH, "the hold's amount is not the transfer's")
+        expiry_s = int.from_bytes(data[32:], "big")
+        if expiry_s < entry["requested_s"] + rule["escrow_expiry_s"]:
+            raise Refuse(ETH_EVENT_MISMATCH, "the hold expires before the rule's escrow expiry")
+        entry["hold"] = [0, 0, expiry_s]
+        entry["escrowed_s"] = fields["where"][4]
+        self.save(transfer_id, entry, "escrow", [["escrow", fields["where"]],
+                                                 ["escrow_final", fields["final"]],
+                                                 ["rate", self.here()]])
+
+    @method
+    def eth_paid(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 7-8 on an Ethereum target: the token's Transfer from the pool to the payee."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["payout"])
+        rule = entry["rule"]
+        accounts = self.state.get("ethacct:" + str(rule["target"])) or {"pool": b""}
+        data, fields = self.eth_step(rule["target"], proof, headers, "token",
+                                     [keccak256(b"Transfer(address,address,uint256)"),
+                                      word_of(accounts["pool"]), word_of(entry["payee_eth"])])
+        if data != entry["payout"].to_bytes(32, "big"):
+            raise Refuse(ETH_EVENT_MISMATCH, "the payment is not the transfer's payout")
+        if fields["where"][4] > entry["escrowed_s"] + rule["payout_window_s"]:
+            raise Refuse(PAYOUT_LATE, "the payout's block is past the payout window")
+        self.save(transfer_id, entry, "settle", [["payout", fields["where"]],
+                                                 ["payout_final", fields["final"]],
+                                                 ["payout_seen", self.here()]])
+
+    @method
+    def eth_settled(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 9-11 from an Ethereum source: the escrow's Released to the settlement."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["settle"])
+        if entry.get("settled"):
+            raise Refuse(WRONG_STATE, "the escrow is settled already")
+        rule = entry["rule"]
+        accounts = self.state.get("ethacct:" + str(rule["source"])) or {"settlement": b""}
+        data, fields = self.eth_step(
+            rule["source"], proof, headers, "escrow",
+            [keccak256(b"Released(bytes32,address,uint256,uint256)"), transfer_id,
+             word_of(accounts["settlement"])])
+        if data != entry["amount"].to_bytes(32, "big") + bytes(32):
+            raise Refuse(ETH_EVENT_MISMATCH, "the release is not the whole escrow")
+        entry["settled"] = True
+        self.save(transfer_id, entry, "settle", [["settle", fields["where"]],
+                                                 ["settle_final", fields["final"]],
+                                                 ["settle_seen", self.here()]])
+
+    @method
+    def eth_refunded(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """The escrow voided back to the payer on an Ethereum source (its Voided event)."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["refund"])
+        rule = entry["rule"]
+        data, fields = self.eth_step(rule["source"], proof, headers, "escrow",
+                                     [keccak256(b"Voided(bytes32,address,uint256)"),
+                                      transfer_id, word_of(entry["payer_eth"])])
+        if data != entry["amount"].to_bytes(32, "big"):
+            raise Refuse(ETH_EVENT_MISMATCH, "the refund is not the whole escrow")
+        self.save(transfer_id, entry, "refunded", [["refund", fields["where"]],
+                                                   ["refund_final", fields["final"]],
+                                                   ["refund_seen", self.here()]])
 
 
 def account_of(value) -> int:
@@ -813,3 +937,10 @@ def eth_receipt(receipt: bytes) -> list:
         if not isinstance(log, list) or len(log) != 3 or not isinstance(log[1], list):
             return None
     return [fields[0] == b"\x01", fields[3]]
+
+
+def word_of(address) -> bytes:
+    """An address as an event topic: 12 zero bytes, then its 20."""
+    if not isinstance(address, bytes) or len(address) != 20:
+        raise Refuse(ETH_EVENT_MISMATCH, "the transfer names no Ethereum address there")
+    return bytes(12) + address
