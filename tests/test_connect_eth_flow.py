@@ -13,8 +13,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import rlp
 from eth_account import Account
 from eth_hash.auto import keccak
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tsunagi.connect import contract as cc
 from tsunagi.connect.codes import ConnectCode
@@ -273,3 +276,61 @@ def test_the_shop_refuses_and_the_ethereum_escrow_returns_with_the_refund_on_the
     assert trail["trail"][-3]["txid"] == ref.txid
     assert balance(world, world.payer) == 1000
     assert world.connector.hold_state(transfer_id)["state"] == "voided"
+
+
+# --- keccak, RLP and the trie walk in the contract ----------------------------------------------
+
+def test_keccak256_is_ethereums_and_the_source_check_allows_only_it_beside_the_api():
+    from tsunagi.contracts import keccak256
+    from tsunagi.contracts.check import check_source
+    from tsunagi.errors import ConfigError
+
+    # The known answer of the empty string (the Ethereum yellow paper's KEC(())).
+    assert keccak256(b"").hex() == \
+        "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    check_source("from tsunagi.contracts import keccak256\n", "ok.py")
+    with pytest.raises(ConfigError, match="Registry"):
+        check_source("from tsunagi.contracts import Registry\n", "no.py")
+
+
+items = st.recursive(st.binary(max_size=70), lambda inner: st.lists(inner, max_size=4),
+                     max_leaves=12)
+
+
+@settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=200)
+@given(items)
+def test_the_contracts_rlp_decoder_agrees_with_the_rlp_package(item):
+    encoded = rlp.encode(item)
+    decoded = cc.rlp_decode(encoded)
+    if decoded is not None:  # None only past the contract's depth bound
+        assert decoded == rlp.decode(encoded)
+    else:
+        assert _depth(item) > cc.ETH_RLP_DEPTH_MAX
+
+
+def _depth(item) -> int:
+    return 0 if isinstance(item, bytes) else 1 + max([_depth(x) for x in item] or [0])
+
+
+@settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=300)
+@given(st.binary(max_size=300), st.lists(st.binary(max_size=120), max_size=4))
+def test_malformed_rlp_headers_receipts_and_proofs_get_none_never_a_crash(data, nodes):
+    assert cc.rlp_decode(data) in (None, rlp.decode(data) if _valid(data) else None)
+    for noncanonical in (b"\x81\x05", b"\xb8\x01a", b"\xf8\x01\x80"):
+        assert cc.rlp_decode(noncanonical) is None
+    assert cc.eth_header_fields(data) is None or len(cc.eth_header_fields(data)) >= 15
+    cc.eth_receipt(data)
+    assert cc.mpt_value(keccak(data), b"\x80", nodes + [data]) in (None, *_values(data))
+
+
+def _valid(data: bytes) -> bool:
+    try:
+        rlp.decode(data)
+    except rlp.DecodingError:
+        return False
+    return True
+
+
+def _values(data: bytes) -> list:
+    decoded = rlp.decode(data) if _valid(data) else None
+    return [x for x in (decoded if isinstance(decoded, list) else []) if isinstance(x, bytes)]

@@ -6,6 +6,13 @@ ConnectionContract`` and the SHA-256 of this file in the chain config), so it pa
 source check: it imports only the contract API and hashlib, and reads bytes by slicing. The
 light client of a linked proof-of-work tsunagi chain lives here too, run from the contract's
 own state, so every node of the connection chain reaches the same verdict on every step.
+So does that of a linked Ethereum chain (kind "ethereum", codes 40..49): headers in RLP linked
+by parent hash from the genesis header the operators gave, and steps proven by Merkle-Patricia
+proofs of the transaction and its receipt under the header's roots, the receipt's log matched
+to the step. Keccak-256 comes from the contract API (hashlib has only SHA3-256, padded
+otherwise); RLP and the trie walk are written here, bounded, because eth_proof.py's rlp and
+trie packages are modules the source check refuses (docs/CONNECT.md says what eth-tester's
+headers cannot prove: they carry no seal).
 
 A step of a transfer is recorded only with the linked chain's headers (each must link to the
 newest known one and meet the chain's bits) and the Merkle proofs of the step's record and of
@@ -814,7 +821,8 @@ def check_rule(rule) -> dict:
 
 
 def rlp_item(data: bytes, offset: int, depth: int) -> list:
-    """[item, end] of the RLP item at ``offset``: bytes or a list; None for bad input."""
+    """[item, end] of the RLP item at ``offset``: bytes or a list; None for bad input or a
+    non-canonical encoding (so an item has one encoding, and a header one hash)."""
     if offset >= len(data) or depth > ETH_RLP_DEPTH_MAX:
         return None
     first = data[offset]
@@ -826,9 +834,11 @@ def rlp_item(data: bytes, offset: int, depth: int) -> list:
         width = first - (0xB7 if first < 0xC0 else 0xF7)
         start = offset + 1 + width
         size = int.from_bytes(data[offset + 1:start], "big")
+        if size < 56 or data[offset + 1] == 0:
+            return None  # not canonical: a short size in the long form, or a leading zero
     end = start + size
-    if end > len(data):
-        return None
+    if end > len(data) or first == 0x81 and data[start] < 0x80:
+        return None  # a byte below 0x80 is its own encoding: one canonical form per item
     if first < 0xC0:
         return [data[start:end], end]
     items, position = [], start
