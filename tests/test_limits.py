@@ -228,6 +228,11 @@ NOT_LIMITS = {
     ("connect/contract.py", "PATH_LEVELS_MAX"): "the connection contract's own rule, as above",
     ("connect/contract.py", "BATCH_TRANSFERS_MAX"): "the connection contract's own rule, as "
                                                      "above",
+    ("connect/contract.py", "ETH_HEADER_BYTES_MAX"): "the connection contract's own rule, as "
+                                                      "above",
+    ("connect/contract.py", "ETH_PROOF_NODES_MAX"): "the connection contract's own rule, as "
+                                                     "above",
+    ("connect/contract.py", "ETH_RLP_DEPTH_MAX"): "the connection contract's own rule, as above",
     ("connect/contract.py", "CONFIRMATIONS_MAX"): "the connection contract's own rule, as above",
     ("core/address.py", "_LENGTH_MAX"): "BIP173's string length, part of the address format",
     ("core/block.py", "BLOCK_BYTES_MIN"): "the block format's smallest size, beside the format",

@@ -52,3 +52,14 @@ class ConnectCode(IntEnum):
     batch_too_large = 36  # more transfers than one batched call may carry
     batch_duplicate = 37  # a transfer named twice in one batch
     block_malformed = 38  # a batch's block proof with a field missing or of the wrong type or size
+    # The Ethereum leg (40..49).
+    eth_chain_invalid = 40  # an Ethereum chain's genesis header or confirmations out of range
+    eth_header_malformed = 41  # not an RLP list of an Ethereum header's fields, or too long
+    eth_header_unlinked = 42  # parent hash not the newest known header's, or number not its + 1
+    eth_proof_malformed = 43  # an Ethereum step proof with a field missing or of the wrong type
+    eth_block_unknown = 44  # the proof's header is not a linked header of that chain (forged)
+    eth_not_final = 45  # the block has fewer confirmations on top than the chain asks
+    eth_receipt_not_in_block = 46  # the receipt's Merkle-Patricia proof fails under receiptsRoot
+    eth_receipt_failed = 47  # the receipt is in the block but its transaction reverted
+    eth_event_mismatch = 48  # no log of the named contract with the step's event and values
+    eth_tx_used = 49  # this receipt proved a step already

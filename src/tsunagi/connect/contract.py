@@ -6,6 +6,13 @@ ConnectionContract`` and the SHA-256 of this file in the chain config), so it pa
 source check: it imports only the contract API and hashlib, and reads bytes by slicing. The
 light client of a linked proof-of-work tsunagi chain lives here too, run from the contract's
 own state, so every node of the connection chain reaches the same verdict on every step.
+So does that of a linked Ethereum chain (kind "ethereum", codes 40..49): headers in RLP linked
+by parent hash from the genesis header the operators gave, and steps proven by Merkle-Patricia
+proofs of the transaction and its receipt under the header's roots, the receipt's log matched
+to the step. Keccak-256 comes from the contract API (hashlib has only SHA3-256, padded
+otherwise); RLP and the trie walk are written here, bounded, because eth_proof.py's rlp and
+trie packages are modules the source check refuses (docs/CONNECT.md says what eth-tester's
+headers cannot prove: they carry no seal).
 
 A step of a transfer is recorded only with the linked chain's headers (each must link to the
 newest known one and meet the chain's bits) and the Merkle proofs of the step's record and of
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 
-from tsunagi.contracts import Contract, Refuse, method
+from tsunagi.contracts import Contract, Refuse, keccak256, method
 
 # Refusal codes (Refuse(code, message)); 0 is never a refusal. Values are never reused.
 NOT_OPERATOR = 1  # only an operator account may add operators, chains and rules
@@ -65,8 +72,29 @@ BATCH_MALFORMED = 35  # a batch that is not a non-empty list of items of the ste
 BATCH_TOO_LARGE = 36  # more transfers than one batched call may carry
 BATCH_DUPLICATE = 37  # a transfer named twice in one batch
 BLOCK_MALFORMED = 38  # a batch's block proof with a field missing or of the wrong type or size
+# The Ethereum leg (40..49).
+ETH_CHAIN_INVALID = 40  # an Ethereum chain's genesis header or confirmations out of range
+ETH_HEADER_MALFORMED = 41  # not an RLP list of an Ethereum header's fields, or too long
+ETH_HEADER_UNLINKED = 42  # parent hash not the newest known header's, or number not its + 1
+ETH_PROOF_MALFORMED = 43  # an Ethereum step proof with a field missing or of the wrong type
+ETH_BLOCK_UNKNOWN = 44  # the proof's header is not a linked header of that chain (forged)
+ETH_NOT_FINAL = 45  # the block has fewer confirmations on top than the chain asks
+ETH_RECEIPT_NOT_IN_BLOCK = 46  # the receipt's Merkle-Patricia proof fails under receiptsRoot
+ETH_RECEIPT_FAILED = 47  # the receipt is in the block but its transaction reverted
+ETH_EVENT_MISMATCH = 48  # no log of the named contract with the step's event and values
+ETH_TX_USED = 49  # this receipt proved a step already
 
 KIND_TSUNAGI_POW = "tsunagi-pow"
+KIND_ETHEREUM = "ethereum"
+# Ethereum: positions in a header's RLP list (the yellow paper's order), and bounds on what a
+# proof may carry. RLP and the Merkle-Patricia walk are written here (bounded loops, charged
+# steps) rather than reusing eth_proof.py, which imports rlp and trie the source check refuses.
+ETH_TRANSACTIONS_ROOT, ETH_RECEIPTS_ROOT, ETH_NUMBER, ETH_TIME = 4, 5, 8, 11
+ETH_HEADER_FIELDS_LEAST = 15
+ETH_HEADER_BYTES_MAX = 1024  # a header is about 600 bytes after the later forks
+ETH_POSITION_END = 1 << 16  # transactions in a block: far above what a gas limit allows
+ETH_PROOF_NODES_MAX = 16  # a trie of 2**16 keys is at most 8 levels of branches deep
+ETH_RLP_DEPTH_MAX = 4  # a receipt: list > logs > log > topics
 HEADER_BYTES = 80
 RECORD_BYTES = 128
 # Record fields are u64 and header fields u32: a value fits when it is below these. (The
@@ -894,6 +922,258 @@ def trail_step(n: int, stored: list) -> dict:
         step[STEP_FIELDS[index]] = stored[index]
     return step
 
+    # ------------------------------------------------------------------- the Ethereum leg
+
+    @method
+    def add_ethereum_chain(self, chain_id: int, genesis_header: bytes,
+                           confirmations: int) -> None:
+        """Links an Ethereum chain (kind "ethereum") by its genesis header in RLP; a block is
+        final ``confirmations`` blocks deep (eth-tester: 0, it has no forks). Headers are
+        trusted by linkage alone: eth-tester's carry no seal to check (see docs/CONNECT.md)."""
+        self.operator()
+        key = "chain:" + str(account_of(chain_id))
+        if self.state.has(key):
+            raise Refuse(CHAIN_EXISTS, "that chain is linked already")
+        fields = eth_header_fields(genesis_header)
+        if fields is None or not isinstance(confirmations, int) or \
+                isinstance(confirmations, bool) or not 0 <= confirmations <= CONFIRMATIONS_MAX:
+            raise Refuse(ETH_CHAIN_INVALID, "an Ethereum chain needs its genesis header in "
+                         "RLP and 0..10000 confirmations")
+        genesis = keccak256(genesis_header)
+        self.state.set(key, {"kind": KIND_ETHEREUM, "genesis": genesis,
+                             "confirmations": confirmations})
+        self.state.set("ethtip:" + str(chain_id), [eth_number(fields), genesis])
+        self.state.set("ethhdr:" + str(chain_id) + ":" + genesis.hex(),
+                       [eth_number(fields), eth_time(fields), fields[ETH_RECEIPTS_ROOT],
+                        fields[ETH_TRANSACTIONS_ROOT]])
+        self.state.set("ethbest:" + str(chain_id) + ":" + str(eth_number(fields)),
+                       [genesis, eth_time(fields)])
+
+    @method
+    def eth_headers(self, chain_id: int, headers: list) -> int:
+        """Adds headers of a linked Ethereum chain; returns its newest known height."""
+        return self.eth_extend(chain_id, headers)[0]
+
+    def eth_extend(self, chain_id: int, headers: list) -> list:
+        """The chain's tip after ``headers``, each the child of the newest known header."""
+        chain = self.linked(chain_id)
+        if chain["kind"] != KIND_ETHEREUM:
+            raise Refuse(CHAIN_KIND_UNKNOWN, "chain " + str(chain_id) + " is not Ethereum")
+        if not isinstance(headers, list) or len(headers) > HEADERS_PER_CALL_MAX:
+            raise Refuse(ETH_HEADER_MALFORMED, "headers are a list of at most " +
+                         str(HEADERS_PER_CALL_MAX))
+        tip = self.state.get("ethtip:" + str(chain_id))
+        prefix = "ethhdr:" + str(chain_id) + ":"
+        for header in headers:
+            fields = eth_header_fields(header)
+            if fields is None:
+                raise Refuse(ETH_HEADER_MALFORMED, "not an Ethereum header in RLP")
+            digest = keccak256(header)
+            if self.state.has(prefix + digest.hex()):
+                continue
+            if fields[0] != tip[1] or eth_number(fields) != tip[0] + 1:
+                raise Refuse(ETH_HEADER_UNLINKED, "a header that is not the child of the "
+                             "newest known one")
+            self.state.set(prefix + digest.hex(),
+                           [tip[0] + 1, eth_time(fields), fields[ETH_RECEIPTS_ROOT],
+                            fields[ETH_TRANSACTIONS_ROOT]])
+            self.state.set("ethbest:" + str(chain_id) + ":" + str(tip[0] + 1),
+                           [digest, eth_time(fields)])
+            tip = [tip[0] + 1, digest]
+        self.state.set("ethtip:" + str(chain_id), tip)
+        return tip
+
+    def eth_proven(self, chain_id: int, proof, headers: list) -> dict:
+        """The receipt a step proof proves in a final block of an Ethereum chain: its logs
+        and where it is. The proof is a dict: header (RLP), position (the transaction's index
+        in the block), transaction_proof and receipt_proof (trie nodes in RLP, root first).
+        The transaction's keccak is the txid the trail names."""
+        chain = self.linked(chain_id)
+        tip = self.eth_extend(chain_id, headers)
+        if not isinstance(proof, dict) or not isinstance(proof.get("header"), bytes) or \
+                not isinstance(proof.get("position"), int) or \
+                isinstance(proof.get("position"), bool) or \
+                not 0 <= proof["position"] < ETH_POSITION_END or \
+                not isinstance(proof.get("receipt_proof"), list) or \
+                len(proof["receipt_proof"]) > ETH_PROOF_NODES_MAX or \
+                not isinstance(proof.get("transaction_proof"), list) or \
+                len(proof["transaction_proof"]) > ETH_PROOF_NODES_MAX:
+            raise Refuse(ETH_PROOF_MALFORMED, "an Ethereum step proof needs header, position "
+                         "and receipt_proof")
+        digest = keccak256(proof["header"])
+        known = self.state.get("ethhdr:" + str(chain_id) + ":" + digest.hex())
+        if known is None:
+            raise Refuse(ETH_BLOCK_UNKNOWN, "the proof's header is not a linked header")
+        if tip[0] < known[0] + chain["confirmations"]:
+            raise Refuse(ETH_NOT_FINAL, "the step's block needs " +
+                         str(chain["confirmations"]) + " blocks on top")
+        key = rlp_encode_int(proof["position"])
+        transaction = mpt_value(known[3], key, proof["transaction_proof"])
+        if transaction is None:
+            raise Refuse(ETH_RECEIPT_NOT_IN_BLOCK, "the transaction's proof fails under "
+                         "transactionsRoot")
+        receipt = mpt_value(known[2], key, proof["receipt_proof"])
+        if receipt is None:
+            raise Refuse(ETH_RECEIPT_NOT_IN_BLOCK, "the receipt's proof fails under "
+                         "receiptsRoot")
+        decoded = eth_receipt(receipt)
+        if decoded is None:
+            raise Refuse(ETH_RECEIPT_NOT_IN_BLOCK, "the proven value is not a receipt")
+        if not decoded[0]:
+            raise Refuse(ETH_RECEIPT_FAILED, "the transaction reverted")
+        txid = keccak256(transaction)
+        used = "ethused:" + str(chain_id) + ":" + txid.hex()
+        if self.state.has(used):
+            raise Refuse(ETH_TX_USED, "this transaction proved a step already")
+        self.state.set(used, 1)
+        final_height = known[0] + chain["confirmations"]
+        final = self.state.get("ethbest:" + str(chain_id) + ":" + str(final_height))
+        return {"logs": decoded[1], "where": [chain_id, txid, known[0], digest, known[1]],
+                "final": [chain_id, txid, final_height, final[0], final[1]]}
+
+    @method
+    def eth_event(self, chain_id: int, proof: dict, headers: list, address: bytes,
+                  topics: list, data: bytes) -> list:
+        """Records that a final block of an Ethereum chain has a successful receipt with a
+        log of contract ``address`` whose topics start with ``topics`` and whose data is
+        ``data`` (an escrow's Held, Released, Voided or Refunded; a token's Transfer from the
+        pool); returns where: [chain, block hash, height, block hash, time]."""
+        if not isinstance(address, bytes) or not isinstance(topics, list) or \
+                not isinstance(data, bytes):
+            raise Refuse(ETH_PROOF_MALFORMED, "an event is an address, topics and data")
+        fields = self.eth_proven(chain_id, proof, headers)
+        for log in fields["logs"]:
+            if log[0] == address and log[1][:len(topics)] == topics and log[2] == data:
+                self.state.set("ethevent:" + fields["where"][1].hex() + ":" +
+                               str(proof["position"]), fields["where"])
+                return fields["where"]
+        raise Refuse(ETH_EVENT_MISMATCH, "no log of that contract with that event")
+
+    # ----------------------------------------------------- transfers with an Ethereum leg
+
+    @method
+    def eth_accounts(self, chain_id: int, token: bytes, escrow: bytes, pool: bytes,
+                     settlement: bytes) -> None:
+        """The 20-byte addresses an Ethereum chain's steps are matched against: its token and
+        escrow contracts, the pool that pays out and the settlement account that escrow
+        releases to. They stand in for a rule's u64 pool and settlement on that chain."""
+        self.operator()
+        if self.linked(chain_id)["kind"] != KIND_ETHEREUM:
+            raise Refuse(CHAIN_KIND_UNKNOWN, "chain " + str(chain_id) + " is not Ethereum")
+        for address in [token, escrow, pool, settlement]:
+            if not isinstance(address, bytes) or len(address) != 20:
+                raise Refuse(ETH_CHAIN_INVALID, "an Ethereum address is 20 bytes")
+        self.state.set("ethacct:" + str(chain_id), {"token": token, "escrow": escrow,
+                                                    "pool": pool, "settlement": settlement})
+
+    @method
+    def eth_request(self, transfer_id: bytes, rule_id: int, payer, payee, amount: int) -> int:
+        """Step 1 when a side is Ethereum: the payer or payee there is a 20-byte address
+        (the transfer id is then 32 bytes, the escrow's hold id); returns the payout."""
+        rule = self.state.get("rule:" + str(account_of(rule_id)))
+        if rule is None:
+            raise Refuse(RULE_UNKNOWN, "no rule " + str(rule_id))
+        ends = []
+        for chain, account in [[rule["source"], payer], [rule["target"], payee]]:
+            ethereum = self.linked(chain)["kind"] == KIND_ETHEREUM
+            if ethereum and (not isinstance(account, bytes) or len(account) != 20 or
+                             not isinstance(transfer_id, bytes) or len(transfer_id) != 32):
+                raise Refuse(AMOUNT_INVALID, "on Ethereum an account is a 20-byte address and "
+                             "a transfer id 32 bytes")
+            ends.append(account if ethereum else None)
+        payout = self.request(transfer_id, rule_id, 0 if ends[0] else payer,
+                              0 if ends[1] else payee, amount)
+        entry = self.transfer(transfer_id)
+        entry["payer_eth"], entry["payee_eth"] = ends[0], ends[1]
+        self.state.set("xfer:" + transfer_id.hex(), entry)
+        return payout
+
+    def eth_step(self, chain_id: int, proof, headers: list, contract: str, topics: list
+                 ) -> list:
+        """[data of the first matching log, the proven fields] for a step on Ethereum."""
+        accounts = self.state.get("ethacct:" + str(chain_id))
+        if accounts is None:
+            raise Refuse(ETH_CHAIN_INVALID, "chain " + str(chain_id) + " has no accounts set")
+        fields = self.eth_proven(chain_id, proof, headers)
+        for log in fields["logs"]:
+            if log[0] == accounts[contract] and log[1] == topics:
+                return [log[2], fields]
+        raise Refuse(ETH_EVENT_MISMATCH, "no " + contract + " log with the step's topics")
+
+    @method
+    def eth_escrowed(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 2-4 from an Ethereum source: the escrow contract's Held for this transfer."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["request"])
+        rule = entry["rule"]
+        found = self.eth_step(rule["source"], proof, headers, "escrow",
+                              [keccak256(b"Held(bytes32,address,uint256,uint256)"),
+                               transfer_id, word_of(entry["payer_eth"])])
+        data, fields = found
+        if len(data) != 64 or int.from_bytes(data[:32], "big") != entry["amount"]:
+            raise Refuse(ETH_EVENT_MISMATCH, "the hold's amount is not the transfer's")
+        expiry_s = int.from_bytes(data[32:], "big")
+        if expiry_s < entry["requested_s"] + rule["escrow_expiry_s"]:
+            raise Refuse(ETH_EVENT_MISMATCH, "the hold expires before the rule's escrow expiry")
+        entry["hold"] = [0, 0, expiry_s]
+        entry["escrowed_s"] = fields["where"][4]
+        self.save(transfer_id, entry, "escrow", [["escrow", fields["where"]],
+                                                 ["escrow_final", fields["final"]],
+                                                 ["rate", self.here()]])
+
+    @method
+    def eth_paid(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 7-8 on an Ethereum target: the token's Transfer from the pool to the payee."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["payout"])
+        rule = entry["rule"]
+        accounts = self.state.get("ethacct:" + str(rule["target"])) or {"pool": b""}
+        data, fields = self.eth_step(rule["target"], proof, headers, "token",
+                                     [keccak256(b"Transfer(address,address,uint256)"),
+                                      word_of(accounts["pool"]), word_of(entry["payee_eth"])])
+        if data != entry["payout"].to_bytes(32, "big"):
+            raise Refuse(ETH_EVENT_MISMATCH, "the payment is not the transfer's payout")
+        if fields["where"][4] > entry["escrowed_s"] + rule["payout_window_s"]:
+            raise Refuse(PAYOUT_LATE, "the payout's block is past the payout window")
+        self.save(transfer_id, entry, "settle", [["payout", fields["where"]],
+                                                 ["payout_final", fields["final"]],
+                                                 ["payout_seen", self.here()]])
+
+    @method
+    def eth_settled(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """Steps 9-11 from an Ethereum source: the escrow's Released to the settlement."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["settle"])
+        if entry.get("settled"):
+            raise Refuse(WRONG_STATE, "the escrow is settled already")
+        rule = entry["rule"]
+        accounts = self.state.get("ethacct:" + str(rule["source"])) or {"settlement": b""}
+        data, fields = self.eth_step(
+            rule["source"], proof, headers, "escrow",
+            [keccak256(b"Released(bytes32,address,uint256,uint256)"), transfer_id,
+             word_of(accounts["settlement"])])
+        if data != entry["amount"].to_bytes(32, "big") + bytes(32):
+            raise Refuse(ETH_EVENT_MISMATCH, "the release is not the whole escrow")
+        entry["settled"] = True
+        self.save(transfer_id, entry, "settle", [["settle", fields["where"]],
+                                                 ["settle_final", fields["final"]],
+                                                 ["settle_seen", self.here()]])
+
+    @method
+    def eth_refunded(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """The escrow voided back to the payer on an Ethereum source (its Voided event)."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["refund"])
+        rule = entry["rule"]
+        data, fields = self.eth_step(rule["source"], proof, headers, "escrow",
+                                     [keccak256(b"Voided(bytes32,address,uint256)"),
+                                      transfer_id, word_of(entry["payer_eth"])])
+        if data != entry["amount"].to_bytes(32, "big"):
+            raise Refuse(ETH_EVENT_MISMATCH, "the refund is not the whole escrow")
+        self.save(transfer_id, entry, "refunded", [["refund", fields["where"]],
+                                                   ["refund_final", fields["final"]],
+                                                   ["refund_seen", self.here()]])
+
 
 def account_of(value) -> int:
     """``value`` when it is a u64 (an account, a chain id, an amount); Refuse otherwise."""
@@ -948,3 +1228,139 @@ def check_billing_rule(rule) -> dict:
     if checked["price"] == 0:
         raise Refuse(RULE_INVALID, "a billing rule's price is above 0")
     return checked
+
+
+def rlp_item(data: bytes, offset: int, depth: int) -> list:
+    """[item, end] of the RLP item at ``offset``: bytes or a list; None for bad input or a
+    non-canonical encoding (so an item has one encoding, and a header one hash)."""
+    if offset >= len(data) or depth > ETH_RLP_DEPTH_MAX:
+        return None
+    first = data[offset]
+    if first < 0x80:
+        return [data[offset:offset + 1], offset + 1]
+    if first < 0xB8 or 0xC0 <= first < 0xF8:
+        size, start = first - (0x80 if first < 0xC0 else 0xC0), offset + 1
+    else:
+        width = first - (0xB7 if first < 0xC0 else 0xF7)
+        start = offset + 1 + width
+        size = int.from_bytes(data[offset + 1:start], "big")
+        if size < 56 or data[offset + 1] == 0:
+            return None  # not canonical: a short size in the long form, or a leading zero
+    end = start + size
+    if end > len(data) or first == 0x81 and data[start] < 0x80:
+        return None  # a byte below 0x80 is its own encoding: one canonical form per item
+    if first < 0xC0:
+        return [data[start:end], end]
+    items, position = [], start
+    while position < end:
+        found = rlp_item(data, position, depth + 1)
+        if found is None:
+            return None
+        items.append(found[0])
+        position = found[1]
+    return [items, end] if position == end else None
+
+
+def rlp_decode(data):
+    """The item ``data`` holds, whole; None when it is not exactly one RLP item."""
+    if not isinstance(data, bytes):
+        return None
+    found = rlp_item(data, 0, 0)
+    return found[0] if found is not None and found[1] == len(data) else None
+
+
+def rlp_encode_int(value: int) -> bytes:
+    """The RLP of a non-negative integer below 2**16 (a trie key: a position in a block)."""
+    if value == 0:
+        return bytes([0x80])
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return raw if len(raw) == 1 and raw[0] < 0x80 else bytes([0x80 + len(raw)]) + raw
+
+
+def eth_header_fields(header) -> list:
+    """The fields of an Ethereum header in RLP, or None."""
+    if not isinstance(header, bytes) or not 0 < len(header) <= ETH_HEADER_BYTES_MAX:
+        return None
+    fields = rlp_decode(header)
+    if not isinstance(fields, list) or len(fields) < ETH_HEADER_FIELDS_LEAST:
+        return None
+    for field in fields:
+        if not isinstance(field, bytes):
+            return None
+    if len(fields[0]) != 32 or len(fields[ETH_RECEIPTS_ROOT]) != 32 or \
+            len(fields[ETH_TRANSACTIONS_ROOT]) != 32:
+        return None
+    return fields
+
+
+def eth_number(fields: list) -> int:
+    return int.from_bytes(fields[ETH_NUMBER], "big")
+
+
+def eth_time(fields: list) -> int:
+    return int.from_bytes(fields[ETH_TIME], "big")
+
+
+def nibbles(key: bytes) -> list:
+    out = []
+    for byte in key:
+        out.append(byte >> 4)
+        out.append(byte & 15)
+    return out
+
+
+def mpt_value(root: bytes, key: bytes, nodes: list) -> bytes:
+    """The value at ``key`` under ``root`` that the trie ``nodes`` (RLP) prove, or None."""
+    by_hash = {}
+    for node in nodes:
+        if not isinstance(node, bytes):
+            return None
+        by_hash[keccak256(node).hex()] = node
+    path, reference = nibbles(key), root
+    for level in range(ETH_PROOF_NODES_MAX + len(path)):
+        if isinstance(reference, list):
+            node = reference  # a node under 32 bytes lies inside its parent
+        elif isinstance(reference, bytes) and reference.hex() in by_hash:
+            node = rlp_decode(by_hash[reference.hex()])
+        else:
+            return None
+        if not isinstance(node, list):
+            return None
+        if len(node) == 17:
+            if not path:
+                return node[16] or None
+            reference, path = node[path[0]], path[1:]
+        elif len(node) == 2 and isinstance(node[0], bytes) and node[0]:
+            flag = node[0][0] >> 4
+            shared = nibbles(node[0])[2 - flag % 2:]
+            if path[:len(shared)] != shared:
+                return None
+            path = path[len(shared):]
+            if flag >= 2:
+                return node[1] if not path and isinstance(node[1], bytes) else None
+            reference = node[1]
+        else:
+            return None
+        if reference == b"":
+            return None
+    return None
+
+
+def eth_receipt(receipt: bytes) -> list:
+    """[succeeded, logs] of an EIP-2718 receipt, each log [address, topics, data]; or None."""
+    if not receipt:
+        return None
+    fields = rlp_decode(receipt[1:] if receipt[0] <= 0x7F else receipt)
+    if not isinstance(fields, list) or len(fields) != 4 or not isinstance(fields[3], list):
+        return None
+    for log in fields[3]:
+        if not isinstance(log, list) or len(log) != 3 or not isinstance(log[1], list):
+            return None
+    return [fields[0] == b"\x01", fields[3]]
+
+
+def word_of(address) -> bytes:
+    """An address as an event topic: 12 zero bytes, then its 20."""
+    if not isinstance(address, bytes) or len(address) != 20:
+        raise Refuse(ETH_EVENT_MISMATCH, "the transfer names no Ethereum address there")
+    return bytes(12) + address

@@ -16,6 +16,7 @@ from tsunagi.contracts.base import (
     method,
 )
 from tsunagi.contracts.encoding import decode, encode
+from tsunagi.contracts.keccak import keccak256
 from tsunagi.contracts.runtime import (
     Call,
     CallCode,
@@ -29,4 +30,4 @@ from tsunagi.contracts.state import WorldState, verify_proof
 
 __all__ = ["Call", "CallCode", "CallContext", "CallResult", "Contract", "ContractState", "Event",
            "InstalledContract", "OutOfBudget", "Refuse", "Registry", "Runtime", "WorldState",
-           "decode", "encode", "method", "source_sha256", "verify_proof"]
+           "decode", "encode", "keccak256", "method", "source_sha256", "verify_proof"]

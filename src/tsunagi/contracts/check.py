@@ -31,7 +31,8 @@ __all__ = ["ALLOWED_IMPORTS", "CONTRACT_API", "PLAIN_IMPORTS", "REFUSED_ATTRIBUT
 # (deterministic digests). A name that is itself a module is refused (typing holds sys), and
 # from tsunagi.contracts only CONTRACT_API: the rest of the package would reach past the view.
 ALLOWED_IMPORTS = frozenset({"__future__", "typing", "hashlib", "tsunagi.contracts"})
-CONTRACT_API = frozenset({"CallContext", "Contract", "Refuse", "decode", "encode", "method"})
+CONTRACT_API = frozenset({"CallContext", "Contract", "Refuse", "decode", "encode", "keccak256",
+                          "method"})
 # Modules a contract may import whole (``import hashlib``): those with no public module inside.
 PLAIN_IMPORTS = frozenset({"hashlib"})
 # Attributes that lead from a generator, coroutine, traceback or frame to the frames of the
