@@ -910,18 +910,6 @@ class ConnectionContract(Contract):
                          for n in range(1, steps + 1)]
         return bill
 
-
-# The fields of a stored trail step, in order; its n is its key's.
-STEP_FIELDS = ["step", "chain", "txid", "height", "block_hash", "time_s"]
-
-
-def trail_step(n: int, stored: list) -> dict:
-    """A trail step as readers see it: ``{"n": n, "step": ..., ..., "time_s": ...}``."""
-    step = {"n": n}
-    for index in range(len(STEP_FIELDS)):
-        step[STEP_FIELDS[index]] = stored[index]
-    return step
-
     # ------------------------------------------------------------------- the Ethereum leg
 
     @method
@@ -1105,7 +1093,7 @@ def trail_step(n: int, stored: list) -> dict:
         """Steps 2-4 from an Ethereum source: the escrow contract's Held for this transfer."""
         entry = self.transfer(transfer_id)
         self.expect(entry, ["request"])
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         found = self.eth_step(rule["source"], proof, headers, "escrow",
                               [keccak256(b"Held(bytes32,address,uint256,uint256)"),
                                transfer_id, word_of(entry["payer_eth"])])
@@ -1126,7 +1114,7 @@ def trail_step(n: int, stored: list) -> dict:
         """Steps 7-8 on an Ethereum target: the token's Transfer from the pool to the payee."""
         entry = self.transfer(transfer_id)
         self.expect(entry, ["payout"])
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         accounts = self.state.get("ethacct:" + str(rule["target"])) or {"pool": b""}
         data, fields = self.eth_step(rule["target"], proof, headers, "token",
                                      [keccak256(b"Transfer(address,address,uint256)"),
@@ -1146,7 +1134,7 @@ def trail_step(n: int, stored: list) -> dict:
         self.expect(entry, ["settle"])
         if entry.get("settled"):
             raise Refuse(WRONG_STATE, "the escrow is settled already")
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         accounts = self.state.get("ethacct:" + str(rule["source"])) or {"settlement": b""}
         data, fields = self.eth_step(
             rule["source"], proof, headers, "escrow",
@@ -1164,7 +1152,7 @@ def trail_step(n: int, stored: list) -> dict:
         """The escrow voided back to the payer on an Ethereum source (its Voided event)."""
         entry = self.transfer(transfer_id)
         self.expect(entry, ["refund"])
-        rule = entry["rule"]
+        rule = self.rule_of(entry)
         data, fields = self.eth_step(rule["source"], proof, headers, "escrow",
                                      [keccak256(b"Voided(bytes32,address,uint256)"),
                                       transfer_id, word_of(entry["payer_eth"])])
@@ -1173,6 +1161,18 @@ def trail_step(n: int, stored: list) -> dict:
         self.save(transfer_id, entry, "refunded", [["refund", fields["where"]],
                                                    ["refund_final", fields["final"]],
                                                    ["refund_seen", self.here()]])
+
+
+# The fields of a stored trail step, in order; its n is its key's.
+STEP_FIELDS = ["step", "chain", "txid", "height", "block_hash", "time_s"]
+
+
+def trail_step(n: int, stored: list) -> dict:
+    """A trail step as readers see it: ``{"n": n, "step": ..., ..., "time_s": ...}``."""
+    step = {"n": n}
+    for index in range(len(STEP_FIELDS)):
+        step[STEP_FIELDS[index]] = stored[index]
+    return step
 
 
 def account_of(value) -> int:
