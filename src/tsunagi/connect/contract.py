@@ -436,11 +436,14 @@ class ConnectionContract(Contract):
         entry = self.transfer(transfer_id)
         self.expect(entry, ["request"])
         rule = self.rule_of(entry)
-        fields = self.proven(rule["source"], proof, headers)
-        expected = {"kind": KIND_HOLD, "chain_id": rule["source"], "debit": entry["payer"],
-                    "credit": rule["settlement"], "amount": entry["amount"],
-                    "aux2": rule["escrow_authority"], "user_data": entry["tag"]}
-        matches(fields, expected)
+        self.escrow_proven(transfer_id, entry, rule, self.proven(rule["source"], proof, headers))
+
+    def escrow_proven(self, transfer_id: bytes, entry: dict, rule: dict, fields: dict) -> None:
+        """Steps 2-4 once the hold's record is proven (one at a time or in a batch)."""
+        matches(fields, {"kind": KIND_HOLD, "chain_id": rule["source"],
+                         "debit": entry["payer"], "credit": rule["settlement"],
+                         "amount": entry["amount"], "aux2": rule["escrow_authority"],
+                         "user_data": entry["tag"]})
         if fields["aux"] < entry["requested_s"] + rule["escrow_expiry_s"]:
             raise Refuse(RECORD_MISMATCH, "the hold expires before the rule's escrow expiry")
         entry["hold"] = [fields["debit"], fields["sequence"], fields["aux"]]
@@ -467,7 +470,10 @@ class ConnectionContract(Contract):
         entry = self.transfer(transfer_id)
         self.expect(entry, ["payout"])
         rule = self.rule_of(entry)
-        fields = self.proven(rule["target"], proof, headers)
+        self.payout_proven(transfer_id, entry, rule, self.proven(rule["target"], proof, headers))
+
+    def payout_proven(self, transfer_id: bytes, entry: dict, rule: dict, fields: dict) -> None:
+        """Steps 7-8 once the payout's record is proven (one at a time or in a batch)."""
         matches(fields, {"kind": KIND_TRANSFER, "chain_id": rule["target"],
                          "debit": rule["pool"], "credit": entry["payee"],
                          "amount": entry["payout"], "user_data": entry["tag"]})
@@ -485,7 +491,10 @@ class ConnectionContract(Contract):
         if entry.get("settled"):
             raise Refuse(WRONG_STATE, "the escrow is settled already")
         rule = self.rule_of(entry)
-        fields = self.proven(rule["source"], proof, headers)
+        self.settle_proven(transfer_id, entry, rule, self.proven(rule["source"], proof, headers))
+
+    def settle_proven(self, transfer_id: bytes, entry: dict, rule: dict, fields: dict) -> None:
+        """Steps 9-11 once the post's record is proven (one at a time or in a batch)."""
         matches(fields, {"kind": KIND_POST, "chain_id": rule["source"],
                          "debit": rule["escrow_authority"], "credit": entry["payer"],
                          "aux": entry["hold"][1], "amount": entry["amount"],
@@ -704,19 +713,8 @@ class ConnectionContract(Contract):
             item, entry = pair
             self.expect(entry, ["request"])
             rule = self.rule_of(entry)
-            fields = self.proven_item(proven, item[1], item[2], item[3])
-            matches(fields, {"kind": KIND_HOLD, "chain_id": rule["source"],
-                             "debit": entry["payer"], "credit": rule["settlement"],
-                             "amount": entry["amount"], "aux2": rule["escrow_authority"],
-                             "user_data": entry["tag"]})
-            if fields["aux"] < entry["requested_s"] + rule["escrow_expiry_s"]:
-                raise Refuse(RECORD_MISMATCH, "the hold expires before the rule's escrow "
-                             "expiry")
-            entry["hold"] = [fields["debit"], fields["sequence"], fields["aux"]]
-            entry["escrowed_s"] = fields["where"][4]
-            self.save(item[0], entry, "escrow", [["escrow", fields["where"]],
-                                                 ["escrow_final", fields["final"]],
-                                                 ["rate", self.here()]])
+            self.escrow_proven(item[0], entry, rule,
+                               self.proven_item(proven, item[1], item[2], item[3]))
         self.each(pairs, step)
 
     @method
@@ -736,15 +734,8 @@ class ConnectionContract(Contract):
             item, entry = pair
             self.expect(entry, ["payout"])
             rule = self.rule_of(entry)
-            fields = self.proven_item(proven, item[1], item[2], item[3])
-            matches(fields, {"kind": KIND_TRANSFER, "chain_id": rule["target"],
-                             "debit": rule["pool"], "credit": entry["payee"],
-                             "amount": entry["payout"], "user_data": entry["tag"]})
-            if fields["where"][4] > entry["escrowed_s"] + rule["payout_window_s"]:
-                raise Refuse(PAYOUT_LATE, "the payout's block is past the payout window")
-            self.save(item[0], entry, "settle", [["payout", fields["where"]],
-                                                 ["payout_final", fields["final"]],
-                                                 ["payout_seen", self.here()]])
+            self.payout_proven(item[0], entry, rule,
+                               self.proven_item(proven, item[1], item[2], item[3]))
         self.each(pairs, step)
 
     @method
@@ -760,15 +751,8 @@ class ConnectionContract(Contract):
             if entry.get("settled"):
                 raise Refuse(WRONG_STATE, "the escrow is settled already")
             rule = self.rule_of(entry)
-            fields = self.proven_item(proven, item[1], item[2], item[3])
-            matches(fields, {"kind": KIND_POST, "chain_id": rule["source"],
-                             "debit": rule["escrow_authority"], "credit": entry["payer"],
-                             "aux": entry["hold"][1], "amount": entry["amount"],
-                             "user_data": entry["tag"]})
-            entry["settled"] = True
-            self.save(item[0], entry, "settle", [["settle", fields["where"]],
-                                                 ["settle_final", fields["final"]],
-                                                 ["settle_seen", self.here()]])
+            self.settle_proven(item[0], entry, rule,
+                               self.proven_item(proven, item[1], item[2], item[3]))
         self.each(pairs, step)
 
     @method
