@@ -29,7 +29,6 @@ from tsunagi.connect import contract as cc
 from tsunagi.connect.journal import Journal
 from tsunagi.connect.node import ConnectionNode
 from tsunagi.connect.tsunagi_chain import TsunagiConnector
-from tsunagi.contracts import encoding
 from tsunagi.contracts.chain import ChainContracts
 from tsunagi.contracts.runtime import CallCode, source_sha256
 from tsunagi.core.block import decode_block
@@ -252,10 +251,8 @@ class Deployment:
     # ------------------------------------------------------------------- reading the state
 
     def _items(self, prefix: str):
-        full = _PREFIX + prefix.encode()
-        for key, value in self.contracts.state.items():
-            if key.startswith(full):
-                yield key[len(full):].decode(), encoding.decode(value)
+        for key, value in self.contracts.decoded_under(_PREFIX + prefix.encode()):
+            yield key.decode(), value
 
     def _named(self, shown: dict) -> dict:
         shown["payer_name"] = self.name_of(shown["source"], shown["payer"])

@@ -90,6 +90,14 @@ class ChainContracts:
     def undo_block(self, height: int) -> None:
         self.state.undo_block(height)
 
+    def decoded_under(self, prefix: bytes):
+        """(the rest of the key, the decoded value) of every stored key that starts with
+        ``prefix`` (a contract's name, a zero byte, then its own key's start), in slot order;
+        read from a snapshot of the keys, so a block applied meanwhile does not break it."""
+        for key, value in list(self.state.items()):
+            if key.startswith(prefix):
+                yield key[len(prefix):], encoding.decode(value)
+
     def snapshot(self) -> bytes:
         return self.state.to_bytes()
 

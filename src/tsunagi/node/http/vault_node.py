@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from tsunagi import errors
-from tsunagi.contracts import encoding
 from tsunagi.contracts.chain import call_record
 from tsunagi.core import keys
 from tsunagi.core.codes import Result
@@ -190,10 +189,7 @@ class NodeVault:
     # --- reads for the pages, on the vault thread ----------------------------------------
 
     def _entries(self, prefix: bytes):
-        whole = STATE_PREFIX + prefix
-        for key, value in list(self.contracts.state.items()):
-            if key.startswith(whole):
-                yield key[len(whole):], encoding.decode(value)
+        return self.contracts.decoded_under(STATE_PREFIX + prefix)
 
     def documents(self) -> list[dict]:
         """Every document on the chain, oldest first: id, title, threshold, holders, parts."""
