@@ -702,20 +702,29 @@ class ConnectionContract(Contract):
         self.each(items, lambda item: payouts.append(self.request(*item)))
         return payouts
 
-    @method
-    def escrowed_many(self, block: dict, items: list, headers: list) -> None:
-        """Steps 2-4 for many: items [transfer_id, record, position, path] of one block."""
+    def proven_many(self, block: dict, items: list, headers: list, side: str, state: str,
+                    applied, unsettled: bool = False) -> None:
+        """A batched proven step: items [transfer_id, record, position, path] of one block of
+        each transfer's ``side`` chain, each transfer in ``state`` (and, with ``unsettled``,
+        its escrow not settled yet); ``applied(transfer_id, entry, rule, fields)`` is what the
+        single method does once its record is proven."""
         self.batch(items, 4)
-        chain, pairs = self.entries_on(items, "source")
+        chain, pairs = self.entries_on(items, side)
         proven = self.proven_block(chain, block, headers)
 
         def step(pair) -> None:
             item, entry = pair
-            self.expect(entry, ["request"])
-            rule = self.rule_of(entry)
-            self.escrow_proven(item[0], entry, rule,
-                               self.proven_item(proven, item[1], item[2], item[3]))
+            self.expect(entry, [state])
+            if unsettled and entry.get("settled"):
+                raise Refuse(WRONG_STATE, "the escrow is settled already")
+            applied(item[0], entry, self.rule_of(entry),
+                    self.proven_item(proven, item[1], item[2], item[3]))
         self.each(pairs, step)
+
+    @method
+    def escrowed_many(self, block: dict, items: list, headers: list) -> None:
+        """Steps 2-4 for many: items [transfer_id, record, position, path] of one block."""
+        self.proven_many(block, items, headers, "source", "request", self.escrow_proven)
 
     @method
     def confirm_many(self, items: list) -> None:
@@ -726,34 +735,13 @@ class ConnectionContract(Contract):
     @method
     def paid_many(self, block: dict, items: list, headers: list) -> None:
         """Steps 7-8 for many: items [transfer_id, record, position, path] of one block."""
-        self.batch(items, 4)
-        chain, pairs = self.entries_on(items, "target")
-        proven = self.proven_block(chain, block, headers)
-
-        def step(pair) -> None:
-            item, entry = pair
-            self.expect(entry, ["payout"])
-            rule = self.rule_of(entry)
-            self.payout_proven(item[0], entry, rule,
-                               self.proven_item(proven, item[1], item[2], item[3]))
-        self.each(pairs, step)
+        self.proven_many(block, items, headers, "target", "payout", self.payout_proven)
 
     @method
     def settled_many(self, block: dict, items: list, headers: list) -> None:
         """Steps 9-11 for many: items [transfer_id, record, position, path] of one block."""
-        self.batch(items, 4)
-        chain, pairs = self.entries_on(items, "source")
-        proven = self.proven_block(chain, block, headers)
-
-        def step(pair) -> None:
-            item, entry = pair
-            self.expect(entry, ["settle"])
-            if entry.get("settled"):
-                raise Refuse(WRONG_STATE, "the escrow is settled already")
-            rule = self.rule_of(entry)
-            self.settle_proven(item[0], entry, rule,
-                               self.proven_item(proven, item[1], item[2], item[3]))
-        self.each(pairs, step)
+        self.proven_many(block, items, headers, "source", "settle", self.settle_proven,
+                         unsettled=True)
 
     @method
     def complete_many(self, items: list) -> None:
