@@ -421,3 +421,25 @@ def test_a_document_with_255_holders_opens_with_the_last_holders_fragment(world)
     outcome = world.approve("lawyer", request_id)
     assert outcome.status == "opened" and outcome.approvals == (1, 255)
     assert world.vault.receive(request_id, reply) == WILL
+
+
+def test_the_audit_trail_follows_the_chain_when_blocks_are_undone(world):
+    """The trail is read incrementally; when the chain's tip is undone (a reorganisation), the
+    steps of the undone blocks leave it, and the steps of the blocks that replace them enter."""
+    document_id = world.will()
+    request_id, _ = world.request(document_id)
+    world.approve("person", request_id)
+    assert [step.method for step in world.vault.audit_trail(request_id)] \
+        == ["request_open", "approve"]
+    world.ledger.disconnect_blocks(1)  # the person's approval undone, read at a lower tip
+    assert [step.method for step in world.vault.audit_trail(request_id)] == ["request_open"]
+    world.approve("guardian", request_id)
+    assert [step.account for step in world.vault.audit_trail(request_id)][-1] \
+        == world.account["guardian"]
+    world.ledger.disconnect_blocks(1)  # and the guardian's, replaced at the same height
+    world.approve("lawyer", request_id)
+    trail = world.vault.audit_trail(request_id)
+    assert [(step.method, step.account) for step in trail] == [
+        ("request_open", world.account["guardian"]), ("approve", world.account["lawyer"])]
+    assert trail == [step for step in world.vault.audit_trail()
+                     if step.request_id == request_id]
