@@ -78,3 +78,8 @@ batch_transfers_per_call = 100
 # Transfers one unproven batched call carries (request_many, confirm_many, complete_many):
 # 200 (the contract's cap) took at most 33,213 steps and 4,221 bytes of arguments.
 batch_plain_per_call = 200
+# Certificate signatures the connection node puts in one call when it feeds a consortium
+# chain's headers to the contract: each costs the contract tsunagi.contracts.limits'
+# signature_steps (250), so 192 take ~48,000 of a call's 100,000 steps and leave the rest for
+# the headers' writes and the step the last run travels with (a 4-validator chain: 64 headers).
+certificate_signatures_per_call = 192

@@ -185,18 +185,28 @@ class ConnectionNode:
                         raise
                     del self._intents[key]  # it can never apply: its step prepares anew
 
-    def _headers(self, connector: TsunagiConnector) -> list[bytes]:
-        """The linked chain's headers the contract does not know yet (a bounded run)."""
+    def _headers(self, connector: TsunagiConnector) -> tuple[list, bool]:
+        """The linked chain's headers the contract does not know yet (a run as long as a
+        call may carry; on a consortium chain, as many certificates as a call's steps can
+        check) and whether more follow them."""
         tip = self.stored(f"tip:{connector.chain_id}")[0]
-        return connector.headers_between(tip + 1, tip + 1 + contract.HEADERS_PER_CALL_MAX)
+        headers = connector.headers_between(tip + 1, tip + 1 + contract.HEADERS_PER_CALL_MAX)
+        more = len(headers) == contract.HEADERS_PER_CALL_MAX
+        if connector.certified:
+            signatures = 0
+            for n, (_, certificate) in enumerate(headers):
+                signatures += int.from_bytes(certificate[4:6], "little")
+                if n and signatures > limits.certificate_signatures_per_call:
+                    return headers[:n], True
+        return headers, more
 
-    def _caught_up(self, connector: TsunagiConnector) -> list[bytes]:
+    def _caught_up(self, connector: TsunagiConnector) -> list:
         """The last run of headers the contract lacks: the runs before it go in calls of
         their own, as many as a call may carry."""
-        headers = self._headers(connector)
-        while len(headers) == contract.HEADERS_PER_CALL_MAX:
+        headers, more = self._headers(connector)
+        while more:
             self._step("headers", [connector.chain_id, headers])
-            headers = self._headers(connector)
+            headers, more = self._headers(connector)
         return headers
 
     def _prove(self, method: str, transfer_id: bytes, connector: TsunagiConnector,
