@@ -1,4 +1,4 @@
-"""ConnectionChain with a consortium chain linked: its blocks are final once validators holding
+"""ConnectionChain with consortium chains, linked and as the connection chain itself: its blocks are final once validators holding
 more than two thirds of the weight sign them, and the connection contract believes a step
 there only from the block's header and its commit certificate, checked against the validator
 set it follows from the genesis set through the certificates alone.
@@ -7,7 +7,9 @@ Method: chain A and chain B are real Ledgers in temporary directories; either (o
 consortium chain of four validators (weight 1 each) whose blocks are decided in this process
 (ConsortiumChain.commit_with_keys, the development mode: three of the four keys sign each
 block's precommits); the other is a proof-of-work chain. The connection chain runs the
-connection contract, the ConnectionNode drives demo 1 through it. Lies are real blocks of the
+connection contract, the ConnectionNode drives demo 1 through it; the connection chain may be
+a consortium chain too (its own four validators deciding each call's block), the contract
+unchanged. Lies are real blocks of the
 consortium chain with their certificates altered (too little weight, a forged signature, a
 signer outside the set, outsiders' signatures, a truncated certificate, work in the header, a
 second block at a final height): each refused with its code, nothing recorded. A validator set
@@ -22,10 +24,16 @@ import pytest
 from tsunagi import hashing
 from tsunagi.connect import contract as cc
 from tsunagi.connect.codes import ConnectCode
+from tsunagi.connect.connection_chain import LocalConnectionChain
 from tsunagi.connect.journal import Journal
 from tsunagi.connect.node import ConnectionNode
 from tsunagi.connect.tsunagi_chain import LedgerChain, TsunagiConnector, check_step
-from tsunagi.consensus.certificate import Certificate, make_certificate
+from tsunagi.consensus.certificate import (
+    Certificate,
+    CertResult,
+    check_certificate,
+    make_certificate,
+)
 from tsunagi.consensus.consortium import ConsortiumChain
 from tsunagi.consensus.validators import approve_update
 from tsunagi.contracts.chain import ChainContracts
@@ -78,9 +86,16 @@ class World:
         operator_key = PrivateKey.generate()
         config = ChainConfig(name="connection", chain_id=CHAIN_C, asset_code="CON",
                              allocations=((operator_key.public_key, 1),),
-                             contracts=(("connection", bytes.fromhex(source_sha256(TARGET))),))
+                             contracts=(("connection", bytes.fromhex(source_sha256(TARGET))),),
+                             validators=tuple((key.public_key, 1) for key in self.validators)
+                             if "c" in consortium else ())
         self.contracts = ChainContracts(config, {"connection": TARGET})
         self.c = Ledger.create(tmp_path / "c", config, threads=1, calls=self.contracts)
+        connection = self.c
+        if "c" in consortium:  # the connection chain itself decided by four validators
+            self.consortia[CHAIN_C] = ConsortiumChain(self.c, threads=1)
+            connection = LocalConnectionChain(self.c, self.contracts, self.consortia[CHAIN_C],
+                                              self.validators[1:])
         self.connector_a = TsunagiConnector(self.access[CHAIN_A], self.keys_a,
                                             authority=AUTHORITY_A, settlement=SETTLEMENT_A,
                                             now_s=self.clock)
@@ -88,7 +103,7 @@ class World:
                                             authority=AUTHORITY_B, settlement=SHOP,
                                             now_s=self.clock)
         self.node = ConnectionNode(
-            self.c, self.contracts, operator_account=OPERATOR, operator_key=operator_key,
+            connection, self.contracts, operator_account=OPERATOR, operator_key=operator_key,
             connectors={CHAIN_A: self.connector_a, CHAIN_B: self.connector_b},
             journal=Journal(tmp_path / "journal"), confirm=confirm, now_s=self.clock)
         self.ok("setup", [CHAIN_C, [OPERATOR]])
@@ -164,7 +179,7 @@ def world(tmp_path):
     made.close()
 
 
-@pytest.mark.parametrize("consortium", ["a", "b", "ab"])
+@pytest.mark.parametrize("consortium", ["a", "b", "ab", "c", "abc"])
 def test_demo_one_completes_with_every_step_proven_by_certificates(tmp_path, consortium):
     world = World(tmp_path, consortium)
     try:
@@ -178,6 +193,15 @@ def test_demo_one_completes_with_every_step_proven_by_certificates(tmp_path, con
             # The contract's light client is at the chain's tip: instant finality, no
             # confirmations asked of a consortium chain.
             assert world.node.stored(f"tip:{chain_id}")[0] == ledger.height - 1
+        if "c" in consortium:
+            # The trail's own steps stand in blocks the connection chain's validators signed.
+            chain = world.consortia[CHAIN_C]
+            for height in {step["height"] for step in entry["trail"]
+                           if step["chain"] == CHAIN_C}:
+                block = decode_block(world.c.block(height))
+                assert check_certificate(bytes(block.seal), block.hash, height, chain.chain_id,
+                                         chain.validators_at(height),
+                                         chain.validators_at(height + 1)) is CertResult.ok
     finally:
         world.close()
 

@@ -64,7 +64,8 @@ class ConnectionNode:
     ``operator_account``; ``connectors`` by linked chain id; ``confirm(transfer_id, entry)``
     is the payee's hook (True: fulfil the order); ``now_s`` fixes block times (tests).
     With ``contracts`` None, ``ledger`` is a ConnectionChain: a NodeConnectionChain drives
-    the connection chain of a node process."""
+    the connection chain of a node process; a LocalConnectionChain (with ``contracts``) one
+    decided here by a consortium's validators."""
 
     def __init__(self, ledger, contracts: ChainContracts | None, *, operator_account: int,
                  operator_key: PrivateKey, connectors: Mapping[int, TsunagiConnector],
@@ -72,6 +73,7 @@ class ConnectionNode:
                  contract_number: int = 1, now_s: Callable[[], int] | None = None) -> None:
         self.ledger, self.contracts = ledger, contracts
         self.chain: ConnectionChain = ledger if contracts is None \
+            else ledger if isinstance(ledger, LocalConnectionChain) \
             else LocalConnectionChain(ledger, contracts)
         self.operator_account, self.operator_key = operator_account, operator_key
         self.connectors = dict(connectors)
