@@ -254,6 +254,8 @@ class TsunagiConnector:
     process, or any :class:`ChainAccess` (:class:`RemoteTsunagiConnector` passes a
     :class:`NodeChain`)."""
 
+    kind = contract.KIND_TSUNAGI_POW  # the connection contract's kind of this chain
+
     def __init__(self, ledger, keys: Mapping[int, PrivateKey], *, authority: int,
                  settlement: int, now_s=None) -> None:
         self.chain: ChainAccess = LedgerChain(ledger) if hasattr(ledger, "config") else \
