@@ -21,6 +21,7 @@ from eth_account import Account
 from eth_hash.auto import keccak
 
 from tsunagi.connect import contract as cc
+from tsunagi.connect.codes import ConnectCode
 from tsunagi.connect.eth_proof import EthereumLightClient, expect
 from tsunagi.connect.ethereum import EthereumChain, EthereumConnector
 from tsunagi.connect.journal import Journal
@@ -372,6 +373,11 @@ class Crash(BaseException):
     """The connection node killed at an injected point."""
 
 
+def dies(transfer_id, entry):
+    """A shop's hook during which the node is killed."""
+    raise Crash
+
+
 def test_a_hold_sent_back_by_a_stranger_while_the_node_was_down_is_proven_expired(tmp_path):
     answers = [Crash, True]
 
@@ -398,6 +404,39 @@ def test_a_hold_sent_back_by_a_stranger_while_the_node_was_down_is_proven_expire
         assert world.t.balance(SHOP) == 1  # the late payout was aborted, never sent
         recheck(world, entry["trail"])
         world.assert_conserved()
+    finally:
+        world.close()
+
+
+def test_the_expired_step_believes_only_the_escrows_refund_of_that_hold(tmp_path):
+    world = World(tmp_path, confirm=dies)
+    try:
+        with pytest.raises(Crash):  # the node dies while it asks the shop
+            pay_from_eth(world)
+        entry = world.node.state_of(TRANSFER)
+        held = world.connector_eth.find(entry["trail"][1]["txid"])
+        paid = world.connector_eth.transfer(world.authority.address, world.shop, 390)
+
+        def refused(txid):
+            before = world.node.state_of(TRANSFER)
+            result = world.node.call("eth_expired", [
+                TRANSFER, world.connector_eth.find(txid).to_contract(),
+                world.connector_eth.headers_between(entry["trail"][1]["height"] + 1,
+                                                    world.eth.height() + 1)])
+            assert result.code is CallCode.refused
+            assert world.node.state_of(TRANSFER) == before  # nothing recorded
+            return ConnectCode(result.refuse_code)
+
+        assert refused(held.txid) is ConnectCode.eth_tx_used
+        assert refused(paid.txid) is ConnectCode.eth_event_mismatch
+        world.later(EXPIRY_S + 1)
+        back = world.connector_eth.refund_expired(TRANSFER)
+        world.ok("eth_expired", [TRANSFER, world.connector_eth.find(back.txid).to_contract(),
+                                 world.connector_eth.headers_between(
+                                     world.node.stored(f"ethtip:{ETH}")[0] + 1,
+                                     world.eth.height() + 1)])
+        assert world.node.state_of(TRANSFER)["state"] == "expired"
+        assert world.balance(world.payer) == 1000
     finally:
         world.close()
 
