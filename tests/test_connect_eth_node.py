@@ -408,6 +408,33 @@ def test_a_hold_sent_back_by_a_stranger_while_the_node_was_down_is_proven_expire
         world.close()
 
 
+def test_a_node_down_past_the_expiry_after_the_payout_gets_the_release_refused(world):
+    call = world.node.call
+
+    def dies_after_the_payout(method, args):
+        result = call(method, args)
+        if method == "paid":
+            raise Crash
+        return result
+
+    world.node.call = dies_after_the_payout
+    with pytest.raises(Crash):
+        pay_from_eth(world)
+    assert world.node.state_of(TRANSFER)["state"] == "settle"
+    world.later(EXPIRY_S + 1)  # the node comes back after the escrow's expiry
+    world.restart()
+    entry = world.node.resume()[TRANSFER]
+    # The escrow refused the release and the hold went back: the payout stands, paid once,
+    # and the exchange bears it (why the window is far shorter than the expiry).
+    assert entry["state"] == "expired"
+    assert [step["step"] for step in entry["trail"]][-3:] == [
+        "expired", "expired_final", "expired_seen"]
+    assert world.balance(world.payer) == 1000 and world.balance(world.settlement) == 0
+    assert world.t_payouts() == 1 and world.t.balance(SHOP) == 1 + PAYOUT_FROM_ETH
+    recheck(world, entry["trail"])
+    world.assert_conserved()
+
+
 def test_the_expired_step_believes_only_the_escrows_refund_of_that_hold(tmp_path):
     world = World(tmp_path, confirm=dies)
     try:
