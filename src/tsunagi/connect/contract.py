@@ -1237,6 +1237,33 @@ class ConnectionContract(Contract):
                                                    ["refund_final", fields["final"]],
                                                    ["refund_seen", self.here()]])
 
+    # ---------------------------------------------- an Ethereum escrow's expiry (the node)
+    # An Ethereum escrow does not return an expired hold by itself, as a tsunagi ledger does:
+    # someone sends refund_expired (the node, or the payer without it), which the escrow
+    # refuses before the expiry. Its Refunded event, proven, ends the transfer "expired" from
+    # any state the hold is still in escrow in; release is refused from then on, so the money
+    # went back to the payer and nowhere else.
+
+    @method
+    def eth_expired(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """The escrow's hold returned to the payer after its expiry, on an Ethereum source
+        (the escrow's Refunded event of the whole amount, in a block at the expiry or later)."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["escrow", "payout", "refund", "settle"])
+        if entry.get("settled"):
+            raise Refuse(WRONG_STATE, "the escrow is settled already")
+        rule = self.rule_of(entry)
+        data, fields = self.eth_step(rule["source"], proof, headers, "escrow",
+                                     [keccak256(b"Refunded(bytes32,address,uint256)"),
+                                      transfer_id, word_of(entry["payer_eth"])])
+        if data != entry["amount"].to_bytes(32, "big"):
+            raise Refuse(ETH_EVENT_MISMATCH, "the refund is not the whole escrow")
+        if fields["where"][4] < entry["hold"][2]:
+            raise Refuse(NOT_EXPIRED, "the refund's block is before the escrow's expiry")
+        self.save(transfer_id, entry, "expired", [["expired", fields["where"]],
+                                                  ["expired_final", fields["final"]],
+                                                  ["expired_seen", self.here()]])
+
 
 # The fields of a stored trail step, in order; its n is its key's.
 STEP_FIELDS = ["step", "chain", "txid", "height", "block_hash", "time_s"]

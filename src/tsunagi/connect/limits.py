@@ -43,6 +43,11 @@ eth_call_gas = 300_000
 # that is further behind calls again from where the last answer ended.
 follow_headers_max = 1024
 
+# Ethereum headers one call of the connection contract takes (eth_headers, or the headers
+# beside a step's proof): a header is about 610 bytes, so 64 are 39 KiB of a call's 64 KiB of
+# arguments, leaving room for the step's proof; a node further behind sends runs of 64 first.
+eth_headers_per_call = 64
+
 # --- the connection node's journal (tsunagi.connect.journal) --------------------------------------
 
 # One journal entry: an intent carries one signed 128-byte record (hex, with its 64-byte

@@ -279,6 +279,7 @@ class TsunagiConnector:
     process, or any :class:`ChainAccess` (:class:`RemoteTsunagiConnector` passes a
     :class:`NodeChain`)."""
 
+
     def __init__(self, ledger, keys: Mapping[int, PrivateKey], *, authority: int,
                  settlement: int, now_s=None) -> None:
         self.chain: ChainAccess = LedgerChain(ledger) if hasattr(ledger, "submit_batch") \
@@ -507,6 +508,11 @@ class TsunagiConnector:
     def certified(self) -> bool:
         """Whether the chain is a consortium chain, whose headers travel with certificates."""
         return self.chain.config.is_consortium
+
+    @property
+    def kind(self) -> str:
+        """The connection contract's kind of this chain."""
+        return contract.KIND_TSUNAGI_BFT if self.certified else contract.KIND_TSUNAGI_POW
 
     def headers_between(self, first: int, end: int) -> list:
         """What a light client is fed of blocks ``first..end-1``: their 80-byte headers, or
