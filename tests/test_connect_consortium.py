@@ -31,6 +31,7 @@ from tsunagi.connect.tsunagi_chain import LedgerChain, TsunagiConnector, check_s
 from tsunagi.consensus.certificate import (
     Certificate,
     CertResult,
+    ValidatorSet,
     check_certificate,
     make_certificate,
 )
@@ -403,3 +404,82 @@ def test_a_consortium_chain_far_ahead_is_caught_up_in_calls_its_steps_allow(worl
     assert world.node.stored(f"tip:{CHAIN_A}")[0] == world.a.height - 1
     runs = [result for result in world.contracts.results.values() if result.steps > 40_000]
     assert runs and max(result.steps for result in runs) < 100_000
+
+
+# ------------------------------------------- the connection chain as validator processes
+
+
+def test_demo_one_through_a_connection_chain_of_four_validator_processes(tmp_path):
+    """The connection chain is four `tsunagi node --validator-key` processes running the
+    connection contract; the connection node reaches one of them through the node client.
+    Its calls are relayed to the other validators with their payloads, so whichever proposes
+    takes them; a transfer completes with every call in a certified block, and again with
+    one validator SIGKILLed."""
+    import shutil
+
+    import net_helpers
+    from net_helpers import NetNode, free_ports, wait_until
+
+    from tsunagi.connect.connection_chain import NodeConnectionChain
+    from tsunagi.core.keyfile import save_key
+    from tsunagi.node.client import Client
+
+    net_helpers.ENV["TSUNAGI_PASSPHRASE"] = "connection validators"
+    world = World(tmp_path, "")
+    operator_key = PrivateKey.generate()
+    config = ChainConfig(
+        name="connection", chain_id=CHAIN_C, asset_code="CON",
+        allocations=((operator_key.public_key, 1),),
+        contracts=(("connection", bytes.fromhex(source_sha256(TARGET))),),
+        validators=tuple((key.public_key, 1) for key in VALIDATORS[:4]),
+        timeout_propose_ms=800, timeout_prevote_ms=400, timeout_precommit_ms=400,
+        timeout_delta_ms=200, block_wait_ms=20)
+    first = tmp_path / "c0"
+    Ledger.create(first, config, threads=1).close()
+    dirs = [first] + [shutil.copytree(first, tmp_path / f"c{n}") for n in range(1, 4)]
+    files = [save_key(tmp_path / f"v{n}.key", key, net_helpers.ENV["TSUNAGI_PASSPHRASE"],
+                      scrypt_n=1024) for n, key in enumerate(VALIDATORS[:4])]
+    ports = free_ports(4)
+    nodes = [NetNode(dirs[n], ports[n], [f"127.0.0.1:{ports[m]}" for m in range(4) if m != n],
+                     mine=False, extra=("--validator-key", str(files[n]), "--contract",
+                                        f"connection={TARGET}")) for n in range(4)]
+    client = None
+    try:
+        for node in nodes:
+            node.start()
+        wait_until(lambda: all(node.status().height >= 1 for node in nodes),
+                   "the validators deciding blocks")
+        client = Client("127.0.0.1", ports[0])
+        node = ConnectionNode(
+            NodeConnectionChain(client), None, operator_account=OPERATOR,
+            operator_key=operator_key,
+            connectors={CHAIN_A: world.connector_a, CHAIN_B: world.connector_b},
+            journal=Journal(tmp_path / "validators.journal"), confirm=lambda *_: True,
+            now_s=None)
+        for method, args in [("setup", [CHAIN_C, [OPERATOR]])] + [
+                ("add_chain", [ledger.config.chain_id, cc.KIND_TSUNAGI_POW,
+                               decode_block(ledger.block(0)).hash, ledger.config.bits, 0])
+                for ledger in (world.a, world.b)] + [("add_rule", [RULE])]:
+            assert node.call(method, args).code is CallCode.ok, method
+        world.connector_a.now_s = world.connector_b.now_s = None  # the nodes' own clocks
+        entry = node.pay(b"through-validators", 7, HANAKO, SHOP, 110)
+        assert entry["state"] == "complete"
+        assert [step["step"] for step in entry["trail"]] == TWELVE
+        genesis = decode_block(client.block(0)).hash
+        heights = {step["height"] for step in entry["trail"] if step["chain"] == CHAIN_C}
+        validators = ValidatorSet(tuple((key.public_key, 1) for key in VALIDATORS[:4]))
+        for height in heights:
+            block = decode_block(client.block(height))
+            assert check_certificate(bytes(block.seal), block.hash, height, genesis,
+                                     validators, validators) is CertResult.ok
+        nodes[3].stop(kill=True)
+        again = node.pay(b"one-validator-down", 7, HANAKO, SHOP, 60)
+        assert again["state"] == "complete"
+        node.journal.close()
+        world.assert_conserved()
+    finally:
+        if client is not None:
+            client.close()
+        for validator in nodes:
+            validator.stop()
+        world.close()

@@ -107,9 +107,14 @@ def _run_partition(nodes: list[NetNode], cut, mend) -> None:
         if not b_won:
             assert decode_block(client.block(a_tip[0])).hash == a_tip[1], "neither branch won"
     loser_tip, seen_on_loser = (a_tip, seen_on_a) if b_won else (b_tip, seen_on_b)
-    first = balances(nodes[0], ACCOUNTS)
-    for node in nodes[1:]:
-        assert (balances(node, ACCOUNTS) == first).all()
+    # The loser's records go back to the miners and may make a block just after the tips
+    # met: the nodes agree once they hold the same tip and the same balances at one reading.
+    def agreed():
+        tip = _converged(nodes)
+        first = balances(nodes[0], ACCOUNTS)
+        same = all((balances(node, ACCOUNTS) == first).all() for node in nodes[1:])
+        return bool(tip and same and _converged(nodes) == tip)
+    wait_until(agreed, lambda: f"the nodes to hold the same balances at one tip ({tips(nodes)})")
     networks = []
     for node in nodes:
         with node.client() as client:

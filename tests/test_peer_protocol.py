@@ -24,6 +24,7 @@ from test_protocol import signed_record, submit_batches
 from test_protocol_fuzz import mutate
 
 from tsunagi import hashing
+from tsunagi.contracts.chain import call_record
 from tsunagi.core.block import BLOCK_BYTES_MIN, ZERO_HASH, decode_block, encode_block, mine_header
 from tsunagi.core.config import BITS_DEVELOPMENT
 from tsunagi.errors import ProtocolError
@@ -56,8 +57,16 @@ peer_messages = st.one_of(
     st.builds(p.Announce, u64, header80),
     submit_batches().map(lambda batch: p.Relay(batch.records, batch.signatures,
                                                batch.batches)),
+    st.builds(lambda sequence, name, signature: _relayed_call(sequence, name, signature),
+              st.integers(1, 2**32), st.text("abcdefgh", min_size=1, max_size=12),
+              st.binary(min_size=64, max_size=64)),
     st.builds(p.GetPeers), st.builds(p.Peers, st.lists(addresses, max_size=12).map(tuple)),
 )
+
+
+def _relayed_call(sequence: int, name: str, signature: bytes) -> p.RelayCalls:
+    record, payload = call_record(7, sequence, 1, 1, "register", [name])
+    return p.RelayCalls(record, signature, (payload,))
 
 
 def peer_reader() -> p.FrameReader:
@@ -288,7 +297,7 @@ def corpus() -> list[bytes]:
         p.GetHeaders((HASH, bytes(32)), 100, bytes(32)), p.Headers(bytes(range(80)) * 3),
         p.Headers(b""), p.GetBlocks((HASH, bytes(32))), p.NotFound((HASH,)),
         p.BlockData(bytes(range(100))), p.Announce(4, bytes(range(80))),
-        p.Relay(records, bytes(64), entry), p.GetPeers(),
+        p.Relay(records, bytes(64), entry), _relayed_call(3, "name", bytes(64)), p.GetPeers(),
         p.Peers((p.PeerAddress("10.0.0.1", 8335), p.PeerAddress("node.example", 1))),
         p.Error(p.ErrorCode.misbehaving, "bad header"), p.Ping(),
     ]

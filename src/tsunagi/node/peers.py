@@ -507,12 +507,15 @@ class PeerNetwork:
         return True
 
     def relay_records(self, records, signatures, batches, source: _Link | None = None,
-                      again: bool = False) -> None:
+                      again: bool = False, payloads: tuple | None = None) -> None:
         """Sends records to the peers (those that mine, when this node mines); once, unless
-        ``again`` (the node's own records still waiting for a block)."""
+        ``again`` (the node's own records still waiting for a block). Calls go with their
+        ``payloads`` (in record order) as a relay_calls, which carries no batches."""
         if not self.first_time(records) and not again:
             return
-        message = p.Relay(bytes(records), bytes(signatures), bytes(batches))
+        message = p.Relay(bytes(records), bytes(signatures), bytes(batches)) \
+            if payloads is None else p.RelayCalls(bytes(records), bytes(signatures),
+                                                  tuple(bytes(item) for item in payloads))
         for link in list(self.links):
             if link.ready and link is not source and (link.hello.mines or not self.settings.mines):
                 self._send(link, message)
@@ -636,6 +639,12 @@ async def _on_relay(net: PeerNetwork, link: _Link, request_id: int, m: p.Relay) 
         await net.submit(m.records, m.signatures, m.batches, link)
 
 
+async def _on_relay_calls(net: PeerNetwork, link: _Link, request_id: int,
+                          m: p.RelayCalls) -> None:
+    if net.submit is not None and net.first_time(m.records):
+        await net.submit(m.records, m.signatures, b"", link, payloads=m.payloads)
+
+
 async def _on_get_peers(net: PeerNetwork, link: _Link, request_id: int, m: p.GetPeers) -> None:
     addresses = tuple(p.PeerAddress(other.address[0], other.address[1])
                       for other in net.links if other.ready and other is not link
@@ -668,7 +677,7 @@ async def _on_error(net: PeerNetwork, link: _Link, request_id: int, m: p.Error) 
 _HANDLERS = {
     p.GetHeaders: _on_get_headers, p.Headers: _on_headers, p.GetBlocks: _on_get_blocks,
     p.BlockData: _on_block_data, p.NotFound: _on_not_found, p.Announce: _on_announce,
-    p.Relay: _on_relay, p.GetPeers: _on_get_peers, p.Peers: _ignore, p.Ping: _on_ping,
+    p.Relay: _on_relay, p.RelayCalls: _on_relay_calls, p.GetPeers: _on_get_peers, p.Peers: _ignore, p.Ping: _on_ping,
     p.Pong: _ignore, p.Error: _on_error, p.ProposalMessage: _on_consensus,
     p.VoteMessage: _on_consensus,
 }

@@ -103,6 +103,8 @@ class MessageType(IntEnum):
     # Consensus of a consortium chain (docs/PROTOCOL.md, "Consensus"): validator to peers.
     proposal = 0x4A  # a signed Tendermint proposal and the block it proposes; not answered
     vote = 0x4B  # a signed prevote or precommit; not answered
+    # Calls with their payloads for the mempool, laid out as submit_calls; not answered.
+    relay_calls = 0x4C
     # Contracts and light clients (docs/PROTOCOL.md, "Contracts"): what a connection node
     # reads of the chains it links and of the connection chain's contract.
     query_headers = 0x50  # headers of a height range, answered by headers (0x42)
@@ -145,7 +147,7 @@ PEER_TYPES = frozenset({
     MessageType.error, MessageType.ping, MessageType.pong, MessageType.get_headers,
     MessageType.headers, MessageType.get_blocks, MessageType.block_data, MessageType.not_found,
     MessageType.announce, MessageType.relay, MessageType.get_peers, MessageType.peers,
-    MessageType.proposal, MessageType.vote})
+    MessageType.proposal, MessageType.vote, MessageType.relay_calls})
 # The two first frames: their layout is fixed and their frame header always says HELLO_VERSION.
 HANDSHAKE_TYPES = (MessageType.hello, MessageType.peer_hello)
 
@@ -1390,6 +1392,12 @@ class Relay(SubmitBatch):
     layout and checks, under its own type. Not answered."""
 
 
+class RelayCalls(SubmitCalls):
+    """Signed records with the payloads of their call records, for the mempool, passed from
+    peer to peer: a submit calls' fields, layout and checks, under its own type. Not
+    answered."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProposalMessage:
     """A validator's signed proposal for (height, round) with the block it proposes
@@ -1624,6 +1632,14 @@ def _decode_vote(p, flags):
 _codec(ProposalMessage, MessageType.proposal)((_encode_proposal, _decode_proposal))
 _codec(VoteMessage, MessageType.vote)((_encode_vote, _decode_vote))
 _codec(Relay, MessageType.relay)(_batch_codec(Relay, "relay"))
+
+
+def _decode_relay_calls(p, flags) -> RelayCalls:
+    calls = _decode_submit_calls(p, flags)
+    return RelayCalls(calls.records, calls.signatures, calls.payloads)
+
+
+_codec(RelayCalls, MessageType.relay_calls)((_encode_submit_calls, _decode_relay_calls))
 _codec(GetPeers, MessageType.get_peers)(_empty(GetPeers, "get_peers"))
 
 
@@ -1939,7 +1955,7 @@ Message = (Hello | Welcome | Error | Ping | Pong | Submit | SubmitBatch | Submit
 Message = (Message | QueryAccounts | Accounts | QueryHolds | Holds | QueryHold | Hold
            | QueryPolicy | Policy)
 Message = (Message | PeerHello | GetHeaders | Headers | GetBlocks | BlockData | NotFound
-           | Announce | Relay | GetPeers | Peers | QueryNetwork | Network
+           | Announce | Relay | RelayCalls | GetPeers | Peers | QueryNetwork | Network
            | ProposalMessage | VoteMessage | SubmitEntries | EntriesFinal | QueryValidators
            | Validators)
 Message = (Message | QueryHeaders | QueryContractState | ContractState | QueryCallResult

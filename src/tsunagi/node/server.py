@@ -32,9 +32,15 @@ import numpy as np
 from tsunagi import hashing
 from tsunagi.consensus.chain import NotAtTip
 from tsunagi.contracts import encoding
-from tsunagi.core.block import BATCH_DTYPE, COUNTS_OFFSET, HEADER_BYTES, decode_block
+from tsunagi.core.block import (
+    BATCH_DTYPE,
+    COUNTS_OFFSET,
+    HEADER_BYTES,
+    block_payloads,
+    decode_block,
+)
 from tsunagi.core.codes import UNSTORED, Result
-from tsunagi.core.records import RECORD_BYTES, Flags, call_count
+from tsunagi.core.records import RECORD_BYTES, Flags, Kind, call_count
 from tsunagi.errors import ConfigError, CorruptLogError, EncodingError, ProtocolError
 from tsunagi.ledger import limits as ledger_limits
 from tsunagi.ledger.ledger import SealStopped
@@ -363,6 +369,23 @@ class _Connection(asyncio.BufferedProtocol):
 _NO_BATCHES = np.zeros(0, dtype=BATCH_DTYPE)
 
 
+def _call_payloads(block) -> tuple | None:
+    """The payloads of a block's call records in record order, or None when it holds none."""
+    calls = np.flatnonzero(block.records["kind"] == Kind.call)
+    if not len(calls):
+        return None
+    found = block_payloads(block)
+    return tuple(found.get(int(position), b"") for position in calls)
+
+
+def _relay_payloads(group: list[_Submission]) -> tuple | None:
+    """What a relay of the group carries of its calls: None when no submission brought
+    payloads (a relay), else each call's payload in record order (b"" for a call that came
+    without one: refused at the block as it would be here)."""
+    found = _group_payloads(group)
+    return None if not found else tuple(b"" if item is None else item for item in found)
+
+
 def _group_payloads(group: list[_Submission]) -> list:
     """The payload of each call record of a group, in record order: None for a call that came
     without one (a plain submit), which the ledger refuses as payload_missing. Empty when no
@@ -388,11 +411,6 @@ def _on_submit_batch(conn: _Connection, request_id: int, message: p.SubmitBatch)
 
 
 def _on_submit_calls(conn: _Connection, request_id: int, message: p.SubmitCalls) -> None:
-    if not conn.server.takes_calls:
-        conn.send_error(request_id, p.ErrorCode.malformed, (
-            "this node relays records to other nodes or validators, which do not carry "
-            "payloads yet: submit calls to a node that makes the chain's blocks (--mine)"))
-        return
     conn.server.enqueue(conn, request_id, message.records, message.signatures, _NO_BATCHES,
                         message.record_count, payloads=message.payloads)
 
@@ -901,8 +919,10 @@ class NodeServer:
             self.validator.queued(submission)
             if not isinstance(conn, _RelayCaller):
                 # A consortium's mempool: every validator queues every client's records,
-                # and whichever proposes next takes them (tsunagi.node.validator).
-                self.network.relay_records(records, signatures, batches.tobytes(), again=True)
+                # and whichever proposes next takes them (tsunagi.node.validator); calls
+                # travel with their payloads.
+                self.network.relay_records(records, signatures, batches.tobytes(), again=True,
+                                           payloads=payloads)
         self.queued_records += count
         self._queue_signal.set()
         if self.queued_records >= self.settings.group_records_max:
@@ -914,6 +934,10 @@ class NodeServer:
         return _batch_table(group)
 
     @staticmethod
+    def group_payloads(group: list[_Submission]) -> list:
+        return _group_payloads(group)
+
+    @staticmethod
     def relayed(connection) -> bool:
         """Whether a submission came from a peer's relay (its client is another node's)."""
         return isinstance(connection, _RelayCaller)
@@ -923,12 +947,6 @@ class NodeServer:
         """A submission of this node's own making (records a final block left out)."""
         return _Submission(caller, caller.next(), records, signatures, _NO_BATCHES, count,
                            False, arrived_s)
-
-    @property
-    def takes_calls(self) -> bool:
-        """Whether this node makes the blocks of what it is sent, so that calls keep their
-        payloads: a node of its own, or a miner; not a relay or a consortium's validator."""
-        return self.chain is None or (not self.consortium and self.peer_settings.mines)
 
     @property
     def consortium(self) -> bool:
@@ -1145,17 +1163,19 @@ class NodeServer:
                 "mempool_records": mempool_records, "mempool_bytes": mempool_bytes,
                 "relay_dropped": self.relay_dropped, **consensus}
 
-    async def _relayed(self, records, signatures, batches, source) -> None:
-        """Records a peer relayed: a miner queues them for its next block (dropped when the
-        queue is full: relay is best effort, the client's own node retries); a node that
-        does not mine passes them on."""
+    async def _relayed(self, records, signatures, batches, source,
+                       payloads: tuple | None = None) -> None:
+        """Records a peer relayed (calls with their ``payloads``): a miner queues them for
+        its next block (dropped when the queue is full: relay is best effort, the client's
+        own node retries); a node that does not mine passes them on."""
         if not self.peer_settings.mines:  # the peer manager saw them first: pass them on
-            self.network.relay_records(records, signatures, batches, source, again=True)
+            self.network.relay_records(records, signatures, batches, source, again=True,
+                                       payloads=payloads)
             return
-        self._relayed_now(records, signatures, batches)
+        self._relayed_now(records, signatures, batches, payloads=payloads)
 
     def _relayed_now(self, records, signatures, batches,
-                     reorged_from: int | None = None) -> None:
+                     reorged_from: int | None = None, payloads: tuple | None = None) -> None:
         count = len(records) // RECORD_BYTES
         if self.stopping or self.queued_records + count > self.settings.queue_records_max:
             self.relay_dropped += count
@@ -1167,7 +1187,7 @@ class NodeServer:
         # oldest block's records (an account's lower sequences) are tried first.
         self._queue_up(caller, caller.next(), memoryview(bytes(records)),
                        memoryview(bytes(signatures)), table, count,
-                       front=reorged_from is not None)
+                       front=reorged_from is not None, payloads=payloads)
 
     def _relay_group(self, group: list[_Submission], records, signatures) -> None:
         """A node that does not mine: the group goes to the peers, and each submission is
@@ -1183,16 +1203,18 @@ class NodeServer:
                 self._awaiting[txids[start + index].tobytes()] = (submission, index)
             start += submission.count
         batches = _batch_table(group).tobytes()
-        self._relays.append((group, bytes(records), bytes(signatures), batches))
-        self.network.relay_records(records, signatures, batches)
+        payloads = _relay_payloads(group)
+        self._relays.append((group, bytes(records), bytes(signatures), batches, payloads))
+        self.network.relay_records(records, signatures, batches, payloads=payloads)
 
     def relay_again(self) -> None:
         """Relays once more what is still waiting for a block (a peer connected, or time
         passed: a relay sent while no miner was connected reached nobody)."""
         self._relays = [relay for relay in self._relays
                         if any(s.request_id in s.connection.inflight for s in relay[0])]
-        for _, records, signatures, batches in self._relays:
-            self.network.relay_records(records, signatures, batches, again=True)
+        for _, records, signatures, batches, payloads in self._relays:
+            self.network.relay_records(records, signatures, batches, again=True,
+                                       payloads=payloads)
 
     def _on_chain_event(self, event) -> None:
         """On the chain thread: blocks connected answer relayed submissions; blocks a reorg
@@ -1220,19 +1242,26 @@ class NodeServer:
         if not len(block.records):
             return
         records = block.records.tobytes()
+        payloads = _call_payloads(block)  # the calls go back with their payloads
         if self.peer_settings.mines:
             # Queued at once, in the order the events come (a task could run out of order).
             self._relayed_now(records, block.signatures.tobytes(), block.batch_array.tobytes(),
-                              reorged_from=event.height)
+                              reorged_from=event.height, payloads=payloads)
         else:
             self._reorged.append((records, block.signatures.tobytes(),
-                                  block.batch_array.tobytes()))
+                                  block.batch_array.tobytes(), payloads))
 
     def _relay_reorged(self) -> None:
         """Blocks a reorg took off (given newest first) go to the peers oldest first, so a
         miner meets an account's lower sequences first."""
         while self._reorged:  # relayed before, when they were new: again now
-            self.network.relay_records(*self._reorged.pop(), again=True)
+            records, signatures, batches, payloads = self._reorged.pop()
+            if payloads is not None and len(batches):
+                # A relay_calls carries no batches: the block's calls go without payloads
+                # (payload_missing at the next block) rather than its batches without them.
+                payloads = None
+            self.network.relay_records(records, signatures, batches, again=True,
+                                       payloads=payloads)
 
     def _resolve_awaiting(self, height: int, block) -> None:
         block_hash = block.hash

@@ -317,11 +317,13 @@ class Validator:
             txids = np.concatenate([s.txids for s in group]) \
                 if group and all(s.txids is not None for s in group) else None
             batches = self.server.group_batches(group) if group else ()
+            payloads = self.server.group_payloads(group) if group else []
             self.ledger.unstage()
             extension = self._extension(height) if extension is None else extension
             try:
                 staged = self.ledger.stage_batch(records, signatures, batches,
-                                                 extension=extension, txids=txids)
+                                                 extension=extension, txids=txids,
+                                                 payloads=payloads)
             except Exception as exc:
                 log.error("height %d: the proposal could not be built: %s", height, exc)
                 if group:
