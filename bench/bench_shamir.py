@@ -1,8 +1,8 @@
-"""Shamir sharing of a 32-byte key: split and combine at 2 of 3, 6 of 10 and 128 of 254 (the
-largest set: GF(256)'s points 254 and 255 hold the digest and the secret), with the native
-constant-time kernel beside the plain-Python reference of the same arithmetic.
+"""Shamir sharing of a 32-byte key: split and combine at 2 of 3, 6 of 10, 128 of 255 and 255 of
+255 (the largest set: GF(256)'s point 255 holds the secret and its tag, shares sit at 0..254),
+with the native constant-time kernel beside the plain-Python reference of the same arithmetic.
 
-Both run the whole of tsunagi.privacy.shamir.split and combine (randomness, HMAC digest,
+Both run the whole of tsunagi.privacy.shamir.split and combine (randomness, the tag,
 checksums, encoding); for the reference the module's kernel is swapped for
 reference_evaluate_shares and reference_interpolate, so only the arithmetic differs. combine
 is given exactly the threshold of shares.
@@ -25,7 +25,7 @@ import pytest
 from tsunagi.privacy import shamir
 
 KEY_BYTES = 32
-CASES = [(2, 3), (6, 10), (128, 254)]  # (threshold, count)
+CASES = [(2, 3), (6, 10), (128, 255), (255, 255)]  # (threshold, count)
 KERNELS = ("native", "reference")
 REFERENCE = types.SimpleNamespace(evaluate_shares=shamir.reference_evaluate_shares,
                                   interpolate=shamir.reference_interpolate)
@@ -44,7 +44,7 @@ def kernel(name: str):
 
 
 def rounds_for(name: str, count: int) -> int:
-    # The reference takes about a second to split 254 shares: a few rounds are enough.
+    # The reference takes seconds to split 255 shares: a few rounds are enough.
     return 3 if name == "reference" and count > 100 else 20
 
 

@@ -234,6 +234,8 @@ NOT_LIMITS = {
                                                      "above",
     ("connect/contract.py", "ETH_RLP_DEPTH_MAX"): "the connection contract's own rule, as above",
     ("connect/contract.py", "CONFIRMATIONS_MAX"): "the connection contract's own rule, as above",
+    ("connect/contract.py", "LINKED_VALIDATORS_MAX"): "the connection contract's own rule, as "
+                                                       "above",
     ("core/address.py", "_LENGTH_MAX"): "BIP173's string length, part of the address format",
     ("core/block.py", "BLOCK_BYTES_MIN"): "the block format's smallest size, beside the format",
     ("core/block.py", "_THREAD_RECORDS_MIN"): "when a second hashing thread pays: tuning",

@@ -83,13 +83,13 @@ def test_fewer_than_the_threshold_are_refused(drawn, chooser):
 def test_a_share_is_its_header_value_and_checksum():
     secret = bytes(range(32))
     shares = split(secret, 3, 5, random_bytes=seeded(1))
-    assert [len(data) for data in shares] == [shamir.HEADER_BYTES + 32
+    assert [len(data) for data in shares] == [shamir.HEADER_BYTES + 32 + shamir.TAG_BYTES
                                               + shamir.CHECKSUM_BYTES] * 5
     parsed = [Share.from_bytes(data) for data in shares]
     assert [share.index for share in parsed] == [0, 1, 2, 3, 4]
     assert {share.set_id for share in parsed} == {shares[0][1:9]}
     assert {share.threshold for share in parsed} == {3}
-    assert all(data[0] == shamir.FORMAT_VERSION for data in shares)
+    assert all(data[0] == shamir.FORMAT_VERSION == 2 for data in shares)
 
 
 def test_a_seeded_source_repeats_a_split_and_the_os_generator_never_does():
@@ -110,11 +110,70 @@ def test_coefficients_are_taken_as_drawn_even_all_zero():
     assert Share.from_bytes(shares[0]).set_id == bytes(8)
 
 
-def test_the_largest_set_recombines():
+def test_the_largest_set_has_255_shares_and_any_threshold_of_them_recombine():
     secret = os.urandom(32)
     shares = split(secret, 128, SHARES_MAX)
-    assert combine(shares[-128:]) == secret
+    assert SHARES_MAX == 255
+    assert [Share.from_bytes(data).index for data in shares] == list(range(255))
+    assert combine(shares[-128:]) == secret  # the share at x = 254 among them
+    assert combine(shares[:128]) == secret
     assert combine(shares) == secret
+    chooser = random.Random(255)
+    for _ in range(3):
+        assert combine(chooser.sample(shares, 128)) == secret
+
+
+def test_a_255_of_255_set_opens_only_with_every_share():
+    secret = os.urandom(16)
+    shares = split(secret, 255, 255)
+    assert combine(list(reversed(shares))) == secret
+    with pytest.raises(TooFewSharesError, match="the set needs 255 shares and 254"):
+        combine(shares[1:])
+
+
+# A version-1 set (SLIP-0039's layout: digest share at x = 254), as tsunagi wrote it before
+# version 2: split(bytes(range(0x20, 0x40)), 3, 5, random_bytes=random.Random(2026).randbytes).
+VERSION_1_SECRET = bytes(range(0x20, 0x40))
+VERSION_1_SHARES = [bytes.fromhex(text) for text in """
+0119a47e1e70bcc9510300cbce9afdeaccef50afc2e3e19c2e6259d171d9fc2e4fe5c5b1b49fc1ff60abd70634a756
+0119a47e1e70bcc9510301d367234294366df77bc442398bd34af57687456a8a85fb2ec01f51094735d3f2f2cd761b
+0119a47e1e70bcc9510302774216e2dacd06933db6d622fc11ca619cd5aca43d39de012998db2bb13a4c1b0d9743cf
+0119a47e1e70bcc95103036febaf5da4378434e9b077faebece2cd3b23303299f3c0ea583315e3096f343e714ad1f0
+0119a47e1e70bcc9510304aef42030975bd3a314d122c77f05e4de2b7570eb136a8f7269733691f739227a8fc3ec55
+""".split()]
+
+
+def test_version_1_shares_still_open():
+    assert [Share.from_bytes(data).version for data in VERSION_1_SHARES] == [1] * 5
+    assert combine(VERSION_1_SHARES[2:]) == VERSION_1_SECRET
+    assert combine([VERSION_1_SHARES[4], VERSION_1_SHARES[0], VERSION_1_SHARES[1]]) \
+        == VERSION_1_SECRET
+    altered = bytearray(Share.from_bytes(VERSION_1_SHARES[0]).value)
+    altered[0] ^= 1
+    with pytest.raises(ShareDigestError, match="fails the set's digest"):
+        combine([reforged(VERSION_1_SHARES[0], value=bytes(altered))] + VERSION_1_SHARES[1:3])
+
+
+def test_a_version_1_share_at_x_254_is_refused_as_malformed():
+    with pytest.raises(ShareFormatError, match="version 1 share has threshold 2..254 and index "
+                                               "0..253"):
+        Share.from_bytes(reforged(VERSION_1_SHARES[0], index=254))
+
+
+def test_shares_of_two_format_versions_are_refused_as_mixed():
+    v2 = Share.from_bytes(split(VERSION_1_SECRET, 3, 5)[3])
+    posing = dataclasses.replace(v2, set_id=Share.from_bytes(VERSION_1_SHARES[0]).set_id)
+    with pytest.raises(ShareMismatchError, match="its format version differs"):
+        combine(VERSION_1_SHARES[:2] + [posing.to_bytes()])
+
+
+def test_the_tag_binds_the_threshold():
+    """Shares whose threshold is lowered (checksums redone) interpolate a lower polynomial:
+    the tag, which hashes the threshold, refuses what they open to."""
+    shares = split(os.urandom(32), 3, 5)
+    lowered = [reforged(data, threshold=2) for data in shares[:2]]
+    with pytest.raises(ShareDigestError, match="fails the set's digest"):
+        combine(lowered)
 
 
 # --- every negative case has its own error ---------------------------------------------------
@@ -161,8 +220,8 @@ def test_shares_of_another_threshold_or_length_are_refused_as_mixed():
     shares = split(os.urandom(32), 2, 3)
     with pytest.raises(ShareMismatchError, match="its threshold differs"):
         combine([shares[0], reforged(shares[1], threshold=3)])
-    with pytest.raises(ShareMismatchError, match="holds 33 bytes, share 1 32"):
-        combine([shares[0], reforged(shares[1], value=bytes(33))])
+    with pytest.raises(ShareMismatchError, match="holds 49 bytes, share 1 48"):
+        combine([shares[0], reforged(shares[1], value=bytes(49))])
 
 
 @settings(max_examples=40, **LOAD_SAFE)
@@ -187,10 +246,10 @@ def test_no_shares_are_too_few():
 
 
 @pytest.mark.parametrize("mangle, message", [
-    (lambda data: data[:20], "is 20 bytes; a share is 15 bytes plus"),
+    (lambda data: data[:20], "is 20 bytes; a share is 15 bytes plus a value of 16..4112"),
     (lambda data: data + bytes(5000), "pass the whole share"),
     (lambda data: reforged(data, threshold=1), "has threshold 1 and index 0"),
-    (lambda data: reforged(data, index=254), "has threshold 2 and index 254"),
+    (lambda data: reforged(data, index=255), "has threshold 2 and index 255"),
     (lambda data: "not bytes", "is a str, not bytes"),
 ])
 def test_a_malformed_share_is_refused_as_malformed(mangle, message):
@@ -200,8 +259,8 @@ def test_a_malformed_share_is_refused_as_malformed(mangle, message):
 
 
 def test_a_share_of_another_format_version_says_to_upgrade():
-    body = b"\x02" + split(os.urandom(32), 2, 2)[0][1:-shamir.CHECKSUM_BYTES]
-    with pytest.raises(ShareFormatError, match="version 2; this tsunagi reads version 1"):
+    body = b"\x03" + split(os.urandom(32), 2, 2)[0][1:-shamir.CHECKSUM_BYTES]
+    with pytest.raises(ShareFormatError, match="version 3; this tsunagi reads versions 1..2"):
         Share.from_bytes(body + shamir._checksum(body))
 
 
@@ -217,7 +276,7 @@ def test_every_refusal_is_a_share_error_and_a_value_error():
     ("text", 2, 3, EncodingError, "must be bytes, not str"),
     (bytes(32), 1, 3, ConfigError, "threshold 1 of count 3"),
     (bytes(32), 4, 3, ConfigError, "threshold 4 of count 3"),
-    (bytes(32), 2, 255, ConfigError, "count <= 254"),
+    (bytes(32), 2, 256, ConfigError, "count <= 255"),
     (bytes(32), 2.0, 3, ConfigError, "threshold must be an int"),
     (bytes(32), True, 3, ConfigError, "threshold must be an int"),
 ])
@@ -227,7 +286,7 @@ def test_split_refuses_what_it_cannot_share(secret, threshold, count, error, mes
 
 
 def test_a_byte_source_that_gives_too_little_is_refused():
-    with pytest.raises(ConfigError, match=r"random_bytes\(36\) must return 36 bytes"):
+    with pytest.raises(ConfigError, match=r"random_bytes\(56\) must return 56 bytes"):
         split(bytes(32), 2, 3, random_bytes=lambda size: bytes(size - 1))
 
 

@@ -402,3 +402,44 @@ def test_a_document_with_a_forged_holder_identity_is_stored_but_never_opened(wor
     world.approve("person", request_id)
     world.approve("guardian", request_id)
     assert world.vault.receive(request_id, reply) == WILL
+
+
+def test_a_document_with_255_holders_opens_with_the_last_holders_fragment(world):
+    """The largest set a share format can make, 255 holders (share x = 0..254), stored on chain
+    and opened by two of them, the last one (whose share sits at x = 254) among them."""
+    strangers = [HolderKeys.generate() for _ in range(252)]
+    holders = world.holders("person", "guardian") \
+        + [(keys.identity(), 100 + n) for n, keys in enumerate(strangers)] \
+        + world.holders("lawyer")
+    assert len(holders) == limits.document_holders_max == shamir.limits.shamir_shares_max == 255
+    document_id = world.vault.create_document(
+        world.keys["person"].signing, world.account["person"], "Last will of many",
+        holders, 2, [Part(2, "Bequests", WILL, secret=True)])
+    assert world.vault.document(document_id)["threshold"] == 2
+    request_id, reply = world.request(document_id)
+    world.approve("person", request_id)
+    outcome = world.approve("lawyer", request_id)
+    assert outcome.status == "opened" and outcome.approvals == (1, 255)
+    assert world.vault.receive(request_id, reply) == WILL
+
+
+def test_the_audit_trail_follows_the_chain_when_blocks_are_undone(world):
+    """The trail is read incrementally; when the chain's tip is undone (a reorganisation), the
+    steps of the undone blocks leave it, and the steps of the blocks that replace them enter."""
+    document_id = world.will()
+    request_id, _ = world.request(document_id)
+    world.approve("person", request_id)
+    assert [step.method for step in world.vault.audit_trail(request_id)] \
+        == ["request_open", "approve"]
+    world.ledger.disconnect_blocks(1)  # the person's approval undone, read at a lower tip
+    assert [step.method for step in world.vault.audit_trail(request_id)] == ["request_open"]
+    world.approve("guardian", request_id)
+    assert [step.account for step in world.vault.audit_trail(request_id)][-1] \
+        == world.account["guardian"]
+    world.ledger.disconnect_blocks(1)  # and the guardian's, replaced at the same height
+    world.approve("lawyer", request_id)
+    trail = world.vault.audit_trail(request_id)
+    assert [(step.method, step.account) for step in trail] == [
+        ("request_open", world.account["guardian"]), ("approve", world.account["lawyer"])]
+    assert trail == [step for step in world.vault.audit_trail()
+                     if step.request_id == request_id]

@@ -112,14 +112,15 @@ scrypt_memory_bytes_max = 1 << 30
 
 # --- secret sharing (tsunagi.privacy.shamir, ext/shamir.pyx) -------------------------------------
 
-# GF(256) has 256 points and a set's polynomial is pinned at two of them, the secret's (x = 255)
-# and the digest's (x = 254), as in SLIP-0039; so a set has at most 254 shares (x = 0..253).
-shamir_shares_max = 254
+# GF(256) has 256 points and a set's polynomial is pinned at one of them, the secret's and its
+# tag's (x = 255); so a set has at most 255 shares (x = 0..254). (Format version 1 pinned a
+# digest share at x = 254 as SLIP-0039 does, and stopped at 254.)
+shamir_shares_max = 255
 # One share alone must reveal nothing, so a secret needs two shares at least to open.
 shamir_threshold_min = 2
-# SLIP-0039's smallest secret, 128 bits: the digest takes 4 bytes of the digest share and keys
-# its HMAC with the other 12, drawn at random; a shorter key is too weak to be worth sharing.
+# SLIP-0039's smallest secret, 128 bits (format version 1's digest share also needed 16 bytes:
+# 4 of digest, 12 of HMAC key); a shorter key is too weak to be worth sharing.
 shamir_secret_bytes_min = 16
-# A split costs shares * threshold * length products: 4 KiB at 128 of 254 takes 0.18 s here
+# A split costs shares * threshold * length products: 4 KiB at 128 of 255 takes 0.18 s here
 # (a 32-byte key 2 ms). The secrets shared are keys; larger data is encrypted, its key shared.
 shamir_secret_bytes_max = 4096

@@ -63,3 +63,9 @@ class ConnectCode(IntEnum):
     eth_receipt_failed = 47  # the receipt is in the block but its transaction reverted
     eth_event_mismatch = 48  # no log of the named contract with the step's event and values
     eth_tx_used = 49  # this receipt proved a step already
+    # A linked consortium chain (55..59).
+    cert_malformed = 55  # a certificate whose bytes are not one (sizes, flags, its next set)
+    cert_signer_unknown = 56  # a signer index outside the validator set, or signers not ascending
+    cert_weight = 57  # the signers hold two thirds of the set's weight or less
+    cert_signature = 58  # a signature that does not verify over the block's precommit digest
+    cert_conflict = 59  # a second block at a height the chain's certificates made final already

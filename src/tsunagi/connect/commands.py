@@ -81,6 +81,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     console = Console()
     hook = http_confirm(args.shop_url) if args.shop_url else None
+    if args.ethereum:
+        return _demo_ethereum(args, console, hook)
     with console.status("ConnectionChain demo") as status:
         run = run_connect_demo(args.data, confirm=hook,
                                progress=lambda text: status.update(text))
@@ -117,6 +119,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"{run.directory} transfers`, or `tsunagi connect --data {run.directory} "
                   "serve` for the REST API")
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _demo_ethereum(args: argparse.Namespace, console, hook) -> int:
+    """``tsunagi demo --ethereum``: demo 1 with chain B an in-process Ethereum chain."""
+    from tsunagi.connect.demo import run_ethereum_demo
+
+    with console.status("ConnectionChain demo on Ethereum") as status:
+        run = run_ethereum_demo(args.data, confirm=hook,
+                                progress=lambda text: status.update(text))
+    console.print("[bold]Demo 1 on Ethereum[/bold]: Hanako pays in currency A; bookstore X "
+                  "takes only currency B, a token on an Ethereum chain (eth-tester, in this "
+                  "process). Every step on chain A is recorded on the connection chain with "
+                  "A's header and Merkle proof, every step on Ethereum with the block's header "
+                  "and the receipt's Merkle-Patricia proof.")
+    for transfer in run.transfers:
+        item = run.items.get(transfer["id"], "")
+        console.print(trail_table(transfer, f"{transfer['id']} ({item}): {transfer['amount']:,} "
+                                            f"A -> {transfer['payout']:,} B, "
+                                            f"{transfer['state']}"))
+    console.print(balances_table(run.balances_before, run.balances_after))
+    states = [transfer["state"] for transfer in run.transfers]
+    if hook is None and states != ["complete", "refunded"]:
+        console.print(f"[red]the transfers ended {states}, not ['complete', 'refunded'][/red]")
+        return EXIT_FAILED
+    console.print(f"chain A and the connection chain kept in {run.directory}; the Ethereum "
+                  "chain lived in this process only")
+    return EXIT_OK
 
 
 # --- tsunagi connect ----------------------------------------------------------------------------
@@ -275,6 +304,9 @@ def register_commands(commands, commit_demo=None) -> None:
                       help=f"the deployment's directory (default {DEFAULT_DIRECTORY})")
     demo.add_argument("--shop-url", metavar="URL",
                       help="ask the bookstore over HTTP (POST JSON, answer {\"accept\": true})")
+    demo.add_argument("--ethereum", action="store_true",
+                      help="run demo 1 with chain B an Ethereum chain in this process "
+                           "(eth-tester; needs the ethereum extra)")
     demo.set_defaults(handler=cmd_demo)
     if commit_demo is not None:
         kinds = demo.add_subparsers(dest="demo", metavar="DEMO")

@@ -83,9 +83,24 @@ ETH_RECEIPT_NOT_IN_BLOCK = 46  # the receipt's Merkle-Patricia proof fails under
 ETH_RECEIPT_FAILED = 47  # the receipt is in the block but its transaction reverted
 ETH_EVENT_MISMATCH = 48  # no log of the named contract with the step's event and values
 ETH_TX_USED = 49  # this receipt proved a step already
+# A linked consortium chain (55..59).
+CERT_MALFORMED = 55  # a certificate whose bytes are not one (sizes, flags, its next set)
+CERT_SIGNER_UNKNOWN = 56  # a signer index outside the validator set, or signers not ascending
+CERT_WEIGHT = 57  # the signers hold two thirds of the set's weight or less
+CERT_SIGNATURE = 58  # a signature that does not verify over the block's precommit digest
+CERT_CONFLICT = 59  # a second block at a height the chain's certificates made final already
 
 KIND_TSUNAGI_POW = "tsunagi-pow"
 KIND_ETHEREUM = "ethereum"
+KIND_TSUNAGI_BFT = "tsunagi-bft"
+# A consortium chain (tsunagi.consensus.certificate, docs/FORMAT.md): what its validators sign
+# and the bounds of what this contract follows. A certificate of n validators carries up to n
+# signatures at limits.signature_steps each, so a set is bounded to what one call can check.
+VOTE_TAG = b"tsunagi/vote/1"
+VALIDATORS_TAG = b"tsunagi/validators/1"
+PRECOMMIT = 2
+CONSORTIUM_VERSION = 2
+LINKED_VALIDATORS_MAX = 256
 # Ethereum: positions in a header's RLP list (the yellow paper's order), and bounds on what a
 # proof may carry. RLP and the Merkle-Patricia walk are written here (bounded loops, charged
 # steps) rather than reusing eth_proof.py, which imports rlp and trie the source check refuses.
@@ -258,7 +273,8 @@ class ConnectionContract(Contract):
         if self.state.has(key):
             raise Refuse(CHAIN_EXISTS, "that chain is linked already")
         if kind != KIND_TSUNAGI_POW:
-            raise Refuse(CHAIN_KIND_UNKNOWN, "kinds known: " + KIND_TSUNAGI_POW)
+            raise Refuse(CHAIN_KIND_UNKNOWN, "add_chain links " + KIND_TSUNAGI_POW + " chains; "
+                         "add_consortium_chain and add_ethereum_chain link the others")
         if not isinstance(genesis_hash, bytes) or len(genesis_hash) != 32 or \
                 not isinstance(bits, int) or not 0 < bits < U32_END or \
                 not isinstance(confirmations, int) or not 0 <= confirmations <= CONFIRMATIONS_MAX:
@@ -303,6 +319,8 @@ class ConnectionContract(Contract):
         the chain's bits; the branch with the most work is the best chain (ties keep the
         one seen first, as Bitcoin does)."""
         chain = self.linked(chain_id)
+        if chain["kind"] == KIND_TSUNAGI_BFT:
+            return self.certified_extend(chain_id, chain, headers)
         if not isinstance(headers, list) or len(headers) > HEADERS_PER_CALL_MAX:
             raise Refuse(HEADER_MALFORMED, "headers are a list of at most " +
                          str(HEADERS_PER_CALL_MAX))
@@ -371,6 +389,91 @@ class ConnectionContract(Contract):
         fields["where"] = [chain_id, fields["txid"], height, known[0], known[1]]
         fields["final"] = [chain_id, fields["txid"], final_height, final[0], final[1]]
         return fields
+
+    # ----------------------------------------------------- the light client of a consortium
+
+    @method
+    def add_consortium_chain(self, chain_id: int, genesis_hash: bytes,
+                             validators: list) -> None:
+        """Links a consortium tsunagi chain (kind "tsunagi-bft") by its genesis hash and its
+        genesis validator set, [[x-only key, weight], ...] in the chain config's order. Its
+        blocks are final as soon as a certificate of more than two thirds of the weight signs
+        them, so a step needs no confirmations; the set follows the changes certificates
+        carry (each names the next height's set), from headers and certificates alone."""
+        self.operator()
+        key = "chain:" + str(account_of(chain_id))
+        if self.state.has(key):
+            raise Refuse(CHAIN_EXISTS, "that chain is linked already")
+        if not isinstance(genesis_hash, bytes) or len(genesis_hash) != 32:
+            raise Refuse(RULE_INVALID, "a consortium chain needs its 32-byte genesis hash")
+        members = checked_validators(validators)
+        if members is None:
+            raise Refuse(RULE_INVALID, "validators are 1.." + str(LINKED_VALIDATORS_MAX) +
+                         " distinct [32-byte key, weight >= 1] pairs")
+        self.state.set(key, {"kind": KIND_TSUNAGI_BFT, "genesis": genesis_hash, "bits": 0,
+                             "confirmations": 0})
+        self.state.set("vset:" + str(chain_id), members)
+        self.state.set("tip:" + str(chain_id), [0, genesis_hash, 0])
+        self.state.set("hdr:" + str(chain_id) + ":" + genesis_hash.hex(),
+                       [0, 0, 0, bytes(32)])
+        self.state.set("best:" + str(chain_id) + ":0", [genesis_hash, 0])
+
+    def certified_extend(self, chain_id: int, chain: dict, items: list) -> list:
+        """The consortium chain's tip after ``items``, [[header, certificate], ...]: each
+        header must follow the tip (a final chain never forks), carry no work, and come with
+        a certificate of its height's set; every signature of the call is checked in one
+        batch. A header known already is skipped (headers may be given twice)."""
+        if not isinstance(items, list) or len(items) > HEADERS_PER_CALL_MAX:
+            raise Refuse(HEADER_MALFORMED, "headers are a list of at most " +
+                         str(HEADERS_PER_CALL_MAX) + " [header, certificate] pairs")
+        prefix = "hdr:" + str(chain_id) + ":"
+        tip = self.state.get("tip:" + str(chain_id))
+        members = self.state.get("vset:" + str(chain_id))
+        messages, keys, signatures, heights = [], [], [], []
+        for item in items:
+            if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes) \
+                    or len(item[0]) != HEADER_BYTES or not isinstance(item[1], bytes):
+                raise Refuse(HEADER_MALFORMED, "a consortium header is [80 bytes, certificate]")
+            header, certificate = item
+            digest = sha256d(header)
+            if header[4:36] != tip[1]:
+                if self.state.has(prefix + digest.hex()):
+                    continue
+                if self.state.has(prefix + header[4:36].hex()):
+                    raise Refuse(CERT_CONFLICT, "a second block after a final one of chain " +
+                                 str(chain_id) + ": its validators equivocated, or it is forged")
+                raise Refuse(HEADER_UNLINKED, "a header that links to no known header")
+            height = tip[0] + 1
+            if u32(header, 0) != CONSORTIUM_VERSION or u32(header, 72) or u32(header, 76):
+                raise Refuse(HEADER_BITS, "a consortium header is version 2 with bits and nonce 0")
+            parsed = parse_certificate(certificate, members)
+            weight = 0
+            for signer in parsed[1]:
+                weight += members[signer][1]
+            if 3 * weight <= 2 * total_weight(members):
+                raise Refuse(CERT_WEIGHT, "header " + str(height) + "'s signers hold two thirds "
+                             "of the weight or less")
+            following = members if parsed[3] is None else parsed[3]
+            message = hashlib.sha256(VOTE_TAG + chain["genesis"] + bytes([PRECOMMIT]) +
+                                     height.to_bytes(8, "little") +
+                                     parsed[0].to_bytes(4, "little") + b"\x01" + digest +
+                                     validators_hash(following)).digest()
+            for n, signer in enumerate(parsed[1]):
+                messages.append(message)
+                keys.append(members[signer][0])
+                signatures.append(parsed[2][n])
+                heights.append(height)
+            self.state.set(prefix + digest.hex(), [height, height, u32(header, 68), tip[1]])
+            self.state.set("best:" + str(chain_id) + ":" + str(height),
+                           [digest, u32(header, 68)])
+            tip, members = [height, digest, height], following
+        bad = self.verify_signatures(messages, keys, signatures)
+        if bad >= 0:
+            raise Refuse(CERT_SIGNATURE, "a signature of header " + str(heights[bad]) +
+                         "'s certificate does not verify")
+        self.state.set("tip:" + str(chain_id), tip)
+        self.state.set("vset:" + str(chain_id), members)
+        return tip
 
     # --------------------------------------------------------------------------- transfers
 
@@ -1134,9 +1237,115 @@ class ConnectionContract(Contract):
                                                    ["refund_final", fields["final"]],
                                                    ["refund_seen", self.here()]])
 
+    # ---------------------------------------------- an Ethereum escrow's expiry (the node)
+    # An Ethereum escrow does not return an expired hold by itself, as a tsunagi ledger does:
+    # someone sends refund_expired (the node, or the payer without it), which the escrow
+    # refuses before the expiry. Its Refunded event, proven, ends the transfer "expired" from
+    # any state the hold is still in escrow in; release is refused from then on, so the money
+    # went back to the payer and nowhere else.
+
+    @method
+    def eth_expired(self, transfer_id: bytes, proof: dict, headers: list) -> None:
+        """The escrow's hold returned to the payer after its expiry, on an Ethereum source
+        (the escrow's Refunded event of the whole amount, in a block at the expiry or later)."""
+        entry = self.transfer(transfer_id)
+        self.expect(entry, ["escrow", "payout", "refund", "settle"])
+        if entry.get("settled"):
+            raise Refuse(WRONG_STATE, "the escrow is settled already")
+        rule = self.rule_of(entry)
+        data, fields = self.eth_step(rule["source"], proof, headers, "escrow",
+                                     [keccak256(b"Refunded(bytes32,address,uint256)"),
+                                      transfer_id, word_of(entry["payer_eth"])])
+        if data != entry["amount"].to_bytes(32, "big"):
+            raise Refuse(ETH_EVENT_MISMATCH, "the refund is not the whole escrow")
+        if fields["where"][4] < entry["hold"][2]:
+            raise Refuse(NOT_EXPIRED, "the refund's block is before the escrow's expiry")
+        self.save(transfer_id, entry, "expired", [["expired", fields["where"]],
+                                                  ["expired_final", fields["final"]],
+                                                  ["expired_seen", self.here()]])
+
 
 # The fields of a stored trail step, in order; its n is its key's.
 STEP_FIELDS = ["step", "chain", "txid", "height", "block_hash", "time_s"]
+
+
+def u16(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 2], "little")
+
+
+def checked_validators(validators) -> list | None:
+    """The set as [[key, weight], ...] when it is 1..LINKED_VALIDATORS_MAX distinct pairs of
+    a 32-byte key and a u64 weight >= 1; None otherwise."""
+    if not isinstance(validators, list) or not 1 <= len(validators) <= LINKED_VALIDATORS_MAX:
+        return None
+    members, seen = [], []
+    for member in validators:
+        if not isinstance(member, list) or len(member) != 2:
+            return None
+        key, weight = member
+        if not isinstance(key, bytes) or len(key) != 32 or key in seen or \
+                not isinstance(weight, int) or isinstance(weight, bool) or \
+                not 0 < weight < U64_END:
+            return None
+        seen.append(key)
+        members.append([key, weight])
+    return members
+
+
+def total_weight(members: list) -> int:
+    total = 0
+    for member in members:
+        total += member[1]
+    return total
+
+
+def validators_hash(members: list) -> bytes:
+    """SHA-256(VALIDATORS_TAG || count u16 || (key, weight u64) each): what votes sign as the
+    next height's set (tsunagi.consensus.certificate.ValidatorSet.hash)."""
+    parts = [VALIDATORS_TAG, len(members).to_bytes(2, "little")]
+    for member in members:
+        parts.append(member[0] + member[1].to_bytes(8, "little"))
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def parse_certificate(data: bytes, members: list) -> list:
+    """[round, signers, signatures, next set or None] of a certificate (round u32, count u16,
+    signers u16 each ascending, 64-byte signatures, has_next u8, the next set when 1);
+    Refuse(CERT_MALFORMED or CERT_SIGNER_UNKNOWN) otherwise."""
+    if len(data) < 7:
+        raise Refuse(CERT_MALFORMED, "a certificate is at least 7 bytes")
+    count = u16(data, 4)
+    signatures_at = 6 + 2 * count
+    flag_at = signatures_at + 64 * count
+    if count > len(members) or flag_at >= len(data):
+        raise Refuse(CERT_MALFORMED, "a certificate of " + str(count) + " signers does not "
+                     "fit its bytes or its set")
+    signers = []
+    for n in range(count):
+        signer = u16(data, 6 + 2 * n)
+        if signer >= len(members) or (signers and signer <= signers[-1]):
+            raise Refuse(CERT_SIGNER_UNKNOWN, "signer " + str(signer) + " is not in the set "
+                         "or not in ascending order")
+        signers.append(signer)
+    signatures = []
+    for n in range(count):
+        signatures.append(data[signatures_at + 64 * n:signatures_at + 64 * (n + 1)])
+    flag, following, end = data[flag_at], None, flag_at + 1
+    if flag == 1:
+        size = u16(data, end) if end + 2 <= len(data) else 0
+        pairs = []
+        for n in range(min(size, LINKED_VALIDATORS_MAX + 1)):
+            at = end + 2 + 40 * n
+            pairs.append([data[at:at + 32], u64(data, at + 32)])
+        end += 2 + 40 * size
+        following = checked_validators(pairs) if end <= len(data) else None
+        if following is None or following == members:
+            raise Refuse(CERT_MALFORMED, "a certificate's next set is not a valid new set")
+    elif flag:
+        raise Refuse(CERT_MALFORMED, "has_next is 0 or 1")
+    if end != len(data):
+        raise Refuse(CERT_MALFORMED, "bytes follow the certificate")
+    return [u32(data, 0), signers, signatures, following]
 
 
 def trail_step(n: int, stored: list) -> dict:

@@ -15,6 +15,12 @@ attached once both chains are running (an access before it is not billed), charg
 access on T, from the consumer's token account to the data owner: the access proven on D, the
 charge proven on T. A consumer who cannot pay ends "unpaid", with T's refusal proven.
 
+Demo 1 on Ethereum (``tsunagi demo --ethereum``): the same two orders with chain B replaced by
+an Ethereum chain in this process (eth-tester, the Vyper token as currency B and its escrow):
+the bookstore is paid by a token transfer from the pool there, proven by its receipt. The
+Ethereum chain lives in memory, so that run's deployment keeps chain A and the connection
+chain only.
+
 The bookstore's answer is a hook (:class:`Bookstore`, a Python callable; :func:`http_confirm`
 asks an HTTP endpoint instead).
 """
@@ -31,7 +37,7 @@ from pathlib import Path
 
 from tsunagi.connect.deployment import ChainSpec, Deployment
 
-__all__ = ["Bookstore", "DemoRun", "http_confirm", "run_connect_demo"]
+__all__ = ["Bookstore", "DemoRun", "http_confirm", "run_connect_demo", "run_ethereum_demo"]
 
 CONNECTION_CHAIN_ID = 200
 CHAIN_A = ChainSpec(
@@ -74,6 +80,10 @@ ORDERS = (  # (transfer id, what Hanako buys, price in A)
     (b"order-0001", "The Tale of Genji, vol. 1", 1_000),
     (b"order-0002", "A book out of stock", 500),
 )
+# Demo 1 on Ethereum: B's token and its pool there; the rule as RULE_A_TO_B, to that chain.
+# A transfer id is the escrow's 32-byte hold id on an Ethereum leg: the order's, padded.
+ETH_POOL_TOKENS = 1_000_000
+ETH_ORDERS = tuple((transfer_id.ljust(32), item, price) for transfer_id, item, price in ORDERS)
 
 
 class Bookstore:
@@ -159,3 +169,70 @@ def _demo_two(deployment: Deployment, progress) -> tuple[list[str], dict[str, st
     progress("demo 2: billing the accesses")
     deployment.node.follow_billing()
     return [early.txid.hex()], accessed_by
+
+
+def run_ethereum_demo(directory: str | os.PathLike, *,
+                      confirm: Callable[[bytes, dict], bool] | None = None,
+                      progress: Callable[[str], None] = lambda text: None) -> DemoRun:
+    """Demo 1 with chain B an Ethereum chain in this process (see the module docstring):
+    chain A and the connection chain in ``directory`` (replacing an earlier demo's), the
+    Ethereum chain linked to the contract and driven by an EthereumConnector."""
+    from eth_account import Account
+
+    from tsunagi.connect.ethereum import EthereumChain, EthereumConnector
+
+    hook = confirm if confirm is not None else Bookstore({ETH_ORDERS[0][0]})
+    progress("starting chain A and the connection chain")
+    with Deployment.create(directory, [CHAIN_A], connection_chain_id=CONNECTION_CHAIN_ID,
+                           confirm=hook, replace=True) as deployment:
+        progress("starting the Ethereum chain (eth-tester) and deploying B's token and escrow")
+        eth = EthereumChain()
+        authority = Account.create()  # the escrow authority, and B's pool there
+        eth.fund(authority.address, 10**18)
+        token = eth.deploy("token", "Currency B", "CUB")
+        escrow = eth.deploy("escrow", token.address, authority.address)
+        token.functions.mint(authority.address, ETH_POOL_TOKENS).transact(
+            {"from": eth.accounts[0]})
+        bookstore = eth.accounts[1]
+        connector = EthereumConnector(eth, token.address, escrow.address, authority)
+        deployment.connectors[eth.chain_id] = deployment.node.connectors[eth.chain_id] = \
+            connector
+        deployment.call_ok("add_ethereum_chain", [eth.chain_id, eth.header(0), 0])
+        deployment.call_ok("eth_accounts", [eth.chain_id] + [bytes.fromhex(address[2:]) for
+                                                             address in (token.address,
+                                                                         escrow.address,
+                                                                         authority.address,
+                                                                         authority.address)])
+        deployment.call_ok("add_rule", [dict(RULE_A_TO_B, target=eth.chain_id)])
+        named = {bookstore: "bookstore", authority.address: "pool"}
+
+        def balances() -> list[dict]:
+            return deployment.balances() + [
+                {"chain": eth.chain_id, "chain_name": "Ethereum", "asset": "CUB",
+                 "account": address, "name": name,
+                 "balance": token.functions.balanceOf(address).call(), "held": 0}
+                for address, name in named.items()]
+
+        before = balances()
+        transfers = []
+        for transfer_id, item, price in ETH_ORDERS:
+            progress(f"{transfer_id.decode().strip()}: Hanako pays {price:,} A for {item!r}")
+            deployment.node.pay(transfer_id, RULE_A_TO_B["rule_id"],
+                                CHAIN_A.accounts["hanako"], bookstore, price)
+            transfers.append(_on_ethereum(deployment, transfer_id, eth.chain_id, "bookstore"))
+        return DemoRun(Path(directory), before, balances(), transfers,
+                       {transfer_id.decode().rstrip(): item
+                        for transfer_id, item, _ in ETH_ORDERS},
+                       [], [], {})
+
+
+def _on_ethereum(deployment: Deployment, transfer_id: bytes, chain_id: int,
+                 payee: str) -> dict:
+    """A transfer as Deployment.transfer shows it, with the Ethereum chain named and its
+    block hashes as Ethereum writes them (not reversed, as a tsunagi chain's are)."""
+    shown = deployment.transfer(transfer_id)
+    shown["id"], shown["payee_name"] = shown["id"].rstrip(), payee
+    for row, step in zip(shown["trail"], deployment.node.state_of(transfer_id)["trail"]):
+        if row["chain"] == chain_id:
+            row["chain_name"], row["block_hash"] = "Ethereum", step["block_hash"].hex()
+    return shown

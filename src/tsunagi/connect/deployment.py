@@ -263,14 +263,18 @@ class Deployment:
         """The chains the connection contract links, with its light client's tip of each."""
         found = []
         for chain_id, chain in self._items("chain:"):
-            tip = self.node.stored(f"tip:{chain_id}")
+            # An Ethereum chain (tsunagi demo --ethereum) has its own tip and no bits, and
+            # its hashes read as Ethereum writes them, not reversed as Bitcoin-style ones.
+            ethereum = chain["kind"] == cc.KIND_ETHEREUM
+            tip = self.node.stored(f"{'ethtip' if ethereum else 'tip'}:{chain_id}")
+            shown = (lambda digest: digest.hex()) if ethereum else \
+                (lambda digest: digest[::-1].hex())
             spec = self.specs.get(int(chain_id))
             found.append({"chain_id": int(chain_id), "name": spec.name if spec else None,
                           "asset": spec.asset if spec else None, "kind": chain["kind"],
-                          "genesis_hash": chain["genesis"][::-1].hex(), "bits": chain["bits"],
+                          "genesis_hash": shown(chain["genesis"]), "bits": chain.get("bits"),
                           "confirmations": chain["confirmations"],
-                          "light_client_height": tip[0],
-                          "light_client_tip": tip[1][::-1].hex()})
+                          "light_client_height": tip[0], "light_client_tip": shown(tip[1])})
         return sorted(found, key=lambda chain: chain["chain_id"])
 
     def rules(self) -> list[dict]:

@@ -154,6 +154,12 @@ class EthereumStepProof:
     receipt: bytes  # the receipt (EIP-2718)
     receipt_proof: tuple[bytes, ...]
 
+    def to_contract(self) -> dict:
+        """The proof as the connection contract's eth_* step methods take it."""
+        return {"header": self.header, "position": self.position,
+                "transaction_proof": list(self.transaction_proof),
+                "receipt_proof": list(self.receipt_proof)}
+
     def events(self) -> tuple[Event, ...]:
         """The receipt's logs that are events of tsunagi's contracts: read only after
         check_step answered ok, they say what happened."""

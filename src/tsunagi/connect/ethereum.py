@@ -31,7 +31,9 @@ from tsunagi.connect.eth_proof import (
     encode_receipt,
     header_time_s,
 )
-from tsunagi.errors import ConfigError, EncodingError
+from tsunagi.connect.tsunagi_chain import Prepared, RecordNotStored
+from tsunagi.core.codes import Result
+from tsunagi.errors import ConfigError, EncodingError, TsunagiError
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -133,7 +135,14 @@ class EthereumConnector:
     ``authority`` is the escrow authority's eth-account key (the escrow was deployed naming
     its address); it signs every escrow call and pays the gas. ``accounts`` are further keys
     :meth:`transfer` may send from (a pool); the authority is always one of them.
+
+    For :class:`~tsunagi.connect.node.ConnectionNode`, each operation also comes as
+    ``prepare_*`` (signed, not sent) and :meth:`send`, as a TsunagiConnector's do, so the
+    node journals a transaction before it goes out and a restart sends the same bytes.
     """
+
+    kind = "ethereum"  # the connection contract's kind of this chain (KIND_ETHEREUM)
+    certified = False  # its headers travel alone (eth-tester's carry no seal)
 
     def __init__(self, chain: EthereumChain, token: str, escrow: str,
                  authority: LocalAccount, accounts: Sequence[LocalAccount] = ()) -> None:
@@ -150,17 +159,13 @@ class EthereumConnector:
         self._signers = {account.address: account for account in (authority, *accounts)}
 
     def hold(self, transfer_id: bytes, payer: str, amount: int, expiry_s: int) -> TxRef:
-        call = self.escrow.functions.hold(_transfer_id(transfer_id), self._address(payer),
-                                          _amount(amount), _amount(expiry_s, "an expiry"))
-        return self._send(call, self.authority)
+        return self.send(self.prepare_hold(transfer_id, payer, amount, expiry_s))
 
     def post(self, transfer_id: bytes, to: str, amount: int) -> TxRef:
-        call = self.escrow.functions.release(_transfer_id(transfer_id), self._address(to),
-                                             _amount(amount))
-        return self._send(call, self.authority)
+        return self.send(self.prepare_post(transfer_id, to, amount))
 
     def void(self, transfer_id: bytes) -> TxRef:
-        return self._send(self.escrow.functions.void(_transfer_id(transfer_id)), self.authority)
+        return self.send(self.prepare_void(transfer_id))
 
     def refund_expired(self, transfer_id: bytes, sender: LocalAccount | None = None) -> TxRef:
         """Returns an expired hold to its payer: anyone may send it (``sender``, by default
@@ -170,12 +175,7 @@ class EthereumConnector:
         return self._send(call, sender or self.authority)
 
     def transfer(self, source: str, destination: str, amount: int) -> TxRef:
-        signer = self._signers.get(self._address(source))
-        if signer is None:
-            raise ConfigError(f"the connector holds no key for {source}; it sends from "
-                              f"{', '.join(self._signers)} (give more keys in accounts=)")
-        call = self.token.functions.transfer(self._address(destination), _amount(amount))
-        return self._send(call, signer)
+        return self.send(self.prepare_transfer(source, destination, amount))
 
     def hold_state(self, transfer_id: bytes) -> dict:
         """The escrow's record of a hold: payer, amount, expiry_s and state (HOLD_STATES)."""
@@ -223,18 +223,103 @@ class EthereumConnector:
     def _send(self, call, signer: LocalAccount) -> TxRef:
         """Signs and sends a contract call; waits for its block. A call that reverts is still
         mined (fixed gas, limits.eth_call_gas) and answers status failed."""
+        return self.send(self._prepare(call, signer))
+
+    # ------------------------------------------------ journaled operations (the node's API)
+    # A Prepared of this chain is a signed transaction: ``record`` is its raw bytes (EIP-2718,
+    # the signature inside, so ``signature`` is empty) and ``txid`` its keccak. Its nonce is
+    # what a tsunagi record's sequence is: sent again it applies once, and once another
+    # transaction of its sender took that nonce it never can (RecordNotStored, sequence_used).
+
+    def _prepare(self, call, signer: LocalAccount) -> Prepared:
         web3 = self.chain.web3
         transaction = call.build_transaction({
             "from": signer.address, "nonce": web3.eth.get_transaction_count(signer.address),
             "gas": limits.eth_call_gas, "chainId": self.chain_id})
         signed = signer.sign_transaction(transaction)
-        txid = web3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = web3.eth.wait_for_transaction_receipt(txid)
+        return Prepared(bytes(signed.raw_transaction), b"", bytes(signed.hash))
+
+    def prepare_hold(self, transfer_id: bytes, payer: str, amount: int,
+                     expiry_s: int) -> Prepared:
+        return self._prepare(self.escrow.functions.hold(
+            _transfer_id(transfer_id), self._address(payer), _amount(amount),
+            _amount(expiry_s, "an expiry")), self.authority)
+
+    def prepare_post(self, transfer_id: bytes, to: str, amount: int) -> Prepared:
+        return self._prepare(self.escrow.functions.release(
+            _transfer_id(transfer_id), self._address(to), _amount(amount)), self.authority)
+
+    def prepare_void(self, transfer_id: bytes) -> Prepared:
+        return self._prepare(self.escrow.functions.void(_transfer_id(transfer_id)),
+                             self.authority)
+
+    def prepare_refund_expired(self, transfer_id: bytes) -> Prepared:
+        return self._prepare(self.escrow.functions.refund_expired(_transfer_id(transfer_id)),
+                             self.authority)
+
+    def prepare_transfer(self, source: str, destination: str, amount: int, *,
+                         transfer_id: bytes | None = None) -> Prepared:
+        """A token transfer from an account this connector holds the key of. The token's
+        Transfer event carries no tag, so ``transfer_id`` (taken for a TsunagiConnector's
+        signature) is not in it: the connection contract uses each receipt once instead."""
+        signer = self._signers.get(self._address(source))
+        if signer is None:
+            raise ConfigError(f"the connector holds no key for {source}; it sends from "
+                              f"{', '.join(self._signers)} (give more keys in accounts=)")
+        return self._prepare(self.token.functions.transfer(
+            self._address(destination), _amount(amount)), signer)
+
+    def send(self, prepared: Prepared) -> TxRef:
+        """Sends a prepared transaction, or finds it when it is in a block already; waits for
+        its block."""
+        from web3.exceptions import TransactionNotFound
+
+        web3 = self.chain.web3
+        try:
+            receipt = web3.eth.get_transaction_receipt(prepared.txid)
+        except TransactionNotFound:
+            sender, nonce = _sender_and_nonce(prepared.record)
+            if web3.eth.get_transaction_count(sender) > nonce:
+                raise RecordNotStored(self.chain_id, Result.sequence_used) from None
+            try:
+                web3.eth.send_raw_transaction(prepared.record)
+            except ValueError as exc:  # eth-tester's ValidationError is a ValueError
+                raise TsunagiError(f"chain {self.chain_id} did not take the transaction "
+                                   f"{prepared.txid.hex()}: {exc}") from exc
+            receipt = web3.eth.wait_for_transaction_receipt(prepared.txid)
+        return self._ref(receipt)
+
+    def remember(self, transfer_id: bytes, payer, sequence: int) -> None:
+        """Nothing to remember: the escrow contract keys its holds by transfer id."""
+
+    def headers_between(self, first: int, end: int) -> list[bytes]:
+        """The RLP headers of heights ``first`` up to below ``end``, those that are there."""
+        return [self.chain.header(height)
+                for height in range(max(first, 0), min(end, self.finalized_height() + 1))]
+
+    def refund_of(self, transfer_id: bytes) -> bytes | None:
+        """The txid of the escrow's Refunded event of a hold (anyone may send refund_expired:
+        the payer, after the expiry, without the node), or None."""
+        found = self.escrow.events.Refunded.get_logs(
+            from_block=0, argument_filters={"id": _transfer_id(transfer_id)})
+        return bytes(found[0].transactionHash) if found else None
+
+    def _ref(self, receipt) -> TxRef:
         header = self.chain.header(receipt.blockNumber)
         return TxRef(chain_id=self.chain_id, txid=bytes(receipt.transactionHash),
                      height=int(receipt.blockNumber), block_hash=bytes(receipt.blockHash),
                      time_s=header_time_s(header),
                      status=TxStatus.ok if receipt.status == 1 else TxStatus.failed)
+
+
+def _sender_and_nonce(raw: bytes) -> tuple[str, int]:
+    """The sender and the nonce of a signed transaction (legacy, or typed: EIP-2718)."""
+    import rlp
+    from eth_account import Account
+
+    fields = rlp.decode(raw) if raw[0] >= 0xC0 else rlp.decode(raw[1:])
+    nonce = fields[0] if raw[0] >= 0xC0 else fields[1]  # a typed one names its chain first
+    return Account.recover_transaction(raw), int.from_bytes(nonce, "big")
 
 
 def _keccak(data: bytes) -> bytes:

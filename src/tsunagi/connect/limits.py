@@ -43,6 +43,11 @@ eth_call_gas = 300_000
 # that is further behind calls again from where the last answer ended.
 follow_headers_max = 1024
 
+# Ethereum headers one call of the connection contract takes (eth_headers, or the headers
+# beside a step's proof): a header is about 610 bytes, so 64 are 39 KiB of a call's 64 KiB of
+# arguments, leaving room for the step's proof; a node further behind sends runs of 64 first.
+eth_headers_per_call = 64
+
 # --- the connection node's journal (tsunagi.connect.journal) --------------------------------------
 
 # One journal entry: an intent carries one signed 128-byte record (hex, with its 64-byte
@@ -78,3 +83,8 @@ batch_transfers_per_call = 100
 # Transfers one unproven batched call carries (request_many, confirm_many, complete_many):
 # 200 (the contract's cap) took at most 33,213 steps and 4,221 bytes of arguments.
 batch_plain_per_call = 200
+# Certificate signatures the connection node puts in one call when it feeds a consortium
+# chain's headers to the contract: each costs the contract tsunagi.contracts.limits'
+# signature_steps (250), so 192 take ~48,000 of a call's 100,000 steps and leave the rest for
+# the headers' writes and the step the last run travels with (a 4-validator chain: 64 headers).
+certificate_signatures_per_call = 192

@@ -20,7 +20,11 @@ chain through the journal (docs/CONNECT.md, "Usage billing").
 The connection chain is a Ledger with its ChainContracts in this process, or a node process
 reached through its client (:mod:`tsunagi.connect.connection_chain`); the linked chains are
 reached through :class:`~tsunagi.connect.tsunagi_chain.TsunagiConnector` or
-:class:`~tsunagi.connect.tsunagi_chain.RemoteTsunagiConnector`.
+:class:`~tsunagi.connect.tsunagi_chain.RemoteTsunagiConnector`, or, for an Ethereum chain,
+:class:`~tsunagi.connect.ethereum.EthereumConnector`: pay(), drive() and resume() run a transfer
+whose source or target is Ethereum through the contract's eth_* methods, what differs per kind
+of chain kept in one leg per kind (:mod:`tsunagi.connect.legs`). pay_many() drives tsunagi
+chains only.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from tsunagi.connect import contract, limits
+from tsunagi.connect import contract, legs, limits
 from tsunagi.connect.codes import ConnectCode
 from tsunagi.connect.connection_chain import ConnectionChain, LocalConnectionChain
 from tsunagi.connect.connector import TxRef, TxStatus
@@ -64,7 +68,8 @@ class ConnectionNode:
     ``operator_account``; ``connectors`` by linked chain id; ``confirm(transfer_id, entry)``
     is the payee's hook (True: fulfil the order); ``now_s`` fixes block times (tests).
     With ``contracts`` None, ``ledger`` is a ConnectionChain: a NodeConnectionChain drives
-    the connection chain of a node process."""
+    the connection chain of a node process; a LocalConnectionChain (with ``contracts``) one
+    decided here by a consortium's validators."""
 
     def __init__(self, ledger, contracts: ChainContracts | None, *, operator_account: int,
                  operator_key: PrivateKey, connectors: Mapping[int, TsunagiConnector],
@@ -72,6 +77,7 @@ class ConnectionNode:
                  contract_number: int = 1, now_s: Callable[[], int] | None = None) -> None:
         self.ledger, self.contracts = ledger, contracts
         self.chain: ConnectionChain = ledger if contracts is None \
+            else ledger if isinstance(ledger, LocalConnectionChain) \
             else LocalConnectionChain(ledger, contracts)
         self.operator_account, self.operator_key = operator_account, operator_key
         self.connectors = dict(connectors)
@@ -80,6 +86,7 @@ class ConnectionNode:
         self._intents: dict[tuple[str, str], dict] = {}
         self._outcomes: set[tuple[str, str]] = set()
         self._rules: dict[int, dict] = {}  # transfer rules by id (state_of)
+        self._legs: dict[int, legs.TsunagiLeg] = {}  # by linked chain id
         for entry in journal.entries:
             key = (entry["transfer"], entry["op"])
             if entry.get("phase") == "intent":
@@ -185,35 +192,56 @@ class ConnectionNode:
                         raise
                     del self._intents[key]  # it can never apply: its step prepares anew
 
-    def _headers(self, connector: TsunagiConnector) -> list[bytes]:
-        """The linked chain's headers the contract does not know yet (a bounded run)."""
-        tip = self.stored(f"tip:{connector.chain_id}")[0]
-        return connector.headers_between(tip + 1, tip + 1 + contract.HEADERS_PER_CALL_MAX)
+    def _leg(self, connector: TsunagiConnector) -> legs.TsunagiLeg:
+        """What this connector's kind of chain changes in the steps (tsunagi.connect.legs)."""
+        leg = self._legs.get(connector.chain_id)
+        if leg is None:
+            leg = self._legs[connector.chain_id] = legs.leg_of(self, connector)
+        return leg
 
-    def _caught_up(self, connector: TsunagiConnector) -> list[bytes]:
+    def _headers(self, connector: TsunagiConnector) -> tuple[list, bool]:
+        """The linked chain's headers the contract does not know yet (a run as long as a
+        call may carry; on a consortium chain, as many certificates as a call's steps can
+        check) and whether more follow them."""
+        leg = self._leg(connector)
+        tip = self.stored(f"{leg.tip_key}:{connector.chain_id}")[0]
+        headers = connector.headers_between(tip + 1, tip + 1 + leg.headers_per_call)
+        more = len(headers) == leg.headers_per_call
+        if connector.certified:
+            signatures = 0
+            for n, (_, certificate) in enumerate(headers):
+                signatures += int.from_bytes(certificate[4:6], "little")
+                if n and signatures > limits.certificate_signatures_per_call:
+                    return headers[:n], True
+        return headers, more
+
+    def _caught_up(self, connector: TsunagiConnector) -> list:
         """The last run of headers the contract lacks: the runs before it go in calls of
         their own, as many as a call may carry."""
-        headers = self._headers(connector)
-        while len(headers) == contract.HEADERS_PER_CALL_MAX:
-            self._step("headers", [connector.chain_id, headers])
-            headers = self._headers(connector)
+        leg = self._leg(connector)
+        headers, more = self._headers(connector)
+        while more:
+            self._step(leg.headers_method, [connector.chain_id, headers])
+            headers, more = self._headers(connector)
         return headers
 
     def _prove(self, method: str, transfer_id: bytes, connector: TsunagiConnector,
-               ref: TxRef) -> CallResult:
-        proof = connector.find(ref.txid)
-        return self._step(method, [transfer_id, proof.to_contract(), self._caught_up(connector)])
+               txid: bytes) -> CallResult:
+        """``method`` of the transaction ``txid`` (the leg's: ``paid`` or ``eth_paid``)."""
+        proof = connector.find(txid)
+        return self._step(self._leg(connector).method(method),
+                          [transfer_id, proof.to_contract(), self._caught_up(connector)])
 
     def _escrow(self, transfer_id: bytes, entry: dict) -> None:
         rule = entry["rule"]
         source = self.connectors[rule["source"]]
         expiry_s = entry["requested_s"] + rule["escrow_expiry_s"]
         ref = self._perform(transfer_id, "hold", source, lambda: source.prepare_hold(
-            transfer_id, entry["payer"], entry["amount"], expiry_s))
+            transfer_id, self._leg(source).payer(entry), entry["amount"], expiry_s))
         if ref.status is TxStatus.failed:  # the payer cannot pay: nothing is in escrow
             self._step("abort", [transfer_id])
             return
-        self._prove("escrowed", transfer_id, source, ref)
+        self._prove("escrowed", transfer_id, source, ref.txid)
 
     def _confirm(self, transfer_id: bytes, entry: dict) -> None:
         key = (transfer_id.hex(), "confirm")
@@ -234,31 +262,34 @@ class ConnectionNode:
             if late:  # past the window nobody pays out: the rate is no free option
                 self._step("abort", [transfer_id])
                 return
+        leg = self._leg(target)
         ref = self._perform(transfer_id, "payout", target, lambda: target.prepare_transfer(
-            rule["pool"], entry["payee"], entry["payout"], transfer_id=transfer_id))
+            leg.pool(rule), leg.payee(entry), entry["payout"], transfer_id=transfer_id))
         if ref.status is TxStatus.failed:  # the pool is short, or the chain refused
             self._step("abort", [transfer_id])
             return
-        self._prove("paid", transfer_id, target, ref)
+        self._prove("paid", transfer_id, target, ref.txid)
 
     def _settle(self, transfer_id: bytes, entry: dict) -> None:
         rule = entry["rule"]
         source = self.connectors[rule["source"]]
+        leg = self._leg(source)
         ref = self._perform(transfer_id, "settle", source, lambda: source.prepare_post(
-            transfer_id, rule["settlement"], entry["amount"]))
+            transfer_id, leg.settlement(rule), entry["amount"]))
         if ref.status is TxStatus.failed:
-            self._expire_or_fail(transfer_id, source, ref)
+            leg.release_refused(transfer_id, entry, ref)
             return
-        self._prove("settled", transfer_id, source, ref)
+        self._prove("settled", transfer_id, source, ref.txid)
 
     def _refund(self, transfer_id: bytes, entry: dict) -> None:
         source = self.connectors[entry["rule"]["source"]]
-        ref = self._perform(transfer_id, "refund", source,
-                            lambda: source.prepare_void(transfer_id))
+        leg = self._leg(source)
+        op, prepare, proven = leg.refund_step(transfer_id, entry)
+        ref = self._perform(transfer_id, op, source, prepare)
         if ref.status is TxStatus.failed:
-            self._expire_or_fail(transfer_id, source, ref)
+            leg.release_refused(transfer_id, entry, ref)
             return
-        self._prove("refunded", transfer_id, source, ref)
+        self._prove(proven, transfer_id, source, ref.txid)
 
     def _expire_or_fail(self, transfer_id: bytes, source: TsunagiConnector, ref: TxRef):
         code = source.find(ref.txid).code
@@ -277,7 +308,20 @@ class ConnectionNode:
             intent = {"transfer": transfer_id.hex(), "op": "request", "phase": "intent"}
             self.journal.append(intent)
             self._intents[(transfer_id.hex(), "request")] = intent
-        return self.call("request", [transfer_id, rule_id, payer, payee, amount])
+        sides = self._rule_legs(rule_id)
+        if all(leg.plain for leg in sides):
+            return self.call("request", [transfer_id, rule_id, payer, payee, amount])
+        return self.call("eth_request", [transfer_id, rule_id, sides[0].account(payer),
+                                         sides[1].account(payee), amount])
+
+    def _rule_legs(self, rule_id) -> list[legs.TsunagiLeg]:
+        """The legs of a rule's source and target, of the chains this node has connectors
+        of; none for a rule the contract does not hold (its request is refused)."""
+        rule = self._rule(rule_id) if isinstance(rule_id, int) else None
+        if rule is None:
+            return []
+        return [self._leg(self.connectors[chain]) if chain in self.connectors
+                else legs.TsunagiLeg(self, None) for chain in (rule["source"], rule["target"])]
 
     def pay(self, transfer_id: bytes, rule_id: int, payer: int, payee: int,
             amount: int) -> dict:
@@ -471,7 +515,7 @@ class ConnectionNode:
             token = self._linked_connector(bill["token_chain"])
             ref = self._perform(access_txid, "bill_charge", token, lambda: token.prepare_transfer(
                 bill["account"], bill["payee"], bill["price"], transfer_id=access_txid))
-            self._prove("charged", access_txid, token, ref)
+            self._prove("charged", access_txid, token, ref.txid)
             bill = self.bill_of(access_txid)
         if bill is not None and bill["state"] in BILL_FINAL_STATES:
             self._bill_done(access_txid, bill["state"])
@@ -519,6 +563,11 @@ class ConnectionNode:
         drive(); its entry is returned, None when its request was refused. ``times`` (if
         given) gets ``transfer_id -> (requested, completed)`` in perf_counter seconds."""
         transfers = [tuple(transfer) for transfer in transfers]
+        for transfer in transfers:
+            if not all(leg.plain for leg in self._rule_legs(transfer[1])):
+                raise ConfigError(f"pay_many drives transfers between tsunagi chains only; "
+                                  f"transfer {transfer[0].hex()} has an Ethereum leg: drive "
+                                  "it with pay()")
         ids = [transfer[0] for transfer in transfers]
         started = time.perf_counter()
         self._journal_once([(transfer_id, "request", {}) for transfer_id in ids])

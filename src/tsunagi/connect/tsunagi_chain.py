@@ -32,6 +32,7 @@ from tsunagi.connect.connector import ChainHeader, TxRef, TxStatus
 from tsunagi.core import records as rec
 from tsunagi.core.block import decode_block
 from tsunagi.core.codes import UNSTORED, Result
+from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
 from tsunagi.errors import ConfigError, EncodingError, NotFoundError, TsunagiError
 
@@ -136,6 +137,7 @@ class ChainAccess(Protocol):
     """What a connector reads and sends on its tsunagi chain, wherever the chain is."""
 
     chain_id: int
+    config: ChainConfig  # the chain's config (a consortium chain's names its validators)
 
     def height(self) -> int:
         """Blocks the chain holds (the newest is height - 1)."""
@@ -159,11 +161,21 @@ class ChainAccess(Protocol):
 
 
 class LedgerChain:
-    """A tsunagi chain whose Ledger is open in this process."""
+    """A tsunagi chain whose Ledger is open in this process. A consortium chain's blocks are
+    decided by its validators: pass its ``consortium`` (a
+    :class:`tsunagi.consensus.consortium.ConsortiumChain` over ``ledger``) and the
+    ``validator_keys`` of more than two thirds of the weight, all in this process (its
+    development mode), and what is submitted is committed with their certificate."""
 
-    def __init__(self, ledger) -> None:
+    def __init__(self, ledger, consortium=None, validator_keys=()) -> None:
         self.ledger = ledger
         self.chain_id = ledger.config.chain_id
+        self.config = ledger.config
+        if ledger.config.is_consortium and consortium is None:
+            raise ConfigError(f"chain {self.chain_id} is a consortium chain: give LedgerChain "
+                              "its ConsortiumChain and validator keys, or reach it through a "
+                              "validator node (NodeChain)")
+        self.consortium, self.validator_keys = consortium, tuple(validator_keys)
 
     def height(self) -> int:
         return self.ledger.height
@@ -185,15 +197,20 @@ class LedgerChain:
     def headers(self, first: int, end: int) -> bytes:
         return self.ledger.headers(first, min(end, self.ledger.height))
 
+    def _commit(self, records: bytes, signatures: bytes, now_s: int | None):
+        if self.consortium is None:
+            return self.ledger.submit_batch(records, signatures, now_s=now_s)
+        return self.consortium.commit_with_keys(self.validator_keys, records, signatures,
+                                                now_s=now_s)
+
     def submit(self, record: bytes, signature: bytes, now_s: int | None) -> Result:
-        answer = self.ledger.submit_batch(record, signature, now_s=now_s)
-        return Result(int(answer.codes[0]))
+        return Result(int(self._commit(record, signature, now_s).codes[0]))
 
     def submit_many(self, records: bytes, signatures: bytes,
                     now_s: int | None) -> tuple[list[Result], int | None]:
         """Sends signed records in one block (submit_batch: the fast path); their codes and
         the height of the block that holds those stored."""
-        answer = self.ledger.submit_batch(records, signatures, now_s=now_s)
+        answer = self._commit(records, signatures, now_s)
         return [Result(int(code)) for code in answer.codes], answer.height
 
 
@@ -205,6 +222,14 @@ class NodeChain:
     def __init__(self, client) -> None:
         self.client = client
         self.chain_id = client.welcome.chain_id
+        self._config: ChainConfig | None = None
+
+    @property
+    def config(self) -> ChainConfig:
+        """The chain's config, read once from its genesis block."""
+        if self._config is None:
+            self._config = ChainConfig.from_json(decode_block(self.client.block(0)).extension)
+        return self._config
 
     def height(self) -> int:
         return self.client.status().height + 1
@@ -254,10 +279,11 @@ class TsunagiConnector:
     process, or any :class:`ChainAccess` (:class:`RemoteTsunagiConnector` passes a
     :class:`NodeChain`)."""
 
+
     def __init__(self, ledger, keys: Mapping[int, PrivateKey], *, authority: int,
                  settlement: int, now_s=None) -> None:
-        self.chain: ChainAccess = LedgerChain(ledger) if hasattr(ledger, "config") else \
-            ledger
+        self.chain: ChainAccess = LedgerChain(ledger) if hasattr(ledger, "submit_batch") \
+            else ledger
         self.ledger = getattr(self.chain, "ledger", None)  # None through a node
         self.chain_id = self.chain.chain_id
         self.keys = dict(keys)
@@ -485,15 +511,31 @@ class TsunagiConnector:
                  "body_path": _body_path(block, count), "record_count": count}
         return proof, items
 
-    def headers_between(self, first: int, end: int) -> list[bytes]:
-        """The 80-byte headers of blocks ``first..end-1`` (what a light client is fed)."""
+    @property
+    def certified(self) -> bool:
+        """Whether the chain is a consortium chain, whose headers travel with certificates."""
+        return self.chain.config.is_consortium
+
+    @property
+    def kind(self) -> str:
+        """The connection contract's kind of this chain."""
+        return contract.KIND_TSUNAGI_BFT if self.certified else contract.KIND_TSUNAGI_POW
+
+    def headers_between(self, first: int, end: int) -> list:
+        """What a light client is fed of blocks ``first..end-1``: their 80-byte headers, or
+        on a consortium chain [header, commit certificate] pairs."""
         data = self.chain.headers(first, end)
-        return [data[i:i + 80] for i in range(0, len(data), 80)]
+        headers = [data[i:i + 80] for i in range(0, len(data), 80)]
+        if not self.certified:
+            return headers
+        return [[header, bytes(decode_block(self.chain.block(first + n)).seal)]
+                for n, header in enumerate(headers)]
 
     def follow(self, from_height: int) -> list[ChainHeader]:
         end = min(self.chain.height(), from_height + limits.follow_headers_max)
-        return [ChainHeader(from_height + i, hashing.sha256d(header), header)
-                for i, header in enumerate(self.headers_between(from_height, end))]
+        data = self.chain.headers(from_height, end)
+        return [ChainHeader(from_height + i // 80, hashing.sha256d(data[i:i + 80]),
+                            data[i:i + 80]) for i in range(0, len(data), 80)]
 
     def block_records(self, height: int, *, credit_account: int | None = None
                       ) -> list[BlockRecord]:

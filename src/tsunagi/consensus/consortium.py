@@ -279,11 +279,12 @@ class ConsortiumChain:
         self._notify("durable", height - 1, b"")
 
     def commit_with_keys(self, keys, records, signatures=b"", batches=(),
-                         now_s: int | None = None):
+                         now_s: int | None = None, *, payloads=()):
         """One block decided at once by validators whose keys are all in this process (a
         development chain's own validator, tests, benchmark setup): staged, precommitted in
         round 0 by ``keys``, and stored with their certificate. The keys must hold more than
-        two thirds of the height's weight. Returns the batch's answer."""
+        two thirds of the height's weight. ``payloads``: the records' call payloads, as
+        stage_batch takes them. Returns the batch's answer."""
         from tsunagi.consensus.certificate import make_certificate
 
         with self.lock:
@@ -294,7 +295,8 @@ class ConsortiumChain:
                     or not validators.quorum(sum(validators.weights[i] for i, _ in signers)):
                 raise ValueError("these keys are not validators holding more than two thirds "
                                  f"of the weight at height {height}")
-            staged = self.ledger.stage_batch(records, signatures, batches, now_s)
+            staged = self.ledger.stage_batch(records, signatures, batches, now_s,
+                                             payloads=payloads)
             try:
                 seal = make_certificate(self.chain_id, height, 0, staged.block_hash, signers,
                                         validators, self.schedule.set_at(height + 1)).encode()

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
+import numpy as np
+
+from tsunagi._native.sigverify import verify_batch
 from tsunagi.contracts import encoding, limits
 from tsunagi.errors import EncodingError
 
@@ -164,3 +167,26 @@ class Contract:
             raise EncodingError(f"a call emits at most {limits.call_events_max} events")
         self._meter.charge(limits.event_steps)
         self._events.append(Event(name, encoding.encode(fields)))
+
+    def verify_signatures(self, messages: list, keys: list, signatures: list) -> int:
+        """-1 when each ``signatures[i]`` (64 bytes) is a BIP340 signature of ``messages[i]``
+        (32 bytes) under the x-only key ``keys[i]`` (32 bytes), else the first ``i`` that is
+        not (a key that is no point of the curve included). All are checked in one call of the
+        native batch verifier; each costs limits.signature_steps. Deterministic: a pure
+        function of its bytes, as every node's answer must be."""
+        count = len(messages)
+        if len(keys) != count or len(signatures) != count:
+            raise EncodingError(f"{count} messages need as many keys and signatures, got "
+                                f"{len(keys)} and {len(signatures)}")
+        self._meter.charge(limits.signature_steps * count)
+        if not count:
+            return -1
+        for name, rows, size in (("message", messages, 32), ("key", keys, 32),
+                                 ("signature", signatures, 64)):
+            if any(type(row) is not bytes or len(row) != size for row in rows):
+                raise EncodingError(f"each {name} is {size} bytes")
+        good = verify_batch(np.frombuffer(b"".join(messages), np.uint8).reshape(count, 32),
+                            np.frombuffer(b"".join(keys), np.uint8).reshape(count, 32),
+                            np.frombuffer(b"".join(signatures), np.uint8).reshape(count, 64))
+        bad = np.flatnonzero(~good)
+        return int(bad[0]) if len(bad) else -1

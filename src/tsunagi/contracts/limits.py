@@ -47,6 +47,11 @@ state_write_steps = 50
 # Bytes written per step charged on top of a write: a write of the largest value costs
 # 4,096 steps, so one call can write at most ~1.5 MB whatever it does.
 state_write_bytes_per_step = 16
+# Steps one BIP340 signature check costs (Contract.verify_signatures): the native batch verifier
+# takes 24-60 us a signature here (200 a batch, or 3), and 100,000 steps are 5-10 ms, so a
+# signature is a few hundred steps; 250 let one call check up to ~300 (a certificate of a
+# linked chain of ~450 validators) beside the rest of its work.
+signature_steps = 250
 # Events one call may emit, and what each costs in steps; events go into the block's receipts.
 call_events_max = 256
 event_steps = 20

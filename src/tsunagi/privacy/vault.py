@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import os
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -201,10 +202,13 @@ class _Chain:
     def tip_time_s(self) -> int:
         return blk.decode_block(self.ledger.block(self.ledger.height - 1)).time
 
-    def calls(self, first: int):
-        """(height, time, position, account, method, args, code, txid) of each vault call in
-        blocks ``first`` onward, in chain order."""
-        for height in range(first, self.ledger.height):
+    def block_hash(self, height: int) -> bytes:
+        return blk.decode_block(self.ledger.block(height)).hash
+
+    def calls(self, first: int, end: int | None = None):
+        """(height, time, account, method, args, code, txid) of each vault call in blocks
+        ``first`` up to ``end`` (default: the durable height), in chain order."""
+        for height in range(first, self.ledger.height if end is None else end):
             block = blk.decode_block(self.ledger.block(height))
             records = block.records
             payloads = blk.block_payloads(block) if len(records) else {}
@@ -410,6 +414,13 @@ class Vault:
                  submitter: Submitter | None = None) -> None:
         self.chain = _Chain(ledger, contracts, clock, submitter)
         self.service = service
+        # The audit trail read so far: the steps of blocks 1 .. _trail_end - 1, whose last
+        # block had the hash _trail_top (a block there that changed means a reorganised
+        # chain: the trail is read again from the start). Pages read it at every change.
+        self._trail: list[Step] = []
+        self._by_request: dict[bytes | None, list[Step]] = {}
+        self._trail_end, self._trail_top = 1, b""
+        self._trail_lock = threading.Lock()
 
     def _step(self, signer: PrivateKey, account: int, method: str, args: dict) -> bytes:
         code, refusal, message, txid = self.chain.submit(signer, account, method, args)
@@ -542,12 +553,26 @@ class Vault:
         return part["text"]
 
     def audit_trail(self, request_id: bytes | None = None) -> list[Step]:
-        """Every vault call on the chain (or those of one request), oldest first."""
-        steps = []
-        for height, time_s, account, method, args, code, txid in self.chain.calls(1):
+        """Every vault call on the chain (or those of one request), oldest first. Blocks read
+        once are not read again: only those committed since the last call are."""
+        with self._trail_lock:
+            self._read_trail()
+            return list(self._trail if request_id is None
+                        else self._by_request.get(request_id, ()))
+
+    def _read_trail(self) -> None:
+        end = self.chain.ledger.height
+        if self._trail_end > 1 and (end < self._trail_end or self.chain.block_hash(
+                self._trail_end - 1) != self._trail_top):
+            # the chain was reorganised below the tip
+            self._trail, self._by_request, self._trail_end = [], {}, 1
+        if end == self._trail_end:
+            return
+        for height, time_s, account, method, args, code, txid in self.chain.calls(
+                self._trail_end, end):
             named = txid if method == "request_open" else args.get("request_id")
-            if request_id is not None and named != request_id:
-                continue
+            if not isinstance(named, bytes):
+                named = None  # a call naming no request (or garbage, which the contract refused)
             result = self.chain.contracts.results.get(txid)
             refusal, message = (result.refuse_code, result.detail) if result else (0, "")
             holder_key = None
@@ -555,10 +580,12 @@ class Vault:
                 refusal, message = args.get("code", 0), args.get("message", "")
                 holder_key = args.get("holder_key")
             known = refusal in VaultCode._value2member_map_
-            steps.append(Step(height, time_s, account, method, named, code,
-                              VaultCode(refusal) if known else VaultCode.service_refused,
-                              message, holder_key))
-        return steps
+            step = Step(height, time_s, account, method, named, code,
+                        VaultCode(refusal) if known else VaultCode.service_refused, message,
+                        holder_key)
+            self._trail.append(step)
+            self._by_request.setdefault(named, []).append(step)
+        self._trail_end, self._trail_top = end, self.chain.block_hash(end - 1)
 
 
 def _holder_index(document: dict, holder: HolderKeys) -> int:

@@ -213,8 +213,7 @@ class NodeVault:
                           "size": len(part["ciphertext"]) - 16 if secret else None})
         holders = [{"index": index, "account": account, "key": identity[:32].hex()}
                    for index, (identity, account) in enumerate(entry["holders"], start=1)]
-        trail = self.vault.audit_trail()
-        requests = [self._request(request_id, request, trail)
+        requests = [self._request(request_id, request, self.vault.audit_trail(request_id))
                     for request_id, request in self._entries(b"req:")
                     if request["document"] == document_id]
         requests.sort(key=lambda request: request["created_s"], reverse=True)
@@ -235,7 +234,7 @@ class NodeVault:
                   "method": step.method, "ok": step.code == Result.ok and not step.refusal,
                   "code": step.refusal.name if step.refusal else step.code.name,
                   "message": step.message}
-                 for step in trail if step.request_id == request_id]
+                 for step in trail]
         return {"id": request_id.hex(), "part": request["part"],
                 "requester": request["requester"], "reason": request["reason"],
                 "created_s": request["created_s"], "expires_s": request["expires_s"],
