@@ -26,6 +26,7 @@ extensions = [
     native("sigverify", "schnorr_batch.c", "bip340_batch.c", "parallel.c"),
     native("indexing", "index_kernel.c"),
     native("shamir", "shamir_kernel.c"),
+    native("encoding"),
 ]
 
 setup(

@@ -195,6 +195,21 @@ def test_sign_refuses_a_message_that_is_not_a_32_byte_hash():
         key.sign(bytes(32), aux_rand=b"\0" * 31)
 
 
+def test_sign_many_gives_a_valid_fresh_signature_of_each_message():
+    key = PrivateKey.generate()
+    messages = [hashlib.sha256(b"pay %d" % n).digest() for n in range(40)] + \
+        [hashlib.sha256(b"pay 0").digest()]
+    signatures = key.sign_many(messages)
+    assert len(signatures) == len(messages)
+    assert all(verify(key.public_key, message, signature)
+               for message, signature in zip(messages, signatures))
+    assert signatures[0] != signatures[-1]  # the same message, fresh randomness each time
+    assert not verify(key.public_key, messages[1], signatures[0])
+    assert key.sign_many([]) == []
+    with pytest.raises(EncodingError, match="message 1 is 5 bytes"):
+        key.sign_many([bytes(32), b"short"])
+
+
 def test_record_signature_is_over_the_txid():
     key = PrivateKey.generate()
     record = records.transfer(7, 1, 1, 2, 500)

@@ -417,17 +417,24 @@ class TsunagiConnector:
         """Records ``build(sequence)`` of ``(account, build)`` pairs, signed, in order: each
         account's sequences run on from its last, so one block can carry them all."""
         sequences: dict[int, int] = {}
-        prepared = []
+        records, txids = [], []
+        by_account: dict[int, list[int]] = {}  # each account's records are signed together
         for account, build in builds:
-            key = self.keys.get(account)
-            if key is None:
+            if self.keys.get(account) is None:
                 raise ConfigError(f"this connector holds no key for account {account} of "
                                   f"chain {self.chain_id}: give it the key or use another")
             sequence = sequences.get(account) or self.chain.sequence(account) + 1
             sequences[account] = sequence + 1
-            record = build(sequence)
-            prepared.append(Prepared(record, key.sign_record(record), hashing.sha256d(record)))
-        return prepared
+            by_account.setdefault(account, []).append(len(records))
+            records.append(build(sequence))
+            txids.append(hashing.sha256d(records[-1]))
+        signatures: list[bytes] = [b""] * len(records)
+        for account, indices in by_account.items():
+            signed = self.keys[account].sign_many([txids[index] for index in indices])
+            for index, signature in zip(indices, signed):
+                signatures[index] = signature
+        return [Prepared(record, signature, txid)
+                for record, signature, txid in zip(records, signatures, txids)]
 
     def prepare_holds(self, holds) -> list[Prepared]:
         """Holds of ``(transfer_id, payer, amount, expiry_s)``, as prepare_hold makes each."""

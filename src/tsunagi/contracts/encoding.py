@@ -20,6 +20,12 @@ and sets among them (a decoded list would not equal the tuple, and a set has no 
 order). Bounds: :data:`~tsunagi.contracts.limits.int_bytes_max`,
 :data:`~tsunagi.contracts.limits.encoding_depth_max` and
 :data:`~tsunagi.contracts.limits.encoded_bytes_max`.
+
+``encode`` and ``decode`` are the native ones (tsunagi._native.encoding, about 20 times faster:
+stored values, events and arguments are encoded and decoded on every contract call) when that
+module is built with these bounds; ``reference_encode`` and ``reference_decode`` are the same
+format in plain Python, the definition tests hold the native code to and the fallback when it
+is absent.
 """
 
 from __future__ import annotations
@@ -29,13 +35,13 @@ import operator
 from tsunagi.contracts import limits
 from tsunagi.errors import EncodingError
 
-__all__ = ["decode", "encode"]
+__all__ = ["NATIVE", "decode", "encode", "reference_decode", "reference_encode"]
 
 TAG_NONE, TAG_FALSE, TAG_TRUE, TAG_INT, TAG_NEGATIVE = 0, 1, 2, 3, 4
 TAG_BYTES, TAG_STR, TAG_LIST, TAG_DICT = 5, 6, 7, 8
 
 
-def encode(value) -> bytes:
+def reference_encode(value) -> bytes:
     """The canonical bytes of ``value``; EncodingError names what cannot be encoded."""
     out = bytearray()
     _encode(value, out, 0)
@@ -157,7 +163,7 @@ _SMALL_INTS = tuple(bytes([TAG_INT, 0]) if number == 0 else bytes([TAG_INT, 1, n
                     for number in range(256))
 
 
-def decode(data) -> object:
+def reference_decode(data) -> object:
     """The value ``data`` encodes; EncodingError unless ``data`` is exactly one canonical
     encoding (nothing before or after it)."""
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -261,3 +267,22 @@ def _decode_dict(data: bytes, position: int, depth: int, count: int) -> tuple[di
         previous = encoded_key
         result[key], position = _decode(data, position, depth + 1)
     return result, position
+
+
+def _load_native():
+    """tsunagi._native.encoding if it is built and with this module's bounds, else None."""
+    try:
+        from tsunagi._native import encoding as native
+    except ImportError:  # not built (a source checkout before setup.py build_ext)
+        return None
+    bounds = {"int_bytes_max": limits.int_bytes_max,
+              "encoding_depth_max": limits.encoding_depth_max,
+              "encoded_bytes_max": limits.encoded_bytes_max}
+    return native if native.NATIVE_CONSTANTS == bounds else None  # a stale build: the reference
+
+
+_native = _load_native()
+# Whether encode and decode are the native ones.
+NATIVE = _native is not None
+encode = _native.encode if NATIVE else reference_encode
+decode = _native.decode if NATIVE else reference_decode
