@@ -211,16 +211,17 @@ def chains(tmp_path_factory):
 
 
 def run_connection_node(config: Path, stop_at: int | str | None = None, *,
-                        fails: bool = False) -> dict:
+                        fails: bool = False, command: tuple = ("-m", "tsunagi.node.connection")
+                        ) -> dict:
     """One run of the connection node process. With ``stop_at``: the point it stopped at
     (then killed with SIGKILL), or its reports when it ended before that point. Without:
     its reports and the points it passed; with ``fails``, its exit code and stderr."""
     env = dict(ENV)
     if stop_at is not None:
         env[STOP_AT_ENV] = str(stop_at)
-    process = subprocess.Popen([sys.executable, "-m", "tsunagi.node.connection", "--config",
-                                str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+    process = subprocess.Popen([sys.executable, *command, "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
     guard = threading.Timer(HANG_GUARD_S, process.kill)
     guard.start()
     try:
@@ -339,6 +340,19 @@ def test_the_connection_node_killed_at_every_point_resumes_and_nothing_happens_t
                   if step["chain"] in (CHAIN_A, CHAIN_B) and step["step"] in
                   ("escrow", "payout", "settle", "refund")}
         assert on_chains.get(entry["tag"], set()) == proven, transfer_id
+
+
+def test_tsunagi_connect_run_is_the_connection_node(chains):
+    """The CLI's `tsunagi connect run --config FILE` runs the same process: a transfer it is
+    given completes, and a second run with the same config changes nothing."""
+    config = chains.write_config([{"id": "cli-0001", "rule": 7, "payer": HANAKO,
+                                   "payee": SHOP, "amount": AMOUNT}])
+    before = chains.balance("b", SHOP)
+    first = run_connection_node(config, command=("-m", "tsunagi", "connect", "run"))
+    assert [report["state"] for report in first["reports"]] == ["complete"]
+    again = run_connection_node(config, command=("-m", "tsunagi", "connect", "run"))
+    assert [report["state"] for report in again["reports"]] == ["complete"]
+    assert chains.balance("b", SHOP) == before + PAYOUT  # paid once
 
 
 def test_a_connection_node_with_a_bad_config_says_what_is_wrong(tmp_path):

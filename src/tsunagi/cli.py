@@ -919,7 +919,12 @@ def _add_ledger_commands(commands) -> None:
                           help="transfers one per block")
         demo.add_argument("--batch", type=_positive, default=8000, help="transfers per batch")
         demo.set_defaults(handler=cmd_demo)
-    register_connect(commands, commit_demo)
+
+    def run_connection(args: argparse.Namespace) -> int:
+        from tsunagi.node.connection import main
+
+        return main(["--config", args.config])
+    register_connect(commands, commit_demo, run_connection)
 
 
 def _validators_client(args: argparse.Namespace):

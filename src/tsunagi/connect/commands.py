@@ -290,9 +290,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register_commands(commands, commit_demo=None) -> None:
+def register_commands(commands, commit_demo=None, run_connection=None) -> None:
     """Adds ``demo`` (with ``demo commit``: ``commit_demo(subparser)`` fills it in) and
-    ``connect`` to the ``tsunagi`` command's subparsers."""
+    ``connect`` to the ``tsunagi`` command's subparsers; ``run_connection(args)`` is the
+    handler of ``connect run`` (the connection node as a process, in the node layer)."""
     demo = commands.add_parser(
         "demo", help="run ConnectionChain's two demonstrations on the embedded store",
         description="Starts chains A, B, D, T and a connection chain on the embedded store "
@@ -336,6 +337,19 @@ def register_commands(commands, commit_demo=None) -> None:
     bills = action("bills", cmd_bills, "usage billing: every access billed, with its trail")
     bills.add_argument("--proofs", action="store_true",
                        help="with each step's header, record and Merkle path (with --json)")
+    if run_connection is not None:
+        run = actions.add_parser(
+            "run", help="the connection node: drive the transfers a config names between "
+                        "tsunagi node processes, resuming from its journal",
+            description="Runs the connection node against node processes (the connection "
+                        "chain's and each linked chain's, reached through the node client) "
+                        "as its --config names them: it resumes what its journal and the "
+                        "connection chain hold, drives the transfers listed, prints a JSON "
+                        "line for each and ends. Killed anywhere and started again, it "
+                        "finishes them and pays nothing twice.")
+        run.add_argument("--config", required=True, metavar="FILE",
+                         help="the connection node's config (JSON; see docs/CONNECT.md)")
+        run.set_defaults(handler=run_connection)
     trail = action("trail", cmd_trail, "one transfer's trail, every step where it is proven")
     trail.add_argument("id", help="the transfer's id (its text, or 0x and hex)")
     trail.add_argument("--proofs", action="store_true",
