@@ -424,7 +424,7 @@ def test_demo_one_through_a_connection_chain_of_four_validator_processes(tmp_pat
     from tsunagi.core.keyfile import save_key
     from tsunagi.node.client import Client
 
-    net_helpers.ENV["TSUNAGI_PASSPHRASE"] = "connection validators"
+    net_helpers.ENV.setdefault("TSUNAGI_PASSPHRASE", "connection validators")
     world = World(tmp_path, "")
     operator_key = PrivateKey.generate()
     config = ChainConfig(

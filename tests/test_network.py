@@ -126,9 +126,12 @@ def _run_partition(nodes: list[NetNode], cut, mend) -> None:
     assert all(n.reorgs >= 1 and n.reorg_depth_max >= loser_tip[0] - start_height
                for n in (networks[0::2] if b_won else networks[1::2]))
 
-    # Transfers confirmed on the losing branch: on the winning chain again, or told why not.
+    # Transfers confirmed on the losing branch: on the winning chain again, or told why not by
+    # the losing half's miner, which took its branch's records back and tried them again.
+    asked = nodes[0] if b_won else nodes[1]
+
     def included_again():
-        with nodes[0].client() as client:
+        with asked.client() as client:
             for txid in seen_on_loser:
                 try:
                     if client.transaction(txid) is None:
@@ -138,7 +141,7 @@ def _run_partition(nodes: list[NetNode], cut, mend) -> None:
             return True
     wait_until(included_again, lambda: "the losing half's transfers to be mined on the winning "
                f"chain (statuses {[node.status() for node in nodes]})")
-    with nodes[0].client() as client:
+    with asked.client() as client:
         reasons = []
         for txid in seen_on_loser:
             try:

@@ -36,11 +36,12 @@ from tsunagi.ledger.ledger import Ledger
 CHAIN = 14
 INSTALL = ("--contract", "names=tsunagi.contracts.examples:NameRegistry")
 SOURCE = hashlib.sha256(inspect.getsource(examples).encode()).digest()
-PASSPHRASE = "relayed calls"
 VALIDATORS = [PrivateKey.from_bytes(bytes([0x50 + n]) * 32) for n in range(4)]
 TIMEOUTS = {"timeout_propose_ms": 800, "timeout_prevote_ms": 400,
             "timeout_precommit_ms": 400, "timeout_delta_ms": 200, "block_wait_ms": 20}
-net_helpers.ENV["TSUNAGI_PASSPHRASE"] = PASSPHRASE
+# Other test modules set the nodes' passphrase too: key files are made with whichever is set
+# when a test runs.
+net_helpers.ENV.setdefault("TSUNAGI_PASSPHRASE", "relayed calls")
 
 
 def chain_dirs(root, count: int, users, **fields) -> list:
@@ -101,7 +102,8 @@ def consortium(tmp_path):
     validators = tuple((key.public_key, 1) for key in VALIDATORS)
     dirs = chain_dirs(tmp_path, 5, users, validators=validators, **TIMEOUTS)
     ports = free_ports(5)
-    files = [save_key(tmp_path / f"validator{n}.key", key, PASSPHRASE, scrypt_n=1024)
+    passphrase = net_helpers.ENV["TSUNAGI_PASSPHRASE"]
+    files = [save_key(tmp_path / f"validator{n}.key", key, passphrase, scrypt_n=1024)
              for n, key in enumerate(VALIDATORS)]
     nodes = []
     for n, data in enumerate(dirs):
