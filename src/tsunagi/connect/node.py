@@ -52,6 +52,7 @@ BILL_FINAL_STATES = ("complete", "unpaid")
 # The journal's entries of usage billing: resume() leaves them to follow_billing().
 BILLING_OPS = ("bill_access", "bill_charge", "bill_scan")
 _PREFIX = contract.ConnectionContract.name.encode() + b"\x00"
+_STEP_KEYS = ("n", *contract.STEP_FIELDS)  # a trail step's keys (contract.trail_step)
 
 
 class StepRefused(TsunagiError):
@@ -120,10 +121,10 @@ class ConnectionNode:
         entry = encoding.decode(stored)
         rule_id, steps = entry.pop("rule_id"), entry.pop("steps")
         entry["rule"] = dict(self._rule(rule_id))
-        prefix = _PREFIX + b"step:" + key + b":"
-        entry["trail"] = [
-            contract.trail_step(n, encoding.decode(self.chain.state(prefix + str(n).encode())))
-            for n in range(1, steps + 1)]
+        prefix, state, decode = _PREFIX + b"step:" + key + b":", self.chain.state, encoding.decode
+        # contract.trail_step of each, inline: pay_many reads every transfer back this way.
+        entry["trail"] = [dict(zip(_STEP_KEYS, (n, *decode(state(b"%s%d" % (prefix, n))))))
+                          for n in range(1, steps + 1)]
         return entry
 
     def _rule(self, rule_id: int) -> dict:
