@@ -11,7 +11,10 @@ reuses a journaled record instead of signing a new one, so nothing happens twice
 :meth:`ConnectionNode.pay_many` is the fast path for many transfers: each step of all of them
 goes in one block of the linked chain a group of 100 records and one block of the connection
 chain for all the step calls, through the contract's batched methods (``escrowed_many``, ...),
-journaled per transfer as pay() journals, so resume() and drive() take any transfer on alone.
+journaled per transfer as pay() journals (a group's intents in one journal line), so resume()
+and drive() take any transfer on alone. A group's records of one key (the pool's payouts, the
+authority's posts, an entrusted payer's holds) go as one batch-authorized batch, one signature
+for them all; each intent names its batch, and a restart sends the batch again whole.
 
 Usage billing (demo 2) runs the same way: :meth:`ConnectionNode.follow_billing` scans each
 billing rule's data chain for accesses, records each with its proof and charges it on the token
