@@ -105,8 +105,9 @@ def test_a_batch_journaled_before_a_kill_is_sent_again_byte_for_byte(world, op):
     with pytest.raises(Killed):
         world.node.pay_many(batch)
     world.node.journal.close()
-    journaled = [entry for entry in Journal(world.tmp_path / "journal").entries
-                 if entry["op"] == op and entry["phase"] == "intent"]
+    with Journal(world.tmp_path / "journal") as journal:
+        journaled = [entry for entry in journal.entries
+                     if entry["op"] == op and entry["phase"] == "intent"]
     assert len(journaled) == 100 and {len(entry["batch"]) for entry in journaled} == {2}
     ledger = world.b if op == "payout" else world.a
     before = ledger.height
@@ -117,6 +118,30 @@ def test_a_batch_journaled_before_a_kill_is_sent_again_byte_for_byte(world, op):
     assert [record.tobytes().hex() for record in sent.records] == \
         [entry["record"] for entry in journaled]
     assert sent.batches[0].signature.hex() == journaled[0]["batch"][1]
+    world.assert_conserved()
+
+
+def test_a_journaled_batch_whose_sequence_another_record_took_is_prepared_anew(world):
+    # Killed after the holds' intents; then a record of Hanako's takes the first sequence the
+    # batch holds, so the batch can never be stored: the restarted node drops its intents and
+    # each transfer's hold is prepared anew, paid once.
+    batch = transfers(5)
+    world.node.journal.close()
+    world.node.journal = DyingJournal(world.tmp_path / "journal", "hold", "intent")
+    with pytest.raises(Killed):
+        world.node.pay_many(batch)
+    world.node.journal.close()
+    world.connector_a.transfer(HANAKO, AUTHORITY_A, 1)
+    with Journal(world.tmp_path / "journal") as journal:
+        journaled = [bytes.fromhex(entry["txid"]) for entry in journal.entries
+                     if entry["op"] == "hold"]
+    world.node = world.start_node()
+    resumed = world.node.resume()
+    assert {entry["state"] for entry in resumed.values()} == {"complete"}
+    assert len(journaled) == 5 and all(world.a.transaction(txid) is None for txid in journaled)
+    payout = (12 - 10) * 3 // 2
+    assert world.b.balance(SHOP) == FUNDS + 5 * payout
+    assert world.a.balance(HANAKO) == 1000 * FUNDS - 5 * 12 - 1
     world.assert_conserved()
 
 
