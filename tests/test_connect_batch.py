@@ -12,13 +12,15 @@ that is reopened and resumed.
 from __future__ import annotations
 
 import pytest
-from test_connect_tsunagi import CHAIN_A, HANAKO, POOL, RULE, SHOP, World
+from test_connect_tsunagi import AUTHORITY_A, CHAIN_A, HANAKO, POOL, RULE, SHOP, START_S, World
 
 from tsunagi.connect import limits
 from tsunagi.connect.codes import ConnectCode
+from tsunagi.connect.connector import TxStatus
 from tsunagi.connect.journal import Journal
 from tsunagi.contracts import encoding
 from tsunagi.contracts.runtime import CallCode
+from tsunagi.core.block import decode_block
 
 TWELVE = ["request", "escrow", "escrow_final", "rate", "confirm", "payout", "payout_final",
           "payout_seen", "settle", "settle_final", "settle_seen", "complete"]
@@ -63,6 +65,84 @@ def test_a_batch_completes_every_transfer_with_the_twelve_steps_and_money_conser
     # chain (request, escrowed, confirm, paid, settled, complete) for all 150.
     assert (world.a.height - blocks_before[0], world.b.height - blocks_before[1],
             world.c.height - blocks_before[2]) == (4, 2, 6)
+
+
+def test_each_group_of_one_key_goes_under_one_batch_signature(world):
+    # Hanako's holds, the authority's posts (chain A) and the pool's payouts (chain B) are each
+    # one key's records: a block of a group carries one batch signature and none of its own.
+    first_a, first_b = world.a.height, world.b.height
+    entries = world.node.pay_many(transfers(150))
+    assert {entry["state"] for entry in entries.values()} == {"complete"}
+    blocks = [decode_block(world.a.block(height)) for height in range(first_a, world.a.height)]
+    blocks += [decode_block(world.b.block(height)) for height in range(first_b, world.b.height)]
+    assert [(len(block), len(block.batches), len(block.signatures)) for block in blocks] == \
+        [(100, 1, 0), (50, 1, 0), (100, 1, 0), (50, 1, 0), (100, 1, 0), (50, 1, 0)]
+    for block in blocks:
+        (batch,) = block.batches
+        assert (batch.first, batch.count) == (0, len(block))
+
+
+def test_only_a_run_of_one_key_is_batch_authorized_the_rest_signed_each(world):
+    # Holds of two payers: a run of two of one payer's goes under one batch signature, a
+    # record alone between others keeps its own; the block stores them all.
+    def holds(payers):
+        return [(b"run-%d-%d" % (len(payers), n), payer, 5, START_S + 3600)
+                for n, payer in enumerate(payers)]
+    for payers, shape in (([HANAKO, AUTHORITY_A, HANAKO], (0, 3)),
+                          ([HANAKO, HANAKO, AUTHORITY_A], (1, 1))):
+        prepared = world.connector_a.prepare_holds(holds(payers), batched=True)
+        refs = world.connector_a.send_many(prepared)
+        assert {ref.status for ref in refs} == {TxStatus.ok}
+        block = decode_block(world.a.block(refs[0].height))
+        assert (len(block.batches), len(block.signatures)) == shape
+
+
+@pytest.mark.parametrize("op", ["hold", "payout", "settle"])
+def test_a_batch_journaled_before_a_kill_is_sent_again_byte_for_byte(world, op):
+    batch = transfers(120)
+    world.node.journal.close()
+    world.node.journal = DyingJournal(world.tmp_path / "journal", op, "intent")
+    with pytest.raises(Killed):
+        world.node.pay_many(batch)
+    world.node.journal.close()
+    with Journal(world.tmp_path / "journal") as journal:
+        journaled = [entry for entry in journal.entries
+                     if entry["op"] == op and entry["phase"] == "intent"]
+    assert len(journaled) == 100 and {len(entry["batch"]) for entry in journaled} == {2}
+    ledger = world.b if op == "payout" else world.a
+    before = ledger.height
+    world.node = world.start_node()
+    resumed = world.node.resume()
+    assert {entry["state"] for entry in resumed.values()} == {"complete"}
+    sent = decode_block(ledger.block(before))  # the first block after the restart
+    assert [record.tobytes().hex() for record in sent.records] == \
+        [entry["record"] for entry in journaled]
+    assert sent.batches[0].signature.hex() == journaled[0]["batch"][1]
+    world.assert_conserved()
+
+
+def test_a_journaled_batch_whose_sequence_another_record_took_is_prepared_anew(world):
+    # Killed after the holds' intents; then a record of Hanako's takes the first sequence the
+    # batch holds, so the batch can never be stored: the restarted node drops its intents and
+    # each transfer's hold is prepared anew, paid once.
+    batch = transfers(5)
+    world.node.journal.close()
+    world.node.journal = DyingJournal(world.tmp_path / "journal", "hold", "intent")
+    with pytest.raises(Killed):
+        world.node.pay_many(batch)
+    world.node.journal.close()
+    world.connector_a.transfer(HANAKO, AUTHORITY_A, 1)
+    with Journal(world.tmp_path / "journal") as journal:
+        journaled = [bytes.fromhex(entry["txid"]) for entry in journal.entries
+                     if entry["op"] == "hold"]
+    world.node = world.start_node()
+    resumed = world.node.resume()
+    assert {entry["state"] for entry in resumed.values()} == {"complete"}
+    assert len(journaled) == 5 and all(world.a.transaction(txid) is None for txid in journaled)
+    payout = (12 - 10) * 3 // 2
+    assert world.b.balance(SHOP) == FUNDS + 5 * payout
+    assert world.a.balance(HANAKO) == 1000 * FUNDS - 5 * 12 - 1
+    world.assert_conserved()
 
 
 def test_the_batched_trail_names_the_same_proven_blocks_as_the_chains(world):

@@ -8,8 +8,12 @@ the chain whether that txid is there: if it is, the operation happened; if not, 
 very same bytes again, which a chain applies at most once. Nothing is ever sent twice under two
 different txids, so nothing is paid twice.
 
-Each line is ``<crc32 hex> <json>``; a torn last line (a crash mid-write, never acted on) is
-dropped on open, and damage anywhere else raises CorruptLogError.
+Each line is ``<crc32 hex> <json>``: one entry (a JSON object), or many entries written
+together (append_many: a JSON array ``[shared, [rest, ...]]``, each entry the fields all of
+them share plus its own), so a group's intents are durable, or torn away, together. A torn
+last line (a crash mid-write, never acted on) is dropped on open, and damage anywhere else
+raises CorruptLogError. A journal of one-entry lines only (as written before lines of many
+entries) reads as it always did.
 """
 
 from __future__ import annotations
@@ -30,14 +34,33 @@ def _line(entry: dict) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(text), text)
 
 
-def _parse(line: bytes) -> dict | None:
+def _many_line(entries: list[dict]) -> bytes:
+    """One line of many entries: the fields all of them share (same value), once, and each
+    entry's others."""
+    first, rest = entries[0], entries[1:]
+    shared = {key: value for key, value in first.items()
+              if all(key in entry and entry[key] == value for entry in rest)}
+    own = [{key: value for key, value in entry.items() if key not in shared}
+           for entry in entries]
+    return _line([shared, own])
+
+
+def _parse(line: bytes) -> list[dict] | None:
+    """The entries of a line, or None when it is damaged."""
     crc, _, text = line.rstrip(b"\n").partition(b" ")
     try:
         if int(crc, 16) != zlib.crc32(text):
             return None
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return None
+    if isinstance(value, dict):
+        return [value]
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], dict) and
+            isinstance(value[1], list) and all(isinstance(own, dict) for own in value[1])):
+        return None
+    shared, own = value
+    return [{**shared, **fields} for fields in own]
 
 
 class Journal:
@@ -68,13 +91,13 @@ class Journal:
         complete, tail = lines[:-1], lines[-1]
         good = 0
         for number, line in enumerate(complete):
-            entry = _parse(line)
-            if entry is None:
+            entries = _parse(line)
+            if entries is None:
                 if number == len(complete) - 1 and not tail:
                     break  # a torn last line: written, never acted on
                 raise CorruptLogError(f"{self.path} line {number + 1} is damaged: restore "
                                       "the journal, or rebuild it from the connection chain")
-            self.entries.append(entry)
+            self.entries.extend(entries)
             good += len(line) + 1
         if good != len(data):
             with open(self.path, "r+b") as file:
@@ -94,12 +117,17 @@ class Journal:
 
     def append_many(self, entries: list[dict]) -> None:
         """Writes ``entries`` in order and returns once all are on disk: one fsync for a
-        batch. A crash mid-write leaves a prefix of them (and at most a torn last line)."""
-        lines = [_line(entry) for entry in entries]
+        batch, one line for each run of up to limits.journal_line_entries_max of them. A crash
+        mid-write leaves a prefix of those lines (and at most a torn last line)."""
+        if len(entries) == 1:
+            return self.append(entries[0])
+        size = limits.journal_line_entries_max
+        lines = [_many_line(entries[first:first + size])
+                 for first in range(0, len(entries), size)]
         for line in lines:
-            if len(line) > limits.journal_entry_bytes_max:
-                raise EncodingError(f"a journal entry is at most "
-                                    f"{limits.journal_entry_bytes_max} bytes, got {len(line)}")
+            if len(line) > limits.journal_line_bytes_max:
+                raise EncodingError(f"a journal line of many entries is at most "
+                                    f"{limits.journal_line_bytes_max} bytes, got {len(line)}")
         self._file.write(b"".join(lines))
         self._file.flush()
         os.fsync(self._file.fileno())

@@ -53,6 +53,13 @@ eth_headers_per_call = 64
 # One journal entry: an intent carries one signed 128-byte record (hex, with its 64-byte
 # signature) and a few ids, well under 1 KiB; 16 KiB leaves room and refuses a runaway entry.
 journal_entry_bytes_max = 16 * 1024
+# One line of many entries (Journal.append_many: a group's intents, or its outcomes, in one
+# line under one CRC): at most this many entries, the fields they share written once. 200
+# intents of batch-authorized records (a record and its txid in hex each) are about 70 KiB.
+journal_line_entries_max = 200
+# A line of many entries, in bytes: 200 intents with their own signatures are ~100 KiB, so
+# 1 MiB leaves room and refuses a runaway line before it is written.
+journal_line_bytes_max = 1 << 20
 # The whole journal, read at start: about a dozen entries a transfer of a few hundred bytes
 # each, so 1 GiB holds some hundred thousand transfers; a bigger file is not a journal.
 journal_bytes_max = 1 << 30

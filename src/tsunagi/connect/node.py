@@ -11,7 +11,10 @@ reuses a journaled record instead of signing a new one, so nothing happens twice
 :meth:`ConnectionNode.pay_many` is the fast path for many transfers: each step of all of them
 goes in one block of the linked chain a group of 100 records and one block of the connection
 chain for all the step calls, through the contract's batched methods (``escrowed_many``, ...),
-journaled per transfer as pay() journals, so resume() and drive() take any transfer on alone.
+journaled per transfer as pay() journals (a group's intents in one journal line), so resume()
+and drive() take any transfer on alone. A group's records of one key (the pool's payouts, the
+authority's posts, an entrusted payer's holds) go as one batch-authorized batch, one signature
+for them all; each intent names its batch, and a restart sends the batch again whole.
 
 Usage billing (demo 2) runs the same way: :meth:`ConnectionNode.follow_billing` scans each
 billing rule's data chain for accesses, records each with its proof and charges it on the token
@@ -52,6 +55,7 @@ BILL_FINAL_STATES = ("complete", "unpaid")
 # The journal's entries of usage billing: resume() leaves them to follow_billing().
 BILLING_OPS = ("bill_access", "bill_charge", "bill_scan")
 _PREFIX = contract.ConnectionContract.name.encode() + b"\x00"
+_STEP_KEYS = ("n", *contract.STEP_FIELDS)  # a trail step's keys (contract.trail_step)
 
 
 class StepRefused(TsunagiError):
@@ -87,11 +91,15 @@ class ConnectionNode:
         self._outcomes: set[tuple[str, str]] = set()
         self._rules: dict[int, dict] = {}  # transfer rules by id (state_of)
         self._legs: dict[int, legs.TsunagiLeg] = {}  # by linked chain id
+        # A batch's signature -> the intents of its records, in block order (_send_batch).
+        self._batches: dict[str, list[tuple[str, str]]] = {}
         for entry in journal.entries:
             key = (entry["transfer"], entry["op"])
             if entry.get("phase") == "intent":
                 self._intents[key] = entry
                 self._outcomes.discard(key)
+                if "batch" in entry:
+                    self._batches.setdefault(entry["batch"][1], []).append(key)
             elif entry.get("phase") == "outcome":
                 self._outcomes.add(key)
 
@@ -116,10 +124,10 @@ class ConnectionNode:
         entry = encoding.decode(stored)
         rule_id, steps = entry.pop("rule_id"), entry.pop("steps")
         entry["rule"] = dict(self._rule(rule_id))
-        prefix = _PREFIX + b"step:" + key + b":"
-        entry["trail"] = [
-            contract.trail_step(n, encoding.decode(self.chain.state(prefix + str(n).encode())))
-            for n in range(1, steps + 1)]
+        prefix, state, decode = _PREFIX + b"step:" + key + b":", self.chain.state, encoding.decode
+        # contract.trail_step of each, inline: pay_many reads every transfer back this way.
+        entry["trail"] = [dict(zip(_STEP_KEYS, (n, *decode(state(b"%s%d" % (prefix, n))))))
+                          for n in range(1, steps + 1)]
         return entry
 
     def _rule(self, rule_id: int) -> dict:
@@ -157,7 +165,7 @@ class ConnectionNode:
         try:
             return self._send(key, connector, intent)
         except RecordNotStored as exc:
-            if exc.code is not Result.sequence_used:
+            if exc.code not in _NEVER_STORED:
                 raise
         return self._send(key, connector, self._intend(key, connector, prepare()))
 
@@ -171,26 +179,48 @@ class ConnectionNode:
         return intent
 
     def _send(self, key: tuple[str, str], connector: TsunagiConnector, intent: dict) -> TxRef:
-        prepared = Prepared(bytes.fromhex(intent["record"]), bytes.fromhex(intent["signature"]),
-                            bytes.fromhex(intent["txid"]))
-        ref = connector.send(prepared)
+        if "batch" in intent and key not in self._outcomes:
+            return self._send_batch(connector, intent)[key]
+        ref = connector.send(_prepared(intent))
         self.journal.append({"transfer": key[0], "op": key[1], "phase": "outcome",
                              "txid": ref.txid.hex(), "height": ref.height,
                              "status": int(ref.status)})
         self._outcomes.add(key)
         return ref
 
+    def _send_batch(self, connector: TsunagiConnector, intent: dict) -> dict:
+        """Sends the batch of a batch-authorized intent again, whole and as journaled (its
+        signature covers all its records), or finds it in a block; journals the outcomes and
+        answers their TxRefs by intent key. A batch the chain stores nowhere (a sequence of
+        it used) never can be: its records' intents go, each step prepares anew."""
+        batch = intent["batch"]
+        members = [key for key in self._batches.get(batch[1], ())
+                   if self._intents.get(key, {}).get("batch") == batch]
+        try:
+            refs = connector.send_many([_prepared(self._intents[key]) for key in members])
+        except RecordNotStored as exc:
+            if exc.code in _NEVER_STORED:
+                for key in members:
+                    del self._intents[key]
+            raise
+        self.journal.append_many([{
+            "transfer": key[0], "op": key[1], "phase": "outcome", "txid": ref.txid.hex(),
+            "height": ref.height, "status": int(ref.status)} for key, ref in zip(members, refs)])
+        self._outcomes.update(members)
+        return dict(zip(members, refs))
+
     def flush(self) -> None:
         """Sends every journaled record whose outcome is missing, oldest first: a restart does
         this before anything else, so no new record takes the sequence a dead one holds."""
         for key, intent in list(self._intents.items()):
-            if "record" in intent and key not in self._outcomes:
+            if "record" in intent and key not in self._outcomes and key in self._intents:
                 try:
                     self._send(key, self.connectors[intent["chain"]], intent)
                 except RecordNotStored as exc:
-                    if exc.code is not Result.sequence_used:
+                    if exc.code not in _NEVER_STORED:
                         raise
-                    del self._intents[key]  # it can never apply: its step prepares anew
+                    # It can never apply: its step prepares anew.
+                    self._intents.pop(key, None)
 
     def _leg(self, connector: TsunagiConnector) -> legs.TsunagiLeg:
         """What this connector's kind of chain changes in the steps (tsunagi.connect.legs)."""
@@ -596,6 +626,8 @@ class ConnectionNode:
                 intent = {"transfer": key[0], "op": op, "phase": "intent", **fields}
                 self._intents[key] = intent
                 fresh.append(intent)
+                if "batch" in fields:
+                    self._batches.setdefault(fields["batch"][1], []).append(key)
         if fresh:
             self.journal.append_many(fresh)
 
@@ -642,10 +674,11 @@ class ConnectionNode:
 
     def _send_group(self, connector: TsunagiConnector, op: str, group: list[bytes],
                     prepared: list[Prepared]) -> list[tuple[bytes, TxRef]]:
-        """One group's records in one block, journaled before and after; those applied."""
-        self._journal_once([(transfer_id, op, {
-            "chain": connector.chain_id, "txid": one.txid.hex(), "record": one.record.hex(),
-            "signature": one.signature.hex()}) for transfer_id, one in zip(group, prepared)])
+        """One group's records in one block, journaled before and after; those applied. A
+        batch-authorized record's intent names its batch (signer key, signature), so a
+        restart sends the batch again whole (_send_batch)."""
+        self._journal_once([(transfer_id, op, _intent_fields(connector, one))
+                            for transfer_id, one in zip(group, prepared)])
         refs = connector.send_many(prepared)
         self.journal.append_many([{
             "transfer": transfer_id.hex(), "op": op, "phase": "outcome",
@@ -673,9 +706,13 @@ class ConnectionNode:
             return connector.prepare_holds([
                 (transfer_id, entries[transfer_id]["payer"], entries[transfer_id]["amount"],
                  entries[transfer_id]["requested_s"] +
-                 entries[transfer_id]["rule"]["escrow_expiry_s"]) for transfer_id in group])
-        self._external_many(entries, self._in_state(entries, "request", "hold"), "hold",
-                            "source", prepare)
+                 entries[transfer_id]["rule"]["escrow_expiry_s"]) for transfer_id in group],
+                batched=True)
+        # A payer's holds side by side: the connector authorizes a run of one payer's
+        # records (a key it holds) with one batch signature.
+        ids = sorted(self._in_state(entries, "request", "hold"),
+                     key=lambda transfer_id: entries[transfer_id]["payer"])
+        self._external_many(entries, ids, "hold", "source", prepare)
 
     def _confirm_many(self, entries: dict) -> None:
         ids = self._in_state(entries, "escrow", None)
@@ -696,7 +733,8 @@ class ConnectionNode:
         def prepare(connector, group):
             return connector.prepare_transfers([
                 (entries[transfer_id]["rule"]["pool"], entries[transfer_id]["payee"],
-                 entries[transfer_id]["payout"], transfer_id) for transfer_id in group])
+                 entries[transfer_id]["payout"], transfer_id) for transfer_id in group],
+                batched=True)
         self._external_many(entries, ids, "payout", "target", prepare)
 
     def _settle_many(self, entries: dict) -> None:
@@ -707,7 +745,8 @@ class ConnectionNode:
             for transfer_id in group:
                 connector.remember(transfer_id, *entries[transfer_id]["hold"][:2])
             return connector.prepare_posts([
-                (transfer_id, entries[transfer_id]["amount"]) for transfer_id in group])
+                (transfer_id, entries[transfer_id]["amount"]) for transfer_id in group],
+                batched=True)
         self._external_many(entries, ids, "settle", "source", prepare)
 
     def _complete_many(self, entries: dict) -> None:
@@ -734,6 +773,27 @@ _APPLIED = {
     "complete_many": lambda entry, item, block: entry.update(state="complete"),
 }
 _PROVEN_METHOD = {"hold": "escrowed_many", "payout": "paid_many", "settle": "settled_many"}
+
+
+# Codes of a record the chain stores nowhere and never will (its sequence is used, or a record
+# of its batch's is): whoever prepared it prepares a new one.
+_NEVER_STORED = (Result.sequence_used, Result.batch_rejected)
+
+
+def _prepared(intent: dict) -> Prepared:
+    """The signed record a journaled intent holds, as it was prepared."""
+    batch = intent.get("batch")
+    return Prepared(bytes.fromhex(intent["record"]), bytes.fromhex(intent["signature"]),
+                    bytes.fromhex(intent["txid"]),
+                    None if batch is None else (bytes.fromhex(batch[0]), bytes.fromhex(batch[1])))
+
+
+def _intent_fields(connector: TsunagiConnector, prepared: Prepared) -> dict:
+    fields = {"chain": connector.chain_id, "txid": prepared.txid.hex(),
+              "record": prepared.record.hex(), "signature": prepared.signature.hex()}
+    if prepared.batch is not None:
+        fields["batch"] = [prepared.batch[0].hex(), prepared.batch[1].hex()]
+    return fields
 
 
 def _groups(items: list, size: int) -> list[list]:

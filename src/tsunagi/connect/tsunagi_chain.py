@@ -30,7 +30,7 @@ from tsunagi import hashing
 from tsunagi.connect import contract, limits
 from tsunagi.connect.connector import ChainHeader, TxRef, TxStatus
 from tsunagi.core import records as rec
-from tsunagi.core.block import decode_block
+from tsunagi.core.block import BatchAuth, batch_root, decode_block
 from tsunagi.core.codes import UNSTORED, Result
 from tsunagi.core.config import ChainConfig
 from tsunagi.core.keys import PrivateKey
@@ -54,11 +54,14 @@ class RecordNotStored(TsunagiError):
 
 @dataclass(frozen=True)
 class Prepared:
-    """A signed record of this chain, ready to send, and its txid."""
+    """A signed record of this chain, ready to send, and its txid. A batch-authorized record
+    has no signature of its own: ``batch`` is its batch's (signer key, signature), which signs
+    the records sent next to it with the same ``batch`` (send_many sends them as one batch)."""
 
     record: bytes
     signature: bytes
     txid: bytes
+    batch: tuple[bytes, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -197,20 +200,21 @@ class LedgerChain:
     def headers(self, first: int, end: int) -> bytes:
         return self.ledger.headers(first, min(end, self.ledger.height))
 
-    def _commit(self, records: bytes, signatures: bytes, now_s: int | None):
+    def _commit(self, records: bytes, signatures: bytes, now_s: int | None, batches=()):
         if self.consortium is None:
-            return self.ledger.submit_batch(records, signatures, now_s=now_s)
+            return self.ledger.submit_batch(records, signatures, batches, now_s=now_s)
         return self.consortium.commit_with_keys(self.validator_keys, records, signatures,
-                                                now_s=now_s)
+                                                batches, now_s=now_s)
 
     def submit(self, record: bytes, signature: bytes, now_s: int | None) -> Result:
         return Result(int(self._commit(record, signature, now_s).codes[0]))
 
-    def submit_many(self, records: bytes, signatures: bytes,
-                    now_s: int | None) -> tuple[list[Result], int | None]:
-        """Sends signed records in one block (submit_batch: the fast path); their codes and
-        the height of the block that holds those stored."""
-        answer = self._commit(records, signatures, now_s)
+    def submit_many(self, records: bytes, signatures: bytes, now_s: int | None,
+                    batches=()) -> tuple[list[Result], int | None]:
+        """Sends signed records in one block (submit_batch: the fast path), ``batches`` the
+        BatchAuth entries of those batch-authorized; their codes and the height of the block
+        that holds those stored."""
+        answer = self._commit(records, signatures, now_s, batches)
         return [Result(int(code)) for code in answer.codes], answer.height
 
 
@@ -413,60 +417,78 @@ class TsunagiConnector:
 
     # --------------------------------------------------------- many records (fast path)
 
-    def prepare_many(self, builds) -> list[Prepared]:
+    def prepare_many(self, builds, *, batched: bool = False) -> list[Prepared]:
         """Records ``build(sequence)`` of ``(account, build)`` pairs, signed, in order: each
-        account's sequences run on from its last, so one block can carry them all."""
+        account's sequences run on from its last, so one block can carry them all.
+        ``batched``: a run of two or more records of one account in a row is batch-authorized
+        instead, one signature of that account's key over them all (send_many sends them as
+        one batch); only where the chain takes a block's records at once (submit_many)."""
         sequences: dict[int, int] = {}
-        records, txids = [], []
-        by_account: dict[int, list[int]] = {}  # each account's records are signed together
+        accounts, records = [], []
         for account, build in builds:
             if self.keys.get(account) is None:
                 raise ConfigError(f"this connector holds no key for account {account} of "
                                   f"chain {self.chain_id}: give it the key or use another")
             sequence = sequences.get(account) or self.chain.sequence(account) + 1
             sequences[account] = sequence + 1
-            by_account.setdefault(account, []).append(len(records))
+            accounts.append(account)
             records.append(build(sequence))
-            txids.append(hashing.sha256d(records[-1]))
+        runs = _runs(accounts) if batched and hasattr(self.chain, "submit_many") else []
+        for first, end in runs:
+            for index in range(first, end):
+                records[index] = _batch_authorized(records[index])
+        txids = [hashing.sha256d(record) for record in records]
+        batches: list[tuple[bytes, bytes] | None] = [None] * len(records)
         signatures: list[bytes] = [b""] * len(records)
+        for first, end in runs:
+            key = self.keys[accounts[first]]
+            batch = (key.public_key, key.sign(batch_root(txids[first:end])))
+            batches[first:end] = [batch] * (end - first)
+        by_account: dict[int, list[int]] = {}  # each account's records are signed together
+        for index, account in enumerate(accounts):
+            if batches[index] is None:
+                by_account.setdefault(account, []).append(index)
         for account, indices in by_account.items():
             signed = self.keys[account].sign_many([txids[index] for index in indices])
             for index, signature in zip(indices, signed):
                 signatures[index] = signature
-        return [Prepared(record, signature, txid)
-                for record, signature, txid in zip(records, signatures, txids)]
+        return [Prepared(record, signature, txid, batch)
+                for record, signature, txid, batch in zip(records, signatures, txids, batches)]
 
-    def prepare_holds(self, holds) -> list[Prepared]:
-        """Holds of ``(transfer_id, payer, amount, expiry_s)``, as prepare_hold makes each."""
+    def prepare_holds(self, holds, *, batched: bool = False) -> list[Prepared]:
+        """Holds of ``(transfer_id, payer, amount, expiry_s)``, as prepare_hold makes each
+        (``batched``: as prepare_many batches them)."""
         builds = []
         for transfer_id, payer, amount, expiry_s in holds:
             self._check_id(transfer_id)
             builds.append((_account(payer), _hold_build(
                 self, payer, amount, expiry_s, contract.transfer_tag(transfer_id))))
-        prepared = self.prepare_many(builds)
+        prepared = self.prepare_many(builds, batched=batched)
         for (transfer_id, payer, _, _), one in zip(holds, prepared):
             self.holds[transfer_id] = (_account(payer), rec.unpack(one.record)["sequence"])
         return prepared
 
-    def prepare_posts(self, posts) -> list[Prepared]:
-        """Posts of ``(transfer_id, amount)`` to the settlement account, from the authority."""
+    def prepare_posts(self, posts, *, batched: bool = False) -> list[Prepared]:
+        """Posts of ``(transfer_id, amount)`` to the settlement account, from the authority
+        (``batched``: as prepare_many batches them)."""
         builds = []
         for transfer_id, amount in posts:
             payer, sequence = self._hold_of(transfer_id)
             tag = contract.transfer_tag(transfer_id)
             builds.append((self.authority, lambda own, p=payer, s=sequence, a=amount, t=tag:
                            rec.post(self.chain_id, own, self.authority, p, s, a, user_data=t)))
-        return self.prepare_many(builds)
+        return self.prepare_many(builds, batched=batched)
 
-    def prepare_transfers(self, transfers) -> list[Prepared]:
-        """Plain transfers of ``(source, destination, amount, transfer_id)``."""
+    def prepare_transfers(self, transfers, *, batched: bool = False) -> list[Prepared]:
+        """Plain transfers of ``(source, destination, amount, transfer_id)`` (``batched``: as
+        prepare_many batches them)."""
         builds = []
         for source, destination, amount, transfer_id in transfers:
             tag = contract.transfer_tag(transfer_id)
             source, destination = _account(source), _account(destination)
             builds.append((source, lambda own, s=source, d=destination, a=amount, t=tag:
                            rec.transfer(self.chain_id, own, s, d, a, user_data=t)))
-        return self.prepare_many(builds)
+        return self.prepare_many(builds, batched=batched)
 
     def send_many(self, prepared: list[Prepared]) -> list[TxRef]:
         """Sends prepared records in one block (submit_batch: the fast path), or finds those
@@ -476,7 +498,8 @@ class TsunagiConnector:
             return [self.send(one) for one in prepared]
         now = None if self.now_s is None else self.now_s()
         codes, height = submit_many(b"".join(one.record for one in prepared),
-                                    b"".join(one.signature for one in prepared), now)
+                                    b"".join(one.signature for one in prepared), now,
+                                    _batch_auths(prepared))
         for code in codes:
             if code in UNSTORED and code is not Result.already_committed:
                 raise RecordNotStored(self.chain_id, code)
@@ -577,6 +600,39 @@ def _hold_build(connector: TsunagiConnector, payer, amount: int, expiry_s: int, 
     return lambda sequence: rec.hold(
         connector.chain_id, sequence, payer, connector.settlement, amount,
         authority_account=connector.authority, expiry_s=expiry_s, user_data=tag)
+
+
+def _runs(accounts: list[int]) -> list[tuple[int, int]]:
+    """The ``(first, end)`` ranges where two or more records of one account follow each
+    other: what one key may authorize as a batch."""
+    runs, first = [], 0
+    for index in range(1, len(accounts) + 1):
+        if index == len(accounts) or accounts[index] != accounts[first]:
+            if index - first >= 2:
+                runs.append((first, index))
+            first = index
+    return runs
+
+
+def _batch_authorized(record: bytes) -> bytes:
+    """The record with its batch_authorized flag set (its txid changes with it)."""
+    return record[:1] + bytes([record[1] | rec.Flags.batch_authorized]) + record[2:]
+
+
+def _batch_auths(prepared: list[Prepared]) -> list[BatchAuth]:
+    """The BatchAuth entries of the batch-authorized records among ``prepared``: each run of
+    records with one ``batch`` is that batch."""
+    auths: list[BatchAuth] = []
+    for index, one in enumerate(prepared):
+        if one.batch is None:
+            continue
+        if auths and index == auths[-1].first + auths[-1].count and \
+                prepared[index - 1].batch == one.batch:
+            last = auths[-1]
+            auths[-1] = last._replace(count=last.count + 1)
+        else:
+            auths.append(BatchAuth(index, 1, *one.batch))
+    return auths
 
 
 def _body_path(block, count: int) -> list[bytes]:
