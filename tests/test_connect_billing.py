@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connect_helpers import Clock, Crash, arm_actions
 from tsunagi.connect import contract as cc
 from tsunagi.connect import limits
 from tsunagi.connect.codes import ConnectCode
@@ -50,14 +51,6 @@ RULE = {"rule_id": 1, "data_chain": DATA, "token_chain": TOKEN, "data_set": DATA
 CONSUMERS = {ALICE: ALICE_T, BOB: BOB_T, CAROL: CAROL_T}  # Dave has no token account
 START_S = 1_800_000_000
 TOKENS = {ALICE_T: 1000, BOB_T: 1000, CAROL_T: 10, OWNER_T: 1}  # Carol cannot pay 25
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START_S
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class World:
@@ -335,33 +328,14 @@ def test_a_data_chain_far_ahead_is_scanned_in_bounded_runs_that_survive_a_restar
 # ---------------------------------------------------------------------- crash recovery
 
 
-class Crash(BaseException):
-    """The connection node killed at an injected point."""
-
-
 def arm(world, crash_at: int | None) -> list:
     """Makes the node's k-th external action (a durable journal write, a call on the
     connection chain, a record sent to the token chain, or just before that send) its last."""
-    passed: list = []
-
-    def wrap(owner, name):
-        inner = getattr(owner, name)
-
-        def wrapped(*args, **kwargs):
-            if crash_at is not None and len(passed) + 1 == crash_at and name == "send":
-                passed.append("send (before)")
-                raise Crash
-            result = inner(*args, **kwargs)
-            passed.append(name)
-            if crash_at is not None and len(passed) == crash_at:
-                raise Crash
-            return result
-        setattr(owner, name, wrapped)
-
-    wrap(world.node.journal, "append")
-    wrap(world.node, "call")
-    wrap(world.token, "send")
-    return passed
+    return arm_actions(crash_at, [
+        (world.node.journal, "append"),
+        (world.node, "call"),
+        (world.token, "send"),
+    ])
 
 
 def restart(world) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import pytest
 
+from connect_helpers import Clock
 from tsunagi import hashing
 from tsunagi.connect import contract as cc
 from tsunagi.connect.codes import ConnectCode
@@ -59,14 +60,6 @@ VALIDATORS = [PrivateKey.from_bytes(bytes([0x60 + n]) * 32) for n in range(5)]
 TRANSFER = b"order-0001"
 TWELVE = ["request", "escrow", "escrow_final", "rate", "confirm", "payout", "payout_final",
           "payout_seen", "settle", "settle_final", "settle_seen", "complete"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START_S
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class World:

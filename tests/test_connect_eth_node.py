@@ -20,6 +20,7 @@ import rlp
 from eth_account import Account
 from eth_hash.auto import keccak
 
+from connect_helpers import Clock, Crash, arm_actions
 from tsunagi.connect import contract as cc
 from tsunagi.connect.codes import ConnectCode
 from tsunagi.connect.eth_proof import EthereumLightClient, expect
@@ -55,16 +56,6 @@ TRAIL = ["request", "escrow", "escrow_final", "rate", "confirm", "payout", "payo
          "payout_seen", "settle", "settle_final", "settle_seen", "complete"]
 REFUNDED = ["request", "escrow", "escrow_final", "rate", "declined", "refund", "refund_final",
             "refund_seen"]
-
-
-class Clock:
-    """The tsunagi chains' clock, moved by hand (eth-tester's by time_travel)."""
-
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class World:
@@ -369,10 +360,6 @@ def test_a_tsunagi_escrow_past_its_expiry_comes_back_and_ethereum_pays_nothing(t
         world.close()
 
 
-class Crash(BaseException):
-    """The connection node killed at an injected point."""
-
-
 def dies(transfer_id, entry):
     """A shop's hook during which the node is killed."""
     raise Crash
@@ -485,27 +472,12 @@ def arm(world, crash_at: int | None) -> list:
     """Makes the node's k-th external action (a journal write, a transaction sent to a
     linked chain, a call on the connection chain) its last: it happens, then the node dies;
     a send may die just before it goes out. Returns the list of points passed."""
-    passed: list = []
-
-    def wrap(owner, name):
-        inner = getattr(owner, name)
-
-        def wrapped(*args, **kwargs):
-            if crash_at is not None and len(passed) + 1 == crash_at and name == "send":
-                passed.append(name + " (before)")
-                raise Crash
-            result = inner(*args, **kwargs)
-            passed.append(name)
-            if crash_at is not None and len(passed) == crash_at:
-                raise Crash
-            return result
-        setattr(owner, name, wrapped)
-
-    wrap(world.node.journal, "append")
-    wrap(world.node, "call")
-    wrap(world.connector_eth, "send")
-    wrap(world.connector_t, "send")
-    return passed
+    return arm_actions(crash_at, [
+        (world.node.journal, "append"),
+        (world.node, "call"),
+        (world.connector_eth, "send"),
+        (world.connector_t, "send"),
+    ])
 
 
 @pytest.mark.parametrize("direction,accepted", [("from_eth", True), ("from_eth", False),

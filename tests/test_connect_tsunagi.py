@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connect_helpers import Clock, Crash, arm_actions
 from tsunagi import hashing
 from tsunagi.connect import contract as cc
 from tsunagi.connect.codes import ConnectCode
@@ -42,16 +43,6 @@ RULE = {"rule_id": 7, "source": CHAIN_A, "target": CHAIN_B, "rate_numerator": 3,
         "rate_denominator": 2, "fee": 10, "settlement": SETTLEMENT_A, "pool": POOL,
         "escrow_authority": AUTHORITY_A, "escrow_expiry_s": 3600, "payout_window_s": 600}
 START_S = 1_800_000_000
-
-
-class Clock:
-    """The one clock of the test's chains, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = START_S
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class World:
@@ -417,35 +408,16 @@ def test_the_codes_enum_mirrors_the_contract():
 # ---------------------------------------------------------------------- crash recovery
 
 
-class Crash(BaseException):
-    """The connection node killed at an injected point."""
-
-
 def arm(world, crash_at: int | None) -> list:
     """Makes the node's k-th external action (a journal write made durable, a record sent to
     a linked chain, a call on the connection chain) the last one: it happens, then the node
     dies. Returns the list of points passed."""
-    passed: list = []
-
-    def wrap(owner, name):
-        inner = getattr(owner, name)
-
-        def wrapped(*args, **kwargs):
-            if crash_at is not None and len(passed) + 1 == crash_at and name == "send":
-                passed.append(name + " (before)")
-                raise Crash  # killed just before the record went out
-            result = inner(*args, **kwargs)
-            passed.append(name)
-            if crash_at is not None and len(passed) == crash_at:
-                raise Crash
-            return result
-        setattr(owner, name, wrapped)
-
-    wrap(world.node.journal, "append")
-    wrap(world.node, "call")
-    wrap(world.connector_a, "send")
-    wrap(world.connector_b, "send")
-    return passed
+    return arm_actions(crash_at, [
+        (world.node.journal, "append"),
+        (world.node, "call"),
+        (world.connector_a, "send"),
+        (world.connector_b, "send"),
+    ])
 
 
 def restart(world) -> None:
