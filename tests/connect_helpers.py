@@ -3,6 +3,9 @@ external action, and a clock moved by hand."""
 
 from __future__ import annotations
 
+from tsunagi.connect.codes import ConnectCode
+from tsunagi.contracts.runtime import CallCode
+
 START_S = 1_800_000_000
 
 
@@ -45,3 +48,18 @@ def arm_actions(crash_at: int | None, actions) -> list:
     for owner, name in actions:
         wrap(owner, name)
     return passed
+
+
+class NodeCalls:
+    """A test world's calls of the connection contract through its ``node``, asserting the
+    outcome: ``ok`` (the result) or ``refused`` (the contract's code)."""
+
+    def ok(self, method, args):
+        result = self.node.call(method, args)
+        assert result.code is CallCode.ok, result
+        return result
+
+    def refused(self, method, args) -> ConnectCode:
+        result = self.node.call(method, args)
+        assert result.code is CallCode.refused, result
+        return ConnectCode(result.refuse_code)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connect_helpers import Clock, Crash, arm_actions
+from connect_helpers import NodeCalls, Clock, Crash, arm_actions
 from tsunagi.connect import contract as cc
 from tsunagi.connect import limits
 from tsunagi.connect.codes import ConnectCode
@@ -28,7 +28,7 @@ from tsunagi.connect.journal import Journal
 from tsunagi.connect.node import ConnectionNode, StepRefused
 from tsunagi.connect.tsunagi_chain import TsunagiConnector, check_step
 from tsunagi.contracts.chain import ChainContracts
-from tsunagi.contracts.runtime import CallCode, source_sha256
+from tsunagi.contracts.runtime import source_sha256
 from tsunagi.core import records as rec
 from tsunagi.core.block import decode_block
 from tsunagi.core.codes import Result
@@ -53,7 +53,7 @@ START_S = 1_800_000_000
 TOKENS = {ALICE_T: 1000, BOB_T: 1000, CAROL_T: 10, OWNER_T: 1}  # Carol cannot pay 25
 
 
-class World:
+class World(NodeCalls):
     """The data chain, the token chain and the connection chain linking them, all running;
     no billing rule yet."""
 
@@ -100,16 +100,6 @@ class World:
             connectors={DATA: self.data, TOKEN: self.token},
             journal=Journal(self.tmp_path / "journal"), confirm=lambda *_: True,
             now_s=self.clock)
-
-    def ok(self, method, args):
-        result = self.node.call(method, args)
-        assert result.code is CallCode.ok, result
-        return result
-
-    def refused(self, method, args) -> ConnectCode:
-        result = self.node.call(method, args)
-        assert result.code is CallCode.refused, result
-        return ConnectCode(result.refuse_code)
 
     def access(self, who: int, *, credit: int = DATASET, tag: int = ACCESS_TAG) -> bytes:
         """``who`` reads the data set: one data unit to its account, tagged; the txid."""

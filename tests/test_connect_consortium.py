@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 
-from connect_helpers import Clock
+from connect_helpers import NodeCalls, Clock
 from tsunagi import hashing
 from tsunagi.connect import contract as cc
 from tsunagi.connect.codes import ConnectCode
@@ -62,7 +62,7 @@ TWELVE = ["request", "escrow", "escrow_final", "rate", "confirm", "payout", "pay
           "payout_seen", "settle", "settle_final", "settle_seen", "complete"]
 
 
-class World:
+class World(NodeCalls):
     """Chains A and B (those named in ``consortium`` run by four validators), the connection
     chain and its node."""
 
@@ -127,16 +127,6 @@ class World:
         else:
             self.access[chain_id] = LedgerChain(ledger)
         return ledger
-
-    def ok(self, method, args):
-        result = self.node.call(method, args)
-        assert result.code is CallCode.ok, result
-        return result
-
-    def refused(self, method, args) -> ConnectCode:
-        result = self.node.call(method, args)
-        assert result.code is CallCode.refused, result
-        return ConnectCode(result.refuse_code)
 
     @staticmethod
     def total(ledger) -> int:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connect_helpers import Clock, Crash, arm_actions
+from connect_helpers import NodeCalls, Clock, Crash, arm_actions
 from tsunagi import hashing
 from tsunagi.connect import contract as cc
 from tsunagi.connect.codes import ConnectCode
@@ -45,7 +45,7 @@ RULE = {"rule_id": 7, "source": CHAIN_A, "target": CHAIN_B, "rate_numerator": 3,
 START_S = 1_800_000_000
 
 
-class World:
+class World(NodeCalls):
     """Chain A, chain B and the connection chain, with the node that links them."""
 
     def __init__(self, tmp_path, confirm=lambda transfer_id, entry: True,
@@ -89,16 +89,6 @@ class World:
             connectors={CHAIN_A: self.connector_a, CHAIN_B: self.connector_b},
             journal=Journal(self.tmp_path / "journal"), confirm=self.confirm,
             now_s=self.clock)
-
-    def ok(self, method, args):
-        result = self.node.call(method, args)
-        assert result.code is CallCode.ok, result
-        return result
-
-    def refused(self, method, args) -> ConnectCode:
-        result = self.node.call(method, args)
-        assert result.code is CallCode.refused, result
-        return ConnectCode(result.refuse_code)
 
     @staticmethod
     def total(ledger) -> int:
