@@ -549,11 +549,20 @@ class ConnectionContract(Contract):
                          "user_data": entry["tag"]})
         if fields["aux"] < entry["requested_s"] + rule["escrow_expiry_s"]:
             raise Refuse(RECORD_MISMATCH, "the hold expires before the rule's escrow expiry")
-        entry["hold"] = [fields["debit"], fields["sequence"], fields["aux"]]
+        self.escrow_recorded(transfer_id, entry,
+                             [fields["debit"], fields["sequence"], fields["aux"]], fields)
+
+    def escrow_recorded(self, transfer_id: bytes, entry: dict, hold: list, fields: dict) -> None:
+        """What follows a proven hold on any kind of chain: the hold kept, steps 2-4 saved."""
+        entry["hold"] = hold
         entry["escrowed_s"] = fields["where"][4]
-        self.save(transfer_id, entry, "escrow", [["escrow", fields["where"]],
-                                                 ["escrow_final", fields["final"]],
-                                                 ["rate", self.here()]])
+        self.save(transfer_id, entry, "escrow", self.proven_steps("escrow", fields, "rate"))
+
+    def proven_steps(self, name: str, fields: dict, seen: str = "") -> list:
+        """A proven step's three trail entries: where it stands, where it is final, and the
+        connection chain's call that saw it (``seen``, by default ``<name>_seen``)."""
+        return [[name, fields["where"]], [name + "_final", fields["final"]],
+                [seen or name + "_seen", self.here()]]
 
     @method
     def confirm(self, transfer_id: bytes, accepted: bool) -> None:
@@ -580,11 +589,14 @@ class ConnectionContract(Contract):
         matches(fields, {"kind": KIND_TRANSFER, "chain_id": rule["target"],
                          "debit": rule["pool"], "credit": entry["payee"],
                          "amount": entry["payout"], "user_data": entry["tag"]})
+        self.payout_recorded(transfer_id, entry, rule, fields)
+
+    def payout_recorded(self, transfer_id: bytes, entry: dict, rule: dict, fields: dict) -> None:
+        """What follows a proven payout on any kind of chain: within the payout window, steps
+        7-8 saved."""
         if fields["where"][4] > entry["escrowed_s"] + rule["payout_window_s"]:
             raise Refuse(PAYOUT_LATE, "the payout's block is past the payout window")
-        self.save(transfer_id, entry, "settle", [["payout", fields["where"]],
-                                                 ["payout_final", fields["final"]],
-                                                 ["payout_seen", self.here()]])
+        self.save(transfer_id, entry, "settle", self.proven_steps("payout", fields))
 
     @method
     def settled(self, transfer_id: bytes, proof: dict, headers: list) -> None:
@@ -602,10 +614,12 @@ class ConnectionContract(Contract):
                          "debit": rule["escrow_authority"], "credit": entry["payer"],
                          "aux": entry["hold"][1], "amount": entry["amount"],
                          "user_data": entry["tag"]})
+        self.settle_recorded(transfer_id, entry, fields)
+
+    def settle_recorded(self, transfer_id: bytes, entry: dict, fields: dict) -> None:
+        """What follows a proven settlement on any kind of chain: steps 9-11 saved."""
         entry["settled"] = True
-        self.save(transfer_id, entry, "settle", [["settle", fields["where"]],
-                                                 ["settle_final", fields["final"]],
-                                                 ["settle_seen", self.here()]])
+        self.save(transfer_id, entry, "settle", self.proven_steps("settle", fields))
 
     @method
     def complete(self, transfer_id: bytes) -> None:
@@ -639,9 +653,7 @@ class ConnectionContract(Contract):
         matches(fields, {"kind": KIND_VOID, "chain_id": rule["source"],
                          "debit": rule["escrow_authority"], "credit": entry["payer"],
                          "aux": entry["hold"][1], "user_data": entry["tag"]})
-        self.save(transfer_id, entry, "refunded", [["refund", fields["where"]],
-                                                   ["refund_final", fields["final"]],
-                                                   ["refund_seen", self.here()]])
+        self.save(transfer_id, entry, "refunded", self.proven_steps("refund", fields))
 
     @method
     def expired(self, transfer_id: bytes, headers: list) -> None:
@@ -948,9 +960,7 @@ class ConnectionContract(Contract):
                 "data_chain": rule["data_chain"], "token_chain": rule["token_chain"],
                 "account": account, "payee": rule["payee"], "price": rule["price"],
                 "tag": transfer_tag(txid), "refusal": 0, "state": "charge", "steps": 0}
-        self.save_bill(txid, bill, "charge", [["access", fields["where"]],
-                                              ["access_final", fields["final"]],
-                                              ["bill", self.here()]])
+        self.save_bill(txid, bill, "charge", self.proven_steps("access", fields, "bill"))
         return txid
 
     @method
@@ -965,14 +975,12 @@ class ConnectionContract(Contract):
                          "debit": bill["account"], "credit": bill["payee"],
                          "amount": bill["price"], "user_data": bill["tag"]})
         if fields["code"] == 0:
-            self.save_bill(access_txid, bill, "complete", [["charge", fields["where"]],
-                                                           ["charge_final", fields["final"]],
-                                                           ["complete", self.here()]])
+            self.save_bill(access_txid, bill, "complete",
+                           self.proven_steps("charge", fields, "complete"))
             return "complete"
         bill["refusal"] = fields["code"]
-        self.save_bill(access_txid, bill, "unpaid", [["charge_refused", fields["where"]],
-                                                     ["charge_refused_final", fields["final"]],
-                                                     ["unpaid", self.here()]])
+        self.save_bill(access_txid, bill, "unpaid",
+                       self.proven_steps("charge_refused", fields, "unpaid"))
         return "unpaid"
 
     @method
@@ -1178,11 +1186,7 @@ class ConnectionContract(Contract):
         expiry_s = int.from_bytes(data[32:], "big")
         if expiry_s < entry["requested_s"] + rule["escrow_expiry_s"]:
             raise Refuse(ETH_EVENT_MISMATCH, "the hold expires before the rule's escrow expiry")
-        entry["hold"] = [0, 0, expiry_s]
-        entry["escrowed_s"] = fields["where"][4]
-        self.save(transfer_id, entry, "escrow", [["escrow", fields["where"]],
-                                                 ["escrow_final", fields["final"]],
-                                                 ["rate", self.here()]])
+        self.escrow_recorded(transfer_id, entry, [0, 0, expiry_s], fields)
 
     @method
     def eth_paid(self, transfer_id: bytes, proof: dict, headers: list) -> None:
@@ -1196,11 +1200,7 @@ class ConnectionContract(Contract):
                                       word_of(accounts["pool"]), word_of(entry["payee_eth"])])
         if data != entry["payout"].to_bytes(32, "big"):
             raise Refuse(ETH_EVENT_MISMATCH, "the payment is not the transfer's payout")
-        if fields["where"][4] > entry["escrowed_s"] + rule["payout_window_s"]:
-            raise Refuse(PAYOUT_LATE, "the payout's block is past the payout window")
-        self.save(transfer_id, entry, "settle", [["payout", fields["where"]],
-                                                 ["payout_final", fields["final"]],
-                                                 ["payout_seen", self.here()]])
+        self.payout_recorded(transfer_id, entry, rule, fields)
 
     @method
     def eth_settled(self, transfer_id: bytes, proof: dict, headers: list) -> None:
@@ -1217,10 +1217,7 @@ class ConnectionContract(Contract):
              word_of(accounts["settlement"])])
         if data != entry["amount"].to_bytes(32, "big") + bytes(32):
             raise Refuse(ETH_EVENT_MISMATCH, "the release is not the whole escrow")
-        entry["settled"] = True
-        self.save(transfer_id, entry, "settle", [["settle", fields["where"]],
-                                                 ["settle_final", fields["final"]],
-                                                 ["settle_seen", self.here()]])
+        self.settle_recorded(transfer_id, entry, fields)
 
     @method
     def eth_refunded(self, transfer_id: bytes, proof: dict, headers: list) -> None:
@@ -1233,9 +1230,7 @@ class ConnectionContract(Contract):
                                       transfer_id, word_of(entry["payer_eth"])])
         if data != entry["amount"].to_bytes(32, "big"):
             raise Refuse(ETH_EVENT_MISMATCH, "the refund is not the whole escrow")
-        self.save(transfer_id, entry, "refunded", [["refund", fields["where"]],
-                                                   ["refund_final", fields["final"]],
-                                                   ["refund_seen", self.here()]])
+        self.save(transfer_id, entry, "refunded", self.proven_steps("refund", fields))
 
     # ---------------------------------------------- an Ethereum escrow's expiry (the node)
     # An Ethereum escrow does not return an expired hold by itself, as a tsunagi ledger does:
@@ -1260,9 +1255,7 @@ class ConnectionContract(Contract):
             raise Refuse(ETH_EVENT_MISMATCH, "the refund is not the whole escrow")
         if fields["where"][4] < entry["hold"][2]:
             raise Refuse(NOT_EXPIRED, "the refund's block is before the escrow's expiry")
-        self.save(transfer_id, entry, "expired", [["expired", fields["where"]],
-                                                  ["expired_final", fields["final"]],
-                                                  ["expired_seen", self.here()]])
+        self.save(transfer_id, entry, "expired", self.proven_steps("expired", fields))
 
 
 # The fields of a stored trail step, in order; its n is its key's.
