@@ -359,7 +359,7 @@ def test_the_contract_follows_a_validator_set_change_from_the_certificates(world
     world.connector_a.transfer(SETTLEMENT_A, AUTHORITY_A, 1)  # height + 1: announces the set
     new_set = chain.validators_at(effective)
     assert VALIDATORS[4].public_key in [member.key for member in new_set]
-    world.access[CHAIN_A].validator_keys = (world.validators[0], world.validators[1],
+    world.access[CHAIN_A].commit.validator_keys = (world.validators[0], world.validators[1],
                                             VALIDATORS[4])
     # The old set's signatures on the first block of the new set are a lie now.
     world.connector_a.transfer(SETTLEMENT_A, AUTHORITY_A, 1)  # at ``effective``

@@ -17,7 +17,8 @@ from tsunagi.contracts.base import Event
 from tsunagi.contracts.chain import ChainContracts
 from tsunagi.contracts.runtime import CallCode, CallResult
 from tsunagi.core.codes import Result
-from tsunagi.errors import ConfigError, EncodingError, NotFoundError, TsunagiError
+from tsunagi.connect.connector import LedgerCommit
+from tsunagi.errors import EncodingError, NotFoundError, TsunagiError
 
 __all__ = ["ConnectionChain", "LocalConnectionChain", "NodeConnectionChain"]
 
@@ -54,24 +55,16 @@ class LocalConnectionChain:
                  validator_keys=()) -> None:
         self.ledger, self.contracts = ledger, contracts
         self.chain_id = ledger.config.chain_id
-        if ledger.config.is_consortium and consortium is None:
-            raise ConfigError(f"the connection chain {self.chain_id} is a consortium chain: "
-                              "give LocalConnectionChain its ConsortiumChain and validator "
-                              "keys, or reach it through a validator node")
-        self.consortium, self.validator_keys = consortium, tuple(validator_keys)
-
-    def _commit(self, records: bytes, signatures: bytes, payloads, now_s: int | None):
-        if self.consortium is None:
-            return self.ledger.submit_batch(records, signatures, now_s=now_s, payloads=payloads)
-        return self.consortium.commit_with_keys(self.validator_keys, records, signatures,
-                                                now_s=now_s, payloads=payloads)
+        self.commit = LedgerCommit(ledger, consortium, validator_keys,
+                                   what="the connection chain", owner="LocalConnectionChain",
+                                   node="a validator node")
 
     def sequence(self, account: int) -> int:
         return self.ledger.account(account).sequence
 
     def call(self, record: bytes, signature: bytes, payload: bytes,
              now_s: int | None) -> CallResult:
-        answer = self._commit(record, signature, [payload], now_s)
+        answer = self.commit(record, signature, payloads=[payload], now_s=now_s)
         result = self.contracts.results.get(bytes(answer.txids[0]))
         if result is None:
             raise _not_run(Result(int(answer.codes[0])))
@@ -84,7 +77,8 @@ class LocalConnectionChain:
                   now_s: int | None) -> list[CallResult]:
         """Runs signed call records all in ONE block (submit_batch of them and their
         payloads: the fast path); their results in order."""
-        answer = self._commit(b"".join(records), b"".join(signatures), payloads, now_s)
+        answer = self.commit(b"".join(records), b"".join(signatures), payloads=payloads,
+                             now_s=now_s)
         results = [self.contracts.results.get(bytes(txid)) for txid in answer.txids]
         for result, code in zip(results, answer.codes):
             if result is None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol, Sequence, runtime_checkable
 
-__all__ = ["ChainHeader", "Connector", "StepProof", "TxRef", "TxStatus"]
+from tsunagi.errors import ConfigError
+
+__all__ = ["ChainHeader", "Connector", "LedgerCommit", "StepProof", "TxRef", "TxStatus"]
 
 
 class TxStatus(IntEnum):
@@ -99,3 +101,29 @@ class Connector(Protocol):
     def finalized_height(self) -> int:
         """The height of the newest block that can no longer be undone."""
         ...
+
+
+class LedgerCommit:
+    """Commits records to a tsunagi ledger open in this process: by ``submit_batch``, or on a
+    consortium chain as the block its ``validator_keys`` (more than two thirds of the
+    weight, all here: the development mode) decide through ``consortium`` (a
+    :class:`tsunagi.consensus.consortium.ConsortiumChain` over ``ledger``). ``owner`` names
+    the class that holds it and ``node`` how else to reach the chain, for the error that a
+    consortium chain without its ConsortiumChain gets."""
+
+    def __init__(self, ledger, consortium, validator_keys, *, what: str, owner: str,
+                 node: str) -> None:
+        if ledger.config.is_consortium and consortium is None:
+            raise ConfigError(f"{what} {ledger.config.chain_id} is a consortium chain: give "
+                              f"{owner} its ConsortiumChain and validator keys, or reach it "
+                              f"through {node}")
+        self.ledger, self.consortium = ledger, consortium
+        self.validator_keys = tuple(validator_keys)
+
+    def __call__(self, records, signatures, *, batches=(), payloads=(), now_s=None):
+        """The batch's answer once its block is stored."""
+        if self.consortium is None:
+            return self.ledger.submit_batch(records, signatures, batches, now_s=now_s,
+                                            payloads=payloads)
+        return self.consortium.commit_with_keys(self.validator_keys, records, signatures,
+                                                batches, now_s=now_s, payloads=payloads)

@@ -28,7 +28,7 @@ import numpy as np
 
 from tsunagi import hashing
 from tsunagi.connect import contract, limits
-from tsunagi.connect.connector import ChainHeader, TxRef, TxStatus
+from tsunagi.connect.connector import ChainHeader, LedgerCommit, TxRef, TxStatus
 from tsunagi.core import records as rec
 from tsunagi.core.block import BatchAuth, batch_root, decode_block
 from tsunagi.core.codes import UNSTORED, Result
@@ -174,11 +174,8 @@ class LedgerChain:
         self.ledger = ledger
         self.chain_id = ledger.config.chain_id
         self.config = ledger.config
-        if ledger.config.is_consortium and consortium is None:
-            raise ConfigError(f"chain {self.chain_id} is a consortium chain: give LedgerChain "
-                              "its ConsortiumChain and validator keys, or reach it through a "
-                              "validator node (NodeChain)")
-        self.consortium, self.validator_keys = consortium, tuple(validator_keys)
+        self.commit = LedgerCommit(ledger, consortium, validator_keys, what="chain",
+                                   owner="LedgerChain", node="a validator node (NodeChain)")
 
     def height(self) -> int:
         return self.ledger.height
@@ -200,21 +197,15 @@ class LedgerChain:
     def headers(self, first: int, end: int) -> bytes:
         return self.ledger.headers(first, min(end, self.ledger.height))
 
-    def _commit(self, records: bytes, signatures: bytes, now_s: int | None, batches=()):
-        if self.consortium is None:
-            return self.ledger.submit_batch(records, signatures, batches, now_s=now_s)
-        return self.consortium.commit_with_keys(self.validator_keys, records, signatures,
-                                                batches, now_s=now_s)
-
     def submit(self, record: bytes, signature: bytes, now_s: int | None) -> Result:
-        return Result(int(self._commit(record, signature, now_s).codes[0]))
+        return Result(int(self.commit(record, signature, now_s=now_s).codes[0]))
 
     def submit_many(self, records: bytes, signatures: bytes, now_s: int | None,
                     batches=()) -> tuple[list[Result], int | None]:
         """Sends signed records in one block (submit_batch: the fast path), ``batches`` the
         BatchAuth entries of those batch-authorized; their codes and the height of the block
         that holds those stored."""
-        answer = self._commit(records, signatures, now_s, batches)
+        answer = self.commit(records, signatures, batches=batches, now_s=now_s)
         return [Result(int(code)) for code in answer.codes], answer.height
 
 
