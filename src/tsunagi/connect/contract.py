@@ -280,8 +280,13 @@ class ConnectionContract(Contract):
                 not isinstance(confirmations, int) or not 0 <= confirmations <= CONFIRMATIONS_MAX:
             raise Refuse(RULE_INVALID, "a chain needs a 32-byte genesis hash, u32 bits and "
                          "0..10000 confirmations")
-        self.state.set(key, {"kind": kind, "genesis": genesis_hash, "bits": bits,
+        self.link(chain_id, {"kind": kind, "genesis": genesis_hash, "bits": bits,
                              "confirmations": confirmations})
+
+    def link(self, chain_id: int, chain: dict) -> None:
+        """Stores a linked tsunagi chain and starts its light client at the genesis block."""
+        genesis_hash = chain["genesis"]
+        self.state.set("chain:" + str(chain_id), chain)
         self.state.set("tip:" + str(chain_id), [0, genesis_hash, 0])
         self.state.set("hdr:" + str(chain_id) + ":" + genesis_hash.hex(),
                        [0, 0, 0, bytes(32)])
@@ -410,13 +415,9 @@ class ConnectionContract(Contract):
         if members is None:
             raise Refuse(RULE_INVALID, "validators are 1.." + str(LINKED_VALIDATORS_MAX) +
                          " distinct [32-byte key, weight >= 1] pairs")
-        self.state.set(key, {"kind": KIND_TSUNAGI_BFT, "genesis": genesis_hash, "bits": 0,
+        self.link(chain_id, {"kind": KIND_TSUNAGI_BFT, "genesis": genesis_hash, "bits": 0,
                              "confirmations": 0})
         self.state.set("vset:" + str(chain_id), members)
-        self.state.set("tip:" + str(chain_id), [0, genesis_hash, 0])
-        self.state.set("hdr:" + str(chain_id) + ":" + genesis_hash.hex(),
-                       [0, 0, 0, bytes(32)])
-        self.state.set("best:" + str(chain_id) + ":0", [genesis_hash, 0])
 
     def certified_extend(self, chain_id: int, chain: dict, items: list) -> list:
         """The consortium chain's tip after ``items``, [[header, certificate], ...]: each
