@@ -18,6 +18,7 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_contracts_encoding import typed
 
 from tsunagi.contracts import encoding, limits
 from tsunagi.contracts.encoding import reference_decode, reference_encode
@@ -63,15 +64,6 @@ any_values = st.recursive(
 # Byte strings of the format's own tags, lengths and continuation bytes: structure, often.
 format_bytes = st.lists(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0x7F, 0x80, 0x81, 0xC3,
                                          0xA9, 0xED, 0xFF]), max_size=40).map(bytes)
-
-
-def typed(value):
-    """``value`` with every scalar tagged by its type, so True and 1 (equal in Python) differ."""
-    if isinstance(value, list):
-        return ("list", [typed(item) for item in value])
-    if isinstance(value, dict):
-        return ("dict", sorted((typed(key), typed(item)) for key, item in value.items()))
-    return (type(value).__name__, value)
 
 
 def outcome(function, argument):
