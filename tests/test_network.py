@@ -59,14 +59,33 @@ def _converged(nodes: list[NetNode]):
     return found[0] if len(set(found)) == 1 else None
 
 
+def _agreed(nodes: list[NetNode], miner: NetNode, payments: Payments, what, least: int = 0):
+    """Waits for the nodes to share one tip at height ``least`` or more. Two miners' branches
+    of equal work stay apart until a block breaks the tie, and these miners mine only when
+    records wait; so while the nodes disagree, a transfer now and then goes to ``miner``. How
+    many it takes does not matter; where the nodes end up does."""
+    polls = [0]
+
+    def agreed():
+        found = _converged(nodes)
+        if found and found[0] >= least:
+            return found
+        polls[0] += 1
+        if polls[0] % 100 == 0:
+            _submit(miner, payments, 1, payer=1)
+        return None
+    return wait_until(agreed, lambda: f"{what} (tips {tips(nodes)}, after {polls[0] // 100} "
+                      "tie-breaking transfers)")
+
+
 def _run_partition(nodes: list[NetNode], cut, mend) -> None:
     half_a, half_b = [nodes[0], nodes[2]], [nodes[1], nodes[3]]
     payments = Payments()
     # Everyone in touch: records reach the miners from every node.
     _submit(nodes[2], payments, 2, payer=1)
     _submit(nodes[3], payments, 2, payer=5)
-    wait_until(lambda: _converged(nodes), "the four nodes to agree before the partition")
-    start_height = _converged(nodes)[0]
+    start_height = _agreed(nodes, nodes[1], payments,
+                           "the four nodes to agree before the partition")[0]
 
     cut()
     # Each half extends its own branch; half b by more blocks (more work).
@@ -82,22 +101,9 @@ def _run_partition(nodes: list[NetNode], cut, mend) -> None:
     assert a_tip != b_tip and b_tip[0] > a_tip[0] > start_height
 
     mend()
-    # Two branches of equal work stay apart until a block breaks the tie, and these miners
-    # mine only when records wait (a link taken down can let half a's miner catch up: see
-    # the module's docstring); so while the nodes disagree, a transfer now and then goes to
-    # half b's miner. How many it takes does not matter; where the nodes end up does.
-    polls = [0]
-
-    def healed():
-        found = _converged(nodes)
-        if found and found[0] >= b_tip[0]:
-            return found
-        polls[0] += 1
-        if polls[0] % 100 == 0:
-            _submit(nodes[1], payments, 1, payer=1)
-        return None
-    final = wait_until(healed, lambda: f"the four nodes to agree after the heal (tips "
-                       f"{tips(nodes)}, after {polls[0] // 100} tie-breaking transfers)")
+    # (A link taken down can let half a's miner catch up: see the module's docstring.)
+    final = _agreed(nodes, nodes[1], payments, "the four nodes to agree after the heal",
+                    least=b_tip[0])
     # The most-work tip wins: half b's as the partition left it, or a chain built on it (half
     # a's records mined again). Where the cut queued data instead of dropping connections (a
     # link taken down: TCP sends what it held once the link is up), half a's miner may first
