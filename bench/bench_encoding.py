@@ -5,8 +5,8 @@ chain encodes and decodes most.
 - ``entry``: a transfer's stored entry as the connection contract saves it at each step
   (ten fields, a list among them; about 150 bytes): read and written by every step call.
 - ``proof``: the arguments of one batched proven step (``escrowed_many``): a linked block's
-  proof (80-byte header, a 6,500-byte body, its Merkle path) and 100 items of a transfer id, a
-  128-byte record, its position and a 7-level path; about 45 KB, decoded once a call.
+  proof (80-byte header, a 6,500-byte body, a multiproof of 7 hashes) and 100 items of a
+  transfer id, a 128-byte record and its position; about 21 KB, decoded once a call.
 
 Run ``python -m pytest bench/bench_encoding.py --benchmark-only`` (groups ``encoding-<case>-
 <operation>`` put native beside reference), or ``python bench/bench_encoding.py``, which prints
@@ -36,9 +36,9 @@ def transfer_entry() -> dict:
 
 def proof_argument() -> list:
     digest = bytes(range(32))
-    block = {"height": 12, "header": bytes(80), "body": bytes(6500), "body_path": [digest] * 7,
+    block = {"height": 12, "header": bytes(80), "body": bytes(6500), "hashes": [digest] * 7,
              "record_count": 100}
-    items = [[b"t-%d" % n, bytes([n]) * 128, n, [digest] * 7] for n in range(100)]
+    items = [[b"t-%d" % n, bytes([n]) * 128, n] for n in range(100)]
     return ["escrowed_many", [block, items, [bytes(80), bytes(80)]]]
 
 

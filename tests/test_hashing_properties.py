@@ -159,6 +159,47 @@ def test_merkle_proofs_round_trip_and_reject_tampering(backend, leaves, data):
     assert not hashing.verify_merkle_proof(leaves[index], proof, index + 2 ** len(proof), root)
 
 
+@plain
+@given(leaves=st.lists(leaf, min_size=1, max_size=40, unique=True), data=st.data())
+def test_multiproofs_round_trip_pin_the_size_and_reject_tampering(leaves, data):
+    """One proof of many leaves (the connection contract's batched steps): it rebuilds the
+    root from exactly the leaves it names, the contract's own walk agrees with hashing's,
+    the last leaf known pins the tree's size, and any change to a leaf, a hash, the count of
+    hashes or a position is refused."""
+    from tsunagi.connect.contract import multiproof_root
+
+    root, size = bitcoin.merkle_root(leaves), len(leaves)
+    levels = hashing.merkle_levels(leaves)
+    positions = sorted(data.draw(st.sets(st.integers(0, size - 1), min_size=1), label="known"))
+    known = {position: leaves[position] for position in positions}
+    hashes = hashing.merkle_multiproof(levels, positions)
+    assert hashing.verify_merkle_multiproof(known, size, hashes, root)
+    assert multiproof_root([[p, leaves[p]] for p in positions], size, hashes) == root
+    if len(positions) == size:
+        assert hashes == []
+    if len(positions) == 1 and size > 1:  # one leaf: its path less the self-paired nodes
+        assert len(hashes) <= len(hashing.merkle_proof(leaves, positions[0]))
+    if size - 1 in positions:
+        for other in (size - 1, size + 1, size + 2):
+            if other >= 1 and other != size:
+                assert not hashing.verify_merkle_multiproof(known, other, hashes, root)
+    bit = data.draw(st.integers(0, 255), label="bit")
+    first = positions[0]
+    assert not hashing.verify_merkle_multiproof({**known, first: flip(leaves[first], bit)},
+                                                size, hashes, root)
+    assert not hashing.verify_merkle_multiproof(known, size, hashes + [root], root)
+    if hashes:
+        at = data.draw(st.integers(0, len(hashes) - 1), label="hash")
+        tampered = hashes[:at] + [flip(hashes[at], bit)] + hashes[at + 1:]
+        assert not hashing.verify_merkle_multiproof(known, size, tampered, root)
+        assert multiproof_root([[p, leaves[p]] for p in positions], size, tampered) != root
+        assert not hashing.verify_merkle_multiproof(known, size, hashes[:-1], root)
+    moved = data.draw(st.integers(0, size - 1), label="moved")
+    if moved not in known and leaves[moved] != leaves[first]:
+        shifted = {**{p: v for p, v in known.items() if p != first}, moved: leaves[first]}
+        assert not hashing.verify_merkle_multiproof(shifted, size, hashes, root)
+
+
 # Bitcoin Core, src/test/arith_uint256_tests.cpp: SetCompact -> value, GetCompact -> bits.
 COMPACT_VECTORS = [
     (0x00000000, 0, 0x00000000),

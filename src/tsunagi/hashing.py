@@ -43,6 +43,7 @@ __all__ = [
     "header_hash",
     "make_header",
     "merkle_levels",
+    "merkle_multiproof",
     "merkle_parents",
     "merkle_path",
     "merkle_proof",
@@ -55,6 +56,7 @@ __all__ = [
     "sha256d_records",
     "target_to_bits",
     "validate_headers",
+    "verify_merkle_multiproof",
     "verify_merkle_proof",
     "work_from_bits",
 ]
@@ -208,6 +210,69 @@ def verify_merkle_proof(leaf: bytes, proof: Sequence[bytes], index: int, root: b
         node = sha256d(sibling + node) if index & 1 else sha256d(node + sibling)
         index >>= 1
     return index == 0 and node == root
+
+
+def merkle_multiproof(levels: Sequence[np.ndarray], positions: Sequence[int]) -> list[bytes]:
+    """The hashes that, with the leaves at ``positions``, rebuild the root of ``levels`` (from
+    merkle_levels): one proof for many leaves, where a path a leaf repeats the nodes their
+    paths share. Bottom level first, each level left to right; a known node's sibling is
+    taken from the proof only when it is not known itself (or rebuilt from known ones), and
+    the lone last node of an odd level pairs with itself. Empty when every leaf is known.
+    Check it with verify_merkle_multiproof."""
+    size = len(levels[0])
+    known = sorted(set(positions))
+    if known and not (0 <= known[0] and known[-1] < size):
+        raise IndexError(f"leaf positions must be in 0..{size - 1}")
+    hashes: list[bytes] = []
+    for level in levels[:-1]:
+        parents, index = [], 0
+        while index < len(known):
+            position = known[index]
+            if position % 2 == 0 and index + 1 < len(known) and known[index + 1] == position + 1:
+                index += 2  # both children known
+            else:
+                sibling = position ^ 1
+                if sibling < len(level):  # else the lone last node pairs with itself
+                    hashes.append(level[sibling].tobytes())
+                index += 1
+            parents.append(position // 2)
+        known = parents
+    return hashes
+
+
+def verify_merkle_multiproof(leaves: dict[int, bytes], size: int, hashes: Sequence[bytes],
+                             root: bytes) -> bool:
+    """True when the ``leaves`` (position -> 32-byte hash) of a tree of ``size`` leaves and
+    ``hashes`` (merkle_multiproof's order, every one used) lead to ``root``. As
+    verify_merkle_proof, a node paired with a copy of itself is refused unless it is the lone
+    last node of its level (CVE-2012-2459), so with the last leaf among ``leaves`` the shape
+    pins ``size`` (a block proves its body leaf, its last, this way)."""
+    if not leaves or size < 1 or len(root) != 32:
+        return False
+    level = sorted(leaves.items())
+    if level[0][0] < 0 or level[-1][0] >= size or any(len(node) != 32 for _, node in level):
+        return False
+    used = 0
+    while size > 1:
+        parents, index = [], 0
+        while index < len(level):
+            position, node = level[index]
+            lone = position == size - 1 and position % 2 == 0
+            if position % 2 == 0 and index + 1 < len(level) and \
+                    level[index + 1][0] == position + 1:
+                sibling, index = level[index + 1][1], index + 2
+            elif lone:
+                sibling, index = node, index + 1
+            else:
+                if used == len(hashes) or len(hashes[used]) != 32:
+                    return False
+                sibling, used, index = bytes(hashes[used]), used + 1, index + 1
+            if (sibling == node) != lone:
+                return False
+            parents.append((position // 2, sha256d(sibling + node) if position % 2
+                            else sha256d(node + sibling)))
+        level, size = parents, (size + 1) // 2
+    return used == len(hashes) and level[0][1] == root
 
 
 def search_nonce(header, start: int = 0, count: int = limits.nonce_end,

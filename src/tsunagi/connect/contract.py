@@ -192,6 +192,42 @@ def walk_path(leaf: bytes, path: list, index: int, leaves: int, root: bytes) -> 
     return size == 1 and node == root
 
 
+def multiproof_root(known: list, size: int, hashes: list) -> bytes:
+    """The root that the ``known`` leaves ([position, 32-byte hash] pairs, positions strictly
+    ascending below ``size``) of a tree of ``size`` leaves and ``hashes`` lead to, every hash
+    used; b"" when they do not fit (tsunagi.hashing.verify_merkle_multiproof's walk: bottom
+    level first, left to right, a sibling from ``hashes`` only where it is not known). As in
+    walk_path a node paired with its copy is refused unless it is the lone last node of its
+    level, so with the tree's last leaf known the shape pins ``size`` (CVE-2012-2459)."""
+    if size < 1 or not known or known[-1][0] >= size or len(hashes) > PATH_LEVELS_MAX * size:
+        return b""
+    level, used = known, 0
+    while size > 1:
+        parents, index, count = [], 0, len(level)
+        while index < count:
+            position, node = level[index]
+            lone = position == size - 1 and position % 2 == 0
+            if position % 2 == 0 and index + 1 < count and level[index + 1][0] == position + 1:
+                sibling = level[index + 1][1]
+                index += 2
+            elif lone:
+                sibling = node
+                index += 1
+            else:
+                if used == len(hashes) or not isinstance(hashes[used], bytes) or \
+                        len(hashes[used]) != 32:
+                    return b""
+                sibling = hashes[used]
+                used += 1
+                index += 1
+            if (sibling == node) != lone:
+                return b""
+            parents.append([position // 2, sha256d(sibling + node) if position % 2
+                            else sha256d(node + sibling)])
+        level, size = parents, (size + 1) // 2
+    return level[0][1] if used == len(hashes) else b""
+
+
 def check_header(header: bytes, bits: int) -> int:
     """0 when the 80-byte ``header`` has the chain's ``bits`` and meets them; else the code."""
     if u32(header, 72) != bits:
@@ -499,10 +535,13 @@ class ConnectionContract(Contract):
                 self.context.block_time_s]
 
     def save(self, transfer_id: bytes, entry: dict, state: str, steps: list) -> None:
-        key = transfer_id.hex()
+        """The transfer's entry in ``state``, and ``steps`` ([name, where] each) one key on
+        its trail, named by the number of its first step (see the trail layout below)."""
+        key, stored = transfer_id.hex(), []
         for name, where in steps:
-            entry["steps"] += 1
-            self.state.set("step:" + key + ":" + str(entry["steps"]), [name] + where)
+            stored.append([name] + where)
+        self.state.set("step:" + key + ":" + str(entry["steps"] + 1), stored)
+        entry["steps"] += len(stored)
         entry["state"] = state
         self.state.set("xfer:" + key, entry)
         self.emit("step", transfer_id=transfer_id, state=state)
@@ -676,14 +715,16 @@ class ConnectionContract(Contract):
 
     # --------------------------------------------------- transfer state layout (trail keys)
     # A transfer's entry ("xfer:<id hex>") holds its fields, its rule's id and its count of
-    # steps; each step of its trail is a key of its own ("step:<id hex>:<n>", n from 1),
-    # written once and never read by the state machine; the rule is read by its id, since a
-    # rule never changes once added (add_rule refuses an id in use and nothing else writes
-    # "rule:"). A step so decodes and encodes about 160 bytes, not the whole trail and a copy
-    # of the rule (about 1,900 bytes at twelve steps). A step is stored as a list, [step name,
-    # chain, txid, height, block hash, time] (STEP_FIELDS), which encodes and decodes in half
-    # the time of the dict readers see (trail_step). ``trail`` and ConnectionNode.state_of
-    # assemble the transfer as it was: its fields with "rule" and "trail".
+    # steps; the steps one call adds to its trail (one, or a proven step's three) are a key of
+    # their own ("step:<id hex>:<n>", n the number of the first of them, from 1), written once
+    # and never read by the state machine; the rule is read by its id, since a rule never
+    # changes once added (add_rule refuses an id in use and nothing else writes "rule:"). A
+    # call so decodes and encodes about 160 bytes a step, not the whole trail and a copy of
+    # the rule (about 1,900 bytes at twelve steps), and a transfer of twelve steps writes six
+    # trail keys, not twelve. A step is stored as a list, [step name, chain, txid, height,
+    # block hash, time] (STEP_FIELDS), which encodes and decodes in half the time of the dict
+    # readers see (trail_step). ``trail`` and ConnectionNode.state_of assemble the transfer as
+    # it was: its fields with "rule" and "trail".
 
     rules_read = None  # rule id -> rule, each read once a call
     self_id = None  # this connection chain's id ("self"), read once a call
@@ -703,18 +744,23 @@ class ConnectionContract(Contract):
         entry = self.transfer(transfer_id)
         shown = {key: entry[key] for key in entry if key not in ["rule_id", "steps"]}
         shown["rule"] = self.rule_of(entry)
-        shown["trail"] = [trail_step(n, self.state.get("step:" + transfer_id.hex() + ":" +
-                                                       str(n)))
-                          for n in range(1, entry["steps"] + 1)]
+        shown["trail"] = []
+        prefix = "step:" + transfer_id.hex() + ":"
+        while len(shown["trail"]) < entry["steps"]:
+            for stored in self.state.get(prefix + str(len(shown["trail"]) + 1)):
+                shown["trail"].append(trail_step(len(shown["trail"]) + 1, stored))
         return shown
 
     # ------------------------------------------------------------- batched steps (fast path)
     # One call steps many transfers. A proven step's call proves many records of ONE block of
-    # the linked chain: its header, the body leaf (the codes) and finality once, then per
-    # transfer only its record, position and Merkle path. Every check of the one-transfer
-    # methods holds per transfer (state, record match, TX_USED, expiry and window); a batch is
-    # all or nothing: the first transfer refused refuses the call with its own code (the
-    # detail names its index), and nothing of the call stays.
+    # the linked chain: its header and finality once, and the records with the body leaf (the
+    # codes) by one Merkle multiproof, so a node that the paths of many records share is
+    # hashed once (a group of 100 records is its whole block, and the multiproof is then
+    # empty: 100 hashes rebuild the root where 100 paths took about 700). Per transfer only
+    # its record and position travel. Every check of the one-transfer methods holds per
+    # transfer (state, record match, TX_USED, expiry and window); a batch is all or nothing:
+    # the first transfer refused refuses the call with its own code (the detail names its
+    # index; a multiproof that fails names no one record), and nothing of the call stays.
 
     def batch(self, items, size: int) -> list:
         if not isinstance(items, list) or not items:
@@ -733,11 +779,14 @@ class ConnectionContract(Contract):
             seen[item[0]] = 1
         return items
 
-    def proven_block(self, chain_id: int, block, headers: list) -> dict:
-        """A linked block's header and body proven once: the best chain's at its height,
-        final, its codes under its root. The part of ``proven`` shared by a batch."""
+    def proven_block(self, chain_id: int, block, items: list, headers: list) -> dict:
+        """A linked block's header proven once (the best chain's at its height, final) and
+        the batch's records with its body in it: one multiproof of every item's record
+        ([transfer_id, record, position], positions ascending) and of the body leaf (the
+        codes, the block's last leaf) under the header's root. The part of ``proven`` shared
+        by a batch; per record ``txid`` and ``code`` are then known."""
         chain = self.linked(chain_id)
-        kinds = {"height": int, "header": bytes, "body": bytes, "body_path": list,
+        kinds = {"height": int, "header": bytes, "body": bytes, "hashes": list,
                  "record_count": int}
         if not isinstance(block, dict):
             raise Refuse(BLOCK_MALFORMED, "a block proof is a dict")
@@ -747,9 +796,24 @@ class ConnectionContract(Contract):
         header, count, body = block["header"], block["record_count"], block["body"]
         if len(header) != HEADER_BYTES or count < 1 or len(body) < count or len(body) == 64:
             raise Refuse(BLOCK_MALFORMED, "an 80-byte header and a body of one code a record")
+        known, txids, last = [], [], -1
+        for item in items:
+            record, position = item[1], item[2]
+            if not isinstance(record, bytes) or len(record) != RECORD_BYTES or \
+                    not isinstance(position, int) or isinstance(position, bool) or \
+                    not last < position < count:
+                raise Refuse(PROOF_MALFORMED, "transfer " + str(len(txids)) + " of the batch: "
+                             "a record is 128 bytes at a position after the one before, "
+                             "below the block's count")
+            last = position
+            txid = sha256d(record)
+            txids.append(txid)
+            known.append([position, txid])
+        known.append([count, sha256d(body)])
         root = header[36:68]
-        if not walk_path(sha256d(body), block["body_path"], count, count + 1, root):
-            raise Refuse(CODE_UNPROVEN, "the block's codes do not lead to the root")
+        if multiproof_root(known, count + 1, block["hashes"]) != root:
+            raise Refuse(NOT_IN_BLOCK, "the records and the block's codes do not lead to the "
+                         "header's root")
         tip = self.extend(chain_id, headers)
         height = block["height"]
         known = self.state.get("best:" + str(chain_id) + ":" + str(height))
@@ -761,20 +825,13 @@ class ConnectionContract(Contract):
             raise Refuse(NOT_FINAL, "the block needs " + str(chain["confirmations"]) +
                          " blocks on top")
         final = self.state.get("best:" + str(chain_id) + ":" + str(final_height))
-        return {"chain": chain_id, "root": root, "count": count, "body": body,
+        return {"chain": chain_id, "body": body, "txids": txids,
                 "where": [chain_id, b"", height, known[0], known[1]],
                 "final": [chain_id, b"", final_height, final[0], final[1]]}
 
-    def proven_item(self, block: dict, record, position, path) -> dict:
-        """One record of a proven block: its path, its code ok, its txid not used before."""
-        if not isinstance(record, bytes) or len(record) != RECORD_BYTES or \
-                not isinstance(position, int) or isinstance(position, bool) or \
-                not isinstance(path, list):
-            raise Refuse(PROOF_MALFORMED, "an item's record is 128 bytes, position an int and "
-                         "path a list")
-        txid = sha256d(record)
-        if not walk_path(txid, path, position, block["count"] + 1, block["root"]):
-            raise Refuse(NOT_IN_BLOCK, "the record's Merkle path does not lead to the root")
+    def proven_item(self, block: dict, index: int, record: bytes, position: int) -> dict:
+        """Record ``index`` of a proven block's batch: its code ok, its txid not used before."""
+        txid = block["txids"][index]
         fields = parse_record(record)
         if block["body"][position] != 0:
             raise Refuse(TX_FAILED, "the record was refused there, code " +
@@ -820,26 +877,31 @@ class ConnectionContract(Contract):
 
     def proven_many(self, block: dict, items: list, headers: list, side: str, state: str,
                     applied, unsettled: bool = False) -> None:
-        """A batched proven step: items [transfer_id, record, position, path] of one block of
-        each transfer's ``side`` chain, each transfer in ``state`` (and, with ``unsettled``,
-        its escrow not settled yet); ``applied(transfer_id, entry, rule, fields)`` is what the
-        single method does once its record is proven."""
-        self.batch(items, 4)
+        """A batched proven step: items [transfer_id, record, position] of one block of each
+        transfer's ``side`` chain, proven together by the block's multiproof, each transfer
+        in ``state`` (and, with ``unsettled``, its escrow not settled yet);
+        ``applied(transfer_id, entry, rule, fields)`` is what the single method does once its
+        record is proven."""
+        self.batch(items, 3)
         chain, pairs = self.entries_on(items, side)
-        proven = self.proven_block(chain, block, headers)
-
-        def step(pair) -> None:
-            item, entry = pair
-            self.expect(entry, [state])
-            if unsettled and entry.get("settled"):
-                raise Refuse(WRONG_STATE, "the escrow is settled already")
-            applied(item[0], entry, self.rule_of(entry),
-                    self.proven_item(proven, item[1], item[2], item[3]))
-        self.each(pairs, step)
+        proven = self.proven_block(chain, block, items, headers)
+        index = 0
+        for item, entry in pairs:
+            try:
+                if entry["state"] != state:
+                    raise Refuse(WRONG_STATE, "the transfer is in state " + entry["state"])
+                if unsettled and entry.get("settled"):
+                    raise Refuse(WRONG_STATE, "the escrow is settled already")
+                applied(item[0], entry, self.rule_of(entry),
+                        self.proven_item(proven, index, item[1], item[2]))
+            except Refuse as refusal:
+                raise Refuse(refusal.code, "transfer " + str(index) + " of the batch: " +
+                             refusal.message) from None
+            index += 1
 
     @method
     def escrowed_many(self, block: dict, items: list, headers: list) -> None:
-        """Steps 2-4 for many: items [transfer_id, record, position, path] of one block."""
+        """Steps 2-4 for many: items [transfer_id, record, position] of one block."""
         self.proven_many(block, items, headers, "source", "request", self.escrow_proven)
 
     @method
@@ -850,12 +912,12 @@ class ConnectionContract(Contract):
 
     @method
     def paid_many(self, block: dict, items: list, headers: list) -> None:
-        """Steps 7-8 for many: items [transfer_id, record, position, path] of one block."""
+        """Steps 7-8 for many: items [transfer_id, record, position] of one block."""
         self.proven_many(block, items, headers, "target", "payout", self.payout_proven)
 
     @method
     def settled_many(self, block: dict, items: list, headers: list) -> None:
-        """Steps 9-11 for many: items [transfer_id, record, position, path] of one block."""
+        """Steps 9-11 for many: items [transfer_id, record, position] of one block."""
         self.proven_many(block, items, headers, "source", "settle", self.settle_proven,
                          unsettled=True)
 

@@ -115,7 +115,7 @@ class ConnectionNode:
 
     def state_of(self, transfer_id: bytes) -> dict | None:
         """The transfer as the connection chain holds it (state, amounts, rule, trail), or
-        None: its entry with its rule and its steps, each a key of its own (the contract's
+        None: its entry with its rule and its steps, those of each call a key (the contract's
         "transfer state layout")."""
         key = transfer_id.hex().encode()
         stored = self.chain.state(_PREFIX + b"xfer:" + key)
@@ -126,8 +126,10 @@ class ConnectionNode:
         entry["rule"] = dict(self._rule(rule_id))
         prefix, state, decode = _PREFIX + b"step:" + key + b":", self.chain.state, encoding.decode
         # contract.trail_step of each, inline: pay_many reads every transfer back this way.
-        entry["trail"] = [dict(zip(_STEP_KEYS, (n, *decode(state(b"%s%d" % (prefix, n))))))
-                          for n in range(1, steps + 1)]
+        trail = entry["trail"] = []
+        while len(trail) < steps:
+            for stored in decode(state(b"%s%d" % (prefix, len(trail) + 1))):
+                trail.append(dict(zip(_STEP_KEYS, (len(trail) + 1, *stored))))
         return entry
 
     def _rule(self, rule_id: int) -> dict:
@@ -666,9 +668,9 @@ class ConnectionNode:
                     by_block.setdefault(ref.height, []).append((transfer_id, ref))
             for height, good in by_block.items():
                 block, items = connector.find_many(height, [ref.txid for _, ref in good])
-                calls.append((_PROVEN_METHOD[op], [block, [
-                    [transfer_id] + item for (transfer_id, _), item in zip(good, items)],
-                    headers]))
+                calls.append((_PROVEN_METHOD[op], [block, sorted(
+                    ([transfer_id] + item for (transfer_id, _), item in zip(good, items)),
+                    key=_position), headers]))
                 headers = []
         self._step_many(entries, calls)
 
@@ -773,6 +775,11 @@ _APPLIED = {
     "complete_many": lambda entry, item, block: entry.update(state="complete"),
 }
 _PROVEN_METHOD = {"hold": "escrowed_many", "payout": "paid_many", "settle": "settled_many"}
+
+
+def _position(item: list) -> int:
+    """A batched proven item's position in its block: the contract takes them in order."""
+    return item[2]
 
 
 # Codes of a record the chain stores nowhere and never will (its sequence is used, or a record

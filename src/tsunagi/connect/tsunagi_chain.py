@@ -506,12 +506,12 @@ class TsunagiConnector:
         return refs
 
     def find_many(self, height: int, txids: list[bytes]) -> tuple[dict, list[list]]:
-        """The proof of block ``height`` (header, body, its path) once and, per txid, its
-        record, position and Merkle path: what the batched step methods take."""
+        """The proof of block ``height`` (header, body, and one Merkle multiproof of the
+        records and the body leaf) and, per txid in order, its record and position: what the
+        batched step methods take (their items in ascending position)."""
         block = decode_block(self.chain.block(height))
         body = (block.codes.tobytes() + block.signatures.tobytes() +
                 block.batch_array.tobytes() + block.extension)
-        count = len(block)
         positions = {bytes(txid): i for i, txid in enumerate(block.txids())}
         items = []
         for txid in txids:
@@ -519,10 +519,10 @@ class TsunagiConnector:
             if position is None:
                 raise NotFoundError(f"txid {txid.hex()} is not in block {height} of chain "
                                     f"{self.chain_id}")
-            items.append([block.records[position].tobytes(), position,
-                          block.tx_proof(position)])
+            items.append([block.records[position].tobytes(), position])
         proof = {"height": height, "header": block.header, "body": body,
-                 "body_path": _body_path(block, count), "record_count": count}
+                 "hashes": block.tx_multiproof([item[1] for item in items]),
+                 "record_count": len(block)}
         return proof, items
 
     @property
@@ -624,10 +624,3 @@ def _batch_auths(prepared: list[Prepared]) -> list[BatchAuth]:
         else:
             auths.append(BatchAuth(index, 1, *one.batch))
     return auths
-
-
-def _body_path(block, count: int) -> list[bytes]:
-    """The body leaf's path: the last leaf of the block's tree (its records' txids, then the
-    body digest)."""
-    leaves = np.vstack([block.txids(), np.frombuffer(block.body_digest(), np.uint8)])
-    return list(hashing.merkle_proof(leaves, count))

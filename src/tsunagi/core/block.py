@@ -427,6 +427,20 @@ class Block:
         self._check_position(position)
         return hashing.merkle_path(self._merkle_levels(), position)
 
+    def tx_multiproof(self, positions, *, with_body: bool = True) -> list[bytes]:
+        """One Merkle multiproof of the txids of records ``positions`` (and, ``with_body``,
+        of the body digest, the last leaf) under the header's root.
+
+        Check it with ``hashing.verify_merkle_multiproof({position: txid, ...,
+        len(block): body_digest}, len(block) + 1, hashes, block.merkle_root)``.
+        """
+        positions = [int(position) for position in positions]
+        for position in positions:
+            self._check_position(position)
+        if with_body:
+            positions.append(len(self.records))
+        return hashing.merkle_multiproof(self._merkle_levels(), positions)
+
     def _check_position(self, position: int) -> None:
         if not 0 <= position < len(self.records):
             raise IndexError(f"record {position} out of range for {len(self.records)} records")
